@@ -1,0 +1,56 @@
+# Front for the CMake build. The README's two commands:
+#   make demo   set up, fetch MNIST, train LeNet-5 and report test accuracy
+#   make test   set up, build (plain and sanitized) and pass every test
+JOBS ?= $(shell nproc)
+BUILD ?= build
+PREFIX ?= /usr/local
+FUZZ_SECONDS ?= 20
+
+.PHONY: all deps build build-asan test test-plain test-asan demo bench fuzz install clean mnist
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOSP_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j $(JOBS)
+
+mnist: deps
+	scripts/fetch-mnist
+
+test-plain: build mnist
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Slow tests (long training, large golden nets) run only in the plain build.
+test-asan: build-asan mnist
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS) -LE slow
+
+test: test-plain test-asan fuzz
+
+demo: build mnist
+	scripts/demo
+
+bench: build
+	scripts/install-deps --bench
+	bench/run-all
+
+# Each fuzz target runs for FUZZ_SECONDS on its seed corpus.
+fuzz: deps
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DOSP_FUZZ=ON -DOSP_TESTS=OFF >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+	scripts/run-fuzz build-fuzz $(FUZZ_SECONDS)
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

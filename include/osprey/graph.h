@@ -1,0 +1,173 @@
+/* osprey graph: a DAG of ops in topological order, reverse-mode autodiff,
+ * and memory planning.
+ *
+ * Node 0 is the input (batch x input shape). Every other node applies one op
+ * to earlier nodes. Shapes are per sample (C x H x W, or D); the batch size
+ * is chosen when the graph is planned.
+ *
+ * Parameters live in one flat array (weights) with a twin (grads) of the
+ * same layout, so that optimizers, checkpoints and gradient exchange are one
+ * loop over one buffer. Non-trained state (batch-norm running statistics)
+ * lives in a second flat array (buffers).
+ *
+ * Activations are carved from one arena allocated by osp_graph_plan() for a
+ * batch size and mode; forward and backward never allocate. */
+#ifndef OSPREY_GRAPH_H
+#define OSPREY_GRAPH_H
+
+#include "osprey/core.h"
+#include "osprey/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OSP_NAME_MAX 64
+#define OSP_MAX_INPUTS 8
+#define OSP_MAX_NODE_PARAMS 4
+
+typedef struct osp_graph osp_graph;
+typedef struct osp_node osp_node;
+
+typedef enum osp_mode { OSP_MODE_INFER = 0, OSP_MODE_TRAIN = 1 } osp_mode;
+
+/* Everything an op needs at run time besides its node. */
+typedef struct osp_exec {
+    const osp_backend *be;
+    osp_mode mode;
+    int batch;
+    uint64_t seed; /* with step, seeds the random ops (dropout) */
+    uint64_t step;
+    void *workspace; /* shared scratch, size = max over ops of workspace_bytes */
+} osp_exec;
+
+/* How a parameter starts (PyTorch's defaults for each layer). */
+typedef enum osp_init {
+    OSP_INIT_ZERO = 0,
+    OSP_INIT_ONE = 1,
+    OSP_INIT_UNIFORM = 2, /* U(-scale, scale) */
+    OSP_INIT_NORMAL = 3,  /* N(0, scale^2) */
+} osp_init;
+
+typedef enum osp_param_kind {
+    OSP_PARAM_WEIGHT = 0, /* trained: in weights[], has a gradient */
+    OSP_PARAM_BUFFER = 1, /* state: in buffers[], no gradient (BN running stats) */
+} osp_param_kind;
+
+typedef struct osp_param {
+    char name[2 * OSP_NAME_MAX]; /* "<node>.<what>", e.g. "conv1.weight" */
+    osp_param_kind kind;
+    osp_shape shape;
+    int64_t numel;
+    int64_t offset; /* in weights[] / grads[] or buffers[] */
+    osp_init init;
+    float init_scale;
+    int node; /* owner */
+} osp_param;
+
+/* One op kind. Ops live in src/nn/op_<name>.c, one file each. */
+typedef struct osp_op {
+    const char *name; /* also the spec section name: "conv", "relu", ... */
+    /* Shape rule: checks the inputs, sets n->shape and declares parameters
+     * with osp_graph_add_param. Returns 0 or an error (message set). */
+    int (*setup)(osp_graph *g, osp_node *n);
+    /* Bytes kept from forward to backward for a batch (max-pool argmax,
+     * BN statistics, dropout mask); NULL = none. Allocated in train mode only. */
+    size_t (*saved_bytes)(const osp_graph *g, const osp_node *n, int batch);
+    /* Scratch bytes needed inside forward or backward only; NULL = none. */
+    size_t (*workspace_bytes)(const osp_graph *g, const osp_node *n, int batch);
+    void (*forward)(osp_graph *g, osp_node *n, const osp_exec *ex);
+    /* Accumulates into the inputs' dout (where osp_node_needs_grad) and into
+     * the parameters' grads. NULL for ops that have no gradient. */
+    void (*backward)(osp_graph *g, osp_node *n, const osp_exec *ex);
+    /* Frees n->attrs; NULL means osp_free. */
+    void (*free_attrs)(void *attrs);
+} osp_op;
+
+struct osp_node {
+    const osp_op *op;   /* NULL for the input node */
+    char name[OSP_NAME_MAX];
+    int id;
+    int n_inputs;
+    int inputs[OSP_MAX_INPUTS]; /* ids of earlier nodes */
+    osp_shape shape;            /* per sample */
+    int64_t size;               /* elements per sample */
+    void *attrs;                /* op-specific, owned by the node */
+    int n_params;
+    int params[OSP_MAX_NODE_PARAMS]; /* indices into the graph's params */
+    int needs_grad;             /* 1 if a gradient must flow into this node */
+    int keep;                   /* inference planning: never reuse this output */
+    /* Set by osp_graph_plan for the planned batch: */
+    float *out;  /* batch x size */
+    float *dout; /* batch x size, train mode; NULL where no gradient flows */
+    void *saved; /* saved_bytes, train mode */
+};
+
+/* New graph whose input has the per-sample shape given. */
+OSP_API osp_graph *osp_graph_new(const osp_shape *input_shape);
+OSP_API void osp_graph_free(osp_graph *g);
+
+/* Appends a node applying op to the inputs (node ids); the node owns attrs
+ * from this call on, even on failure. Calls op->setup. Returns the new
+ * node's id, or a negative error. */
+OSP_API int osp_graph_add(osp_graph *g, const osp_op *op, const char *name, const int *inputs,
+                          int n_inputs, void *attrs);
+/* For op setup functions: declares a parameter of the node and returns its
+ * index, or a negative error. */
+OSP_API int osp_graph_add_param(osp_graph *g, osp_node *n, const char *what, osp_param_kind kind,
+                                const osp_shape *shape, osp_init init, float init_scale);
+/* Allocates weights, grads and buffers (after the last osp_graph_add) and
+ * initialises them from seed. */
+OSP_API int osp_graph_init_params(osp_graph *g, uint64_t seed);
+
+OSP_API int osp_graph_node_count(const osp_graph *g);
+OSP_API osp_node *osp_graph_node(osp_graph *g, int id);
+OSP_API const osp_node *osp_graph_node_const(const osp_graph *g, int id);
+/* Node by name, or NULL. */
+OSP_API osp_node *osp_graph_find(osp_graph *g, const char *name);
+OSP_API osp_node *osp_graph_output(osp_graph *g); /* the last node */
+
+OSP_API int osp_graph_param_count(const osp_graph *g);
+OSP_API const osp_param *osp_graph_param(const osp_graph *g, int i);
+/* Index of the parameter called name, or -1. */
+OSP_API int osp_graph_find_param(const osp_graph *g, const char *name);
+/* Flat arrays (borrowed; valid until the graph is freed). */
+OSP_API float *osp_graph_weights(osp_graph *g, int64_t *count);
+OSP_API float *osp_graph_grads(osp_graph *g, int64_t *count);
+OSP_API float *osp_graph_buffers(osp_graph *g, int64_t *count);
+/* The data of parameter i (weights[] or buffers[] by its kind), its grad
+ * (NULL for buffers). */
+OSP_API float *osp_graph_param_data(osp_graph *g, int i);
+OSP_API float *osp_graph_param_grad(osp_graph *g, int i);
+
+/* Plans activations for batch and mode, reusing the arena when neither
+ * changed. Inference mode keeps only what later ops need (plus nodes marked
+ * keep and the output). Returns 0 or an error. */
+OSP_API int osp_graph_plan(osp_graph *g, int batch, osp_mode mode);
+/* Bytes of the current activation arena (for tests and reports). */
+OSP_API size_t osp_graph_arena_bytes(const osp_graph *g);
+OSP_API int osp_graph_planned_batch(const osp_graph *g);
+
+/* Runs every op on the input batch (batch x input size floats, copied into
+ * the input node). The graph must be planned for this batch size. */
+OSP_API int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex);
+/* Reverse pass. The caller has written the output node's dout (e.g. from
+ * softmax_xent); parameter grads are zeroed first, then filled. */
+OSP_API int osp_graph_backward(osp_graph *g, const osp_exec *ex);
+
+/* ---- helpers for op implementations ------------------------------------- */
+
+static inline osp_node *osp_node_input(osp_graph *g, const osp_node *n, int i) {
+    return osp_graph_node(g, n->inputs[i]);
+}
+OSP_API float *osp_node_weight(osp_graph *g, const osp_node *n, int i);
+OSP_API float *osp_node_grad(osp_graph *g, const osp_node *n, int i);
+
+/* Looks up an op by spec name ("conv"); NULL if unknown. */
+OSP_API const osp_op *osp_op_find(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

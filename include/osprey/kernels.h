@@ -1,0 +1,141 @@
+/* osprey kernels: the arithmetic behind every op, reached only through a
+ * backend table chosen once at start. The CPU backend fills it from plain C
+ * (+ OpenMP + OpenBLAS sgemm); SIMD variants and other devices fill the same
+ * slots, so no graph, layer or trainer code changes when a kernel does.
+ *
+ * Conventions for every kernel:
+ *   - tensors are float32, NCHW, contiguous;
+ *   - forward kernels overwrite their output;
+ *   - backward kernels ACCUMULATE (+=) into dx, dw and db, so that a tensor
+ *     read by several ops gets the sum of their gradients; a NULL gradient
+ *     pointer means "not needed" and that part is skipped;
+ *   - workspace is scratch memory of the size the matching *_workspace
+ *     function returned (bytes); kernels never allocate. */
+#ifndef OSPREY_KERNELS_H
+#define OSPREY_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osprey/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A 2-D convolution or pooling window over a batch.
+ * Input N x C x H x W, output N x K x P x Q (for pooling K == C). */
+typedef struct osp_conv_desc {
+    int n, c, h, w;        /* input */
+    int k, p, q;           /* output channels, height, width */
+    int kh, kw;            /* window */
+    int stride_h, stride_w;
+    int pad_h, pad_w;      /* top/left padding; bottom/right is implied by p, q */
+    int dil_h, dil_w;
+    int groups;            /* conv only: c and k are multiples of groups */
+} osp_conv_desc;
+
+/* Output size of a window along one axis, or -1 if the window does not fit.
+ * ceil_mode rounds up (as Caffe's pooling and ONNX's ceil_mode do), keeping
+ * the last window starting inside the input or left padding. */
+OSP_API int osp_conv_out_size(int in, int kernel, int stride, int pad, int dil, int ceil_mode);
+
+typedef enum osp_activation {
+    OSP_ACT_NONE = 0,
+    OSP_ACT_RELU = 1,
+    OSP_ACT_LEAKY_RELU = 2, /* alpha = negative slope */
+    OSP_ACT_RELU6 = 3,
+    OSP_ACT_SIGMOID = 4,
+    OSP_ACT_TANH = 5,
+    OSP_ACT_SWISH = 6,      /* x * sigmoid(x) */
+} osp_activation;
+
+typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
+
+typedef struct osp_backend {
+    const char *name; /* "cpu-ref", "cpu-avx2", ... */
+
+    /* C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major. */
+    void (*sgemm)(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+    /* Convolution. w is K x (C/groups) x kh x kw; bias (K) may be NULL. */
+    size_t (*conv2d_workspace)(const osp_conv_desc *d);
+    void (*conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
+                           const float *bias, float *y, void *workspace);
+    /* dx += conv_transpose(dy, w) */
+    void (*conv2d_backward_data)(const osp_conv_desc *d, const float *dy, const float *w,
+                                 float *dx, void *workspace);
+    /* dw += corr(x, dy); db += sum of dy over N, P, Q (db may be NULL) */
+    void (*conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const float *dy,
+                                   float *dw, float *db, void *workspace);
+
+    /* Max pooling; argmax (N*C*P*Q) records the winning input offset within
+     * each image-channel plane, for the backward pass. Padding never wins. */
+    void (*maxpool_forward)(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax);
+    void (*maxpool_backward)(const osp_conv_desc *d, const float *dy, const int32_t *argmax,
+                             float *dx);
+    /* Average pooling; padded positions count in the divisor (PyTorch's
+     * count_include_pad=True) unless exclude_pad. Global average pooling is
+     * the window kh = h, kw = w. */
+    void (*avgpool_forward)(const osp_conv_desc *d, int exclude_pad, const float *x, float *y);
+    void (*avgpool_backward)(const osp_conv_desc *d, int exclude_pad, const float *dy, float *dx);
+
+    /* Fully connected: x (n x in), w (out x in, PyTorch's Linear layout),
+     * bias (out) may be NULL, y (n x out). */
+    void (*fc_forward)(int n, int in, int out, const float *x, const float *w, const float *bias,
+                       float *y);
+    void (*fc_backward)(int n, int in, int out, const float *x, const float *w, const float *dy,
+                        float *dx, float *dw, float *db);
+
+    /* Element-wise activation over count values. The backward gets both the
+     * input x and the output y (each activation uses whichever is cheaper). */
+    void (*activation_forward)(osp_activation act, float alpha, int64_t count, const float *x,
+                               float *y);
+    void (*activation_backward)(osp_activation act, float alpha, int64_t count, const float *x,
+                                const float *y, const float *dy, float *dx);
+
+    /* Batch normalisation over N x C x S (S = H*W). Training: batch
+     * statistics (biased variance to normalise, unbiased to update the
+     * running variance, as PyTorch), running stats updated with momentum
+     * (running = (1-momentum)*running + momentum*batch); save_mean and
+     * save_invstd (C each) kept for the backward. */
+    void (*batchnorm_forward_train)(int n, int c, int s, const float *x, const float *gamma,
+                                    const float *beta, float momentum, float eps,
+                                    float *running_mean, float *running_var, float *save_mean,
+                                    float *save_invstd, float *y);
+    void (*batchnorm_forward_infer)(int n, int c, int s, const float *x, const float *gamma,
+                                    const float *beta, const float *running_mean,
+                                    const float *running_var, float eps, float *y);
+    void (*batchnorm_backward)(int n, int c, int s, const float *x, const float *dy,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+    /* Row-wise softmax over rows x cols. */
+    void (*softmax_forward)(int rows, int cols, const float *x, float *y);
+    void (*softmax_backward)(int rows, int cols, const float *y, const float *dy, float *dx);
+
+    /* Fused softmax + cross-entropy (numerically stable, log-sum-exp).
+     * labels: rows ints in [0, cols). Returns the mean loss over rows; if
+     * dlogits is non-NULL it is OVERWRITTEN with d(mean loss)/d(logits);
+     * probs (rows x cols) may be NULL. */
+    double (*softmax_xent)(int rows, int cols, const float *logits, const int32_t *labels,
+                           float *probs, float *dlogits);
+
+    /* L2 normalisation of each row: y = x / max(||x||, eps). */
+    void (*l2norm_forward)(int rows, int cols, float eps, const float *x, float *y);
+    void (*l2norm_backward)(int rows, int cols, float eps, const float *x, const float *y,
+                            const float *dy, float *dx);
+} osp_backend;
+
+/* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */
+OSP_API const osp_backend *osp_backend_cpu_reference(void);
+/* The backend chosen for this machine (CPU features at run time). The
+ * environment variable OSP_BACKEND=reference forces the portable one. */
+OSP_API const osp_backend *osp_backend_default(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

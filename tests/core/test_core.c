@@ -1,0 +1,74 @@
+/* Core: errors, allocation, shapes, tensors, RNG. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "osprey/core.h"
+
+Test(error, message_and_code) {
+    int rc = osp_error(OSP_EFORMAT, "%s: bad magic at byte %d", "x.idx", 4);
+    cr_assert_eq(rc, OSP_EFORMAT);
+    cr_assert_str_eq(osp_last_error(), "x.idx: bad magic at byte 4");
+    cr_assert_str_eq(osp_err_name(OSP_ENOMEM), "OSP_ENOMEM");
+    cr_assert_str_eq(osp_strerror(OSP_ENOMEM), "out of memory");
+    osp_error_clear();
+    cr_assert_str_eq(osp_last_error(), "");
+}
+
+Test(alloc, aligned_and_overflow_checked) {
+    float *p = osp_alloc(100);
+    cr_assert_not_null(p);
+    cr_assert_eq((uintptr_t)p % OSP_ALIGN, 0);
+    osp_free(p);
+    cr_assert_null(osp_calloc(SIZE_MAX / 2, 4));
+    cr_assert_eq(osp_mul_size(SIZE_MAX, 2, &(size_t){0}), OSP_ERANGE);
+}
+
+Test(tensor, new_wrap_free) {
+    osp_shape s = osp_shape4(2, 3, 4, 5);
+    osp_tensor *t = osp_tensor_new(&s);
+    cr_assert_not_null(t);
+    cr_assert_eq(t->numel, 120);
+    for (int i = 0; i < 120; i++) cr_assert_eq(t->data[i], 0.0f);
+    char buf[64];
+    osp_shape_format(&s, buf, sizeof buf);
+    cr_assert_str_eq(buf, "2x3x4x5");
+    osp_tensor_free(t);
+    int64_t bad[2] = {-1, 3};
+    osp_shape b = osp_shape_make(2, bad);
+    cr_assert_null(osp_tensor_new(&b));
+}
+
+Test(rng, reproducible_and_restorable) {
+    osp_rng a, b;
+    osp_rng_seed(&a, 42);
+    osp_rng_seed(&b, 42);
+    for (int i = 0; i < 100; i++) cr_assert_eq(osp_rng_u64(&a), osp_rng_u64(&b));
+    osp_rng saved = a;
+    uint64_t next = osp_rng_u64(&a);
+    cr_assert_eq(osp_rng_u64(&saved), next);
+    osp_rng_derive(&a, 1, 2, 3);
+    osp_rng_derive(&b, 1, 2, 4);
+    cr_assert_neq(osp_rng_u64(&a), osp_rng_u64(&b));
+}
+
+Test(rng, distributions) {
+    osp_rng r;
+    osp_rng_seed(&r, 7);
+    double sum = 0, sq = 0;
+    const int n = 100000;
+    for (int i = 0; i < n; i++) {
+        float u = osp_rng_uniform(&r);
+        cr_assert(u >= 0.0f && u < 1.0f);
+        float z = osp_rng_normal(&r);
+        sum += z;
+        sq += (double)z * z;
+    }
+    cr_assert_lt(sum / n < 0 ? -sum / n : sum / n, 0.02);
+    cr_assert_lt(sq / n > 1 ? sq / n - 1 : 1 - sq / n, 0.03);
+    int64_t idx[50];
+    int seen[50] = {0};
+    for (int i = 0; i < 50; i++) idx[i] = i;
+    osp_rng_shuffle(&r, idx, 50);
+    for (int i = 0; i < 50; i++) seen[idx[i]]++;
+    for (int i = 0; i < 50; i++) cr_assert_eq(seen[i], 1);
+}

@@ -1,0 +1,17 @@
+/* The subcommands of the osprey command, one file each (cmd_<name>.c).
+ * Each returns the process exit status: 0 success, 1 user error (with a
+ * one-line message already printed), 2 internal failure. */
+#ifndef OSPREY_TOOLS_COMMANDS_H
+#define OSPREY_TOOLS_COMMANDS_H
+
+#define OSP_COMMAND_LIST(X)                                                \
+    X(train, "train a network from a spec on a dataset")                  \
+    X(eval, "accuracy and loss of a model on a dataset")                  \
+    X(run, "raw inference on a .npy batch (any layer's activations)")     \
+    X(info, "layers, shapes, parameter count and metadata of a model")
+
+#define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
+OSP_COMMAND_LIST(OSP_X_DECLARE)
+#undef OSP_X_DECLARE
+
+#endif

@@ -1,0 +1,45 @@
+/* osprey: one command for the life of an image model. Dispatches to the
+ * subcommand files; each owns its options and its --help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "osprey/osprey.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+#define OSP_X_ENTRY(name, summary) {#name, cmd_##name, summary},
+    OSP_COMMAND_LIST(OSP_X_ENTRY)
+#undef OSP_X_ENTRY
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: osprey COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'osprey COMMAND --help' explains a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("osprey %s\n", OSP_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "osprey: unknown command '%s' (see 'osprey --help')\n", argv[1]);
+    return 1;
+}
