@@ -150,6 +150,40 @@ OSP_API int osp_threads_get(void);
 /* Seconds since an arbitrary fixed point (monotonic clock). */
 OSP_API double osp_now(void);
 
+
+/* ---- files ------------------------------------------------------------- */
+
+/* A file written under a temporary name in the same directory and renamed
+ * into place by commit (after fsync of the file and its directory), so that
+ * readers see the old file or the whole new one, never a half-written one. */
+typedef struct osp_atomic_file {
+    int fd;
+    char *path;     /* final path */
+    char *tmp_path; /* where the bytes go until commit */
+} osp_atomic_file;
+
+OSP_API int osp_atomic_open(osp_atomic_file *f, const char *path);
+OSP_API int osp_atomic_write(osp_atomic_file *f, const void *buf, size_t len);
+/* fsync, rename, fsync the directory; frees f's strings either way. */
+OSP_API int osp_atomic_commit(osp_atomic_file *f);
+/* Removes the temporary file; safe after a failed write. */
+OSP_API void osp_atomic_abort(osp_atomic_file *f);
+
+/* Reads a whole file into a new buffer (osp_free it); refuses files larger
+ * than max_bytes with OSP_ERANGE. */
+OSP_API int osp_file_read_all(const char *path, size_t max_bytes, void **buf, size_t *len);
+
+/* A read-only memory map of a whole file. */
+typedef struct osp_mapped_file {
+    const void *data;
+    size_t len;
+} osp_mapped_file;
+OSP_API int osp_file_map(const char *path, osp_mapped_file *m);
+OSP_API void osp_file_unmap(osp_mapped_file *m);
+
+/* CRC-32C (Castagnoli) of buf, continuing from crc (start with 0). */
+OSP_API uint32_t osp_crc32c(uint32_t crc, const void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
