@@ -112,6 +112,9 @@ OSP_API void osp_graph_free(osp_graph *g);
  * node's id, or a negative error. */
 OSP_API int osp_graph_add(osp_graph *g, const osp_op *op, const char *name, const int *inputs,
                           int n_inputs, void *attrs);
+/* Makes a gradient flow into the input node too (gradient checks, saliency).
+ * Call before planning. */
+OSP_API void osp_graph_require_input_grad(osp_graph *g);
 /* For op setup functions: declares a parameter of the node and returns its
  * index, or a negative error. */
 OSP_API int osp_graph_add_param(osp_graph *g, osp_node *n, const char *what, osp_param_kind kind,

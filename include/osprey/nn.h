@@ -1,0 +1,124 @@
+/* osprey nn: network specs, the ops that build graphs from them, and
+ * networks (a graph plus what is needed to feed it: input size,
+ * normalisation, label names).
+ *
+ * A spec is a text file of sections, one per layer, in the spirit of
+ * Darknet's .cfg (docs/netspec.md):
+ *
+ *     [net]
+ *     input = 1x28x28
+ *     mean = 0.1307
+ *     std = 0.3081
+ *
+ *     [conv]
+ *     name = conv1
+ *     filters = 20
+ *     size = 5
+ *
+ * Each layer takes the previous layer as input unless `input = a, b` names
+ * others. */
+#ifndef OSPREY_NN_H
+#define OSPREY_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osprey/core.h"
+#include "osprey/graph.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- specs ------------------------------------------------------------- */
+
+typedef struct osp_spec_kv {
+    char *key;
+    char *value;
+    int line;
+    int used; /* set when read; unread keys are reported as unknown */
+} osp_spec_kv;
+
+typedef struct osp_spec_section {
+    char *type;       /* "conv" */
+    const char *file; /* for messages: "nets/lenet.cfg" */
+    int line;         /* of the [type] header */
+    int n_kv;
+    osp_spec_kv *kv;
+} osp_spec_section;
+
+typedef struct osp_spec {
+    char *file;
+    int n_sections;
+    osp_spec_section *sections;
+} osp_spec;
+
+/* Parses spec text (len bytes, need not be terminated); name is used in
+ * messages ("name:line: ..."). */
+OSP_API int osp_spec_parse(const char *text, size_t len, const char *name, osp_spec **out);
+OSP_API int osp_spec_load(const char *path, osp_spec **out);
+OSP_API void osp_spec_free(osp_spec *sp);
+
+/* Key accessors for op parse functions. Each marks the key used; a missing
+ * key gives def; a bad value gives OSP_EFORMAT with "file:line: ..." set.
+ * Integers and floats must lie in [min, max]. */
+OSP_API int osp_spec_int(osp_spec_section *s, const char *key, int def, int min, int max, int *out);
+OSP_API int osp_spec_float(osp_spec_section *s, const char *key, float def, float min, float max,
+                           float *out);
+/* A list "3, 3" or "3x3" of up to max_n integers in [min, max]; *n gets the
+ * count (0 if the key is missing: out is left untouched). */
+OSP_API int osp_spec_ints(osp_spec_section *s, const char *key, int *out, int max_n, int *n,
+                          int min, int max);
+OSP_API int osp_spec_floats(osp_spec_section *s, const char *key, float *out, int max_n, int *n);
+/* The raw value, or def if missing. */
+OSP_API const char *osp_spec_str(osp_spec_section *s, const char *key, const char *def);
+/* A key that must be one of choices (NULL-terminated); *out gets its index. */
+OSP_API int osp_spec_choice(osp_spec_section *s, const char *key, const char *const *choices,
+                            int def, int *out);
+/* OSP_EFORMAT with "file:line: message" for the section (or its key). */
+OSP_API int osp_spec_error(const osp_spec_section *s, const char *key, const char *fmt, ...)
+    OSP_PRINTF(3, 4);
+
+/* An op as a spec section: parse reads the section's keys into attrs (the
+ * op's own struct). Registered in src/nn/registry.c. */
+typedef struct osp_layer_type {
+    const osp_op *op;
+    int (*parse)(osp_spec_section *s, void **attrs);
+} osp_layer_type;
+
+OSP_API const osp_layer_type *osp_layer_type_find(const char *name);
+/* NULL-terminated list of every layer type (for docs and --help). */
+OSP_API const osp_layer_type *const *osp_layer_types(void);
+
+/* ---- networks ------------------------------------------------------------ */
+
+#define OSP_MAX_CHANNELS 4
+
+typedef struct osp_net {
+    osp_graph *graph;
+    char *spec_text;  /* the spec it was built from (saved with the model) */
+    osp_shape input;  /* C x H x W */
+    float mean[OSP_MAX_CHANNELS], std[OSP_MAX_CHANNELS]; /* per input channel */
+    int n_classes;    /* output size */
+    char **labels;    /* n_classes names, or NULL */
+    int logits_node;  /* the node the loss reads: the output, or the input of
+                         a final [softmax] */
+} osp_net;
+
+/* Builds a network from spec text; parameters initialised from seed. */
+OSP_API int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed,
+                              osp_net **out);
+OSP_API int osp_net_load_spec(const char *path, uint64_t seed, osp_net **out);
+OSP_API void osp_net_free(osp_net *net);
+/* Copies labels (n_classes of them). */
+OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
+/* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */
+OSP_API void osp_net_normalize(const osp_net *net, float *x, int batch);
+/* Number of trained parameters. */
+OSP_API int64_t osp_net_param_count(const osp_net *net);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

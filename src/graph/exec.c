@@ -1,0 +1,45 @@
+/* Running a planned graph: forward in order, backward in reverse. */
+#include <string.h>
+
+#include "graph_impl.h"
+
+static int check_plan(const osp_graph *g, const osp_exec *ex, osp_mode need) {
+    if (!g->weights) return osp_error(OSP_ESTATE, "graph parameters are not initialised");
+    if (g->planned_batch != ex->batch || (need == OSP_MODE_TRAIN && g->planned_mode != need))
+        return osp_error(OSP_ESTATE, "graph is not planned for batch %d in this mode", ex->batch);
+    return OSP_OK;
+}
+
+int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
+    int rc = check_plan(g, ex, ex->mode);
+    if (rc) return rc;
+    if (ex->mode == OSP_MODE_TRAIN && g->planned_mode != OSP_MODE_TRAIN)
+        return osp_error(OSP_ESTATE, "graph is planned for inference, not training");
+    osp_exec run = *ex;
+    run.workspace = g->workspace;
+    osp_node *in = &g->nodes[0];
+    if (input != in->out) memcpy(in->out, input, (size_t)ex->batch * (size_t)in->size * sizeof(float));
+    for (int i = 1; i < g->n_nodes; i++) g->nodes[i].op->forward(g, &g->nodes[i], &run);
+    return OSP_OK;
+}
+
+int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
+    int rc = check_plan(g, ex, OSP_MODE_TRAIN);
+    if (rc) return rc;
+    osp_exec run = *ex;
+    run.workspace = g->workspace;
+    memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
+    /* Every gradient but the output's (written by the caller) starts at zero:
+     * ops accumulate into their inputs' gradients. */
+    for (int i = 0; i < g->n_nodes - 1; i++)
+        if (g->nodes[i].dout)
+            memset(g->nodes[i].dout, 0, (size_t)ex->batch * (size_t)g->nodes[i].size * sizeof(float));
+    for (int i = g->n_nodes - 1; i > 0; i--) {
+        osp_node *n = &g->nodes[i];
+        if (!n->needs_grad) continue;
+        if (!n->op->backward)
+            return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);
+        n->op->backward(g, n, &run);
+    }
+    return OSP_OK;
+}

@@ -1,0 +1,28 @@
+/* Internals of the graph shared by its files. */
+#ifndef OSPREY_GRAPH_IMPL_H
+#define OSPREY_GRAPH_IMPL_H
+
+#include "osprey/graph.h"
+
+struct osp_graph {
+    int n_nodes, cap_nodes;
+    osp_node *nodes;
+
+    int n_params, cap_params;
+    osp_param *params;
+    int64_t n_weights; /* floats in weights[] and grads[] */
+    int64_t n_buffers;
+    float *weights; /* NULL until osp_graph_init_params */
+    float *grads;
+    float *buffers;
+
+    /* The current plan. */
+    void *arena;
+    size_t arena_bytes;
+    int planned_batch; /* 0 = not planned */
+    osp_mode planned_mode;
+    size_t workspace_bytes;
+    void *workspace;
+};
+
+#endif

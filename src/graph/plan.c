@@ -1,0 +1,154 @@
+/* Memory planning: one arena per (batch size, mode).
+ *
+ * Training keeps every activation (the backward pass reads them) and gives
+ * each node that a gradient flows into a gradient buffer. Inference keeps an
+ * activation only until its last reader has run: buffers are recycled
+ * best-fit, so a deep network needs a few activations' worth of memory. */
+#include <string.h>
+
+#include "graph_impl.h"
+
+#define ALIGN_UP(x) (((x) + OSP_ALIGN - 1) / OSP_ALIGN * OSP_ALIGN)
+
+/* A region of the arena that inference reuses once its owner is dead. */
+typedef struct slot {
+    size_t offset, bytes;
+    int free;
+} slot;
+
+typedef struct layout {
+    size_t *out, *dout, *saved; /* offsets per node; SIZE_MAX = none */
+    size_t workspace;           /* offset of the shared workspace */
+    size_t total;
+} layout;
+
+static int checked_bytes(int64_t elems, int batch, size_t elem_size, size_t *out) {
+    size_t n;
+    if (osp_mul_size((size_t)elems, (size_t)batch, &n) || osp_mul_size(n, elem_size, &n) ||
+        n > SIZE_MAX / 2)
+        return osp_error(OSP_ERANGE, "activations for batch %d are too large", batch);
+    *out = ALIGN_UP(n);
+    return OSP_OK;
+}
+
+static size_t max_workspace(const osp_graph *g, int batch) {
+    size_t ws = 0;
+    for (int i = 1; i < g->n_nodes; i++) {
+        const osp_node *n = &g->nodes[i];
+        if (n->op->workspace_bytes) {
+            size_t b = n->op->workspace_bytes(g, n, batch);
+            if (b > ws) ws = b;
+        }
+    }
+    return ALIGN_UP(ws);
+}
+
+static int layout_train(const osp_graph *g, int batch, layout *l) {
+    size_t at = 0, bytes = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const osp_node *n = &g->nodes[i];
+        if (checked_bytes(n->size, batch, sizeof(float), &bytes)) return OSP_ERANGE;
+        l->out[i] = at;
+        at += bytes;
+        if (n->needs_grad) {
+            l->dout[i] = at;
+            at += bytes;
+        }
+        if (i > 0 && n->op->saved_bytes) {
+            size_t s = ALIGN_UP(n->op->saved_bytes(g, n, batch));
+            l->saved[i] = at;
+            at += s;
+        }
+    }
+    l->workspace = at;
+    l->total = at + max_workspace(g, batch);
+    return OSP_OK;
+}
+
+static int layout_infer(const osp_graph *g, int batch, layout *l) {
+    int rc = OSP_OK;
+    int *last_use = osp_calloc((size_t)g->n_nodes, sizeof *last_use);
+    int *slot_of = osp_calloc((size_t)g->n_nodes, sizeof *slot_of);
+    slot *slots = osp_calloc((size_t)g->n_nodes, sizeof *slots);
+    if (!last_use || !slot_of || !slots) {
+        rc = OSP_ENOMEM;
+        goto done;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const osp_node *n = &g->nodes[i];
+        last_use[i] = (n->keep || i == g->n_nodes - 1) ? g->n_nodes : i;
+        for (int j = 0; j < n->n_inputs; j++)
+            if (last_use[n->inputs[j]] < i) last_use[n->inputs[j]] = i;
+    }
+    int n_slots = 0;
+    size_t at = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        size_t bytes = 0;
+        if ((rc = checked_bytes(g->nodes[i].size, batch, sizeof(float), &bytes))) goto done;
+        /* Best fit among free slots; else a new one. The output never shares
+         * a slot with its inputs: they are freed only after it is placed. */
+        int best = -1;
+        for (int s = 0; s < n_slots; s++)
+            if (slots[s].free && slots[s].bytes >= bytes &&
+                (best < 0 || slots[s].bytes < slots[best].bytes))
+                best = s;
+        if (best < 0) {
+            best = n_slots++;
+            slots[best].offset = at;
+            slots[best].bytes = bytes;
+            at += bytes;
+        }
+        slots[best].free = 0;
+        slot_of[i] = best;
+        l->out[i] = slots[best].offset;
+        for (int j = 0; j <= i; j++)
+            if (last_use[j] == i) slots[slot_of[j]].free = 1;
+    }
+    l->workspace = at;
+    l->total = at + max_workspace(g, batch);
+done:
+    osp_free(last_use);
+    osp_free(slot_of);
+    osp_free(slots);
+    return rc;
+}
+
+int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
+    if (batch <= 0) return osp_error(OSP_EINVAL, "batch size must be positive, not %d", batch);
+    if (g->planned_batch == batch && g->planned_mode == mode) return OSP_OK;
+    layout l = {0};
+    l.out = osp_alloc(3 * (size_t)g->n_nodes * sizeof(size_t));
+    if (!l.out) return OSP_ENOMEM;
+    l.dout = l.out + g->n_nodes;
+    l.saved = l.dout + g->n_nodes;
+    for (int i = 0; i < 3 * g->n_nodes; i++) l.out[i] = SIZE_MAX;
+    int rc = mode == OSP_MODE_TRAIN ? layout_train(g, batch, &l) : layout_infer(g, batch, &l);
+    if (rc == OSP_OK && l.total > g->arena_bytes) {
+        osp_free(g->arena);
+        g->arena_bytes = 0;
+        g->arena = osp_alloc(l.total);
+        if (!g->arena) rc = osp_error(OSP_ENOMEM, "out of memory planning %zu bytes of activations for batch %d", l.total, batch);
+        else g->arena_bytes = l.total;
+    }
+    if (rc == OSP_OK) {
+        char *base = g->arena;
+        for (int i = 0; i < g->n_nodes; i++) {
+            osp_node *n = &g->nodes[i];
+            n->out = (float *)(base + l.out[i]);
+            n->dout = l.dout[i] == SIZE_MAX ? NULL : (float *)(base + l.dout[i]);
+            n->saved = l.saved[i] == SIZE_MAX ? NULL : base + l.saved[i];
+        }
+        g->workspace = base + l.workspace;
+        g->workspace_bytes = l.total - l.workspace;
+        g->planned_batch = batch;
+        g->planned_mode = mode;
+    } else {
+        g->planned_batch = 0;
+    }
+    osp_free(l.out);
+    return rc;
+}
+
+size_t osp_graph_arena_bytes(const osp_graph *g) { return g->arena_bytes; }
+
+int osp_graph_planned_batch(const osp_graph *g) { return g->planned_batch; }

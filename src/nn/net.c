@@ -1,0 +1,220 @@
+/* Networks from specs: the [net] section, then one graph node per layer. */
+#include <stdio.h>
+#include <string.h>
+
+#include "osprey/nn.h"
+
+void osp_net_free(osp_net *net) {
+    if (!net) return;
+    osp_graph_free(net->graph);
+    osp_free(net->spec_text);
+    if (net->labels)
+        for (int i = 0; i < net->n_classes; i++) osp_free(net->labels[i]);
+    osp_free(net->labels);
+    osp_free(net);
+}
+
+static int unknown_keys(const osp_spec_section *s) {
+    for (int k = 0; k < s->n_kv; k++)
+        if (!s->kv[k].used)
+            return osp_error(OSP_EFORMAT, "%s:%d: [%s] unknown key '%s'", s->file, s->kv[k].line,
+                             s->type, s->kv[k].key);
+    return OSP_OK;
+}
+
+static int parse_net_section(osp_spec_section *s, osp_net *net) {
+    if (strcmp(s->type, "net"))
+        return osp_error(OSP_EFORMAT, "%s:%d: the spec must start with [net], not [%s]", s->file,
+                         s->line, s->type);
+    int dims[3], n;
+    int rc = osp_spec_ints(s, "input", dims, 3, &n, 1, 65536);
+    if (rc) return rc;
+    if (n == 0) return osp_spec_error(s, NULL, "'input' (C x H x W, e.g. 1x28x28) is required");
+    int64_t d64[3];
+    for (int i = 0; i < n; i++) d64[i] = dims[i];
+    net->input = osp_shape_make(n, d64);
+    if (osp_shape_numel(&net->input) > ((int64_t)1 << 28))
+        return osp_spec_error(s, "input", "input of %lld values per sample is too large",
+                              (long long)osp_shape_numel(&net->input));
+    int channels = (int)(n == 1 ? 1 : dims[0]);
+    float v[OSP_MAX_CHANNELS];
+    for (int which = 0; which < 2; which++) {
+        const char *key = which ? "std" : "mean";
+        float *dst = which ? net->std : net->mean;
+        for (int c = 0; c < OSP_MAX_CHANNELS; c++) dst[c] = which ? 1.0f : 0.0f;
+        if ((rc = osp_spec_floats(s, key, v, OSP_MAX_CHANNELS, &n))) return rc;
+        if (n == 0) continue;
+        if (n != 1 && n != channels)
+            return osp_spec_error(s, key, "'%s' needs 1 or %d values (one per channel), not %d",
+                                  key, channels, n);
+        if (channels > OSP_MAX_CHANNELS && n != 1)
+            return osp_spec_error(s, key, "per-channel '%s' is limited to %d channels", key,
+                                  OSP_MAX_CHANNELS);
+        for (int c = 0; c < OSP_MAX_CHANNELS; c++) {
+            dst[c] = v[n == 1 ? 0 : c];
+            if (which && !(dst[c] > 0.0f)) return osp_spec_error(s, key, "'std' must be positive");
+        }
+    }
+    return unknown_keys(s);
+}
+
+/* Resolves "a, b" to node ids. */
+static int parse_inputs(osp_graph *g, osp_spec_section *s, int *ids, int *n_ids) {
+    const char *value = osp_spec_str(s, "input", NULL);
+    if (!value) {
+        ids[0] = osp_graph_node_count(g) - 1;
+        *n_ids = 1;
+        return OSP_OK;
+    }
+    *n_ids = 0;
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        char name[OSP_NAME_MAX];
+        if (t == p || t - p >= OSP_NAME_MAX)
+            return osp_spec_error(s, "input", "bad layer name in 'input = %s'", value);
+        memcpy(name, p, (size_t)(t - p));
+        name[t - p] = '\0';
+        osp_node *node = osp_graph_find(g, name);
+        if (!node)
+            return osp_spec_error(s, "input", "'input' names '%s', which is not an earlier layer", name);
+        if (*n_ids == OSP_MAX_INPUTS)
+            return osp_spec_error(s, "input", "more than %d inputs", OSP_MAX_INPUTS);
+        ids[(*n_ids)++] = node->id;
+        p = *e ? e + 1 : e;
+    }
+    return OSP_OK;
+}
+
+static int add_layer(osp_net *net, osp_spec_section *s) {
+    const osp_layer_type *type = osp_layer_type_find(s->type);
+    if (!type) {
+        char known[512] = "";
+        const osp_layer_type *const *all = osp_layer_types();
+        for (int i = 0; all[i]; i++) {
+            size_t used = strlen(known);
+            snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", all[i]->op->name);
+        }
+        return osp_error(OSP_EFORMAT, "%s:%d: unknown layer type [%s] (known: %s)", s->file,
+                         s->line, s->type, known);
+    }
+    const char *name = osp_spec_str(s, "name", NULL);
+    int inputs[OSP_MAX_INPUTS], n_inputs;
+    int rc = parse_inputs(net->graph, s, inputs, &n_inputs);
+    if (rc) return rc;
+    void *attrs = NULL;
+    if ((rc = type->parse(s, &attrs))) return rc;
+    if ((rc = unknown_keys(s))) {
+        if (type->op->free_attrs) type->op->free_attrs(attrs);
+        else osp_free(attrs);
+        return rc;
+    }
+    rc = osp_graph_add(net->graph, type->op, name, inputs, n_inputs, attrs);
+    if (rc < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", osp_last_error());
+        return osp_error(rc, "%s:%d: [%s] %s", s->file, s->line, s->type, msg);
+    }
+    return OSP_OK;
+}
+
+int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed, osp_net **out) {
+    *out = NULL;
+    osp_spec *sp;
+    int rc = osp_spec_parse(text, len, name, &sp);
+    if (rc) return rc;
+    osp_net *net = osp_calloc(1, sizeof *net);
+    if (!net) {
+        osp_spec_free(sp);
+        return OSP_ENOMEM;
+    }
+    net->spec_text = osp_alloc(len + 1);
+    if (!net->spec_text) {
+        rc = OSP_ENOMEM;
+        goto fail;
+    }
+    memcpy(net->spec_text, text, len);
+    net->spec_text[len] = '\0';
+    if ((rc = parse_net_section(&sp->sections[0], net))) goto fail;
+    net->graph = osp_graph_new(&net->input);
+    if (!net->graph) {
+        rc = OSP_ENOMEM;
+        goto fail;
+    }
+    if (sp->n_sections < 2) {
+        rc = osp_error(OSP_EFORMAT, "%s: the spec has no layers after [net]", sp->file);
+        goto fail;
+    }
+    for (int i = 1; i < sp->n_sections; i++)
+        if ((rc = add_layer(net, &sp->sections[i]))) goto fail;
+    osp_node *last = osp_graph_output(net->graph);
+    net->logits_node = last->id;
+    if (last->op && !strcmp(last->op->name, "softmax")) net->logits_node = last->inputs[0];
+    net->n_classes = (int)last->size;
+    if ((rc = osp_graph_init_params(net->graph, seed))) goto fail;
+    osp_spec_free(sp);
+    *out = net;
+    return OSP_OK;
+fail:
+    osp_spec_free(sp);
+    osp_net_free(net);
+    return rc;
+}
+
+int osp_net_load_spec(const char *path, uint64_t seed, osp_net **out) {
+    void *buf;
+    size_t len;
+    *out = NULL;
+    int rc = osp_file_read_all(path, 1 << 20, &buf, &len);
+    if (rc) return rc;
+    rc = osp_net_from_spec(buf, len, path, seed, out);
+    osp_free(buf);
+    return rc;
+}
+
+int osp_net_set_labels(osp_net *net, const char *const *labels, int n) {
+    if (n != net->n_classes)
+        return osp_error(OSP_EINVAL, "%d label names for a network with %d outputs", n, net->n_classes);
+    char **copy = osp_calloc((size_t)n, sizeof *copy);
+    if (!copy) return OSP_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(labels[i]);
+        copy[i] = osp_alloc(len + 1);
+        if (!copy[i]) {
+            for (int j = 0; j < i; j++) osp_free(copy[j]);
+            osp_free(copy);
+            return OSP_ENOMEM;
+        }
+        memcpy(copy[i], labels[i], len + 1);
+    }
+    if (net->labels)
+        for (int i = 0; i < net->n_classes; i++) osp_free(net->labels[i]);
+    osp_free(net->labels);
+    net->labels = copy;
+    return OSP_OK;
+}
+
+void osp_net_normalize(const osp_net *net, float *x, int batch) {
+    int channels = net->input.ndim == 3 ? (int)net->input.dim[0] : 1;
+    int64_t plane = osp_shape_numel(&net->input) / channels;
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < channels; c++) {
+            int k = c < OSP_MAX_CHANNELS ? c : 0;
+            float mean = net->mean[k], inv = 1.0f / net->std[k];
+            float *p = x + ((int64_t)b * channels + c) * plane;
+            for (int64_t i = 0; i < plane; i++) p[i] = (p[i] - mean) * inv;
+        }
+}
+
+int64_t osp_net_param_count(const osp_net *net) {
+    int64_t total = 0;
+    for (int i = 0; i < osp_graph_param_count(net->graph); i++) {
+        const osp_param *p = osp_graph_param(net->graph, i);
+        if (p->kind == OSP_PARAM_WEIGHT) total += p->numel;
+    }
+    return total;
+}
