@@ -1,10 +1,296 @@
-#include <stdio.h>
+/* osprey train: train a network from a spec (or continue a checkpoint). */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 
+static const char *const CMD = "train";
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: osprey train --net SPEC --data DATA [options]\n"
+            "       osprey train --resume CHECKPOINT --data DATA [options]\n"
+            "\n"
+            "Trains the network described by SPEC (see docs/netspec.md) on DATA, a\n"
+            "directory holding the four MNIST IDX files (or an IDX images file).\n"
+            "\n"
+            "data:\n"
+            "  --data DATA           training data (required)\n"
+            "  --split train|test    which files of DATA to train on (default train)\n"
+            "  --val DATA            evaluate on DATA's test files after each epoch\n"
+            "schedule:\n"
+            "  --epochs N            passes over the data (default 10)\n"
+            "  --batch B             minibatch size (default 64)\n"
+            "  --lr LR               learning rate (default 0.01)\n"
+            "  --optimizer NAME      sgd, adam or adamw (default sgd)\n"
+            "  --momentum M          SGD momentum (default 0.9)\n"
+            "  --nesterov            Nesterov momentum (SGD)\n"
+            "  --weight-decay WD     L2 weight decay (decoupled for adamw; default 0, adamw 0.01)\n"
+            "  --schedule NAME       constant, step or cosine (default constant)\n"
+            "  --warmup EPOCHS       linear learning-rate warm-up (default 0)\n"
+            "  --step-epochs E       step schedule: decay every E epochs (default 1/3 of the run)\n"
+            "  --gamma G             step schedule: decay factor (default 0.1)\n"
+            "run:\n"
+            "  --threads T           threads for kernels and BLAS (default: all cores)\n"
+            "  --seed S              seed for weights, data order and dropout (default 1)\n"
+            "  --out MODEL           where to save the trained model\n"
+            "  --checkpoint PATH     checkpoint file (default MODEL.ckpt when --out is given)\n"
+            "  --checkpoint-every N  also checkpoint every N steps (default: each epoch)\n"
+            "  --resume CHECKPOINT   continue a checkpointed run exactly where it stopped;\n"
+            "                        its settings apply unless given again here\n"
+            "  --stop-after STEPS    stop (after a checkpoint) once this many steps are done\n"
+            "  --json                one JSON object per epoch on stdout\n"
+            "  --quiet               no progress output\n"
+            "\n"
+            "The same seed and thread count give the same weights, bit for bit.\n");
+}
+
+typedef struct train_options {
+    const char *net, *data, *val, *out, *checkpoint, *resume;
+    osp_split split;
+    int threads, json, quiet;
+    osp_train_config cfg;
+    int optimizer_set, weight_decay_set, momentum_set;
+    float momentum, weight_decay;
+    double last_draw;
+} train_options;
+
+enum {
+    OPT_NET = 256, OPT_DATA, OPT_SPLIT, OPT_VAL, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIMIZER,
+    OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_EPOCHS, OPT_GAMMA,
+    OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
+    OPT_JSON, OPT_QUIET, OPT_HELP
+};
+
+static const struct option long_options[] = {
+    {"net", required_argument, 0, OPT_NET},       {"data", required_argument, 0, OPT_DATA},
+    {"split", required_argument, 0, OPT_SPLIT},   {"val", required_argument, 0, OPT_VAL},
+    {"epochs", required_argument, 0, OPT_EPOCHS}, {"batch", required_argument, 0, OPT_BATCH},
+    {"lr", required_argument, 0, OPT_LR},         {"optimizer", required_argument, 0, OPT_OPTIMIZER},
+    {"momentum", required_argument, 0, OPT_MOMENTUM}, {"nesterov", no_argument, 0, OPT_NESTEROV},
+    {"weight-decay", required_argument, 0, OPT_WD}, {"schedule", required_argument, 0, OPT_SCHEDULE},
+    {"warmup", required_argument, 0, OPT_WARMUP}, {"step-epochs", required_argument, 0, OPT_STEP_EPOCHS},
+    {"gamma", required_argument, 0, OPT_GAMMA},   {"threads", required_argument, 0, OPT_THREADS},
+    {"seed", required_argument, 0, OPT_SEED},     {"out", required_argument, 0, OPT_OUT},
+    {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
+    {"resume", required_argument, 0, OPT_RESUME}, {"stop-after", required_argument, 0, OPT_STOP},
+    {"json", no_argument, 0, OPT_JSON},           {"quiet", no_argument, 0, OPT_QUIET},
+    {"help", no_argument, 0, OPT_HELP},           {0, 0, 0, 0}};
+
+/* Settings saved in a checkpoint become the defaults of a resumed run. */
+static int apply_saved_config(train_options *o, const char *json) {
+    cJSON *c = cJSON_Parse(json);
+    if (!cJSON_IsObject(c)) {
+        cJSON_Delete(c);
+        return cli_fail(CMD, "%s: the checkpoint's settings are unreadable", o->resume);
+    }
+    cJSON *v;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "epochs"))) o->cfg.epochs = v->valueint;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "batch"))) o->cfg.batch = v->valueint;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "lr"))) o->cfg.lr = (float)v->valuedouble;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "warmup_epochs"))) o->cfg.warmup_epochs = v->valueint;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "step_epochs"))) o->cfg.step_epochs = (float)v->valuedouble;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "gamma"))) o->cfg.schedule.gamma = (float)v->valuedouble;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "threads"))) o->threads = v->valueint;
+    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "schedule")) && osp_sched_parse(v->valuestring) >= 0)
+        o->cfg.schedule.kind = (osp_sched_kind)osp_sched_parse(v->valuestring);
+    cJSON_Delete(c);
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, train_options *o) {
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        const char *a = optarg;
+        int bad = 0, k;
+        switch (c) {
+        case OPT_NET: o->net = a; break;
+        case OPT_DATA: o->data = a; break;
+        case OPT_VAL: o->val = a; break;
+        case OPT_OUT: o->out = a; break;
+        case OPT_CHECKPOINT: o->checkpoint = a; break;
+        case OPT_RESUME: o->resume = a; break;
+        case OPT_SPLIT:
+            if (strcmp(a, "train") && strcmp(a, "test")) return cli_fail(CMD, "--split must be train or test");
+            o->split = strcmp(a, "train") ? OSP_SPLIT_TEST : OSP_SPLIT_TRAIN;
+            break;
+        case OPT_EPOCHS: bad = cli_int(CMD, "--epochs", a, 1, 1000000, &o->cfg.epochs); break;
+        case OPT_BATCH: bad = cli_int(CMD, "--batch", a, 1, 65536, &o->cfg.batch); break;
+        case OPT_LR: bad = cli_float(CMD, "--lr", a, 1e-12, 1e6, &o->cfg.lr); break;
+        case OPT_OPTIMIZER:
+            if ((k = osp_optim_parse(a)) < 0) return cli_fail(CMD, "--optimizer must be sgd, adam or adamw, not '%s'", a);
+            o->cfg.optim.kind = (osp_optim_kind)k;
+            o->optimizer_set = 1;
+            break;
+        case OPT_MOMENTUM:
+            bad = cli_float(CMD, "--momentum", a, 0, 0.9999, &o->momentum);
+            o->momentum_set = 1;
+            break;
+        case OPT_NESTEROV: o->cfg.optim.nesterov = 1; break;
+        case OPT_WD:
+            bad = cli_float(CMD, "--weight-decay", a, 0, 10, &o->weight_decay);
+            o->weight_decay_set = 1;
+            break;
+        case OPT_SCHEDULE:
+            if ((k = osp_sched_parse(a)) < 0) return cli_fail(CMD, "--schedule must be constant, step or cosine, not '%s'", a);
+            o->cfg.schedule.kind = (osp_sched_kind)k;
+            break;
+        case OPT_WARMUP: bad = cli_int(CMD, "--warmup", a, 0, 1000000, &o->cfg.warmup_epochs); break;
+        case OPT_STEP_EPOCHS: bad = cli_float(CMD, "--step-epochs", a, 1e-3, 1e6, &o->cfg.step_epochs); break;
+        case OPT_GAMMA: bad = cli_float(CMD, "--gamma", a, 0, 1, &o->cfg.schedule.gamma); break;
+        case OPT_THREADS: bad = cli_int(CMD, "--threads", a, 1, 1024, &o->threads); break;
+        case OPT_SEED: bad = cli_u64(CMD, "--seed", a, &o->cfg.seed); break;
+        case OPT_CKPT_EVERY: bad = cli_int64(CMD, "--checkpoint-every", a, 1, INT64_MAX / 2, &o->cfg.checkpoint_every); break;
+        case OPT_STOP: bad = cli_int64(CMD, "--stop-after", a, 1, INT64_MAX / 2, &o->cfg.stop_after); break;
+        case OPT_JSON: o->json = 1; break;
+        case OPT_QUIET: o->quiet = 1; break;
+        case OPT_HELP: usage(stdout); return -1;
+        default:
+            return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey train --help')", argv[optind - 1]);
+        }
+        if (bad) return 1;
+    }
+    if (optind < argc) return cli_fail(CMD, "unexpected argument '%s' (see 'osprey train --help')", argv[optind]);
+    return 0;
+}
+
+static void on_step(const osp_train_progress *p, void *user) {
+    train_options *o = user;
+    char eta[32];
+    cli_format_duration(p->eta_s, eta, sizeof eta);
+    int tty = cli_tty() && !o->quiet;
+    double now = osp_now();
+    if (tty && (now - o->last_draw > 0.1 || p->epoch_end)) {
+        o->last_draw = now;
+        int width = 24, filled = (int)(width * p->step_in_epoch / p->steps_per_epoch);
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : ' ';
+        bar[width] = '\0';
+        fprintf(stderr, "\repoch %d/%d [%s] loss %.4f acc %5.2f%% %.0f img/s ETA %s   ",
+                p->epoch + 1, p->epochs, bar, p->epoch_loss, 100 * p->epoch_accuracy,
+                p->images_per_s, eta);
+        fflush(stderr);
+    }
+    if (!p->epoch_end) return;
+    if (!o->quiet) {
+        fprintf(stderr, "%sepoch %d/%d  loss %.4f  acc %.2f%%", tty ? "\r\033[K" : "", p->epoch + 1,
+                p->epochs, p->epoch_loss, 100 * p->epoch_accuracy);
+        if (!isnan(p->val_top1))
+            fprintf(stderr, "  val loss %.4f  val acc %.2f%%", p->val_loss, 100 * p->val_top1);
+        fprintf(stderr, "  %.0f img/s  lr %.3g  ETA %s\n", p->images_per_s, p->lr, eta);
+    }
+    if (o->json) {
+        printf("{\"epoch\": %d, \"step\": %lld, \"loss\": %.9g, \"accuracy\": %.6f, \"images_per_s\": %.1f, "
+               "\"lr\": %.9g",
+               p->epoch + 1, (long long)p->step, p->epoch_loss, p->epoch_accuracy, p->images_per_s, p->lr);
+        if (!isnan(p->val_top1))
+            printf(", \"val_top1\": %.6f, \"val_top5\": %.6f, \"val_loss\": %.9g", p->val_top1,
+                   p->val_top5, p->val_loss);
+        printf("}\n");
+        fflush(stdout);
+    }
+}
+
+/* Label names for the model: the dataset's, else the class numbers. */
+static int name_labels(osp_net *net, const osp_dataset *ds) {
+    if (net->labels) return 0;
+    char **names = osp_calloc((size_t)net->n_classes, sizeof *names);
+    if (!names) return OSP_ENOMEM;
+    int rc = 0;
+    for (int i = 0; i < net->n_classes && !rc; i++) {
+        names[i] = osp_alloc(32);
+        if (!names[i]) rc = OSP_ENOMEM;
+        else if (ds->class_names && i < ds->n_classes) snprintf(names[i], 32, "%.31s", ds->class_names[i]);
+        else snprintf(names[i], 32, "%d", i);
+    }
+    if (!rc) rc = osp_net_set_labels(net, (const char *const *)names, net->n_classes);
+    for (int i = 0; i < net->n_classes; i++) osp_free(names[i]);
+    osp_free(names);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "osprey train: not built yet\n");
-    return 2;
+    train_options o;
+    memset(&o, 0, sizeof o);
+    o.cfg = osp_train_defaults();
+    int rc = parse_options(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!o.data) return cli_fail(CMD, "--data is required (see 'osprey train --help')");
+    if (!o.net == !o.resume) return cli_fail(CMD, "give --net SPEC for a new run or --resume CHECKPOINT, not both or neither");
+
+    osp_net *net = NULL;
+    osp_optimizer *opt = NULL;
+    osp_train_state state = {0};
+    osp_dataset *data = NULL, *val = NULL;
+    int status = 1;
+    if (o.resume) {
+        if (osp_checkpoint_load(o.resume, &net, &opt, &state)) return cli_fail_lib(CMD, NULL);
+        if (state.config && apply_saved_config(&o, state.config)) goto fail;
+        /* Options given on this command line win over the saved ones. */
+        if (parse_options(argc, argv, &o)) goto fail;
+        o.cfg.seed = state.seed;
+        o.cfg.optim = opt->cfg;
+    } else {
+        if (osp_net_load_spec(o.net, o.cfg.seed, &net)) return cli_fail_lib(CMD, NULL);
+        if (!o.optimizer_set) o.cfg.optim.kind = OSP_OPTIM_SGD;
+        osp_optim_config d = osp_optim_defaults(o.cfg.optim.kind);
+        d.nesterov = o.cfg.optim.nesterov;
+        o.cfg.optim = d;
+        if (o.momentum_set) o.cfg.optim.momentum = o.momentum;
+        if (o.weight_decay_set) o.cfg.optim.weight_decay = o.weight_decay;
+    }
+    if (o.cfg.step_epochs <= 0) o.cfg.step_epochs = o.cfg.epochs / 3.0f > 1 ? o.cfg.epochs / 3.0f : 1;
+    osp_threads_set(o.threads);
+
+    char ckpt[4096];
+    if (!o.checkpoint && o.out) {
+        snprintf(ckpt, sizeof ckpt, "%s.ckpt", o.out);
+        o.checkpoint = ckpt;
+    } else if (!o.checkpoint && o.resume) {
+        o.checkpoint = o.resume;
+    }
+    o.cfg.checkpoint = o.checkpoint;
+    o.cfg.on_step = on_step;
+    o.cfg.user = &o;
+
+    if (cli_open_dataset(CMD, o.data, o.split, &data)) goto fail;
+    if (o.val && cli_open_dataset(CMD, o.val, OSP_SPLIT_TEST, &val)) goto fail;
+    if (name_labels(net, data)) {
+        cli_fail_lib(CMD, NULL);
+        goto fail;
+    }
+    if (!o.quiet)
+        fprintf(stderr, "training %s (%lld parameters) on %lld samples of %s: %d epochs, batch %d, %s lr %g, %d threads%s\n",
+                o.resume ? o.resume : o.net, (long long)osp_net_param_count(net), (long long)data->count,
+                o.data, o.cfg.epochs, o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr,
+                osp_threads_get(), o.resume ? " (resumed)" : "");
+    if (osp_train(net, data, val, &o.cfg, opt, state.step)) {
+        if (cli_tty() && !o.quiet) fputc('\n', stderr);
+        cli_fail_lib(CMD, NULL);
+        goto fail;
+    }
+    if (o.out) {
+        if (osp_model_save(net, o.out)) {
+            cli_fail_lib(CMD, "saving the model");
+            goto fail;
+        }
+        if (!o.quiet) fprintf(stderr, "saved model to %s\n", o.out);
+    } else if (!o.quiet) {
+        fprintf(stderr, "note: no --out given, so the trained model was not saved\n");
+    }
+    status = 0;
+fail:
+    osp_dataset_free(data);
+    osp_dataset_free(val);
+    osp_net_free(net);
+    osp_optimizer_free(opt);
+    osp_free(state.config);
+    return status;
 }

@@ -157,6 +157,10 @@ OSP_API int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *
 /* Reverse pass. The caller has written the output node's dout (e.g. from
  * softmax_xent); parameter grads are zeroed first, then filled. */
 OSP_API int osp_graph_backward(osp_graph *g, const osp_exec *ex);
+/* The same, starting from node `from` (whose dout the caller has written):
+ * later nodes are ignored. Training reads the loss from the logits, which
+ * is not the output when a network ends in [softmax]. */
+OSP_API int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex);
 
 /* ---- helpers for op implementations ------------------------------------- */
 

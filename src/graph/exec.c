@@ -24,17 +24,23 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
 }
 
 int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
+    return osp_graph_backward_from(g, g->n_nodes - 1, ex);
+}
+
+int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex) {
     int rc = check_plan(g, ex, OSP_MODE_TRAIN);
     if (rc) return rc;
+    if (from < 1 || from >= g->n_nodes || !g->nodes[from].dout)
+        return osp_error(OSP_EINVAL, "no gradient can flow from node %d", from);
     osp_exec run = *ex;
     run.workspace = g->workspace;
     memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
-    /* Every gradient but the output's (written by the caller) starts at zero:
-     * ops accumulate into their inputs' gradients. */
-    for (int i = 0; i < g->n_nodes - 1; i++)
+    /* Every gradient but the starting node's (written by the caller) starts
+     * at zero: ops accumulate into their inputs' gradients. */
+    for (int i = 0; i < from; i++)
         if (g->nodes[i].dout)
             memset(g->nodes[i].dout, 0, (size_t)ex->batch * (size_t)g->nodes[i].size * sizeof(float));
-    for (int i = g->n_nodes - 1; i > 0; i--) {
+    for (int i = from; i > 0; i--) {
         osp_node *n = &g->nodes[i];
         if (!n->needs_grad) continue;
         if (!n->op->backward)

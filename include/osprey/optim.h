@@ -1,0 +1,71 @@
+/* osprey optim: optimizers over one flat parameter array, and learning-rate
+ * schedules. */
+#ifndef OSPREY_OPTIM_H
+#define OSPREY_OPTIM_H
+
+#include <stdint.h>
+
+#include "osprey/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum osp_optim_kind {
+    OSP_OPTIM_SGD = 0,   /* momentum, Nesterov, L2 weight decay (as torch.optim.SGD) */
+    OSP_OPTIM_ADAM = 1,  /* L2 weight decay added to the gradient (torch.optim.Adam) */
+    OSP_OPTIM_ADAMW = 2, /* decoupled weight decay (torch.optim.AdamW) */
+} osp_optim_kind;
+
+typedef struct osp_optim_config {
+    osp_optim_kind kind;
+    float momentum;     /* SGD; 0 = plain SGD */
+    int nesterov;       /* SGD; needs momentum > 0 */
+    float weight_decay;
+    float beta1, beta2, eps; /* Adam/AdamW */
+} osp_optim_config;
+
+/* Defaults: SGD momentum 0.9; Adam betas (0.9, 0.999), eps 1e-8. */
+OSP_API osp_optim_config osp_optim_defaults(osp_optim_kind kind);
+OSP_API const char *osp_optim_name(osp_optim_kind kind);
+/* "sgd", "adam", "adamw" -> kind; -1 if unknown. */
+OSP_API int osp_optim_parse(const char *name);
+
+typedef struct osp_optimizer {
+    osp_optim_config cfg;
+    int64_t n;  /* parameters */
+    float *m;   /* SGD momentum buffer, or Adam first moment (n) */
+    float *v;   /* Adam second moment (n); NULL for SGD */
+    int64_t t;  /* steps taken (Adam bias correction) */
+} osp_optimizer;
+
+OSP_API osp_optimizer *osp_optimizer_new(const osp_optim_config *cfg, int64_t n);
+OSP_API void osp_optimizer_free(osp_optimizer *o);
+/* One update of w (n) from g (n) at learning rate lr. */
+OSP_API void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr);
+
+typedef enum osp_sched_kind {
+    OSP_SCHED_CONSTANT = 0,
+    OSP_SCHED_STEP = 1,   /* lr * gamma^(floor(step / step_size)) */
+    OSP_SCHED_COSINE = 2, /* lr * (min + (1-min) * (1 + cos(pi * progress)) / 2) */
+} osp_sched_kind;
+
+typedef struct osp_schedule {
+    osp_sched_kind kind;
+    int64_t total_steps;  /* cosine: the length of the run */
+    int64_t warmup_steps; /* linear warm-up from lr/warmup to lr first (0 = none) */
+    int64_t step_size;    /* step: decay every step_size steps */
+    float gamma;          /* step: factor */
+    float min_factor;     /* cosine: final lr as a fraction of lr */
+} osp_schedule;
+
+/* The learning rate at step (counted from 0). */
+OSP_API float osp_schedule_lr(const osp_schedule *s, float base_lr, int64_t step);
+OSP_API const char *osp_sched_name(osp_sched_kind kind);
+OSP_API int osp_sched_parse(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,154 @@
+"""Builds a PyTorch module from an osprey network spec (docs/netspec.md), with
+the same layer names, so that osprey and PyTorch run the same network with the
+same weights: the golden tests compare them, the benchmarks race them.
+
+Only the layer types used by the golden and benchmark networks are mapped."""
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def parse_spec(text):
+    """[(type, {key: value}, line)] in file order."""
+    sections = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = re.split(r"[#;]", raw, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            sections.append((line[1:-1].strip(), {}, lineno))
+        else:
+            key, value = (s.strip() for s in line.split("=", 1))
+            sections[-1][1][key] = value
+    return sections
+
+
+def ints(value):
+    return [int(v) for v in re.split(r"[,x]", value)]
+
+
+def pair(value, default):
+    if value is None:
+        return (default, default)
+    v = ints(value)
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+class SpecNet(nn.Module):
+    def __init__(self, text):
+        super().__init__()
+        sections = parse_spec(text)
+        net = sections[0][1]
+        self.input_shape = ints(net["input"])
+        self.plan = []  # (name, type, input names)
+        shapes = {"input": list(self.input_shape)}
+        prev = "input"
+        for i, (kind, kv, _) in enumerate(sections[1:], start=1):
+            name = kv.get("name", f"{kind}{i}")
+            inputs = [s.strip() for s in kv["input"].split(",")] if "input" in kv else [prev]
+            shape = shapes[inputs[0]]
+            if kind == "conv":
+                kh, kw = pair(kv["size"], 1)
+                pad = kv.get("pad", "0")
+                if pad == "same":
+                    d = pair(kv.get("dilation"), 1)
+                    pad = f"{d[0] * (kh - 1) // 2}x{d[1] * (kw - 1) // 2}"
+                m = nn.Conv2d(shape[0], int(kv["filters"]), (kh, kw), stride=pair(kv.get("stride"), 1),
+                              padding=pair(pad, 0), dilation=pair(kv.get("dilation"), 1),
+                              groups=int(kv.get("groups", 1)), bias=kv.get("bias", "1") != "0")
+                setattr(self, name, m)
+            elif kind == "batchnorm":
+                cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+                setattr(self, name, cls(shape[0], eps=float(kv.get("eps", 1e-5)),
+                                        momentum=float(kv.get("momentum", 0.1))))
+            elif kind == "fc":
+                n_in = 1
+                for d in shape:
+                    n_in *= d
+                setattr(self, name, nn.Linear(n_in, int(kv["outputs"]), bias=kv.get("bias", "1") != "0"))
+            elif kind in ("maxpool", "avgpool"):
+                k = pair(kv["size"], 1)
+                s = pair(kv.get("stride"), 0) if "stride" in kv else k
+                p = pair(kv.get("pad"), 0)
+                if kind == "maxpool":
+                    m = nn.MaxPool2d(k, s, p, ceil_mode=kv.get("ceil", "0") == "1")
+                else:
+                    m = nn.AvgPool2d(k, s, p, ceil_mode=kv.get("ceil", "0") == "1",
+                                     count_include_pad=kv.get("exclude_pad", "0") == "0")
+                setattr(self, name, m)
+            elif kind == "dropout":
+                setattr(self, name, nn.Dropout(float(kv.get("p", 0.5))))
+            self.plan.append((name, kind, inputs, kv))
+            with torch.no_grad():
+                shapes[name] = list(self._apply(name, kind, kv,
+                                                [torch.zeros([2] + shapes[n]) for n in inputs]).shape[1:])
+            prev = name
+        self.output_name = prev
+
+    def _apply(self, name, kind, kv, xs):
+        x = xs[0]
+        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout"):
+            return getattr(self, name)(x)
+        if kind == "fc":
+            return getattr(self, name)(x.flatten(1))
+        if kind == "relu":
+            return F.relu(x)
+        if kind == "leakyrelu":
+            return F.leaky_relu(x, float(kv.get("alpha", 0.01)))
+        if kind == "relu6":
+            return F.relu6(x)
+        if kind == "sigmoid":
+            return torch.sigmoid(x)
+        if kind == "tanh":
+            return torch.tanh(x)
+        if kind == "swish":
+            return x * torch.sigmoid(x)
+        if kind == "globalavgpool":
+            return F.adaptive_avg_pool2d(x, 1)
+        if kind == "add":
+            out = xs[0]
+            for y in xs[1:]:
+                out = out + y
+            return out
+        if kind == "concat":
+            return torch.cat(xs, dim=1)
+        if kind == "flatten":
+            return x.flatten(1)
+        if kind == "softmax":
+            return F.softmax(x.flatten(1), dim=1).view_as(x)
+        if kind == "l2norm":
+            return F.normalize(x.flatten(1), dim=1, eps=float(kv.get("eps", 1e-12))).view_as(x)
+        raise ValueError(f"layer type [{kind}] is not mapped to PyTorch")
+
+    def forward(self, x, keep=None):
+        values = {"input": x}
+        for name, kind, inputs, kv in self.plan:
+            values[name] = self._apply(name, kind, kv, [values[n] for n in inputs])
+        return values if keep else values[self.output_name]
+
+
+def save_safetensors(path, tensors, metadata=None):
+    """Writes {name: tensor} as safetensors (F32, I32, I64) with the standard library."""
+    import json
+    import struct
+
+    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous().cpu()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)

@@ -1,0 +1,105 @@
+/* SGD (momentum, Nesterov), Adam and AdamW, each one flat loop over every
+ * parameter, following torch.optim's update rules exactly so that runs can
+ * be compared with PyTorch's. */
+#include <math.h>
+#include <string.h>
+
+#include "osprey/optim.h"
+
+static const char *const optim_names[] = {"sgd", "adam", "adamw", NULL};
+
+const char *osp_optim_name(osp_optim_kind kind) {
+    return kind >= OSP_OPTIM_SGD && kind <= OSP_OPTIM_ADAMW ? optim_names[kind] : "?";
+}
+
+int osp_optim_parse(const char *name) {
+    for (int i = 0; optim_names[i]; i++)
+        if (!strcmp(name, optim_names[i])) return i;
+    return -1;
+}
+
+osp_optim_config osp_optim_defaults(osp_optim_kind kind) {
+    osp_optim_config c = {0};
+    c.kind = kind;
+    c.momentum = kind == OSP_OPTIM_SGD ? 0.9f : 0.0f;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    c.weight_decay = kind == OSP_OPTIM_ADAMW ? 0.01f : 0.0f;
+    return c;
+}
+
+osp_optimizer *osp_optimizer_new(const osp_optim_config *cfg, int64_t n) {
+    if (n < 0 || cfg->kind < OSP_OPTIM_SGD || cfg->kind > OSP_OPTIM_ADAMW) {
+        osp_error(OSP_EINVAL, "bad optimizer configuration");
+        return NULL;
+    }
+    if (cfg->nesterov && cfg->momentum <= 0.0f) {
+        osp_error(OSP_EINVAL, "Nesterov momentum needs a momentum above 0");
+        return NULL;
+    }
+    osp_optimizer *o = osp_calloc(1, sizeof *o);
+    if (!o) return NULL;
+    o->cfg = *cfg;
+    o->n = n;
+    size_t count = (size_t)(n ? n : 1);
+    o->m = osp_calloc(count, sizeof(float));
+    if (cfg->kind != OSP_OPTIM_SGD) o->v = osp_calloc(count, sizeof(float));
+    if (!o->m || (cfg->kind != OSP_OPTIM_SGD && !o->v)) {
+        osp_optimizer_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void osp_optimizer_free(osp_optimizer *o) {
+    if (!o) return;
+    osp_free(o->m);
+    osp_free(o->v);
+    osp_free(o);
+}
+
+static void sgd_step(osp_optimizer *o, float *w, const float *g, float lr) {
+    const float mu = o->cfg.momentum, wd = o->cfg.weight_decay;
+    const int nesterov = o->cfg.nesterov;
+    float *buf = o->m;
+    const int64_t n = o->n;
+    /* The first step sets buf = g (torch's "buf = clone(d_p)"), which is what
+     * mu * 0 + g gives from the zeroed buffer. */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i] + wd * w[i];
+        if (mu != 0.0f) {
+            buf[i] = mu * buf[i] + d;
+            d = nesterov ? d + mu * buf[i] : buf[i];
+        }
+        w[i] -= lr * d;
+    }
+}
+
+static void adam_step(osp_optimizer *o, float *w, const float *g, float lr) {
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
+    const float wd = o->cfg.weight_decay;
+    const int decoupled = o->cfg.kind == OSP_OPTIM_ADAMW;
+    o->t++;
+    const double c1 = 1.0 - pow(b1, (double)o->t), c2 = 1.0 - pow(b2, (double)o->t);
+    const float step_size = (float)(lr / c1);
+    const float c2_sqrt = (float)sqrt(c2);
+    float *m = o->m, *v = o->v;
+    const int64_t n = o->n;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i];
+        if (decoupled) w[i] *= 1.0f - lr * wd;
+        else d += wd * w[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * d;
+        v[i] = b2 * v[i] + (1.0f - b2) * d * d;
+        float denom = sqrtf(v[i]) / c2_sqrt + eps;
+        w[i] -= step_size * m[i] / denom;
+    }
+}
+
+void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr) {
+    if (o->cfg.kind == OSP_OPTIM_SGD) sgd_step(o, w, g, lr);
+    else adam_step(o, w, g, lr);
+}
