@@ -35,7 +35,7 @@ int cli_int64(const char *cmd, const char *opt, const char *s, int64_t min, int6
 }
 
 int cli_int(const char *cmd, const char *opt, const char *s, long min, long max, int *out) {
-    int64_t v;
+    int64_t v = 0;
     if (cli_int64(cmd, opt, s, min, max, &v)) return 1;
     *out = (int)v;
     return 0;

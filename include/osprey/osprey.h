@@ -5,5 +5,14 @@
 #define OSP_VERSION_STRING "0.1.0"
 
 #include "osprey/core.h"
+#include "osprey/data.h"
+#include "osprey/graph.h"
+#include "osprey/index.h"
+#include "osprey/io.h"
+#include "osprey/kernels.h"
+#include "osprey/model.h"
+#include "osprey/nn.h"
+#include "osprey/optim.h"
+#include "osprey/train.h"
 
 #endif

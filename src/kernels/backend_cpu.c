@@ -4,28 +4,6 @@
 
 #include "cpu_kernels.h"
 
-/* TRANSITIONAL: weak until every kernel file has landed. */
-#pragma weak osp__cpu_sgemm
-#pragma weak osp__cpu_conv2d_workspace
-#pragma weak osp__cpu_conv2d_forward
-#pragma weak osp__cpu_conv2d_backward_data
-#pragma weak osp__cpu_conv2d_backward_filter
-#pragma weak osp__cpu_maxpool_forward
-#pragma weak osp__cpu_maxpool_backward
-#pragma weak osp__cpu_avgpool_forward
-#pragma weak osp__cpu_avgpool_backward
-#pragma weak osp__cpu_fc_forward
-#pragma weak osp__cpu_fc_backward
-#pragma weak osp__cpu_activation_forward
-#pragma weak osp__cpu_activation_backward
-#pragma weak osp__cpu_batchnorm_forward_train
-#pragma weak osp__cpu_batchnorm_forward_infer
-#pragma weak osp__cpu_batchnorm_backward
-#pragma weak osp__cpu_softmax_forward
-#pragma weak osp__cpu_softmax_backward
-#pragma weak osp__cpu_softmax_xent
-#pragma weak osp__cpu_l2norm_forward
-#pragma weak osp__cpu_l2norm_backward
 
 int osp_conv_out_size(int in, int kernel, int stride, int pad, int dil, int ceil_mode) {
     if (in <= 0 || kernel <= 0 || stride <= 0 || pad < 0 || dil <= 0) return -1;

@@ -51,7 +51,8 @@ static int parse_net_section(osp_spec_section *s, osp_net *net) {
             return osp_spec_error(s, key, "per-channel '%s' is limited to %d channels", key,
                                   OSP_MAX_CHANNELS);
         for (int c = 0; c < OSP_MAX_CHANNELS; c++) {
-            dst[c] = v[n == 1 ? 0 : c];
+            if (n == 1) dst[c] = v[0];
+            else if (c < n) dst[c] = v[c];
             if (which && !(dst[c] > 0.0f)) return osp_spec_error(s, key, "'std' must be positive");
         }
     }

@@ -1,6 +1,7 @@
 /* The spec parser and network builder: good specs build, every mistake is
  * refused with file:line. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "osprey/nn.h"
