@@ -20,6 +20,7 @@ static void synth_destroy(osp_dataset *ds) {
     osp_free(s->x);
     osp_free(s->y);
     osp_free(s);
+    osp_free(ds);
 }
 
 osp_dataset *synth_dataset(int count, int c, int h, int w, int classes, uint64_t seed) {
