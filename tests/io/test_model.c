@@ -1,0 +1,153 @@
+/* Models and checkpoints: round trips, and refusal of damaged files. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "osprey/io.h"
+#include "osprey/model.h"
+
+static const char *SPEC = "[net]\ninput = 1x6x6\nmean = 0.5\nstd = 0.25\n"
+                          "[conv]\nname = c\nfilters = 3\nsize = 3\n[batchnorm]\nname = bn\n"
+                          "[relu]\n[fc]\nname = out\noutputs = 4\n";
+
+static osp_net *make_net(void) {
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(SPEC, strlen(SPEC), "spec", 5, &net), 0, "%s", osp_last_error());
+    const char *labels[] = {"cat", "dog", "bird", "fish"};
+    cr_assert_eq(osp_net_set_labels(net, labels, 4), 0);
+    /* non-default buffers, to see that they travel */
+    int bn = osp_graph_find_param(net->graph, "bn.running_var");
+    cr_assert_geq(bn, 0);
+    osp_graph_param_data(net->graph, bn)[1] = 2.5f;
+    return net;
+}
+
+static void same_params(osp_net *a, osp_net *b) {
+    cr_assert_eq(osp_graph_param_count(a->graph), osp_graph_param_count(b->graph));
+    for (int i = 0; i < osp_graph_param_count(a->graph); i++) {
+        const osp_param *p = osp_graph_param(a->graph, i);
+        cr_assert(!memcmp(osp_graph_param_data(a->graph, i), osp_graph_param_data(b->graph, i),
+                          (size_t)p->numel * sizeof(float)), "%s differs", p->name);
+    }
+}
+
+Test(model, round_trip) {
+    char path[] = "/tmp/osp-model-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    osp_net *net = make_net();
+    cr_assert_eq(osp_model_save(net, path), 0, "%s", osp_last_error());
+    osp_net *back;
+    cr_assert_eq(osp_model_load(path, &back), 0, "%s", osp_last_error());
+    same_params(net, back);
+    cr_assert_str_eq(back->labels[2], "bird");
+    cr_assert_float_eq(back->mean[0], 0.5f, 0);
+    cr_assert_float_eq(back->std[0], 0.25f, 0);
+    cr_assert_eq(back->n_classes, 4);
+    /* a model is not a checkpoint */
+    osp_optimizer *opt;
+    osp_train_state st;
+    osp_net *none;
+    cr_assert_neq(osp_checkpoint_load(path, &none, &opt, &st), 0);
+    cr_assert(strstr(osp_last_error(), "not a checkpoint"), "%s", osp_last_error());
+    osp_net_free(net);
+    osp_net_free(back);
+    unlink(path);
+}
+
+Test(model, checkpoint_round_trip) {
+    char path[] = "/tmp/osp-ckpt-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    osp_net *net = make_net();
+    int64_t n;
+    osp_graph_weights(net->graph, &n);
+    osp_optim_config cfg = osp_optim_defaults(OSP_OPTIM_ADAM);
+    osp_optimizer *opt = osp_optimizer_new(&cfg, n);
+    for (int64_t i = 0; i < n; i++) {
+        opt->m[i] = (float)i * 0.5f;
+        opt->v[i] = (float)i * 0.25f;
+    }
+    opt->t = 17;
+    osp_train_state st = {.step = 17, .seed = 12345678901234ULL, .config = "{\"batch\": 8}"};
+    cr_assert_eq(osp_checkpoint_save(net, opt, &st, path), 0, "%s", osp_last_error());
+    osp_net *back;
+    osp_optimizer *opt2;
+    osp_train_state st2;
+    cr_assert_eq(osp_checkpoint_load(path, &back, &opt2, &st2), 0, "%s", osp_last_error());
+    same_params(net, back);
+    cr_assert_eq(st2.step, 17);
+    cr_assert_eq(st2.seed, 12345678901234ULL);
+    cr_assert_str_eq(st2.config, "{\"batch\": 8}");
+    cr_assert_eq(opt2->cfg.kind, OSP_OPTIM_ADAM);
+    cr_assert_eq(opt2->t, 17);
+    cr_assert(!memcmp(opt->m, opt2->m, (size_t)n * sizeof(float)));
+    cr_assert(!memcmp(opt->v, opt2->v, (size_t)n * sizeof(float)));
+    osp_free(st2.config);
+    osp_optimizer_free(opt);
+    osp_optimizer_free(opt2);
+    osp_net_free(net);
+    osp_net_free(back);
+    unlink(path);
+}
+
+/* Every truncation and a sweep of corrupted bytes: an error or a valid
+ * model, never a crash (the sanitizer run checks for memory errors). */
+Test(model, damaged_files_refused) {
+    char path[] = "/tmp/osp-dmg-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    osp_net *net = make_net();
+    cr_assert_eq(osp_model_save(net, path), 0);
+    osp_net_free(net);
+    void *buf;
+    size_t len;
+    cr_assert_eq(osp_file_read_all(path, 1 << 20, &buf, &len), 0);
+    unsigned char *copy = malloc(len);
+    for (size_t cut = 0; cut < len; cut += (cut < 64 ? 1 : 97)) {
+        osp_net *m = NULL;
+        cr_assert_neq(osp_checkpoint_parse(buf, cut, "cut", &m, NULL, NULL), 0, "truncated at %zu accepted", cut);
+        cr_assert_null(m);
+    }
+    for (size_t at = 0; at < len; at += 13) {
+        memcpy(copy, buf, len);
+        copy[at] ^= 0x5a;
+        osp_net *m = NULL;
+        if (osp_checkpoint_parse(copy, len, "flip", &m, NULL, NULL) == 0) osp_net_free(m);
+    }
+    free(copy);
+    osp_free(buf);
+    unlink(path);
+}
+
+Test(model, wrong_shapes_refused) {
+    char path[] = "/tmp/osp-shape-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    osp_net *net = make_net();
+    /* a file whose spec says 3 filters but whose tensor has 2 */
+    osp_st_writer *w = osp_st_writer_new();
+    osp_st_writer_meta(w, "format", "osprey");
+    osp_st_writer_meta(w, "version", "1");
+    osp_st_writer_meta(w, "kind", "model");
+    osp_st_writer_meta(w, "spec", SPEC);
+    osp_st_writer_meta(w, "input", "1x6x6");
+    osp_st_writer_meta(w, "mean", "[0,0,0,0]");
+    osp_st_writer_meta(w, "std", "[1,1,1,1]");
+    osp_st_writer_meta(w, "labels", "[]");
+    for (int i = 0; i < osp_graph_param_count(net->graph); i++) {
+        const osp_param *p = osp_graph_param(net->graph, i);
+        osp_shape s = p->shape;
+        if (!strcmp(p->name, "c.weight")) s.dim[0] = 2;
+        osp_st_writer_add(w, p->name, OSP_DTYPE_F32, &s, osp_graph_param_data(net->graph, i));
+    }
+    cr_assert_eq(osp_st_writer_save(w, path), 0, "%s", osp_last_error());
+    osp_st_writer_free(w);
+    osp_net *back;
+    cr_assert_eq(osp_model_load(path, &back), OSP_EFORMAT);
+    cr_assert(strstr(osp_last_error(), "c.weight"), "%s", osp_last_error());
+    osp_net_free(net);
+    unlink(path);
+}
