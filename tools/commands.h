@@ -8,7 +8,8 @@
     X(train, "train a network from a spec on a dataset")                  \
     X(eval, "accuracy and loss of a model on a dataset")                  \
     X(run, "raw inference on a .npy batch (any layer's activations)")     \
-    X(info, "layers, shapes, parameter count and metadata of a model")
+    X(info, "layers, shapes, parameter count and metadata of a model")    \
+    X(bench, "images/s of a network's training step or inference")
 
 #define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
 OSP_COMMAND_LIST(OSP_X_DECLARE)
