@@ -1,0 +1,187 @@
+/* Max and average pooling on the CPU.
+ *
+ * x is N x C x H x W, y is N x C x P x Q (d->k == d->c). Every loop runs one
+ * image-channel plane per task, so each thread owns the planes it writes and
+ * the results do not depend on the schedule.
+ *
+ * Windows follow PyTorch: window (p, q) starts at (p*stride_h - pad_h,
+ * q*stride_w - pad_w); padded taps never win a max; an average divides by
+ * the taps inside the padded input (count_include_pad=True: a ceil-mode
+ * window hanging past the right padding counts only up to it), or by the
+ * taps inside the input with exclude_pad. A window with no tap inside the
+ * input outputs 0 and passes no gradient. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+
+#define PAR_MIN_WORK 32768
+
+/* Taps i in [lo, hi) of a window starting at start (dilation dil) that land
+ * in [0, in). */
+static void taps_inside(int start, int taps, int dil, int in, int *lo, int *hi) {
+    int l = start >= 0 ? 0 : (-start + dil - 1) / dil;
+    int h = in - start <= 0 ? 0 : (in - start + dil - 1) / dil;
+    if (h > taps) h = taps;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* Taps of the window inside [-pad, in + pad): the include-pad divisor. */
+static int taps_in_padded(int start, int taps, int dil, int in, int pad) {
+    int lo, hi;
+    taps_inside(start + pad, taps, dil, in + 2 * pad, &lo, &hi);
+    return hi - lo;
+}
+
+static int is_global(const osp_conv_desc *d) {
+    return d->kh == d->h && d->kw == d->w && d->pad_h == 0 && d->pad_w == 0 && d->p == 1 &&
+           d->q == 1;
+}
+
+/* Sum of a plane with eight fixed lanes: vectorisable, and the same order on
+ * every run. */
+static float plane_sum(const float *v, int64_t n) {
+    float lane[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lane[l] += v[i + l];
+    float tail = 0;
+    for (; i < n; i++) tail += v[i];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
+}
+
+void osp__cpu_maxpool_forward(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax) {
+    const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
+    const int64_t s = (int64_t)d->p * d->q;
+#pragma omp parallel for schedule(static) if (planes * s * d->kh * d->kw > PAR_MIN_WORK)
+    for (int64_t t = 0; t < planes; t++) {
+        const float *xp = x + t * hw;
+        float *yp = y + t * s;
+        int32_t *ap = argmax ? argmax + t * s : NULL;
+        for (int p = 0; p < d->p; p++) {
+            int h0 = p * d->stride_h - d->pad_h, i_lo, i_hi;
+            taps_inside(h0, d->kh, d->dil_h, d->h, &i_lo, &i_hi);
+            for (int q = 0; q < d->q; q++) {
+                int w0 = q * d->stride_w - d->pad_w, j_lo, j_hi;
+                taps_inside(w0, d->kw, d->dil_w, d->w, &j_lo, &j_hi);
+                int64_t o = (int64_t)p * d->q + q;
+                if (i_lo == i_hi || j_lo == j_hi) {
+                    yp[o] = 0.0f;
+                    if (ap) ap[o] = -1;
+                    continue;
+                }
+                /* As PyTorch: the first of equal maxima wins, NaN beats all. */
+                int64_t best_at = (int64_t)(h0 + i_lo * d->dil_h) * d->w + w0 + j_lo * d->dil_w;
+                float best = -INFINITY;
+                for (int i = i_lo; i < i_hi; i++) {
+                    const int64_t row = (int64_t)(h0 + i * d->dil_h) * d->w;
+                    for (int j = j_lo; j < j_hi; j++) {
+                        int64_t at = row + w0 + j * d->dil_w;
+                        float v = xp[at];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            best_at = at;
+                        }
+                    }
+                }
+                yp[o] = best;
+                if (ap) ap[o] = (int32_t)best_at;
+            }
+        }
+    }
+}
+
+void osp__cpu_maxpool_backward(const osp_conv_desc *d, const float *dy, const int32_t *argmax,
+                               float *dx) {
+    if (!dx) return;
+    const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
+    const int64_t s = (int64_t)d->p * d->q;
+#pragma omp parallel for schedule(static) if (planes * s > PAR_MIN_WORK)
+    for (int64_t t = 0; t < planes; t++) {
+        const float *gp = dy + t * s;
+        const int32_t *ap = argmax + t * s;
+        float *xp = dx + t * hw;
+        for (int64_t o = 0; o < s; o++)
+            if (ap[o] >= 0) xp[ap[o]] += gp[o];
+    }
+}
+
+/* Divisor of window (h0, w0), or 0 when no tap lies inside the input. */
+static int avg_divisor(const osp_conv_desc *d, int exclude_pad, int h0, int w0, int i_lo,
+                       int i_hi, int j_lo, int j_hi) {
+    if (i_lo == i_hi || j_lo == j_hi) return 0;
+    if (exclude_pad) return (i_hi - i_lo) * (j_hi - j_lo);
+    return taps_in_padded(h0, d->kh, d->dil_h, d->h, d->pad_h) *
+           taps_in_padded(w0, d->kw, d->dil_w, d->w, d->pad_w);
+}
+
+void osp__cpu_avgpool_forward(const osp_conv_desc *d, int exclude_pad, const float *x, float *y) {
+    const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
+    const int64_t s = (int64_t)d->p * d->q;
+    if (is_global(d)) {
+        const float inv = 1.0f / (float)hw;
+#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN_WORK)
+        for (int64_t t = 0; t < planes; t++) y[t] = plane_sum(x + t * hw, hw) * inv;
+        return;
+    }
+#pragma omp parallel for schedule(static) if (planes * s * d->kh * d->kw > PAR_MIN_WORK)
+    for (int64_t t = 0; t < planes; t++) {
+        const float *xp = x + t * hw;
+        float *yp = y + t * s;
+        for (int p = 0; p < d->p; p++) {
+            int h0 = p * d->stride_h - d->pad_h, i_lo, i_hi;
+            taps_inside(h0, d->kh, d->dil_h, d->h, &i_lo, &i_hi);
+            for (int q = 0; q < d->q; q++) {
+                int w0 = q * d->stride_w - d->pad_w, j_lo, j_hi;
+                taps_inside(w0, d->kw, d->dil_w, d->w, &j_lo, &j_hi);
+                int div = avg_divisor(d, exclude_pad, h0, w0, i_lo, i_hi, j_lo, j_hi);
+                float sum = 0;
+                for (int i = i_lo; i < i_hi; i++) {
+                    const float *row = xp + (int64_t)(h0 + i * d->dil_h) * d->w;
+                    for (int j = j_lo; j < j_hi; j++) sum += row[w0 + j * d->dil_w];
+                }
+                yp[(int64_t)p * d->q + q] = div ? sum / (float)div : 0.0f;
+            }
+        }
+    }
+}
+
+void osp__cpu_avgpool_backward(const osp_conv_desc *d, int exclude_pad, const float *dy,
+                               float *dx) {
+    if (!dx) return;
+    const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
+    const int64_t s = (int64_t)d->p * d->q;
+    if (is_global(d)) {
+        const float inv = 1.0f / (float)hw;
+#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN_WORK)
+        for (int64_t t = 0; t < planes; t++) {
+            float g = dy[t] * inv;
+            float *xp = dx + t * hw;
+            for (int64_t i = 0; i < hw; i++) xp[i] += g;
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (planes * s * d->kh * d->kw > PAR_MIN_WORK)
+    for (int64_t t = 0; t < planes; t++) {
+        const float *gp = dy + t * s;
+        float *xp = dx + t * hw;
+        for (int p = 0; p < d->p; p++) {
+            int h0 = p * d->stride_h - d->pad_h, i_lo, i_hi;
+            taps_inside(h0, d->kh, d->dil_h, d->h, &i_lo, &i_hi);
+            for (int q = 0; q < d->q; q++) {
+                int w0 = q * d->stride_w - d->pad_w, j_lo, j_hi;
+                taps_inside(w0, d->kw, d->dil_w, d->w, &j_lo, &j_hi);
+                int div = avg_divisor(d, exclude_pad, h0, w0, i_lo, i_hi, j_lo, j_hi);
+                if (!div) continue;
+                float g = gp[(int64_t)p * d->q + q] / (float)div;
+                for (int i = i_lo; i < i_hi; i++) {
+                    float *row = xp + (int64_t)(h0 + i * d->dil_h) * d->w;
+                    for (int j = j_lo; j < j_hi; j++) row[w0 + j * d->dil_w] += g;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+/* [conv]: 2-D convolution, PyTorch's nn.Conv2d.
+ *
+ *   input  C x H x W
+ *   weight K x C/groups x kh x kw, bias K
+ *   output K x P x Q */
+#include <math.h>
+#include <string.h>
+
+#include "osprey/nn.h"
+
+typedef struct conv_attrs {
+    int filters;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+    int groups;
+    int bias;
+} conv_attrs;
+
+/* Per-sample tensors larger than this would overflow the int sizes the
+ * kernels pass to BLAS. */
+#define CONV_MAX_ELEMS ((int64_t)1 << 30)
+
+/* "3" or "3x5" (rows x columns) into *h, *w; def when the key is absent. */
+static int read_pair(osp_spec_section *s, const char *key, int def, int min, int max, int *h,
+                     int *w) {
+    int v[2], n;
+    int rc = osp_spec_ints(s, key, v, 2, &n, min, max);
+    if (rc) return rc;
+    if (n == 0) v[0] = v[1] = def;
+    else if (n == 1) v[1] = v[0];
+    *h = v[0];
+    *w = v[1];
+    return OSP_OK;
+}
+
+static int parse(osp_spec_section *s, void **out) {
+    conv_attrs a;
+    int rc, n, size[2];
+    if ((rc = osp_spec_int(s, "filters", 0, 1, 65536, &a.filters))) return rc;
+    if (a.filters == 0) return osp_spec_error(s, NULL, "'filters' (output channels) is required");
+    if ((rc = osp_spec_ints(s, "size", size, 2, &n, 1, 1024))) return rc;
+    if (n == 0) return osp_spec_error(s, NULL, "'size' (e.g. 3 or 3x5) is required");
+    a.kh = size[0];
+    a.kw = n == 2 ? size[1] : size[0];
+    if ((rc = read_pair(s, "stride", 1, 1, 1024, &a.stride_h, &a.stride_w))) return rc;
+    if ((rc = read_pair(s, "dilation", 1, 1, 1024, &a.dil_h, &a.dil_w))) return rc;
+    const char *pad = osp_spec_str(s, "pad", NULL);
+    if (pad && !strcmp(pad, "same")) {
+        if (a.stride_h != 1 || a.stride_w != 1)
+            return osp_spec_error(s, "pad", "'pad = same' needs stride 1");
+        int span_h = a.dil_h * (a.kh - 1), span_w = a.dil_w * (a.kw - 1);
+        if (span_h % 2 || span_w % 2)
+            return osp_spec_error(s, "pad",
+                                  "'pad = same' needs an odd window span (dilation x (size - 1) "
+                                  "even), not %dx%d",
+                                  span_h + 1, span_w + 1);
+        a.pad_h = span_h / 2;
+        a.pad_w = span_w / 2;
+    } else if ((rc = read_pair(s, "pad", 0, 0, 1024, &a.pad_h, &a.pad_w))) {
+        return rc;
+    }
+    if ((rc = osp_spec_int(s, "groups", 1, 1, 65536, &a.groups))) return rc;
+    if (a.filters % a.groups)
+        return osp_spec_error(s, "groups", "'filters' (%d) must be a multiple of 'groups' (%d)",
+                              a.filters, a.groups);
+    if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
+    conv_attrs *copy = osp_calloc(1, sizeof *copy);
+    if (!copy) return OSP_ENOMEM;
+    *copy = a;
+    *out = copy;
+    return OSP_OK;
+}
+
+static osp_conv_desc desc_of(const osp_graph *g, const osp_node *n, int batch) {
+    const conv_attrs *a = n->attrs;
+    const osp_shape *in = &osp_graph_node_const(g, n->inputs[0])->shape;
+    osp_conv_desc d = {
+        .n = batch, .c = (int)in->dim[0], .h = (int)in->dim[1], .w = (int)in->dim[2],
+        .k = a->filters, .p = (int)n->shape.dim[1], .q = (int)n->shape.dim[2],
+        .kh = a->kh, .kw = a->kw, .stride_h = a->stride_h, .stride_w = a->stride_w,
+        .pad_h = a->pad_h, .pad_w = a->pad_w, .dil_h = a->dil_h, .dil_w = a->dil_w,
+        .groups = a->groups,
+    };
+    return d;
+}
+
+static int setup(osp_graph *g, osp_node *n) {
+    const conv_attrs *a = n->attrs;
+    if (n->n_inputs != 1) return osp_error(OSP_ESHAPE, "layer '%s': conv takes one input", n->name);
+    const osp_shape *in = &osp_node_input(g, n, 0)->shape;
+    char buf[96];
+    osp_shape_format(in, buf, sizeof buf);
+    if (in->ndim != 3)
+        return osp_error(OSP_ESHAPE, "layer '%s': conv needs a C x H x W input, not %s", n->name,
+                         buf);
+    int c = (int)in->dim[0], h = (int)in->dim[1], w = (int)in->dim[2];
+    if (c % a->groups)
+        return osp_error(OSP_ESHAPE, "layer '%s': %d input channels are not a multiple of groups = %d",
+                         n->name, c, a->groups);
+    int p = osp_conv_out_size(h, a->kh, a->stride_h, a->pad_h, a->dil_h, 0);
+    int q = osp_conv_out_size(w, a->kw, a->stride_w, a->pad_w, a->dil_w, 0);
+    if (p < 1 || q < 1)
+        return osp_error(OSP_ESHAPE,
+                         "layer '%s': a %dx%d window (dilation %dx%d, pad %dx%d) does not fit "
+                         "the %s input",
+                         n->name, a->kh, a->kw, a->dil_h, a->dil_w, a->pad_h, a->pad_w, buf);
+    int64_t taps = (int64_t)(c / a->groups) * a->kh * a->kw;
+    if ((int64_t)a->filters * p * q > CONV_MAX_ELEMS || taps * p * q > CONV_MAX_ELEMS)
+        return osp_error(OSP_ERANGE, "layer '%s': %d filters of %lld taps over %dx%d outputs is too large",
+                         n->name, a->filters, (long long)taps, p, q);
+    int64_t dims[3] = {a->filters, p, q};
+    n->shape = osp_shape_make(3, dims);
+    float scale = 1.0f / sqrtf((float)taps);
+    int64_t wdims[4] = {a->filters, c / a->groups, a->kh, a->kw};
+    osp_shape ws = osp_shape_make(4, wdims);
+    int rc = osp_graph_add_param(g, n, "weight", OSP_PARAM_WEIGHT, &ws, OSP_INIT_UNIFORM, scale);
+    if (rc < 0) return rc;
+    if (a->bias) {
+        int64_t k = a->filters;
+        osp_shape bs = osp_shape_make(1, &k);
+        rc = osp_graph_add_param(g, n, "bias", OSP_PARAM_WEIGHT, &bs, OSP_INIT_UNIFORM, scale);
+        if (rc < 0) return rc;
+    }
+    return OSP_OK;
+}
+
+/* The graph does not say which backend will run, so size for the default. */
+static size_t workspace_bytes(const osp_graph *g, const osp_node *n, int batch) {
+    osp_conv_desc d = desc_of(g, n, batch);
+    return osp_backend_default()->conv2d_workspace(&d);
+}
+
+static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const conv_attrs *a = n->attrs;
+    osp_conv_desc d = desc_of(g, n, ex->batch);
+    const float *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
+    ex->be->conv2d_forward(&d, osp_node_input(g, n, 0)->out, osp_node_weight(g, n, 0), bias,
+                           n->out, ex->workspace);
+}
+
+static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const conv_attrs *a = n->attrs;
+    osp_conv_desc d = desc_of(g, n, ex->batch);
+    osp_node *in = osp_node_input(g, n, 0);
+    if (in->dout)
+        ex->be->conv2d_backward_data(&d, n->dout, osp_node_weight(g, n, 0), in->dout,
+                                     ex->workspace);
+    ex->be->conv2d_backward_filter(&d, in->out, n->dout, osp_node_grad(g, n, 0),
+                                   a->bias ? osp_node_grad(g, n, 1) : NULL, ex->workspace);
+}
+
+static const osp_op conv_op = {
+    .name = "conv",
+    .setup = setup,
+    .workspace_bytes = workspace_bytes,
+    .forward = forward,
+    .backward = backward,
+};
+
+const osp_layer_type osp__layer_conv = {&conv_op, parse};

@@ -1,0 +1,73 @@
+/* [fc]: fully connected, PyTorch's nn.Flatten + nn.Linear.
+ *
+ *   input  any shape, flattened to D = its element count
+ *   weight outputs x D, bias outputs
+ *   output outputs */
+#include <limits.h>
+#include <math.h>
+
+#include "osprey/nn.h"
+
+typedef struct fc_attrs {
+    int outputs;
+    int bias;
+} fc_attrs;
+
+static int parse(osp_spec_section *s, void **out) {
+    fc_attrs a;
+    int rc;
+    if ((rc = osp_spec_int(s, "outputs", 0, 1, 1 << 24, &a.outputs))) return rc;
+    if (a.outputs == 0) return osp_spec_error(s, NULL, "'outputs' is required");
+    if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
+    fc_attrs *copy = osp_calloc(1, sizeof *copy);
+    if (!copy) return OSP_ENOMEM;
+    *copy = a;
+    *out = copy;
+    return OSP_OK;
+}
+
+static int setup(osp_graph *g, osp_node *n) {
+    const fc_attrs *a = n->attrs;
+    if (n->n_inputs != 1) return osp_error(OSP_ESHAPE, "layer '%s': fc takes one input", n->name);
+    int64_t in = osp_shape_numel(&osp_node_input(g, n, 0)->shape);
+    if (in > INT_MAX)
+        return osp_error(OSP_ERANGE, "layer '%s': %lld input features are too many", n->name,
+                         (long long)in);
+    int64_t out = a->outputs;
+    n->shape = osp_shape_make(1, &out);
+    float scale = 1.0f / sqrtf((float)in);
+    int64_t wdims[2] = {out, in};
+    osp_shape ws = osp_shape_make(2, wdims);
+    int rc = osp_graph_add_param(g, n, "weight", OSP_PARAM_WEIGHT, &ws, OSP_INIT_UNIFORM, scale);
+    if (rc < 0) return rc;
+    if (a->bias) {
+        osp_shape bs = osp_shape_make(1, &out);
+        rc = osp_graph_add_param(g, n, "bias", OSP_PARAM_WEIGHT, &bs, OSP_INIT_UNIFORM, scale);
+        if (rc < 0) return rc;
+    }
+    return OSP_OK;
+}
+
+static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const fc_attrs *a = n->attrs;
+    const osp_node *in = osp_node_input(g, n, 0);
+    ex->be->fc_forward(ex->batch, (int)in->size, a->outputs, in->out, osp_node_weight(g, n, 0),
+                       a->bias ? osp_node_weight(g, n, 1) : NULL, n->out);
+}
+
+static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const fc_attrs *a = n->attrs;
+    osp_node *in = osp_node_input(g, n, 0);
+    ex->be->fc_backward(ex->batch, (int)in->size, a->outputs, in->out, osp_node_weight(g, n, 0),
+                        n->dout, in->dout, osp_node_grad(g, n, 0),
+                        a->bias ? osp_node_grad(g, n, 1) : NULL);
+}
+
+static const osp_op fc_op = {
+    .name = "fc",
+    .setup = setup,
+    .forward = forward,
+    .backward = backward,
+};
+
+const osp_layer_type osp__layer_fc = {&fc_op, parse};

@@ -1,0 +1,235 @@
+/* Convolution kernels against a naive loop, forward and both backwards, over
+ * the paths the CPU kernel takes: several images per GEMM (with a one-image
+ * remainder), pointwise 1x1, grouped, depthwise (with a channel
+ * multiplier), strides, padding, dilation, odd sizes. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_kernels.h"
+#include "osprey/kernels.h"
+
+typedef struct conv_case {
+    const char *name;
+    int n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+} conv_case;
+
+static osp_conv_desc make_desc(const conv_case *t) {
+    osp_conv_desc d = {.n = t->n, .c = t->c, .h = t->h, .w = t->w, .k = t->k, .kh = t->kh,
+                       .kw = t->kw, .stride_h = t->sh, .stride_w = t->sw, .pad_h = t->ph,
+                       .pad_w = t->pw, .dil_h = t->dh, .dil_w = t->dw, .groups = t->groups};
+    d.p = osp_conv_out_size(t->h, t->kh, t->sh, t->ph, t->dh, 0);
+    d.q = osp_conv_out_size(t->w, t->kw, t->sw, t->pw, t->dw, 0);
+    cr_assert(d.p > 0 && d.q > 0, "%s: bad case", t->name);
+    return d;
+}
+
+/* Exact-size heap blocks so that AddressSanitizer sees any overrun. */
+static float *rand_buf(size_t n, osp_rng *r) {
+    float *v = malloc((n ? n : 1) * sizeof(float));
+    cr_assert_not_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = 2 * osp_rng_uniform(r) - 1;
+    return v;
+}
+
+static float *copy_buf(const float *v, size_t n) {
+    float *c = malloc((n ? n : 1) * sizeof(float));
+    memcpy(c, v, n * sizeof(float));
+    return c;
+}
+
+/* Stale workspace must never leak into results: start it as NaN. A kernel
+ * that asked for none gets NULL. */
+static void *nan_workspace(size_t bytes) {
+    if (!bytes) return NULL;
+    void *ws = malloc(bytes);
+    cr_assert_not_null(ws);
+    for (size_t i = 0; i < bytes / sizeof(float); i++) ((float *)ws)[i] = NAN;
+    return ws;
+}
+
+/* Runs body for every (image, filter, output pixel, tap) whose tap lands
+ * inside the input, with xi, yi, wi the flat indices into x, y and w. */
+#define FOR_EACH_TAP(d, body)                                                               \
+    for (int n_ = 0; n_ < (d)->n; n_++)                                                     \
+        for (int k_ = 0; k_ < (d)->k; k_++)                                                 \
+            for (int p_ = 0; p_ < (d)->p; p_++)                                             \
+                for (int q_ = 0; q_ < (d)->q; q_++)                                         \
+                    for (int cc_ = 0; cc_ < (d)->c / (d)->groups; cc_++)                    \
+                        for (int i_ = 0; i_ < (d)->kh; i_++)                                \
+                            for (int j_ = 0; j_ < (d)->kw; j_++) {                          \
+                                int kg_ = (d)->k / (d)->groups;                             \
+                                int c_ = k_ / kg_ * ((d)->c / (d)->groups) + cc_;           \
+                                int h_ = p_ * (d)->stride_h - (d)->pad_h + i_ * (d)->dil_h; \
+                                int w_ = q_ * (d)->stride_w - (d)->pad_w + j_ * (d)->dil_w; \
+                                if (h_ < 0 || h_ >= (d)->h || w_ < 0 || w_ >= (d)->w)       \
+                                    continue;                                               \
+                                int64_t xi = (((int64_t)n_ * (d)->c + c_) * (d)->h + h_) *  \
+                                                 (d)->w + w_;                               \
+                                int64_t yi = (((int64_t)n_ * (d)->k + k_) * (d)->p + p_) *  \
+                                                 (d)->q + q_;                               \
+                                int64_t wi = (((int64_t)k_ * ((d)->c / (d)->groups) + cc_) * \
+                                                  (d)->kh + i_) * (d)->kw + j_;             \
+                                body;                                                       \
+                            }
+
+static void ref_forward(const osp_conv_desc *d, const float *x, const float *w, const float *b,
+                        double *y) {
+    size_t ny = (size_t)d->n * d->k * d->p * d->q;
+    for (size_t i = 0; i < ny; i++) y[i] = b ? b[i / ((size_t)d->p * d->q) % d->k] : 0.0;
+    FOR_EACH_TAP(d, y[yi] += (double)x[xi] * w[wi]);
+}
+
+static void ref_backward(const osp_conv_desc *d, const float *x, const float *w, const float *dy,
+                         double *dx, double *dw, double *db) {
+    FOR_EACH_TAP(d, {
+        dx[xi] += (double)dy[yi] * w[wi];
+        dw[wi] += (double)dy[yi] * x[xi];
+    });
+    size_t ny = (size_t)d->n * d->k * d->p * d->q;
+    for (size_t i = 0; i < ny; i++) db[i / ((size_t)d->p * d->q) % d->k] += dy[i];
+}
+
+static void expect_close(const char *name, const char *what, const float *got, const double *want,
+                         size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double tol = 1e-4 + 1e-4 * fabs(want[i]);
+        cr_assert(fabs(got[i] - want[i]) <= tol, "%s: %s[%zu] = %.7g, expected %.7g", name, what,
+                  i, got[i], want[i]);
+    }
+}
+
+static void check_case(const conv_case *t) {
+    osp_conv_desc d = make_desc(t);
+    osp_rng r;
+    osp_rng_seed(&r, 1234);
+    size_t nx = (size_t)d.n * d.c * d.h * d.w, ny = (size_t)d.n * d.k * d.p * d.q;
+    size_t nw = (size_t)d.k * (d.c / d.groups) * d.kh * d.kw, nb = (size_t)d.k;
+    float *x = rand_buf(nx, &r), *w = rand_buf(nw, &r), *b = rand_buf(nb, &r);
+    float *dy = rand_buf(ny, &r);
+    /* Backward kernels accumulate: start the gradients at random values. */
+    float *dx0 = rand_buf(nx, &r), *dw0 = rand_buf(nw, &r), *db0 = rand_buf(nb, &r);
+    size_t ws_bytes = osp__cpu_conv2d_workspace(&d);
+    void *ws = nan_workspace(ws_bytes);
+
+    double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double));
+    double *rdw = calloc(nw, sizeof(double)), *rdb = calloc(nb, sizeof(double));
+    ref_backward(&d, x, w, dy, rdx, rdw, rdb);
+
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        float *y = rand_buf(ny, &r), *y2 = rand_buf(ny, &r);
+        ref_forward(&d, x, w, with_bias ? b : NULL, ry);
+        osp__cpu_conv2d_forward(&d, x, w, with_bias ? b : NULL, y, ws);
+        expect_close(t->name, with_bias ? "y" : "y (no bias)", y, ry, ny);
+        osp__cpu_conv2d_forward(&d, x, w, with_bias ? b : NULL, y2, ws);
+        cr_assert(!memcmp(y, y2, ny * sizeof(float)), "%s: forward is not deterministic", t->name);
+        free(y);
+        free(y2);
+    }
+
+    float *dx = copy_buf(dx0, nx);
+    osp__cpu_conv2d_backward_data(&d, dy, w, dx, ws);
+    for (size_t i = 0; i < nx; i++) rdx[i] += dx0[i];
+    expect_close(t->name, "dx", dx, rdx, nx);
+
+    float *dw = copy_buf(dw0, nw), *db = copy_buf(db0, nb);
+    float *dw2 = copy_buf(dw0, nw), *db2 = copy_buf(db0, nb);
+    osp__cpu_conv2d_backward_filter(&d, x, dy, dw, db, ws);
+    for (size_t i = 0; i < nw; i++) rdw[i] += dw0[i];
+    for (size_t i = 0; i < nb; i++) rdb[i] += db0[i];
+    expect_close(t->name, "dw", dw, rdw, nw);
+    expect_close(t->name, "db", db, rdb, nb);
+    osp__cpu_conv2d_backward_filter(&d, x, dy, dw2, db2, ws);
+    cr_assert(!memcmp(dw, dw2, nw * sizeof(float)) && !memcmp(db, db2, nb * sizeof(float)),
+              "%s: backward_filter is not deterministic", t->name);
+
+    /* NULL gradients are skipped; the other one is still right. */
+    memcpy(dw2, dw0, nw * sizeof(float));
+    memcpy(db2, db0, nb * sizeof(float));
+    osp__cpu_conv2d_backward_filter(&d, x, dy, NULL, db2, ws);
+    expect_close(t->name, "db (dw NULL)", db2, rdb, nb);
+    osp__cpu_conv2d_backward_filter(&d, x, dy, dw2, NULL, ws);
+    expect_close(t->name, "dw (db NULL)", dw2, rdw, nw);
+
+    void *blocks[] = {x, w, b, dy, dx0, dw0, db0, ws, ry, rdx, rdw, rdb, dx, dw, db, dw2, db2};
+    for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) free(blocks[i]);
+}
+
+static void check_all(const conv_case *cases, int n) {
+    for (int i = 0; i < n; i++) check_case(&cases[i]);
+}
+
+/*                  name            n  c  h   w   k  kh kw sh sw ph pw dh dw groups */
+Test(conv, plain) {
+    static const conv_case cases[] = {
+        {"3x3 pad 1",             3, 3, 7,  9,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"5x5 no pad",            2, 1, 11, 10, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1},
+        {"3x5 window",            2, 2, 8,  9,  3, 3, 5, 1, 1, 1, 2, 1, 1, 1},
+        {"one image",             1, 3, 6,  5,  2, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* 13x13 outputs: 4 images per GEMM (TARGET_COLS 512 in conv.c) */
+        {"gemm remainder of 1",   5, 2, 13, 13, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"gemm remainder of 3",   7, 2, 13, 13, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"window = input",        2, 3, 4,  5,  6, 4, 5, 1, 1, 0, 0, 1, 1, 1},
+        /* large enough for the OpenMP loops to run in parallel */
+        {"parallel",              4, 8, 20, 21, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    };
+    check_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+Test(conv, stride_pad_dilation) {
+    static const conv_case cases[] = {
+        {"stride 2",              3, 3, 9,  8,  4, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {"stride 2x3",            2, 2, 11, 13, 3, 3, 3, 2, 3, 0, 1, 1, 1, 1},
+        {"pad 2",                 2, 2, 5,  7,  3, 3, 3, 1, 1, 2, 2, 1, 1, 1},
+        {"dilation 2",            2, 3, 9,  9,  4, 3, 3, 1, 1, 2, 2, 2, 2, 1},
+        {"dilation 2x3 stride 2", 2, 2, 12, 13, 3, 3, 2, 2, 2, 1, 0, 2, 3, 1},
+        {"7x7 stride 2 pad 3",    2, 3, 15, 17, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
+    };
+    check_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+Test(conv, groups) {
+    static const conv_case cases[] = {
+        {"groups 2",              3, 4, 7,  6,  6, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"groups 3 stride 2",     2, 6, 9,  9,  3, 3, 3, 2, 2, 1, 1, 1, 1, 3},
+        {"groups 2, 1x1",         3, 4, 5,  5,  2, 1, 1, 1, 1, 0, 0, 1, 1, 2},
+    };
+    check_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+Test(conv, depthwise) {
+    static const conv_case cases[] = {
+        {"depthwise 3x3",         3, 4, 7,  8,  4, 3, 3, 1, 1, 1, 1, 1, 1, 4},
+        {"depthwise stride 2",    2, 5, 9,  10, 5, 3, 3, 2, 2, 1, 1, 1, 1, 5},
+        {"depthwise dilation 2",  2, 3, 9,  9,  3, 3, 3, 1, 1, 2, 2, 2, 2, 3},
+        {"depthwise multiplier",  2, 3, 6,  7,  6, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"depthwise 5x3 stride",  2, 2, 11, 7,  2, 5, 3, 2, 3, 2, 1, 1, 1, 2},
+        {"depthwise parallel",    4, 16, 24, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16},
+    };
+    check_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+Test(conv, pointwise) {
+    static const conv_case cases[] = {
+        {"1x1 grouped images",    3, 5, 6,  7,  4, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 one image",         1, 5, 6,  7,  4, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        /* 529 outputs per image: one image per GEMM, x used in place */
+        {"1x1 large planes",      3, 3, 23, 23, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 stride 2",          2, 3, 7,  9,  4, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+        {"1x1 pad 1",             2, 3, 4,  5,  2, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    };
+    check_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+Test(conv, workspace_size) {
+    /* Depthwise and single pointwise images need no scratch. */
+    conv_case dw = {"dw", 4, 8, 16, 16, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8};
+    osp_conv_desc d = make_desc(&dw);
+    cr_assert_eq(osp__cpu_conv2d_workspace(&d), 0);
+    conv_case pw = {"pw", 4, 8, 64, 64, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+    d = make_desc(&pw);
+    cr_assert_eq(osp__cpu_conv2d_workspace(&d), 0);
+    /* Through the backend table, the same answer. */
+    cr_assert_eq(osp_backend_cpu_reference()->conv2d_workspace(&d), 0);
+}
