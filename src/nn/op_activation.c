@@ -1,0 +1,83 @@
+/* Element-wise activation layers: [relu], [leakyrelu], [relu6], [sigmoid],
+ * [tanh], [swish]. Any input shape; the output has the same shape.
+ *
+ * Each layer type is an act_op: the osp_op followed by the activation it
+ * applies, so the op itself says what to compute and only [leakyrelu] needs
+ * attrs (its slope). */
+#include "osprey/nn.h"
+
+typedef struct act_op {
+    osp_op op; /* first: a node's op pointer is also its act_op's */
+    osp_activation act;
+} act_op;
+
+typedef struct leaky_attrs {
+    float alpha; /* slope for x < 0 */
+} leaky_attrs;
+
+#define LEAKY_DEFAULT_ALPHA 0.01f
+
+static const act_op *act_of(const osp_node *n) { return (const act_op *)(const void *)n->op; }
+
+static float alpha_of(const osp_node *n) {
+    return n->attrs ? ((const leaky_attrs *)n->attrs)->alpha : LEAKY_DEFAULT_ALPHA;
+}
+
+static int act_setup(osp_graph *g, osp_node *n) {
+    if (n->n_inputs != 1)
+        return osp_error(OSP_ESHAPE, "layer '%s': %s takes one input, not %d", n->name,
+                         n->op->name, n->n_inputs);
+    n->shape = osp_node_input(g, n, 0)->shape;
+    return OSP_OK;
+}
+
+static void act_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const osp_node *in = osp_node_input(g, n, 0);
+    ex->be->activation_forward(act_of(n)->act, alpha_of(n), (int64_t)ex->batch * n->size, in->out,
+                               n->out);
+}
+
+static void act_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    osp_node *in = osp_node_input(g, n, 0);
+    if (!in->dout) return;
+    ex->be->activation_backward(act_of(n)->act, alpha_of(n), (int64_t)ex->batch * n->size, in->out,
+                                n->out, n->dout, in->dout);
+}
+
+#define ACT_OP(var, spec_name, kind)                                                       \
+    static const act_op var = {                                                           \
+        .op = {.name = spec_name, .setup = act_setup, .forward = act_forward,              \
+               .backward = act_backward},                                                  \
+        .act = kind,                                                                       \
+    }
+
+ACT_OP(relu_op, "relu", OSP_ACT_RELU);
+ACT_OP(leakyrelu_op, "leakyrelu", OSP_ACT_LEAKY_RELU);
+ACT_OP(relu6_op, "relu6", OSP_ACT_RELU6);
+ACT_OP(sigmoid_op, "sigmoid", OSP_ACT_SIGMOID);
+ACT_OP(tanh_op, "tanh", OSP_ACT_TANH);
+ACT_OP(swish_op, "swish", OSP_ACT_SWISH);
+
+static int parse_plain(osp_spec_section *s, void **attrs) {
+    (void)s;
+    *attrs = NULL;
+    return OSP_OK;
+}
+
+static int parse_leaky(osp_spec_section *s, void **attrs) {
+    float alpha;
+    int rc = osp_spec_float(s, "alpha", LEAKY_DEFAULT_ALPHA, -1e6f, 1e6f, &alpha);
+    if (rc) return rc;
+    leaky_attrs *a = osp_calloc(1, sizeof *a);
+    if (!a) return OSP_ENOMEM;
+    a->alpha = alpha;
+    *attrs = a;
+    return OSP_OK;
+}
+
+const osp_layer_type osp__layer_relu = {&relu_op.op, parse_plain};
+const osp_layer_type osp__layer_leakyrelu = {&leakyrelu_op.op, parse_leaky};
+const osp_layer_type osp__layer_relu6 = {&relu6_op.op, parse_plain};
+const osp_layer_type osp__layer_sigmoid = {&sigmoid_op.op, parse_plain};
+const osp_layer_type osp__layer_tanh = {&tanh_op.op, parse_plain};
+const osp_layer_type osp__layer_swish = {&swish_op.op, parse_plain};

@@ -1,0 +1,100 @@
+/* [batchnorm]: batch normalisation per channel, the first per-sample axis.
+ * Input C x H x W (BatchNorm2d: statistics over N*H*W), C x L (BatchNorm1d
+ * on sequences: over N*L) or C (BatchNorm1d: over N); output the same shape.
+ * Parameters weight, bias (C, trained) and running_mean, running_var (C,
+ * buffers), named as PyTorch names them. */
+#include "osprey/nn.h"
+
+typedef struct bn_attrs {
+    float eps;      /* added to the variance */
+    float momentum; /* running = (1 - momentum) * running + momentum * batch */
+} bn_attrs;
+
+/* PyTorch's defaults, for nodes built without a spec section. */
+static const bn_attrs bn_defaults = {1e-5f, 0.1f};
+
+enum { BN_WEIGHT, BN_BIAS, BN_RUNNING_MEAN, BN_RUNNING_VAR };
+
+/* Channels and values per channel per sample (C x S). */
+static void bn_dims(const osp_node *n, int *c, int *s) {
+    *c = (int)n->shape.dim[0];
+    *s = (int)(n->size / n->shape.dim[0]);
+}
+
+static int bn_setup(osp_graph *g, osp_node *n) {
+    if (n->n_inputs != 1)
+        return osp_error(OSP_ESHAPE, "layer '%s': batchnorm takes one input, not %d", n->name,
+                         n->n_inputs);
+    const osp_shape *in = &osp_node_input(g, n, 0)->shape;
+    if (osp_shape_numel(in) > INT32_MAX)
+        return osp_error(OSP_ESHAPE, "layer '%s': input is too large", n->name);
+    n->shape = *in;
+    int64_t c = in->dim[0];
+    osp_shape ch = osp_shape_make(1, &c);
+    /* Order matters: the BN_* indices above. */
+    int rc;
+    if ((rc = osp_graph_add_param(g, n, "weight", OSP_PARAM_WEIGHT, &ch, OSP_INIT_ONE, 0)) < 0 ||
+        (rc = osp_graph_add_param(g, n, "bias", OSP_PARAM_WEIGHT, &ch, OSP_INIT_ZERO, 0)) < 0 ||
+        (rc = osp_graph_add_param(g, n, "running_mean", OSP_PARAM_BUFFER, &ch, OSP_INIT_ZERO, 0)) < 0 ||
+        (rc = osp_graph_add_param(g, n, "running_var", OSP_PARAM_BUFFER, &ch, OSP_INIT_ONE, 0)) < 0)
+        return rc;
+    return OSP_OK;
+}
+
+/* Saved for the backward: the batch mean and 1/sqrt(var + eps), C each. */
+static size_t bn_saved_bytes(const osp_graph *g, const osp_node *n, int batch) {
+    (void)g;
+    (void)batch;
+    return 2 * (size_t)n->shape.dim[0] * sizeof(float);
+}
+
+static void bn_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const bn_attrs *a = n->attrs ? n->attrs : &bn_defaults;
+    const osp_node *in = osp_node_input(g, n, 0);
+    int c, s;
+    bn_dims(n, &c, &s);
+    const float *gamma = osp_node_weight(g, n, BN_WEIGHT), *beta = osp_node_weight(g, n, BN_BIAS);
+    float *rmean = osp_node_weight(g, n, BN_RUNNING_MEAN), *rvar = osp_node_weight(g, n, BN_RUNNING_VAR);
+    if (ex->mode == OSP_MODE_TRAIN) {
+        float *save_mean = n->saved, *save_invstd = save_mean + c;
+        ex->be->batchnorm_forward_train(ex->batch, c, s, in->out, gamma, beta, a->momentum, a->eps,
+                                        rmean, rvar, save_mean, save_invstd, n->out);
+    } else {
+        ex->be->batchnorm_forward_infer(ex->batch, c, s, in->out, gamma, beta, rmean, rvar, a->eps,
+                                        n->out);
+    }
+}
+
+static void bn_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    osp_node *in = osp_node_input(g, n, 0);
+    int c, s;
+    bn_dims(n, &c, &s);
+    const float *save_mean = n->saved, *save_invstd = save_mean + c;
+    ex->be->batchnorm_backward(ex->batch, c, s, in->out, n->dout, osp_node_weight(g, n, BN_WEIGHT),
+                               save_mean, save_invstd, in->dout, osp_node_grad(g, n, BN_WEIGHT),
+                               osp_node_grad(g, n, BN_BIAS));
+}
+
+static const osp_op bn_op = {
+    .name = "batchnorm",
+    .setup = bn_setup,
+    .saved_bytes = bn_saved_bytes,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};
+
+static int bn_parse(osp_spec_section *s, void **attrs) {
+    float eps, momentum;
+    int rc;
+    if ((rc = osp_spec_float(s, "eps", bn_defaults.eps, 0.0f, 1.0f, &eps))) return rc;
+    if (!(eps > 0.0f)) return osp_spec_error(s, "eps", "'eps' must be positive");
+    if ((rc = osp_spec_float(s, "momentum", bn_defaults.momentum, 0.0f, 1.0f, &momentum))) return rc;
+    bn_attrs *a = osp_calloc(1, sizeof *a);
+    if (!a) return OSP_ENOMEM;
+    a->eps = eps;
+    a->momentum = momentum;
+    *attrs = a;
+    return OSP_OK;
+}
+
+const osp_layer_type osp__layer_batchnorm = {&bn_op, bn_parse};
