@@ -1,0 +1,58 @@
+/* Element types and the arrays that carry them. */
+#include <string.h>
+
+#include "io/io_impl.h"
+
+int osp__dtype_valid(int t) { return t >= OSP_DTYPE_F32 && t <= OSP_DTYPE_U8; }
+
+size_t osp_dtype_size(osp_dtype t) {
+    switch (t) {
+    case OSP_DTYPE_F32: return 4;
+    case OSP_DTYPE_F64: return 8;
+    case OSP_DTYPE_I32: return 4;
+    case OSP_DTYPE_I64: return 8;
+    case OSP_DTYPE_U8: return 1;
+    }
+    return 0;
+}
+
+const char *osp_dtype_name(osp_dtype t) {
+    switch (t) {
+    case OSP_DTYPE_F32: return "F32";
+    case OSP_DTYPE_F64: return "F64";
+    case OSP_DTYPE_I32: return "I32";
+    case OSP_DTYPE_I64: return "I64";
+    case OSP_DTYPE_U8: return "U8";
+    }
+    return "unknown";
+}
+
+int osp__array_nbytes(osp_dtype dtype, const osp_shape *shape, const char *name, size_t *out) {
+    if (!osp__dtype_valid((int)dtype))
+        return osp_error(OSP_EINVAL, "%s: unknown dtype %d", name, (int)dtype);
+    if (shape->ndim < 0 || shape->ndim > OSP_MAX_DIMS)
+        return osp_error(OSP_ERANGE, "%s: rank %d is outside 0..%d", name, shape->ndim,
+                         OSP_MAX_DIMS);
+    size_t bytes = osp_dtype_size(dtype);
+    for (int i = 0; i < shape->ndim; i++) {
+        int64_t d = shape->dim[i];
+        if (d < 0) return osp_error(OSP_ERANGE, "%s: dimension %d is negative", name, i);
+        /* Also keep the total within int64, the type of element counts. */
+        if ((uint64_t)d > SIZE_MAX || osp_mul_size(bytes, (size_t)d, &bytes) != OSP_OK ||
+            bytes > (size_t)INT64_MAX)
+            return osp_error(OSP_ERANGE, "%s: array size overflows", name);
+    }
+    *out = bytes;
+    return OSP_OK;
+}
+
+int64_t osp_array_numel(const osp_array *a) {
+    if (!a) return 0;
+    return osp_shape_numel(&a->shape);
+}
+
+void osp_array_free(osp_array *a) {
+    if (!a) return;
+    osp_free(a->data);
+    memset(a, 0, sizeof *a);
+}
