@@ -30,14 +30,8 @@ test-plain: build mnist
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # Slow tests (long training, large golden nets) run only in the plain build.
-# Criterion counts a test as passed even when LeakSanitizer reports a leak as
-# the program exits, so the log is searched for sanitizer reports as well.
 test-asan: build-asan mnist
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest --output-on-failure -j $(JOBS) -LE slow --output-log ctest.log
-	@if grep -q -E "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:" build-asan/ctest.log; then \
-		grep -n -E -A20 "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:" build-asan/ctest.log | head -60; \
-		echo "sanitizer reports above: failing"; exit 1; fi
+	scripts/ctest-sanitized build-asan $(JOBS)
 
 test: test-plain test-asan fuzz
 
