@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int cli_fail(const char *cmd, const char *fmt, ...) {
@@ -73,7 +74,106 @@ void cli_format_duration(double seconds, char *buf, size_t len) {
     else snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);
 }
 
-int cli_open_dataset(const char *cmd, const char *path, osp_split split, osp_dataset **out) {
-    if (osp_dataset_open_idx(path, split, out)) return cli_fail_lib(cmd, NULL);
+/* ---- datasets ------------------------------------------------------------ */
+
+cli_image_options cli_image_defaults(void) {
+    cli_image_options o;
+    memset(&o, 0, sizeof o);
+    o.transform = osp_transform_defaults(0, 0, 0);
+    o.workers = -1;
+    return o;
+}
+
+/* "A,B" with min <= A <= B <= max. */
+static int parse_pair(const char *cmd, const char *opt, const char *s, double min, double max,
+                      float *a, float *b) {
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end), y;
+    if (errno || end == s || *end != ',') goto bad;
+    const char *t = end + 1;
+    y = strtod(t, &end);
+    if (errno || end == t || *end || !isfinite(x) || !isfinite(y) || x < min || y > max || x > y) goto bad;
+    *a = (float)x;
+    *b = (float)y;
+    return 0;
+bad:
+    return cli_fail(cmd, "--%s must be two numbers MIN,MAX with %g <= MIN <= MAX <= %g, not '%s'",
+                    opt, min, max, s);
+}
+
+/* A count with an optional K, M or G (powers of 1024): "64M". */
+static int parse_pixels(const char *cmd, const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    int shift = 0;
+    if (*end == 'K' || *end == 'k') shift = 10, end++;
+    else if (*end == 'M' || *end == 'm') shift = 20, end++;
+    else if (*end == 'G' || *end == 'g') shift = 30, end++;
+    if (errno || end == s || *end || v < 1 || v > ((long long)1 << 40) >> shift)
+        return cli_fail(cmd, "--max-pixels must be a count like 64M or 1000000 (at most 1T), not '%s'", s);
+    *out = (int64_t)v << shift;
+    return 0;
+}
+
+static int parse_augment(const char *cmd, const char *s, osp_augment *a) {
+    a->crop = a->flip = 0;
+    if (!strcmp(s, "none")) return 0;
+    char buf[128];
+    if (strlen(s) >= sizeof buf) return cli_fail(cmd, "--augment: '%s' is too long", s);
+    strcpy(buf, s);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(tok, "crop")) a->crop = 1;
+        else if (!strcmp(tok, "flip")) a->flip = 1;
+        else return cli_fail(cmd, "--augment takes none or a list of crop and flip, not '%s'", tok);
+    }
+    return 0;
+}
+
+int cli_image_option(const char *cmd, const char *name, const char *v, cli_image_options *o) {
+    osp_transform *t = &o->transform;
+    osp_augment *a = &t->augment;
+    float lo, hi;
+    if (!strcmp(name, "augment")) {
+        o->augment_set = 1;
+        return parse_augment(cmd, v, a);
+    }
+    if (!strcmp(name, "crop-scale")) return parse_pair(cmd, name, v, 1e-3, 1, &a->scale_min, &a->scale_max);
+    if (!strcmp(name, "crop-ratio")) return parse_pair(cmd, name, v, 1e-2, 1e2, &a->ratio_min, &a->ratio_max);
+    if (!strcmp(name, "multiscale")) {
+        if (parse_pair(cmd, name, v, 1, 65536, &lo, &hi)) return 1;
+        a->short_min = (int)lo;
+        a->short_max = (int)hi;
+        return 0;
+    }
+    if (!strcmp(name, "jitter")) return cli_float(cmd, "--jitter", v, 0, 0.99, &a->jitter);
+    if (!strcmp(name, "crop-fraction")) return cli_float(cmd, "--crop-fraction", v, 0.01, 1, &t->crop_fraction);
+    if (!strcmp(name, "resize")) {
+        if (!strcmp(v, "center")) t->resize = OSP_RESIZE_CENTER;
+        else if (!strcmp(v, "stretch")) t->resize = OSP_RESIZE_STRETCH;
+        else if (!strcmp(v, "letterbox")) t->resize = OSP_RESIZE_LETTERBOX;
+        else return cli_fail(cmd, "--resize must be center, stretch or letterbox, not '%s'", v);
+        return 0;
+    }
+    if (!strcmp(name, "max-pixels")) return parse_pixels(cmd, v, &o->max_pixels);
+    if (!strcmp(name, "workers")) return cli_int(cmd, "--workers", v, 0, 256, &o->workers);
+    if (!strcmp(name, "prefetch")) return cli_int(cmd, "--prefetch", v, 1, 64, &o->prefetch);
+    return -1;
+}
+
+int cli_open_dataset(const char *cmd, const char *path, osp_split split, const osp_net *net,
+                     const cli_image_options *io, const char *const *class_names, int n_classes,
+                     osp_dataset **out) {
+    osp_image_data_options opt = {.transform = io->transform, .max_pixels = io->max_pixels,
+                                  .class_names = class_names, .n_classes = n_classes};
+    if (net->input.ndim == 3) {
+        opt.transform.channels = (int)net->input.dim[0];
+        opt.transform.height = (int)net->input.dim[1];
+        opt.transform.width = (int)net->input.dim[2];
+    }
+    if (osp_dataset_open(path, split, &opt, out)) return cli_fail_lib(cmd, NULL);
+    if (io->workers >= 0) (*out)->load_workers = io->workers;
+    if (io->prefetch > 0) (*out)->load_prefetch = io->prefetch;
     return 0;
 }

@@ -23,8 +23,29 @@ int cli_tty(void);
 /* "1:02:03" or "2:03". */
 void cli_format_duration(double seconds, char *buf, size_t len);
 
-/* Opens a dataset: a directory with the four MNIST IDX files, or an IDX
- * images file. split chooses train or test files. */
-int cli_open_dataset(const char *cmd, const char *path, osp_split split, osp_dataset **out);
+/* Options that choose how image datasets are read, shared by the commands
+ * that read them (see cli_image_option). */
+typedef struct cli_image_options {
+    osp_transform transform; /* shape 0x0x0 until the network gives it */
+    int64_t max_pixels;
+    int workers;             /* -1 = the dataset's default */
+    int prefetch;            /* 0 = the default (2) */
+    int augment_set;         /* --augment was given */
+} cli_image_options;
+
+/* Defaults: center resize, crop fraction 0.875, no augmentation. */
+cli_image_options cli_image_defaults(void);
+/* Parses one image option (name without "--"); returns 0 when done, 1 after
+ * printing an error, -1 if name is not an image option. */
+int cli_image_option(const char *cmd, const char *name, const char *value, cli_image_options *o);
+
+/* Opens a dataset: a directory with the MNIST IDX files, an IDX images
+ * file, a folder of class folders or a list file (osp_dataset_open). Image
+ * samples take the network's input shape; labels number as class_names
+ * does (n_classes of them; NULL = the dataset's own sorted names). split
+ * chooses IDX train or test files. */
+int cli_open_dataset(const char *cmd, const char *path, osp_split split, const osp_net *net,
+                     const cli_image_options *io, const char *const *class_names, int n_classes,
+                     osp_dataset **out);
 
 #endif

@@ -15,13 +15,31 @@ static void usage(FILE *out) {
             "usage: osprey train --net SPEC --data DATA [options]\n"
             "       osprey train --resume CHECKPOINT --data DATA [options]\n"
             "\n"
-            "Trains the network described by SPEC (see docs/netspec.md) on DATA, a\n"
-            "directory holding the four MNIST IDX files (or an IDX images file).\n"
+            "Trains the network described by SPEC (see docs/netspec.md) on DATA: a folder\n"
+            "with one sub-folder of JPEG/PNG/WebP images per class, a list file of\n"
+            "path<TAB>label lines, a directory holding the MNIST IDX files, or an IDX\n"
+            "images file. Images are resized to the input size of the spec.\n"
             "\n"
             "data:\n"
             "  --data DATA           training data (required)\n"
-            "  --split train|test    which files of DATA to train on (default train)\n"
-            "  --val DATA            evaluate on DATA's test files after each epoch\n"
+            "  --split train|test    which IDX files of DATA to train on (default train)\n"
+            "  --val DATA            evaluate on DATA after each epoch (IDX: its test files)\n"
+            "  --val-split F         hold out this fraction of each class of DATA instead\n"
+            "  --max-pixels N        images with more pixels are skipped (default 64M)\n"
+            "  --workers N           image decoding threads (default: --threads; 0 decodes\n"
+            "                        on the training threads, between steps)\n"
+            "  --prefetch N          batches decoded ahead (default 2)\n"
+            "images (see docs/images.md):\n"
+            "  --augment LIST        none, or a list of crop and flip (default crop,flip)\n"
+            "  --crop-scale MIN,MAX  random crop area, a fraction of the image (default 0.08,1)\n"
+            "  --crop-ratio MIN,MAX  random crop aspect ratio (default 0.75,1.333)\n"
+            "  --multiscale MIN,MAX  scale the short side to a random length in MIN..MAX and\n"
+            "                        crop the input size at random (replaces crop)\n"
+            "  --jitter J            random brightness, contrast, saturation within 1 +- J\n"
+            "  --resize MODE         center, stretch or letterbox: how validation images (and\n"
+            "                        training images without crop) fit the input (default center)\n"
+            "  --crop-fraction F     center: the input covers this much of the short side\n"
+            "                        (default 0.875)\n"
             "schedule:\n"
             "  --epochs N            passes over the data (default 10)\n"
             "  --batch B             minibatch size (default 64)\n"
@@ -51,6 +69,8 @@ static void usage(FILE *out) {
 
 typedef struct train_options {
     const char *net, *data, *val, *out, *checkpoint, *resume;
+    cli_image_options images;
+    float val_split;
     osp_split split;
     int threads, json, quiet;
     osp_train_config cfg;
@@ -63,7 +83,7 @@ enum {
     OPT_NET = 256, OPT_DATA, OPT_SPLIT, OPT_VAL, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIMIZER,
     OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_EPOCHS, OPT_GAMMA,
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
-    OPT_JSON, OPT_QUIET, OPT_HELP
+    OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE
 };
 
 static const struct option long_options[] = {
@@ -80,7 +100,14 @@ static const struct option long_options[] = {
     {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
     {"resume", required_argument, 0, OPT_RESUME}, {"stop-after", required_argument, 0, OPT_STOP},
     {"json", no_argument, 0, OPT_JSON},           {"quiet", no_argument, 0, OPT_QUIET},
-    {"help", no_argument, 0, OPT_HELP},           {0, 0, 0, 0}};
+    {"help", no_argument, 0, OPT_HELP},           {"val-split", required_argument, 0, OPT_VAL_SPLIT},
+    /* image options, parsed by cli_image_option */
+    {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
+    {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
+    {"jitter", required_argument, 0, OPT_IMAGE},  {"resize", required_argument, 0, OPT_IMAGE},
+    {"crop-fraction", required_argument, 0, OPT_IMAGE}, {"max-pixels", required_argument, 0, OPT_IMAGE},
+    {"workers", required_argument, 0, OPT_IMAGE}, {"prefetch", required_argument, 0, OPT_IMAGE},
+    {0, 0, 0, 0}};
 
 /* Settings saved in a checkpoint become the defaults of a resumed run. */
 static int apply_saved_config(train_options *o, const char *json) {
@@ -104,10 +131,10 @@ static int apply_saved_config(train_options *o, const char *json) {
 }
 
 static int parse_options(int argc, char **argv, train_options *o) {
-    int c;
+    int c, which = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", long_options, &which)) != -1) {
         const char *a = optarg;
         int bad = 0, k;
         switch (c) {
@@ -149,6 +176,8 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_SEED: bad = cli_u64(CMD, "--seed", a, &o->cfg.seed); break;
         case OPT_CKPT_EVERY: bad = cli_int64(CMD, "--checkpoint-every", a, 1, INT64_MAX / 2, &o->cfg.checkpoint_every); break;
         case OPT_STOP: bad = cli_int64(CMD, "--stop-after", a, 1, INT64_MAX / 2, &o->cfg.stop_after); break;
+        case OPT_VAL_SPLIT: bad = cli_float(CMD, "--val-split", a, 1e-6, 0.999999, &o->val_split); break;
+        case OPT_IMAGE: bad = cli_image_option(CMD, long_options[which].name, a, &o->images); break;
         case OPT_JSON: o->json = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_HELP: usage(stdout); return -1;
@@ -220,6 +249,7 @@ int cmd_train(int argc, char **argv) {
     train_options o;
     memset(&o, 0, sizeof o);
     o.cfg = osp_train_defaults();
+    o.images = cli_image_defaults();
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     if (!o.data) return cli_fail(CMD, "--data is required (see 'osprey train --help')");
@@ -260,8 +290,28 @@ int cmd_train(int argc, char **argv) {
     o.cfg.on_step = on_step;
     o.cfg.user = &o;
 
-    if (cli_open_dataset(CMD, o.data, o.split, &data)) goto fail;
-    if (o.val && cli_open_dataset(CMD, o.val, OSP_SPLIT_TEST, &val)) goto fail;
+    if (o.val && o.val_split > 0) {
+        cli_fail(CMD, "give --val DATA or --val-split F, not both");
+        goto fail;
+    }
+    if (!o.images.augment_set) o.images.transform.augment.crop = o.images.transform.augment.flip = 1;
+    /* A resumed model numbers its classes already: the data must agree. */
+    if (cli_open_dataset(CMD, o.data, o.split, net, &o.images, (const char *const *)net->labels,
+                         net->labels ? net->n_classes : 0, &data))
+        goto fail;
+    if (o.val_split > 0) {
+        osp_dataset *all = data;
+        data = NULL;
+        if (osp_dataset_split(all, o.val_split, &data, &val)) {
+            osp_dataset_free(all);
+            cli_fail_lib(CMD, NULL);
+            goto fail;
+        }
+    }
+    if (o.val && cli_open_dataset(CMD, o.val, OSP_SPLIT_TEST, net, &o.images,
+                                  (const char *const *)data->class_names,
+                                  data->class_names ? data->n_classes : 0, &val))
+        goto fail;
     if (name_labels(net, data)) {
         cli_fail_lib(CMD, NULL);
         goto fail;
@@ -271,12 +321,24 @@ int cmd_train(int argc, char **argv) {
                 o.resume ? o.resume : o.net, (long long)osp_net_param_count(net), (long long)data->count,
                 o.data, o.cfg.epochs, o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr,
                 osp_threads_get(), o.resume ? " (resumed)" : "");
+    if (!o.quiet && val && o.val_split > 0)
+        fprintf(stderr, "holding out %lld samples for validation\n", (long long)val->count);
     if (osp_train(net, data, val, &o.cfg, opt, state.step)) {
         if (cli_tty() && !o.quiet) fputc('\n', stderr);
         cli_fail_lib(CMD, NULL);
         goto fail;
     }
-    if (o.out) {
+    if (!o.quiet && osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0) > 0)
+        fprintf(stderr, "%lld unreadable files were skipped\n",
+                (long long)(osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0)));
+    int64_t total_steps = (data->count + o.cfg.batch - 1) / o.cfg.batch * o.cfg.epochs;
+    if (o.cfg.stop_after > 0 && o.cfg.stop_after < total_steps) {
+        /* An unfinished run leaves its checkpoint, not a model that looks done. */
+        if (!o.quiet)
+            fprintf(stderr, "stopped after step %lld of %lld; continue with --resume %s\n",
+                    (long long)o.cfg.stop_after, (long long)total_steps,
+                    o.checkpoint ? o.checkpoint : "(no checkpoint: give --out or --checkpoint)");
+    } else if (o.out) {
         if (osp_model_save(net, o.out)) {
             cli_fail_lib(CMD, "saving the model");
             goto fail;

@@ -82,6 +82,16 @@ typedef struct osp_op {
     void (*backward)(osp_graph *g, osp_node *n, const osp_exec *ex);
     /* Frees n->attrs; NULL means osp_free. */
     void (*free_attrs)(void *attrs);
+    /* Inference fusion (optional). osp_graph_plan in inference mode offers
+     * n the node `next` that alone reads n's output (or the output of a
+     * node already fused into n); returning 1 means n's forward now also
+     * computes next's output in the same pass (a conv folding a batch norm
+     * into its weights, or applying an activation in its epilogue): next is
+     * skipped and shares n's output buffer. next == NULL resets n to
+     * compute only itself (every plan starts so). Folded copies are
+     * refreshed on every inference plan, so replan after changing weights.
+     * Training is never fused. */
+    int (*fuse)(osp_graph *g, osp_node *n, const osp_node *next);
 } osp_op;
 
 struct osp_node {
@@ -97,6 +107,8 @@ struct osp_node {
     int params[OSP_MAX_NODE_PARAMS]; /* indices into the graph's params */
     int needs_grad;             /* 1 if a gradient must flow into this node */
     int keep;                   /* inference planning: never reuse this output */
+    int fused_into;             /* inference plans: the node whose forward computes
+                                   this output (0 = this node runs itself) */
     /* Set by osp_graph_plan for the planned batch: */
     float *out;  /* batch x size */
     float *dout; /* batch x size, train mode; NULL where no gradient flows */

@@ -33,6 +33,11 @@ typedef struct osp_conv_desc {
     int pad_h, pad_w;      /* top/left padding; bottom/right is implied by p, q */
     int dil_h, dil_w;
     int groups;            /* conv only: c and k are multiples of groups */
+    /* conv forward only: an activation applied to each output after the
+     * bias, in the same pass (inference fusion). OSP_ACT_NONE (0) when the
+     * desc is zero-initialised; backward kernels ignore it. */
+    int act;               /* an osp_activation */
+    float act_alpha;       /* its parameter (leaky ReLU's slope) */
 } osp_conv_desc;
 
 /* Output size of a window along one axis, or -1 if the window does not fit.
@@ -130,8 +135,13 @@ typedef struct osp_backend {
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */
 OSP_API const osp_backend *osp_backend_cpu_reference(void);
-/* The backend chosen for this machine (CPU features at run time). The
- * environment variable OSP_BACKEND=reference forces the portable one. */
+/* A CPU backend by name: "reference" (or "cpu-ref"), "avx2" ("cpu-avx2"),
+ * "avx512" ("cpu-avx512"); NULL if unknown or if this CPU cannot run it. */
+OSP_API const osp_backend *osp_backend_find(const char *name);
+/* The backend chosen for this machine: the widest instruction set the CPU
+ * supports (checked at run time). The environment variable OSP_BACKEND
+ * (a name osp_backend_find knows, e.g. OSP_BACKEND=reference for the
+ * portable one) overrides the choice; it is read on every call. */
 OSP_API const osp_backend *osp_backend_default(void);
 
 #ifdef __cplusplus

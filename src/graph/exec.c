@@ -19,7 +19,8 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     run.workspace = g->workspace;
     osp_node *in = &g->nodes[0];
     if (input != in->out) memcpy(in->out, input, (size_t)ex->batch * (size_t)in->size * sizeof(float));
-    for (int i = 1; i < g->n_nodes; i++) g->nodes[i].op->forward(g, &g->nodes[i], &run);
+    for (int i = 1; i < g->n_nodes; i++)
+        if (!g->nodes[i].fused_into) g->nodes[i].op->forward(g, &g->nodes[i], &run);
     return OSP_OK;
 }
 

@@ -3,7 +3,11 @@
  * Training keeps every activation (the backward pass reads them) and gives
  * each node that a gradient flows into a gradient buffer. Inference keeps an
  * activation only until its last reader has run: buffers are recycled
- * best-fit, so a deep network needs a few activations' worth of memory. */
+ * best-fit, so a deep network needs a few activations' worth of memory.
+ *
+ * Inference also fuses chains (see osp_op.fuse): a node whose output only
+ * one single-input node reads offers it that node, then the next, while it
+ * accepts; accepted nodes are skipped and share the chain head's buffer. */
 #include <string.h>
 
 #include "graph_impl.h"
@@ -65,6 +69,43 @@ static int layout_train(const osp_graph *g, int batch, layout *l) {
     return OSP_OK;
 }
 
+/* Resets every fusion; in inference mode, fuses the chains the ops accept. */
+static void fuse_chains(osp_graph *g, osp_mode mode) {
+    for (int i = 1; i < g->n_nodes; i++) {
+        osp_node *n = &g->nodes[i];
+        n->fused_into = 0;
+        if (n->op->fuse) n->op->fuse(g, n, NULL);
+    }
+    if (mode != OSP_MODE_INFER) return;
+    int *readers = osp_calloc((size_t)g->n_nodes, sizeof *readers);
+    if (!readers) return; /* unfused is correct too */
+    for (int i = 1; i < g->n_nodes; i++)
+        for (int j = 0; j < g->nodes[i].n_inputs; j++) readers[g->nodes[i].inputs[j]]++;
+    int *reader = osp_calloc((size_t)g->n_nodes, sizeof *reader);
+    if (reader) {
+        for (int i = 1; i < g->n_nodes; i++)
+            for (int j = 0; j < g->nodes[i].n_inputs; j++) reader[g->nodes[i].inputs[j]] = i;
+        for (int i = 1; i < g->n_nodes; i++) {
+            osp_node *head = &g->nodes[i];
+            if (!head->op->fuse || head->fused_into) continue;
+            /* cur's value is replaced by the fused one: nobody else may see it */
+            for (int cur = i; readers[cur] == 1 && !g->nodes[cur].keep && cur != g->n_nodes - 1;) {
+                osp_node *next = &g->nodes[reader[cur]];
+                if (next->n_inputs != 1 || !head->op->fuse(g, head, next)) break;
+                next->fused_into = head->id;
+                cur = next->id;
+            }
+        }
+    }
+    osp_free(reader);
+    osp_free(readers);
+}
+
+/* The node whose buffer n's output lives in. */
+static int buffer_of(const osp_graph *g, int i) {
+    return g->nodes[i].fused_into ? g->nodes[i].fused_into : i;
+}
+
 static int layout_infer(const osp_graph *g, int batch, layout *l) {
     int rc = OSP_OK;
     int *last_use = osp_calloc((size_t)g->n_nodes, sizeof *last_use);
@@ -80,9 +121,20 @@ static int layout_infer(const osp_graph *g, int batch, layout *l) {
         for (int j = 0; j < n->n_inputs; j++)
             if (last_use[n->inputs[j]] < i) last_use[n->inputs[j]] = i;
     }
+    /* A fused chain's buffer lives until the last reader of any member. */
+    for (int i = g->n_nodes - 1; i > 0; i--) {
+        int b = buffer_of(g, i);
+        if (last_use[b] < last_use[i]) last_use[b] = last_use[i];
+    }
+    for (int i = 1; i < g->n_nodes; i++) last_use[i] = last_use[buffer_of(g, i)];
     int n_slots = 0;
     size_t at = 0;
     for (int i = 0; i < g->n_nodes; i++) {
+        if (buffer_of(g, i) != i) {
+            slot_of[i] = slot_of[buffer_of(g, i)];
+            l->out[i] = l->out[buffer_of(g, i)];
+            continue; /* its slot is freed with the chain head's */
+        }
         size_t bytes = 0;
         if ((rc = checked_bytes(g->nodes[i].size, batch, sizeof(float), &bytes))) goto done;
         /* Best fit among free slots; else a new one. The output never shares
@@ -115,7 +167,11 @@ done:
 
 int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     if (batch <= 0) return osp_error(OSP_EINVAL, "batch size must be positive, not %d", batch);
-    if (g->planned_batch == batch && g->planned_mode == mode) return OSP_OK;
+    if (g->planned_batch == batch && g->planned_mode == mode) {
+        if (mode == OSP_MODE_INFER) fuse_chains(g, mode); /* refolds the weights */
+        return OSP_OK;
+    }
+    fuse_chains(g, mode);
     layout l = {0};
     l.out = osp_alloc(3 * (size_t)g->n_nodes * sizeof(size_t));
     if (!l.out) return OSP_ENOMEM;

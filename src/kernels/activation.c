@@ -1,5 +1,8 @@
 /* Element-wise activations. Each element is independent, so threads own
- * disjoint ranges and the result does not depend on the thread count. */
+ * disjoint ranges and the result does not depend on the thread count.
+ * Loops read every operand unconditionally so that the compiler makes
+ * selects, not branches (a branch on the sign of x mispredicts half the
+ * time: relu's backward ran 15x slower than its forward). */
 #include <assert.h>
 #include <math.h>
 #include <string.h>
@@ -18,7 +21,7 @@ static inline float sigmoid(float x) {
 
 /* The comparisons are written so that a NaN passes through, as in PyTorch:
  * a diverging run shows in its loss instead of being masked. */
-void osp__cpu_activation_forward(osp_activation act, float alpha, int64_t count, const float *x,
+void KFN(activation_forward)(osp_activation act, float alpha, int64_t count, const float *x,
                                  float *y) {
     switch (act) {
     case OSP_ACT_NONE:
@@ -56,7 +59,7 @@ void osp__cpu_activation_forward(osp_activation act, float alpha, int64_t count,
 /* Derivatives follow PyTorch at the kinks: relu'(0) = 0, leaky'(0) = alpha,
  * relu6' is 0 at both 0 and 6. Sigmoid and tanh read y (no exp needed); the
  * others read x. */
-void osp__cpu_activation_backward(osp_activation act, float alpha, int64_t count, const float *x,
+void KFN(activation_backward)(osp_activation act, float alpha, int64_t count, const float *x,
                                   const float *y, const float *dy, float *dx) {
     if (!dx) return;
     switch (act) {
@@ -66,15 +69,24 @@ void osp__cpu_activation_backward(osp_activation act, float alpha, int64_t count
         break;
     case OSP_ACT_RELU:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+        for (int64_t i = 0; i < count; i++) {
+            const float g = dy[i]; /* read unconditionally: a select, not a branch */
+            dx[i] += x[i] > 0.0f ? g : 0.0f;
+        }
         break;
     case OSP_ACT_LEAKY_RELU:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) dx[i] += x[i] > 0.0f ? dy[i] : alpha * dy[i];
+        for (int64_t i = 0; i < count; i++) {
+            const float g = dy[i];
+            dx[i] += x[i] > 0.0f ? g : alpha * g;
+        }
         break;
     case OSP_ACT_RELU6:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) dx[i] += (x[i] > 0.0f && x[i] < 6.0f) ? dy[i] : 0.0f;
+        for (int64_t i = 0; i < count; i++) {
+            const float g = dy[i], v = x[i];
+            dx[i] += (v > 0.0f) & (v < 6.0f) ? g : 0.0f;
+        }
         break;
     case OSP_ACT_SIGMOID:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)

@@ -1,6 +1,18 @@
-/* The CPU backend table and the choice of backend at start. */
+/* The CPU backend tables and the choice of backend at start.
+ *
+ * Three tables share one set of slots: "cpu-ref" (baseline x86-64 code),
+ * "cpu-avx2" and "cpu-avx512", whose multiversioned families (conv, pool,
+ * batchnorm, activation; see cpu_kernels.h) are the same C compiled for
+ * those instruction sets; the slots they do not override (sgemm through
+ * OpenBLAS, which dispatches itself; fc; softmax; l2norm) are the
+ * reference's. osp_backend_default() takes the widest the CPU runs, unless
+ * OSP_BACKEND names one. */
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cpu_kernels.h"
 
@@ -16,35 +28,83 @@ int osp_conv_out_size(int in, int kernel, int stride, int pad, int dil, int ceil
     return out > (1 << 24) ? -1 : (int)out;
 }
 
-static const osp_backend cpu_reference = {
-    .name = "cpu-ref",
-    .sgemm = osp__cpu_sgemm,
-    .conv2d_workspace = osp__cpu_conv2d_workspace,
-    .conv2d_forward = osp__cpu_conv2d_forward,
-    .conv2d_backward_data = osp__cpu_conv2d_backward_data,
-    .conv2d_backward_filter = osp__cpu_conv2d_backward_filter,
-    .maxpool_forward = osp__cpu_maxpool_forward,
-    .maxpool_backward = osp__cpu_maxpool_backward,
-    .avgpool_forward = osp__cpu_avgpool_forward,
-    .avgpool_backward = osp__cpu_avgpool_backward,
-    .fc_forward = osp__cpu_fc_forward,
-    .fc_backward = osp__cpu_fc_backward,
-    .activation_forward = osp__cpu_activation_forward,
-    .activation_backward = osp__cpu_activation_backward,
-    .batchnorm_forward_train = osp__cpu_batchnorm_forward_train,
-    .batchnorm_forward_infer = osp__cpu_batchnorm_forward_infer,
-    .batchnorm_backward = osp__cpu_batchnorm_backward,
-    .softmax_forward = osp__cpu_softmax_forward,
-    .softmax_backward = osp__cpu_softmax_backward,
-    .softmax_xent = osp__cpu_softmax_xent,
-    .l2norm_forward = osp__cpu_l2norm_forward,
-    .l2norm_backward = osp__cpu_l2norm_backward,
-};
+int osp__kernel_slots(void) {
+#ifdef _OPENMP
+    int p = omp_get_num_procs();
+    return p > 0 ? p : 1;
+#else
+    return 1;
+#endif
+}
+
+int osp__kernel_team(void) {
+#ifdef _OPENMP
+    int t = omp_get_max_threads(), s = osp__kernel_slots();
+    return t < 1 ? 1 : t < s ? t : s;
+#else
+    return 1;
+#endif
+}
+
+/* The slots every CPU table shares, then the multiversioned ones of prefix P. */
+#define SHARED_SLOTS                                          \
+    .sgemm = osp__cpu_sgemm, .fc_forward = osp__cpu_fc_forward, \
+    .fc_backward = osp__cpu_fc_backward,                      \
+    .softmax_forward = osp__cpu_softmax_forward,              \
+    .softmax_backward = osp__cpu_softmax_backward,            \
+    .softmax_xent = osp__cpu_softmax_xent,                    \
+    .l2norm_forward = osp__cpu_l2norm_forward,                \
+    .l2norm_backward = osp__cpu_l2norm_backward
+#define VERSIONED_SLOTS(P)                                           \
+    .conv2d_workspace = P##conv2d_workspace,                         \
+    .conv2d_forward = P##conv2d_forward,                             \
+    .conv2d_backward_data = P##conv2d_backward_data,                 \
+    .conv2d_backward_filter = P##conv2d_backward_filter,             \
+    .maxpool_forward = P##maxpool_forward,                           \
+    .maxpool_backward = P##maxpool_backward,                         \
+    .avgpool_forward = P##avgpool_forward,                           \
+    .avgpool_backward = P##avgpool_backward,                         \
+    .activation_forward = P##activation_forward,                     \
+    .activation_backward = P##activation_backward,                   \
+    .batchnorm_forward_train = P##batchnorm_forward_train,           \
+    .batchnorm_forward_infer = P##batchnorm_forward_infer,           \
+    .batchnorm_backward = P##batchnorm_backward
+
+static const osp_backend cpu_reference = {.name = "cpu-ref", SHARED_SLOTS,
+                                          VERSIONED_SLOTS(osp__cpu_)};
+static const osp_backend cpu_avx2 = {.name = "cpu-avx2", SHARED_SLOTS,
+                                     VERSIONED_SLOTS(osp__avx2_)};
+static const osp_backend cpu_avx512 = {.name = "cpu-avx512", SHARED_SLOTS,
+                                       VERSIONED_SLOTS(osp__avx512_)};
 
 const osp_backend *osp_backend_cpu_reference(void) { return &cpu_reference; }
 
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int cpu_has_avx512(void) {
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl");
+}
+
+const osp_backend *osp_backend_find(const char *name) {
+    if (!strcmp(name, "reference") || !strcmp(name, "cpu-ref")) return &cpu_reference;
+    if (!strcmp(name, "avx2") || !strcmp(name, "cpu-avx2")) return cpu_has_avx2() ? &cpu_avx2 : NULL;
+    if (!strcmp(name, "avx512") || !strcmp(name, "cpu-avx512"))
+        return cpu_has_avx512() ? &cpu_avx512 : NULL;
+    return NULL;
+}
+
+/* Read on every call (it is cheap), so that a test can switch backends with
+ * setenv. An unknown or unsupported name falls back to the automatic pick. */
 const osp_backend *osp_backend_default(void) {
-    /* SIMD variants come with the speed work; until then the reference
-     * backend is the only one. OSP_BACKEND=reference will force it. */
+    const char *want = getenv("OSP_BACKEND");
+    const osp_backend *be = want && *want ? osp_backend_find(want) : NULL;
+    if (be) return be;
+    if (cpu_has_avx512()) return &cpu_avx512;
+    if (cpu_has_avx2()) return &cpu_avx2;
     return &cpu_reference;
 }

@@ -1,48 +1,74 @@
 /* The CPU kernels behind the backend table (see include/osprey/kernels.h for
  * each slot's contract). One file per family: gemm.c, conv.c, pool.c, fc.c,
- * activation.c, batchnorm.c, softmax.c, l2norm.c. */
+ * activation.c, batchnorm.c, softmax.c, l2norm.c.
+ *
+ * The families that run over whole activations (conv, pool, batchnorm,
+ * activation) are plain C written so that compilers vectorise them. Each is
+ * compiled three times: as itself (osp__cpu_*, the portable reference, for
+ * baseline x86-64), and by <family>_avx2.c and <family>_avx512.c, which
+ * include it under a target pragma with KFN naming the copies osp__avx2_*
+ * and osp__avx512_*. backend_cpu.c puts each copy in its backend table and
+ * picks one by CPU features at run time. */
 #ifndef OSPREY_CPU_KERNELS_H
 #define OSPREY_CPU_KERNELS_H
 
 #include "osprey/kernels.h"
 
+/* The name a kernel family file gives its entry points. */
+#ifndef KFN
+#define KFN(name) osp__cpu_##name
+#endif
+
 void osp__cpu_sgemm(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
                     const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-size_t osp__cpu_conv2d_workspace(const osp_conv_desc *d);
-void osp__cpu_conv2d_forward(const osp_conv_desc *d, const float *x, const float *w,
-                             const float *bias, float *y, void *workspace);
-void osp__cpu_conv2d_backward_data(const osp_conv_desc *d, const float *dy, const float *w,
-                                   float *dx, void *workspace);
-void osp__cpu_conv2d_backward_filter(const osp_conv_desc *d, const float *x, const float *dy,
-                                     float *dw, float *db, void *workspace);
+/* The threads a kernel may use (OpenMP's count, at most the cores) and the
+ * per-thread workspace slots a plan provides (one per core), so that a
+ * plan made before osp_threads_set stays valid. */
+int osp__kernel_team(void);
+int osp__kernel_slots(void);
 
-void osp__cpu_maxpool_forward(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax);
-void osp__cpu_maxpool_backward(const osp_conv_desc *d, const float *dy, const int32_t *argmax,
-                               float *dx);
-void osp__cpu_avgpool_forward(const osp_conv_desc *d, int exclude_pad, const float *x, float *y);
-void osp__cpu_avgpool_backward(const osp_conv_desc *d, int exclude_pad, const float *dy, float *dx);
+/* The compiled variants of a family, declared for every prefix. */
+#define OSP_DECLARE_MULTIVERSIONED(P)                                                        \
+    size_t P##conv2d_workspace(const osp_conv_desc *d);                                      \
+    void P##conv2d_forward(const osp_conv_desc *d, const float *x, const float *w,           \
+                           const float *bias, float *y, void *workspace);                    \
+    void P##conv2d_backward_data(const osp_conv_desc *d, const float *dy, const float *w,    \
+                                 float *dx, void *workspace);                                \
+    void P##conv2d_backward_filter(const osp_conv_desc *d, const float *x, const float *dy,  \
+                                   float *dw, float *db, void *workspace);                   \
+    void P##maxpool_forward(const osp_conv_desc *d, const float *x, float *y,                \
+                            int32_t *argmax);                                                \
+    void P##maxpool_backward(const osp_conv_desc *d, const float *dy, const int32_t *argmax, \
+                             float *dx);                                                     \
+    void P##avgpool_forward(const osp_conv_desc *d, int exclude_pad, const float *x,         \
+                            float *y);                                                       \
+    void P##avgpool_backward(const osp_conv_desc *d, int exclude_pad, const float *dy,       \
+                             float *dx);                                                     \
+    void P##activation_forward(osp_activation act, float alpha, int64_t count,               \
+                               const float *x, float *y);                                    \
+    void P##activation_backward(osp_activation act, float alpha, int64_t count,              \
+                                const float *x, const float *y, const float *dy, float *dx); \
+    void P##batchnorm_forward_train(int n, int c, int s, const float *x, const float *gamma, \
+                                    const float *beta, float momentum, float eps,            \
+                                    float *running_mean, float *running_var,                 \
+                                    float *save_mean, float *save_invstd, float *y);         \
+    void P##batchnorm_forward_infer(int n, int c, int s, const float *x, const float *gamma, \
+                                    const float *beta, const float *running_mean,            \
+                                    const float *running_var, float eps, float *y);          \
+    void P##batchnorm_backward(int n, int c, int s, const float *x, const float *dy,         \
+                               const float *gamma, const float *save_mean,                   \
+                               const float *save_invstd, float *dx, float *dgamma,           \
+                               float *dbeta);
+
+OSP_DECLARE_MULTIVERSIONED(osp__cpu_)
+OSP_DECLARE_MULTIVERSIONED(osp__avx2_)
+OSP_DECLARE_MULTIVERSIONED(osp__avx512_)
 
 void osp__cpu_fc_forward(int n, int in, int out, const float *x, const float *w,
                          const float *bias, float *y);
 void osp__cpu_fc_backward(int n, int in, int out, const float *x, const float *w,
                           const float *dy, float *dx, float *dw, float *db);
-
-void osp__cpu_activation_forward(osp_activation act, float alpha, int64_t count, const float *x,
-                                 float *y);
-void osp__cpu_activation_backward(osp_activation act, float alpha, int64_t count, const float *x,
-                                  const float *y, const float *dy, float *dx);
-
-void osp__cpu_batchnorm_forward_train(int n, int c, int s, const float *x, const float *gamma,
-                                      const float *beta, float momentum, float eps,
-                                      float *running_mean, float *running_var, float *save_mean,
-                                      float *save_invstd, float *y);
-void osp__cpu_batchnorm_forward_infer(int n, int c, int s, const float *x, const float *gamma,
-                                      const float *beta, const float *running_mean,
-                                      const float *running_var, float eps, float *y);
-void osp__cpu_batchnorm_backward(int n, int c, int s, const float *x, const float *dy,
-                                 const float *gamma, const float *save_mean,
-                                 const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
 void osp__cpu_softmax_forward(int rows, int cols, const float *x, float *y);
 void osp__cpu_softmax_backward(int rows, int cols, const float *y, const float *dy, float *dx);

@@ -53,7 +53,7 @@ static float plane_sum(const float *v, int64_t n) {
            ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
-void osp__cpu_maxpool_forward(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax) {
+void KFN(maxpool_forward)(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax) {
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
     const int64_t s = (int64_t)d->p * d->q;
 #pragma omp parallel for schedule(static) if (planes * s * d->kh * d->kw > PAR_MIN_WORK)
@@ -94,7 +94,7 @@ void osp__cpu_maxpool_forward(const osp_conv_desc *d, const float *x, float *y, 
     }
 }
 
-void osp__cpu_maxpool_backward(const osp_conv_desc *d, const float *dy, const int32_t *argmax,
+void KFN(maxpool_backward)(const osp_conv_desc *d, const float *dy, const int32_t *argmax,
                                float *dx) {
     if (!dx) return;
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
@@ -118,7 +118,7 @@ static int avg_divisor(const osp_conv_desc *d, int exclude_pad, int h0, int w0, 
            taps_in_padded(w0, d->kw, d->dil_w, d->w, d->pad_w);
 }
 
-void osp__cpu_avgpool_forward(const osp_conv_desc *d, int exclude_pad, const float *x, float *y) {
+void KFN(avgpool_forward)(const osp_conv_desc *d, int exclude_pad, const float *x, float *y) {
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
     const int64_t s = (int64_t)d->p * d->q;
     if (is_global(d)) {
@@ -149,7 +149,7 @@ void osp__cpu_avgpool_forward(const osp_conv_desc *d, int exclude_pad, const flo
     }
 }
 
-void osp__cpu_avgpool_backward(const osp_conv_desc *d, int exclude_pad, const float *dy,
+void KFN(avgpool_backward)(const osp_conv_desc *d, int exclude_pad, const float *dy,
                                float *dx) {
     if (!dx) return;
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;

@@ -4,6 +4,7 @@
  * Each layer type is an act_op: the osp_op followed by the activation it
  * applies, so the op itself says what to compute and only [leakyrelu] needs
  * attrs (its slope). */
+#include "op_fuse.h"
 #include "osprey/nn.h"
 
 typedef struct act_op {
@@ -81,3 +82,15 @@ const osp_layer_type osp__layer_relu6 = {&relu6_op.op, parse_plain};
 const osp_layer_type osp__layer_sigmoid = {&sigmoid_op.op, parse_plain};
 const osp_layer_type osp__layer_tanh = {&tanh_op.op, parse_plain};
 const osp_layer_type osp__layer_swish = {&swish_op.op, parse_plain};
+
+int osp__activation_of(const osp_node *n, osp_activation *act, float *alpha) {
+    static const act_op *const all[] = {&relu_op, &leakyrelu_op, &relu6_op,
+                                        &sigmoid_op, &tanh_op, &swish_op};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (n->op == &all[i]->op) {
+            *act = all[i]->act;
+            *alpha = alpha_of(n);
+            return 1;
+        }
+    return 0;
+}

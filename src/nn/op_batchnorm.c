@@ -3,6 +3,7 @@
  * on sequences: over N*L) or C (BatchNorm1d: over N); output the same shape.
  * Parameters weight, bias (C, trained) and running_mean, running_var (C,
  * buffers), named as PyTorch names them. */
+#include "op_fuse.h"
 #include "osprey/nn.h"
 
 typedef struct bn_attrs {
@@ -98,3 +99,9 @@ static int bn_parse(osp_spec_section *s, void **attrs) {
 }
 
 const osp_layer_type osp__layer_batchnorm = {&bn_op, bn_parse};
+
+int osp__batchnorm_fusable(const osp_node *n, float *eps) {
+    if (n->op != &bn_op || n->shape.ndim != 3) return 0;
+    *eps = (n->attrs ? (const bn_attrs *)n->attrs : &bn_defaults)->eps;
+    return 1;
+}

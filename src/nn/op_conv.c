@@ -2,10 +2,18 @@
  *
  *   input  C x H x W
  *   weight K x C/groups x kh x kw, bias K
- *   output K x P x Q */
+ *   output K x P x Q
+ *
+ * Inference fusion: a following [batchnorm] is folded into a copy of the
+ * weights and bias (w' = w * s, b' = (b - mean) * s + beta with
+ * s = gamma / sqrt(var + eps)), and a following activation runs in the
+ * kernel's epilogue, so that conv + bn + relu is one pass over the output.
+ * The stored parameters never change; the copy is made at each inference
+ * plan. */
 #include <math.h>
 #include <string.h>
 
+#include "op_fuse.h"
 #include "osprey/nn.h"
 
 typedef struct conv_attrs {
@@ -13,6 +21,11 @@ typedef struct conv_attrs {
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
     int groups;
     int bias;
+    /* inference fusion, set by conv_fuse */
+    int folded_bn;     /* 1: forward uses folded (w', b') */
+    int act;           /* an osp_activation applied in the epilogue */
+    float act_alpha;
+    float *folded;     /* K x R weights then K biases; NULL until needed */
 } conv_attrs;
 
 /* Per-sample tensors larger than this would overflow the int sizes the
@@ -63,11 +76,21 @@ static int parse(osp_spec_section *s, void **out) {
         return osp_spec_error(s, "groups", "'filters' (%d) must be a multiple of 'groups' (%d)",
                               a.filters, a.groups);
     if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
+    a.folded_bn = 0;
+    a.act = OSP_ACT_NONE;
+    a.act_alpha = 0;
+    a.folded = NULL;
     conv_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
     *out = copy;
     return OSP_OK;
+}
+
+static void conv_free_attrs(void *attrs) {
+    conv_attrs *a = attrs;
+    if (a) osp_free(a->folded);
+    osp_free(a);
 }
 
 static osp_conv_desc desc_of(const osp_graph *g, const osp_node *n, int batch) {
@@ -129,12 +152,68 @@ static size_t workspace_bytes(const osp_graph *g, const osp_node *n, int batch) 
     return osp_backend_default()->conv2d_workspace(&d);
 }
 
+/* Folds batch norm node bn (eps) into a->folded. */
+static int fold_bn(osp_graph *g, osp_node *n, const osp_node *bn, float eps) {
+    conv_attrs *a = n->attrs;
+    const osp_param *wp = osp_graph_param(g, n->params[0]);
+    const int64_t per_k = wp->numel / a->filters;
+    if (!a->folded) {
+        a->folded = osp_alloc((size_t)(wp->numel + a->filters) * sizeof(float));
+        if (!a->folded) return 0; /* then it runs unfused */
+    }
+    const float *w = osp_node_weight(g, n, 0), *b = a->bias ? osp_node_weight(g, n, 1) : NULL;
+    /* batchnorm's parameters in its order: weight, bias, running mean, var */
+    const float *gamma = osp_node_weight(g, bn, 0), *beta = osp_node_weight(g, bn, 1);
+    const float *mean = osp_node_weight(g, bn, 2), *var = osp_node_weight(g, bn, 3);
+    float *fw = a->folded, *fb = a->folded + wp->numel;
+    for (int k = 0; k < a->filters; k++) {
+        /* as batchnorm_forward_infer computes its scale */
+        const float s = (float)(gamma[k] * (1.0 / sqrt((double)var[k] + eps)));
+        for (int64_t i = 0; i < per_k; i++) fw[k * per_k + i] = w[k * per_k + i] * s;
+        fb[k] = ((b ? b[k] : 0.0f) - mean[k]) * s + beta[k];
+    }
+    return 1;
+}
+
+static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
+    conv_attrs *a = n->attrs;
+    float eps, alpha;
+    osp_activation act;
+    if (!next) {
+        a->folded_bn = 0;
+        a->act = OSP_ACT_NONE;
+        return 0;
+    }
+    if (a->act != OSP_ACT_NONE) return 0; /* nothing fuses after the activation */
+    if (!a->folded_bn && osp__batchnorm_fusable(next, &eps) &&
+        next->shape.dim[0] == a->filters) {
+        a->folded_bn = fold_bn(g, n, next, eps);
+        return a->folded_bn;
+    }
+    if (osp__activation_of(next, &act, &alpha)) {
+        a->act = act;
+        a->act_alpha = alpha;
+        return 1;
+    }
+    return 0;
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const conv_attrs *a = n->attrs;
     osp_conv_desc d = desc_of(g, n, ex->batch);
+    const float *w = osp_node_weight(g, n, 0);
     const float *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
-    ex->be->conv2d_forward(&d, osp_node_input(g, n, 0)->out, osp_node_weight(g, n, 0), bias,
-                           n->out, ex->workspace);
+    /* Fusion state exists only under an inference plan (training plans
+     * reset it), so a training-mode forward never sees it. */
+    if (ex->mode == OSP_MODE_INFER) {
+        if (a->folded_bn) {
+            w = a->folded;
+            bias = a->folded + osp_graph_param(g, n->params[0])->numel;
+        }
+        d.act = a->act;
+        d.act_alpha = a->act_alpha;
+    }
+    ex->be->conv2d_forward(&d, osp_node_input(g, n, 0)->out, w, bias, n->out, ex->workspace);
 }
 
 static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
@@ -154,6 +233,8 @@ static const osp_op conv_op = {
     .workspace_bytes = workspace_bytes,
     .forward = forward,
     .backward = backward,
+    .free_attrs = conv_free_attrs,
+    .fuse = conv_fuse,
 };
 
 const osp_layer_type osp__layer_conv = {&conv_op, parse};

@@ -1,6 +1,7 @@
 /* Evaluation: top-1, top-5 and mean cross-entropy over a whole dataset. */
 #include <stdint.h>
 
+#include "loader.h"
 #include "osprey/train.h"
 
 /* Rank of the true class among the scores (0 = best); ties count against it
@@ -24,15 +25,19 @@ int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *ou
     const int k = (int)logits->size;
     float *x = osp_alloc((size_t)batch * (size_t)size * sizeof(float));
     int32_t *labels = osp_alloc((size_t)batch * sizeof(int32_t));
-    int64_t *idx = osp_alloc((size_t)batch * sizeof(int64_t));
-    if (!x || !labels || !idx) rc = OSP_ENOMEM;
+    if (!x || !labels) rc = OSP_ENOMEM;
+    /* Unreadable samples are left out (and logged in data's skip log). */
+    osp_loader *loader = NULL;
+    osp_loader_config lc = osp__loader_config(net, data, batch, 0, 0);
+    if (!rc) rc = osp_loader_new(data, &lc, &loader);
+    if (!rc) rc = osp_loader_start(loader, 0, NULL, data->count, 0);
     double loss_sum = 0;
-    int64_t top1 = 0, top5 = 0;
+    int64_t top1 = 0, top5 = 0, evaluated = 0;
     const osp_backend *be = osp_backend_default();
-    for (int64_t first = 0; !rc && first < data->count; first += batch) {
-        int n = (int)(data->count - first < batch ? data->count - first : batch);
-        for (int i = 0; i < n; i++) idx[i] = first + i;
-        if ((rc = osp_load_batch(net, data, idx, n, x, labels))) break;
+    while (!rc) {
+        int n;
+        if ((rc = osp_loader_next(loader, x, labels, &n)) || n == 0) break;
+        evaluated += n;
         /* A changed batch size re-plans within the same arena. */
         if ((rc = osp_graph_plan(g, n, OSP_MODE_INFER))) break;
         osp_exec ex = {.be = be, .mode = OSP_MODE_INFER, .batch = n};
@@ -44,13 +49,15 @@ int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *ou
             top5 += r < 5;
         }
     }
+    osp_loader_free(loader);
     osp_free(x);
     osp_free(labels);
-    osp_free(idx);
     if (rc) return rc;
-    out->count = data->count;
-    out->top1 = (double)top1 / (double)data->count;
-    out->top5 = (double)top5 / (double)data->count;
-    out->loss = loss_sum / (double)data->count;
+    if (evaluated == 0)
+        return osp_error(OSP_ENOENT, "%s: no sample is readable", data->source ? data->source : "data");
+    out->count = evaluated;
+    out->top1 = (double)top1 / (double)evaluated;
+    out->top5 = (double)top5 / (double)evaluated;
+    out->loss = loss_sum / (double)evaluated;
     return OSP_OK;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "loader.h"
 #include "osprey/train.h"
 
 /* Stream tag for osp_rng_derive: the data order of each epoch. */
@@ -113,16 +114,23 @@ typedef struct run {
     float *x;
     int32_t *labels;
     int64_t *order;
+    osp_loader *loader; /* decodes batches ahead on worker threads */
     char *config;
     int64_t steps_per_epoch, total_steps;
 } run;
 
-/* One step on samples order[first .. first+batch). Returns the loss. */
-static int train_step(run *r, int64_t step, int64_t first, int batch, double *loss, int *correct) {
+/* One step on the loader's next batch (of r->order's samples). Returns the
+ * loss. */
+static int train_step(run *r, int64_t step, int batch, double *loss, int *correct) {
     osp_graph *g = r->net->graph;
     osp_node *logits = osp_graph_node(g, r->net->logits_node);
-    int rc = osp_load_batch(r->net, r->data, r->order + first, batch, r->x, r->labels);
+    int loaded;
+    int rc = osp_loader_next(r->loader, r->x, r->labels, &loaded);
     if (rc) return rc;
+    if (loaded != batch) {
+        osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
+        return OSP_ESTATE;
+    }
     if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
@@ -157,6 +165,8 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
         int epoch = (int)(step / r->steps_per_epoch);
         int64_t in_epoch = step % r->steps_per_epoch;
         epoch_order(r, epoch);
+        int started = osp_loader_start(r->loader, epoch, r->order, r->data->count, in_epoch * cfg->batch);
+        if (started) return started;
         double loss_sum = 0, epoch_start = osp_now();
         int64_t seen = 0, right = 0, steps_here = 0;
         for (; in_epoch < r->steps_per_epoch && step < stop; in_epoch++) {
@@ -165,7 +175,7 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
             int batch = (int)(left < cfg->batch ? left : cfg->batch);
             double loss;
             int correct;
-            int rc = train_step(r, step, first, batch, &loss, &correct);
+            int rc = train_step(r, step, batch, &loss, &correct);
             if (rc) return rc;
             step++;
             steps_here++;
@@ -204,6 +214,12 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
                 p.val_loss = ev.loss;
             }
             if (cfg->on_step) cfg->on_step(&p, cfg->user);
+            if (p.epoch_end) { /* after the epoch's line, so the report reads under it */
+                char what[32];
+                snprintf(what, sizeof what, "epoch %d", epoch + 1);
+                osp__loader_report(r->loader, r->data, what);
+                if (val) osp_dataset_report_skipped(val);
+            }
         }
     }
     return OSP_OK;
@@ -242,7 +258,10 @@ int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train
     r.order = osp_alloc((size_t)data->count * sizeof(int64_t));
     r.config = config_json(cfg);
     if (!r.x || !r.labels || !r.order || !r.config) rc = OSP_ENOMEM;
+    osp_loader_config lc = osp__loader_config(net, data, cfg->batch, cfg->seed, 1);
+    if (!rc) rc = osp_loader_new(data, &lc, &r.loader);
     if (!rc) rc = train_loop(&r, val, start_step);
+    osp_loader_free(r.loader);
     osp_free(r.x);
     osp_free(r.labels);
     osp_free(r.order);

@@ -1,7 +1,10 @@
 /* Convolution kernels against a naive loop, forward and both backwards, over
  * the paths the CPU kernel takes: several images per GEMM (with a one-image
  * remainder), pointwise 1x1, grouped, depthwise (with a channel
- * multiplier), strides, padding, dilation, odd sizes. */
+ * multiplier), strides, padding, dilation, odd sizes, threads over images
+ * and over the rows of a lone image, and the fused activation epilogue.
+ * Every case runs on every CPU backend this machine supports (the portable
+ * reference always). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -100,7 +103,17 @@ static void expect_close(const char *name, const char *what, const float *got, c
     }
 }
 
-static void check_case(const conv_case *t) {
+/* y = act(y) as activation.c computes it, for the epilogue check. */
+static double apply_act(int act, double v) {
+    switch (act) {
+    case OSP_ACT_RELU: return v < 0 ? 0 : v;
+    case OSP_ACT_RELU6: return v < 0 ? 0 : v > 6 ? 6 : v;
+    case OSP_ACT_LEAKY_RELU: return v < 0 ? 0.1 * v : v;
+    default: return v;
+    }
+}
+
+static void check_case_on(const osp_backend *be, const conv_case *t) {
     osp_conv_desc d = make_desc(t);
     osp_rng r;
     osp_rng_seed(&r, 1234);
@@ -110,50 +123,67 @@ static void check_case(const conv_case *t) {
     float *dy = rand_buf(ny, &r);
     /* Backward kernels accumulate: start the gradients at random values. */
     float *dx0 = rand_buf(nx, &r), *dw0 = rand_buf(nw, &r), *db0 = rand_buf(nb, &r);
-    size_t ws_bytes = osp__cpu_conv2d_workspace(&d);
+    size_t ws_bytes = be->conv2d_workspace(&d);
     void *ws = nan_workspace(ws_bytes);
 
     double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double));
     double *rdw = calloc(nw, sizeof(double)), *rdb = calloc(nb, sizeof(double));
     ref_backward(&d, x, w, dy, rdx, rdw, rdb);
 
-    for (int with_bias = 0; with_bias < 2; with_bias++) {
+    static const int acts[] = {OSP_ACT_RELU, OSP_ACT_RELU6, OSP_ACT_LEAKY_RELU};
+    for (int with_bias = 0; with_bias < 3; with_bias++) {
         float *y = rand_buf(ny, &r), *y2 = rand_buf(ny, &r);
+        /* 2: bias and a fused activation (each case a different one) */
+        osp_conv_desc da = d;
+        if (with_bias == 2) {
+            da.act = acts[(t->n + t->c + t->k) % 3];
+            da.act_alpha = 0.1f;
+        }
         ref_forward(&d, x, w, with_bias ? b : NULL, ry);
-        osp__cpu_conv2d_forward(&d, x, w, with_bias ? b : NULL, y, ws);
-        expect_close(t->name, with_bias ? "y" : "y (no bias)", y, ry, ny);
-        osp__cpu_conv2d_forward(&d, x, w, with_bias ? b : NULL, y2, ws);
+        for (size_t i = 0; i < ny; i++) ry[i] = apply_act(da.act, ry[i]);
+        be->conv2d_forward(&da, x, w, with_bias ? b : NULL, y, ws);
+        expect_close(t->name, with_bias == 2 ? "y (fused act)" : with_bias ? "y" : "y (no bias)", y,
+                     ry, ny);
+        be->conv2d_forward(&da, x, w, with_bias ? b : NULL, y2, ws);
         cr_assert(!memcmp(y, y2, ny * sizeof(float)), "%s: forward is not deterministic", t->name);
         free(y);
         free(y2);
     }
 
     float *dx = copy_buf(dx0, nx);
-    osp__cpu_conv2d_backward_data(&d, dy, w, dx, ws);
+    be->conv2d_backward_data(&d, dy, w, dx, ws);
     for (size_t i = 0; i < nx; i++) rdx[i] += dx0[i];
     expect_close(t->name, "dx", dx, rdx, nx);
 
     float *dw = copy_buf(dw0, nw), *db = copy_buf(db0, nb);
     float *dw2 = copy_buf(dw0, nw), *db2 = copy_buf(db0, nb);
-    osp__cpu_conv2d_backward_filter(&d, x, dy, dw, db, ws);
+    be->conv2d_backward_filter(&d, x, dy, dw, db, ws);
     for (size_t i = 0; i < nw; i++) rdw[i] += dw0[i];
     for (size_t i = 0; i < nb; i++) rdb[i] += db0[i];
     expect_close(t->name, "dw", dw, rdw, nw);
     expect_close(t->name, "db", db, rdb, nb);
-    osp__cpu_conv2d_backward_filter(&d, x, dy, dw2, db2, ws);
+    be->conv2d_backward_filter(&d, x, dy, dw2, db2, ws);
     cr_assert(!memcmp(dw, dw2, nw * sizeof(float)) && !memcmp(db, db2, nb * sizeof(float)),
               "%s: backward_filter is not deterministic", t->name);
 
     /* NULL gradients are skipped; the other one is still right. */
     memcpy(dw2, dw0, nw * sizeof(float));
     memcpy(db2, db0, nb * sizeof(float));
-    osp__cpu_conv2d_backward_filter(&d, x, dy, NULL, db2, ws);
+    be->conv2d_backward_filter(&d, x, dy, NULL, db2, ws);
     expect_close(t->name, "db (dw NULL)", db2, rdb, nb);
-    osp__cpu_conv2d_backward_filter(&d, x, dy, dw2, NULL, ws);
+    be->conv2d_backward_filter(&d, x, dy, dw2, NULL, ws);
     expect_close(t->name, "dw (db NULL)", dw2, rdw, nw);
 
     void *blocks[] = {x, w, b, dy, dx0, dw0, db0, ws, ry, rdx, rdw, rdb, dx, dw, db, dw2, db2};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) free(blocks[i]);
+}
+
+static void check_case(const conv_case *t) {
+    static const char *const names[] = {"reference", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const osp_backend *be = osp_backend_find(names[i]);
+        if (be) check_case_on(be, t); /* NULL: this CPU lacks the instructions */
+    }
 }
 
 static void check_all(const conv_case *cases, int n) {
@@ -173,6 +203,11 @@ Test(conv, plain) {
         {"window = input",        2, 3, 4,  5,  6, 4, 5, 1, 1, 0, 0, 1, 1, 1},
         /* large enough for the OpenMP loops to run in parallel */
         {"parallel",              4, 8, 20, 21, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* over 2 MFLOP: threads over images (5 images: unequal shares) */
+        {"threads over images",   5, 16, 24, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* one image: threads over output rows */
+        {"threads over rows",     1, 16, 33, 31, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"rows, stride 2",        1, 16, 33, 31, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -218,18 +253,20 @@ Test(conv, pointwise) {
         {"1x1 large planes",      3, 3, 23, 23, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"1x1 stride 2",          2, 3, 7,  9,  4, 1, 1, 2, 2, 0, 0, 1, 1, 1},
         {"1x1 pad 1",             2, 3, 4,  5,  2, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {"1x1 threads over rows", 1, 64, 17, 16, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 threads, images",   3, 64, 16, 16, 48, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
 
 Test(conv, workspace_size) {
-    /* Depthwise and single pointwise images need no scratch. */
+    /* Depthwise needs no scratch. */
     conv_case dw = {"dw", 4, 8, 16, 16, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8};
     osp_conv_desc d = make_desc(&dw);
     cr_assert_eq(osp__cpu_conv2d_workspace(&d), 0);
+    /* Every variant asks for the same scratch, so one plan serves all. */
     conv_case pw = {"pw", 4, 8, 64, 64, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1};
     d = make_desc(&pw);
-    cr_assert_eq(osp__cpu_conv2d_workspace(&d), 0);
-    /* Through the backend table, the same answer. */
-    cr_assert_eq(osp_backend_cpu_reference()->conv2d_workspace(&d), 0);
+    const osp_backend *be = osp_backend_default();
+    cr_assert_eq(osp_backend_cpu_reference()->conv2d_workspace(&d), be->conv2d_workspace(&d));
 }

@@ -1,9 +1,11 @@
 /* Golden tests: LeNet-5 and ResNet-20 from nets/ with PyTorch's weights and
  * inputs give PyTorch's logits, loss, every parameter's gradient and the
  * updated batch-norm statistics (tests/golden/make_golden.py), each within
- * 1e-4 relative error (norm of the difference over norm of the reference). */
+ * 1e-4 relative error (norm of the difference over norm of the reference);
+ * on the backend this machine picks and on the portable reference. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,3 +78,15 @@ static void check_net(const char *name) {
 Test(golden, lenet) { check_net("lenet"); }
 
 Test(golden, resnet20) { check_net("resnet20"); }
+
+/* The portable kernels too (osp_backend_default reads OSP_BACKEND on every
+ * call; each test runs in its own process). */
+Test(golden, lenet_reference) {
+    setenv("OSP_BACKEND", "reference", 1);
+    check_net("lenet");
+}
+
+Test(golden, resnet20_reference) {
+    setenv("OSP_BACKEND", "reference", 1);
+    check_net("resnet20");
+}

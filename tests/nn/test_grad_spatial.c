@@ -2,6 +2,7 @@
  * against finite differences, one case per option; and inference (no saved
  * argmax) matching training's forward. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gradcheck.h"
@@ -148,4 +149,18 @@ Test(spatial, inference_matches_training) {
     cr_assert_eq(osp_graph_forward(g, x, &ex), 0);
     cr_assert(!memcmp(train_out, osp_graph_output(g)->out, sizeof train_out));
     osp_net_free(net);
+}
+
+/* The same checks on the portable reference kernels (osp_backend_default
+ * reads OSP_BACKEND on every call; each test runs in its own process). */
+Test(grad_reference, conv_paths) {
+    setenv("OSP_BACKEND", "reference", 1);
+    expect_grad(NET("3x6x7") "[conv]\nfilters = 4\nsize = 3\npad = 1\n", NULL);
+    expect_grad(NET("2x9x8") "[conv]\nfilters = 3\nsize = 3\nstride = 2\npad = 1\n",
+                &(gradcheck_opts){.batch = 3});
+    expect_grad(NET("4x7x6") "[conv]\nfilters = 4\nsize = 3\nstride = 2\npad = 1\ngroups = 4\n",
+                NULL);
+    expect_grad(NET("5x4x6") "[conv]\nfilters = 3\nsize = 1\n", &(gradcheck_opts){.batch = 1});
+    expect_grad(NET("2x6x7") "[maxpool]\nsize = 2\n", &max_opts);
+    expect_grad(NET("2x5x6") "[avgpool]\nsize = 3\nstride = 2\npad = 1\n", NULL);
 }

@@ -1,0 +1,188 @@
+/* Format-independent decoding: recognise the format from the bytes, hand
+ * off to the format's decoder, apply the EXIF orientation. */
+#include <string.h>
+
+#include "decode_impl.h"
+
+osp_image_format osp_image_sniff(const void *buf, size_t len) {
+    const uint8_t *b = buf;
+    if (!b) return OSP_IMAGE_UNKNOWN;
+    if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return OSP_IMAGE_JPEG;
+    if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return OSP_IMAGE_PNG;
+    if (len >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) return OSP_IMAGE_WEBP;
+    return OSP_IMAGE_UNKNOWN;
+}
+
+const char *osp_image_format_name(osp_image_format f) {
+    switch (f) {
+    case OSP_IMAGE_JPEG: return "JPEG";
+    case OSP_IMAGE_PNG: return "PNG";
+    case OSP_IMAGE_WEBP: return "WebP";
+    default: return "unknown";
+    }
+}
+
+/* Names the formats people do meet, so that the message says more than
+ * "unknown". */
+static const char *known_other(const uint8_t *b, size_t len) {
+    if (len >= 4 && !memcmp(b, "GIF8", 4)) return "GIF";
+    if (len >= 2 && b[0] == 'B' && b[1] == 'M') return "BMP";
+    if (len >= 4 && (!memcmp(b, "II*\0", 4) || !memcmp(b, "MM\0*", 4))) return "TIFF";
+    if (len >= 12 && !memcmp(b + 4, "ftyp", 4)) return "HEIF/AVIF/MP4";
+    return NULL;
+}
+
+static int unrecognised(const uint8_t *b, size_t len, const char *name) {
+    if (len == 0) return osp_error(OSP_EFORMAT, "%s: empty file", name);
+    const char *other = known_other(b, len);
+    if (other)
+        return osp_error(OSP_ENOTSUP, "%s: %s images are not supported (JPEG, PNG and WebP are)",
+                         name, other);
+    return osp_error(OSP_EFORMAT, "%s: not an image (not JPEG, PNG or WebP)", name);
+}
+
+int osp__check_pixels(const char *name, const char *format, int64_t width, int64_t height,
+                      int64_t max_pixels) {
+    if (max_pixels <= 0) max_pixels = OSP_IMAGE_MAX_PIXELS;
+    if (width <= 0 || height <= 0)
+        return osp_error(OSP_EFORMAT, "%s: %s header declares %lldx%lld pixels", name, format,
+                         (long long)width, (long long)height);
+    /* Sides are below 2^32 in every format, so the product fits. */
+    if (width > INT32_MAX || height > INT32_MAX || width * height > max_pixels)
+        return osp_error(OSP_ERANGE, "%s: %s of %lldx%lld pixels is over the limit of %lld pixels",
+                         name, format, (long long)width, (long long)height, (long long)max_pixels);
+    return OSP_OK;
+}
+
+size_t osp_image_max_file_bytes(int64_t max_pixels) {
+    if (max_pixels <= 0) max_pixels = OSP_IMAGE_MAX_PIXELS;
+    /* 4 bytes a pixel holds raw RGBA and any JPEG of sane quality; 16 MiB
+     * more for metadata (EXIF thumbnails, ICC profiles). */
+    uint64_t b = (uint64_t)max_pixels * 4 + (16u << 20);
+    return b > SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)b;
+}
+
+static int oriented_swaps(int orientation) { return orientation >= 5; }
+
+int osp_image_probe(const void *buf, size_t len, const char *name, int64_t max_pixels,
+                    osp_image_info *info) {
+    if (!info) return osp_error(OSP_EINVAL, "osp_image_probe: no output");
+    memset(info, 0, sizeof *info);
+    if (!name) name = "(image)";
+    if (!buf && len) return osp_error(OSP_EINVAL, "%s: NULL buffer", name);
+    int rc;
+    switch (osp_image_sniff(buf, len)) {
+    case OSP_IMAGE_JPEG: rc = osp__jpeg_probe(buf, len, name, max_pixels, info); break;
+    case OSP_IMAGE_PNG: rc = osp__png_probe(buf, len, name, max_pixels, info); break;
+    case OSP_IMAGE_WEBP: rc = osp__webp_probe(buf, len, name, max_pixels, info); break;
+    default: return unrecognised(buf, len, name);
+    }
+    if (rc == OSP_OK && oriented_swaps(info->orientation)) {
+        int t = info->width;
+        info->width = info->height;
+        info->height = t;
+    }
+    return rc;
+}
+
+/* Displayed pixel (x, y) of an image stored w x h with orientation o comes
+ * from stored pixel (sx, sy) (EXIF 2.3, tag 0x0112: 6 = rotate 90 degrees
+ * clockwise to display, 8 = 90 counter-clockwise, 2/4 mirrors, 5/7 the
+ * two diagonal flips). */
+static void source_of(int o, int w, int h, int x, int y, int *sx, int *sy) {
+    switch (o) {
+    case 2: *sx = w - 1 - x; *sy = y; break;
+    case 3: *sx = w - 1 - x; *sy = h - 1 - y; break;
+    case 4: *sx = x; *sy = h - 1 - y; break;
+    case 5: *sx = y; *sy = x; break;
+    case 6: *sx = y; *sy = h - 1 - x; break;
+    case 7: *sx = w - 1 - y; *sy = h - 1 - x; break;
+    case 8: *sx = w - 1 - y; *sy = x; break;
+    default: *sx = x; *sy = y; break;
+    }
+}
+
+static int orient(osp_image *img, int o, const char *name) {
+    if (o <= 1 || o > 8) return OSP_OK;
+    int w = img->width, h = img->height;
+    int ow = oriented_swaps(o) ? h : w, oh = oriented_swaps(o) ? w : h;
+    uint8_t *dst = osp_alloc((size_t)w * h * 3);
+    if (!dst) return osp_error(OSP_ENOMEM, "%s: out of memory orienting %dx%d pixels", name, w, h);
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            int sx, sy;
+            source_of(o, w, h, x, y, &sx, &sy);
+            const uint8_t *s = img->pixels + ((size_t)sy * w + sx) * 3;
+            uint8_t *d = dst + ((size_t)y * ow + x) * 3;
+            d[0] = s[0];
+            d[1] = s[1];
+            d[2] = s[2];
+        }
+    osp_free(img->pixels);
+    img->pixels = dst;
+    img->width = ow;
+    img->height = oh;
+    return OSP_OK;
+}
+
+int osp_image_decode(const void *buf, size_t len, const char *name, const osp_decode_options *opt,
+                     osp_image *out, osp_image_info *info) {
+    if (!out) return osp_error(OSP_EINVAL, "osp_image_decode: no output");
+    memset(out, 0, sizeof *out);
+    if (!name) name = "(image)";
+    if (!buf && len) return osp_error(OSP_EINVAL, "%s: NULL buffer", name);
+    osp_decode_options none = {0};
+    if (!opt) opt = &none;
+    osp_image_info local;
+    if (!info) info = &local;
+    memset(info, 0, sizeof *info);
+    int rc;
+    int orientation = 1;
+    switch (osp_image_sniff(buf, len)) {
+    case OSP_IMAGE_JPEG: {
+        osp__jpeg_markers m;
+        osp__jpeg_scan_markers(buf, len, &m);
+        if (!opt->ignore_orientation) orientation = m.orientation;
+        int swap = oriented_swaps(orientation);
+        rc = osp__jpeg_decode(buf, len, name, opt->max_pixels, swap ? opt->min_height : opt->min_width,
+                              swap ? opt->min_width : opt->min_height, out, info);
+        break;
+    }
+    case OSP_IMAGE_PNG: rc = osp__png_decode(buf, len, name, opt->max_pixels, out, info); break;
+    case OSP_IMAGE_WEBP: rc = osp__webp_decode(buf, len, name, opt->max_pixels, out, info); break;
+    default: return unrecognised(buf, len, name);
+    }
+    if (rc == OSP_OK) rc = orient(out, orientation, name);
+    if (rc != OSP_OK) {
+        osp_image_free(out);
+        return rc;
+    }
+    info->orientation = orientation;
+    if (oriented_swaps(orientation)) {
+        int t = info->width;
+        info->width = info->height;
+        info->height = t;
+    }
+    return OSP_OK;
+}
+
+int osp_image_load(const char *path, const osp_decode_options *opt, osp_image *out,
+                   osp_image_info *info) {
+    if (!out) return osp_error(OSP_EINVAL, "osp_image_load: no output");
+    memset(out, 0, sizeof *out);
+    if (!path) return osp_error(OSP_EINVAL, "osp_image_load: no path");
+    void *buf;
+    size_t len;
+    int rc = osp_file_read_all(path, osp_image_max_file_bytes(opt ? opt->max_pixels : 0), &buf, &len);
+    if (rc != OSP_OK) return rc;
+    rc = osp_image_decode(buf, len, path, opt, out, info);
+    osp_free(buf);
+    return rc;
+}
+
+void osp_image_free(osp_image *img) {
+    if (!img) return;
+    osp_free(img->pixels);
+    img->pixels = NULL;
+    img->width = img->height = 0;
+}

@@ -1,0 +1,157 @@
+/* Image folders: ROOT/<class>/.../<image>. Directory order is whatever the
+ * file system returns, so every listing is sorted: the same folder gives
+ * the same classes and samples in the same order on every machine, which
+ * the trainer's reproducibility rests on. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "imagelist.h"
+
+#define MAX_DEPTH 16
+#define PATH_CAP 4096
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static void names_free(names *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static int names_push(names *s, const char *name) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (!v) return OSP_ENOMEM;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n] = strdup(name))) return OSP_ENOMEM;
+    s->n++;
+    return OSP_OK;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The visible entries of dir, sorted bytewise. */
+static int list_dir(const char *dir, names *out) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        int e = errno;
+        return osp_error(e == ENOENT ? OSP_ENOENT : OSP_EIO, "%s: cannot read folder: %s", dir,
+                         strerror(e));
+    }
+    struct dirent *e;
+    int rc = OSP_OK;
+    while (!rc && (e = readdir(d)))
+        if (e->d_name[0] != '.' && names_push(out, e->d_name))
+            rc = osp_error(OSP_ENOMEM, "%s: out of memory listing the folder", dir);
+    closedir(d);
+    if (!rc && out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_name);
+    return rc;
+}
+
+static int is_image_name(const char *name) {
+    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".webp"};
+    size_t n = strlen(name);
+    for (size_t k = 0; k < sizeof ext / sizeof ext[0]; k++) {
+        size_t e = strlen(ext[k]);
+        if (n > e && !strcasecmp(name + n - e, ext[k])) return 1;
+    }
+    return 0;
+}
+
+typedef struct walk {
+    osp__list_builder *b;
+    int64_t ignored;
+    dev_t dev[MAX_DEPTH + 1]; /* the folders being walked, to stop at loops */
+    ino_t ino[MAX_DEPTH + 1];
+} walk;
+
+static int walk_dir(walk *w, const char *dir, int depth, int32_t klass, const struct stat *st) {
+    for (int k = 0; k < depth; k++)
+        if (w->dev[k] == st->st_dev && w->ino[k] == st->st_ino) return OSP_OK; /* a link loop */
+    w->dev[depth] = st->st_dev;
+    w->ino[depth] = st->st_ino;
+    names entries = {0};
+    int rc = list_dir(dir, &entries);
+    char path[PATH_CAP];
+    for (size_t i = 0; !rc && i < entries.n; i++) {
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, entries.v[i]) >= sizeof path) {
+            rc = osp_error(OSP_EINVAL, "%s/%s: path is too long", dir, entries.v[i]);
+            break;
+        }
+        struct stat s;
+        if (stat(path, &s) != 0) {
+            w->ignored++; /* a dangling link */
+            continue;
+        }
+        if (S_ISDIR(s.st_mode)) {
+            if (depth < MAX_DEPTH) rc = walk_dir(w, path, depth + 1, klass, &s);
+        } else if (S_ISREG(s.st_mode) && is_image_name(entries.v[i])) {
+            rc = osp__builder_add(w->b, path, strlen(path), klass);
+        } else {
+            w->ignored++;
+        }
+    }
+    names_free(&entries);
+    return rc;
+}
+
+int osp_dataset_open_folder(const char *dir, const osp_image_data_options *opt,
+                            osp_dataset **out) {
+    if (!out) return osp_error(OSP_EINVAL, "osp_dataset_open_folder: no output");
+    *out = NULL;
+    if (!dir || !*dir) return osp_error(OSP_EINVAL, "osp_dataset_open_folder: no path");
+    int rc = osp__check_image_options(opt, dir);
+    if (rc) return rc;
+    /* "photos/" and "photos" name the same samples */
+    char root[PATH_CAP];
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    if (len >= sizeof root) return osp_error(OSP_EINVAL, "%s: path is too long", dir);
+    memcpy(root, dir, len);
+    root[len] = '\0';
+
+    names entries = {0}, classes = {0};
+    if ((rc = list_dir(root, &entries))) return rc;
+    char path[PATH_CAP];
+    for (size_t i = 0; !rc && i < entries.n; i++) {
+        struct stat s;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", root, entries.v[i]) < sizeof path &&
+            stat(path, &s) == 0 && S_ISDIR(s.st_mode) && names_push(&classes, entries.v[i]))
+            rc = osp_error(OSP_ENOMEM, "%s: out of memory", root);
+    }
+    names_free(&entries);
+    if (!rc && classes.n == 0)
+        rc = osp_error(OSP_EFORMAT, "%s: no class folders (an image folder holds one sub-folder "
+                       "per class)", root);
+    if (!rc && classes.n > INT32_MAX / 2) rc = osp_error(OSP_ERANGE, "%s: too many classes", root);
+    osp__list_builder b = {0};
+    walk w = {.b = &b};
+    for (size_t k = 0; !rc && k < classes.n; k++) {
+        struct stat s;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", root, classes.v[k]) >= sizeof path)
+            rc = osp_error(OSP_EINVAL, "%s/%s: path is too long", root, classes.v[k]);
+        else if (stat(path, &s) != 0) rc = osp_error(OSP_EIO, "%s: vanished while listing", path);
+        else rc = walk_dir(&w, path, 0, (int32_t)k, &s);
+    }
+    if (!rc && w.ignored)
+        osp_log(OSP_LOG_INFO, "%s: %lld file%s without a .jpg, .jpeg, .png or .webp name left out",
+                root, (long long)w.ignored, w.ignored == 1 ? "" : "s");
+    if (!rc)
+        rc = osp__builder_finish(&b, root, (const char *const *)classes.v, (int)classes.n, opt, out);
+    osp__builder_free(&b);
+    names_free(&classes);
+    return rc;
+}

@@ -1,0 +1,89 @@
+/* The SIMD backends (the multiversioned pool, batchnorm and activation
+ * kernels; conv has its own cases in test_conv.c) against the portable
+ * reference on the same inputs: every slot, forward and backward, within
+ * 1e-5 relative. A variant this CPU cannot run is skipped. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "osprey/kernels.h"
+
+enum { N = 3, C = 5, H = 13, W = 11, COUNT = N * C * H * W };
+
+static void fill(float *v, int n, uint64_t seed) {
+    osp_rng r;
+    osp_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) v[i] = 4 * osp_rng_uniform(&r) - 2;
+}
+
+static void close_all(const char *be, const char *what, const float *got, const float *want, int n) {
+    for (int i = 0; i < n; i++)
+        cr_assert(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(want[i])), "%s %s[%d] = %.8g, want %.8g",
+                  be, what, i, got[i], want[i]);
+}
+
+static void compare(const osp_backend *v) {
+    const osp_backend *ref = osp_backend_cpu_reference();
+    static float x[COUNT], dy[COUNT], a[COUNT], b[COUNT], da[COUNT], db[COUNT];
+    static int32_t am[COUNT], bm[COUNT];
+    fill(x, COUNT, 1);
+    fill(dy, COUNT, 2);
+    for (int act = OSP_ACT_NONE; act <= OSP_ACT_SWISH; act++) {
+        ref->activation_forward(act, 0.1f, COUNT, x, a);
+        v->activation_forward(act, 0.1f, COUNT, x, b);
+        close_all(v->name, "activation y", b, a, COUNT);
+        memset(da, 0, sizeof da), memset(db, 0, sizeof db);
+        ref->activation_backward(act, 0.1f, COUNT, x, a, dy, da);
+        v->activation_backward(act, 0.1f, COUNT, x, a, dy, db);
+        close_all(v->name, "activation dx", db, da, COUNT);
+    }
+    float g[C], bt[C], rm[C], rv[C], rm2[C], rv2[C], sm[C], si[C], sm2[C], si2[C];
+    fill(g, C, 3), fill(bt, C, 4);
+    for (int c = 0; c < C; c++) rm[c] = rm2[c] = 0, rv[c] = rv2[c] = 1;
+    ref->batchnorm_forward_train(N, C, H * W, x, g, bt, 0.1f, 1e-5f, rm, rv, sm, si, a);
+    v->batchnorm_forward_train(N, C, H * W, x, g, bt, 0.1f, 1e-5f, rm2, rv2, sm2, si2, b);
+    close_all(v->name, "bn y", b, a, COUNT);
+    close_all(v->name, "bn running var", rv2, rv, C);
+    ref->batchnorm_forward_infer(N, C, H * W, x, g, bt, rm, rv, 1e-5f, a);
+    v->batchnorm_forward_infer(N, C, H * W, x, g, bt, rm, rv, 1e-5f, b);
+    close_all(v->name, "bn infer y", b, a, COUNT);
+    float dg[C] = {0}, dbt[C] = {0}, dg2[C] = {0}, dbt2[C] = {0};
+    memset(da, 0, sizeof da), memset(db, 0, sizeof db);
+    ref->batchnorm_backward(N, C, H * W, x, dy, g, sm, si, da, dg, dbt);
+    v->batchnorm_backward(N, C, H * W, x, dy, g, sm, si, db, dg2, dbt2);
+    close_all(v->name, "bn dx", db, da, COUNT);
+    close_all(v->name, "bn dgamma", dg2, dg, C);
+    osp_conv_desc d = {.n = N, .c = C, .h = H, .w = W, .k = C, .kh = 3, .kw = 3, .stride_h = 2,
+                       .stride_w = 2, .pad_h = 1, .pad_w = 1, .dil_h = 1, .dil_w = 1, .groups = 1};
+    d.p = osp_conv_out_size(H, 3, 2, 1, 1, 0);
+    d.q = osp_conv_out_size(W, 3, 2, 1, 1, 0);
+    const int ny = N * C * d.p * d.q;
+    ref->maxpool_forward(&d, x, a, am);
+    v->maxpool_forward(&d, x, b, bm);
+    close_all(v->name, "maxpool y", b, a, ny);
+    cr_assert(!memcmp(am, bm, (size_t)ny * sizeof(int32_t)), "%s maxpool argmax", v->name);
+    memset(da, 0, sizeof da), memset(db, 0, sizeof db);
+    ref->maxpool_backward(&d, dy, am, da);
+    v->maxpool_backward(&d, dy, am, db);
+    close_all(v->name, "maxpool dx", db, da, COUNT);
+    ref->avgpool_forward(&d, 0, x, a);
+    v->avgpool_forward(&d, 0, x, b);
+    close_all(v->name, "avgpool y", b, a, ny);
+    memset(da, 0, sizeof da), memset(db, 0, sizeof db);
+    ref->avgpool_backward(&d, 1, dy, da);
+    v->avgpool_backward(&d, 1, dy, db);
+    close_all(v->name, "avgpool dx", db, da, COUNT);
+}
+
+Test(variants, match_reference) {
+    static const char *const names[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        const osp_backend *v = osp_backend_find(names[i]);
+        if (v) compare(v);
+    }
+    /* The reference is always there, and OSP_BACKEND picks it. */
+    cr_assert_not_null(osp_backend_find("reference"));
+    setenv("OSP_BACKEND", "reference", 1);
+    cr_assert_eq(osp_backend_default(), osp_backend_cpu_reference());
+}

@@ -1,0 +1,274 @@
+/* osprey dataset: look at a dataset before training on it (check), and
+ * time its input pipeline (bench). */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+
+static const char *const CMD = "dataset";
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: osprey dataset check DATA [--max-pixels N] [--threads T] [--json]\n"
+            "       osprey dataset bench DATA [--input CxHxW] [--batch B] [--passes N]\n"
+            "                                 [--threads T] [image options of 'osprey train']\n"
+            "\n"
+            "check   decodes every image of DATA (a folder of class folders, a list file,\n"
+            "        or MNIST IDX files) and reports the samples per class, the image sizes\n"
+            "        and formats, and each unreadable file with the reason.\n"
+            "bench   reads DATA through the training loader (decode, resize, normalise on\n"
+            "        T worker threads) and reports images per second; the first of N\n"
+            "        passes (default 3) warms the page cache and is not counted.\n"
+            "\n"
+            "  --input CxHxW         sample shape for bench (default 3x224x224)\n"
+            "  --batch B             bench batch size (default 64)\n"
+            "  --passes N            bench passes over DATA (default 3)\n"
+            "  --max-pixels N        larger images are unreadable (default 64M)\n"
+            "  --threads T           decoding threads (default: all cores)\n"
+            "  --json                one JSON object on stdout\n");
+}
+
+typedef struct options {
+    const char *path;
+    cli_image_options images;
+    int64_t dims[3];
+    int batch, passes, threads, json;
+} options;
+
+static int parse_shape(const char *s, int64_t *dims) {
+    int c, h, w;
+    char tail;
+    if (sscanf(s, "%dx%dx%d%c", &c, &h, &w, &tail) != 3 || c < 1 || h < 1 || w < 1 || h > 16384 ||
+        w > 16384)
+        return cli_fail(CMD, "--input must be CxHxW like 3x224x224, not '%s'", s);
+    dims[0] = c;
+    dims[1] = h;
+    dims[2] = w;
+    return 0;
+}
+
+static int parse(int argc, char **argv, options *o) {
+    static const struct option opts[] = {
+        {"input", required_argument, 0, 'I'},  {"batch", required_argument, 0, 'b'},
+        {"passes", required_argument, 0, 'p'}, {"threads", required_argument, 0, 't'},
+        {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
+        {"augment", required_argument, 0, 'i'}, {"crop-scale", required_argument, 0, 'i'},
+        {"crop-ratio", required_argument, 0, 'i'}, {"multiscale", required_argument, 0, 'i'},
+        {"jitter", required_argument, 0, 'i'}, {"resize", required_argument, 0, 'i'},
+        {"crop-fraction", required_argument, 0, 'i'}, {"max-pixels", required_argument, 0, 'i'},
+        {"prefetch", required_argument, 0, 'i'}, {0, 0, 0, 0}};
+    int c, which = 0;
+    optind = 2; /* argv[1] is the action */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, &which)) != -1) {
+        switch (c) {
+        case 'I': if (parse_shape(optarg, o->dims)) return 1; break;
+        case 'b': if (cli_int(CMD, "--batch", optarg, 1, 65536, &o->batch)) return 1; break;
+        case 'p': if (cli_int(CMD, "--passes", optarg, 1, 1000, &o->passes)) return 1; break;
+        case 't': if (cli_int(CMD, "--threads", optarg, 1, 1024, &o->threads)) return 1; break;
+        case 'j': o->json = 1; break;
+        case 'h': usage(stdout); return -1;
+        case 'i': if (cli_image_option(CMD, opts[which].name, optarg, &o->images)) return 1; break;
+        default:
+            return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey dataset --help')",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return cli_fail(CMD, "give one DATA path (see 'osprey dataset --help')");
+    o->path = argv[optind];
+    return 0;
+}
+
+static int open_data(const options *o, osp_dataset **ds) {
+    osp_net shape = {0}; /* cli_open_dataset only reads the input shape */
+    shape.input = osp_shape_make(3, o->dims);
+    return cli_open_dataset(CMD, o->path, OSP_SPLIT_TRAIN, &shape, &o->images, NULL, 0, ds);
+}
+
+/* ---- check ---------------------------------------------------------------- */
+
+typedef struct probe {
+    int width, height;
+    osp_image_format format;
+    int bad;
+    char *error; /* why it is unreadable (NULL if out of memory for it) */
+} probe;
+
+static int by_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static void size_range(const probe *p, int64_t n, int height, int *lo, int *mid, int *hi) {
+    int *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    int64_t m = 0;
+    for (int64_t i = 0; v && i < n; i++)
+        if (!p[i].bad) v[m++] = height ? p[i].height : p[i].width;
+    *lo = *mid = *hi = 0;
+    if (v && m > 0) {
+        qsort(v, (size_t)m, sizeof *v, by_int);
+        *lo = v[0];
+        *mid = v[m / 2];
+        *hi = v[m - 1];
+    }
+    free(v);
+}
+
+static int check(const options *o) {
+    osp_dataset *ds;
+    if (open_data(o, &ds)) return 1;
+    const int64_t n = ds->count;
+    const int k = ds->n_classes > 0 ? ds->n_classes : 1;
+    probe *p = calloc((size_t)n, sizeof *p);
+    int32_t *label = calloc((size_t)n, sizeof *label);
+    int64_t *per_class = calloc((size_t)k, sizeof *per_class), *bad_class = calloc((size_t)k, sizeof *bad_class);
+    float *scratch = NULL;
+    if (!ds->name) scratch = osp_alloc((size_t)osp_shape_numel(&ds->sample_shape) * sizeof(float));
+    if (!p || !label || !per_class || !bad_class || (!ds->name && !scratch)) {
+        osp_dataset_free(ds);
+        return cli_fail(CMD, "out of memory for %lld samples", (long long)n);
+    }
+    osp_decode_options dec = {.max_pixels = o->images.max_pixels};
+    /* Each sample is one file: decode whole files on all threads. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; i++) {
+        if (ds->name) {
+            if (ds->label) ds->label(ds, i, &label[i]);
+            osp_image img;
+            osp_image_info info;
+            if (osp_image_load(ds->name(ds, i), &dec, &img, &info) == OSP_OK) {
+                p[i].width = info.width;
+                p[i].height = info.height;
+                p[i].format = info.format;
+                osp_image_free(&img);
+            } else {
+                p[i].bad = 1;
+                p[i].error = strdup(osp_last_error());
+            }
+        }
+    }
+    /* Unnamed samples (IDX) are in memory already: only their labels. */
+    for (int64_t i = 0; !ds->name && i < n; i++)
+        if (ds->get(ds, i, scratch, &label[i]) != OSP_OK) {
+            p[i].bad = 1;
+            p[i].error = strdup(osp_last_error());
+        }
+    int64_t bad = 0, formats[4] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        int c = label[i] >= 0 && label[i] < k ? label[i] : 0;
+        per_class[c]++;
+        if (p[i].bad) {
+            bad_class[c]++;
+            bad++;
+        } else {
+            formats[p[i].format & 3]++;
+        }
+    }
+    int wlo, wmid, whi, hlo, hmid, hhi;
+    size_range(p, ds->name ? n : 0, 0, &wlo, &wmid, &whi);
+    size_range(p, ds->name ? n : 0, 1, &hlo, &hmid, &hhi);
+    if (o->json) {
+        printf("{\"path\": \"%s\", \"samples\": %lld, \"classes\": %d, \"unreadable\": %lld, "
+               "\"per_class\": {", o->path, (long long)n, ds->n_classes, (long long)bad);
+        for (int c = 0; c < k; c++)
+            printf("%s\"%s\": %lld", c ? ", " : "", ds->class_names ? ds->class_names[c] : "0",
+                   (long long)per_class[c]);
+        printf("}, \"jpeg\": %lld, \"png\": %lld, \"webp\": %lld, \"width\": [%d, %d, %d], "
+               "\"height\": [%d, %d, %d]}\n", (long long)formats[OSP_IMAGE_JPEG],
+               (long long)formats[OSP_IMAGE_PNG], (long long)formats[OSP_IMAGE_WEBP], wlo, wmid,
+               whi, hlo, hmid, hhi);
+    } else {
+        printf("%s: %lld samples in %d classes, %lld unreadable\n", o->path, (long long)n,
+               ds->n_classes, (long long)bad);
+        printf("  %-24s %10s %10s\n", "class", "samples", "unreadable");
+        for (int c = 0; c < k; c++)
+            printf("  %-24.24s %10lld %10lld\n", ds->class_names ? ds->class_names[c] : "-",
+                   (long long)per_class[c], (long long)bad_class[c]);
+        if (ds->name) {
+            printf("formats: %lld JPEG, %lld PNG, %lld WebP\n", (long long)formats[OSP_IMAGE_JPEG],
+                   (long long)formats[OSP_IMAGE_PNG], (long long)formats[OSP_IMAGE_WEBP]);
+            printf("width %d..%d (median %d), height %d..%d (median %d)\n", wlo, whi, wmid, hlo,
+                   hhi, hmid);
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (p[i].bad) printf("unreadable: %s\n", p[i].error ? p[i].error : "(no memory for the reason)");
+    }
+    for (int64_t i = 0; i < n; i++) free(p[i].error);
+    free(p);
+    free(label);
+    free(per_class);
+    free(bad_class);
+    osp_free(scratch);
+    osp_dataset_free(ds);
+    return 0;
+}
+
+/* ---- bench ---------------------------------------------------------------- */
+
+static int bench(const options *o) {
+    osp_dataset *ds;
+    if (open_data(o, &ds)) return 1;
+    osp_loader_config lc = osp_loader_defaults(ds);
+    lc.batch = o->batch;
+    lc.workers = osp_threads_get();
+    lc.augment = o->images.augment_set;
+    lc.normalize = 1;
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    for (int c = 0; c < 3; c++) {
+        lc.mean[c] = mean[c];
+        lc.std[c] = std[c];
+    }
+    osp_loader *l;
+    size_t floats = (size_t)o->batch * (size_t)osp_shape_numel(&ds->sample_shape);
+    float *x = osp_alloc(floats * sizeof(float));
+    int32_t *labels = osp_alloc((size_t)o->batch * sizeof(int32_t));
+    if (!x || !labels || osp_loader_new(ds, &lc, &l)) {
+        osp_free(x);
+        osp_free(labels);
+        osp_dataset_free(ds);
+        return cli_fail_lib(CMD, NULL);
+    }
+    double start = 0, timed = 0;
+    int64_t images = 0;
+    int rc = 0;
+    for (int pass = 0; !rc && pass < o->passes; pass++) {
+        if (pass == (o->passes > 1 ? 1 : 0)) start = osp_now();
+        rc = osp_loader_start(l, pass, NULL, ds->count, 0);
+        for (int n = 1; !rc && n > 0;) {
+            rc = osp_loader_next(l, x, labels, &n);
+            if (pass >= (o->passes > 1 ? 1 : 0)) images += n;
+        }
+    }
+    timed = osp_now() - start;
+    osp_loader_free(l);
+    osp_free(x);
+    osp_free(labels);
+    int64_t skipped = osp_dataset_skipped(ds);
+    osp_dataset_free(ds);
+    if (rc) return cli_fail_lib(CMD, NULL);
+    double rate = images / (timed > 0 ? timed : 1e-9);
+    if (o->json)
+        printf("{\"images\": %lld, \"seconds\": %.4f, \"images_per_s\": %.2f, \"threads\": %d, "
+               "\"skipped\": %lld}\n", (long long)images, timed, rate, osp_threads_get(),
+               (long long)skipped);
+    else
+        printf("%lld images in %.2f s: %.1f images/s on %d decoding threads%s\n", (long long)images,
+               timed, rate, osp_threads_get(), skipped ? " (unreadable files skipped)" : "");
+    return 0;
+}
+
+int cmd_dataset(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    options o = {.images = cli_image_defaults(), .dims = {3, 224, 224}, .batch = 64, .passes = 3};
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    osp_threads_set(o.threads);
+    if (!strcmp(argv[1], "check")) return check(&o);
+    if (!strcmp(argv[1], "bench")) return bench(&o);
+    return cli_fail(CMD, "unknown action '%s': check or bench (see 'osprey dataset --help')", argv[1]);
+}
