@@ -88,9 +88,9 @@ typedef struct osp_op {
      * computes next's output in the same pass (a conv folding a batch norm
      * into its weights, or applying an activation in its epilogue): next is
      * skipped and shares n's output buffer. next == NULL resets n to
-     * compute only itself (every plan starts so). Folded copies are
-     * refreshed on every inference plan, so replan after changing weights.
-     * Training is never fused. */
+     * compute only itself (every plan starts so). Folded copies are made
+     * when an inference plan is made; after changing weights, call
+     * osp_graph_weights_changed. Training is never fused. */
     int (*fuse)(osp_graph *g, osp_node *n, const osp_node *next);
 } osp_op;
 
@@ -159,6 +159,10 @@ OSP_API float *osp_graph_param_grad(osp_graph *g, int i);
  * changed. Inference mode keeps only what later ops need (plus nodes marked
  * keep and the output). Returns 0 or an error. */
 OSP_API int osp_graph_plan(osp_graph *g, int batch, osp_mode mode);
+/* Tells the graph its weights were changed outside training (loaded,
+ * edited): the next plan refolds what inference fusion derived from them.
+ * Switching between training and inference plans refolds by itself. */
+OSP_API void osp_graph_weights_changed(osp_graph *g);
 /* Bytes of the current activation arena (for tests and reports). */
 OSP_API size_t osp_graph_arena_bytes(const osp_graph *g);
 OSP_API int osp_graph_planned_batch(const osp_graph *g);

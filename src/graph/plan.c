@@ -167,10 +167,9 @@ done:
 
 int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     if (batch <= 0) return osp_error(OSP_EINVAL, "batch size must be positive, not %d", batch);
-    if (g->planned_batch == batch && g->planned_mode == mode) {
-        if (mode == OSP_MODE_INFER) fuse_chains(g, mode); /* refolds the weights */
-        return OSP_OK;
-    }
+    /* The same plan again costs nothing: no allocation, no refolding (see
+     * osp_graph_weights_changed). */
+    if (g->planned_batch == batch && g->planned_mode == mode) return OSP_OK;
     fuse_chains(g, mode);
     layout l = {0};
     l.out = osp_alloc(3 * (size_t)g->n_nodes * sizeof(size_t));
@@ -204,6 +203,8 @@ int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     osp_free(l.out);
     return rc;
 }
+
+void osp_graph_weights_changed(osp_graph *g) { g->planned_batch = 0; }
 
 size_t osp_graph_arena_bytes(const osp_graph *g) { return g->arena_bytes; }
 

@@ -75,10 +75,12 @@ static void check_backend(const osp_backend *be) {
     cr_expect_eq(fused_nodes, 6, "%s: %d nodes fused", be->name, fused_nodes);
     cr_expect_eq(osp_graph_node(g, osp_graph_find(g, "bn5")->id)->fused_into, 0);
 
-    /* New weights: the next inference plan (same batch) folds them again. */
+    /* New weights: once the graph is told, the next inference plan (same
+     * batch) folds them again. */
     float *w = osp_graph_param_data(g, osp_graph_find_param(g, "c1.weight"));
     w[0] += 0.5f;
     perturb_params(g, 6);
+    osp_graph_weights_changed(g);
     run(net, be, B, OSP_MODE_INFER, x, fused);
     run(net, be, B, OSP_MODE_TRAIN, x, plain);
     e = rel_err(fused, plain, B * 5);
