@@ -33,9 +33,13 @@ const char *osp_err_name(int code) {
 }
 
 int osp_error(int code, const char *fmt, ...) {
+    /* Format aside first: callers may pass osp_last_error() itself as an
+     * argument, to wrap the previous message ("saving: %s"). */
+    char message[MESSAGE_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
+    memcpy(last_message, message, sizeof message);
     return code;
 }

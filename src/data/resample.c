@@ -25,6 +25,10 @@ static int taps_for(float len, int out_n) {
 
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+/* Convex combinations of values <= 1 can round a hair above it. (fminf is
+ * a libm call here: it must handle NaN, which cannot occur.) */
+static float at_most_1(float v) { return v < 1.0f ? v : 1.0f; }
+
 /* Plans out_n outputs over source [x0, x0 + len) of an axis of src_n
  * pixels; index and w have room for out_n x taps. */
 static void plan_axis(axis_plan *p, double x0, double len, int src_n) {
@@ -131,14 +135,13 @@ int osp_image_resample(const osp_image *img, osp_rect src, int flip, int channel
         float *d = out + (size_t)(dst_y + o) * out_w + dst_x;
         if (channels == 3) {
             for (int x = 0; x < dst_w; x++) {
-                d[x] = fminf(acc[3 * x], 1.0f);
-                d[plane + x] = fminf(acc[3 * x + 1], 1.0f);
-                d[2 * plane + x] = fminf(acc[3 * x + 2], 1.0f);
+                d[x] = at_most_1(acc[3 * x]);
+                d[plane + x] = at_most_1(acc[3 * x + 1]);
+                d[2 * plane + x] = at_most_1(acc[3 * x + 2]);
             }
         } else {
             for (int x = 0; x < dst_w; x++)
-                d[x] = fminf(0.299f * acc[3 * x] + 0.587f * acc[3 * x + 1] + 0.114f * acc[3 * x + 2],
-                             1.0f);
+                d[x] = at_most_1(0.299f * acc[3 * x] + 0.587f * acc[3 * x + 1] + 0.114f * acc[3 * x + 2]);
         }
     }
     osp_free(rows);

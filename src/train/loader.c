@@ -43,7 +43,7 @@ struct osp_loader {
     uint64_t generation;               /* bumped by each start: older work is void */
     int64_t next_task, consumed, skipped;
     int busy;                          /* samples being loaded right now */
-    int error;                         /* the first hard error of the pass */
+    int error;                         /* the first hard error met in the pass */
     char message[512];
     /* ring and threads */
     int depth;

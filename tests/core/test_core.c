@@ -72,3 +72,9 @@ Test(rng, distributions) {
     for (int i = 0; i < 50; i++) seen[idx[i]]++;
     for (int i = 0; i < 50; i++) cr_assert_eq(seen[i], 1);
 }
+
+Test(error, wraps_its_own_message) {
+    osp_error(OSP_EIO, "disk full");
+    osp_error(OSP_EIO, "saving checkpoint: %s", osp_last_error());
+    cr_assert_str_eq(osp_last_error(), "saving checkpoint: disk full");
+}
