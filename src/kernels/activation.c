@@ -85,7 +85,7 @@ void KFN(activation_backward)(osp_activation act, float alpha, int64_t count, co
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
         for (int64_t i = 0; i < count; i++) {
             const float g = dy[i], v = x[i];
-            dx[i] += (v > 0.0f) & (v < 6.0f) ? g : 0.0f;
+            dx[i] += ((v > 0.0f) & (v < 6.0f)) ? g : 0.0f;
         }
         break;
     case OSP_ACT_SIGMOID:

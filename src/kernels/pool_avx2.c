@@ -1,5 +1,5 @@
-/* pool.c compiled for AVX2 (see cpu_kernels.h): the same code, so the
- * same results as the reference up to the compiler's vector sums. */
-#pragma GCC target("avx2,fma")
+/* pool.c compiled for AVX2 (the flags are set in CMakeLists.txt;
+ * see cpu_kernels.h): the same code, so the same results as the reference
+ * up to the compiler's vector sums. */
 #define KFN(name) osp__avx2_##name
 #include "pool.c"

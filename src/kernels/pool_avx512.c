@@ -1,5 +1,5 @@
-/* pool.c compiled for AVX512 (see cpu_kernels.h): the same code, so the
- * same results as the reference up to the compiler's vector sums. */
-#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")
+/* pool.c compiled for AVX512 (the flags are set in CMakeLists.txt;
+ * see cpu_kernels.h): the same code, so the same results as the reference
+ * up to the compiler's vector sums. */
 #define KFN(name) osp__avx512_##name
 #include "pool.c"
