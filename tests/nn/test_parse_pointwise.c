@@ -6,36 +6,7 @@
 
 #include "osprey/nn.h"
 
-/* The [net] section takes lines 1-3; a layer's header is line 4, its first
- * key line 5. */
-#define NET(input) "[net]\ninput = " input "\n\n"
-
-static osp_net *build(const char *spec) {
-    osp_net *net = NULL;
-    int rc = osp_net_from_spec(spec, strlen(spec), "p.cfg", 1, &net);
-    cr_assert_eq(rc, 0, "spec did not build: %s", osp_last_error());
-    return net;
-}
-
-static void expect_shape(const char *spec, const char *want) {
-    osp_net *net = build(spec);
-    char buf[64];
-    osp_shape_format(&osp_graph_output(net->graph)->shape, buf, sizeof buf);
-    cr_assert_str_eq(buf, want, "output %s, expected %s for:\n%s", buf, want, spec);
-    osp_net_free(net);
-}
-
-/* The spec fails with code, and the message holds "p.cfg:<line>:" and what. */
-static void expect_error(const char *spec, int code, int line, const char *what) {
-    osp_net *net = NULL;
-    int rc = osp_net_from_spec(spec, strlen(spec), "p.cfg", 1, &net);
-    cr_assert_null(net);
-    cr_assert_eq(rc, code, "rc %d, expected %d (%s) for:\n%s", rc, code, osp_last_error(), spec);
-    char where[32];
-    snprintf(where, sizeof where, "p.cfg:%d:", line);
-    cr_assert(strstr(osp_last_error(), where), "'%s' lacks '%s'", osp_last_error(), where);
-    cr_assert(strstr(osp_last_error(), what), "'%s' lacks '%s'", osp_last_error(), what);
-}
+#include "spec_expect.h"
 
 /* ---- shapes and parameters ------------------------------------------------- */
 
@@ -45,22 +16,22 @@ Test(pointwise_spec, shapes) {
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         char spec[128];
         snprintf(spec, sizeof spec, NET("3x5x7") "[%s]\n", same[i]);
-        expect_shape(spec, "3x5x7");
+        spec_expect_shape(spec, "3x5x7");
         snprintf(spec, sizeof spec, NET("12") "[%s]\n", same[i]);
-        expect_shape(spec, "12");
+        spec_expect_shape(spec, "12");
     }
-    expect_shape(NET("16x5x5") "[flatten]\n", "400");
-    expect_shape(NET("16x5x5") "[reshape]\nshape = 4x-1\n", "4x100");
-    expect_shape(NET("16x5x5") "[reshape]\nshape = 2, 8, 25\n", "2x8x25");
-    expect_shape(NET("400") "[reshape]\nshape = 16x5x5\n", "16x5x5");
-    expect_shape(NET("3x4x5") "[relu]\nname = a\n\n[add]\ninput = a, input, a\n", "3x4x5");
-    expect_shape(NET("3x4x5") "[relu]\nname = a\n\n[concat]\ninput = a, input, a\n", "9x4x5");
-    expect_shape(NET("6") "[flatten]\nname = f\n\n[tanh]\ninput = input\nname = t\n\n"
+    spec_expect_shape(NET("16x5x5") "[flatten]\n", "400");
+    spec_expect_shape(NET("16x5x5") "[reshape]\nshape = 4x-1\n", "4x100");
+    spec_expect_shape(NET("16x5x5") "[reshape]\nshape = 2, 8, 25\n", "2x8x25");
+    spec_expect_shape(NET("400") "[reshape]\nshape = 16x5x5\n", "16x5x5");
+    spec_expect_shape(NET("3x4x5") "[relu]\nname = a\n\n[add]\ninput = a, input, a\n", "3x4x5");
+    spec_expect_shape(NET("3x4x5") "[relu]\nname = a\n\n[concat]\ninput = a, input, a\n", "9x4x5");
+    spec_expect_shape(NET("6") "[flatten]\nname = f\n\n[tanh]\ninput = input\nname = t\n\n"
                  "[concat]\ninput = f, t\n", "12");
 }
 
 Test(pointwise_spec, batchnorm_params_as_pytorch) {
-    osp_net *net = build(NET("5x3x3") "[batchnorm]\nname = bn1\n");
+    osp_net *net = spec_build(NET("5x3x3") "[batchnorm]\nname = bn1\n");
     osp_graph *g = net->graph;
     const char *names[] = {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"};
     const float init[] = {1, 0, 0, 1};
@@ -80,14 +51,14 @@ Test(pointwise_spec, batchnorm_params_as_pytorch) {
 }
 
 Test(pointwise_spec, no_parameters_elsewhere) {
-    osp_net *net = build(NET("4") "[relu]\n\n[leakyrelu]\nalpha = 0.1\n\n[dropout]\n\n[softmax]\n");
+    osp_net *net = spec_build(NET("4") "[relu]\n\n[leakyrelu]\nalpha = 0.1\n\n[dropout]\n\n[softmax]\n");
     cr_assert_eq(osp_graph_param_count(net->graph), 0);
     osp_net_free(net);
 }
 
 /* A final [softmax] is skipped by the loss: it trains on the logits. */
 Test(pointwise_spec, softmax_output_keeps_logits_node) {
-    osp_net *net = build(NET("4") "[tanh]\nname = logits\n\n[softmax]\n");
+    osp_net *net = spec_build(NET("4") "[tanh]\nname = logits\n\n[softmax]\n");
     cr_assert_eq(net->logits_node, osp_graph_find(net->graph, "logits")->id);
     cr_assert_eq(net->n_classes, 4);
     osp_net_free(net);
@@ -96,22 +67,22 @@ Test(pointwise_spec, softmax_output_keeps_logits_node) {
 /* ---- bad values ---------------------------------------------------------------- */
 
 Test(pointwise_spec, bad_values) {
-    expect_error(NET("4") "[leakyrelu]\nalpha = steep\n", OSP_EFORMAT, 5, "'alpha'");
-    expect_error(NET("4") "[batchnorm]\neps = 0\n", OSP_EFORMAT, 5, "'eps'");
-    expect_error(NET("4") "[batchnorm]\neps = -1e-5\n", OSP_EFORMAT, 5, "'eps'");
-    expect_error(NET("4") "[batchnorm]\nname = bn\nmomentum = 1.5\n", OSP_EFORMAT, 6, "'momentum'");
-    expect_error(NET("4") "[dropout]\np = 1\n", OSP_EFORMAT, 5, "'p'");
-    expect_error(NET("4") "[dropout]\np = -0.1\n", OSP_EFORMAT, 5, "'p'");
-    expect_error(NET("4") "[dropout]\np = half\n", OSP_EFORMAT, 5, "'p'");
-    expect_error(NET("4") "[l2norm]\neps = 0\n", OSP_EFORMAT, 5, "'eps'");
-    expect_error(NET("4") "[reshape]\nshape = 2x0x2\n", OSP_EFORMAT, 5, "'shape'");
-    expect_error(NET("4") "[reshape]\nshape = -1x-1\n", OSP_EFORMAT, 5, "-1");
-    expect_error(NET("4") "[reshape]\nshape = 2xtwo\n", OSP_EFORMAT, 5, "'shape'");
-    expect_error(NET("4") "[reshape]\nshape = 1x1x1x1x1x1x1x4\n", OSP_EFORMAT, 5, "'shape'");
+    spec_expect_error(NET("4") "[leakyrelu]\nalpha = steep\n", OSP_EFORMAT, 5, "'alpha'");
+    spec_expect_error(NET("4") "[batchnorm]\neps = 0\n", OSP_EFORMAT, 5, "'eps'");
+    spec_expect_error(NET("4") "[batchnorm]\neps = -1e-5\n", OSP_EFORMAT, 5, "'eps'");
+    spec_expect_error(NET("4") "[batchnorm]\nname = bn\nmomentum = 1.5\n", OSP_EFORMAT, 6, "'momentum'");
+    spec_expect_error(NET("4") "[dropout]\np = 1\n", OSP_EFORMAT, 5, "'p'");
+    spec_expect_error(NET("4") "[dropout]\np = -0.1\n", OSP_EFORMAT, 5, "'p'");
+    spec_expect_error(NET("4") "[dropout]\np = half\n", OSP_EFORMAT, 5, "'p'");
+    spec_expect_error(NET("4") "[l2norm]\neps = 0\n", OSP_EFORMAT, 5, "'eps'");
+    spec_expect_error(NET("4") "[reshape]\nshape = 2x0x2\n", OSP_EFORMAT, 5, "'shape'");
+    spec_expect_error(NET("4") "[reshape]\nshape = -1x-1\n", OSP_EFORMAT, 5, "-1");
+    spec_expect_error(NET("4") "[reshape]\nshape = 2xtwo\n", OSP_EFORMAT, 5, "'shape'");
+    spec_expect_error(NET("4") "[reshape]\nshape = 1x1x1x1x1x1x1x4\n", OSP_EFORMAT, 5, "'shape'");
 }
 
 Test(pointwise_spec, missing_required_key) {
-    expect_error(NET("4") "[reshape]\nname = r\n", OSP_EFORMAT, 4, "'shape'");
+    spec_expect_error(NET("4") "[reshape]\nname = r\n", OSP_EFORMAT, 4, "'shape'");
 }
 
 Test(pointwise_spec, unknown_keys) {
@@ -126,25 +97,25 @@ Test(pointwise_spec, unknown_keys) {
                                 : "";
         char spec[160];
         snprintf(spec, sizeof spec, NET("4") "[%s]\n%sslope = 2\n", types[i], needs);
-        expect_error(spec, OSP_EFORMAT, *needs ? 6 : 5, "unknown key 'slope'");
+        spec_expect_error(spec, OSP_EFORMAT, *needs ? 6 : 5, "unknown key 'slope'");
     }
-    expect_error(NET("4") "[dropout]\nrate = 0.5\n", OSP_EFORMAT, 5, "'rate'");
+    spec_expect_error(NET("4") "[dropout]\nrate = 0.5\n", OSP_EFORMAT, 5, "'rate'");
 }
 
 /* ---- shapes that do not fit ---------------------------------------------------- */
 
 Test(pointwise_spec, shape_mismatches) {
-    expect_error(NET("16x5x5") "[reshape]\nshape = 16x5x4\n", OSP_ESHAPE, 4, "400 values");
-    expect_error(NET("16x5x5") "[reshape]\nshape = 3x-1\n", OSP_ESHAPE, 4, "400 values");
-    expect_error(NET("16x5x5") "[reshape]\nshape = 1000x1000\n", OSP_ESHAPE, 4, "400 values");
-    expect_error(NET("3x4x5") "[flatten]\nname = f\n\n[add]\ninput = f, input\n", OSP_ESHAPE, 7,
+    spec_expect_error(NET("16x5x5") "[reshape]\nshape = 16x5x4\n", OSP_ESHAPE, 4, "400 values");
+    spec_expect_error(NET("16x5x5") "[reshape]\nshape = 3x-1\n", OSP_ESHAPE, 4, "400 values");
+    spec_expect_error(NET("16x5x5") "[reshape]\nshape = 1000x1000\n", OSP_ESHAPE, 4, "400 values");
+    spec_expect_error(NET("3x4x5") "[flatten]\nname = f\n\n[add]\ninput = f, input\n", OSP_ESHAPE, 7,
                  "cannot add");
-    expect_error(NET("3x4x5") "[add]\n", OSP_ESHAPE, 4, "two or more inputs");
-    expect_error(NET("3x4x5") "[reshape]\nname = r\nshape = 3x5x4\n\n[concat]\ninput = r, input\n",
+    spec_expect_error(NET("3x4x5") "[add]\n", OSP_ESHAPE, 4, "two or more inputs");
+    spec_expect_error(NET("3x4x5") "[reshape]\nname = r\nshape = 3x5x4\n\n[concat]\ninput = r, input\n",
                  OSP_ESHAPE, 8, "cannot concatenate");
-    expect_error(NET("3x4x5") "[flatten]\nname = f\n\n[concat]\ninput = f, input\n", OSP_ESHAPE, 7,
+    spec_expect_error(NET("3x4x5") "[flatten]\nname = f\n\n[concat]\ninput = f, input\n", OSP_ESHAPE, 7,
                  "cannot concatenate");
-    expect_error(NET("3x4x5") "[concat]\ninput = input\n", OSP_ESHAPE, 4, "two or more inputs");
-    expect_error(NET("3x4x5") "[relu]\nname = a\n\n[relu]\ninput = a, input\n", OSP_ESHAPE, 7,
+    spec_expect_error(NET("3x4x5") "[concat]\ninput = input\n", OSP_ESHAPE, 4, "two or more inputs");
+    spec_expect_error(NET("3x4x5") "[relu]\nname = a\n\n[relu]\ninput = a, input\n", OSP_ESHAPE, 7,
                  "one input");
 }
