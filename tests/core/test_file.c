@@ -11,48 +11,16 @@
 
 uint32_t osp__crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
-static char dir[64];
-
-static void make_dir(void) {
-    strcpy(dir, "/tmp/osp-file-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static const char *in_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
+#include "tmpdir.h"
 
 static int count_entries(void) {
-    DIR *d = opendir(dir);
+    DIR *d = opendir(tmpdir_name);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
     closedir(d);
     return n;
-}
-
-static void write_plain(const char *path, const void *buf, size_t len) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(buf, 1, len, f), len);
-    fclose(f);
 }
 
 static void atomic_put(const char *path, const void *buf, size_t len) {
@@ -62,11 +30,11 @@ static void atomic_put(const char *path, const void *buf, size_t len) {
     cr_assert_eq(osp_atomic_commit(&f), OSP_OK, "%s", osp_last_error());
 }
 
-TestSuite(file, .init = make_dir, .fini = remove_dir);
+TestSuite(file, .init = tmpdir_make, .fini = tmpdir_remove);
 
 Test(file, atomic_write_round_trip_leaves_no_temporary) {
     char path[512];
-    strcpy(path, in_dir("out.bin"));
+    strcpy(path, tmpdir_path("out.bin"));
     size_t len = 3 * 1000 * 1000 + 7;
     unsigned char *data = malloc(len);
     for (size_t i = 0; i < len; i++) data[i] = (unsigned char)(i * 31 + 7);
@@ -90,7 +58,7 @@ Test(file, atomic_write_round_trip_leaves_no_temporary) {
 
 Test(file, atomic_replace_and_abort) {
     char path[512];
-    strcpy(path, in_dir("x"));
+    strcpy(path, tmpdir_path("x"));
     atomic_put(path, "old", 3);
     atomic_put(path, "newer", 5);
     osp_atomic_file f;
@@ -110,7 +78,7 @@ Test(file, atomic_replace_and_abort) {
 
 Test(file, atomic_temporaries_are_distinct) {
     char path[512];
-    strcpy(path, in_dir("same"));
+    strcpy(path, tmpdir_path("same"));
     osp_atomic_file a, b;
     cr_assert_eq(osp_atomic_open(&a, path), OSP_OK);
     cr_assert_eq(osp_atomic_open(&b, path), OSP_OK);
@@ -123,7 +91,7 @@ Test(file, atomic_temporaries_are_distinct) {
 Test(file, atomic_bare_name_in_working_directory) {
     char old[512];
     cr_assert_not_null(getcwd(old, sizeof old));
-    cr_assert_eq(chdir(dir), 0);
+    cr_assert_eq(chdir(tmpdir_name), 0);
     atomic_put("bare.bin", "abc", 3);
     cr_assert_eq(chdir(old), 0);
     cr_assert_eq(count_entries(), 1);
@@ -132,7 +100,7 @@ Test(file, atomic_bare_name_in_working_directory) {
 Test(file, atomic_errors_name_the_path) {
     osp_atomic_file f;
     char path[512];
-    strcpy(path, in_dir("missing/sub/file"));
+    strcpy(path, tmpdir_path("missing/sub/file"));
     cr_assert_eq(osp_atomic_open(&f, path), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "missing/sub/file"));
     cr_assert_not_null(strstr(osp_last_error(), "No such file"));
@@ -144,9 +112,9 @@ Test(file, atomic_errors_name_the_path) {
 
 Test(file, read_all_checks_size_before_reading) {
     char path[512];
-    strcpy(path, in_dir("big"));
+    strcpy(path, tmpdir_path("big"));
     char buf[100] = {0};
-    write_plain(path, buf, sizeof buf);
+    tmpdir_write(path, buf, sizeof buf);
     void *out = (void *)1;
     size_t len = 1;
     cr_assert_eq(osp_file_read_all(path, 99, &out, &len), OSP_ERANGE);
@@ -163,14 +131,14 @@ Test(file, read_all_refusals) {
     void *out;
     size_t len;
     char path[512];
-    strcpy(path, in_dir("nope"));
+    strcpy(path, tmpdir_path("nope"));
     cr_assert_eq(osp_file_read_all(path, 10, &out, &len), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "nope"));
     cr_assert_not_null(strstr(osp_last_error(), "No such file"));
-    cr_assert_eq(osp_file_read_all(dir, 10, &out, &len), OSP_EINVAL);
+    cr_assert_eq(osp_file_read_all(tmpdir_name, 10, &out, &len), OSP_EINVAL);
     cr_assert_not_null(strstr(osp_last_error(), "not a regular file"));
-    strcpy(path, in_dir("empty"));
-    write_plain(path, "", 0);
+    strcpy(path, tmpdir_path("empty"));
+    tmpdir_write(path, "", 0);
     cr_assert_eq(osp_file_read_all(path, 0, &out, &len), OSP_OK);
     cr_assert_eq(len, 0);
     osp_free(out);
@@ -178,8 +146,8 @@ Test(file, read_all_refusals) {
 
 Test(file, map_and_unmap) {
     char path[512];
-    strcpy(path, in_dir("m"));
-    write_plain(path, "hello map", 9);
+    strcpy(path, tmpdir_path("m"));
+    tmpdir_write(path, "hello map", 9);
     osp_mapped_file m;
     cr_assert_eq(osp_file_map(path, &m), OSP_OK);
     cr_assert_eq(m.len, 9);
@@ -188,14 +156,14 @@ Test(file, map_and_unmap) {
     cr_assert_null(m.data);
     osp_file_unmap(&m);
 
-    strcpy(path, in_dir("zero"));
-    write_plain(path, "", 0);
+    strcpy(path, tmpdir_path("zero"));
+    tmpdir_write(path, "", 0);
     cr_assert_eq(osp_file_map(path, &m), OSP_OK);
     cr_assert_null(m.data);
     cr_assert_eq(m.len, 0);
     osp_file_unmap(&m);
 
-    strcpy(path, in_dir("absent"));
+    strcpy(path, tmpdir_path("absent"));
     cr_assert_eq(osp_file_map(path, &m), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "absent"));
 }

@@ -10,39 +10,7 @@
 
 #include "osprey/data.h"
 
-static char dir[64];
-
-static void make_dir(void) {
-    strcpy(dir, "/tmp/osp-idx-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static const char *in_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
-
-static void write_plain(const char *path, const void *buf, size_t len) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(buf, 1, len, f), len);
-    fclose(f);
-}
+#include "tmpdir.h"
 
 static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
@@ -84,11 +52,11 @@ static size_t il, ll;
 static const uint8_t five_labels[5] = {0, 3, 1, 2, 3};
 
 static void setup(void) {
-    make_dir();
+    tmpdir_make();
     make_idx(img, &il, lbl, &ll, 5, 3, 4, five_labels);
 }
 
-TestSuite(idx, .init = setup, .fini = remove_dir);
+TestSuite(idx, .init = setup, .fini = tmpdir_remove);
 
 static void check_small(osp_dataset *ds) {
     cr_assert_eq(ds->count, 5);
@@ -125,26 +93,26 @@ Test(idx, parse_and_get) {
 
 Test(idx, open_images_file_and_directory) {
     char path[512];
-    strcpy(path, in_dir("small-images-idx3-ubyte"));
-    write_plain(path, img, il);
-    write_plain(in_dir("small-labels-idx1-ubyte"), lbl, ll);
+    strcpy(path, tmpdir_path("small-images-idx3-ubyte"));
+    tmpdir_write(path, img, il);
+    tmpdir_write(tmpdir_path("small-labels-idx1-ubyte"), lbl, ll);
     osp_dataset *ds;
     cr_assert_eq(osp_dataset_open_idx(path, OSP_SPLIT_TRAIN, &ds), OSP_OK, "%s", osp_last_error());
     check_small(ds);
     cr_assert_str_eq(ds->source, path);
     osp_dataset_free(ds);
 
-    write_plain(in_dir("train-images-idx3-ubyte"), img, il);
-    write_plain(in_dir("train-labels-idx1-ubyte"), lbl, ll);
+    tmpdir_write(tmpdir_path("train-images-idx3-ubyte"), img, il);
+    tmpdir_write(tmpdir_path("train-labels-idx1-ubyte"), lbl, ll);
     unsigned char img2[16 + 2 * 4], lbl2[8 + 2];
     size_t il2, ll2;
     make_idx(img2, &il2, lbl2, &ll2, 2, 2, 2, (const uint8_t[]){9, 0});
-    write_plain(in_dir("t10k-images-idx3-ubyte"), img2, il2);
-    write_plain(in_dir("t10k-labels-idx1-ubyte"), lbl2, ll2);
-    cr_assert_eq(osp_dataset_open_idx(dir, OSP_SPLIT_TRAIN, &ds), OSP_OK, "%s", osp_last_error());
+    tmpdir_write(tmpdir_path("t10k-images-idx3-ubyte"), img2, il2);
+    tmpdir_write(tmpdir_path("t10k-labels-idx1-ubyte"), lbl2, ll2);
+    cr_assert_eq(osp_dataset_open_idx(tmpdir_name, OSP_SPLIT_TRAIN, &ds), OSP_OK, "%s", osp_last_error());
     check_small(ds);
     osp_dataset_free(ds);
-    cr_assert_eq(osp_dataset_open_idx(dir, OSP_SPLIT_TEST, &ds), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_dataset_open_idx(tmpdir_name, OSP_SPLIT_TEST, &ds), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(ds->count, 2);
     cr_assert_eq(ds->n_classes, 10);
     cr_assert_str_eq(ds->class_names[9], "9");
@@ -153,26 +121,26 @@ Test(idx, open_images_file_and_directory) {
 
 Test(idx, missing_and_gzipped_files) {
     osp_dataset *ds;
-    cr_assert_eq(osp_dataset_open_idx(dir, OSP_SPLIT_TEST, &ds), OSP_ENOENT);
+    cr_assert_eq(osp_dataset_open_idx(tmpdir_name, OSP_SPLIT_TEST, &ds), OSP_ENOENT);
     cr_assert_null(ds);
     cr_assert_not_null(strstr(osp_last_error(), "t10k-images-idx3-ubyte"), "%s", osp_last_error());
-    write_plain(in_dir("t10k-images-idx3-ubyte.gz"), "\x1f\x8b", 2);
-    cr_assert_eq(osp_dataset_open_idx(dir, OSP_SPLIT_TEST, &ds), OSP_ENOENT);
+    tmpdir_write(tmpdir_path("t10k-images-idx3-ubyte.gz"), "\x1f\x8b", 2);
+    cr_assert_eq(osp_dataset_open_idx(tmpdir_name, OSP_SPLIT_TEST, &ds), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "decompressed"), "%s", osp_last_error());
-    cr_assert_eq(osp_dataset_open_idx(in_dir("pictures.bin"), OSP_SPLIT_TEST, &ds), OSP_EINVAL);
+    cr_assert_eq(osp_dataset_open_idx(tmpdir_path("pictures.bin"), OSP_SPLIT_TEST, &ds), OSP_EINVAL);
     cr_assert_not_null(strstr(osp_last_error(), "images-idx3"), "%s", osp_last_error());
     char path[512];
-    strcpy(path, in_dir("x-images-idx3-ubyte"));
-    write_plain(path, img, il);
+    strcpy(path, tmpdir_path("x-images-idx3-ubyte"));
+    tmpdir_write(path, img, il);
     cr_assert_eq(osp_dataset_open_idx(path, OSP_SPLIT_TEST, &ds), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "x-labels-idx1-ubyte"), "%s", osp_last_error());
 }
 
 Test(idx, truncated_file_message) {
     char path[512];
-    strcpy(path, in_dir("t-images-idx3-ubyte"));
-    write_plain(path, img, il - 5);
-    write_plain(in_dir("t-labels-idx1-ubyte"), lbl, ll);
+    strcpy(path, tmpdir_path("t-images-idx3-ubyte"));
+    tmpdir_write(path, img, il - 5);
+    tmpdir_write(tmpdir_path("t-labels-idx1-ubyte"), lbl, ll);
     osp_dataset *ds;
     cr_assert_eq(osp_dataset_open_idx(path, OSP_SPLIT_TRAIN, &ds), OSP_EFORMAT);
     char want[700];

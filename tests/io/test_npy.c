@@ -9,32 +9,7 @@
 
 #include "osprey/io.h"
 
-static char dir[64];
-
-static void make_dir(void) {
-    strcpy(dir, "/tmp/osp-npy-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static const char *in_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
+#include "tmpdir.h"
 
 /* A .npy image: magic, version 1.0, the dict padded to 64 bytes, data. */
 static size_t make_npy(unsigned char *out, const char *dict, const void *data, size_t len) {
@@ -61,7 +36,7 @@ static void expect_refused(const unsigned char *buf, size_t len, int code, const
     cr_assert_not_null(strstr(osp_last_error(), words), "'%s' lacks '%s'", osp_last_error(), words);
 }
 
-TestSuite(npy, .init = make_dir, .fini = remove_dir);
+TestSuite(npy, .init = tmpdir_make, .fini = tmpdir_remove);
 
 Test(npy, round_trip_every_dtype) {
     float f[6] = {1.5f, -2, 3, 4, 5e30f, -0.0f};
@@ -82,7 +57,7 @@ Test(npy, round_trip_every_dtype) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         osp_array a = {cases[c].dtype, osp_shape_make(cases[c].ndim, cases[c].dim), cases[c].data};
-        const char *path = in_dir("a.npy");
+        const char *path = tmpdir_path("a.npy");
         cr_assert_eq(osp_npy_write(path, &a), OSP_OK, "%s", osp_last_error());
         osp_array b;
         cr_assert_eq(osp_npy_read(path, &b), OSP_OK, "%s", osp_last_error());
@@ -98,7 +73,7 @@ Test(npy, round_trip_every_dtype) {
 Test(npy, header_is_what_numpy_writes) {
     float v[6] = {0};
     osp_shape s = osp_shape_make(2, (int64_t[]){2, 3});
-    const char *path = in_dir("h.npy");
+    const char *path = tmpdir_path("h.npy");
     cr_assert_eq(osp_npy_write_f32(path, v, &s), OSP_OK);
     void *buf;
     size_t len;
@@ -232,15 +207,15 @@ Test(npy, every_truncation_is_refused) {
 Test(npy, write_errors) {
     float v[2] = {0};
     osp_shape bad = osp_shape_make(1, (int64_t[]){-2});
-    cr_assert_eq(osp_npy_write_f32(in_dir("neg.npy"), v, &bad), OSP_ERANGE);
+    cr_assert_eq(osp_npy_write_f32(tmpdir_path("neg.npy"), v, &bad), OSP_ERANGE);
     osp_shape s = osp_shape_make(1, (int64_t[]){2});
-    cr_assert_eq(osp_npy_write_f32(in_dir("null.npy"), NULL, &s), OSP_EINVAL);
-    cr_assert_eq(osp_npy_write_f32(in_dir("no/such/dir.npy"), v, &s), OSP_ENOENT);
+    cr_assert_eq(osp_npy_write_f32(tmpdir_path("null.npy"), NULL, &s), OSP_EINVAL);
+    cr_assert_eq(osp_npy_write_f32(tmpdir_path("no/such/dir.npy"), v, &s), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "no/such/dir.npy"));
     osp_array a = {(osp_dtype)42, s, v};
-    cr_assert_eq(osp_npy_write(in_dir("dtype.npy"), &a), OSP_EINVAL);
+    cr_assert_eq(osp_npy_write(tmpdir_path("dtype.npy"), &a), OSP_EINVAL);
     osp_array out;
-    cr_assert_eq(osp_npy_read(in_dir("absent.npy"), &out), OSP_ENOENT);
+    cr_assert_eq(osp_npy_read(tmpdir_path("absent.npy"), &out), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "absent.npy"));
 }
 
@@ -251,8 +226,8 @@ Test(npy, numpy_interop) {
     float v[6] = {1, 2, 3, 4, 5, 6.5f};
     osp_shape s = osp_shape_make(2, (int64_t[]){3, 2});
     char ours[512], theirs[512], cmd[2048];
-    strcpy(ours, in_dir("ours.npy"));
-    strcpy(theirs, in_dir("theirs.npy"));
+    strcpy(ours, tmpdir_path("ours.npy"));
+    strcpy(theirs, tmpdir_path("theirs.npy"));
     cr_assert_eq(osp_npy_write_f32(ours, v, &s), OSP_OK);
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 -c \"import numpy as np; a = np.load('%s'); "

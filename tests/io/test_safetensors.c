@@ -9,32 +9,7 @@
 
 #include "osprey/io.h"
 
-static char dir[64];
-
-static void make_dir(void) {
-    strcpy(dir, "/tmp/osp-st-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static const char *in_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
+#include "tmpdir.h"
 
 /* A file image: 8-byte length, json, then data_len bytes 0, 1, 2, ... */
 static size_t make_st(unsigned char *out, const char *json, size_t data_len) {
@@ -60,7 +35,7 @@ static void expect_refused(const char *json, size_t data_len, int code, const ch
 #define T(dtype, shape, offsets) \
     "{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":" offsets "}"
 
-TestSuite(safetensors, .init = make_dir, .fini = remove_dir);
+TestSuite(safetensors, .init = tmpdir_make, .fini = tmpdir_remove);
 
 Test(safetensors, round_trip_in_add_order) {
     float w[6] = {1, 2, 3, 4, 5, 6};
@@ -80,11 +55,11 @@ Test(safetensors, round_trip_in_add_order) {
     cr_assert_eq(osp_st_writer_meta(wr, "spec", "old"), OSP_OK);
     cr_assert_eq(osp_st_writer_meta(wr, "labels", "cat\ndog \"quoted\" \xc3\xa9"), OSP_OK);
     cr_assert_eq(osp_st_writer_meta(wr, "spec", "[conv]\nfilters=6"), OSP_OK);
-    cr_assert_eq(osp_st_writer_save(wr, in_dir("m.safetensors")), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("m.safetensors")), OSP_OK, "%s", osp_last_error());
     osp_st_writer_free(wr);
 
     osp_safetensors *st;
-    cr_assert_eq(osp_st_load(in_dir("m.safetensors"), &st), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_st_load(tmpdir_path("m.safetensors"), &st), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(osp_st_count(st), 5);
     const char *order[] = {"conv1.weight", "step", "flag", "empty", "a.ids"};
     for (int i = 0; i < 5; i++) cr_assert_str_eq(osp_st_get(st, i)->name, order[i]);
@@ -126,11 +101,11 @@ Test(safetensors, layout_is_padded_and_consecutive) {
     osp_st_writer *wr = osp_st_writer_new();
     osp_st_writer_add(wr, "x", OSP_DTYPE_F32, &(osp_shape){1, {3}}, w);
     osp_st_writer_add(wr, "y", OSP_DTYPE_F32, &(osp_shape){1, {2}}, w);
-    cr_assert_eq(osp_st_writer_save(wr, in_dir("l.safetensors")), OSP_OK);
+    cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("l.safetensors")), OSP_OK);
     osp_st_writer_free(wr);
     void *buf;
     size_t len;
-    cr_assert_eq(osp_file_read_all(in_dir("l.safetensors"), 1 << 20, &buf, &len), OSP_OK);
+    cr_assert_eq(osp_file_read_all(tmpdir_path("l.safetensors"), 1 << 20, &buf, &len), OSP_OK);
     const unsigned char *b = buf;
     uint64_t n = 0;
     for (int i = 0; i < 8; i++) n |= (uint64_t)b[i] << (8 * i);
@@ -146,10 +121,10 @@ Test(safetensors, layout_is_padded_and_consecutive) {
 
     /* An empty file is still a valid one. */
     wr = osp_st_writer_new();
-    cr_assert_eq(osp_st_writer_save(wr, in_dir("e.safetensors")), OSP_OK);
+    cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("e.safetensors")), OSP_OK);
     osp_st_writer_free(wr);
     osp_safetensors *st;
-    cr_assert_eq(osp_st_load(in_dir("e.safetensors"), &st), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_st_load(tmpdir_path("e.safetensors"), &st), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(osp_st_count(st), 0);
     cr_assert_eq(osp_st_meta_count(st), 0);
     osp_st_free(st);
@@ -252,11 +227,11 @@ Test(safetensors, every_truncation_is_refused) {
     osp_st_writer *wr = osp_st_writer_new();
     osp_st_writer_add(wr, "w", OSP_DTYPE_F32, &(osp_shape){2, {2, 2}}, w);
     osp_st_writer_meta(wr, "k", "v");
-    cr_assert_eq(osp_st_writer_save(wr, in_dir("t.safetensors")), OSP_OK);
+    cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("t.safetensors")), OSP_OK);
     osp_st_writer_free(wr);
     void *buf = NULL;
     size_t len = 0;
-    cr_assert_eq(osp_file_read_all(in_dir("t.safetensors"), 1 << 20, &buf, &len), OSP_OK);
+    cr_assert_eq(osp_file_read_all(tmpdir_path("t.safetensors"), 1 << 20, &buf, &len), OSP_OK);
     for (size_t k = 0; k < len; k++) {
         osp_safetensors *st;
         cr_assert_eq(osp_st_parse(buf, k, "cut", &st), OSP_EFORMAT, "length %zu", k);
@@ -278,11 +253,11 @@ Test(safetensors, writer_errors) {
     cr_assert_eq(osp_st_writer_add(wr, "d", (osp_dtype)9, &s, w), OSP_EINVAL);
     cr_assert_eq(osp_st_writer_add(wr, "neg", OSP_DTYPE_F32, &(osp_shape){1, {-1}}, w), OSP_ERANGE);
     cr_assert_eq(osp_st_writer_meta(wr, NULL, "v"), OSP_EINVAL);
-    cr_assert_eq(osp_st_writer_save(wr, in_dir("missing/x.safetensors")), OSP_ENOENT);
+    cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("missing/x.safetensors")), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "missing/x.safetensors"));
     osp_st_writer_free(wr);
     osp_safetensors *st;
-    cr_assert_eq(osp_st_load(in_dir("absent.safetensors"), &st), OSP_ENOENT);
+    cr_assert_eq(osp_st_load(tmpdir_path("absent.safetensors"), &st), OSP_ENOENT);
     cr_assert_null(st);
 }
 
@@ -298,7 +273,7 @@ Test(safetensors, python_reads_the_header) {
     osp_st_writer_add(wr, "b", OSP_DTYPE_I64, &(osp_shape){1, {2}}, big);
     osp_st_writer_meta(wr, "format", "osprey \"1\"\n");
     char path[512], cmd[2048];
-    strcpy(path, in_dir("py.safetensors"));
+    strcpy(path, tmpdir_path("py.safetensors"));
     cr_assert_eq(osp_st_writer_save(wr, path), OSP_OK);
     osp_st_writer_free(wr);
     snprintf(cmd, sizeof cmd,

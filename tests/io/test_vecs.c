@@ -9,39 +9,7 @@
 
 #include "osprey/io.h"
 
-static char dir[64];
-
-static void make_dir(void) {
-    strcpy(dir, "/tmp/osp-vecs-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static const char *in_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
-
-static void write_plain(const char *path, const void *buf, size_t len) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(buf, 1, len, f), len);
-    fclose(f);
-}
+#include "tmpdir.h"
 
 /* n records of dimension d with element (i, j) = i + j/8 (F32), i*1000 - j
  * (I32) or i*10 + j (U8). Returns the length. */
@@ -73,14 +41,14 @@ static void expect_refused(const unsigned char *buf, size_t len, osp_dtype t, in
     cr_assert_not_null(strstr(osp_last_error(), words), "'%s' lacks '%s'", osp_last_error(), words);
 }
 
-TestSuite(vecs, .init = make_dir, .fini = remove_dir);
+TestSuite(vecs, .init = tmpdir_make, .fini = tmpdir_remove);
 
 Test(vecs, reads_fvecs) {
     unsigned char buf[1024];
     size_t len = make_vecs(buf, 3, 5, OSP_DTYPE_F32);
-    write_plain(in_dir("x.fvecs"), buf, len);
+    tmpdir_write(tmpdir_path("x.fvecs"), buf, len);
     osp_array a;
-    cr_assert_eq(osp_vecs_read(in_dir("x.fvecs"), &a), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_vecs_read(tmpdir_path("x.fvecs"), &a), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(a.dtype, OSP_DTYPE_F32);
     cr_assert_eq(a.shape.ndim, 2);
     cr_assert_eq(a.shape.dim[0], 3);
@@ -94,17 +62,17 @@ Test(vecs, reads_fvecs) {
 Test(vecs, reads_ivecs_and_bvecs) {
     unsigned char buf[1024];
     size_t len = make_vecs(buf, 4, 2, OSP_DTYPE_I32);
-    write_plain(in_dir("gt.ivecs"), buf, len);
+    tmpdir_write(tmpdir_path("gt.ivecs"), buf, len);
     osp_array a;
-    cr_assert_eq(osp_vecs_read(in_dir("gt.ivecs"), &a), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_vecs_read(tmpdir_path("gt.ivecs"), &a), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(a.dtype, OSP_DTYPE_I32);
     cr_assert_eq(a.shape.dim[0], 4);
     cr_assert_eq(((int32_t *)a.data)[7], 3 * 1000 - 1);
     osp_array_free(&a);
 
     len = make_vecs(buf, 6, 7, OSP_DTYPE_U8);
-    write_plain(in_dir("b.bvecs"), buf, len);
-    cr_assert_eq(osp_vecs_read(in_dir("b.bvecs"), &a), OSP_OK, "%s", osp_last_error());
+    tmpdir_write(tmpdir_path("b.bvecs"), buf, len);
+    cr_assert_eq(osp_vecs_read(tmpdir_path("b.bvecs"), &a), OSP_OK, "%s", osp_last_error());
     cr_assert_eq(a.dtype, OSP_DTYPE_U8);
     cr_assert_eq(a.shape.dim[0], 6);
     cr_assert_eq(a.shape.dim[1], 7);
@@ -156,11 +124,11 @@ Test(vecs, every_truncation_is_refused) {
 
 Test(vecs, file_errors) {
     osp_array a;
-    cr_assert_eq(osp_vecs_read(in_dir("x.txt"), &a), OSP_EINVAL);
+    cr_assert_eq(osp_vecs_read(tmpdir_path("x.txt"), &a), OSP_EINVAL);
     cr_assert_not_null(strstr(osp_last_error(), "x.txt"));
-    cr_assert_eq(osp_vecs_read(in_dir("absent.fvecs"), &a), OSP_ENOENT);
+    cr_assert_eq(osp_vecs_read(tmpdir_path("absent.fvecs"), &a), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "absent.fvecs"));
-    write_plain(in_dir("empty.fvecs"), "", 0);
-    cr_assert_eq(osp_vecs_read(in_dir("empty.fvecs"), &a), OSP_EFORMAT);
+    tmpdir_write(tmpdir_path("empty.fvecs"), "", 0);
+    cr_assert_eq(osp_vecs_read(tmpdir_path("empty.fvecs"), &a), OSP_EFORMAT);
     cr_assert_not_null(strstr(osp_last_error(), "empty.fvecs"));
 }
