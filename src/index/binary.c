@@ -161,9 +161,7 @@ static int binary_load(osp_index *ix, const osp__reader *r) {
     if (rc) return rc;
     for (size_t s = 0; s < n; s++) {
         int64_t id = b->ids[s];
-        if (id < 0 || osp__idmap_get(&ix->map, id, NULL))
-            return osp_error(OSP_ECORRUPT, "%s: bad or repeated id %lld", r->name, (long long)id);
-        osp__idmap_put(&ix->map, id, s);
+        if ((rc = osp__idmap_put_loaded(&ix->map, id, s, r->name))) return rc;
     }
     return OSP_OK;
 }

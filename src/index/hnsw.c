@@ -842,9 +842,7 @@ static int hnsw_load(osp_index *ix, const osp__reader *r) {
                 return osp_error(OSP_ECORRUPT, "%s: free HNSW slot with links", r->name);
             continue;
         }
-        if (id < 0 || osp__idmap_get(&ix->map, id, NULL))
-            return osp_error(OSP_ECORRUPT, "%s: bad or repeated id %lld", r->name, (long long)id);
-        osp__idmap_put(&ix->map, id, s);
+        if ((rc = osp__idmap_put_loaded(&ix->map, id, s, r->name))) return rc;
         if (lv > top) top = lv;
         if (!lv) continue;
         size_t bytes = (size_t)lv * per_level;

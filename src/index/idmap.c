@@ -116,3 +116,10 @@ size_t osp__idmap_sample(const osp__idmap *m, int64_t *ids, size_t n) {
     }
     return got;
 }
+
+int osp__idmap_put_loaded(osp__idmap *m, int64_t id, uint64_t val, const char *name) {
+    if (id < 0 || osp__idmap_get(m, id, NULL))
+        return osp_error(OSP_ECORRUPT, "%s: bad or repeated id %lld", name, (long long)id);
+    osp__idmap_put(m, id, val);
+    return OSP_OK;
+}

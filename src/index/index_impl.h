@@ -35,6 +35,9 @@ int osp__idmap_get(const osp__idmap *m, int64_t id, uint64_t *val);
 void osp__idmap_put(osp__idmap *m, int64_t id, uint64_t val);
 /* 1 if it was there. */
 int osp__idmap_del(osp__idmap *m, int64_t id);
+/* For loaders: puts an id read from file `name`, refusing a negative or
+ * repeated one with OSP_ECORRUPT. Needs room: call reserve first. */
+int osp__idmap_put_loaded(osp__idmap *m, int64_t id, uint64_t val, const char *name);
 /* The i-th occupied entry of a deterministic sample, used to estimate filter
  * selectivity: fills up to n ids, returns how many. */
 size_t osp__idmap_sample(const osp__idmap *m, int64_t *ids, size_t n);

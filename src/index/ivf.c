@@ -210,9 +210,7 @@ int osp__ivf_load(osp__ivf *v, osp_index *ix, const osp__reader *r) {
         ip += sz[i];
         for (uint32_t j = 0; j < l->n; j++) {
             int64_t id = l->ids[j];
-            if (id < 0 || osp__idmap_get(&ix->map, id, NULL))
-                return osp_error(OSP_ECORRUPT, "%s: bad or repeated id %lld", r->name, (long long)id);
-            osp__idmap_put(&ix->map, id, OSP__IVF_LOC(i, j));
+            if ((rc = osp__idmap_put_loaded(&ix->map, id, OSP__IVF_LOC(i, j), r->name))) return rc;
         }
     }
     return OSP_OK;

@@ -453,12 +453,10 @@ static int lsh_load(osp_index *ix, const osp__reader *r) {
             n_free++;
             continue;
         }
-        if (id < 0 || osp__idmap_get(&ix->map, id, NULL))
-            return osp_error(OSP_ECORRUPT, "%s: bad or repeated id %lld", r->name, (long long)id);
         for (size_t t = 0; t < T; t++)
             if (h->keys[s * T + t] >> h->nbits)
                 return osp_error(OSP_ECORRUPT, "%s: hash key past %d bits", r->name, h->nbits);
-        osp__idmap_put(&ix->map, id, s);
+        if ((rc = osp__idmap_put_loaded(&ix->map, id, s, r->name))) return rc;
     }
     h->free_slots = osp_alloc((n_free ? n_free : 1) * sizeof *h->free_slots);
     if (!h->free_slots) return OSP_ENOMEM;
