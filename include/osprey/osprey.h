@@ -11,6 +11,7 @@
 #include "osprey/io.h"
 #include "osprey/kernels.h"
 #include "osprey/model.h"
+#include "osprey/onnx.h"
 #include "osprey/nn.h"
 #include "osprey/optim.h"
 #include "osprey/train.h"
