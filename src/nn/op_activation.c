@@ -4,6 +4,7 @@
  * Each layer type is an act_op: the osp_op followed by the activation it
  * applies, so the op itself says what to compute and only [leakyrelu] needs
  * attrs (its slope). */
+#include "attrs.h"
 #include "op_fuse.h"
 #include "osprey/nn.h"
 
@@ -11,12 +12,6 @@ typedef struct act_op {
     osp_op op; /* first: a node's op pointer is also its act_op's */
     osp_activation act;
 } act_op;
-
-typedef struct leaky_attrs {
-    float alpha; /* slope for x < 0 */
-} leaky_attrs;
-
-#define LEAKY_DEFAULT_ALPHA 0.01f
 
 static const act_op *act_of(const osp_node *n) { return (const act_op *)(const void *)n->op; }
 

@@ -3,13 +3,9 @@
  * on sequences: over N*L) or C (BatchNorm1d: over N); output the same shape.
  * Parameters weight, bias (C, trained) and running_mean, running_var (C,
  * buffers), named as PyTorch names them. */
+#include "attrs.h"
 #include "op_fuse.h"
 #include "osprey/nn.h"
-
-typedef struct bn_attrs {
-    float eps;      /* added to the variance */
-    float momentum; /* running = (1 - momentum) * running + momentum * batch */
-} bn_attrs;
 
 /* PyTorch's defaults, for nodes built without a spec section. */
 static const bn_attrs bn_defaults = {1e-5f, 0.1f};

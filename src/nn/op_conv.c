@@ -13,20 +13,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "attrs.h"
 #include "op_fuse.h"
 #include "osprey/nn.h"
-
-typedef struct conv_attrs {
-    int filters;
-    int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-    int groups;
-    int bias;
-    /* inference fusion, set by conv_fuse */
-    int folded_bn;     /* 1: forward uses folded (w', b') */
-    int act;           /* an osp_activation applied in the epilogue */
-    float act_alpha;
-    float *folded;     /* K x R weights then K biases; NULL until needed */
-} conv_attrs;
 
 /* Per-sample tensors larger than this would overflow the int sizes the
  * kernels pass to BLAS. */

@@ -1,13 +1,8 @@
 /* [l2norm]: each sample's whole vector divided by its L2 norm (at least
  * eps), e.g. to turn features into unit embeddings for cosine search. As
  * torch.nn.functional.normalize(x.flatten(1), dim=1, eps=eps). */
+#include "attrs.h"
 #include "osprey/nn.h"
-
-typedef struct l2norm_attrs {
-    float eps; /* lower bound of the divisor */
-} l2norm_attrs;
-
-#define L2NORM_DEFAULT_EPS 1e-12f
 
 static float eps_of(const osp_node *n) {
     return n->attrs ? ((const l2norm_attrs *)n->attrs)->eps : L2NORM_DEFAULT_EPS;

@@ -9,16 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "attrs.h"
 #include "osprey/nn.h"
-
-typedef enum pool_kind { POOL_MAX, POOL_AVG, POOL_GLOBAL_AVG } pool_kind;
-
-typedef struct pool_attrs {
-    pool_kind kind;
-    int kh, kw, stride_h, stride_w, pad_h, pad_w;
-    int ceil;
-    int exclude_pad;
-} pool_attrs;
 
 static int read_pair(osp_spec_section *s, const char *key, int def_h, int def_w, int min, int max,
                      int *h, int *w) {

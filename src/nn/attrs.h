@@ -1,0 +1,53 @@
+/* The attributes of the layers whose spec keys are not visible in their
+ * shapes and parameters (a convolution's stride, a pool's window), as their
+ * ops store them in osp_node.attrs. Readers outside src/nn (the ONNX
+ * exporter) include this; only the owning op file writes them. A node built
+ * without a spec section may have attrs == NULL: its op then uses the
+ * defaults given here. */
+#ifndef OSPREY_NN_ATTRS_H
+#define OSPREY_NN_ATTRS_H
+
+/* [conv] (op_conv.c) */
+typedef struct conv_attrs {
+    int filters;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+    int groups;
+    int bias;
+    /* inference fusion, set by conv_fuse */
+    int folded_bn;     /* 1: forward uses folded (w', b') */
+    int act;           /* an osp_activation applied in the epilogue */
+    float act_alpha;
+    float *folded;     /* K x R weights then K biases; NULL until needed */
+} conv_attrs;
+
+/* [maxpool], [avgpool], [globalavgpool] (op_pool.c) */
+typedef enum pool_kind { POOL_MAX, POOL_AVG, POOL_GLOBAL_AVG } pool_kind;
+
+typedef struct pool_attrs {
+    pool_kind kind;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w;
+    int ceil;
+    int exclude_pad;
+} pool_attrs;
+
+/* [leakyrelu] (op_activation.c) */
+typedef struct leaky_attrs {
+    float alpha; /* slope for x < 0 */
+} leaky_attrs;
+
+#define LEAKY_DEFAULT_ALPHA 0.01f
+
+/* [batchnorm] (op_batchnorm.c; NULL attrs: eps 1e-5, momentum 0.1) */
+typedef struct bn_attrs {
+    float eps;      /* added to the variance */
+    float momentum; /* running = (1 - momentum) * running + momentum * batch */
+} bn_attrs;
+
+/* [l2norm] (op_l2norm.c) */
+typedef struct l2norm_attrs {
+    float eps; /* lower bound of the divisor */
+} l2norm_attrs;
+
+#define L2NORM_DEFAULT_EPS 1e-12f
+
+#endif
