@@ -1,0 +1,688 @@
+/* ONNX export: an osprey network as an ONNX ModelProto (opset 13), packed
+ * with the protobuf-c code generated from Debian's onnx.proto.
+ *
+ * The graph's input is "input" (batch x the network's input shape, the
+ * batch a symbolic dimension "batch"), its output "output" (the last
+ * layer's). Every layer becomes one ONNX node named after the layer whose
+ * output value has the layer's name, or a short chain of nodes when ONNX
+ * has no single operator for it (a [swish] is Sigmoid then Mul); the helper
+ * values of a chain are named "<layer>/<what>", which no layer name can be
+ * ('/' is not allowed in names). Parameters are initializers under their
+ * osprey names ("conv1.weight"), float32 little-endian raw data. The input
+ * normalisation and the label names go into metadata_props as JSON
+ * ("osprey.mean", "osprey.std", "osprey.labels"): they are informational,
+ * as the graph takes the normalised input, as osprey's does. */
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/attrs.h"
+#include "onnx.pb-c.h"
+#include "osprey/onnx.h"
+#include "osprey/osprey.h"
+
+#define EXPORT_OPSET 13
+#define EXPORT_IR_VERSION 7
+#define NODE_MAX_ATTRS 8
+/* ONNX nodes and initializers one layer may add, at most (an 8-input
+ * [add] is 7 Adds; a [relu6] adds 2 constants to nothing else). */
+#define LAYER_MAX_NODES 8
+#define LAYER_MAX_INITS (OSP_MAX_NODE_PARAMS + 2)
+
+/* Everything the model's messages point to is allocated here and freed at
+ * once when the model has been packed. */
+typedef struct exporter {
+    const osp_net *net;
+    osp_graph *g;
+    void **allocs;
+    size_t n_allocs, cap_allocs;
+    int oom;
+
+    Onnx__GraphProto *graph;
+    size_t cap_nodes, cap_inits, cap_infos;
+    char **values; /* per graph node: the ONNX value holding its output */
+} exporter;
+
+static void *ex_alloc(exporter *e, size_t n, size_t size) {
+    if (e->oom) return NULL;
+    if (e->n_allocs == e->cap_allocs) {
+        size_t cap = e->cap_allocs ? 2 * e->cap_allocs : 256;
+        void **grown = realloc(e->allocs, cap * sizeof *grown);
+        if (!grown) {
+            e->oom = 1;
+            return NULL;
+        }
+        e->allocs = grown;
+        e->cap_allocs = cap;
+    }
+    void *p = osp_calloc(n ? n : 1, size);
+    if (!p) {
+        e->oom = 1;
+        return NULL;
+    }
+    e->allocs[e->n_allocs++] = p;
+    return p;
+}
+
+static void ex_free_all(exporter *e) {
+    for (size_t i = 0; i < e->n_allocs; i++) osp_free(e->allocs[i]);
+    free(e->allocs);
+    e->allocs = NULL;
+    e->n_allocs = e->cap_allocs = 0;
+}
+
+static char *ex_printf(exporter *e, const char *fmt, ...) OSP_PRINTF(2, 3);
+static char *ex_printf(exporter *e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0) {
+        e->oom = 1;
+        return NULL;
+    }
+    char *s = ex_alloc(e, (size_t)len + 1, 1);
+    if (!s) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* ---- building messages ----------------------------------------------------- */
+
+static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *name, int n_in,
+                                 char *const *in, char *out) {
+    Onnx__GraphProto *gp = e->graph;
+    Onnx__NodeProto *n = ex_alloc(e, 1, sizeof *n);
+    char **inputs = ex_alloc(e, (size_t)n_in, sizeof *inputs);
+    char **outputs = ex_alloc(e, 1, sizeof *outputs);
+    Onnx__AttributeProto **attrs = ex_alloc(e, NODE_MAX_ATTRS, sizeof *attrs);
+    char *op = ex_printf(e, "%s", op_type), *nm = ex_printf(e, "%s", name);
+    if (!n || !inputs || !outputs || !attrs || !op || !nm) return NULL;
+    /* The node arrays are sized for the network up front (LAYER_MAX_NODES
+     * per layer). */
+    if (gp->n_node == e->cap_nodes) {
+        e->oom = 1;
+        return NULL;
+    }
+    onnx__node_proto__init(n);
+    for (int i = 0; i < n_in; i++) inputs[i] = in[i];
+    outputs[0] = out;
+    n->n_input = (size_t)n_in;
+    n->input = inputs;
+    n->n_output = 1;
+    n->output = outputs;
+    n->name = nm;
+    n->op_type = op;
+    n->attribute = attrs;
+    gp->node[gp->n_node++] = n;
+    return n;
+}
+
+static Onnx__AttributeProto *add_attr(exporter *e, Onnx__NodeProto *n, const char *name,
+                                      Onnx__AttributeProto__AttributeType type) {
+    if (!n) return NULL;
+    Onnx__AttributeProto *a = ex_alloc(e, 1, sizeof *a);
+    char *nm = ex_printf(e, "%s", name);
+    if (!a || !nm) return NULL;
+    if (n->n_attribute == NODE_MAX_ATTRS) {
+        e->oom = 1;
+        return NULL;
+    }
+    onnx__attribute_proto__init(a);
+    a->name = nm;
+    a->has_type = 1;
+    a->type = type;
+    n->attribute[n->n_attribute++] = a;
+    return a;
+}
+
+static void attr_int(exporter *e, Onnx__NodeProto *n, const char *name, int64_t v) {
+    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    if (!a) return;
+    a->has_i = 1;
+    a->i = v;
+}
+
+static void attr_float(exporter *e, Onnx__NodeProto *n, const char *name, float v) {
+    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    if (!a) return;
+    a->has_f = 1;
+    a->f = v;
+}
+
+static void attr_ints(exporter *e, Onnx__NodeProto *n, const char *name, int count, ...) {
+    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    int64_t *v = ex_alloc(e, (size_t)count, sizeof *v);
+    if (!a || !v) return;
+    va_list ap;
+    va_start(ap, count);
+    for (int i = 0; i < count; i++) v[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    a->n_ints = (size_t)count;
+    a->ints = v;
+}
+
+/* An initializer of float32 or int64 values, copied as little-endian raw
+ * data (elem_size 4 or 8). */
+static char *add_init(exporter *e, const char *name, int32_t type, const int64_t *dims, int ndim,
+                      const void *data, size_t elem_size) {
+    Onnx__GraphProto *gp = e->graph;
+    Onnx__TensorProto *t = ex_alloc(e, 1, sizeof *t);
+    int64_t *d = ex_alloc(e, (size_t)ndim, sizeof *d);
+    char *nm = ex_printf(e, "%s", name);
+    if (!t || !d || !nm) return NULL;
+    if (gp->n_initializer == e->cap_inits) {
+        e->oom = 1;
+        return NULL;
+    }
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        d[i] = dims[i];
+        numel *= (size_t)dims[i];
+    }
+    onnx__tensor_proto__init(t);
+    t->name = nm;
+    t->n_dims = (size_t)ndim;
+    t->dims = d;
+    t->has_data_type = 1;
+    t->data_type = type;
+    t->has_raw_data = 1;
+    t->raw_data.len = numel * elem_size;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    uint8_t *le = ex_alloc(e, numel, elem_size);
+    if (!le) return NULL;
+    const uint8_t *src = data;
+    for (size_t i = 0; i < numel; i++)
+        for (size_t b = 0; b < elem_size; b++)
+            le[i * elem_size + b] = src[i * elem_size + elem_size - 1 - b];
+    t->raw_data.data = le;
+#else
+    /* Borrowed: the weights outlive the packing. */
+    t->raw_data.data = (uint8_t *)(uintptr_t)data;
+#endif
+    gp->initializer[gp->n_initializer++] = t;
+    return nm;
+}
+
+static char *init_f32(exporter *e, const char *name, const int64_t *dims, int ndim,
+                      const float *data) {
+    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndim, data, sizeof(float));
+}
+
+/* A scalar float constant (the data is copied into the arena). */
+static char *init_scalar(exporter *e, const char *name, float v) {
+    float *p = ex_alloc(e, 1, sizeof *p);
+    if (!p) return NULL;
+    *p = v;
+    return init_f32(e, name, NULL, 0, p);
+}
+
+/* The int64 shape [0, dims of s...] for Reshape: 0 keeps the batch. */
+static char *init_shape(exporter *e, const char *name, const osp_shape *s) {
+    int64_t *v = ex_alloc(e, (size_t)s->ndim + 1, sizeof *v);
+    if (!v) return NULL;
+    v[0] = 0;
+    for (int i = 0; i < s->ndim; i++) v[i + 1] = s->dim[i];
+    int64_t len = s->ndim + 1;
+    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v, sizeof(int64_t));
+}
+
+/* A float tensor value of shape [batch, per-sample shape]. */
+static Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_shape *s) {
+    Onnx__ValueInfoProto *vi = ex_alloc(e, 1, sizeof *vi);
+    Onnx__TypeProto *tp = ex_alloc(e, 1, sizeof *tp);
+    Onnx__TypeProto__Tensor *tt = ex_alloc(e, 1, sizeof *tt);
+    Onnx__TensorShapeProto *sp = ex_alloc(e, 1, sizeof *sp);
+    Onnx__TensorShapeProto__Dimension **dims = ex_alloc(e, (size_t)s->ndim + 1, sizeof *dims);
+    if (!vi || !tp || !tt || !sp || !dims) return NULL;
+    for (int i = 0; i <= s->ndim; i++) {
+        Onnx__TensorShapeProto__Dimension *d = ex_alloc(e, 1, sizeof *d);
+        if (!d) return NULL;
+        onnx__tensor_shape_proto__dimension__init(d);
+        if (i == 0) {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            d->dim_param = "batch";
+        } else {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            d->dim_value = s->dim[i - 1];
+        }
+        dims[i] = d;
+    }
+    onnx__tensor_shape_proto__init(sp);
+    sp->n_dim = (size_t)s->ndim + 1;
+    sp->dim = dims;
+    onnx__type_proto__tensor__init(tt);
+    tt->has_elem_type = 1;
+    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tt->shape = sp;
+    onnx__type_proto__init(tp);
+    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    tp->tensor_type = tt;
+    onnx__value_info_proto__init(vi);
+    vi->name = name;
+    vi->type = tp;
+    return vi;
+}
+
+/* ---- layers -------------------------------------------------------------- */
+
+/* Initializers for every parameter of the layer; names[i] gets parameter
+ * i's. */
+static void param_inits(exporter *e, const osp_node *n, char **names) {
+    for (int i = 0; i < n->n_params; i++) {
+        const osp_param *p = osp_graph_param(e->g, n->params[i]);
+        names[i] = init_f32(e, p->name, p->shape.dim, p->shape.ndim,
+                            osp_graph_param_data(e->g, n->params[i]));
+    }
+}
+
+/* The param of n whose name ends in ".what", or -1. */
+static int param_index(exporter *e, const osp_node *n, const char *what) {
+    for (int i = 0; i < n->n_params; i++) {
+        const char *name = osp_graph_param(e->g, n->params[i])->name;
+        size_t len = strlen(name), wl = strlen(what);
+        if (len > wl && name[len - wl - 1] == '.' && !strcmp(name + len - wl, what)) return i;
+    }
+    return -1;
+}
+
+static int need_attrs(const osp_node *n) {
+    if (n->attrs) return OSP_OK;
+    return osp_error(OSP_EINVAL, "layer '%s' ([%s]) has no attributes to export", n->name,
+                     n->op->name);
+}
+
+static int export_conv(exporter *e, const osp_node *n, char **in, char *out) {
+    int rc = need_attrs(n);
+    if (rc) return rc;
+    const conv_attrs *a = n->attrs;
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    param_inits(e, n, p);
+    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
+    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
+    char *args[3] = {in[0], p[w], b >= 0 ? p[b] : NULL};
+    Onnx__NodeProto *c = add_node(e, "Conv", n->name, b >= 0 ? 3 : 2, args, out);
+    attr_ints(e, c, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
+    attr_ints(e, c, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
+    attr_ints(e, c, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
+              (int64_t)a->pad_w);
+    attr_ints(e, c, "dilations", 2, (int64_t)a->dil_h, (int64_t)a->dil_w);
+    attr_int(e, c, "group", a->groups);
+    return OSP_OK;
+}
+
+static int export_pool(exporter *e, const osp_node *n, char **in, char *out) {
+    int rc = need_attrs(n);
+    if (rc) return rc;
+    const pool_attrs *a = n->attrs;
+    if (a->kind == POOL_GLOBAL_AVG) {
+        add_node(e, "GlobalAveragePool", n->name, 1, in, out);
+        return OSP_OK;
+    }
+    Onnx__NodeProto *p = add_node(e, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name, 1,
+                                  in, out);
+    attr_ints(e, p, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
+    attr_ints(e, p, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
+    attr_ints(e, p, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
+              (int64_t)a->pad_w);
+    attr_int(e, p, "ceil_mode", a->ceil);
+    if (a->kind == POOL_AVG) attr_int(e, p, "count_include_pad", !a->exclude_pad);
+    return OSP_OK;
+}
+
+/* The input as [batch, D]: the value itself when it is 1-D per sample,
+ * else a Flatten "<layer>/flat". */
+static char *flat_input(exporter *e, const osp_node *n, char *in) {
+    const osp_node *src = osp_graph_node_const(e->g, n->inputs[0]);
+    if (src->shape.ndim == 1) return in;
+    char *flat = ex_printf(e, "%s/flat", n->name);
+    attr_int(e, add_node(e, "Flatten", flat, 1, &in, flat), "axis", 1);
+    return flat;
+}
+
+static int export_fc(exporter *e, const osp_node *n, char **in, char *out) {
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    param_inits(e, n, p);
+    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
+    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
+    char *args[3] = {flat_input(e, n, in[0]), p[w], b >= 0 ? p[b] : NULL};
+    attr_int(e, add_node(e, "Gemm", n->name, b >= 0 ? 3 : 2, args, out), "transB", 1);
+    return OSP_OK;
+}
+
+static int export_batchnorm(exporter *e, const osp_node *n, char **in, char *out) {
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    param_inits(e, n, p);
+    int idx[4] = {param_index(e, n, "weight"), param_index(e, n, "bias"),
+                  param_index(e, n, "running_mean"), param_index(e, n, "running_var")};
+    for (int i = 0; i < 4; i++)
+        if (idx[i] < 0) return osp_error(OSP_EINVAL, "layer '%s' lacks a batch norm parameter", n->name);
+    /* NULL attrs: op_batchnorm.c's defaults (PyTorch's). */
+    const bn_attrs *a = n->attrs;
+    float eps = a ? a->eps : 1e-5f, momentum = a ? a->momentum : 0.1f;
+    char *args[5] = {in[0], p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
+    Onnx__NodeProto *bn = add_node(e, "BatchNormalization", n->name, 5, args, out);
+    attr_float(e, bn, "epsilon", eps);
+    /* ONNX weighs the running value by momentum, osprey (as PyTorch) the batch. */
+    attr_float(e, bn, "momentum", 1.0f - momentum);
+    return OSP_OK;
+}
+
+static int export_add(exporter *e, const osp_node *n, char **in, char *out) {
+    /* ((a + b) + c) + ...: the order osprey sums in. */
+    char *acc = in[0];
+    for (int i = 1; i < n->n_inputs; i++) {
+        int last = i == n->n_inputs - 1;
+        char *dst = last ? out : ex_printf(e, "%s/sum%d", n->name, i);
+        char *name = last ? (char *)n->name : dst;
+        char *args[2] = {acc, in[i]};
+        add_node(e, "Add", name, 2, args, dst);
+        acc = dst;
+    }
+    return OSP_OK;
+}
+
+/* Softmax over each sample's values, all of them. */
+static int export_softmax(exporter *e, const osp_node *n, char **in, char *out) {
+    if (n->shape.ndim == 1) {
+        attr_int(e, add_node(e, "Softmax", n->name, 1, in, out), "axis", 1);
+        return OSP_OK;
+    }
+    char *flat = flat_input(e, n, in[0]);
+    char *soft = ex_printf(e, "%s/softmax", n->name);
+    attr_int(e, add_node(e, "Softmax", soft, 1, &flat, soft), "axis", 1);
+    char *args[2] = {soft, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
+    add_node(e, "Reshape", n->name, 2, args, out);
+    return OSP_OK;
+}
+
+/* y = x / max(||x||, eps) over each sample's values, all of them. */
+static int export_l2norm(exporter *e, const osp_node *n, char **in, char *out) {
+    const l2norm_attrs *a = n->attrs;
+    float eps = a ? a->eps : L2NORM_DEFAULT_EPS;
+    char *flat = flat_input(e, n, in[0]);
+    char *norm = ex_printf(e, "%s/norm", n->name);
+    Onnx__NodeProto *r = add_node(e, "ReduceL2", norm, 1, &flat, norm);
+    attr_ints(e, r, "axes", 1, (int64_t)1);
+    attr_int(e, r, "keepdims", 1);
+    char *clamped = ex_printf(e, "%s/clamped", n->name);
+    char *max_args[2] = {norm, init_scalar(e, ex_printf(e, "%s/eps", n->name), eps)};
+    add_node(e, "Max", clamped, 2, max_args, clamped);
+    char *div_args[2] = {flat, clamped};
+    if (n->shape.ndim == 1) {
+        add_node(e, "Div", n->name, 2, div_args, out);
+        return OSP_OK;
+    }
+    char *quot = ex_printf(e, "%s/div", n->name);
+    add_node(e, "Div", quot, 2, div_args, quot);
+    char *args[2] = {quot, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
+    add_node(e, "Reshape", n->name, 2, args, out);
+    return OSP_OK;
+}
+
+static int export_activation(exporter *e, const osp_node *n, char **in, char *out) {
+    const char *t = n->op->name;
+    if (!strcmp(t, "relu")) {
+        add_node(e, "Relu", n->name, 1, in, out);
+    } else if (!strcmp(t, "leakyrelu")) {
+        const leaky_attrs *a = n->attrs;
+        attr_float(e, add_node(e, "LeakyRelu", n->name, 1, in, out), "alpha",
+                   a ? a->alpha : LEAKY_DEFAULT_ALPHA);
+    } else if (!strcmp(t, "relu6")) {
+        char *args[3] = {in[0], init_scalar(e, ex_printf(e, "%s/min", n->name), 0.0f),
+                         init_scalar(e, ex_printf(e, "%s/max", n->name), 6.0f)};
+        add_node(e, "Clip", n->name, 3, args, out);
+    } else if (!strcmp(t, "sigmoid")) {
+        add_node(e, "Sigmoid", n->name, 1, in, out);
+    } else if (!strcmp(t, "tanh")) {
+        add_node(e, "Tanh", n->name, 1, in, out);
+    } else if (!strcmp(t, "swish")) {
+        char *sig = ex_printf(e, "%s/sigmoid", n->name);
+        add_node(e, "Sigmoid", sig, 1, in, sig);
+        char *args[2] = {in[0], sig};
+        add_node(e, "Mul", n->name, 2, args, out);
+    } else {
+        return 1; /* not an activation */
+    }
+    return OSP_OK;
+}
+
+static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {
+    const char *t = n->op->name;
+    int rc = export_activation(e, n, in, out);
+    if (rc <= 0) return rc;
+    if (!strcmp(t, "conv")) return export_conv(e, n, in, out);
+    if (!strcmp(t, "maxpool") || !strcmp(t, "avgpool") || !strcmp(t, "globalavgpool"))
+        return export_pool(e, n, in, out);
+    if (!strcmp(t, "fc")) return export_fc(e, n, in, out);
+    if (!strcmp(t, "batchnorm")) return export_batchnorm(e, n, in, out);
+    if (!strcmp(t, "add")) return export_add(e, n, in, out);
+    if (!strcmp(t, "softmax")) return export_softmax(e, n, in, out);
+    if (!strcmp(t, "l2norm")) return export_l2norm(e, n, in, out);
+    if (!strcmp(t, "dropout")) {
+        add_node(e, "Identity", n->name, 1, in, out); /* inference: the identity */
+        return OSP_OK;
+    }
+    if (!strcmp(t, "concat")) {
+        attr_int(e, add_node(e, "Concat", n->name, n->n_inputs, in, out), "axis", 1);
+        return OSP_OK;
+    }
+    if (!strcmp(t, "flatten")) {
+        attr_int(e, add_node(e, "Flatten", n->name, 1, in, out), "axis", 1);
+        return OSP_OK;
+    }
+    if (!strcmp(t, "reshape")) {
+        char *args[2] = {in[0], init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
+        add_node(e, "Reshape", n->name, 2, args, out);
+        return OSP_OK;
+    }
+    return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers", n->name, t);
+}
+
+/* ---- the model ------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every value name (node outputs, initializers, the input) must be unique:
+ * a layer named like a parameter ("conv1.weight") would clash. */
+static int check_unique(exporter *e) {
+    const Onnx__GraphProto *gp = e->graph;
+    size_t n = gp->n_node + gp->n_initializer + 1, k = 0;
+    char **names = malloc(n * sizeof *names);
+    if (!names) return OSP_ENOMEM;
+    names[k++] = gp->input[0]->name;
+    for (size_t i = 0; i < gp->n_node; i++) names[k++] = gp->node[i]->output[0];
+    for (size_t i = 0; i < gp->n_initializer; i++) names[k++] = gp->initializer[i]->name;
+    qsort(names, k, sizeof *names, cmp_str);
+    int rc = OSP_OK;
+    for (size_t i = 1; i < k; i++)
+        if (!strcmp(names[i - 1], names[i])) {
+            rc = osp_error(OSP_EINVAL,
+                           "ONNX export: the name '%s' is used twice (a layer named like a "
+                           "parameter or like the graph's input or output); rename the layer",
+                           names[i]);
+            break;
+        }
+    free(names);
+    return rc;
+}
+
+static Onnx__StringStringEntryProto *meta(exporter *e, const char *key, char *json) {
+    Onnx__StringStringEntryProto *p = ex_alloc(e, 1, sizeof *p);
+    char *k = ex_printf(e, "%s", key), *v = json ? ex_printf(e, "%s", json) : NULL;
+    free(json);
+    if (!p || !k || !v) {
+        e->oom = 1;
+        return NULL;
+    }
+    onnx__string_string_entry_proto__init(p);
+    p->key = k;
+    p->value = v;
+    return p;
+}
+
+/* A JSON array of floats, each in the fewest digits that read back as the
+ * same float ("[0.1307]", not 0.1307000070810318). */
+static char *json_floats(const float *v, int n) {
+    size_t cap = 2 + (size_t)n * 24, used = 0;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    s[used++] = '[';
+    for (int i = 0; i < n; i++) {
+        char num[20];
+        for (int digits = 6; digits <= 9; digits++) {
+            snprintf(num, sizeof num, "%.*g", digits, (double)v[i]);
+            if (strtof(num, NULL) == v[i]) break;
+        }
+        used += (size_t)snprintf(s + used, cap - used, "%s%s", i ? "," : "", num);
+    }
+    snprintf(s + used, cap - used, "]");
+    return s;
+}
+
+static char *json_labels(const osp_net *net) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && net->labels && i < net->n_classes; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(net->labels[i]));
+    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+    cJSON_Delete(a);
+    return s;
+}
+
+/* Builds the model in e; its messages live in e's arena. */
+static int build(exporter *e, Onnx__ModelProto *m) {
+    const osp_net *net = e->net;
+    osp_graph *g = e->g;
+    const int nn = osp_graph_node_count(g);
+    if (nn < 2) return osp_error(OSP_EINVAL, "ONNX export: the network has no layers");
+    if (!osp_graph_weights(g, NULL)) return osp_error(OSP_ESTATE, "ONNX export: weights not initialised");
+
+    Onnx__GraphProto *gp = ex_alloc(e, 1, sizeof *gp);
+    e->graph = gp;
+    if (!gp) return OSP_ENOMEM;
+    onnx__graph_proto__init(gp);
+    gp->name = "osprey";
+    e->cap_nodes = (size_t)nn * LAYER_MAX_NODES;
+    e->cap_inits = (size_t)nn * LAYER_MAX_INITS;
+    gp->node = ex_alloc(e, e->cap_nodes, sizeof *gp->node);
+    gp->initializer = ex_alloc(e, e->cap_inits, sizeof *gp->initializer);
+    gp->input = ex_alloc(e, 1, sizeof *gp->input);
+    gp->output = ex_alloc(e, 1, sizeof *gp->output);
+    gp->value_info = ex_alloc(e, (size_t)nn, sizeof *gp->value_info);
+    e->values = ex_alloc(e, (size_t)nn, sizeof *e->values);
+    if (e->oom) return OSP_ENOMEM;
+
+    e->values[0] = "input";
+    gp->input[0] = value_info(e, e->values[0], &net->input);
+    gp->n_input = 1;
+    for (int id = 1; id < nn && !e->oom; id++) {
+        const osp_node *n = osp_graph_node_const(g, id);
+        if (!n->op) return osp_error(OSP_EINVAL, "ONNX export: node %d has no op", id);
+        e->values[id] = id == nn - 1 ? "output" : ex_printf(e, "%s", n->name);
+        char *in[OSP_MAX_INPUTS];
+        for (int i = 0; i < n->n_inputs; i++) in[i] = e->values[n->inputs[i]];
+        int rc = export_layer(e, n, in, e->values[id]);
+        if (rc) return rc;
+        if (id < nn - 1) {
+            Onnx__ValueInfoProto *vi = value_info(e, e->values[id], &n->shape);
+            if (vi) gp->value_info[gp->n_value_info++] = vi;
+        }
+    }
+    if (e->oom) return OSP_ENOMEM;
+    gp->output[0] = value_info(e, e->values[nn - 1], &osp_graph_node_const(g, nn - 1)->shape);
+    gp->n_output = 1;
+    if (e->oom) return OSP_ENOMEM;
+    int rc = check_unique(e);
+    if (rc) return rc;
+
+    Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
+    Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
+    Onnx__StringStringEntryProto **props = ex_alloc(e, 3, sizeof *props);
+    if (e->oom) return OSP_ENOMEM;
+    onnx__operator_set_id_proto__init(opset);
+    opset->domain = "";
+    opset->has_version = 1;
+    opset->version = EXPORT_OPSET;
+    opsets[0] = opset;
+
+    int channels = net->input.ndim == 3 ? (int)net->input.dim[0] : 1;
+    if (channels > OSP_MAX_CHANNELS) channels = 1; /* then one value serves all */
+    props[0] = meta(e, "osprey.mean", json_floats(net->mean, channels));
+    props[1] = meta(e, "osprey.std", json_floats(net->std, channels));
+    props[2] = meta(e, "osprey.labels", json_labels(net));
+    if (e->oom) return OSP_ENOMEM;
+
+    onnx__model_proto__init(m);
+    m->has_ir_version = 1;
+    m->ir_version = EXPORT_IR_VERSION;
+    m->n_opset_import = 1;
+    m->opset_import = opsets;
+    m->producer_name = "osprey";
+    m->producer_version = OSP_VERSION_STRING;
+    m->doc_string = "Exported by osprey. The input is normalised ((x - mean) / std per channel, "
+                    "metadata osprey.mean and osprey.std) before it enters the graph.";
+    m->graph = gp;
+    m->n_metadata_props = 3;
+    m->metadata_props = props;
+    return OSP_OK;
+}
+
+int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    if (!net || !net->graph) return osp_error(OSP_EINVAL, "ONNX export: no network");
+    exporter e = {.net = net, .g = net->graph};
+    Onnx__ModelProto m;
+    int rc = build(&e, &m);
+    if (!rc && e.oom) rc = OSP_ENOMEM;
+    if (rc == OSP_ENOMEM) osp_error(OSP_ENOMEM, "ONNX export: out of memory");
+    if (!rc) {
+        size_t len = onnx__model_proto__get_packed_size(&m);
+        /* protobuf's own limit: a message over 2 GiB cannot be read back. */
+        if (len > ((size_t)1 << 31) - 1) {
+            rc = osp_error(OSP_ERANGE, "ONNX export: the model is %zu bytes, over protobuf's 2 GiB",
+                           len);
+        } else {
+            uint8_t *buf = osp_alloc(len ? len : 1);
+            if (!buf) {
+                rc = osp_error(OSP_ENOMEM, "ONNX export: out of memory for %zu bytes", len);
+            } else {
+                size_t packed = onnx__model_proto__pack(&m, buf);
+                if (packed != len) {
+                    osp_free(buf);
+                    rc = osp_error(OSP_EIO, "ONNX export: packed %zu bytes of %zu", packed, len);
+                } else {
+                    *data = buf;
+                    *size = len;
+                }
+            }
+        }
+    }
+    ex_free_all(&e);
+    return rc;
+}
+
+int osp_onnx_export(const osp_net *net, const char *path) {
+    void *buf;
+    size_t len;
+    int rc = osp_onnx_export_buffer(net, &buf, &len);
+    if (rc) return rc;
+    osp_atomic_file f;
+    if ((rc = osp_atomic_open(&f, path))) {
+        osp_free(buf);
+        return rc;
+    }
+    if ((rc = osp_atomic_write(&f, buf, len))) {
+        osp_atomic_abort(&f);
+        osp_free(buf);
+        return rc;
+    }
+    osp_free(buf);
+    return osp_atomic_commit(&f);
+}
