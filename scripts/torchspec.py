@@ -2,7 +2,9 @@
 the same layer names, so that osprey and PyTorch run the same network with the
 same weights: the golden tests compare them, the benchmarks race them.
 
-Only the layer types used by the golden and benchmark networks are mapped."""
+Every layer type of docs/netspec.md is mapped. A [constant] is a submodule
+holding the buffer `value`, so its state-dict key is `<name>.value` as in
+osprey."""
 import re
 
 import torch
@@ -36,6 +38,37 @@ def pair(value, default):
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
+PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
+
+
+def pads(value):
+    """[pad]'s `pad` as (top, left, bottom, right)."""
+    v = ints(value)
+    if len(v) == 1:
+        return (v[0],) * 4
+    if len(v) == 2:
+        return (v[0], v[1], v[0], v[1])
+    return tuple(v)
+
+
+def aligned(xs):
+    """Broadcasting is over the per-sample shapes (the batch axis stays first):
+    pads each tensor's per-sample shape with leading 1s to the longest one."""
+    rank = max(x.dim() for x in xs)
+    return [x.reshape([x.shape[0]] + [1] * (rank - x.dim()) + list(x.shape[1:])) for x in xs]
+
+
+class Constant(nn.Module):
+    """[constant]: the buffer `value`, the same for every sample."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("value", torch.zeros(shape))
+
+    def forward(self, n):
+        return self.value.expand([n] + list(self.value.shape))
+
+
 class SpecNet(nn.Module):
     def __init__(self, text):
         super().__init__()
@@ -47,8 +80,11 @@ class SpecNet(nn.Module):
         prev = "input"
         for i, (kind, kv, _) in enumerate(sections[1:], start=1):
             name = kv.get("name", f"{kind}{i}")
-            inputs = [s.strip() for s in kv["input"].split(",")] if "input" in kv else [prev]
-            shape = shapes[inputs[0]]
+            if kind == "constant":
+                inputs = []
+            else:
+                inputs = [s.strip() for s in kv["input"].split(",")] if "input" in kv else [prev]
+            shape = shapes[inputs[0]] if inputs else None
             if kind == "conv":
                 kh, kw = pair(kv["size"], 1)
                 pad = kv.get("pad", "0")
@@ -80,14 +116,18 @@ class SpecNet(nn.Module):
                 setattr(self, name, m)
             elif kind == "dropout":
                 setattr(self, name, nn.Dropout(float(kv.get("p", 0.5))))
+            elif kind == "constant":
+                setattr(self, name, Constant(ints(kv["shape"])))
             self.plan.append((name, kind, inputs, kv))
             with torch.no_grad():
                 shapes[name] = list(self._apply(name, kind, kv,
-                                                [torch.zeros([2] + shapes[n]) for n in inputs]).shape[1:])
+                                                [torch.zeros([2] + shapes[n]) for n in inputs], 2).shape[1:])
             prev = name
         self.output_name = prev
 
-    def _apply(self, name, kind, kv, xs):
+    def _apply(self, name, kind, kv, xs, n):
+        if kind == "constant":
+            return getattr(self, name)(n)
         x = xs[0]
         if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout"):
             return getattr(self, name)(x)
@@ -107,6 +147,8 @@ class SpecNet(nn.Module):
             return x * torch.sigmoid(x)
         if kind == "globalavgpool":
             return F.adaptive_avg_pool2d(x, 1)
+        if kind in ("add", "mul", "sub", "div") and len(xs) == 2:
+            xs = aligned(xs)
         if kind == "add":
             out = xs[0]
             for y in xs[1:]:
@@ -116,6 +158,33 @@ class SpecNet(nn.Module):
             return torch.cat(xs, dim=1)
         if kind == "flatten":
             return x.flatten(1)
+        if kind == "reshape":
+            return x.reshape([x.shape[0]] + ints(kv["shape"]))
+        if kind == "hardsigmoid":
+            alpha, beta = float(kv.get("alpha", 1 / 6)), float(kv.get("beta", 0.5))
+            if "alpha" not in kv and "beta" not in kv:
+                return F.hardsigmoid(x)
+            # hardtanh's gradient is 0 at the bounds, as hardsigmoid's is
+            return F.hardtanh(alpha * x + beta, 0.0, 1.0)
+        if kind == "hardswish":
+            return F.hardswish(x)
+        if kind == "clip":
+            lo, hi = (float(kv[k]) if k in kv else None for k in ("min", "max"))
+            return torch.clamp(x, lo, hi)
+        if kind == "mul":
+            return xs[0] * xs[1]
+        if kind == "sub":
+            return xs[0] - xs[1]
+        if kind == "div":
+            return xs[0] / xs[1]
+        if kind == "pad":
+            top, left, bottom, right = pads(kv["pad"])
+            mode = kv.get("mode", "constant")
+            if mode == "constant":
+                return F.pad(x, (left, right, top, bottom), value=float(kv.get("value", 0)))
+            return F.pad(x, (left, right, top, bottom), mode=PAD_MODES[mode])
+        if kind == "transpose":
+            return x.permute([0] + [p + 1 for p in ints(kv["perm"])])
         if kind == "softmax":
             return F.softmax(x.flatten(1), dim=1).view_as(x)
         if kind == "l2norm":
@@ -125,7 +194,7 @@ class SpecNet(nn.Module):
     def forward(self, x, keep=None):
         values = {"input": x}
         for name, kind, inputs, kv in self.plan:
-            values[name] = self._apply(name, kind, kv, [values[n] for n in inputs])
+            values[name] = self._apply(name, kind, kv, [values[n] for n in inputs], x.shape[0])
         return values if keep else values[self.output_name]
 
 

@@ -92,6 +92,9 @@ typedef struct osp_op {
      * when an inference plan is made; after changing weights, call
      * osp_graph_weights_changed. Training is never fused. */
     int (*fuse)(osp_graph *g, osp_node *n, const osp_node *next);
+    /* 1 for an op that reads no other node (a [constant]): its nodes have
+     * n_inputs = 0, and a spec section of it may not name an `input`. */
+    int no_inputs;
 } osp_op;
 
 struct osp_node {

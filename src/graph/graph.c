@@ -127,7 +127,11 @@ int osp_graph_add(osp_graph *g, const osp_op *op, const char *name, const int *i
         return rc;
     }
     n->size = osp_shape_numel(&n->shape);
-    n->needs_grad = n->n_params > 0;
+    /* A gradient flows into a node with trained parameters or a node that
+     * reads one; buffers alone (a [constant]'s value) are not trained. */
+    n->needs_grad = 0;
+    for (int i = 0; i < n->n_params; i++)
+        if (g->params[n->params[i]].kind == OSP_PARAM_WEIGHT) n->needs_grad = 1;
     for (int i = 0; i < n_inputs; i++)
         if (g->nodes[inputs[i]].needs_grad) n->needs_grad = 1;
     g->planned_batch = 0; /* any plan is stale */

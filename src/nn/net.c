@@ -59,9 +59,16 @@ static int parse_net_section(osp_spec_section *s, osp_net *net) {
     return unknown_keys(s);
 }
 
-/* Resolves "a, b" to node ids. */
-static int parse_inputs(osp_graph *g, osp_spec_section *s, int *ids, int *n_ids) {
+/* Resolves "a, b" to node ids. A layer that reads nothing ([constant])
+ * gets none and may not name any. */
+static int parse_inputs(osp_graph *g, const osp_op *op, osp_spec_section *s, int *ids, int *n_ids) {
     const char *value = osp_spec_str(s, "input", NULL);
+    if (op->no_inputs) {
+        *n_ids = 0;
+        if (value)
+            return osp_spec_error(s, "input", "takes no input; remove 'input = %s'", value);
+        return OSP_OK;
+    }
     if (!value) {
         ids[0] = osp_graph_node_count(g) - 1;
         *n_ids = 1;
@@ -105,7 +112,7 @@ static int add_layer(osp_net *net, osp_spec_section *s) {
     }
     const char *name = osp_spec_str(s, "name", NULL);
     int inputs[OSP_MAX_INPUTS], n_inputs;
-    int rc = parse_inputs(net->graph, s, inputs, &n_inputs);
+    int rc = parse_inputs(net->graph, type->op, s, inputs, &n_inputs);
     if (rc) return rc;
     void *attrs = NULL;
     if ((rc = type->parse(s, &attrs))) return rc;

@@ -1,0 +1,65 @@
+/* [constant]: a layer that reads nothing and outputs, for every sample of
+ * the batch, one stored tensor: the buffer `<name>.value` of per-sample
+ * shape `shape` (saved with models and checkpoints like batch-norm running
+ * statistics, never trained; it starts at 0). With [add], [sub], [mul] and
+ * [div] it gives operations with a constant operand (ONNX initialisers):
+ * `x * c`, `c - x`. */
+#include <string.h>
+
+#include "osprey/nn.h"
+
+#define CONST_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
+#define CONST_MAX_VALUES ((int64_t)1 << 28)
+
+typedef struct const_attrs {
+    int ndim;
+    int dim[CONST_MAX_DIMS];
+} const_attrs;
+
+static int const_setup(osp_graph *g, osp_node *n) {
+    if (n->n_inputs != 0)
+        return osp_error(OSP_ESHAPE, "layer '%s': constant takes no input, not %d", n->name,
+                         n->n_inputs);
+    const const_attrs *a = n->attrs;
+    if (!a) return osp_error(OSP_EINVAL, "layer '%s': constant has no shape", n->name);
+    int64_t dim[CONST_MAX_DIMS], total = 1;
+    for (int i = 0; i < a->ndim; i++) {
+        dim[i] = a->dim[i];
+        if (dim[i] < 1 || dim[i] > CONST_MAX_VALUES / total)
+            return osp_error(OSP_ESHAPE, "layer '%s': constant of more than %lld values per sample",
+                             n->name, (long long)CONST_MAX_VALUES);
+        total *= dim[i];
+    }
+    n->shape = osp_shape_make(a->ndim, dim);
+    int rc = osp_graph_add_param(g, n, "value", OSP_PARAM_BUFFER, &n->shape, OSP_INIT_ZERO, 0);
+    return rc < 0 ? rc : OSP_OK;
+}
+
+static void const_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const float *value = osp_node_weight(g, n, 0);
+    for (int s = 0; s < ex->batch; s++)
+        memcpy(n->out + (int64_t)s * n->size, value, (size_t)n->size * sizeof(float));
+}
+
+/* No backward: the value is not trained, and nothing flows further. */
+static const osp_op const_op = {
+    .name = "constant",
+    .setup = const_setup,
+    .forward = const_forward,
+    .no_inputs = 1,
+};
+
+static int const_parse(osp_spec_section *s, void **attrs) {
+    int dim[CONST_MAX_DIMS], n;
+    int rc = osp_spec_ints(s, "shape", dim, CONST_MAX_DIMS, &n, 1, 1 << 30);
+    if (rc) return rc;
+    if (n == 0) return osp_spec_error(s, NULL, "'shape' (e.g. 16x1x1 or 10) is required");
+    const_attrs *a = osp_calloc(1, sizeof *a);
+    if (!a) return OSP_ENOMEM;
+    a->ndim = n;
+    memcpy(a->dim, dim, (size_t)n * sizeof *dim);
+    *attrs = a;
+    return OSP_OK;
+}
+
+const osp_layer_type osp__layer_constant = {&const_op, const_parse};

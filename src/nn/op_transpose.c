@@ -1,0 +1,127 @@
+/* [transpose]: permutes the per-sample axes: output axis i is input axis
+ * perm[i] (`perm = 1, 2, 0` turns C x H x W into H x W x C), as
+ * x.permute(0, *[p + 1 for p in perm]) in PyTorch and ONNX's Transpose
+ * without the batch axis. The backward applies the inverse permutation.
+ * One sample per thread, so the result does not depend on the thread
+ * count. */
+#include <string.h>
+
+#include "osprey/nn.h"
+
+#define PARALLEL_MIN (1 << 15)
+#define PERM_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
+
+typedef struct transpose_attrs {
+    int ndim;
+    int perm[PERM_MAX_DIMS];
+} transpose_attrs;
+
+static int transpose_setup(osp_graph *g, osp_node *n) {
+    if (n->n_inputs != 1)
+        return osp_error(OSP_ESHAPE, "layer '%s': transpose takes one input, not %d", n->name,
+                         n->n_inputs);
+    const transpose_attrs *a = n->attrs;
+    if (!a) return osp_error(OSP_EINVAL, "layer '%s': transpose has no perm", n->name);
+    const osp_shape *in = &osp_node_input(g, n, 0)->shape;
+    if (a->ndim != in->ndim) {
+        char s[64];
+        osp_shape_format(in, s, sizeof s);
+        return osp_error(OSP_ESHAPE, "layer '%s': perm has %d axes but the input (%s) has %d",
+                         n->name, a->ndim, s, in->ndim);
+    }
+    int64_t dim[PERM_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) dim[i] = in->dim[a->perm[i]];
+    n->shape = osp_shape_make(a->ndim, dim);
+    return OSP_OK;
+}
+
+/* For output axis i, the input's stride (in values) along it. */
+static void input_strides(const osp_shape *in, const transpose_attrs *a, int64_t *stride) {
+    int64_t s[PERM_MAX_DIMS], t = 1;
+    for (int k = in->ndim - 1; k >= 0; k--) {
+        s[k] = t;
+        t *= in->dim[k];
+    }
+    for (int i = 0; i < a->ndim; i++) stride[i] = s[a->perm[i]];
+}
+
+/* Calls BODY(o, x) for every output offset o of a sample, in order, with x
+ * the offset of the input value it holds; the innermost axis is a loop. */
+#define FOR_EACH_VALUE(shape, stride, BODY)                                                 \
+    do {                                                                                    \
+        const int nd = (shape)->ndim;                                                       \
+        const int64_t len = (shape)->dim[nd - 1], step = (stride)[nd - 1];                  \
+        int64_t idx[PERM_MAX_DIMS] = {0}, base = 0, o = 0;                                 \
+        for (;;) {                                                                          \
+            for (int64_t j = 0; j < len; j++, o++) {                                        \
+                const int64_t x = base + j * step;                                          \
+                BODY;                                                                       \
+            }                                                                               \
+            int k = nd - 2;                                                                 \
+            for (; k >= 0; k--) {                                                           \
+                base += (stride)[k];                                                        \
+                if (++idx[k] < (shape)->dim[k]) break;                                      \
+                base -= (stride)[k] * (shape)->dim[k];                                      \
+                idx[k] = 0;                                                                 \
+            }                                                                               \
+            if (k < 0) break;                                                               \
+        }                                                                                   \
+    } while (0)
+
+static void transpose_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    const osp_node *in = osp_node_input(g, n, 0);
+    int64_t stride[PERM_MAX_DIMS];
+    input_strides(&in->shape, n->attrs, stride);
+    const int64_t size = n->size;
+#pragma omp parallel for schedule(static) if ((int64_t)ex->batch * size >= PARALLEL_MIN)
+    for (int s = 0; s < ex->batch; s++) {
+        const float *xs = in->out + (int64_t)s * size;
+        float *ys = n->out + (int64_t)s * size;
+        FOR_EACH_VALUE(&n->shape, stride, ys[o] = xs[x]);
+    }
+}
+
+static void transpose_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    osp_node *in = osp_node_input(g, n, 0);
+    if (!in->dout) return;
+    int64_t stride[PERM_MAX_DIMS];
+    input_strides(&in->shape, n->attrs, stride);
+    const int64_t size = n->size;
+#pragma omp parallel for schedule(static) if ((int64_t)ex->batch * size >= PARALLEL_MIN)
+    for (int s = 0; s < ex->batch; s++) {
+        float *dxs = in->dout + (int64_t)s * size;
+        const float *dys = n->dout + (int64_t)s * size;
+        FOR_EACH_VALUE(&n->shape, stride, dxs[x] += dys[o]);
+    }
+}
+
+static const osp_op transpose_op = {
+    .name = "transpose",
+    .setup = transpose_setup,
+    .forward = transpose_forward,
+    .backward = transpose_backward,
+};
+
+static int transpose_parse(osp_spec_section *s, void **attrs) {
+    int perm[PERM_MAX_DIMS], n;
+    int rc = osp_spec_ints(s, "perm", perm, PERM_MAX_DIMS, &n, 0, PERM_MAX_DIMS - 1);
+    if (rc) return rc;
+    if (n == 0) return osp_spec_error(s, NULL, "'perm' (e.g. 1, 2, 0) is required");
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        if (perm[i] >= n)
+            return osp_spec_error(s, "perm", "'perm' has %d axes, so axis %d does not exist", n,
+                                  perm[i]);
+        if (seen & (1 << perm[i]))
+            return osp_spec_error(s, "perm", "'perm' names axis %d twice", perm[i]);
+        seen |= 1 << perm[i];
+    }
+    transpose_attrs *a = osp_calloc(1, sizeof *a);
+    if (!a) return OSP_ENOMEM;
+    a->ndim = n;
+    memcpy(a->perm, perm, (size_t)n * sizeof *perm);
+    *attrs = a;
+    return OSP_OK;
+}
+
+const osp_layer_type osp__layer_transpose = {&transpose_op, transpose_parse};
