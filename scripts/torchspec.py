@@ -221,3 +221,46 @@ def save_safetensors(path, tensors, metadata=None):
         f.write(text)
         for b in blobs:
             f.write(b)
+
+
+def golden(text, batch=3, seed=1):
+    """A network's reference values: {name: tensor} with input, the output,
+    and the gradients of L = sum(output * r) (r random) with respect to the
+    input ("grad/input") and each parameter ("grad/P"); every state-dict entry
+    is "param/P". PyTorch's initialisation, then non-trivial buffers:
+    [constant]s +-U(0.5, 1.5) (away from 0, so they can divide), batch-norm
+    statistics and affine parameters near their starting values. In training
+    mode ([dropout]'s masks are osprey's own: leave it out)."""
+    torch.manual_seed(seed)
+    net = SpecNet(text).train()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, Constant):
+                v = m.value
+                v.copy_((0.5 + torch.rand(v.shape)) * torch.where(torch.rand(v.shape) < 0.5, -1.0, 1.0))
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.2)
+    state = {k: v.clone() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    x = torch.randn([batch] + net.input_shape, requires_grad=True)
+    y = net(x)
+    r = torch.randn(y.shape)
+    (y * r).sum().backward()
+    tensors = {"input": x, "output": y, "r": r, "grad/input": x.grad}
+    for k, v in state.items():
+        tensors[f"param/{k}"] = v
+    for k, p in net.named_parameters():
+        tensors[f"grad/{k}"] = p.grad
+    return tensors
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) not in (4, 5) or sys.argv[1] != "golden":
+        sys.exit("usage: torchspec.py golden SPEC OUT.safetensors [BATCH]")
+    torch.set_num_threads(1)
+    spec = open(sys.argv[2]).read()
+    save_safetensors(sys.argv[3], golden(spec, int(sys.argv[4]) if len(sys.argv) == 5 else 3))

@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "osprey/io.h"
 #include "osprey/nn.h"
 #include "spec_expect.h"
+#include "tmpdir.h"
 
 static void expect_grad(const char *spec, const gradcheck_opts *o) {
     int bad = gradcheck_spec(spec, o);
@@ -633,4 +635,118 @@ Test(constant, graph_api_rejects_inputs) {
     cr_assert_eq(osp_graph_add(g, op, "c", &zero, 1, NULL), OSP_ESHAPE);
     cr_assert(strstr(osp_last_error(), "constant takes no input"), "%s", osp_last_error());
     osp_graph_free(g);
+}
+
+/* ---- against PyTorch ---------------------------------------------------------- */
+
+/* Every new layer, in one network that scripts/torchspec.py also builds in
+ * PyTorch (Debian's python3-torch). */
+static const char golden_spec[] =
+    NET("2x5x6")
+    "[conv]\nname = c1\nfilters = 4\nsize = 3\npad = 1\n\n"
+    "[hardswish]\nname = h\n\n"
+    "[globalavgpool]\nname = squeeze\n\n"
+    "[fc]\nname = fc\noutputs = 4\n\n"
+    "[reshape]\nname = r\nshape = 4x1x1\n\n"
+    "[hardsigmoid]\nname = gate\n\n"
+    "[mul]\nname = se\ninput = h, gate\n\n"
+    "[pad]\nname = p1\npad = 1, 0, 0, 2\nmode = reflect\n\n"
+    "[clip]\nname = cl1\nmin = -0.5\nmax = inf\n\n"
+    "[transpose]\nname = t\nperm = 2, 0, 1\n\n"
+    "[constant]\nname = k\nshape = 6\n\n"
+    "[sub]\nname = s\ninput = t, k\n\n"
+    "[pad]\nname = p2\npad = 1\nvalue = -inf\n\n"
+    "[maxpool]\nname = mp\nsize = 2\n\n"
+    "[constant]\nname = k2\nshape = 3x1\n\n"
+    "[div]\nname = d\ninput = mp, k2\n\n"
+    "[hardsigmoid]\nname = hs\nalpha = 0.2\nbeta = 0.3\n\n"
+    "[constant]\nname = k3\nshape = 8x1x1\n\n"
+    "[sub]\nname = s2\ninput = k3, d\n\n"
+    "[add]\nname = a\ninput = s2, hs\n\n"
+    "[fc]\nname = v\noutputs = 4\ninput = squeeze\n\n"
+    "[add]\nname = a2\ninput = a, v\n\n"
+    "[pad]\nname = p3\npad = 2x1\nmode = edge\n\n"
+    "[clip]\nname = cl2\nmin = -2\nmax = 2.5\n\n"
+    "[transpose]\nname = t2\nperm = 1, 0, 2\n";
+
+static double rel_err(const float *got, const float *want, int64_t n) {
+    double diff = 0, ref = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)got[i] - want[i];
+        diff += e * e;
+        ref += (double)want[i] * want[i];
+    }
+    return sqrt(diff) / fmax(sqrt(ref), 1e-30);
+}
+
+static const osp_st_tensor *need(const osp_safetensors *st, const char *prefix, const char *name,
+                                 int64_t count) {
+    char key[256];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    const osp_st_tensor *t = osp_st_find(st, key);
+    cr_assert_not_null(t, "golden tensor %s missing", key);
+    cr_assert_eq(t->nbytes, (size_t)count * sizeof(float), "golden tensor %s has %zu bytes", key,
+                 t->nbytes);
+    return t;
+}
+
+/* Output, input gradient and every parameter's gradient within 1e-5
+ * relative error of PyTorch's, with PyTorch's weights and constants. */
+static void check_golden(const osp_safetensors *st) {
+    osp_net *net = spec_build(golden_spec);
+    osp_graph *g = net->graph;
+    for (int i = 0; i < osp_graph_param_count(g); i++) {
+        const osp_param *p = osp_graph_param(g, i);
+        memcpy(osp_graph_param_data(g, i), need(st, "param/", p->name, p->numel)->data,
+               (size_t)p->numel * sizeof(float));
+    }
+    const osp_st_tensor *x = osp_st_find(st, "input");
+    cr_assert_not_null(x);
+    const int batch = (int)x->shape.dim[0];
+    osp_node *in = osp_graph_node(g, 0), *out = osp_graph_output(g);
+    need(st, "", "input", batch * in->size);
+    osp_graph_require_input_grad(g);
+    const float *y = run(net, x->data, batch, OSP_MODE_TRAIN);
+    double e = rel_err(y, need(st, "", "output", batch * out->size)->data, batch * out->size);
+    cr_expect_lt(e, 1e-5, "output: relative error %g", e);
+    memcpy(out->dout, need(st, "", "r", batch * out->size)->data, (size_t)(batch * out->size) * sizeof(float));
+    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
+    cr_assert_eq(osp_graph_backward(g, &ex), 0, "%s", osp_last_error());
+    e = rel_err(in->dout, need(st, "grad/", "input", batch * in->size)->data, batch * in->size);
+    cr_expect_lt(e, 1e-5, "input gradient: relative error %g", e);
+    for (int i = 0; i < osp_graph_param_count(g); i++) {
+        const osp_param *p = osp_graph_param(g, i);
+        if (p->kind != OSP_PARAM_WEIGHT) continue;
+        e = rel_err(osp_graph_param_grad(g, i), need(st, "grad/", p->name, p->numel)->data, p->numel);
+        cr_expect_lt(e, 1e-5, "%s gradient: relative error %g", p->name, e);
+    }
+    osp_net_free(net);
+}
+
+/* The reference values come from scripts/torchspec.py, run here (about a
+ * second); skipped where python3-torch is not installed. Checked on the
+ * backend this machine picks and on the portable reference. */
+Test(golden_extra, all_new_layers_against_pytorch) {
+    tmpdir_make();
+    const char *spec_path = strdup(tmpdir_path("net.cfg"));
+    tmpdir_write(spec_path, golden_spec, strlen(golden_spec));
+    const char *st_path = strdup(tmpdir_path("golden.safetensors"));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/torchspec.py golden %s %s 3",
+             OSP_SOURCE_DIR, spec_path, st_path);
+    if (system(cmd) != 0) {
+        int have_torch = system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+        tmpdir_remove();
+        if (!have_torch) cr_skip_test("python3-torch is not installed");
+        cr_assert_fail("failed: %s", cmd);
+    }
+    osp_safetensors *st;
+    cr_assert_eq(osp_st_load(st_path, &st), 0, "%s", osp_last_error());
+    check_golden(st);
+    setenv("OSP_BACKEND", "reference", 1);
+    check_golden(st);
+    osp_st_free(st);
+    free((void *)spec_path);
+    free((void *)st_path);
+    tmpdir_remove();
 }
