@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "commands.h"
@@ -60,10 +61,26 @@ static void usage(FILE *out) {
             "  --checkpoint-every N  also checkpoint every N steps (default: each epoch)\n"
             "  --resume CHECKPOINT   continue a checkpointed run exactly where it stopped;\n"
             "                        its settings apply unless given again here\n"
+            "  --resume auto         continue from the newest valid checkpoint of --checkpoint\n"
+            "                        (or MODEL.ckpt), or start with --net if there is none\n"
+            "  --keep-checkpoints K  also keep the newest K checkpoints as CHECKPOINT-step<N>\n"
             "  --stop-after STEPS    stop (after a checkpoint) once this many steps are done\n"
-            "  --json                one JSON object per epoch on stdout\n"
+            "  --json                one JSON object per epoch on stdout (with each rank's\n"
+            "                        timings in an MPI job)\n"
             "  --quiet               no progress output\n"
+            "parallel (see docs/distributed.md):\n"
+            "  --hogwild             --threads T lock-free workers, each on its own batches,\n"
+            "                        updating shared weights (fast, not reproducible)\n"
+            "  --distributed         data parallelism over MPI ranks; on by itself under\n"
+            "                        mpirun/srun with more than one rank. --batch is per rank:\n"
+            "                        the global batch is ranks x B\n"
+            "  --no-overlap          exchange gradients after backward, not during it\n"
+            "  --bucket-mb MB        gradient bucket size for the exchange (default 1)\n"
+            "  --sync-bn             average batch-norm running statistics over the ranks\n"
+            "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
+            "                        (with --warmup for large global batches)\n"
             "\n"
+            "DATA may also be synthetic:N: N generated samples shaped for the network.\n"
             "The same seed and thread count give the same weights, bit for bit.\n");
 }
 
@@ -75,6 +92,7 @@ typedef struct train_options {
     int threads, json, quiet;
     osp_train_config cfg;
     int optimizer_set, weight_decay_set, momentum_set;
+    int hogwild, distributed, lr_scale_ranks, batch_set, lr_set;
     float momentum, weight_decay;
     double last_draw;
 } train_options;
@@ -83,7 +101,8 @@ enum {
     OPT_NET = 256, OPT_DATA, OPT_SPLIT, OPT_VAL, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIMIZER,
     OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_EPOCHS, OPT_GAMMA,
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
-    OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE
+    OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
+    OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP
 };
 
 static const struct option long_options[] = {
@@ -101,6 +120,10 @@ static const struct option long_options[] = {
     {"resume", required_argument, 0, OPT_RESUME}, {"stop-after", required_argument, 0, OPT_STOP},
     {"json", no_argument, 0, OPT_JSON},           {"quiet", no_argument, 0, OPT_QUIET},
     {"help", no_argument, 0, OPT_HELP},           {"val-split", required_argument, 0, OPT_VAL_SPLIT},
+    {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
+    {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
+    {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
+    {"keep-checkpoints", required_argument, 0, OPT_KEEP},
     /* image options, parsed by cli_image_option */
     {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
     {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
@@ -149,8 +172,21 @@ static int parse_options(int argc, char **argv, train_options *o) {
             o->split = strcmp(a, "train") ? OSP_SPLIT_TEST : OSP_SPLIT_TRAIN;
             break;
         case OPT_EPOCHS: bad = cli_int(CMD, "--epochs", a, 1, 1000000, &o->cfg.epochs); break;
-        case OPT_BATCH: bad = cli_int(CMD, "--batch", a, 1, 65536, &o->cfg.batch); break;
-        case OPT_LR: bad = cli_float(CMD, "--lr", a, 1e-12, 1e6, &o->cfg.lr); break;
+        case OPT_BATCH:
+            bad = cli_int(CMD, "--batch", a, 1, 65536, &o->cfg.batch);
+            o->batch_set = 1;
+            break;
+        case OPT_LR:
+            bad = cli_float(CMD, "--lr", a, 1e-12, 1e6, &o->cfg.lr);
+            o->lr_set = 1;
+            break;
+        case OPT_HOGWILD: o->hogwild = 1; break;
+        case OPT_DISTRIBUTED: o->distributed = 1; break;
+        case OPT_NO_OVERLAP: o->cfg.overlap = 0; break;
+        case OPT_BUCKET_MB: bad = cli_float(CMD, "--bucket-mb", a, 0.001, 1024, &o->cfg.bucket_mb); break;
+        case OPT_SYNC_BN: o->cfg.sync_bn = 1; break;
+        case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
+        case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
             if ((k = osp_optim_parse(a)) < 0) return cli_fail(CMD, "--optimizer must be sgd, adam or adamw, not '%s'", a);
             o->cfg.optim.kind = (osp_optim_kind)k;
@@ -202,9 +238,10 @@ static void on_step(const osp_train_progress *p, void *user) {
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : ' ';
         bar[width] = '\0';
-        fprintf(stderr, "\repoch %d/%d [%s] loss %.4f acc %5.2f%% %.0f img/s ETA %s   ",
-                p->epoch + 1, p->epochs, bar, p->epoch_loss, 100 * p->epoch_accuracy,
-                p->images_per_s, eta);
+        fprintf(stderr, "\repoch %d/%d [%s] loss %.4f acc %5.2f%% %.0f img/s", p->epoch + 1,
+                p->epochs, bar, p->epoch_loss, 100 * p->epoch_accuracy, p->images_per_s);
+        if (o->cfg.dist) fprintf(stderr, " comm wait %.0f%%", 100 * p->comm_fraction);
+        fprintf(stderr, " ETA %s   ", eta);
         fflush(stderr);
     }
     if (!p->epoch_end) return;
@@ -213,7 +250,9 @@ static void on_step(const osp_train_progress *p, void *user) {
                 p->epochs, p->epoch_loss, 100 * p->epoch_accuracy);
         if (!isnan(p->val_top1))
             fprintf(stderr, "  val loss %.4f  val acc %.2f%%", p->val_loss, 100 * p->val_top1);
-        fprintf(stderr, "  %.0f img/s  lr %.3g  ETA %s\n", p->images_per_s, p->lr, eta);
+        fprintf(stderr, "  %.0f img/s", p->images_per_s);
+        if (o->cfg.dist) fprintf(stderr, "  comm wait %.1f%%", 100 * p->comm_fraction);
+        fprintf(stderr, "  lr %.3g  ETA %s\n", p->lr, eta);
     }
     if (o->json) {
         printf("{\"epoch\": %d, \"step\": %lld, \"loss\": %.9g, \"accuracy\": %.6f, \"images_per_s\": %.1f, "
@@ -222,6 +261,22 @@ static void on_step(const osp_train_progress *p, void *user) {
         if (!isnan(p->val_top1))
             printf(", \"val_top1\": %.6f, \"val_top5\": %.6f, \"val_loss\": %.9g", p->val_top1,
                    p->val_top5, p->val_loss);
+        if (o->hogwild) printf(", \"hogwild_workers\": %d", p->ranks);
+        if (o->cfg.dist) {
+            printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
+                   p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
+            if (p->rank_timing) {
+                printf(", \"rank_timing\": [");
+                for (int i = 0; i < p->ranks; i++) {
+                    const osp_rank_timing *t = &p->rank_timing[i];
+                    printf("%s{\"rank\": %d, \"steps\": %lld, \"load_s\": %.6f, \"compute_s\": %.6f, "
+                           "\"comm_wait_s\": %.6f, \"update_s\": %.6f, \"total_s\": %.6f}",
+                           i ? ", " : "", t->rank, (long long)t->steps, t->load_s, t->compute_s,
+                           t->comm_wait_s, t->update_s, t->total_s);
+                }
+                printf("]");
+            }
+        }
         printf("}\n");
         fflush(stdout);
     }
@@ -245,6 +300,52 @@ static int name_labels(osp_net *net, const osp_dataset *ds) {
     return rc;
 }
 
+/* Threads per rank when --threads is not given: the cores shared among the
+ * ranks on this machine. */
+static int default_threads(void) {
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    int n = local ? atoi(local) : 0;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n <= 1 || cores <= 0) return 0;
+    return cores / n > 1 ? (int)(cores / n) : 1;
+}
+
+/* --data synthetic:N */
+static int open_data(train_options *o, const char *path, osp_split split, osp_net *net,
+                     const char *const *names, int n_names, osp_dataset **out) {
+    if (!strncmp(path, "synthetic:", 10)) {
+        int64_t count;
+        if (cli_int64(CMD, "--data synthetic:N", path + 10, 1, INT64_MAX / 2, &count)) return 1;
+        /* The test split is other samples of the same classes. */
+        uint64_t seed = split == OSP_SPLIT_TEST ? 0x7e57 : 0;
+        if (osp_dataset_synthetic(&net->input, net->n_classes, count, 42 + seed, out))
+            return cli_fail_lib(CMD, NULL);
+        return 0;
+    }
+    return cli_open_dataset(CMD, path, split, net, &o->images, names, n_names, out);
+}
+
+/* --resume auto: rank 0 looks for the newest valid checkpoint and tells the
+ * others (they read the same file: the checkpoint directory is shared). */
+static int resolve_auto(train_options *o, osp_dist *dist, char *found, size_t cap) {
+    found[0] = '\0';
+    if (!o->checkpoint) return cli_fail(CMD, "--resume auto needs --out MODEL or --checkpoint PATH");
+    if (osp_dist_rank(dist) == 0) {
+        char *path = NULL;
+        if (osp_checkpoint_find_latest(o->checkpoint, &path, NULL) == 0) {
+            snprintf(found, cap, "%s", path);
+            osp_free(path);
+        }
+    }
+    if (osp_dist_bcast(dist, found, cap)) return cli_fail_lib(CMD, NULL);
+    if (!found[0] && !o->net)
+        return cli_fail(CMD, "--resume auto found no checkpoint at %s and no --net to start from",
+                        o->checkpoint);
+    return 0;
+}
+
+static int train_main(train_options *o, int argc, char **argv, osp_dist *dist);
+
 int cmd_train(int argc, char **argv) {
     train_options o;
     memset(&o, 0, sizeof o);
@@ -253,18 +354,61 @@ int cmd_train(int argc, char **argv) {
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     if (!o.data) return cli_fail(CMD, "--data is required (see 'osprey train --help')");
-    if (!o.net == !o.resume) return cli_fail(CMD, "give --net SPEC for a new run or --resume CHECKPOINT, not both or neither");
+    int auto_resume = o.resume && !strcmp(o.resume, "auto");
+    if (!auto_resume && !o.net == !o.resume)
+        return cli_fail(CMD, "give --net SPEC for a new run or --resume CHECKPOINT, not both or neither");
+    if (o.hogwild && o.distributed)
+        return cli_fail(CMD, "--hogwild and --distributed do not combine: choose one");
+    osp_dist *dist = NULL;
+    if (o.distributed || (!o.hogwild && osp_dist_launched())) {
+        if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
+        o.cfg.dist = dist;
+        /* One progress line for the job: rank 0's. */
+        if (osp_dist_rank(dist) != 0) {
+            o.quiet = 1;
+            o.json = 0;
+            osp_log_set_level(OSP_LOG_ERROR);
+        }
+    }
+    int status = train_main(&o, argc, argv, dist);
+    /* The other ranks may be waiting for this one: end the whole job. */
+    if (status && osp_dist_size(dist) > 1) osp_dist_abort(dist, status);
+    osp_dist_free(dist);
+    return status;
+}
+
+static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) {
+    train_options o = *o_;
+    const int ranks = osp_dist_size(dist), rank = osp_dist_rank(dist);
+    char ckpt[4096], found[4096];
+    if (!o.checkpoint && o.out) {
+        snprintf(ckpt, sizeof ckpt, "%s.ckpt", o.out);
+        o.checkpoint = ckpt;
+    }
+    if (o.resume && !strcmp(o.resume, "auto")) {
+        if (resolve_auto(&o, dist, found, sizeof found)) return 1;
+        o.resume = found[0] ? found : NULL;
+        if (o.resume && rank == 0 && !o.quiet) fprintf(stderr, "resuming from %s\n", o.resume);
+    }
 
     osp_net *net = NULL;
     osp_optimizer *opt = NULL;
     osp_train_state state = {0};
     osp_dataset *data = NULL, *val = NULL;
-    int status = 1;
+    int status = 1, saved_batch = 0;
     if (o.resume) {
         if (osp_checkpoint_load(o.resume, &net, &opt, &state)) return cli_fail_lib(CMD, NULL);
+        if (osp_checkpoint_verify(net, opt, &state, o.resume)) {
+            cli_fail_lib(CMD, NULL);
+            goto fail;
+        }
         if (state.config && apply_saved_config(&o, state.config)) goto fail;
+        saved_batch = o.cfg.batch; /* global */
         /* Options given on this command line win over the saved ones. */
+        o.batch_set = o.lr_set = 0;
         if (parse_options(argc, argv, &o)) goto fail;
+        if (o.batch_set) o.cfg.batch *= ranks;
+        if (o.lr_scale_ranks && o.lr_set) o.cfg.lr *= (float)ranks;
         o.cfg.seed = state.seed;
         o.cfg.optim = opt->cfg;
     } else {
@@ -275,17 +419,15 @@ int cmd_train(int argc, char **argv) {
         o.cfg.optim = d;
         if (o.momentum_set) o.cfg.optim.momentum = o.momentum;
         if (o.weight_decay_set) o.cfg.optim.weight_decay = o.weight_decay;
+        o.cfg.batch *= ranks; /* --batch is per rank */
+        if (o.lr_scale_ranks) o.cfg.lr *= (float)ranks;
     }
     if (o.cfg.step_epochs <= 0) o.cfg.step_epochs = o.cfg.epochs / 3.0f > 1 ? o.cfg.epochs / 3.0f : 1;
+    if (dist && o.threads == 0) o.threads = default_threads();
     osp_threads_set(o.threads);
+    if (o.hogwild) o.cfg.hogwild = osp_threads_get();
 
-    char ckpt[4096];
-    if (!o.checkpoint && o.out) {
-        snprintf(ckpt, sizeof ckpt, "%s.ckpt", o.out);
-        o.checkpoint = ckpt;
-    } else if (!o.checkpoint && o.resume) {
-        o.checkpoint = o.resume;
-    }
+    if (!o.checkpoint && o.resume) o.checkpoint = o.resume;
     o.cfg.checkpoint = o.checkpoint;
     o.cfg.on_step = on_step;
     o.cfg.user = &o;
@@ -296,8 +438,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (!o.images.augment_set) o.images.transform.augment.crop = o.images.transform.augment.flip = 1;
     /* A resumed model numbers its classes already: the data must agree. */
-    if (cli_open_dataset(CMD, o.data, o.split, net, &o.images, (const char *const *)net->labels,
-                         net->labels ? net->n_classes : 0, &data))
+    if (open_data(&o, o.data, o.split, net, (const char *const *)net->labels,
+                  net->labels ? net->n_classes : 0, &data))
         goto fail;
     if (o.val_split > 0) {
         osp_dataset *all = data;
@@ -308,24 +450,36 @@ int cmd_train(int argc, char **argv) {
             goto fail;
         }
     }
-    if (o.val && cli_open_dataset(CMD, o.val, OSP_SPLIT_TEST, net, &o.images,
-                                  (const char *const *)data->class_names,
-                                  data->class_names ? data->n_classes : 0, &val))
+    if (o.val && open_data(&o, o.val, OSP_SPLIT_TEST, net, (const char *const *)data->class_names,
+                           data->class_names ? data->n_classes : 0, &val))
         goto fail;
     if (name_labels(net, data)) {
         cli_fail_lib(CMD, NULL);
         goto fail;
     }
-    if (!o.quiet)
-        fprintf(stderr, "training %s (%lld parameters) on %lld samples of %s: %d epochs, batch %d, %s lr %g, %d threads%s\n",
+    /* A run continued with another global batch (another number of ranks
+     * with --batch given again) goes on from the same place in the data. */
+    if (o.resume && saved_batch && saved_batch != o.cfg.batch) {
+        int64_t step = osp_train_convert_step(data->count, saved_batch, o.cfg.batch, state.step);
+        if (!o.quiet)
+            fprintf(stderr, "global batch %d (was %d): step %lld continues as step %lld\n", o.cfg.batch,
+                    saved_batch, (long long)state.step, (long long)step);
+        state.step = step;
+    }
+    if (!o.quiet) {
+        fprintf(stderr, "training %s (%lld parameters) on %lld samples of %s: %d epochs, batch %d, %s lr %g, %d threads",
                 o.resume ? o.resume : o.net, (long long)osp_net_param_count(net), (long long)data->count,
                 o.data, o.cfg.epochs, o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr,
-                osp_threads_get(), o.resume ? " (resumed)" : "");
+                osp_threads_get());
+        if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
+        if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
+        fprintf(stderr, "%s\n", o.resume ? " (resumed)" : "");
+    }
     if (!o.quiet && val && o.val_split > 0)
         fprintf(stderr, "holding out %lld samples for validation\n", (long long)val->count);
     if (osp_train(net, data, val, &o.cfg, opt, state.step)) {
         if (cli_tty() && !o.quiet) fputc('\n', stderr);
-        cli_fail_lib(CMD, NULL);
+        cli_fail_lib(CMD, ranks > 1 ? (rank ? "rank" : "rank 0") : NULL);
         goto fail;
     }
     if (!o.quiet && osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0) > 0)
@@ -338,13 +492,13 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "stopped after step %lld of %lld; continue with --resume %s\n",
                     (long long)o.cfg.stop_after, (long long)total_steps,
                     o.checkpoint ? o.checkpoint : "(no checkpoint: give --out or --checkpoint)");
-    } else if (o.out) {
+    } else if (o.out && rank == 0) {
         if (osp_model_save(net, o.out)) {
             cli_fail_lib(CMD, "saving the model");
             goto fail;
         }
         if (!o.quiet) fprintf(stderr, "saved model to %s\n", o.out);
-    } else if (!o.quiet) {
+    } else if (!o.quiet && !o.out) {
         fprintf(stderr, "note: no --out given, so the trained model was not saved\n");
     }
     status = 0;

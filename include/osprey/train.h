@@ -4,7 +4,17 @@
  * count): epoch e visits the data in the order of a permutation derived from
  * (seed, e), and step s's dropout masks derive from (seed, s). So a run
  * resumed from a checkpoint at step s continues exactly as if it had never
- * stopped: the same losses, bit for bit. */
+ * stopped: the same losses, bit for bit.
+ *
+ * Two ways to use more than one core or machine besides the kernels' own
+ * threads (docs/distributed.md):
+ *  - Hogwild (cfg.hogwild = T): T worker threads, each with its own
+ *    minibatches, activations and gradients, update one shared set of
+ *    weights without locks. Fast and racy by design: not reproducible.
+ *  - Data parallelism over MPI (cfg.dist): each rank trains on its slice of
+ *    every global batch (cfg.batch is the global batch) and the gradients
+ *    are summed with allreduce, bucket by bucket, overlapping backward. The
+ *    weights stay identical on every rank. */
 #ifndef OSPREY_TRAIN_H
 #define OSPREY_TRAIN_H
 
@@ -19,6 +29,43 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- MPI ------------------------------------------------------------------- */
+
+/* A data-parallel job: one process per rank, started by mpirun (or srun). */
+typedef struct osp_dist osp_dist;
+
+/* 1 if the library was built with MPI. */
+OSP_API int osp_dist_available(void);
+/* 1 if the environment says this process is a rank of an MPI job of more
+ * than one process (Open MPI, PMI or PMIx variables). */
+OSP_API int osp_dist_launched(void);
+/* Joins the job (initialising MPI unless the caller has): a clear error
+ * without MPI. */
+OSP_API int osp_dist_new(osp_dist **out);
+/* Leaves the job (finalising MPI if osp_dist_new initialised it). */
+OSP_API void osp_dist_free(osp_dist *d);
+/* Rank and size; 0 and 1 for NULL (a single process). */
+OSP_API int osp_dist_rank(const osp_dist *d);
+OSP_API int osp_dist_size(const osp_dist *d);
+/* Rank 0's len bytes of buf to every rank. */
+OSP_API int osp_dist_bcast(osp_dist *d, void *buf, size_t len);
+/* The smallest of every rank's value (all ranks agree whether all are ok). */
+OSP_API int osp_dist_min(osp_dist *d, int value);
+/* Ends the whole job now (a rank that cannot go on would leave the others
+ * waiting for it forever). */
+OSP_API void osp_dist_abort(osp_dist *d, int code);
+
+/* Where one rank's time went during an epoch (seconds). */
+typedef struct osp_rank_timing {
+    int rank;
+    int64_t steps;
+    double load_s;      /* waiting for the loader's next batch */
+    double compute_s;   /* forward and backward */
+    double comm_wait_s; /* blocked on gradient exchange, after backward */
+    double update_s;    /* optimizer */
+    double total_s;     /* the epoch's steps, end to end */
+} osp_rank_timing;
 
 typedef struct osp_train_progress {
     int epoch;               /* 0-based epoch in progress */
@@ -35,6 +82,13 @@ typedef struct osp_train_progress {
     double eta_s;            /* to the end of the run */
     int epoch_end;           /* 1 on the last step of an epoch */
     double val_top1, val_top5, val_loss; /* at epoch ends, when validating; else NaN */
+    /* Parallel runs. Losses, accuracies and images/s are the whole job's. */
+    int ranks;               /* MPI ranks (1 without), or Hogwild workers */
+    double comm_wait_s;      /* this rank, this epoch so far: blocked on gradient exchange */
+    double comm_fraction;    /* comm_wait_s over this epoch's step time */
+    /* At epoch ends on rank 0 of an MPI job: each rank's timings (ranks of
+     * them); else NULL. Borrowed for the call. */
+    const osp_rank_timing *rank_timing;
 } osp_train_progress;
 
 typedef struct osp_train_config {
@@ -49,12 +103,25 @@ typedef struct osp_train_config {
     const char *checkpoint;    /* path written atomically; NULL = none */
     int64_t checkpoint_every;  /* steps between checkpoints; 0 = at each epoch end */
     int64_t stop_after;        /* stop (after checkpointing) at this step; 0 = run to the end */
+    int keep_checkpoints;      /* also keep the newest K as CHECKPOINT-step<N> (0 = only CHECKPOINT) */
+    /* Hogwild: this many lock-free worker threads (0 or 1 = synchronous).
+     * Checkpoints are written at epoch ends and at stop_after only. */
+    int hogwild;
+    /* Data parallelism: the job (borrowed), or NULL for one process. batch
+     * is the global batch; rank r trains on its slice of each. Rank 0
+     * writes the checkpoints and reports progress. */
+    osp_dist *dist;
+    int overlap;               /* 1 (default): exchange buckets during backward; 0: after it */
+    float bucket_mb;           /* gradient bucket size in MiB (default 1) */
+    int sync_bn;               /* average batch-norm running statistics over the ranks at
+                                  every step (batch statistics stay per rank) */
     /* Called after every step (from the calling thread). */
     void (*on_step)(const osp_train_progress *p, void *user);
     void *user;
 } osp_train_config;
 
-/* Defaults: 10 epochs, batch 64, lr 0.01, SGD momentum 0.9, constant lr. */
+/* Defaults: 10 epochs, batch 64, lr 0.01, SGD momentum 0.9, constant lr,
+ * overlapped gradient exchange in 1 MiB buckets. */
 OSP_API osp_train_config osp_train_defaults(void);
 
 /* Trains net on data. opt and start_step continue a checkpointed run (opt
@@ -62,6 +129,28 @@ OSP_API osp_train_config osp_train_defaults(void);
  * be NULL. Returns 0 or an error (message set). */
 OSP_API int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val,
                       const osp_train_config *cfg, osp_optimizer *opt, int64_t start_step);
+
+/* The step at which a run with batch new_batch continues a run with batch
+ * old_batch that had taken step steps on count samples: the same epoch,
+ * and the first batch of it that the old run had not finished. */
+OSP_API int64_t osp_train_convert_step(int64_t count, int old_batch, int new_batch, int64_t step);
+
+/* Newest valid checkpoint among CHECKPOINT and the CHECKPOINT-step<N> files
+ * beside it: the one with the highest step that loads and whose tensors
+ * match the checksum the trainer recorded. Sets *found (osp_free it) or,
+ * when there is none, returns OSP_ENOENT without a message worth showing.
+ * Leftover temporary files of interrupted writes are removed. */
+OSP_API int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *step);
+/* Checks a loaded checkpoint against the checksum of its tensors that the
+ * trainer recorded in state->config (checkpoints without one pass). */
+OSP_API int osp_checkpoint_verify(const osp_net *net, const osp_optimizer *opt,
+                                  const osp_train_state *state, const char *name);
+
+/* A synthetic in-memory dataset shaped for net: count samples of n_classes
+ * classes, each a fixed random pattern per class plus noise, so that a
+ * network can learn it (for speed measurements and tests without data). */
+OSP_API int osp_dataset_synthetic(const osp_shape *shape, int n_classes, int64_t count,
+                                  uint64_t seed, osp_dataset **out);
 
 typedef struct osp_eval_result {
     double top1, top5; /* fractions */

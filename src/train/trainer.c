@@ -2,17 +2,26 @@
  * cross-entropy, backward, optimizer step, checkpoints.
  *
  * Everything a step needs (the batch buffers, the graph's arena) is
- * allocated before the first step; a step allocates nothing. */
+ * allocated before the first step; a step allocates nothing.
+ *
+ * In an MPI job every rank runs this loop. Epoch e's permutation is the
+ * same on every rank; step s's global batch is positions [sG, sG + G) of
+ * it, and rank r takes the slice [r*G/N, (r+1)*G/N) of those (a last,
+ * shorter batch is cut at the same places, so a rank may get nothing). A
+ * rank's gradient, a mean over its slice, is scaled by its share of the
+ * global batch before the ranks' gradients are summed: the sum is then the
+ * gradient of the mean loss over the global batch, as one process with
+ * batch G computes it. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "data/skips.h"
 #include "loader.h"
 #include "osprey/train.h"
-
-/* Stream tag for osp_rng_derive: the data order of each epoch. */
-#define RNG_STREAM_DATA 0x64617461u
+#include "train_impl.h"
 
 osp_train_config osp_train_defaults(void) {
     osp_train_config c;
@@ -24,6 +33,8 @@ osp_train_config osp_train_defaults(void) {
     c.schedule.kind = OSP_SCHED_CONSTANT;
     c.schedule.gamma = 0.1f;
     c.seed = 1;
+    c.overlap = 1;
+    c.bucket_mb = 1.0f;
     return c;
 }
 
@@ -73,7 +84,19 @@ int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, in
     return OSP_OK;
 }
 
-static char *config_json(const osp_train_config *cfg) {
+uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt) {
+    int64_t nw, nb;
+    const float *w = osp_graph_weights(net->graph, &nw);
+    const float *b = osp_graph_buffers(net->graph, &nb);
+    uint32_t crc = osp_crc32c(0, w, (size_t)nw * sizeof(float));
+    crc = osp_crc32c(crc, b, (size_t)nb * sizeof(float));
+    if (opt && opt->m) crc = osp_crc32c(crc, opt->m, (size_t)opt->n * sizeof(float));
+    if (opt && opt->v) crc = osp_crc32c(crc, opt->v, (size_t)opt->n * sizeof(float));
+    return crc;
+}
+
+static char *config_json(const osp__run *r) {
+    const osp_train_config *cfg = r->cfg;
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddNumberToObject(o, "epochs", cfg->epochs);
@@ -85,15 +108,33 @@ static char *config_json(const osp_train_config *cfg) {
     cJSON_AddNumberToObject(o, "step_epochs", cfg->step_epochs);
     cJSON_AddNumberToObject(o, "gamma", cfg->schedule.gamma);
     cJSON_AddNumberToObject(o, "threads", osp_threads_get());
+    cJSON_AddNumberToObject(o, "ranks", r->ranks);
+    if (cfg->hogwild > 1) cJSON_AddNumberToObject(o, "hogwild", cfg->hogwild);
+    /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
+     * after it was written is not taken for a valid checkpoint. */
+    cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
 }
 
-static int save_checkpoint(const osp_net *net, const osp_optimizer *opt, const osp_train_config *cfg,
-                           int64_t step, const char *config) {
-    osp_train_state st = {.step = step, .seed = cfg->seed, .config = (char *)config};
-    int rc = osp_checkpoint_save(net, opt, &st, cfg->checkpoint);
+int osp__save_checkpoint(osp__run *r, int64_t step) {
+    const osp_train_config *cfg = r->cfg;
+    if (!cfg->checkpoint || r->rank != 0) return OSP_OK;
+    char *config = config_json(r);
+    if (!config) return OSP_ENOMEM;
+    osp_train_state st = {.step = step, .seed = cfg->seed, .config = config};
+    int rc = osp_checkpoint_save(r->net, r->opt, &st, cfg->checkpoint);
+    if (!rc && cfg->keep_checkpoints > 0) {
+        /* The same bytes under a second name: a hard link is atomic, and
+         * costs no second write. */
+        char path[4096];
+        osp__checkpoint_step_path(cfg->checkpoint, step, path, sizeof path);
+        unlink(path);
+        if (link(cfg->checkpoint, path) != 0) rc = osp_checkpoint_save(r->net, r->opt, &st, path);
+        if (!rc) osp__prune_checkpoints(cfg->checkpoint, cfg->keep_checkpoints);
+    }
+    cJSON_free(config);
     if (rc) return osp_error(rc, "saving checkpoint: %s", osp_last_error());
     return OSP_OK;
 }
@@ -105,84 +146,217 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
-typedef struct run {
-    osp_net *net;
-    osp_dataset *data;
-    const osp_train_config *cfg;
-    osp_optimizer *opt;
-    osp_schedule sched;
-    float *x;
-    int32_t *labels;
-    int64_t *order;
-    osp_loader *loader; /* decodes batches ahead on worker threads */
-    char *config;
-    int64_t steps_per_epoch, total_steps;
-} run;
+/* This rank's part of a step's global batch of n samples: [lo, hi). The
+ * slice of a full batch, cut short by a shorter one. */
+static void rank_part(const osp__run *r, int64_t n, int64_t *lo, int64_t *hi) {
+    int64_t a = r->slice_lo, b = (int64_t)r->slice_lo + r->slice;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
+}
 
-/* One step on the loader's next batch (of r->order's samples). Returns the
- * loss. */
-static int train_step(run *r, int64_t step, int batch, double *loss, int *correct) {
+/* Samples in step in_epoch's global batch. */
+static int64_t global_batch_at(const osp__run *r, int64_t in_epoch) {
+    int64_t left = r->data->count - in_epoch * r->cfg->batch;
+    return left < r->cfg->batch ? left : r->cfg->batch;
+}
+
+typedef struct step_result {
+    double loss;
+    int64_t correct;
+} step_result;
+
+/* One step on the loader's next batch (of this rank's samples). */
+static int train_step(osp__run *r, int64_t step, int64_t global, int batch, step_result *out,
+                      osp_rank_timing *tm) {
     osp_graph *g = r->net->graph;
     osp_node *logits = osp_graph_node(g, r->net->logits_node);
-    int loaded;
-    int rc = osp_loader_next(r->loader, r->x, r->labels, &loaded);
-    if (rc) return rc;
-    if (loaded != batch) {
-        osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
-        return OSP_ESTATE;
+    const int distributed = r->reducer != NULL;
+    double t0 = osp_now();
+    int rc;
+    if (batch > 0) {
+        int loaded;
+        if ((rc = osp_loader_next(r->loader, r->x, r->labels, &loaded))) return rc;
+        if (loaded != batch)
+            return osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
     }
-    if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
+    double t1 = osp_now();
+    tm->load_s += t1 - t0;
+    float lr = osp_schedule_lr(&r->sched, r->cfg->lr, step);
+    double loss = 0;
+    int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
-    if ((rc = osp_graph_forward(g, r->x, &ex))) return rc;
-    const int k = (int)logits->size;
-    *loss = ex.be->softmax_xent(batch, k, logits->out, r->labels, NULL, logits->dout);
-    *correct = 0;
-    for (int b = 0; b < batch; b++) *correct += argmax(logits->out + (int64_t)b * k, k) == r->labels[b];
-    if (!isfinite(*loss))
+    if (batch > 0) {
+        if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
+        if ((rc = osp_graph_forward(g, r->x, &ex))) return rc;
+        const int k = (int)logits->size;
+        loss = ex.be->softmax_xent(batch, k, logits->out, r->labels, NULL, logits->dout);
+        for (int b = 0; b < batch; b++) correct += argmax(logits->out + (int64_t)b * k, k) == r->labels[b];
+    }
+    if (!distributed) {
+        if (!isfinite(loss))
+            return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
+                             loss, (long long)step);
+        if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
+        double t2 = osp_now();
+        tm->compute_s += t2 - t1;
+        osp_optimizer_step(r->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
+        tm->update_s += osp_now() - t2;
+        out->loss = loss;
+        out->correct = correct;
+        return OSP_OK;
+    }
+    /* The ranks' sums go with the gradients: loss and correct answers
+     * weighted by samples, so the job's figures are the global batch's. */
+    double stats[3] = {loss * batch, (double)correct, (double)batch};
+    osp__reducer_begin(r->reducer, (float)((double)batch / (double)global));
+    osp__reducer_stats(r->reducer, stats, 3);
+    if (r->cfg->sync_bn) {
+        int64_t nb;
+        float *buf = osp_graph_buffers(g, &nb);
+        osp__reducer_average(r->reducer, buf, nb);
+    }
+    if (batch > 0) {
+        rc = osp__backward_hooked(g, logits->id, &ex, osp__reducer_node_done, r->reducer);
+        if (rc) return rc;
+    } else { /* nothing to learn from here, but every bucket must be sent */
+        int64_t nw;
+        memset(osp_graph_grads(g, &nw), 0, (size_t)nw * sizeof(float));
+        for (int i = osp_graph_node_count(g) - 1; i > 0; i--) osp__reducer_node_done(r->reducer, i);
+    }
+    tm->compute_s += osp_now() - t1;
+    rc = osp__reducer_finish(r->reducer, r->opt, osp_graph_weights(g, NULL), lr, &tm->comm_wait_s,
+                             &tm->update_s);
+    if (rc) return rc;
+    out->loss = stats[2] > 0 ? stats[0] / stats[2] : 0;
+    out->correct = (int64_t)llround(stats[1]);
+    if (!isfinite(out->loss))
         return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
-                         *loss, (long long)step);
-    if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
-    float lr = osp_schedule_lr(&r->sched, r->cfg->lr, step);
-    osp_optimizer_step(r->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
+                         out->loss, (long long)step);
     return OSP_OK;
 }
 
-static void epoch_order(run *r, int epoch) {
+void osp__epoch_order(osp__run *r, int epoch) {
     osp_rng rng;
-    osp_rng_derive(&rng, r->cfg->seed, RNG_STREAM_DATA, (uint64_t)epoch);
+    osp_rng_derive(&rng, r->cfg->seed, OSP__RNG_STREAM_DATA, (uint64_t)epoch);
     for (int64_t i = 0; i < r->data->count; i++) r->order[i] = i;
     osp_rng_shuffle(&rng, r->order, r->data->count);
 }
 
-static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
+/* This rank's samples of the epoch, step after step; returns how many. */
+static int64_t rank_order(osp__run *r) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < r->steps_per_epoch; s++) {
+        int64_t lo, hi, first = s * r->cfg->batch;
+        rank_part(r, global_batch_at(r, s), &lo, &hi);
+        for (int64_t i = lo; i < hi; i++) r->rank_order[n++] = r->order[first + i];
+    }
+    return n;
+}
+
+/* A contiguous part of a dataset (a rank's share of the validation set). */
+typedef struct view {
+    osp_dataset *base;
+    int64_t first;
+} view;
+
+static int view_get(osp_dataset *ds, int64_t i, float *out, int32_t *label) {
+    view *v = ds->impl;
+    return v->base->get(v->base, v->first + i, out, label);
+}
+
+static const char *view_name(const osp_dataset *ds, int64_t i) {
+    const view *v = ds->impl;
+    return v->base->name ? v->base->name(v->base, v->first + i) : NULL;
+}
+
+int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
+    const int batch = r->cfg->batch > 256 ? r->cfg->batch : 256;
+    osp_eval_result ev = {0};
+    int rc;
+    if (r->ranks == 1) {
+        if ((rc = osp_evaluate(r->net, val, batch, &ev))) return rc;
+    } else {
+        int64_t lo = val->count * r->rank / r->ranks, hi = val->count * (r->rank + 1) / r->ranks;
+        view v = {val, lo};
+        osp_dataset part = *val;
+        part.count = hi - lo;
+        part.impl = &v;
+        part.get = view_get;
+        part.name = val->name ? view_name : NULL;
+        part.get_augmented = NULL;
+        part.label = NULL;
+        part.destroy = NULL;
+        part.skips = NULL;
+        int ok = 1;
+        if (part.count > 0 && osp_evaluate(r->net, &part, batch, &ev)) ok = 0;
+        if (part.skips) osp_dataset_report_skipped(&part);
+        osp__skips_free(part.skips);
+        if (osp_dist_min(r->dist, ok) != 1) {
+            if (!ok) return osp_error(OSP_EIO, "validation on rank %d: %s", r->rank, osp_last_error());
+            return osp_error(OSP_EIO, "validation failed on another rank");
+        }
+        double sums[4] = {ev.top1 * ev.count, ev.top5 * ev.count, ev.loss * ev.count, (double)ev.count};
+        if ((rc = osp__dist_sum(r->dist, sums, 4))) return rc;
+        ev.count = (int64_t)sums[3];
+        ev.top1 = sums[0] / fmax(sums[3], 1);
+        ev.top5 = sums[1] / fmax(sums[3], 1);
+        ev.loss = sums[2] / fmax(sums[3], 1);
+    }
+    p->val_top1 = ev.top1;
+    p->val_top5 = ev.top5;
+    p->val_loss = ev.loss;
+    return OSP_OK;
+}
+
+/* The ranks' weights must agree; a difference is a bug, caught here. */
+static int check_same_weights(osp__run *r) {
+    if (r->ranks == 1) return OSP_OK;
+    int64_t n;
+    const float *w = osp_graph_weights(r->net->graph, &n);
+    int crc = (int)(osp_crc32c(0, w, (size_t)n * sizeof(float)) >> 1);
+    int lo = osp_dist_min(r->dist, crc), hi = -osp_dist_min(r->dist, -crc);
+    if (lo != hi) return osp_error(OSP_ESTATE, "the ranks' weights differ (a bug): stopping");
+    return OSP_OK;
+}
+
+static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
     const osp_train_config *cfg = r->cfg;
     int64_t step = start_step;
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < r->total_steps ? cfg->stop_after : r->total_steps;
     double run_start = osp_now();
     int64_t run_images = 0;
-    while (step < stop) {
+    osp_rank_timing *all = osp_calloc((size_t)r->ranks, sizeof *all);
+    if (!all) return OSP_ENOMEM;
+    int rc = OSP_OK;
+    while (step < stop && !rc) {
         int epoch = (int)(step / r->steps_per_epoch);
         int64_t in_epoch = step % r->steps_per_epoch;
-        epoch_order(r, epoch);
-        int started = osp_loader_start(r->loader, epoch, r->order, r->data->count, in_epoch * cfg->batch);
-        if (started) return started;
+        osp__epoch_order(r, epoch);
+        if (r->ranks > 1) {
+            int64_t n = rank_order(r);
+            rc = osp_loader_start(r->loader, epoch, r->rank_order, n, in_epoch * r->slice);
+        } else {
+            rc = osp_loader_start(r->loader, epoch, r->order, r->data->count, in_epoch * cfg->batch);
+        }
+        if (rc) break;
         double loss_sum = 0, epoch_start = osp_now();
         int64_t seen = 0, right = 0, steps_here = 0;
+        osp_rank_timing tm = {.rank = r->rank};
         for (; in_epoch < r->steps_per_epoch && step < stop; in_epoch++) {
-            int64_t first = in_epoch * cfg->batch;
-            int64_t left = r->data->count - first;
-            int batch = (int)(left < cfg->batch ? left : cfg->batch);
-            double loss;
-            int correct;
-            int rc = train_step(r, step, batch, &loss, &correct);
-            if (rc) return rc;
+            int64_t global = global_batch_at(r, in_epoch), lo, hi;
+            rank_part(r, global, &lo, &hi);
+            step_result res = {0};
+            double t0 = osp_now();
+            if ((rc = train_step(r, step, global, (int)(hi - lo), &res, &tm))) break;
+            tm.total_s += osp_now() - t0;
+            tm.steps++;
             step++;
             steps_here++;
-            loss_sum += loss;
-            seen += batch;
-            right += correct;
-            run_images += batch;
+            loss_sum += res.loss;
+            seen += global;
+            right += res.correct;
+            run_images += global;
             osp_train_progress p = {0};
             p.epoch = epoch;
             p.epochs = cfg->epochs;
@@ -191,7 +365,7 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
             p.steps_per_epoch = r->steps_per_epoch;
             p.step_in_epoch = in_epoch + 1;
             p.lr = osp_schedule_lr(&r->sched, cfg->lr, step - 1);
-            p.step_loss = loss;
+            p.step_loss = res.loss;
             p.epoch_loss = loss_sum / (double)steps_here;
             p.epoch_accuracy = (double)right / (double)seen;
             double now = osp_now();
@@ -201,18 +375,20 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
             p.eta_s = run_rate > 0 ? (double)images_left / run_rate : 0;
             p.epoch_end = in_epoch + 1 == r->steps_per_epoch;
             p.val_top1 = p.val_top5 = p.val_loss = NAN;
+            p.ranks = r->ranks;
+            p.comm_wait_s = tm.comm_wait_s;
+            p.comm_fraction = tm.total_s > 0 ? tm.comm_wait_s / tm.total_s : 0;
             int at_stop = step == stop;
             int every = cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0;
+            if (p.epoch_end || at_stop) {
+                if ((rc = check_same_weights(r))) break;
+                if ((rc = osp__dist_gather_timing(r->dist, &tm, all))) break;
+                if (r->rank == 0) p.rank_timing = all;
+            }
             if (cfg->checkpoint && (every || p.epoch_end || at_stop)) {
-                if ((rc = save_checkpoint(r->net, r->opt, cfg, step, r->config))) return rc;
+                if ((rc = osp__save_checkpoint(r, step))) break;
             }
-            if (p.epoch_end && val) {
-                osp_eval_result ev;
-                if ((rc = osp_evaluate(r->net, val, cfg->batch > 256 ? cfg->batch : 256, &ev))) return rc;
-                p.val_top1 = ev.top1;
-                p.val_top5 = ev.top5;
-                p.val_loss = ev.loss;
-            }
+            if (p.epoch_end && val && (rc = osp__validate(r, val, &p))) break;
             if (cfg->on_step) cfg->on_step(&p, cfg->user);
             if (p.epoch_end) { /* after the epoch's line, so the report reads under it */
                 char what[32];
@@ -222,7 +398,29 @@ static int train_loop(run *r, osp_dataset *val, int64_t start_step) {
             }
         }
     }
-    return OSP_OK;
+    osp_free(all);
+    return rc;
+}
+
+int64_t osp_train_convert_step(int64_t count, int old_batch, int new_batch, int64_t step) {
+    if (old_batch <= 0 || new_batch <= 0 || count <= 0 || old_batch == new_batch) return step;
+    int64_t old_spe = (count + old_batch - 1) / old_batch, new_spe = (count + new_batch - 1) / new_batch;
+    int64_t epoch = step / old_spe, done = step % old_spe * old_batch;
+    return epoch * new_spe + done / new_batch;
+}
+
+/* Every rank starts from rank 0's weights, statistics and optimizer state. */
+static int share_state(osp__run *r) {
+    if (r->ranks == 1) return OSP_OK;
+    int64_t nw, nb;
+    float *w = osp_graph_weights(r->net->graph, &nw);
+    float *b = osp_graph_buffers(r->net->graph, &nb);
+    int rc = osp__dist_bcast_floats(r->dist, w, nw);
+    if (!rc) rc = osp__dist_bcast_floats(r->dist, b, nb);
+    if (!rc && r->opt->m) rc = osp__dist_bcast_floats(r->dist, r->opt->m, r->opt->n);
+    if (!rc && r->opt->v) rc = osp__dist_bcast_floats(r->dist, r->opt->v, r->opt->n);
+    if (!rc) rc = osp_dist_bcast(r->dist, &r->opt->t, sizeof r->opt->t);
+    return rc;
 }
 
 int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train_config *cfg,
@@ -232,7 +430,17 @@ int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train
     int rc = osp_check_data(net, data);
     if (!rc && val) rc = osp_check_data(net, val);
     if (rc) return rc;
-    run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
+    osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
+    r.dist = cfg->dist;
+    r.rank = osp_dist_rank(cfg->dist);
+    r.ranks = osp_dist_size(cfg->dist);
+    if (r.ranks > 1 && cfg->hogwild > 1)
+        return osp_error(OSP_EINVAL, "Hogwild and MPI data parallelism do not combine: choose one");
+    if (cfg->batch < r.ranks)
+        return osp_error(OSP_EINVAL, "a global batch of %d cannot be shared by %d ranks", cfg->batch,
+                         r.ranks);
+    r.slice_lo = (int)((int64_t)cfg->batch * r.rank / r.ranks);
+    r.slice = (int)((int64_t)cfg->batch * (r.rank + 1) / r.ranks) - r.slice_lo;
     r.steps_per_epoch = (data->count + cfg->batch - 1) / cfg->batch;
     r.total_steps = r.steps_per_epoch * cfg->epochs;
     if (start_step < 0 || start_step > r.total_steps)
@@ -252,20 +460,29 @@ int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");
     }
+    if (cfg->hogwild > 1) {
+        rc = osp__train_hogwild(&r, val, start_step);
+        if (own_opt) osp_optimizer_free(r.opt);
+        return rc;
+    }
     const int64_t size = osp_shape_numel(&net->input);
-    r.x = osp_alloc((size_t)cfg->batch * (size_t)size * sizeof(float));
-    r.labels = osp_alloc((size_t)cfg->batch * sizeof(int32_t));
+    const int batch = r.ranks > 1 ? r.slice : cfg->batch;
+    r.x = osp_alloc((size_t)batch * (size_t)size * sizeof(float));
+    r.labels = osp_alloc((size_t)batch * sizeof(int32_t));
     r.order = osp_alloc((size_t)data->count * sizeof(int64_t));
-    r.config = config_json(cfg);
-    if (!r.x || !r.labels || !r.order || !r.config) rc = OSP_ENOMEM;
-    osp_loader_config lc = osp__loader_config(net, data, cfg->batch, cfg->seed, 1);
+    if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
+    if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
+    if (!rc && r.ranks > 1) rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap, &r.reducer);
+    if (!rc) rc = share_state(&r);
+    osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
     if (!rc) rc = osp_loader_new(data, &lc, &r.loader);
     if (!rc) rc = train_loop(&r, val, start_step);
     osp_loader_free(r.loader);
+    osp__reducer_free(r.reducer);
     osp_free(r.x);
     osp_free(r.labels);
     osp_free(r.order);
-    cJSON_free(r.config);
+    osp_free(r.rank_order);
     if (own_opt) osp_optimizer_free(r.opt);
     return rc;
 }

@@ -1,0 +1,45 @@
+/* The trainer's state for one run, shared by the synchronous loop
+ * (trainer.c) and Hogwild (hogwild.c). */
+#ifndef OSPREY_TRAIN_IMPL_H
+#define OSPREY_TRAIN_IMPL_H
+
+#include "osprey/train.h"
+#include "parallel.h"
+
+/* Stream tag for osp_rng_derive: the data order of each epoch. */
+#define OSP__RNG_STREAM_DATA 0x64617461u
+
+typedef struct osp__run {
+    osp_net *net;
+    osp_dataset *data;
+    const osp_train_config *cfg;
+    osp_optimizer *opt;
+    osp_schedule sched;
+    int64_t steps_per_epoch, total_steps;
+    /* the job: rank of ranks; each step's global batch is cut into ranks
+     * slices, this rank's being [slice_lo, slice_lo + slice) */
+    osp_dist *dist;
+    int rank, ranks;
+    int slice, slice_lo;
+    osp__reducer *reducer;
+    float *x;
+    int32_t *labels;
+    int64_t *order;      /* the epoch's permutation of the dataset */
+    int64_t *rank_order; /* this rank's samples of the epoch, step after step */
+    osp_loader *loader;  /* decodes batches ahead on worker threads */
+} osp__run;
+
+/* The epoch's order of all samples (r->order). */
+void osp__epoch_order(osp__run *r, int epoch);
+/* Writes the checkpoint (rank 0 only; the others return at once). */
+int osp__save_checkpoint(osp__run *r, int64_t step);
+/* Validation on val, shared among the ranks; fills p's val fields. */
+int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p);
+/* CHECKPOINT-step<N>: the numbered copies kept with keep_checkpoints. */
+void osp__checkpoint_step_path(const char *checkpoint, int64_t step, char *out, size_t cap);
+/* Removes all but the newest keep numbered copies of checkpoint. */
+void osp__prune_checkpoints(const char *checkpoint, int keep);
+/* CRC-32C of the weights, buffers and optimizer state. */
+uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt);
+
+#endif
