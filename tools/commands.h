@@ -10,6 +10,7 @@
     X(run, "raw inference on a .npy batch (any layer's activations)")     \
     X(info, "layers, shapes, parameter count and metadata of a model")    \
     X(export, "a model as an ONNX file")                                  \
+    X(import, "an ONNX model to an osprey model")                         \
     X(dataset, "check a dataset's images, or time its input pipeline")    \
     X(index, "build, search and edit vector indexes")                     \
     X(bench, "images/s of a network's training step or inference")

@@ -29,6 +29,10 @@ typedef struct osp_onnx_import_options {
     int input_h, input_w;
     /* Largest file accepted, in bytes (0: 2 GiB, protobuf's own limit). */
     size_t max_bytes;
+    /* The input normalisation the model expects, saved with it: one value
+     * or one per channel (n_mean = 0: mean 0; n_std = 0: std 1). */
+    int n_mean, n_std;
+    float mean[OSP_MAX_CHANNELS], std[OSP_MAX_CHANNELS];
 } osp_onnx_import_options;
 
 /* Reads an ONNX model from memory. `name` is used in messages. On success

@@ -1,0 +1,114 @@
+/* The ONNX importer's internals: the value table, constants, and the
+ * network being written. onnx_import.c drives, onnx_tensor.c reads tensors
+ * and attributes, onnx_fold.c evaluates constant subgraphs, onnx_ops.c maps
+ * the computing operators onto layers. */
+#ifndef OSP_IO_ONNX_IMPL_H
+#define OSP_IO_ONNX_IMPL_H
+
+#include <stdint.h>
+
+#include "onnx.pb-c.h"
+#include "osprey/graph.h"
+#include "osprey/nn.h"
+#include "osprey/onnx.h"
+
+/* Constants hold at most this many dimensions and elements. */
+#define ONNX_MAX_RANK 8
+#define ONNX_MAX_ELEMENTS ((int64_t)1 << 31)
+/* In an integer constant, the batch size (Shape of a symbolic batch). */
+#define ONNX_BATCH INT64_MIN
+
+/* A constant: an initializer, a Constant node or a folded subgraph. */
+typedef struct onnx_const {
+    int ndim;
+    int64_t dim[ONNX_MAX_RANK];
+    int64_t numel;
+    int is_int; /* int64 data in i, else float data in f */
+    float *f;
+    int64_t *i;
+} onnx_const;
+
+typedef enum onnx_value_kind { ONNX_VAL_UNKNOWN, ONNX_VAL_CONST, ONNX_VAL_LAYER } onnx_value_kind;
+
+/* A named value of the ONNX graph. */
+typedef struct onnx_value {
+    const char *name; /* borrowed from the model */
+    onnx_value_kind kind;
+    onnx_const c; /* ONNX_VAL_CONST */
+    int node;     /* ONNX_VAL_LAYER: the layer's node id in the shape graph */
+    int uses;     /* how many needed nodes read it (+1 for the graph output) */
+    int producer; /* index of the ONNX node that makes it, -1 for none */
+} onnx_value;
+
+/* A weight waiting for the network to be built: "<layer>.<what>". */
+typedef struct onnx_weight {
+    char name[2 * OSP_NAME_MAX];
+    float *data; /* owned */
+    int64_t numel;
+} onnx_weight;
+
+typedef struct onnx_importer {
+    const char *file; /* for messages */
+    const Onnx__ModelProto *model;
+    const Onnx__GraphProto *graph;
+    int opset;
+    const osp_onnx_import_options *opt;
+
+    onnx_value *values; /* hash table, open addressing */
+    int64_t cap_values, n_values;
+
+    /* The network so far: one spec section per layer, and a graph built
+     * section by section so that each layer's shape is known when the next
+     * one is mapped. */
+    osp_graph *shapes;
+    char **sections; /* [0] is [net] */
+    int n_sections, cap_sections;
+    onnx_weight *weights;
+    int n_weights, cap_weights;
+} onnx_importer;
+
+/* ---- onnx_tensor.c ---- */
+int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, onnx_const *out);
+int onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int);
+void onnx_const_free(onnx_const *c);
+double onnx_const_get(const onnx_const *c, int64_t i);
+const Onnx__AttributeProto *onnx_attr(const Onnx__NodeProto *n, const char *name);
+int64_t onnx_attr_int(const Onnx__NodeProto *n, const char *name, int64_t def);
+float onnx_attr_float(const Onnx__NodeProto *n, const char *name, float def);
+/* The attribute's ints (borrowed), or NULL with *count = 0 when absent. */
+const int64_t *onnx_attr_ints(const Onnx__NodeProto *n, const char *name, size_t *count);
+/* The string attribute into buf, or def. */
+const char *onnx_attr_string(const Onnx__NodeProto *n, const char *name, const char *def,
+                             char *buf, size_t len);
+/* "node 'name' (Op)" for messages. */
+const char *onnx_node_desc(const Onnx__NodeProto *n, char *buf, size_t len);
+
+/* ---- onnx_import.c ---- */
+onnx_value *onnx_value_find(onnx_importer *im, const char *name);
+onnx_value *onnx_value_add(onnx_importer *im, const char *name);
+/* The node's input i: NULL when absent or given as "". */
+onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i);
+/* Adds a layer: a spec section "[type]" with its name, inputs and keys
+ * (lines "key = value\n"). Returns the node id (>= 0) or an error. The name
+ * comes from the ONNX node, with suffix appended when not NULL. */
+int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, const char *type,
+              const int *inputs, int n_inputs, const char *keys);
+/* Replaces text in an emitted layer's section (folding a batch norm into a
+ * convolution turns its "bias = 0" into "bias = 1"). */
+int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text);
+/* Queues a weight for "<layer name>.<what>"; takes ownership of data. */
+int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, int64_t numel);
+onnx_weight *onnx_weight_find(onnx_importer *im, int node, const char *what);
+/* Marks the node's output value as the given layer. */
+int onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node);
+const osp_node *onnx_layer(const onnx_importer *im, int node);
+
+/* ---- onnx_fold.c ---- */
+/* 1 if the op is evaluated at import whenever its inputs are constant. */
+int onnx_is_foldable(const char *op_type);
+int onnx_fold(onnx_importer *im, const Onnx__NodeProto *n);
+
+/* ---- onnx_ops.c ---- */
+int onnx_map_node(onnx_importer *im, const Onnx__NodeProto *n);
+
+#endif
