@@ -344,6 +344,14 @@ static int resolve_auto(train_options *o, osp_dist *dist, char *found, size_t ca
     return 0;
 }
 
+/* One progress line for the job: rank 0's; the other ranks say only what
+ * goes wrong. */
+static void quiet_rank(train_options *o) {
+    o->quiet = 1;
+    o->json = 0;
+    osp_log_set_level(OSP_LOG_ERROR);
+}
+
 static int train_main(train_options *o, int argc, char **argv, osp_dist *dist);
 
 int cmd_train(int argc, char **argv) {
@@ -363,12 +371,7 @@ int cmd_train(int argc, char **argv) {
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
         o.cfg.dist = dist;
-        /* One progress line for the job: rank 0's. */
-        if (osp_dist_rank(dist) != 0) {
-            o.quiet = 1;
-            o.json = 0;
-            osp_log_set_level(OSP_LOG_ERROR);
-        }
+        if (osp_dist_rank(dist) != 0) quiet_rank(&o);
     }
     int status = train_main(&o, argc, argv, dist);
     /* The other ranks may be waiting for this one: end the whole job. */
@@ -406,7 +409,10 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         saved_batch = o.cfg.batch; /* global */
         /* Options given on this command line win over the saved ones. */
         o.batch_set = o.lr_set = 0;
+        const char *resume = o.resume;
         if (parse_options(argc, argv, &o)) goto fail;
+        o.resume = resume;
+        if (rank != 0) quiet_rank(&o);
         if (o.batch_set) o.cfg.batch *= ranks;
         if (o.lr_scale_ranks && o.lr_set) o.cfg.lr *= (float)ranks;
         o.cfg.seed = state.seed;
