@@ -317,8 +317,8 @@ static int open_data(train_options *o, const char *path, osp_split split, osp_ne
         int64_t count;
         if (cli_int64(CMD, "--data synthetic:N", path + 10, 1, INT64_MAX / 2, &count)) return 1;
         /* The test split is other samples of the same classes. */
-        uint64_t seed = split == OSP_SPLIT_TEST ? 0x7e57 : 0;
-        if (osp_dataset_synthetic(&net->input, net->n_classes, count, 42 + seed, out))
+        int64_t first = split == OSP_SPLIT_TEST ? (int64_t)1 << 40 : 0;
+        if (osp_dataset_synthetic(&net->input, net->n_classes, first, count, 42, out))
             return cli_fail_lib(CMD, NULL);
         return 0;
     }

@@ -146,11 +146,14 @@ OSP_API int osp_checkpoint_find_latest(const char *checkpoint, char **found, int
 OSP_API int osp_checkpoint_verify(const osp_net *net, const osp_optimizer *opt,
                                   const osp_train_state *state, const char *name);
 
-/* A synthetic in-memory dataset shaped for net: count samples of n_classes
- * classes, each a fixed random pattern per class plus noise, so that a
- * network can learn it (for speed measurements and tests without data). */
-OSP_API int osp_dataset_synthetic(const osp_shape *shape, int n_classes, int64_t count,
-                                  uint64_t seed, osp_dataset **out);
+/* A synthetic dataset of count samples of the given shape, numbered from
+ * first (another first gives other samples of the same classes: a
+ * validation set): sample i is its class's fixed random pattern (class
+ * i mod n_classes) faintly showing through noise of its own, so a network
+ * can learn it. Made on demand (no memory), the same for every reader; for
+ * speed measurements and tests without data. */
+OSP_API int osp_dataset_synthetic(const osp_shape *shape, int n_classes, int64_t first,
+                                  int64_t count, uint64_t seed, osp_dataset **out);
 
 typedef struct osp_eval_result {
     double top1, top5; /* fractions */

@@ -151,7 +151,7 @@ int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *st
     closedir(d);
     /* Numbered copies newest first; CHECKPOINT itself is read for its step
      * like the others (it is usually the newest). */
-    qsort(c, (size_t)n, sizeof *c, by_step_desc);
+    if (n > 1) qsort(c, (size_t)n, sizeof *c, by_step_desc);
     int64_t best_step = -1;
     char *best = NULL;
     for (int i = 0; i < n && !rc; i++) {
