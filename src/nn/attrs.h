@@ -7,6 +7,8 @@
 #ifndef OSPREY_NN_ATTRS_H
 #define OSPREY_NN_ATTRS_H
 
+#include "osprey/core.h"
+
 /* [conv] (op_conv.c) */
 typedef struct conv_attrs {
     int filters;
@@ -49,5 +51,30 @@ typedef struct l2norm_attrs {
 } l2norm_attrs;
 
 #define L2NORM_DEFAULT_EPS 1e-12f
+
+/* [hardsigmoid], [clip] (op_activation_extra.c; NULL attrs: PyTorch's
+ * nn.Hardsigmoid, alpha 1/6 and beta 0.5, and an unbounded clip) */
+/* hardsigmoid: y = clamp(alpha * x + beta, 0, 1); clip: y = clamp(x, lo, hi). */
+typedef struct extra_attrs {
+    float alpha, beta;
+    float lo, hi;
+} extra_attrs;
+
+/* [pad] (op_pad.c) */
+typedef enum pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE } pad_mode;
+
+typedef struct pad_attrs {
+    int top, left, bottom, right;
+    pad_mode mode;
+    float value;
+} pad_attrs;
+
+/* [transpose] (op_transpose.c) */
+#define PERM_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
+
+typedef struct transpose_attrs {
+    int ndim;
+    int perm[PERM_MAX_DIMS];
+} transpose_attrs;
 
 #endif

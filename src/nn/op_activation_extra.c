@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "attrs.h"
 #include "osprey/nn.h"
 
 /* Below this many values a parallel region costs more than it saves. */
@@ -22,12 +23,6 @@ typedef struct extra_op {
     osp_op op; /* first: a node's op pointer is also its extra_op's */
     extra_kind kind;
 } extra_op;
-
-/* hardsigmoid: y = clamp(alpha * x + beta, 0, 1); clip: y = clamp(x, lo, hi). */
-typedef struct extra_attrs {
-    float alpha, beta;
-    float lo, hi;
-} extra_attrs;
 
 /* PyTorch's nn.Hardsigmoid and an unbounded clip, for nodes built without a
  * spec section. */

@@ -9,18 +9,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "attrs.h"
 #include "osprey/nn.h"
 
 #define PARALLEL_MIN (1 << 15)
 #define PAD_MAX 1024
-
-typedef enum pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE } pad_mode;
-
-typedef struct pad_attrs {
-    int top, left, bottom, right;
-    pad_mode mode;
-    float value;
-} pad_attrs;
 
 static const char *const mode_names[] = {"constant", "reflect", "edge", NULL};
 

@@ -6,16 +6,10 @@
  * count. */
 #include <string.h>
 
+#include "attrs.h"
 #include "osprey/nn.h"
 
 #define PARALLEL_MIN (1 << 15)
-#define PERM_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
-
-typedef struct transpose_attrs {
-    int ndim;
-    int perm[PERM_MAX_DIMS];
-} transpose_attrs;
-
 static int transpose_setup(osp_graph *g, osp_node *n) {
     if (n->n_inputs != 1)
         return osp_error(OSP_ESHAPE, "layer '%s': transpose takes one input, not %d", n->name,
