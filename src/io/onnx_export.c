@@ -13,6 +13,7 @@
  * ("osprey.mean", "osprey.std", "osprey.labels"): they are informational,
  * as the graph takes the normalised input, as osprey's does. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,8 @@ typedef struct exporter {
     Onnx__GraphProto *graph;
     size_t cap_nodes, cap_inits, cap_infos;
     char **values; /* per graph node: the ONNX value holding its output */
+    char **consts; /* per graph node: a [constant]'s [1, shape] initializer */
+    char *batch;   /* "input/batch": int64 [1] holding the batch size, made once */
 } exporter;
 
 static void *ex_alloc(exporter *e, size_t n, size_t size) {
@@ -166,6 +169,15 @@ static void attr_ints(exporter *e, Onnx__NodeProto *n, const char *name, int cou
     a->ints = v;
 }
 
+static void attr_string(exporter *e, Onnx__NodeProto *n, const char *name, const char *v) {
+    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    char *copy = ex_printf(e, "%s", v);
+    if (!a || !copy) return;
+    a->has_s = 1;
+    a->s.data = (uint8_t *)copy;
+    a->s.len = strlen(copy);
+}
+
 /* An initializer of float32 or int64 values, copied as little-endian raw
  * data (elem_size 4 or 8). */
 static char *add_init(exporter *e, const char *name, int32_t type, const int64_t *dims, int ndim,
@@ -229,6 +241,15 @@ static char *init_shape(exporter *e, const char *name, const osp_shape *s) {
     for (int i = 0; i < s->ndim; i++) v[i + 1] = s->dim[i];
     int64_t len = s->ndim + 1;
     return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v, sizeof(int64_t));
+}
+
+/* A 1-D int64 constant (the data is copied into the arena). */
+static char *init_i64s(exporter *e, const char *name, const int64_t *v, int count) {
+    int64_t *copy = ex_alloc(e, (size_t)count, sizeof *copy);
+    if (!copy) return NULL;
+    memcpy(copy, v, (size_t)count * sizeof *copy);
+    int64_t len = count;
+    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, copy, sizeof(int64_t));
 }
 
 /* A float tensor value of shape [batch, per-sample shape]. */
@@ -451,6 +472,128 @@ static int export_activation(exporter *e, const osp_node *n, char **in, char *ou
     return OSP_OK;
 }
 
+/* ---- the layers ONNX import brings in -------------------------------------- */
+
+/* The batch size as an int64 [1] value: Shape(input)[0:1], made once. */
+static char *batch_size(exporter *e) {
+    if (e->batch) return e->batch;
+    char *in = "input", *shape = "input/shape";
+    add_node(e, "Shape", shape, 1, &in, shape);
+    int64_t zero = 0, one = 1;
+    char *args[4] = {shape, init_i64s(e, "input/batch_start", &zero, 1),
+                     init_i64s(e, "input/batch_end", &one, 1),
+                     init_i64s(e, "input/batch_axis", &zero, 1)};
+    e->batch = "input/batch";
+    add_node(e, "Slice", e->batch, 4, args, e->batch);
+    return e->batch;
+}
+
+static int is_constant(const osp_node *n) { return n->op && !strcmp(n->op->name, "constant"); }
+
+/* A [constant] is its value (`<layer>.value`, an initializer of shape
+ * [1, shape]) repeated over the batch: Expand to [batch, shape]. Binary
+ * layers read the initializer itself and let ONNX broadcast it. */
+static int export_constant(exporter *e, const osp_node *n, char *out) {
+    if (n->n_params != 1) return osp_error(OSP_EINVAL, "layer '%s' has no value", n->name);
+    const osp_param *p = osp_graph_param(e->g, n->params[0]);
+    int64_t dims[OSP_MAX_DIMS + 1];
+    dims[0] = 1;
+    for (int i = 0; i < n->shape.ndim; i++) dims[i + 1] = n->shape.dim[i];
+    char *value = init_f32(e, p->name, dims, n->shape.ndim + 1,
+                           osp_graph_param_data(e->g, n->params[0]));
+    e->consts[n->id] = value;
+    char *cat[2] = {batch_size(e), init_i64s(e, ex_printf(e, "%s/dims", n->name), n->shape.dim,
+                                             n->shape.ndim)};
+    char *shape = ex_printf(e, "%s/shape", n->name);
+    attr_int(e, add_node(e, "Concat", shape, 2, cat, shape), "axis", 0);
+    char *args[2] = {value, shape};
+    add_node(e, "Expand", n->name, 2, args, out);
+    return OSP_OK;
+}
+
+/* Input i of a broadcasting layer as a value of rank `rank` + 1: osprey
+ * aligns per-sample shapes on the right, ONNX whole shapes (batch
+ * included), so a per-sample shape of lower rank gets leading 1s after the
+ * batch axis. A [constant] input is its [1, shape] initializer. */
+static char *broadcast_input(exporter *e, const osp_node *n, int i, char *in, int rank) {
+    const osp_node *src = osp_graph_node_const(e->g, n->inputs[i]);
+    char *value = in;
+    if (is_constant(src) && e->consts[src->id]) value = e->consts[src->id];
+    if (src->shape.ndim == rank) return value;
+    osp_shape padded = {.ndim = rank};
+    int lead = rank - src->shape.ndim;
+    for (int k = 0; k < rank; k++) padded.dim[k] = k < lead ? 1 : src->shape.dim[k - lead];
+    char *name = ex_printf(e, "%s/in%d", n->name, i);
+    char *args[2] = {value, init_shape(e, ex_printf(e, "%s/in%d_shape", n->name, i), &padded)};
+    add_node(e, "Reshape", name, 2, args, name);
+    return name;
+}
+
+static int export_binary(exporter *e, const osp_node *n, const char *op_type, char **in, char *out) {
+    char *args[2] = {broadcast_input(e, n, 0, in[0], n->shape.ndim),
+                     broadcast_input(e, n, 1, in[1], n->shape.ndim)};
+    add_node(e, op_type, n->name, 2, args, out);
+    return OSP_OK;
+}
+
+static int export_extra(exporter *e, const osp_node *n, char **in, char *out) {
+    const char *t = n->op->name;
+    const extra_attrs *a = n->attrs;
+    if (!strcmp(t, "hardsigmoid")) {
+        /* NULL attrs: op_activation_extra.c's defaults (nn.Hardsigmoid) */
+        Onnx__NodeProto *h = add_node(e, "HardSigmoid", n->name, 1, in, out);
+        attr_float(e, h, "alpha", a ? a->alpha : 1.0f / 6.0f);
+        attr_float(e, h, "beta", a ? a->beta : 0.5f);
+    } else if (!strcmp(t, "hardswish")) {
+        /* HardSwish is opset 14: x * HardSigmoid(x) with alpha 1/6, beta 1/2 */
+        char *hs = ex_printf(e, "%s/hardsigmoid", n->name);
+        Onnx__NodeProto *h = add_node(e, "HardSigmoid", hs, 1, in, hs);
+        attr_float(e, h, "alpha", 1.0f / 6.0f);
+        attr_float(e, h, "beta", 0.5f);
+        char *args[2] = {in[0], hs};
+        add_node(e, "Mul", n->name, 2, args, out);
+    } else { /* clip: an infinite bound is an absent input */
+        float lo = a ? a->lo : -INFINITY, hi = a ? a->hi : INFINITY;
+        char *args[3] = {in[0], "", ""};
+        int n_args = 1;
+        if (!isinf(lo)) args[n_args = 1] = init_scalar(e, ex_printf(e, "%s/min", n->name), lo);
+        if (!isinf(hi)) args[n_args = 2] = init_scalar(e, ex_printf(e, "%s/max", n->name), hi);
+        add_node(e, "Clip", n->name, n_args + 1, args, out);
+    }
+    return OSP_OK;
+}
+
+static int export_pad(exporter *e, const osp_node *n, char **in, char *out) {
+    int rc = need_attrs(n);
+    if (rc) return rc;
+    const pad_attrs *a = n->attrs;
+    /* [N, C, H, W]: begins then ends */
+    int64_t pads[8] = {0, 0, a->top, a->left, 0, 0, a->bottom, a->right};
+    char *args[3] = {in[0], init_i64s(e, ex_printf(e, "%s/pads", n->name), pads, 8), NULL};
+    int n_args = 2;
+    if (a->mode == PAD_CONSTANT)
+        args[n_args++] = init_scalar(e, ex_printf(e, "%s/value", n->name), a->value);
+    Onnx__NodeProto *p = add_node(e, "Pad", n->name, n_args, args, out);
+    attr_string(e, p, "mode", a->mode == PAD_REFLECT ? "reflect" : a->mode == PAD_EDGE ? "edge"
+                                                                                     : "constant");
+    return OSP_OK;
+}
+
+static int export_transpose(exporter *e, const osp_node *n, char **in, char *out) {
+    int rc = need_attrs(n);
+    if (rc) return rc;
+    const transpose_attrs *a = n->attrs;
+    Onnx__NodeProto *t = add_node(e, "Transpose", n->name, 1, in, out);
+    Onnx__AttributeProto *perm = add_attr(e, t, "perm", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    int64_t *v = ex_alloc(e, (size_t)a->ndim + 1, sizeof *v);
+    if (!perm || !v) return OSP_ENOMEM;
+    v[0] = 0; /* the batch stays first */
+    for (int i = 0; i < a->ndim; i++) v[i + 1] = a->perm[i] + 1;
+    perm->n_ints = (size_t)a->ndim + 1;
+    perm->ints = v;
+    return OSP_OK;
+}
+
 static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {
     const char *t = n->op->name;
     int rc = export_activation(e, n, in, out);
@@ -460,7 +603,22 @@ static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {
         return export_pool(e, n, in, out);
     if (!strcmp(t, "fc")) return export_fc(e, n, in, out);
     if (!strcmp(t, "batchnorm")) return export_batchnorm(e, n, in, out);
-    if (!strcmp(t, "add")) return export_add(e, n, in, out);
+    if (!strcmp(t, "add")) {
+        const osp_node *a = osp_graph_node_const(e->g, n->inputs[0]);
+        const osp_node *b = osp_graph_node_const(e->g, n->inputs[1]);
+        if (n->n_inputs == 2 && (!osp_shape_equal(&a->shape, &b->shape) || is_constant(a) ||
+                                 is_constant(b)))
+            return export_binary(e, n, "Add", in, out);
+        return export_add(e, n, in, out);
+    }
+    if (!strcmp(t, "sub")) return export_binary(e, n, "Sub", in, out);
+    if (!strcmp(t, "mul")) return export_binary(e, n, "Mul", in, out);
+    if (!strcmp(t, "div")) return export_binary(e, n, "Div", in, out);
+    if (!strcmp(t, "hardsigmoid") || !strcmp(t, "hardswish") || !strcmp(t, "clip"))
+        return export_extra(e, n, in, out);
+    if (!strcmp(t, "constant")) return export_constant(e, n, out);
+    if (!strcmp(t, "pad")) return export_pad(e, n, in, out);
+    if (!strcmp(t, "transpose")) return export_transpose(e, n, in, out);
     if (!strcmp(t, "softmax")) return export_softmax(e, n, in, out);
     if (!strcmp(t, "l2norm")) return export_l2norm(e, n, in, out);
     if (!strcmp(t, "dropout")) {
@@ -576,6 +734,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     gp->output = ex_alloc(e, 1, sizeof *gp->output);
     gp->value_info = ex_alloc(e, (size_t)nn, sizeof *gp->value_info);
     e->values = ex_alloc(e, (size_t)nn, sizeof *e->values);
+    e->consts = ex_alloc(e, (size_t)nn, sizeof *e->consts);
     if (e->oom) return OSP_ENOMEM;
 
     e->values[0] = "input";

@@ -2,9 +2,10 @@
 # End to end: osprey export, then the same .npy batch through `osprey run`
 # and through ONNX Runtime (onnxruntime-node, CPU, installed into .deps by
 # scripts/install-onnxruntime when missing). Models: LeNet-5 trained on the
-# MNIST digits, ResNet-20, the small MobileNet and tests/onnx/zoo.cfg (every
-# layer type the exporter maps) trained a few steps on generated shapes, so
-# that batch norm statistics are not the initial 0 and 1.
+# MNIST digits, ResNet-20, the small MobileNet, tests/onnx/zoo.cfg and
+# zoo2.cfg (between them every layer type the exporter maps) trained a few
+# steps on generated shapes, so that batch norm statistics are not the
+# initial 0 and 1.
 #
 # Agreement: max |osprey - ort| over the whole output, divided by
 # max |osprey|, must be at most 1e-5 for every model.
@@ -63,6 +64,7 @@ np.save(f"{w}/x28.npy", rng.randn(16, 1, 28, 28).astype(np.float32))
 np.save(f"{w}/x32.npy", rng.randn(5, 3, 32, 32).astype(np.float32))
 np.save(f"{w}/x24.npy", rng.randn(7, 3, 24, 24).astype(np.float32))
 np.save(f"{w}/x24_1.npy", rng.randn(1, 3, 24, 24).astype(np.float32))
+np.save(f"{w}/x16.npy", rng.randn(4, 3, 16, 16).astype(np.float32))
 PY
 compare lenet "$work/x28.npy"
 
@@ -96,6 +98,11 @@ done
 compare zoo "$work/x24.npy"
 cp "$work/zoo.osp" "$work/zoo1.osp"
 compare zoo1 "$work/x24_1.npy" # another batch size: the batch is symbolic
+# the layer types ONNX import brings, with constants set to non-zero values
+"$osprey" train --net "$src/tests/onnx/zoo2.cfg" --data "$work/shapes" --epochs 1 --batch 8 \
+    --threads 2 --quiet --out "$work/zoo2.osp"
+/usr/bin/python3 "$src/tests/onnx/set_constants.py" "$work/zoo2.osp"
+compare zoo2 "$work/x16.npy"
 
 # errors
 expect_error "--out is required" "$osprey" export "$work/lenet.osp"

@@ -276,6 +276,49 @@ Test(onnx_export, pointwise_and_merging_layers) {
     onnx__model_proto__free_unpacked(m, NULL);
     osp_net_free(net);
 }
+Test(onnx_export, import_layers) {
+    osp_net *net = net_of("[net]\ninput = 2x4x4\n"
+                          "[pad]\nname = p\npad = 1, 2, 3, 0\nmode = reflect\n"
+                          "[hardswish]\nname = hs\n"
+                          "[clip]\nname = cl\nmin = -1\n"
+                          "[transpose]\nname = tr\nperm = 1, 2, 0\n"
+                          "[constant]\nname = k\nshape = 2\n"
+                          "[mul]\nname = m\ninput = tr, k\n"
+                          "[constant]\nname = k2\nshape = 1x6x2\n"
+                          "[concat]\nname = cat\ninput = m, k2\n");
+    Onnx__ModelProto *m = export_model(net);
+    char ops[1024];
+    op_types(m, ops, sizeof ops);
+    cr_assert_str_eq(ops, "Pad,HardSigmoid,Mul,Clip,Transpose,Shape,Slice,Concat,Expand,Reshape,"
+                          "Mul,Concat,Expand,Concat");
+    const Onnx__NodeProto *pad = node_named(m, "p");
+    cr_assert_eq(pad->n_input, 2); /* reflect: no fill value */
+    cr_assert_str_eq((const char *)attr(pad, "mode")->s.data, "reflect");
+    int64_t pads[8];
+    const Onnx__TensorProto *pt = init_named(m, pad->input[1]);
+    cr_assert_eq(pt->raw_data.len, sizeof pads);
+    memcpy(pads, pt->raw_data.data, sizeof pads);
+    cr_assert(pads[2] == 1 && pads[3] == 2 && pads[6] == 3 && pads[7] == 0 && pads[0] == 0);
+    cr_assert_float_eq(attr(node_named(m, "hs/hardsigmoid"), "alpha")->f, 1.0f / 6.0f, 1e-7);
+    /* clip with only a lower bound: two inputs */
+    cr_assert_eq(node_named(m, "cl")->n_input, 2);
+    const Onnx__AttributeProto *perm = attr(node_named(m, "tr"), "perm");
+    cr_assert(perm->n_ints == 4 && perm->ints[0] == 0 && perm->ints[1] == 2 && perm->ints[2] == 3 &&
+              perm->ints[3] == 1);
+    /* a constant: a [1, shape] initializer, expanded to the batch */
+    const Onnx__TensorProto *k = init_named(m, "k.value");
+    cr_assert(k->n_dims == 2 && k->dims[0] == 1 && k->dims[1] == 2);
+    cr_assert_str_eq(node_named(m, "k")->op_type, "Expand");
+    /* a binary layer reads the initializer, aligned to the other's rank */
+    const Onnx__NodeProto *mul = node_named(m, "m");
+    cr_assert_str_eq(mul->input[0], "tr");
+    cr_assert_str_eq(mul->input[1], "m/in1");
+    cr_assert_str_eq(node_named(m, "m/in1")->input[0], "k.value");
+    /* other layers read the expanded constant */
+    cr_assert_str_eq(node_named(m, "cat")->input[1], "k2");
+    onnx__model_proto__free_unpacked(m, NULL);
+    osp_net_free(net);
+}
 #else
 Test(onnx_export, structure) {
     cr_skip_test("the generated onnx.pb-c.h is not on this test's include path");
