@@ -35,6 +35,21 @@ static int fold_error(onnx_importer *im, const Onnx__NodeProto *n, int code, con
     return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
 }
 
+/* Folded constants are shapes, indices and small tensors: a limit far
+ * below an initializer's keeps a hostile graph from inflating them. */
+#define ONNX_MAX_FOLDED ((int64_t)1 << 24)
+
+static int fold_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int) {
+    int64_t numel = 1;
+    for (int k = 0; k < ndim; k++) {
+        if (dim[k] < 0 || (dim[k] && numel > ONNX_MAX_FOLDED / dim[k]))
+            return osp_error(OSP_ERANGE, "a folded constant of more than %lld values",
+                             (long long)ONNX_MAX_FOLDED);
+        numel *= dim[k];
+    }
+    return onnx_const_alloc(c, ndim, dim, is_int);
+}
+
 static int normalize_axis(int64_t axis, int rank, int *out) {
     if (axis < -rank || axis >= rank) return OSP_ERANGE;
     *out = (int)(axis < 0 ? axis + rank : axis);
@@ -96,24 +111,24 @@ static int fold_constant(onnx_importer *im, const Onnx__NodeProto *n, onnx_const
     const Onnx__AttributeProto *a;
     if ((a = onnx_attr(n, "value")) && a->t) return onnx_const_from_tensor(im, a->t, out);
     if ((a = onnx_attr(n, "value_float")) && a->has_f) {
-        int rc = onnx_const_alloc(out, 0, NULL, 0);
+        int rc = fold_alloc(out, 0, NULL, 0);
         if (!rc) out->f[0] = a->f;
         return rc;
     }
     if ((a = onnx_attr(n, "value_int")) && a->has_i) {
-        int rc = onnx_const_alloc(out, 0, NULL, 1);
+        int rc = fold_alloc(out, 0, NULL, 1);
         if (!rc) out->i[0] = a->i;
         return rc;
     }
     if ((a = onnx_attr(n, "value_floats"))) {
         int64_t d = (int64_t)a->n_floats;
-        int rc = onnx_const_alloc(out, 1, &d, 0);
+        int rc = fold_alloc(out, 1, &d, 0);
         if (!rc && d) memcpy(out->f, a->floats, (size_t)d * sizeof(float));
         return rc;
     }
     if ((a = onnx_attr(n, "value_ints"))) {
         int64_t d = (int64_t)a->n_ints;
-        int rc = onnx_const_alloc(out, 1, &d, 1);
+        int rc = fold_alloc(out, 1, &d, 1);
         if (!rc && d) memcpy(out->i, a->ints, (size_t)d * sizeof(int64_t));
         return rc;
     }
@@ -141,7 +156,7 @@ static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
     start = start < 0 ? 0 : start > rank ? rank : start;
     end = end < start ? start : end > rank ? rank : end;
     int64_t len = end - start;
-    int rc = onnx_const_alloc(out, 1, &len, 1);
+    int rc = fold_alloc(out, 1, &len, 1);
     if (rc) return rc;
     for (int64_t k = 0; k < len; k++) out->i[k] = dims[start + k];
     return OSP_OK;
@@ -161,7 +176,7 @@ static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     for (int k = 0; k < axis; k++) dims[r++] = data->dim[k];
     for (int k = 0; k < idx->ndim; k++) dims[r++] = idx->dim[k];
     for (int k = axis + 1; k < data->ndim; k++) dims[r++] = data->dim[k];
-    int rc = onnx_const_alloc(out, rank, dims, data->is_int);
+    int rc = fold_alloc(out, rank, dims, data->is_int);
     if (rc) return rc;
     int64_t outer = 1, inner = 1, len = data->dim[axis];
     for (int k = 0; k < axis; k++) outer *= data->dim[k];
@@ -244,7 +259,7 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
         if (dims[axis] > ONNX_MAX_ELEMENTS) FAIL(OSP_ERANGE, "too large");
         is_int &= c->is_int;
     }
-    int rc = onnx_const_alloc(out, first->ndim, dims, is_int);
+    int rc = fold_alloc(out, first->ndim, dims, is_int);
     if (rc) return rc;
     int64_t outer = 1, inner = 1;
     for (int k = 0; k < axis; k++) outer *= dims[k];
@@ -275,7 +290,7 @@ static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *ou
     else if (to == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 || to == ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
         is_int = 1;
     else FAIL(OSP_ENOTSUP, "Cast to type %lld", (long long)to);
-    int rc = onnx_const_alloc(out, x->ndim, x->dim, is_int);
+    int rc = fold_alloc(out, x->ndim, x->dim, is_int);
     if (rc) return rc;
     for (int64_t k = 0; k < x->numel; k++) {
         if (x->is_int && x->i[k] == ONNX_BATCH && !is_int) {
@@ -398,7 +413,7 @@ static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
         start[ax] = s;
         step[ax] = st;
     }
-    int rc = onnx_const_alloc(out, x->ndim, dims, x->is_int);
+    int rc = fold_alloc(out, x->ndim, dims, x->is_int);
     if (rc) return rc;
     for (int64_t o = 0; o < out->numel; o++) {
         int64_t from = source_index(x, dims, start, step, NULL, o);
@@ -422,7 +437,7 @@ static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
         perm[k] = (int)a;
         dims[k] = x->dim[a];
     }
-    int rc = onnx_const_alloc(out, x->ndim, dims, x->is_int);
+    int rc = fold_alloc(out, x->ndim, dims, x->is_int);
     if (rc) return rc;
     for (int64_t o = 0; o < out->numel; o++) {
         int64_t from = source_index(x, dims, NULL, NULL, perm, o);
@@ -447,8 +462,8 @@ static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, o
             onnx_const_free(&value);
             FAIL(OSP_EFORMAT, "the value must hold one element");
         }
-    } else if ((rc = onnx_const_alloc(&value, 0, NULL, 0))) return rc;
-    rc = onnx_const_alloc(out, (int)shape->numel, shape->i, value.is_int);
+    } else if ((rc = fold_alloc(&value, 0, NULL, 0))) return rc;
+    rc = fold_alloc(out, (int)shape->numel, shape->i, value.is_int);
     if (!rc)
         for (int64_t k = 0; k < out->numel; k++) {
             if (value.is_int) out->i[k] = value.i[0];
@@ -476,7 +491,7 @@ static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
         stride_b *= db;
     }
     int is_int = a->is_int && b->is_int;
-    int rc = onnx_const_alloc(out, rank, dims, is_int);
+    int rc = fold_alloc(out, rank, dims, is_int);
     if (rc) return rc;
     char op = n->op_type[0];
     for (int64_t o = 0; o < out->numel; o++) {

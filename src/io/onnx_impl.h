@@ -14,7 +14,7 @@
 
 /* Constants hold at most this many dimensions and elements. */
 #define ONNX_MAX_RANK 8
-#define ONNX_MAX_ELEMENTS ((int64_t)1 << 31)
+#define ONNX_MAX_ELEMENTS ((int64_t)1 << 28)
 /* In an integer constant, the batch size (Shape of a symbolic batch). */
 #define ONNX_BATCH INT64_MIN
 
