@@ -6,7 +6,7 @@ BUILD ?= build
 PREFIX ?= /usr/local
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build build-asan test test-plain test-asan demo bench fuzz install clean mnist
+.PHONY: all deps build build-asan test test-plain test-asan demo bench fuzz install clean mnist golden
 
 all: build
 
@@ -50,6 +50,13 @@ fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DOSP_FUZZ=ON -DOSP_TESTS=OFF >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	scripts/run-fuzz build-fuzz $(FUZZ_SECONDS)
+
+# The ONNX golden test at full size: torchvision's resnet18, mobilenet_v2,
+# squeezenet1_1 and vgg11 at 224x224 against PyTorch (about 2 GB of disk).
+golden: build
+	/usr/bin/python3 tests/golden/make_onnx_golden.py $(BUILD)/onnx_golden_full --full
+	cd $(BUILD) && OSP_SOURCE_DIR=$(CURDIR) OSP_ONNX_GOLDEN=$(CURDIR)/$(BUILD)/onnx_golden_full \
+		bash $(CURDIR)/tests/cli/onnx_import.sh $(CURDIR)/$(BUILD)/osprey
 
 install: build
 	cmake --install $(BUILD)

@@ -9,7 +9,7 @@
 set -euo pipefail
 osprey=$1
 src=${OSP_SOURCE_DIR:?}
-golden=$PWD/onnx_golden
+golden=${OSP_ONNX_GOLDEN:-$PWD/onnx_golden}
 python=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
