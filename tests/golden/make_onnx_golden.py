@@ -186,7 +186,8 @@ def main():
         torch.manual_seed(1234)
         model = build().eval()
         randomize_batchnorm(model)
-        manifest += export(name, model, 224 if full else size, opset, dynamic, keep_bn, out_dir)
+        full_size = 224 if full and not name.startswith("opsnet") else size
+        manifest += export(name, model, full_size, opset, dynamic, keep_bn, out_dir)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
         f.write(manifest)
     write_bad_models(out_dir)
