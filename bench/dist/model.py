@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""The cost of synchronous data parallelism at scale, on paper
+(docs/distributed.md prints its output).
+
+Ring allreduce of S bytes over N ranks: each rank sends and receives
+2 (N-1)/N S bytes, in 2 (N-1) steps of S/N bytes, so one allreduce takes
+
+    t = 2 (N-1)/N * S / bandwidth + 2 (N-1) * alpha * buckets
+
+(alpha: the latency of one step, paid once per step of each bucket's ring).
+A step computes for t_c seconds, of which backward is about two thirds;
+with overlap, the exchange runs during backward and only what is left of
+it after backward shows:
+
+    exposed = max(t - f_backward * t_c, t_last)   (t_last: the last bucket alone)
+    efficiency = t_c / (t_c + exposed)            (no overlap: exposed = t)
+
+    bench/dist/model.py
+"""
+import argparse
+
+GBIT = 1e9 / 8
+
+WORKLOADS = [
+    # name, gradient bytes, seconds of compute per step on one node, bucket bytes
+    ("ResNet-20 (0.27 M parameters), 0.30 s/step, 1 MiB buckets", 0.272e6 * 4, 0.30, 1 << 20),
+    ("ResNet-50 (25.6 M parameters), 0.25 s/step, 25 MiB buckets", 25.6e6 * 4, 0.25, 25 << 20),
+]
+LINKS = [("10 Gbit/s", 10 * GBIT, 25e-6), ("100 Gbit/s", 100 * GBIT, 5e-6)]
+NODES = [2, 8, 32, 64, 128, 256]
+F_BACKWARD = 2 / 3
+
+
+def allreduce_s(size, n, bw, alpha, buckets):
+    return 2 * (n - 1) / n * size / bw + 2 * (n - 1) * alpha * buckets
+
+
+def efficiency(size, t_c, n, bw, alpha, overlap, bucket):
+    buckets = max(1, -(-int(size) // bucket))
+    t = allreduce_s(size, n, bw, alpha, buckets)
+    if not overlap:
+        return t, t_c / (t_c + t)
+    last = allreduce_s(min(size, bucket), n, bw, alpha, 1)
+    exposed = max(t - F_BACKWARD * t_c, last)
+    return t, t_c / (t_c + exposed)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    a = ap.parse_args()
+    for name, size, t_c, bucket in WORKLOADS:
+        print(f"\n{name}: {size / 1e6:.2f} MB of gradients, "
+              f"{2 * size / 1e6:.2f} MB sent and received per rank per step (ring, large N)\n")
+        head = ["nodes"] + [f"{l} {k}" for l, _, _ in LINKS for k in ("allreduce", "eff. no overlap", "eff. overlap")]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for n in NODES:
+            row = [str(n)]
+            for _, bw, alpha in LINKS:
+                t, e0 = efficiency(size, t_c, n, bw, alpha, False, bucket)
+                _, e1 = efficiency(size, t_c, n, bw, alpha, True, bucket)
+                row += [f"{1000 * t:.1f} ms", f"{100 * e0:.0f}%", f"{100 * e1:.0f}%"]
+            print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
