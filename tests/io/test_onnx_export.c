@@ -293,7 +293,8 @@ Test(onnx_export, import_layers) {
                           "Mul,Concat,Expand,Concat");
     const Onnx__NodeProto *pad = node_named(m, "p");
     cr_assert_eq(pad->n_input, 2); /* reflect: no fill value */
-    cr_assert_str_eq((const char *)attr(pad, "mode")->s.data, "reflect");
+    const Onnx__AttributeProto *mode = attr(pad, "mode");
+    cr_assert(mode->s.len == 7 && !memcmp(mode->s.data, "reflect", 7)); /* bytes, unterminated */
     int64_t pads[8];
     const Onnx__TensorProto *pt = init_named(m, pad->input[1]);
     cr_assert_eq(pt->raw_data.len, sizeof pads);
