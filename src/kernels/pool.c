@@ -53,9 +53,85 @@ static float plane_sum(const float *v, int64_t n) {
            ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
+/* One output of a window that may hang over the padding. As PyTorch: the
+ * first of equal maxima wins, a NaN beats everything. */
+static void max_window(const osp_conv_desc *d, const float *xp, int h0, int i_lo, int i_hi, int q,
+                       float *y, int32_t *arg) {
+    int w0 = q * d->stride_w - d->pad_w, j_lo, j_hi;
+    taps_inside(w0, d->kw, d->dil_w, d->w, &j_lo, &j_hi);
+    if (i_lo == i_hi || j_lo == j_hi) {
+        *y = 0.0f;
+        if (arg) *arg = -1;
+        return;
+    }
+    int64_t best_at = (int64_t)(h0 + i_lo * d->dil_h) * d->w + w0 + j_lo * d->dil_w;
+    float best = -INFINITY;
+    for (int i = i_lo; i < i_hi; i++) {
+        const int64_t row = (int64_t)(h0 + i * d->dil_h) * d->w;
+        for (int j = j_lo; j < j_hi; j++) {
+            int64_t at = row + w0 + j * d->dil_w;
+            float v = xp[at];
+            if (v > best || isnan(v)) {
+                best = v;
+                best_at = at;
+            }
+        }
+    }
+    *y = best;
+    if (arg) *arg = (int32_t)best_at;
+}
+
+#define MAX_RUN 256
+
+/* Outputs q_lo..q_hi-1 of row p, whose windows lie inside the input along
+ * the width: the taps are visited in the same order as max_window's, but
+ * with the columns innermost and no branches, so the compiler vectorises. */
+static void max_interior(const osp_conv_desc *d, const float *xp, int h0, int i_lo, int i_hi,
+                         int q_lo, int q_hi, float *y, int32_t *arg) {
+    float best[MAX_RUN];
+    int32_t at[MAX_RUN];
+    const int sw = d->stride_w;
+    for (int q0 = q_lo; q0 < q_hi; q0 += MAX_RUN) {
+        const int n = q_hi - q0 < MAX_RUN ? q_hi - q0 : MAX_RUN;
+        const int first = (h0 + i_lo * d->dil_h) * d->w + q0 * sw - d->pad_w;
+        for (int k = 0; k < n; k++) {
+            best[k] = -INFINITY;
+            at[k] = first + k * sw;
+        }
+        for (int i = i_lo; i < i_hi; i++) {
+            for (int j = 0; j < d->kw; j++) {
+                const int base = (h0 + i * d->dil_h) * d->w + q0 * sw - d->pad_w + j * d->dil_w;
+                const float *src = xp + base;
+                if (arg) {
+                    for (int k = 0; k < n; k++) {
+                        float v = src[k * sw];
+                        int win = (v > best[k]) | (v != v);
+                        best[k] = win ? v : best[k];
+                        at[k] = win ? base + k * sw : at[k];
+                    }
+                } else {
+                    for (int k = 0; k < n; k++) {
+                        float v = src[k * sw];
+                        best[k] = (v > best[k]) | (v != v) ? v : best[k];
+                    }
+                }
+            }
+        }
+        memcpy(y + q0, best, sizeof(float) * (size_t)n);
+        if (arg) memcpy(arg + q0, at, sizeof(int32_t) * (size_t)n);
+    }
+}
+
 void KFN(maxpool_forward)(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax) {
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
     const int64_t s = (int64_t)d->p * d->q;
+    /* Columns whose windows lie inside the input: w0 >= 0 and the last tap
+     * w0 + (kw - 1) * dil_w < w. */
+    const int span = (d->kw - 1) * d->dil_w;
+    int q_lo = (d->pad_w + d->stride_w - 1) / d->stride_w;
+    int q_hi = d->w - 1 - span + d->pad_w < 0 ? 0 : (d->w - 1 - span + d->pad_w) / d->stride_w + 1;
+    if (q_hi > d->q) q_hi = d->q;
+    if (q_lo > q_hi) q_lo = q_hi;
 #pragma omp parallel for schedule(static) if (planes * s * d->kh * d->kw > PAR_MIN_WORK)
     for (int64_t t = 0; t < planes; t++) {
         const float *xp = x + t * hw;
@@ -64,32 +140,13 @@ void KFN(maxpool_forward)(const osp_conv_desc *d, const float *x, float *y, int3
         for (int p = 0; p < d->p; p++) {
             int h0 = p * d->stride_h - d->pad_h, i_lo, i_hi;
             taps_inside(h0, d->kh, d->dil_h, d->h, &i_lo, &i_hi);
-            for (int q = 0; q < d->q; q++) {
-                int w0 = q * d->stride_w - d->pad_w, j_lo, j_hi;
-                taps_inside(w0, d->kw, d->dil_w, d->w, &j_lo, &j_hi);
-                int64_t o = (int64_t)p * d->q + q;
-                if (i_lo == i_hi || j_lo == j_hi) {
-                    yp[o] = 0.0f;
-                    if (ap) ap[o] = -1;
-                    continue;
-                }
-                /* As PyTorch: the first of equal maxima wins, NaN beats all. */
-                int64_t best_at = (int64_t)(h0 + i_lo * d->dil_h) * d->w + w0 + j_lo * d->dil_w;
-                float best = -INFINITY;
-                for (int i = i_lo; i < i_hi; i++) {
-                    const int64_t row = (int64_t)(h0 + i * d->dil_h) * d->w;
-                    for (int j = j_lo; j < j_hi; j++) {
-                        int64_t at = row + w0 + j * d->dil_w;
-                        float v = xp[at];
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            best_at = at;
-                        }
-                    }
-                }
-                yp[o] = best;
-                if (ap) ap[o] = (int32_t)best_at;
-            }
+            float *yr = yp + (int64_t)p * d->q;
+            int32_t *ar = ap ? ap + (int64_t)p * d->q : NULL;
+            int lo = i_lo < i_hi ? q_lo : d->q, hi = i_lo < i_hi ? q_hi : d->q;
+            for (int q = 0; q < lo; q++) max_window(d, xp, h0, i_lo, i_hi, q, yr + q, ar ? ar + q : NULL);
+            if (lo < hi) max_interior(d, xp, h0, i_lo, i_hi, lo, hi, yr, ar);
+            for (int q = hi > lo ? hi : lo; q < d->q; q++)
+                max_window(d, xp, h0, i_lo, i_hi, q, yr + q, ar ? ar + q : NULL);
         }
     }
 }
