@@ -23,7 +23,9 @@ GBIT = 1e9 / 8
 
 WORKLOADS = [
     # name, gradient bytes, seconds of compute per step on one node, bucket bytes
-    ("ResNet-20 (0.27 M parameters), 0.30 s/step, 1 MiB buckets", 0.272e6 * 4, 0.30, 1 << 20),
+    # measured here: one core, batch 64, 152 images/s (bench/dist/run)
+    ("ResNet-20 (0.27 M parameters), 0.42 s/step, 1 MiB buckets", 0.272e6 * 4, 0.42, 1 << 20),
+    # a GPU node's step, for scale (not measured here)
     ("ResNet-50 (25.6 M parameters), 0.25 s/step, 25 MiB buckets", 25.6e6 * 4, 0.25, 25 << 20),
 ]
 LINKS = [("10 Gbit/s", 10 * GBIT, 25e-6), ("100 Gbit/s", 100 * GBIT, 5e-6)]
@@ -45,9 +47,19 @@ def efficiency(size, t_c, n, bw, alpha, overlap, bucket):
     return t, t_c / (t_c + exposed)
 
 
+MEASURED = [  # the two-rank link of bench/dist/slow-network: gradient bytes
+    ("LeNet-5", 431080 * 4),
+    ("ResNet-20", 272474 * 4),
+]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    a = ap.parse_args()
+    ap.parse_args()
+    print("Two ranks, one link (bench/dist/slow-network): the model's allreduce time")
+    for name, size in MEASURED:
+        for label, bw in (("1 Gbit/s", 1 * GBIT), ("100 Mbit/s", 0.1 * GBIT)):
+            print(f"  {name:10} {label:>10}: {1000 * allreduce_s(size, 2, bw, 0, 1):6.1f} ms")
     for name, size, t_c, bucket in WORKLOADS:
         print(f"\n{name}: {size / 1e6:.2f} MB of gradients, "
               f"{2 * size / 1e6:.2f} MB sent and received per rank per step (ring, large N)\n")
