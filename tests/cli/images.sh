@@ -28,8 +28,8 @@ rm -rf "$work/shapes/square" "$work/shapes/star" "$work/shapes/triangle"
 mkdir -p "$work/shapes/cross/more"
 cp "$src/scripts/make-shapes" "$work/shapes/cross/more/notes.txt" # not an image name: left out
 
-"$osprey" dataset --help | grep -q "usage: osprey dataset" || fail "dataset --help"
-"$osprey" train --help | grep -q -- "--val-split" || fail "train --help lacks --val-split"
+"$osprey" dataset --help | grep "usage: osprey dataset" >/dev/null || fail "dataset --help"
+"$osprey" train --help | grep -- "--val-split" >/dev/null || fail "train --help lacks --val-split"
 
 # check: counts per class and the two unreadable files, by name
 "$osprey" dataset check "$work/shapes" >"$work/check.txt"

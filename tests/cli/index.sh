@@ -44,9 +44,9 @@ with open(f"{w}/q.fvecs", "wb") as f:
 PY
 
 for sub in build search add remove info; do
-    "$osprey" index "$sub" --help | grep -q "usage: osprey index $sub" || fail "index $sub --help"
+    "$osprey" index "$sub" --help | grep "usage: osprey index $sub" >/dev/null || fail "index $sub --help"
 done
-"$osprey" index --help | grep -q "usage: osprey index build" || fail "index --help"
+"$osprey" index --help | grep "usage: osprey index build" >/dev/null || fail "index --help"
 
 recall() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['recall'])" "$1"; }
 atleast() { /usr/bin/python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$1" "$2"; }

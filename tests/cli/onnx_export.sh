@@ -31,8 +31,8 @@ expect_error() {
 "$src/scripts/install-onnxruntime" >/dev/null || fail "scripts/install-onnxruntime"
 ort_run=$src/tests/onnx/ort_run.js
 
-"$osprey" export --help | grep -q "usage: osprey export" || fail "export --help"
-"$osprey" --help | grep -q "export" || fail "export missing from osprey --help"
+"$osprey" export --help | grep "usage: osprey export" >/dev/null || fail "export --help"
+"$osprey" --help | grep "export" >/dev/null || fail "export missing from osprey --help"
 
 # compare NAME INPUT.npy: osprey run against ONNX Runtime on the exported model
 compare() {

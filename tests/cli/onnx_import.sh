@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 compare() { $python "$src/tests/golden/compare_npy.py" "$@" || fail "$1 differs from $2"; }
 
-"$osprey" import --help | grep -q "usage: osprey import" || fail "import --help"
+"$osprey" import --help | grep "usage: osprey import" >/dev/null || fail "import --help"
 [ -s "$golden/manifest.txt" ] || fail "no golden data in $golden (the onnx_golden fixture)"
 
 while read -r model layer; do

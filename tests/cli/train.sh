@@ -22,7 +22,7 @@ expect_error() {
 }
 
 for cmd in train eval run info; do
-    "$osprey" "$cmd" --help | grep -q "usage: osprey $cmd" || fail "$cmd --help"
+    "$osprey" "$cmd" --help | grep "usage: osprey $cmd" >/dev/null || fail "$cmd --help"
 done
 "$osprey" --help >/dev/null
 expect_error "unknown command" "$osprey" frobnicate
