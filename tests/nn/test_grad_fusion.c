@@ -1,7 +1,7 @@
-/* Inference fusion (conv + batch norm + activation, see osp_op.fuse) gives
- * the unfused outputs within 1e-5 relative, on every CPU backend; stays
- * correct after the weights change and the graph is planned again; and
- * never touches training. Unfused inference is an inference-mode forward
+/* Inference fusion (conv + batch norm + activation, add + activation, see
+ * osp_op.fuse) gives the unfused outputs within 1e-5 relative, on every CPU
+ * backend; stays correct after the weights change and the graph is planned
+ * again; and never touches training. Unfused inference is an inference-mode forward
  * under a training plan, which fuses nothing. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -18,7 +18,7 @@ static const char *SPEC =
     "[conv]\nname = c4\nfilters = 16\nsize = 3\nstride = 2\npad = 1\n[leakyrelu]\nalpha = 0.2\n"
     /* c5's output is also read by the add: nothing may fuse into it */
     "[conv]\nname = c5\nfilters = 16\nsize = 3\npad = 1\n[batchnorm]\nname = bn5\n"
-    "[add]\ninput = bn5, c5\n[globalavgpool]\n[fc]\noutputs = 5\n";
+    "[add]\ninput = bn5, c5\n[relu]\n[globalavgpool]\n[fc]\noutputs = 5\n";
 
 static double rel_err(const float *got, const float *want, int64_t n) {
     double diff = 0, ref = 0;
@@ -69,10 +69,11 @@ static void check_backend(const osp_backend *be) {
     run(net, be, B, OSP_MODE_INFER, x, fused);
     double e = rel_err(fused, plain, B * 5);
     cr_expect_lt(e, 1e-5, "%s: fused vs unfused relative error %g", be->name, e);
-    /* The chains fused: c1+bn+relu, c2+bn+relu6, c3+bn, c4+leakyrelu; not c5. */
+    /* The chains fused: c1+bn+relu, c2+bn+relu6, c3+bn, c4+leakyrelu, add+relu;
+     * not c5. */
     int fused_nodes = 0;
     for (int i = 1; i < osp_graph_node_count(g); i++) fused_nodes += osp_graph_node(g, i)->fused_into != 0;
-    cr_expect_eq(fused_nodes, 6, "%s: %d nodes fused", be->name, fused_nodes);
+    cr_expect_eq(fused_nodes, 7, "%s: %d nodes fused", be->name, fused_nodes);
     cr_expect_eq(osp_graph_node(g, osp_graph_find(g, "bn5")->id)->fused_into, 0);
 
     /* New weights: once the graph is told, the next inference plan (same
