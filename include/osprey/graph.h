@@ -180,6 +180,13 @@ OSP_API int osp_graph_backward(osp_graph *g, const osp_exec *ex);
  * later nodes are ignored. Training reads the loss from the logits, which
  * is not the output when a network ends in [softmax]. */
 OSP_API int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex);
+/* The same, calling done(user, node) once each node's parameter gradients
+ * are final: for every node from the last down to 1, in that order, whether
+ * or not a gradient flowed through it (a data-parallel trainer starts
+ * exchanging gradients while backward goes on). */
+typedef void (*osp_node_done_fn)(void *user, int node);
+OSP_API int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex,
+                                    osp_node_done_fn done, void *user);
 
 /* ---- helpers for op implementations ------------------------------------- */
 

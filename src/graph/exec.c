@@ -28,7 +28,8 @@ int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
     return osp_graph_backward_from(g, g->n_nodes - 1, ex);
 }
 
-int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex) {
+int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex, osp_node_done_fn done,
+                            void *user) {
     int rc = check_plan(g, ex, OSP_MODE_TRAIN);
     if (rc) return rc;
     if (from < 1 || from >= g->n_nodes || !g->nodes[from].dout)
@@ -41,12 +42,20 @@ int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex) {
     for (int i = 0; i < from; i++)
         if (g->nodes[i].dout)
             memset(g->nodes[i].dout, 0, (size_t)ex->batch * (size_t)g->nodes[i].size * sizeof(float));
+    if (done)
+        for (int i = g->n_nodes - 1; i > from; i--) done(user, i);
     for (int i = from; i > 0; i--) {
         osp_node *n = &g->nodes[i];
-        if (!n->needs_grad) continue;
-        if (!n->op->backward)
-            return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);
-        n->op->backward(g, n, &run);
+        if (n->needs_grad) {
+            if (!n->op->backward)
+                return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);
+            n->op->backward(g, n, &run);
+        }
+        if (done) done(user, i);
     }
     return OSP_OK;
+}
+
+int osp_graph_backward_from(osp_graph *g, int from, const osp_exec *ex) {
+    return osp_graph_backward_each(g, from, ex, NULL, NULL);
 }

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph/graph_impl.h"
 #include "parallel.h"
 
 #ifdef OSP_HAVE_MPI
@@ -183,7 +182,8 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, os
     const int64_t limit = (int64_t)((double)(bucket_mb > 0 ? bucket_mb : 1) * 1048576.0 / sizeof(float));
     /* Weight parameters from the highest offset down; a bucket closes when
      * it reaches the limit (one large parameter may exceed it alone). */
-    int64_t top = g->n_weights;
+    int64_t top;
+    osp_graph_grads(g, &top);
     bucket *cur = NULL;
     for (int i = np - 1; i >= 0; i--) {
         const osp_param *p = osp_graph_param(g, i);
@@ -236,7 +236,8 @@ void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {
 }
 
 static void start_bucket(osp__reducer *r, bucket *b) {
-    float *g = r->g->grads + b->lo;
+    int64_t count;
+    float *g = osp_graph_grads(r->g, &count) + b->lo;
     const int64_t n = b->hi - b->lo;
     if (r->share != 1.0f)
         for (int64_t i = 0; i < n; i++) g[i] *= r->share;
@@ -272,7 +273,8 @@ static void update_slice(osp_optimizer *opt, float *w, const float *g, int64_t l
 int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr, double *wait_s,
                         double *update_s) {
     while (r->next < r->n_buckets) start_bucket(r, &r->buckets[r->next++]);
-    const float *g = r->g->grads;
+    int64_t count;
+    const float *g = osp_graph_grads(r->g, &count);
     const int64_t t = opt->t; /* Adam counts the step once, not per bucket */
     double waited = 0, updating = 0;
     int rc = MPI_SUCCESS;
@@ -352,32 +354,3 @@ int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
 }
 
 #endif
-
-/* ---- backward with a hook -------------------------------------------------------- */
-
-/* The same pass as osp_graph_backward_from (src/graph/exec.c), with the
- * hook after each node; kept beside the reducer that needs it. */
-int osp__backward_hooked(osp_graph *g, int from, const osp_exec *ex, osp__node_done_fn done,
-                         void *user) {
-    if (!g->weights || g->planned_batch != ex->batch || g->planned_mode != OSP_MODE_TRAIN)
-        return osp_error(OSP_ESTATE, "graph is not planned for training with batch %d", ex->batch);
-    if (from < 1 || from >= g->n_nodes || !g->nodes[from].dout)
-        return osp_error(OSP_EINVAL, "no gradient can flow from node %d", from);
-    osp_exec run = *ex;
-    run.workspace = g->workspace;
-    memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
-    for (int i = 0; i < from; i++)
-        if (g->nodes[i].dout)
-            memset(g->nodes[i].dout, 0, (size_t)ex->batch * (size_t)g->nodes[i].size * sizeof(float));
-    for (int i = g->n_nodes - 1; i > from; i--) done(user, i);
-    for (int i = from; i > 0; i--) {
-        osp_node *n = &g->nodes[i];
-        if (n->needs_grad) {
-            if (!n->op->backward)
-                return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);
-            n->op->backward(g, n, &run);
-        }
-        done(user, i);
-    }
-    return OSP_OK;
-}

@@ -1,5 +1,5 @@
-/* What the trainer loop asks of parallel training: a backward pass that
- * reports each node as it finishes, and a gradient reducer that exchanges
+/* What the trainer loop asks of parallel training: a gradient reducer,
+ * driven by osp_graph_backward_each's hook, that exchanges
  * gradients between MPI ranks in buckets and applies the optimizer to each
  * bucket as it arrives. Only src/train/distributed.c knows about MPI; the
  * reducer is a no-op stub when the library is built without it. */
@@ -7,17 +7,6 @@
 #define OSPREY_TRAIN_PARALLEL_H
 
 #include "osprey/train.h"
-
-/* ---- backward with a hook -------------------------------------------------- */
-
-/* Called after node `node` is done (its parameters' gradients are final),
- * for every node from the last down to 1, in that order, whether or not a
- * gradient flowed through it. */
-typedef void (*osp__node_done_fn)(void *user, int node);
-
-/* osp_graph_backward_from, calling done after each node. */
-int osp__backward_hooked(osp_graph *g, int from, const osp_exec *ex, osp__node_done_fn done,
-                         void *user);
 
 /* ---- gradient exchange ---------------------------------------------------- */
 
@@ -39,7 +28,7 @@ void osp__reducer_stats(osp__reducer *r, double *v, int n);
 /* Starts averaging n floats (batch-norm running statistics) over the ranks;
  * done by finish. */
 void osp__reducer_average(osp__reducer *r, float *v, int64_t n);
-/* The hook for osp__backward_hooked (user = the reducer). */
+/* The hook for osp_graph_backward_each (user = the reducer). */
 void osp__reducer_node_done(void *reducer, int node);
 /* Waits for every bucket, applying opt to each one's weights at lr as it
  * arrives. Adds the time blocked on the exchange to *wait_s and the time in

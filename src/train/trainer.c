@@ -217,7 +217,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, step
         osp__reducer_average(r->reducer, buf, nb);
     }
     if (batch > 0) {
-        rc = osp__backward_hooked(g, logits->id, &ex, osp__reducer_node_done, r->reducer);
+        rc = osp_graph_backward_each(g, logits->id, &ex, osp__reducer_node_done, r->reducer);
         if (rc) return rc;
     } else { /* nothing to learn from here, but every bucket must be sent */
         int64_t nw;
