@@ -112,7 +112,7 @@ static void max_interior(const osp_conv_desc *d, const float *xp, int h0, int i_
                 } else {
                     for (int k = 0; k < n; k++) {
                         float v = src[k * sw];
-                        best[k] = (v > best[k]) | (v != v) ? v : best[k];
+                        best[k] = ((v > best[k]) | (v != v)) ? v : best[k];
                     }
                 }
             }
