@@ -333,10 +333,20 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
            ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
+/* Row by row: each output row takes its kh x kw taps while it sits in L1
+ * (sweeping the whole plane tap by tap spilled planes of 56x56 and up to
+ * L2). The taps are added in the same (i, j) order as before, from 0, so
+ * the sums are unchanged. */
+#define DW_MAX_KW 16
+
 static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                        const float *bias, float *y) {
     const int64_t planes = (int64_t)d->n * d->k;
     const int taps = d->kh * d->kw, sh = d->stride_h, sw = d->stride_w;
+    int q_lo[DW_MAX_KW], q_hi[DW_MAX_KW];
+    const int kw = d->kw <= DW_MAX_KW ? d->kw : 0; /* 0: tap by tap over the plane */
+    for (int j = 0; j < kw; j++)
+        valid_range(d->q, d->w, sw, d->pad_w, j * d->dil_w, &q_lo[j], &q_hi[j]);
 #pragma omp parallel for schedule(static) if (planes * m->s * taps > PAR_MIN_WORK)
     for (int64_t t = 0; t < planes; t++) {
         int k = (int)(t % d->k);
@@ -344,20 +354,36 @@ static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, co
         const float *wk = w + (int64_t)k * taps;
         float *yp = y + t * m->s;
         for (int s = 0; s < m->s; s++) yp[s] = 0.0f;
-        for (int i = 0; i < d->kh; i++)
-            for (int j = 0; j < d->kw; j++) {
-                tap_rect r = tap_rect_of(d, i, j);
-                float wv = wk[i * d->kw + j];
-                for (int p = r.p_lo; p < r.p_hi; p++) {
-                    float *yrow = yp + (int64_t)p * d->q;
-                    const int64_t row = r.off + (int64_t)p * sh * d->w; /* x index of q = 0 */
-                    if (sw == 1)
-                        for (int q = r.q_lo; q < r.q_hi; q++) yrow[q] += wv * xp[row + q];
-                    else
-                        for (int q = r.q_lo; q < r.q_hi; q++)
-                            yrow[q] += wv * xp[row + (int64_t)q * sw];
+        if (kw) {
+            for (int p = 0; p < d->p; p++) {
+                float *yrow = yp + (int64_t)p * d->q;
+                for (int i = 0; i < d->kh; i++) {
+                    const int r = p * sh - d->pad_h + i * d->dil_h;
+                    if (r < 0 || r >= d->h) continue;
+                    const float *xrow = xp + (int64_t)r * d->w - d->pad_w;
+                    for (int j = 0; j < kw; j++) {
+                        const float wv = wk[i * d->kw + j];
+                        const float *src = xrow + j * d->dil_w;
+                        if (sw == 1)
+                            for (int q = q_lo[j]; q < q_hi[j]; q++) yrow[q] += wv * src[q];
+                        else
+                            for (int q = q_lo[j]; q < q_hi[j]; q++)
+                                yrow[q] += wv * src[(int64_t)q * sw];
+                    }
                 }
             }
+        } else {
+            for (int i = 0; i < d->kh; i++)
+                for (int j = 0; j < d->kw; j++) {
+                    tap_rect r = tap_rect_of(d, i, j);
+                    float wv = wk[i * d->kw + j];
+                    for (int p = r.p_lo; p < r.p_hi; p++) {
+                        float *yrow = yp + (int64_t)p * d->q;
+                        const int64_t row = r.off + (int64_t)p * sh * d->w; /* x index of q = 0 */
+                        for (int q = r.q_lo; q < r.q_hi; q++) yrow[q] += wv * xp[row + (int64_t)q * sw];
+                    }
+                }
+        }
         epilogue(yp, m->s, bias ? bias[k] : 0.0f, d);
     }
 }
