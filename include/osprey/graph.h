@@ -166,6 +166,12 @@ OSP_API int osp_graph_plan(osp_graph *g, int batch, osp_mode mode);
  * edited): the next plan refolds what inference fusion derived from them.
  * Switching between training and inference plans refolds by itself. */
 OSP_API void osp_graph_weights_changed(osp_graph *g);
+/* g reads and updates owner's weights and buffers from now on (it keeps
+ * its own gradients and activations): replicas of one network, such as
+ * Hogwild workers. Both must have their parameters, in the same layout;
+ * owner must outlive g. After changing the shared weights, call
+ * osp_graph_weights_changed on each graph that reads them. */
+OSP_API int osp_graph_share_params(osp_graph *g, osp_graph *owner);
 /* Bytes of the current activation arena (for tests and reports). */
 OSP_API size_t osp_graph_arena_bytes(const osp_graph *g);
 OSP_API int osp_graph_planned_batch(const osp_graph *g);

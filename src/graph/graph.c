@@ -45,11 +45,25 @@ void osp_graph_free(osp_graph *g) {
     }
     osp_free(g->nodes);
     osp_free(g->params);
-    osp_free(g->weights);
+    osp_free(g->own_weights ? g->own_weights : g->weights);
     osp_free(g->grads);
-    osp_free(g->buffers);
+    osp_free(g->own_weights ? g->own_buffers : g->buffers);
     osp_free(g->arena);
     osp_free(g);
+}
+
+int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
+    if (!g->weights || !owner->weights || g->own_weights)
+        return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
+    if (g->n_params != owner->n_params || g->n_weights != owner->n_weights ||
+        g->n_buffers != owner->n_buffers)
+        return osp_error(OSP_ESHAPE, "the graphs' parameters differ in layout");
+    g->own_weights = g->weights;
+    g->own_buffers = g->buffers;
+    g->weights = owner->weights;
+    g->buffers = owner->buffers;
+    g->planned_batch = 0; /* a plan may have folded the old weights */
+    return OSP_OK;
 }
 
 static int grow(void **array, int *cap, size_t elem) {

@@ -15,6 +15,9 @@ struct osp_graph {
     float *weights; /* NULL until osp_graph_init_params */
     float *grads;
     float *buffers;
+    /* Set by osp_graph_share_params: the graph's own weights and buffers,
+     * freed with it, while weights and buffers point at another graph's. */
+    float *own_weights, *own_buffers;
 
     /* The current plan. */
     void *arena;

@@ -29,14 +29,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "graph/graph_impl.h"
 #include "loader.h"
 #include "train_impl.h"
 
 typedef struct worker {
-    osp_net *net;        /* its own graph: activations, gradients */
-    float *own_weights;  /* the graph's own arrays, put back before freeing */
-    float *own_buffers;
+    osp_net *net; /* its own graph: activations, gradients; the network's weights */
     float *x;
     int32_t *labels;
     osp_loader *loader;
@@ -59,11 +56,7 @@ static int argmax(const float *v, int n) {
 }
 
 static void worker_free(worker *w) {
-    if (w->net) {
-        w->net->graph->weights = w->own_weights;
-        w->net->graph->buffers = w->own_buffers;
-        osp_net_free(w->net);
-    }
+    osp_net_free(w->net);
     osp_loader_free(w->loader);
     osp_free(w->x);
     osp_free(w->labels);
@@ -74,14 +67,10 @@ static int worker_new(osp__run *r, worker *w) {
     int rc = osp_net_from_spec(net->spec_text, strlen(net->spec_text), "hogwild worker", r->cfg->seed,
                                &w->net);
     if (rc) return rc;
-    osp_graph *g = w->net->graph, *master = net->graph;
-    if (g->n_weights != master->n_weights || g->n_buffers != master->n_buffers)
-        return osp_error(OSP_ESTATE, "a Hogwild worker's graph does not match the network");
     /* Share the weights and statistics; keep the own gradients. */
-    w->own_weights = g->weights;
-    w->own_buffers = g->buffers;
-    g->weights = master->weights;
-    g->buffers = master->buffers;
+    if ((rc = osp_graph_share_params(w->net->graph, net->graph)))
+        return osp_error(rc, "a Hogwild worker's graph does not match the network: %s",
+                         osp_last_error());
     const int64_t size = osp_shape_numel(&net->input);
     w->x = osp_alloc((size_t)r->cfg->batch * (size_t)size * sizeof(float));
     w->labels = osp_alloc((size_t)r->cfg->batch * sizeof(int32_t));
@@ -119,7 +108,9 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
     if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
     float lr = osp_schedule_lr(&r->sched, cfg->lr, step);
     /* No lock: see the top of this file. */
-    osp_optimizer_step(r->opt, g->weights, g->grads, lr);
+    int64_t count;
+    float *weights = osp_graph_weights(g, &count);
+    osp_optimizer_step(r->opt, weights, osp_graph_grads(g, &count), lr);
     return OSP_OK;
 }
 
