@@ -65,6 +65,8 @@ OSP_API void osp_spec_free(osp_spec *sp);
 OSP_API int osp_spec_int(osp_spec_section *s, const char *key, int def, int min, int max, int *out);
 OSP_API int osp_spec_float(osp_spec_section *s, const char *key, float def, float min, float max,
                            float *out);
+/* A finite float, or `inf` / `+inf` / `-inf` (any case, also `infinity`). */
+OSP_API int osp_spec_float_inf(osp_spec_section *s, const char *key, float def, float *out);
 /* A list "3, 3" or "3x3" of up to max_n integers in [min, max]; *n gets the
  * count (0 if the key is missing: out is left untouched). */
 OSP_API int osp_spec_ints(osp_spec_section *s, const char *key, int *out, int max_n, int *n,

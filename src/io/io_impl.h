@@ -11,6 +11,10 @@
  * formats are little-endian, and so must the host be. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "osprey io assumes a little-endian host");
 
+struct osp_net;
+/* The network's label names as a JSON array (free with free), or NULL. */
+char *osp__json_labels(const struct osp_net *net);
+
 /* 1 if t is one of the osp_dtype values. */
 int osp__dtype_valid(int t);
 

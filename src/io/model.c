@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/io_impl.h"
 #include "osprey/io.h"
 #include "osprey/model.h"
 
@@ -18,7 +19,7 @@ static char *json_floats(const float *v, int n) {
     return s;
 }
 
-static char *json_labels(const osp_net *net) {
+char *osp__json_labels(const osp_net *net) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; a && net->labels && i < net->n_classes; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(net->labels[i]));
@@ -50,7 +51,7 @@ static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_st
     if (!w) return OSP_ENOMEM;
     char *mean = json_floats(net->mean, OSP_MAX_CHANNELS);
     char *std = json_floats(net->std, OSP_MAX_CHANNELS);
-    char *labels = json_labels(net);
+    char *labels = osp__json_labels(net);
     char *optim = opt ? json_optim(opt) : NULL;
     char input[96], num[32], seed[32], version[16];
     osp_shape_format(&net->input, input, sizeof input);

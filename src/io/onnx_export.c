@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/io_impl.h"
 #include "nn/attrs.h"
 #include "onnx.pb-c.h"
 #include "osprey/onnx.h"
@@ -704,15 +705,6 @@ static char *json_floats(const float *v, int n) {
     return s;
 }
 
-static char *json_labels(const osp_net *net) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && net->labels && i < net->n_classes; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(net->labels[i]));
-    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
-    cJSON_Delete(a);
-    return s;
-}
-
 /* Builds the model in e; its messages live in e's arena. */
 static int build(exporter *e, Onnx__ModelProto *m) {
     const osp_net *net = e->net;
@@ -774,7 +766,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     if (channels > OSP_MAX_CHANNELS) channels = 1; /* then one value serves all */
     props[0] = meta(e, "osprey.mean", json_floats(net->mean, channels));
     props[1] = meta(e, "osprey.std", json_floats(net->std, channels));
-    props[2] = meta(e, "osprey.labels", json_labels(net));
+    props[2] = meta(e, "osprey.labels", osp__json_labels(net));
     if (e->oom) return OSP_ENOMEM;
 
     onnx__model_proto__init(m);

@@ -22,18 +22,7 @@ int onnx_is_foldable(const char *op) {
     return 0;
 }
 
-#define FAIL(code, ...) return fold_error(im, n, code, __VA_ARGS__)
-
-static int fold_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...)
-    OSP_PRINTF(4, 5);
-static int fold_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...) {
-    char msg[512], desc[200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
-}
+#define FAIL(code, ...) return onnx_node_error(im, n, code, __VA_ARGS__)
 
 /* Folded constants are shapes, indices and small tensors: a limit far
  * below an initializer's keeps a hostile graph from inflating them. */
@@ -56,19 +45,13 @@ static int normalize_axis(int64_t axis, int rank, int *out) {
     return OSP_OK;
 }
 
-/* The constant input i (a constant is required). */
-static const onnx_const *const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    onnx_value *v = onnx_input(im, n, i);
-    return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
-}
-
 /* The node's axes: attribute (older opsets) or input `idx` (newer). */
 static int node_axes(onnx_importer *im, const Onnx__NodeProto *n, size_t idx, int64_t *axes,
                      int *count) {
     size_t na;
     const int64_t *a = onnx_attr_ints(n, "axes", &na);
     if (!a) {
-        const onnx_const *c = const_input(im, n, idx);
+        const onnx_const *c = onnx_const_input(im, n, idx);
         if (!c) {
             *count = -1; /* none given */
             return OSP_OK;
@@ -163,7 +146,7 @@ static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
 }
 
 static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *data = const_input(im, n, 0), *idx = const_input(im, n, 1);
+    const onnx_const *data = onnx_const_input(im, n, 0), *idx = onnx_const_input(im, n, 1);
     if (!data || !idx) FAIL(OSP_ENOTSUP, "Gather is supported on constants only");
     if (!idx->is_int) FAIL(OSP_EFORMAT, "indices must be integers");
     int axis;
@@ -200,7 +183,7 @@ static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
 }
 
 static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
+    const onnx_const *x = onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
     if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
@@ -221,7 +204,7 @@ static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
 }
 
 static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
+    const onnx_const *x = onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
     if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
@@ -243,7 +226,7 @@ static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
 
 static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
     if (n->n_input < 1) FAIL(OSP_EFORMAT, "has no input");
-    const onnx_const *first = const_input(im, n, 0);
+    const onnx_const *first = onnx_const_input(im, n, 0);
     int axis, is_int = 1;
     if (first->ndim < 1 || normalize_axis(onnx_attr_int(n, "axis", 0), first->ndim, &axis))
         FAIL(OSP_EFORMAT, "bad axis");
@@ -251,7 +234,7 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     memcpy(dims, first->dim, sizeof dims);
     dims[axis] = 0;
     for (size_t i = 0; i < n->n_input; i++) {
-        const onnx_const *c = const_input(im, n, i);
+        const onnx_const *c = onnx_const_input(im, n, i);
         if (!c || c->ndim != first->ndim) FAIL(OSP_EFORMAT, "inputs of different ranks");
         for (int k = 0; k < c->ndim; k++)
             if (k != axis && c->dim[k] != first->dim[k]) FAIL(OSP_EFORMAT, "mismatched shapes");
@@ -267,7 +250,7 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     int64_t o = 0;
     for (int64_t a = 0; a < outer; a++)
         for (size_t i = 0; i < n->n_input; i++) {
-            const onnx_const *c = const_input(im, n, i);
+            const onnx_const *c = onnx_const_input(im, n, i);
             int64_t len = c->dim[axis] * inner;
             for (int64_t b = 0; b < len; b++, o++) {
                 int64_t from = a * len + b;
@@ -282,7 +265,7 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
 }
 
 static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
+    const onnx_const *x = onnx_const_input(im, n, 0);
     int64_t to = onnx_attr_int(n, "to", 0);
     int is_int;
     if (to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || to == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
@@ -305,7 +288,7 @@ static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *ou
 
 /* The target shape of a Reshape of a constant. */
 static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0), *shape = const_input(im, n, 1);
+    const onnx_const *x = onnx_const_input(im, n, 0), *shape = onnx_const_input(im, n, 1);
     if (!shape || !shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a constant 1-D integer tensor of rank <= %d",
              ONNX_MAX_RANK);
@@ -341,7 +324,7 @@ static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
 }
 
 static int fold_flatten(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
+    const onnx_const *x = onnx_const_input(im, n, 0);
     int axis;
     if (normalize_axis(onnx_attr_int(n, "axis", 1), x->ndim + 1, &axis)) FAIL(OSP_EFORMAT, "bad axis");
     int64_t a = 1, b = 1;
@@ -375,9 +358,9 @@ static int64_t source_index(const onnx_const *x, const int64_t *out_dim, const i
 /* Slice of a constant: any axes, steps of either sign (PyTorch's pads are
  * reversed with a step of -1). */
 static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
-    const onnx_const *starts = const_input(im, n, 1), *ends = const_input(im, n, 2);
-    const onnx_const *axes = const_input(im, n, 3), *steps = const_input(im, n, 4);
+    const onnx_const *x = onnx_const_input(im, n, 0);
+    const onnx_const *starts = onnx_const_input(im, n, 1), *ends = onnx_const_input(im, n, 2);
+    const onnx_const *axes = onnx_const_input(im, n, 3), *steps = onnx_const_input(im, n, 4);
     if ((onnx_input(im, n, 3) && !axes) || (onnx_input(im, n, 4) && !steps) || !starts || !ends)
         FAIL(OSP_ENOTSUP, "Slice needs constant starts, ends, axes and steps");
     int64_t count = starts->numel;
@@ -424,7 +407,7 @@ static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
 }
 
 static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = const_input(im, n, 0);
+    const onnx_const *x = onnx_const_input(im, n, 0);
     size_t np;
     const int64_t *p = onnx_attr_ints(n, "perm", &np);
     int perm[ONNX_MAX_RANK], used[ONNX_MAX_RANK] = {0};
@@ -448,7 +431,7 @@ static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
 }
 
 static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *shape = const_input(im, n, 0);
+    const onnx_const *shape = onnx_const_input(im, n, 0);
     if (!shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a 1-D integer tensor");
     for (int64_t k = 0; k < shape->numel; k++)
@@ -475,7 +458,7 @@ static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, o
 
 /* Add, Sub, Mul, Div of two constants, with numpy broadcasting. */
 static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *a = const_input(im, n, 0), *b = const_input(im, n, 1);
+    const onnx_const *a = onnx_const_input(im, n, 0), *b = onnx_const_input(im, n, 1);
     if (!a || !b) FAIL(OSP_EFORMAT, "needs two inputs");
     int rank = a->ndim > b->ndim ? a->ndim : b->ndim;
     int64_t dims[ONNX_MAX_RANK], sa[ONNX_MAX_RANK], sb[ONNX_MAX_RANK];
@@ -533,11 +516,11 @@ int onnx_fold(onnx_importer *im, const Onnx__NodeProto *n) {
     int rc;
     if (!strcmp(op, "Constant")) rc = fold_constant(im, n, &c);
     else if (!strcmp(op, "Identity")) {
-        const onnx_const *x = const_input(im, n, 0);
+        const onnx_const *x = onnx_const_input(im, n, 0);
         if (!x) FAIL(OSP_EFORMAT, "has no input");
         rc = copy_const(x, &c);
     } else if (!strcmp(op, "Shape")) rc = fold_shape(im, n, &c);
-    else if (n->n_input < 1 || !const_input(im, n, 0)) FAIL(OSP_EFORMAT, "has no input");
+    else if (n->n_input < 1 || !onnx_const_input(im, n, 0)) FAIL(OSP_EFORMAT, "has no input");
     else if (!strcmp(op, "Gather")) rc = fold_gather(im, n, &c);
     else if (!strcmp(op, "Unsqueeze")) rc = fold_unsqueeze(im, n, &c);
     else if (!strcmp(op, "Squeeze")) rc = fold_squeeze(im, n, &c);

@@ -88,6 +88,11 @@ onnx_value *onnx_value_find(onnx_importer *im, const char *name);
 onnx_value *onnx_value_add(onnx_importer *im, const char *name);
 /* The node's input i: NULL when absent or given as "". */
 onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i);
+/* Input i when it is a constant, else NULL. */
+const onnx_const *onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i);
+/* The error code, with "file: node 'name' (Op): message" set. */
+int onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...)
+    OSP_PRINTF(4, 5);
 /* Adds a layer: a spec section "[type]" with its name, inputs and keys
  * (lines "key = value\n"). Returns the node id (>= 0) or an error. The name
  * comes from the ONNX node, with suffix appended when not NULL. */

@@ -2,6 +2,7 @@
  * the constant ones, maps the rest onto layers (onnx_ops.c), and builds the
  * network from the spec it wrote, with the model's weights. */
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -53,6 +54,20 @@ onnx_value *onnx_value_add(onnx_importer *im, const char *name) {
 
 onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
     return i < n->n_input ? onnx_value_find(im, n->input[i]) : NULL;
+}
+
+const onnx_const *onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+    onnx_value *v = onnx_input(im, n, i);
+    return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
+}
+
+int onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...) {
+    char msg[512], desc[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
 }
 
 /* ---- the network being written ---- */

@@ -23,17 +23,7 @@ static void key(keybuf *k, const char *fmt, ...) {
     if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
 }
 
-static int node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...)
-    OSP_PRINTF(4, 5);
-static int node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...) {
-    char msg[512], desc[200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
-}
-#define FAIL(code, ...) return node_error(im, n, code, __VA_ARGS__)
+#define FAIL(code, ...) return onnx_node_error(im, n, code, __VA_ARGS__)
 
 /* Input i, which must be computed by a layer: its node id, or an error. */
 static int layer_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
@@ -43,11 +33,6 @@ static int layer_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
         FAIL(OSP_ENOTSUP, "input %zu ('%s') is a constant where osprey needs a computed value", i,
              v->name);
     return v->node;
-}
-
-static const onnx_const *const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    onnx_value *v = onnx_input(im, n, i);
-    return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
 }
 
 static const osp_shape *shape_of(onnx_importer *im, int node) {
@@ -147,7 +132,7 @@ static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *W = const_input(im, n, 1), *B = const_input(im, n, 2);
+    const onnx_const *W = onnx_const_input(im, n, 1), *B = onnx_const_input(im, n, 2);
     if (!W) FAIL(OSP_ENOTSUP, "the weights must be an initializer or a constant");
     if (onnx_input(im, n, 2) && !B) FAIL(OSP_ENOTSUP, "the bias must be constant");
     if (xs->ndim != 3 || W->ndim != 4) FAIL(OSP_ENOTSUP, "2-D convolutions only");
@@ -198,7 +183,7 @@ static int map_batchnorm(onnx_importer *im, const Onnx__NodeProto *n) {
     if (onnx_attr_int(n, "training_mode", 0)) FAIL(OSP_ENOTSUP, "training mode");
     const onnx_const *p[4];
     for (int i = 0; i < 4; i++)
-        if (!(p[i] = const_input(im, n, (size_t)i + 1)))
+        if (!(p[i] = onnx_const_input(im, n, (size_t)i + 1)))
             FAIL(OSP_ENOTSUP, "scale, bias, mean and variance must be constants");
     const osp_shape *xs = shape_of(im, x);
     int64_t C = xs->dim[0];
@@ -356,7 +341,7 @@ static int map_fc(onnx_importer *im, const Onnx__NodeProto *n, int is_gemm) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *B = const_input(im, n, 1), *C = is_gemm ? const_input(im, n, 2) : NULL;
+    const onnx_const *B = onnx_const_input(im, n, 1), *C = is_gemm ? onnx_const_input(im, n, 2) : NULL;
     if (!B || B->ndim != 2) FAIL(OSP_ENOTSUP, "the second operand must be a constant matrix");
     if (is_gemm && onnx_input(im, n, 2) && !C) FAIL(OSP_ENOTSUP, "C must be constant");
     if (xs->ndim != 1) FAIL(OSP_ENOTSUP, "the first operand must be N x D (it is N x %lld x ...)",
@@ -409,7 +394,7 @@ static int map_reshape(onnx_importer *im, const Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *s = const_input(im, n, 1);
+    const onnx_const *s = onnx_const_input(im, n, 1);
     if (!s || !s->is_int || s->ndim != 1 || s->numel < 1 || s->numel > OSP_MAX_DIMS)
         FAIL(OSP_ENOTSUP, "the target shape must be a constant list of 1 to %d integers "
              "(after folding)", OSP_MAX_DIMS);
@@ -485,7 +470,7 @@ static int map_pad(onnx_importer *im, const Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *pads = const_input(im, n, 1), *value = const_input(im, n, 2);
+    const onnx_const *pads = onnx_const_input(im, n, 1), *value = onnx_const_input(im, n, 2);
     if (!pads || !pads->is_int || pads->numel != 8 || xs->ndim != 3)
         FAIL(OSP_ENOTSUP, "padding of N x C x H x W data with 8 constant pads only");
     if (onnx_input(im, n, 3)) FAIL(OSP_ENOTSUP, "the axes input");

@@ -9,7 +9,6 @@
  * PyTorch; the gradients at the kinks are PyTorch's. */
 #include <math.h>
 #include <string.h>
-#include <strings.h>
 
 #include "attrs.h"
 #include "osprey/nn.h"
@@ -114,19 +113,6 @@ EXTRA_OP(hardsigmoid_op, "hardsigmoid", EXTRA_HARDSIGMOID);
 EXTRA_OP(hardswish_op, "hardswish", EXTRA_HARDSWISH);
 EXTRA_OP(clip_op, "clip", EXTRA_CLIP);
 
-/* A number, or `inf` / `+inf` / `-inf` (any case, also `infinity`). */
-static int float_or_inf(osp_spec_section *s, const char *key, float def, float *out) {
-    const char *v = osp_spec_str(s, key, NULL);
-    if (v) {
-        const char *p = v + (*v == '+' || *v == '-');
-        if (!strcasecmp(p, "inf") || !strcasecmp(p, "infinity")) {
-            *out = *v == '-' ? -INFINITY : INFINITY;
-            return OSP_OK;
-        }
-    }
-    return osp_spec_float(s, key, def, -3e38f, 3e38f, out);
-}
-
 static int keep_attrs(const extra_attrs *a, void **attrs) {
     extra_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
@@ -147,8 +133,8 @@ static int parse_hardsigmoid(osp_spec_section *s, void **attrs) {
 static int parse_clip(osp_spec_section *s, void **attrs) {
     extra_attrs a = extra_defaults;
     int rc;
-    if ((rc = float_or_inf(s, "min", -INFINITY, &a.lo)) ||
-        (rc = float_or_inf(s, "max", INFINITY, &a.hi)))
+    if ((rc = osp_spec_float_inf(s, "min", -INFINITY, &a.lo)) ||
+        (rc = osp_spec_float_inf(s, "max", INFINITY, &a.hi)))
         return rc;
     if (a.lo > a.hi)
         return osp_spec_error(s, "max", "'min' (%g) is larger than 'max' (%g)", a.lo, a.hi);

@@ -7,7 +7,6 @@
  * the result does not depend on the thread count. */
 #include <math.h>
 #include <string.h>
-#include <strings.h>
 
 #include "attrs.h"
 #include "osprey/nn.h"
@@ -116,19 +115,6 @@ static const osp_op pad_op = {
     .backward = pad_backward,
 };
 
-/* A number, or `inf` / `+inf` / `-inf` (any case, also `infinity`). */
-static int float_or_inf(osp_spec_section *s, const char *key, float def, float *out) {
-    const char *v = osp_spec_str(s, key, NULL);
-    if (v) {
-        const char *p = v + (*v == '+' || *v == '-');
-        if (!strcasecmp(p, "inf") || !strcasecmp(p, "infinity")) {
-            *out = *v == '-' ? -INFINITY : INFINITY;
-            return OSP_OK;
-        }
-    }
-    return osp_spec_float(s, key, def, -3e38f, 3e38f, out);
-}
-
 static int pad_parse(osp_spec_section *s, void **attrs) {
     int v[4], n, mode, rc;
     if ((rc = osp_spec_ints(s, "pad", v, 4, &n, 0, PAD_MAX))) return rc;
@@ -140,7 +126,7 @@ static int pad_parse(osp_spec_section *s, void **attrs) {
     float value = 0.0f;
     if (mode != PAD_CONSTANT && osp_spec_str(s, "value", NULL))
         return osp_spec_error(s, "value", "'value' is only for mode = constant");
-    if ((rc = float_or_inf(s, "value", 0.0f, &value))) return rc;
+    if ((rc = osp_spec_float_inf(s, "value", 0.0f, &value))) return rc;
     pad_attrs *a = osp_calloc(1, sizeof *a);
     if (!a) return OSP_ENOMEM;
     if (n == 1) a->top = a->left = a->bottom = a->right = v[0];

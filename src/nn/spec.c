@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "osprey/nn.h"
 
@@ -291,6 +292,18 @@ int osp_spec_ints(osp_spec_section *s, const char *key, int *out, int max_n, int
     }
     *n = count;
     return OSP_OK;
+}
+
+int osp_spec_float_inf(osp_spec_section *s, const char *key, float def, float *out) {
+    const char *v = osp_spec_str(s, key, NULL);
+    if (v) {
+        const char *p = v + (*v == '+' || *v == '-');
+        if (!strcasecmp(p, "inf") || !strcasecmp(p, "infinity")) {
+            *out = *v == '-' ? -INFINITY : INFINITY;
+            return OSP_OK;
+        }
+    }
+    return osp_spec_float(s, key, def, -3e38f, 3e38f, out);
 }
 
 int osp_spec_floats(osp_spec_section *s, const char *key, float *out, int max_n, int *n) {
