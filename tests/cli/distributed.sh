@@ -19,7 +19,7 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$src/tests/support/cli.sh"
 diff_ok() { # A B: weights and optimizer state within 1e-5 relative
     /usr/bin/python3 "$src/tests/cli/weights_diff.py" "$1" "$2" --optim --max 1e-5 ||
         fail "$2 differs from $1 by more than 1e-5"

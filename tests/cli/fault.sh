@@ -23,7 +23,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$src/tests/support/cli.sh"
 
 # 3000 training digits (a quick run), the 1000 test digits for accuracy.
 mkdir "$work/data"

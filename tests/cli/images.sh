@@ -10,16 +10,9 @@ osprey=$1
 src=${OSP_SOURCE_DIR:?}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-expect_error() {
-    local want=$1; shift
-    local status=0
-    "$@" >"$work/out" 2>"$work/err" || status=$?
-    [ "$status" -eq 1 ] || fail "'$*' exited $status, expected 1: $(cat "$work/err")"
-    grep -q -- "$want" "$work/err" || fail "'$*' said '$(cat "$work/err")', expected '$want'"
-    [ "$(grep -cv '^warning: ' "$work/err")" -le 2 ] || fail "'$*' printed more than a line or two"
-}
+. "$src/tests/support/cli.sh"
+# The broken files among the images are named in warnings.
+error_lines() { grep -cv '^warning: ' "$work/err"; }
 
 # circles and crosses (two classes learn in seconds), five broken files among them
 /usr/bin/python3 "$src/scripts/make-shapes" "$work/shapes" --per-class 100 --size 32,64 \

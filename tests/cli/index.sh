@@ -7,17 +7,7 @@ set -euo pipefail
 osprey=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# expect_error "what it must say" command...: exit status 1, message on stderr
-expect_error() {
-    local want=$1; shift
-    local status=0
-    "$@" >"$work/out" 2>"$work/err" || status=$?
-    [ "$status" -eq 1 ] || fail "'$*' exited $status, expected 1: $(cat "$work/err")"
-    grep -q -- "$want" "$work/err" || fail "'$*' said '$(cat "$work/err")', expected '$want'"
-    [ "$(wc -l <"$work/err")" -le 2 ] || fail "'$*' printed more than a line or two"
-}
+. "${OSP_SOURCE_DIR:?}/tests/support/cli.sh"
 
 # 2000 x 16 clustered base, 50 queries, the exact neighbours, and uint8 codes.
 /usr/bin/python3 - "$work" <<'PY'

@@ -17,16 +17,7 @@ src=${OSP_SOURCE_DIR:?}
 mnist=$src/data/mnist
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-expect_error() {
-    local want=$1; shift
-    local status=0
-    "$@" >"$work/out" 2>"$work/err" || status=$?
-    [ "$status" -eq 1 ] || fail "'$*' exited $status, expected 1: $(cat "$work/err")"
-    grep -q -- "$want" "$work/err" || fail "'$*' said '$(cat "$work/err")', expected '$want'"
-    [ "$(wc -l <"$work/err")" -le 2 ] || fail "'$*' printed more than a line or two"
-}
+. "$src/tests/support/cli.sh"
 
 "$src/scripts/install-onnxruntime" >/dev/null || fail "scripts/install-onnxruntime"
 ort_run=$src/tests/onnx/ort_run.js

@@ -13,7 +13,7 @@ golden=${OSP_ONNX_GOLDEN:-$PWD/onnx_golden}
 python=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$src/tests/support/cli.sh"
 compare() { $python "$src/tests/golden/compare_npy.py" "$@" || fail "$1 differs from $2"; }
 
 "$osprey" import --help | grep "usage: osprey import" >/dev/null || fail "import --help"
@@ -42,24 +42,19 @@ seq 1 10 | sed 's/^/class/' >"$work/labels.txt"
 grep -q "0.485" "$work/info" || fail "mean not saved: $(cat "$work/info")"
 
 # Refusals: exit 1, one line that says why.
-expect_error() {
-    local want=$1; shift
-    local status=0
-    "$@" >"$work/out" 2>"$work/err" || status=$?
-    [ "$status" -eq 1 ] || fail "'$*' exited $status, expected 1: $(cat "$work/err")"
-    grep -q -- "$want" "$work/err" || fail "'$*' said '$(cat "$work/err")', expected '$want'"
-    [ "$(wc -l <"$work/err")" -le 2 ] || fail "'$*' printed more than a line or two"
-    [ ! -e "$work/bad.osp" ] || fail "'$*' left a model behind"
+expect_refusal() {
+    expect_error "$@"
+    [ ! -e "$work/bad.osp" ] || fail "'${*:2}' left a model behind"
 }
 while read -r file want; do
-    expect_error "$want" "$osprey" import "$golden/$file" --out "$work/bad.osp"
+    expect_refusal "$want" "$osprey" import "$golden/$file" --out "$work/bad.osp"
 done <"$golden/bad_models.txt"
 head -c 3000 "$golden/squeezenet1_1.onnx" >"$work/truncated.onnx"
-expect_error "not an ONNX model" "$osprey" import "$work/truncated.onnx" --out "$work/bad.osp"
+expect_refusal "not an ONNX model" "$osprey" import "$work/truncated.onnx" --out "$work/bad.osp"
 echo "not a model" >"$work/text.onnx"
-expect_error "not an ONNX model" "$osprey" import "$work/text.onnx" --out "$work/bad.osp"
+expect_refusal "not an ONNX model" "$osprey" import "$work/text.onnx" --out "$work/bad.osp"
 printf 'one\ntwo\n' >"$work/two-labels.txt"
-expect_error "label names for a network with 10 outputs" "$osprey" import "$golden/opsnet.onnx" \
+expect_refusal "label names for a network with 10 outputs" "$osprey" import "$golden/opsnet.onnx" \
     --out "$work/bad.osp" --labels "$work/two-labels.txt"
-expect_error "input-size" "$osprey" import "$golden/opsnet.onnx" --out "$work/bad.osp" --input-size 12
+expect_refusal "input-size" "$osprey" import "$golden/opsnet.onnx" --out "$work/bad.osp" --input-size 12
 echo "onnx import: all passed"
