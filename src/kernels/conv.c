@@ -450,12 +450,24 @@ static void dw_backward_filter(const osp_conv_desc *d, const geom *m, const floa
     }
 }
 
+#if defined(__AVX512F__)
+#include "conv_direct.h"
+#endif
+
 /* ---- im2col + sgemm workers (each runs on one thread, or alone) ---------- */
 
 /* y of images [n0, n1), all rows, using workspace slot ws; added to y
  * (no bias, no activation) when accumulate. */
 static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                        const float *bias, float *y, int n0, int n1, int accumulate, float *ws) {
+#if defined(__AVX512F__)
+    if (direct_applies(d, m)) {
+        for (int a = n0; a < n1; a++)
+            direct_image(d, x + (int64_t)a * m->chw, w, bias, y + (int64_t)a * m->ks, 0, m->s,
+                         accumulate);
+        return;
+    }
+#endif
     const float beta = accumulate ? 1.0f : 0.0f;
     float *col = ws, *buf = ws + m->col;
     for (int a = n0; a < n1; a += m->G) {
@@ -486,6 +498,13 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
                      const float *bias, float *y, int n, int p0, int p1, float *ws) {
     if (p1 <= p0) return;
     const int64_t cols = (int64_t)(p1 - p0) * d->q;
+#if defined(__AVX512F__)
+    if (direct_applies(d, m)) {
+        direct_image(d, x + (int64_t)n * m->chw, w, bias, y + (int64_t)n * m->ks,
+                     p0 * d->q, p1 * d->q, 0);
+        return;
+    }
+#endif
     for (int g = 0; g < d->groups; g++) {
         const float *b = ws;
         int ldb = (int)cols;
@@ -681,13 +700,23 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
     int nt = threads_for(d, &m);
     if (d->n < nt) nt = 1;
     const int64_t nw = (int64_t)d->k * m.r;
+#if defined(__AVX512F__)
+    __mmask16 plane_masks[DIRECT_FILTER_MAX_VECTORS * 9];
+    const int direct = direct_filter_applies(d, &m);
+    if (direct) direct_masks(d, 0, (m.s + 15) / 16, m.s, plane_masks);
+#endif
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = omp_get_thread_num(), team = omp_get_num_threads(), lo, hi;
         float *part = ws + t * m.slot + m.col + m.buf;
         memset(part, 0, (size_t)nw * sizeof(float));
         share(d->n, t, team, &lo, &hi);
-        bwd_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
+#if defined(__AVX512F__)
+        if (direct)
+            direct_filter_images(d, &m, x, dy, part, lo, hi, plane_masks);
+        else
+#endif
+            bwd_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
 #pragma omp barrier
         /* dw[g][k][r] += the threads' dwt[g][r][k], in thread order: the
          * same sum every run. */
