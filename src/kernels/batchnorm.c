@@ -4,11 +4,11 @@
  *
  * Precision and speed: sums run in LANES double accumulators (float
  * lanes lost 1e-3 of the gradient sums, which nearly cancel), in a fixed
- * order that vectorises on every instruction set. The mean is summed
- * about a pivot (the channel's first value) and the variance about a float
- * copy of the mean, mf, corrected for the difference:
- * var = E[(x - mf)^2] - (mean - mf)^2, so that inputs with a large mean and
- * a small spread keep their precision. */
+ * order that vectorises on every instruction set. The mean and variance
+ * come from one pass of sums about a pivot p (the channel's first value):
+ * var = E[(x - p)^2] - (mean - p)^2. Since p is one of the values, mean - p
+ * is a few standard deviations, and in double the difference loses nothing
+ * that matters even for inputs with a large mean and a small spread. */
 #include <assert.h>
 #include <math.h>
 
@@ -24,33 +24,26 @@ static double lane_total(const double *acc) {
     return t;
 }
 
-/* Sum of v[0..n) - pivot: about a value near the data (the channel's first
- * one), float lanes lose nothing to a large mean. */
-static double plane_sum(const float *v, int64_t n, float pivot) {
-    double acc[LANES] = {0};
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += (double)v[i + l] - pivot;
-    double t = lane_total(acc);
-    for (; i < n; i++) t += (double)v[i] - pivot;
-    return t;
-}
-
-/* Sum of (v - m)^2 over v[0..n). */
-static double plane_sq(const float *v, int64_t n, float m) {
-    double acc[LANES] = {0};
+/* Sums of v - pivot and (v - pivot)^2 over v[0..n), in one pass: about a
+ * value near the data (the channel's first one), so a large mean costs no
+ * precision and the variance needs no second pass about the mean. */
+static void plane_moments(const float *v, int64_t n, float pivot, double *sum, double *sq) {
+    double a[LANES] = {0}, b[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) {
-            double d = (double)v[i + l] - m;
-            acc[l] += d * d;
+            double d = (double)v[i + l] - pivot;
+            a[l] += d;
+            b[l] += d * d;
         }
-    double t = lane_total(acc);
+    double ta = lane_total(a), tb = lane_total(b);
     for (; i < n; i++) {
-        double d = (double)v[i] - m;
-        t += d * d;
+        double d = (double)v[i] - pivot;
+        ta += d;
+        tb += d * d;
     }
-    return t;
+    *sum += ta;
+    *sq += tb;
 }
 
 /* Sums of g and g * (x - m) over a plane. */
@@ -81,13 +74,10 @@ void KFN(batchnorm_forward_train)(int n, int c, int s, const float *x, const flo
     for (int ch = 0; ch < c; ch++) {
         const float *xc = x + ch * plane;
         const float pivot = xc[0];
-        double sum = 0;
-        for (int b = 0; b < n; b++) sum += plane_sum(xc + b * stride, plane, pivot);
-        const double mean = pivot + sum / (double)m;
+        double sum = 0, sq = 0;
+        for (int b = 0; b < n; b++) plane_moments(xc + b * stride, plane, pivot, &sum, &sq);
+        const double shift_m = sum / (double)m, mean = pivot + shift_m;
         const float mf = (float)mean;
-        double sq = 0;
-        for (int b = 0; b < n; b++) sq += plane_sq(xc + b * stride, plane, mf);
-        const double shift_m = mean - mf;
         double var = sq / (double)m - shift_m * shift_m; /* biased: what the batch is normalised by */
         if (var < 0) var = 0;
         const double invstd = 1.0 / sqrt(var + eps);
