@@ -44,12 +44,13 @@ static int direct_applies(const osp_conv_desc *d, const geom *m) {
  * mask[v * taps + t] = the lanes whose tap t lies inside the image. */
 static void direct_masks(const osp_conv_desc *d, int s0, int nv, int s_end, __mmask16 *mask) {
     const int taps = d->kh * d->kw;
+    /* Row and column of the current lane, stepped rather than divided:
+     * a stage of 32x32 planes makes masks for every 3 vectors. */
+    int r = s0 / d->w, c = s0 % d->w;
     for (int v = 0; v < nv; v++) {
         unsigned rows[DIRECT_MAX_TAPS] = {0}, cols[DIRECT_MAX_TAPS] = {0};
-        for (int l = 0; l < 16; l++) {
-            int s = s0 + v * 16 + l;
-            if (s >= s_end) break;
-            int r = s / d->w, c = s % d->w;
+        for (int l = 0; l < 16; l++, c == d->w - 1 ? (c = 0, r++) : c++) {
+            if (s0 + v * 16 + l >= s_end) break;
             for (int i = 0; i < d->kh; i++) {
                 int rr = r + i - d->pad_h;
                 if (rr >= 0 && rr < d->h) rows[i] |= 1u << l;
