@@ -28,17 +28,30 @@
 #define DIRECT_NV 3
 #define DIRECT_MAX_TAPS 49 /* up to 7x7 */
 
-/* Inner terms per output up to 64 channels x 3x3: a tile's filters (8 x R
- * floats, 18 KiB) then stay in L1 while its columns pass. With 128-512
- * channels they did not, and sgemm on im2col was faster (ResNet-50's 3x3
- * layers: 70-95 against 80-155 GFLOP/s on 2 threads). */
-#define DIRECT_MAX_R 576
+/* Input channels go in chunks of up to 576 inner terms (64 channels x
+ * 3x3): a tile's filters for one chunk (8 x 576 floats, 18 KiB) then stay
+ * in L1 while it runs. Without chunks, 128-512 channels streamed the
+ * filters from L2 and ran slower than sgemm on im2col. */
+#define DIRECT_CHUNK_R 576
+
+/* Planes of at least 64 pixels: at 7x7 (49 pixels in 4 vectors, a quarter
+ * of the lanes idle) sgemm on im2col was faster (measured on one thread,
+ * 512 channels: 68 against 81 GFLOP/s; at 8x8 with 64 channels 88 against
+ * 48). */
+#define DIRECT_MIN_S 64
 
 static int direct_applies(const osp_conv_desc *d, const geom *m) {
     return d->groups == 1 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 &&
            d->dil_w == 1 && d->p == d->h && d->q == d->w && (d->kh > 1 || d->kw > 1) &&
-           d->kh * d->kw <= DIRECT_MAX_TAPS && m->r <= DIRECT_MAX_R && m->s >= 16;
+           d->kh * d->kw <= DIRECT_MAX_TAPS && m->s >= DIRECT_MIN_S;
 }
+
+/* One pass of the tiles over input channels [c0, c1): add to what y holds
+ * (a later chunk, or the backward data pass), and finish (bias and
+ * activation, after the last chunk of a forward). */
+typedef struct direct_pass {
+    int c0, c1, add, finish;
+} direct_pass;
 
 /* For the nv vectors starting at output pixel s0 (pixels < s_end only):
  * mask[v * taps + t] = the lanes whose tap t lies inside the image. */
@@ -80,23 +93,22 @@ static void direct_masks(const osp_conv_desc *d, int s0, int nv, int s_end, __mm
     }
 #define DIRECT_STORE(o)                                                                \
     if (OCB > o) {                                                                     \
-        direct_store(d, y, bias, k0 + o, s0, s_end, a##o##0, accumulate);              \
-        if (NV > 1) direct_store(d, y, bias, k0 + o, s0 + 16, s_end, a##o##1, accumulate); \
-        if (NV > 2) direct_store(d, y, bias, k0 + o, s0 + 32, s_end, a##o##2, accumulate); \
+        direct_store(d, y, bias, k0 + o, s0, s_end, a##o##0, ps);                      \
+        if (NV > 1) direct_store(d, y, bias, k0 + o, s0 + 16, s_end, a##o##1, ps);     \
+        if (NV > 2) direct_store(d, y, bias, k0 + o, s0 + 32, s_end, a##o##2, ps);     \
     }
 
-/* Output channel k's 16 pixels at s (those below s_end): bias and ReLU
- * applied, or added to y when accumulate. */
+/* Output channel k's 16 pixels at s (those below s_end), added to y's or
+ * stored, with bias and ReLU when the pass finishes. */
 static inline __attribute__((always_inline)) void direct_store(const osp_conv_desc *d, float *y,
                                                                const float *bias, int k, int s,
                                                                int s_end, __m512 r,
-                                                               int accumulate) {
+                                                               const direct_pass *ps) {
     float *yk = y + (int64_t)k * d->p * d->q + s;
     const int left = s_end - s;
     const __mmask16 store = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    if (accumulate) {
-        r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(store, yk));
-    } else {
+    if (ps->add) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(store, yk));
+    if (ps->finish) {
         if (bias) r = _mm512_add_ps(r, _mm512_set1_ps(bias[k]));
         if (d->act == OSP_ACT_RELU) r = _mm512_max_ps(r, _mm512_setzero_ps());
     }
@@ -105,14 +117,14 @@ static inline __attribute__((always_inline)) void direct_store(const osp_conv_de
 
 static inline __attribute__((always_inline)) void
 direct_tile(const osp_conv_desc *d, const float *x, const float *w, const float *bias, float *y,
-            int k0, int s0, int s_end, const __mmask16 *mask, const int *off, int accumulate,
-            const int OCB, const int NV) {
+            int k0, int s0, int s_end, const __mmask16 *mask, const int *off,
+            const direct_pass *ps, const int OCB, const int NV) {
     const int taps = d->kh * d->kw, S = d->p * d->q;
     const int64_t R = (int64_t)d->c * taps;
     DIRECT_ACCS(0); DIRECT_ACCS(1); DIRECT_ACCS(2); DIRECT_ACCS(3);
     DIRECT_ACCS(4); DIRECT_ACCS(5); DIRECT_ACCS(6); DIRECT_ACCS(7);
     const __mmask16 *m0 = mask, *m1 = mask + taps, *m2 = mask + 2 * taps;
-    for (int c = 0; c < d->c; c++) {
+    for (int c = ps->c0; c < ps->c1; c++) {
         const float *xc = x + (int64_t)c * S + s0;
         const float *wc = w + (int64_t)k0 * R + (int64_t)c * taps;
         for (int t = 0; t < taps; t++) {
@@ -127,7 +139,7 @@ direct_tile(const osp_conv_desc *d, const float *x, const float *w, const float 
     DIRECT_STORE(0) DIRECT_STORE(1) DIRECT_STORE(2) DIRECT_STORE(3)
     DIRECT_STORE(4) DIRECT_STORE(5) DIRECT_STORE(6) DIRECT_STORE(7)
     /* Other activations as the GEMM path applies them, while in cache. */
-    if (!accumulate && d->act != OSP_ACT_NONE && d->act != OSP_ACT_RELU) {
+    if (ps->finish && d->act != OSP_ACT_NONE && d->act != OSP_ACT_RELU) {
         const int len = s_end - s0 < NV * 16 ? s_end - s0 : NV * 16;
         for (int o = 0; o < OCB; o++) epilogue(y + (int64_t)(k0 + o) * S + s0, len, 0.0f, d);
     }
@@ -136,15 +148,15 @@ direct_tile(const osp_conv_desc *d, const float *x, const float *w, const float 
 /* The tiles of the NV vectors at s0 for every output channel. */
 static inline __attribute__((always_inline)) void
 direct_column(const osp_conv_desc *d, const float *x, const float *w, const float *bias, float *y,
-              int s0, int s_end, const __mmask16 *mask, const int *off, int accumulate,
+              int s0, int s_end, const __mmask16 *mask, const int *off, const direct_pass *ps,
               const int NV) {
     int k0 = 0;
     for (; k0 + DIRECT_OCB <= d->k; k0 += DIRECT_OCB)
-        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, accumulate, DIRECT_OCB, NV);
+        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, ps, DIRECT_OCB, NV);
     for (; k0 + 4 <= d->k; k0 += 4)
-        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, accumulate, 4, NV);
+        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, ps, 4, NV);
     for (; k0 < d->k; k0++)
-        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, accumulate, 1, NV);
+        direct_tile(d, x, w, bias, y, k0, s0, s_end, mask, off, ps, 1, NV);
 }
 
 /* Output pixels [s_begin, s_end) of one image (x, y at that image), all
@@ -155,6 +167,8 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
     for (int i = 0; i < d->kh; i++)
         for (int j = 0; j < d->kw; j++) off[i * d->kw + j] = (i - d->pad_h) * d->w + (j - d->pad_w);
     __mmask16 mask[DIRECT_NV * DIRECT_MAX_TAPS];
+    const int taps = d->kh * d->kw;
+    const int chunk = taps >= DIRECT_CHUNK_R ? 1 : DIRECT_CHUNK_R / taps;
     /* Columns of up to NV vectors, sized evenly so that no column is left
      * with a lone vector's poor ratio of loads to multiply-adds. */
     const int nvec = (s_end - s_begin + 15) / 16;
@@ -164,9 +178,13 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
         int nv = (nvec - v0) / (cols - col) + ((nvec - v0) % (cols - col) ? 1 : 0);
         int s0 = s_begin + v0 * 16;
         direct_masks(d, s0, nv, s_end, mask);
-        if (nv == 3) direct_column(d, x, w, bias, y, s0, s_end, mask, off, accumulate, 3);
-        else if (nv == 2) direct_column(d, x, w, bias, y, s0, s_end, mask, off, accumulate, 2);
-        else direct_column(d, x, w, bias, y, s0, s_end, mask, off, accumulate, 1);
+        for (int c0 = 0; c0 < d->c; c0 += chunk) {
+            const int c1 = d->c - c0 < chunk ? d->c : c0 + chunk;
+            const direct_pass ps = {c0, c1, accumulate || c0 > 0, !accumulate && c1 == d->c};
+            if (nv == 3) direct_column(d, x, w, bias, y, s0, s_end, mask, off, &ps, 3);
+            else if (nv == 2) direct_column(d, x, w, bias, y, s0, s_end, mask, off, &ps, 2);
+            else direct_column(d, x, w, bias, y, s0, s_end, mask, off, &ps, 1);
+        }
         v0 += nv;
     }
 }
@@ -185,7 +203,7 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
 #define DIRECT_FILTER_MAX_VECTORS 1024
 
 static int direct_filter_applies(const osp_conv_desc *d, const geom *m) {
-    return direct_applies(d, m) && d->kh == 3 && d->kw == 3 &&
+    return direct_applies(d, m) && d->kh == 3 && d->kw == 3 && m->r <= DIRECT_CHUNK_R &&
            (m->s + 15) / 16 <= DIRECT_FILTER_MAX_VECTORS;
 }
 

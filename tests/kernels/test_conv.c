@@ -272,22 +272,26 @@ Test(conv, workspace_size) {
 }
 
 /* "Same" windows at stride 1, which the AVX-512 backend computes directly
- * (conv_direct.h): flattened planes whose rows do and do not fill 16 lanes,
- * planes under 16 pixels, output channels that leave 4- and 1-channel tiles,
+ * (conv_direct.h): flattened planes whose rows do and do not fill 16 lanes
+ * or end inside a vector, output channels that leave 4- and 1-channel tiles,
  * a lone image split over threads by rows, several chunks of images in the
- * filter gradient, and windows other than 3x3. */
+ * filter gradient, input channels in chunks, and windows other than 3x3. */
 Test(conv, direct_same) {
     static const conv_case cases[] = {
         {"same 32x32",            3, 5,  32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"same 8x8, 13 outputs",  4, 7,  8,  8,  13, 3, 3, 1, 1, 1, 1, 1, 1, 1},
-        {"same 7x9, 5 outputs",   2, 3,  7,  9,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"same 9x9, 5 outputs",   2, 3,  9,  9,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"same 17x15",            2, 4,  17, 15, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1},
-        {"same 4x4 plane",        3, 6,  4,  4,  8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
-        {"same 3x5 plane",        2, 2,  3,  5,  3, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"same 5x13 plane",       3, 6,  5,  13, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* under 64 pixels: im2col + sgemm */
+        {"same 7x7 plane",        2, 4,  7,  7,  3, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"same lone image rows",  1, 16, 33, 31, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"same filter chunks",    9, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"same 5x5",              2, 3,  12, 11, 10, 5, 5, 1, 1, 2, 2, 1, 1, 1},
         {"same 1x3",              2, 4,  9,  18, 6, 1, 3, 1, 1, 0, 1, 1, 1, 1},
+        /* input channels in chunks of 576 inner terms: 64 + 6, and 23 + 2 */
+        {"same 70 channels",      2, 70, 8,  9,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"same 5x5, 25 channels", 2, 25, 8,  9,  5, 5, 5, 1, 1, 2, 2, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
