@@ -46,6 +46,10 @@
 
 #include "cpu_kernels.h"
 
+#if defined(__AVX512F__)
+#include "conv_depthwise_avx512.h"
+#endif
+
 /* Enough GEMM columns for sgemm to run well. Measured on LeNet and CIFAR
  * ResNet layers: 512 beat both 1 image per GEMM and 2048+ columns, where the
  * column buffer falls out of L2. */
@@ -344,6 +348,9 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
 
 static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                        const float *bias, float *y) {
+#if defined(__AVX512F__)
+    if (dw3_forward_avx512(d, x, w, bias, y, epilogue)) return;
+#endif
     const int64_t planes = (int64_t)d->n * d->k;
     const int taps = d->kh * d->kw, sh = d->stride_h, sw = d->stride_w;
     int q_lo[DW_MAX_KW], q_hi[DW_MAX_KW];
@@ -394,6 +401,9 @@ static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, co
 /* dx plane c of image n gathers from the Kg output channels that read it. */
 static void dw_backward_data(const osp_conv_desc *d, const geom *m, const float *dy,
                              const float *w, float *dx) {
+#if defined(__AVX512F__)
+    if (dw3_backward_data_avx512(d, dy, w, dx)) return;
+#endif
     const int64_t planes = (int64_t)d->n * d->c;
     const int taps = d->kh * d->kw, sh = d->stride_h, sw = d->stride_w;
 #pragma omp parallel for schedule(static) if (planes * m->kg * m->s * taps > PAR_MIN_WORK)

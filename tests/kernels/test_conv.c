@@ -241,8 +241,85 @@ Test(conv, depthwise) {
         {"depthwise multiplier",  2, 3, 6,  7,  6, 3, 3, 1, 1, 1, 1, 1, 1, 3},
         {"depthwise 5x3 stride",  2, 2, 11, 7,  2, 5, 3, 2, 3, 2, 1, 1, 1, 2},
         {"depthwise parallel",    4, 16, 24, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16},
+        /* 3x3 at stride 1 or 2 and padding up to 2 have their own AVX-512
+         * kernel: 16 output columns a vector (widths below, at and above
+         * 16 and 32), 4 output rows a pass (heights that leave 1 to 3 rows
+         * over), masked loads at the edges */
+        {"dw3 s1 7x7",            3, 4, 7,  7,  4, 3, 3, 1, 1, 1, 1, 1, 1, 4},
+        {"dw3 s1 w8",             1, 3, 5,  8,  3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"dw3 s1 w15 x2",         3, 3, 3,  15, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"dw3 s1 w16",            1, 2, 9,  16, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"dw3 s1 w17",            3, 2, 6,  17, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"dw3 s1 w33 x2",         1, 2, 11, 33, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"dw3 s1 w56",            1, 3, 13, 56, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"dw3 s1 1x1 plane",      3, 2, 1,  1,  4, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"dw3 s1 h2",             1, 2, 2,  9,  2, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"dw3 s1 pad 0 w7",       3, 3, 5,  7,  3, 3, 3, 1, 1, 0, 0, 1, 1, 3},
+        {"dw3 s1 pad 0 w17 x2",   1, 2, 9,  17, 4, 3, 3, 1, 1, 0, 0, 1, 1, 2},
+        {"dw3 s1 pad 0 w33",      3, 2, 7,  33, 2, 3, 3, 1, 1, 0, 0, 1, 1, 2},
+        {"dw3 s1 pad 0x1",        1, 3, 7,  15, 3, 3, 3, 1, 1, 0, 1, 1, 1, 3},
+        {"dw3 s1 pad 2",          3, 2, 5,  8,  4, 3, 3, 1, 1, 2, 2, 1, 1, 2},
+        {"dw3 s2 7x7",            3, 3, 7,  7,  3, 3, 3, 2, 2, 1, 1, 1, 1, 3},
+        {"dw3 s2 w8 x2",          1, 2, 5,  8,  4, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw3 s2 w15",            3, 4, 9,  15, 4, 3, 3, 2, 2, 1, 1, 1, 1, 4},
+        {"dw3 s2 w16",            1, 2, 3,  16, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw3 s2 w17 x2",         3, 2, 11, 17, 4, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw3 s2 w33",            1, 3, 13, 33, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3},
+        {"dw3 s2 w56",            3, 2, 17, 56, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw3 s2 h2",             1, 2, 2,  7,  2, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw3 s2 pad 0 w16",      3, 2, 7,  16, 2, 3, 3, 2, 2, 0, 0, 1, 1, 2},
+        {"dw3 s2 pad 0 w33 x2",   1, 2, 9,  33, 4, 3, 3, 2, 2, 0, 0, 1, 1, 2},
+        {"dw3 s2 pad 0 w67",      3, 2, 5,  67, 2, 3, 3, 2, 2, 0, 0, 1, 1, 2},
+        {"dw3 s2 pad 1x0",        1, 3, 8,  17, 3, 3, 3, 2, 2, 1, 0, 1, 1, 3},
+        {"dw3 s2 pad 2",          3, 2, 9,  17, 2, 3, 3, 2, 2, 2, 2, 1, 1, 2},
+        /* over the kernel's threshold for threads over planes */
+        {"dw3 s1 parallel",       3, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32},
+        {"dw3 s2 parallel x2",    2, 16, 56, 56, 32, 3, 3, 2, 2, 1, 1, 1, 1, 16},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
+
+    /* The activations that check_case does not fuse, and ReLU6 on outputs
+     * large enough to reach its upper clamp, on every backend. */
+    static const int acts[] = {OSP_ACT_SIGMOID, OSP_ACT_TANH, OSP_ACT_SWISH, OSP_ACT_RELU6};
+    static const conv_case act_cases[] = {
+        {"dw3 s1 activations",    2, 3, 9,  17, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"dw3 s2 activations",    2, 3, 9,  17, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3},
+        {"dw 5x3 activations",    2, 2, 11, 7,  2, 5, 3, 2, 3, 2, 1, 1, 1, 2},
+    };
+    static const char *const names[] = {"reference", "avx2", "avx512"};
+    for (size_t c = 0; c < sizeof act_cases / sizeof act_cases[0]; c++) {
+        osp_conv_desc d = make_desc(&act_cases[c]);
+        osp_rng r;
+        osp_rng_seed(&r, 99);
+        size_t nx = (size_t)d.n * d.c * d.h * d.w, ny = (size_t)d.n * d.k * d.p * d.q;
+        float *x = rand_buf(nx, &r), *w = rand_buf((size_t)d.k * d.kh * d.kw, &r);
+        float *b = rand_buf((size_t)d.k, &r), *y = rand_buf(ny, &r);
+        for (size_t i = 0; i < nx; i++) x[i] *= 4; /* some outputs above 6 */
+        double *want = calloc(ny, sizeof(double));
+        for (int a = 0; a < 4; a++) {
+            ref_forward(&d, x, w, b, want);
+            for (size_t i = 0; i < ny; i++) {
+                double v = want[i], sig = 1 / (1 + exp(-v));
+                want[i] = acts[a] == OSP_ACT_SIGMOID ? sig
+                          : acts[a] == OSP_ACT_TANH  ? tanh(v)
+                          : acts[a] == OSP_ACT_SWISH ? v * sig
+                                                     : apply_act(acts[a], v);
+            }
+            osp_conv_desc da = d;
+            da.act = acts[a];
+            for (int i = 0; i < 3; i++) {
+                const osp_backend *be = osp_backend_find(names[i]);
+                if (!be) continue;
+                be->conv2d_forward(&da, x, w, b, y, NULL);
+                expect_close(act_cases[c].name, "y (activation)", y, want, ny);
+            }
+        }
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+        free(want);
+    }
 }
 
 Test(conv, pointwise) {
