@@ -208,6 +208,9 @@ Test(conv, plain) {
         /* one image: threads over output rows */
         {"threads over rows",     1, 16, 33, 31, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"rows, stride 2",        1, 16, 33, 31, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        /* one image with a small plane: threads over output channels */
+        {"threads over channels", 1, 128, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
