@@ -475,9 +475,11 @@ static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, co
                        const float *bias, float *y, int n0, int n1, int accumulate, float *ws) {
 #if defined(__AVX512F__)
     if (direct_applies(d, m)) {
+        __mmask16 plane[DIRECT_PLANE_MASKS];
+        const int have = direct_plane_masks(d, m, plane);
         for (int a = n0; a < n1; a++)
             direct_image(d, x + (int64_t)a * m->chw, w, bias, y + (int64_t)a * m->ks, 0, m->s,
-                         accumulate);
+                         accumulate, have ? plane : NULL);
         return;
     }
 #endif
@@ -540,7 +542,7 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
 #if defined(__AVX512F__)
     if (direct_applies(d, m)) {
         direct_image(d, x + (int64_t)n * m->chw, w, bias, y + (int64_t)n * m->ks,
-                     p0 * d->q, p1 * d->q, 0);
+                     p0 * d->q, p1 * d->q, 0, NULL);
         return;
     }
 #endif
