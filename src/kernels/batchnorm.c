@@ -18,6 +18,82 @@
 #define PARALLEL_MIN (1 << 14)
 #define LANES 8
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* The AVX-512 copy sums with explicit vectors: 16 floats a step, widened
+ * to two vectors of 8 doubles, two accumulators per sum. GCC's code for
+ * the lane arrays below ran these passes at a third of memory speed
+ * (ResNet-20's batch norm took 15% of a training step). */
+static inline __m512d low_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+static inline __m512d high_pd(__m512 v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+#define HAVE_VECTOR_SUMS 1
+
+static void plane_moments(const float *v, int64_t n, float pivot, double *sum, double *sq) {
+    const __m512d p = _mm512_set1_pd(pivot);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(v + i);
+        const __m512d d0 = _mm512_sub_pd(low_pd(x), p), d1 = _mm512_sub_pd(high_pd(x), p);
+        a0 = _mm512_add_pd(a0, d0);
+        a1 = _mm512_add_pd(a1, d1);
+        b0 = _mm512_fmadd_pd(d0, d0, b0);
+        b1 = _mm512_fmadd_pd(d1, d1, b1);
+    }
+    double ta = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    double tb = _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+    for (; i < n; i++) {
+        double d = (double)v[i] - pivot;
+        ta += d;
+        tb += d * d;
+    }
+    *sum += ta;
+    *sq += tb;
+}
+
+static void plane_dot(const float *g, const float *x, int64_t n, float m, double *sg, double *sgx) {
+    const __m512d mv = _mm512_set1_pd(m);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 gv = _mm512_loadu_ps(g + i), xv = _mm512_loadu_ps(x + i);
+        const __m512d g0 = low_pd(gv), g1 = high_pd(gv);
+        a0 = _mm512_add_pd(a0, g0);
+        a1 = _mm512_add_pd(a1, g1);
+        b0 = _mm512_fmadd_pd(g0, _mm512_sub_pd(low_pd(xv), mv), b0);
+        b1 = _mm512_fmadd_pd(g1, _mm512_sub_pd(high_pd(xv), mv), b1);
+    }
+    double ta = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    double tb = _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+    for (; i < n; i++) {
+        ta += g[i];
+        tb += (double)g[i] * ((double)x[i] - m);
+    }
+    *sg += ta;
+    *sgx += tb;
+}
+
+/* y = (x - mean) * scale + shift in double, rounded to float. */
+static void plane_normalize(const float *x, float *y, int64_t n, double mean, double scale,
+                            double shift) {
+    const __m512d mv = _mm512_set1_pd(mean), sv = _mm512_set1_pd(scale),
+                  hv = _mm512_set1_pd(shift);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        const __m256 lo = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(low_pd(xv), mv), sv, hv));
+        const __m256 hi = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(high_pd(xv), mv), sv, hv));
+        _mm512_storeu_ps(y + i, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+    }
+    for (; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
+}
+#endif
+
+#ifndef HAVE_VECTOR_SUMS
 static double lane_total(const double *acc) {
     double t = 0;
     for (int l = 0; l < LANES; l++) t += acc[l];
@@ -64,6 +140,12 @@ static void plane_dot(const float *g, const float *x, int64_t n, float m, double
     *sgx += tb;
 }
 
+static void plane_normalize(const float *x, float *y, int64_t n, double mean, double scale,
+                            double shift) {
+    for (int64_t i = 0; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
+}
+#endif
+
 void KFN(batchnorm_forward_train)(int n, int c, int s, const float *x, const float *gamma,
                                   const float *beta, float momentum, float eps,
                                   float *running_mean, float *running_var, float *save_mean,
@@ -82,14 +164,13 @@ void KFN(batchnorm_forward_train)(int n, int c, int s, const float *x, const flo
         if (var < 0) var = 0;
         const double invstd = 1.0 / sqrt(var + eps);
         /* In double, as PyTorch's golden outputs need: a float scale and
-         * shift moved the golden test's gradients by 1e-2. */
+         * shift moved the golden test's gradients by 1e-2 (and so did
+         * float arithmetic about the float mean, with the shift corrected
+         * in double: 6e-3). */
         const double scale = gamma[ch] * invstd, shift = beta[ch];
         float *yc = y + ch * plane;
-        for (int b = 0; b < n; b++) {
-            const float *xp = xc + b * stride;
-            float *yp = yc + b * stride;
-            for (int64_t i = 0; i < plane; i++) yp[i] = (float)((xp[i] - mean) * scale + shift);
-        }
+        for (int b = 0; b < n; b++)
+            plane_normalize(xc + b * stride, yc + b * stride, plane, mean, scale, shift);
         save_mean[ch] = mf;
         save_invstd[ch] = (float)invstd;
         /* PyTorch tracks the unbiased variance; one value has none, so it
