@@ -30,7 +30,10 @@
  *   - 1x1, stride 1, no padding, one image at a time: x is already the
  *     R x S matrix;
  *   - depthwise (Cg == 1, groups > 1, any multiplier Kg): a direct loop per
- *     plane, since a GEMM with one row per tap wastes the BLAS.
+ *     plane, since a GEMM with one row per tap wastes the BLAS (3x3 on
+ *     AVX-512: conv_depthwise_avx512.h);
+ *   - AVX-512 only: stride-1 "same" windows on planes of 64+ pixels, forward,
+ *     backward data and the 3x3 filter gradient (conv_direct.h).
  *
  * Determinism: every thread's share of the work depends only on N and the
  * thread count; the filter gradient adds the threads' shares in thread
