@@ -120,12 +120,12 @@ class SpecNet(nn.Module):
                 setattr(self, name, Constant(ints(kv["shape"])))
             self.plan.append((name, kind, inputs, kv))
             with torch.no_grad():
-                shapes[name] = list(self._apply(name, kind, kv,
+                shapes[name] = list(self._layer(name, kind, kv,
                                                 [torch.zeros([2] + shapes[n]) for n in inputs], 2).shape[1:])
             prev = name
         self.output_name = prev
 
-    def _apply(self, name, kind, kv, xs, n):
+    def _layer(self, name, kind, kv, xs, n):
         if kind == "constant":
             return getattr(self, name)(n)
         x = xs[0]
@@ -194,7 +194,7 @@ class SpecNet(nn.Module):
     def forward(self, x, keep=None):
         values = {"input": x}
         for name, kind, inputs, kv in self.plan:
-            values[name] = self._apply(name, kind, kv, [values[n] for n in inputs], x.shape[0])
+            values[name] = self._layer(name, kind, kv, [values[n] for n in inputs], x.shape[0])
         return values if keep else values[self.output_name]
 
 
