@@ -32,8 +32,8 @@
  *   - depthwise (Cg == 1, groups > 1, any multiplier Kg): a direct loop per
  *     plane, since a GEMM with one row per tap wastes the BLAS (3x3 on
  *     AVX-512: conv_depthwise_avx512.h);
- *   - AVX-512 only: stride-1 "same" windows on planes of 64+ pixels, forward,
- *     backward data and the 3x3 filter gradient (conv_direct.h).
+ *   - AVX-512 and AVX2: stride-1 "same" windows on planes of 64+ pixels,
+ *     forward, backward data and the 3x3 filter gradient (conv_direct.h).
  *
  * Determinism: every thread's share of the work depends only on N and the
  * thread count; the filter gradient adds the threads' shares in thread
@@ -463,10 +463,13 @@ static void dw_backward_filter(const osp_conv_desc *d, const geom *m, const floa
     }
 }
 
-#if defined(__AVX512F__)
+/* The direct convolution needs FMA and masked loads: AVX-512, or AVX2. */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define HAVE_DIRECT 1
 #include "conv_direct.h"
 #define USES_DIRECT(d, m) direct_applies(d, m)
 #else
+#define HAVE_DIRECT 0
 #define USES_DIRECT(d, m) 0
 #endif
 
@@ -476,9 +479,9 @@ static void dw_backward_filter(const osp_conv_desc *d, const geom *m, const floa
  * (no bias, no activation) when accumulate. */
 static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                        const float *bias, float *y, int n0, int n1, int accumulate, float *ws) {
-#if defined(__AVX512F__)
+#if HAVE_DIRECT
     if (direct_applies(d, m)) {
-        __mmask16 plane[DIRECT_PLANE_MASKS];
+        dmask plane[DIRECT_PLANE_MASKS];
         const int have = direct_plane_masks(d, m, plane);
         for (int a = n0; a < n1; a++)
             direct_image(d, x + (int64_t)a * m->chw, w, bias, y + (int64_t)a * m->ks, 0, m->s,
@@ -542,7 +545,7 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
                      const float *bias, float *y, int n, int p0, int p1, float *ws) {
     if (p1 <= p0) return;
     const int64_t cols = (int64_t)(p1 - p0) * d->q;
-#if defined(__AVX512F__)
+#if HAVE_DIRECT
     if (direct_applies(d, m)) {
         direct_image(d, x + (int64_t)n * m->chw, w, bias, y + (int64_t)n * m->ks,
                      p0 * d->q, p1 * d->q, 0, NULL);
@@ -752,10 +755,10 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
     int nt = threads_for(d, &m);
     if (d->n < nt) nt = 1;
     const int64_t nw = (int64_t)d->k * m.r;
-#if defined(__AVX512F__)
-    __mmask16 plane_masks[DIRECT_FILTER_MAX_VECTORS * 9];
+#if HAVE_DIRECT
+    dmask plane_masks[DIRECT_PLANE_MASKS];
     const int direct = direct_filter_applies(d, &m);
-    if (direct) direct_masks(d, 0, (m.s + 15) / 16, m.s, plane_masks);
+    if (direct) direct_masks(d, 0, (m.s + DIRECT_LANES - 1) / DIRECT_LANES, m.s, plane_masks);
 #endif
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -763,7 +766,7 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
         float *part = ws + t * m.slot + m.col + m.buf;
         memset(part, 0, (size_t)nw * sizeof(float));
         share(d->n, t, team, &lo, &hi);
-#if defined(__AVX512F__)
+#if HAVE_DIRECT
         if (direct)
             direct_filter_images(d, &m, x, dy, part, lo, hi, plane_masks);
         else
