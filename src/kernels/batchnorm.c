@@ -91,6 +91,78 @@ static void plane_normalize(const float *x, float *y, int64_t n, double mean, do
     }
     for (; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* The AVX2 copy likewise: 8 floats a step, as two vectors of 4 doubles
+ * (AMD's Zen: batch norm's forward on ResNet-20's first stage 3.9 ms with
+ * GCC's code for the lane arrays). */
+static inline __m256d low_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+static inline __m256d high_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+static inline double total_pd(__m256d v) {
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+#define HAVE_VECTOR_SUMS 1
+
+static void plane_moments(const float *v, int64_t n, float pivot, double *sum, double *sq) {
+    const __m256d p = _mm256_set1_pd(pivot);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        const __m256d d0 = _mm256_sub_pd(low_pd(x), p), d1 = _mm256_sub_pd(high_pd(x), p);
+        a0 = _mm256_add_pd(a0, d0);
+        a1 = _mm256_add_pd(a1, d1);
+        b0 = _mm256_fmadd_pd(d0, d0, b0);
+        b1 = _mm256_fmadd_pd(d1, d1, b1);
+    }
+    double ta = total_pd(_mm256_add_pd(a0, a1)), tb = total_pd(_mm256_add_pd(b0, b1));
+    for (; i < n; i++) {
+        double d = (double)v[i] - pivot;
+        ta += d;
+        tb += d * d;
+    }
+    *sum += ta;
+    *sq += tb;
+}
+
+static void plane_dot(const float *g, const float *x, int64_t n, float m, double *sg, double *sgx) {
+    const __m256d mv = _mm256_set1_pd(m);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i), xv = _mm256_loadu_ps(x + i);
+        const __m256d g0 = low_pd(gv), g1 = high_pd(gv);
+        a0 = _mm256_add_pd(a0, g0);
+        a1 = _mm256_add_pd(a1, g1);
+        b0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(low_pd(xv), mv), b0);
+        b1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(high_pd(xv), mv), b1);
+    }
+    double ta = total_pd(_mm256_add_pd(a0, a1)), tb = total_pd(_mm256_add_pd(b0, b1));
+    for (; i < n; i++) {
+        ta += g[i];
+        tb += (double)g[i] * ((double)x[i] - m);
+    }
+    *sg += ta;
+    *sgx += tb;
+}
+
+/* y = (x - mean) * scale + shift in double, rounded to float. */
+static void plane_normalize(const float *x, float *y, int64_t n, double mean, double scale,
+                            double shift) {
+    const __m256d mv = _mm256_set1_pd(mean), sv = _mm256_set1_pd(scale),
+                  hv = _mm256_set1_pd(shift);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + i);
+        const __m128 lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(low_pd(xv), mv), sv, hv));
+        const __m128 hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(high_pd(xv), mv), sv, hv));
+        _mm256_storeu_ps(y + i, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
+    }
+    for (; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
+}
 #endif
 
 #ifndef HAVE_VECTOR_SUMS
