@@ -759,6 +759,9 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
     dmask plane_masks[DIRECT_PLANE_MASKS];
     const int direct = direct_filter_applies(d, &m);
     if (direct) direct_masks(d, 0, (m.s + DIRECT_LANES - 1) / DIRECT_LANES, m.s, plane_masks);
+#if !DIRECT_AVX512
+    const int padded = padded_filter_applies(d, &m);
+#endif
 #endif
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -770,6 +773,11 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
         if (direct)
             direct_filter_images(d, &m, x, dy, part, lo, hi, plane_masks);
         else
+#if !DIRECT_AVX512
+        if (padded)
+            padded_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
+        else
+#endif
 #endif
             bwd_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
 #pragma omp barrier

@@ -487,3 +487,110 @@ static void direct_filter_images(const osp_conv_desc *d, const geom *m, const fl
                 direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 1);
     }
 }
+
+/* ---- AVX2: the 3x3 filter gradient from zero-padded copies ----------------
+ *
+ * Without cheap masked loads, the masks go into the data instead: x is
+ * copied with a border of zeros ((H+2) x (W+2) per channel) and dy with two
+ * zero columns after each row (H x (W+2)). Then for every tap (i, j)
+ *   dw[k][c][i*3+j] = sum over s of dyp[k][s] * xp[c][s + i*(W+2) + j]
+ * with no mask at all: a padding column of dy is zero wherever a tap
+ * would wrap into the next row. A tile is four output channels and one
+ * row of taps: per vector of pixels, 4 loads of dy and 3 of x feed 12
+ * multiply-adds (one channel and all nine taps, 10 loads for 9, ran no
+ * faster than im2col + sgemm). The images go in chunks whose copies stay
+ * in L2 while every tile reads them. */
+#if !DIRECT_AVX512
+typedef struct padded_geom {
+    int wp;          /* padded width W + 2 */
+    int nv;          /* vectors of dy's padded plane */
+    int64_t xplane;  /* floats per channel of x's copy, with room for the last taps */
+    int64_t dyplane; /* floats per channel of dy's copy */
+    int64_t image;   /* floats of one image's copies */
+} padded_geom;
+
+#define PADDED_KB 4
+
+static padded_geom padded_geometry(const osp_conv_desc *d) {
+    padded_geom p;
+    p.wp = d->w + 2;
+    p.nv = (d->h * p.wp + DIRECT_LANES - 1) / DIRECT_LANES;
+    p.dyplane = (int64_t)p.nv * DIRECT_LANES;
+    p.xplane = p.dyplane + 2 * p.wp + 2;
+    p.image = (int64_t)d->c * p.xplane + (int64_t)d->k * p.dyplane;
+    return p;
+}
+
+/* 3x3 "same" with a multiple of four output channels, and one image's
+ * copies fit the slot's column buffer (m->col floats). */
+static int padded_filter_applies(const osp_conv_desc *d, const geom *m) {
+    return direct_applies(d, m) && d->kh == 3 && d->kw == 3 && d->k % PADDED_KB == 0 &&
+           padded_geometry(d).image <= m->col;
+}
+
+static void padded_copy(const osp_conv_desc *d, const geom *m, const padded_geom *p,
+                        const float *x, const float *dy, float *xp, float *dyp) {
+    memset(xp, 0, (size_t)(d->c * p->xplane) * sizeof(float));
+    for (int c = 0; c < d->c; c++)
+        for (int r = 0; r < d->h; r++)
+            memcpy(xp + c * p->xplane + (int64_t)(r + 1) * p->wp + 1,
+                   x + c * m->hw + (int64_t)r * d->w, (size_t)d->w * sizeof(float));
+    memset(dyp, 0, (size_t)(d->k * p->dyplane) * sizeof(float));
+    for (int k = 0; k < d->k; k++)
+        for (int r = 0; r < d->h; r++)
+            memcpy(dyp + k * p->dyplane + (int64_t)r * p->wp, dy + k * m->s + (int64_t)r * d->w,
+                   (size_t)d->w * sizeof(float));
+}
+
+#define PADDED_ACCS(b) dvec q##b##0 = DV_ZERO(), q##b##1 = q##b##0, q##b##2 = q##b##0
+#define PADDED_FMA(b)                                          \
+    {                                                          \
+        const dvec g = DV_LOADU(g##b + v * DIRECT_LANES);      \
+        q##b##0 = DV_FMA(g, x0, q##b##0);                      \
+        q##b##1 = DV_FMA(g, x1, q##b##1);                      \
+        q##b##2 = DV_FMA(g, x2, q##b##2);                      \
+    }
+#define PADDED_SUM(b)                                                            \
+    {                                                                            \
+        float *at = part + (int64_t)(c * 9 + i * 3) * d->k + k0 + b;             \
+        at[0] += DV_SUM(q##b##0);                                                \
+        at[d->k] += DV_SUM(q##b##1);                                             \
+        at[2 * d->k] += DV_SUM(q##b##2);                                         \
+    }
+
+/* part (R x K) += the filter gradient over images [n0, n1), using ws (the
+ * slot's column buffer) for the copies. */
+static void padded_filter_images(const osp_conv_desc *d, const geom *m, const float *x,
+                                 const float *dy, float *part, int n0, int n1, float *ws) {
+    const padded_geom p = padded_geometry(d);
+    int chunk = (int)(m->col / p.image);
+    const int l2_images = (int)(DIRECT_FILTER_CHUNK_BYTES / (p.image * (int64_t)sizeof(float)));
+    if (chunk > l2_images) chunk = l2_images;
+    if (chunk < 1) chunk = 1;
+    for (int a = n0; a < n1; a += chunk) {
+        const int b = n1 - a < chunk ? n1 : a + chunk;
+        for (int n = a; n < b; n++) {
+            float *xp = ws + (int64_t)(n - a) * p.image;
+            padded_copy(d, m, &p, x + (int64_t)n * m->chw, dy + (int64_t)n * m->ks, xp,
+                        xp + (int64_t)d->c * p.xplane);
+        }
+        for (int k0 = 0; k0 < d->k; k0 += PADDED_KB)
+            for (int c = 0; c < d->c; c++)
+                for (int i = 0; i < 3; i++) {
+                    PADDED_ACCS(0); PADDED_ACCS(1); PADDED_ACCS(2); PADDED_ACCS(3);
+                    for (int n = a; n < b; n++) {
+                        const float *img = ws + (int64_t)(n - a) * p.image;
+                        const float *xs = img + (int64_t)c * p.xplane + (int64_t)i * p.wp;
+                        const float *g0 = img + (int64_t)d->c * p.xplane + (int64_t)k0 * p.dyplane;
+                        const float *g1 = g0 + p.dyplane, *g2 = g1 + p.dyplane, *g3 = g2 + p.dyplane;
+                        for (int v = 0; v < p.nv; v++) {
+                            const float *xv = xs + v * DIRECT_LANES;
+                            const dvec x0 = DV_LOADU(xv), x1 = DV_LOADU(xv + 1), x2 = DV_LOADU(xv + 2);
+                            PADDED_FMA(0) PADDED_FMA(1) PADDED_FMA(2) PADDED_FMA(3)
+                        }
+                    }
+                    PADDED_SUM(0) PADDED_SUM(1) PADDED_SUM(2) PADDED_SUM(3)
+                }
+    }
+}
+#endif
