@@ -1,6 +1,10 @@
 /* Running a planned graph: forward in order, backward in reverse. */
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "graph_impl.h"
 
 static int check_plan(const osp_graph *g, const osp_exec *ex, osp_mode need) {
@@ -24,6 +28,28 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     return OSP_OK;
 }
 
+/* Every gradient but the starting node's (written by the caller) starts at
+ * zero: ops accumulate into their inputs' gradients. A training step's
+ * gradients are hundreds of megabytes (ResNet-20 at batch 128: 270 MB), so
+ * every thread clears its share of each buffer: one core did not saturate
+ * memory (8.5 GB/s on one thread, 13 on two, on AMD's Zen 1). */
+static void zero_gradients(osp_graph *g, int from, int batch) {
+#pragma omp parallel
+    {
+        int t = 0, team = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        for (int i = 0; i < from; i++) {
+            if (!g->nodes[i].dout) continue;
+            const int64_t n = (int64_t)batch * g->nodes[i].size;
+            const int64_t lo = n * t / team, hi = n * (t + 1) / team;
+            memset(g->nodes[i].dout + lo, 0, (size_t)(hi - lo) * sizeof(float));
+        }
+    }
+}
+
 int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
     return osp_graph_backward_from(g, g->n_nodes - 1, ex);
 }
@@ -37,11 +63,7 @@ int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex, osp_node
     osp_exec run = *ex;
     run.workspace = g->workspace;
     memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
-    /* Every gradient but the starting node's (written by the caller) starts
-     * at zero: ops accumulate into their inputs' gradients. */
-    for (int i = 0; i < from; i++)
-        if (g->nodes[i].dout)
-            memset(g->nodes[i].dout, 0, (size_t)ex->batch * (size_t)g->nodes[i].size * sizeof(float));
+    zero_gradients(g, from, ex->batch);
     if (done)
         for (int i = g->n_nodes - 1; i > from; i--) done(user, i);
     for (int i = from; i > 0; i--) {
