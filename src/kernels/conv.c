@@ -755,13 +755,12 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
     int nt = threads_for(d, &m);
     if (d->n < nt) nt = 1;
     const int64_t nw = (int64_t)d->k * m.r;
-#if HAVE_DIRECT
+#if HAVE_DIRECT && DIRECT_AVX512
     dmask plane_masks[DIRECT_PLANE_MASKS];
     const int direct = direct_filter_applies(d, &m);
     if (direct) direct_masks(d, 0, (m.s + DIRECT_LANES - 1) / DIRECT_LANES, m.s, plane_masks);
-#if !DIRECT_AVX512
+#elif HAVE_DIRECT
     const int padded = padded_filter_applies(d, &m);
-#endif
 #endif
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -769,15 +768,14 @@ void KFN(conv2d_backward_filter)(const osp_conv_desc *d, const float *x, const f
         float *part = ws + t * m.slot + m.col + m.buf;
         memset(part, 0, (size_t)nw * sizeof(float));
         share(d->n, t, team, &lo, &hi);
-#if HAVE_DIRECT
+#if HAVE_DIRECT && DIRECT_AVX512
         if (direct)
             direct_filter_images(d, &m, x, dy, part, lo, hi, plane_masks);
         else
-#if !DIRECT_AVX512
+#elif HAVE_DIRECT
         if (padded)
             padded_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
         else
-#endif
 #endif
             bwd_filter_images(d, &m, x, dy, part, lo, hi, ws + t * m.slot);
 #pragma omp barrier

@@ -381,28 +381,23 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
     }
 }
 
-/* ---- filter gradient of a 3x3 "same" convolution --------------------------
+/* The images of a filter gradient go in chunks of this many bytes of x and
+ * dy, which stay in L2 while every tile reads them. */
+#define DIRECT_FILTER_CHUNK_BYTES (512 << 10)
+
+#if DIRECT_AVX512
+/* ---- AVX-512: filter gradient of a 3x3 "same" convolution -----------------
  *
  * dw[k][c][t] = sum over images and pixels s of dy[k][s] * x[c][s + off[t]]
- * (lanes outside the image masked as above). For KB output channels and
- * one input channel the KB x 9 sums live in registers while the pixels of a
- * few images stream past: per vector of pixels, KB loads of dy and 9 of x
- * feed 9 KB multiply-adds. AVX-512 takes three channels (27 of the 32 zmm;
- * two, 11 loads for 18, ran 20-35% slower), AVX2 one (9 of the 16 ymm).
- * The images go in chunks small enough for their x and dy to stay in L2
- * while every (k, c) tile reads them. Replaces im2col (nine copies of x)
- * and a GEMM whose 16-64 wide side ran it at half speed. */
-#define DIRECT_FILTER_CHUNK_BYTES (512 << 10)
-#if defined(__AVX512F__)
-#define DIRECT_FILTER_KB 3
-#else
-#define DIRECT_FILTER_KB 1
-#endif
-
+ * (lanes outside the image masked as above). For three output channels and
+ * one input channel the 3 x 9 sums live in registers (27 of the 32 zmm)
+ * while the pixels of a chunk of images stream past: per vector of pixels,
+ * 3 loads of dy and 9 of x feed 27 multiply-adds (two channels, 11 loads
+ * for 18, ran 20-35% slower). Replaces im2col (nine copies of x) and a GEMM
+ * whose 16-64 wide side ran it at half speed. On AVX2 the masked loads made
+ * this slower than im2col + sgemm (6 against 21 GFLOP/s on AMD's Zen 1):
+ * padded_filter_images below takes its place there. */
 static int direct_filter_applies(const osp_conv_desc *d, const geom *m) {
-    /* AVX2: vmaskmovps on every x load made it slower than im2col + sgemm
-     * (6 against 21 GFLOP/s on AMD's Zen). */
-    if (!DIRECT_AVX512) return 0;
     return direct_applies(d, m) && d->kh == 3 && d->kw == 3 && m->r <= DIRECT_CHUNK_R &&
            (m->s + DIRECT_LANES - 1) / DIRECT_LANES <= DIRECT_PLANE_VECTORS;
 }
@@ -474,20 +469,19 @@ static void direct_filter_images(const osp_conv_desc *d, const geom *m, const fl
     for (int a = n0; a < n1; a += chunk) {
         const int b = n1 - a < chunk ? n1 : a + chunk;
         int k0 = 0;
-        if (DIRECT_FILTER_KB >= 3)
-            for (; k0 + 3 <= d->k; k0 += 3)
-                for (int c = 0; c < d->c; c++)
-                    direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 3);
-        if (DIRECT_FILTER_KB >= 2)
-            for (; k0 + 2 <= d->k; k0 += 2)
-                for (int c = 0; c < d->c; c++)
-                    direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 2);
+        for (; k0 + 3 <= d->k; k0 += 3)
+            for (int c = 0; c < d->c; c++)
+                direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 3);
+        for (; k0 + 2 <= d->k; k0 += 2)
+            for (int c = 0; c < d->c; c++)
+                direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 2);
         for (; k0 < d->k; k0++)
             for (int c = 0; c < d->c; c++)
                 direct_filter_tile(d, m, x, dy, part, k0, c, a, b, mask, off, 1);
     }
 }
 
+#else
 /* ---- AVX2: the 3x3 filter gradient from zero-padded copies ----------------
  *
  * Without cheap masked loads, the masks go into the data instead: x is
@@ -500,7 +494,6 @@ static void direct_filter_images(const osp_conv_desc *d, const geom *m, const fl
  * multiply-adds (one channel and all nine taps, 10 loads for 9, ran no
  * faster than im2col + sgemm). The images go in chunks whose copies stay
  * in L2 while every tile reads them. */
-#if !DIRECT_AVX512
 typedef struct padded_geom {
     int wp;          /* padded width W + 2 */
     int nv;          /* vectors of dy's padded plane */
