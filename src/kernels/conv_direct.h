@@ -175,8 +175,10 @@ static void direct_masks(const osp_conv_desc *d, int s0, int nv, int s_end, dmas
 #define DIRECT_STORE(o)                                                                \
     if (OCB > o) {                                                                     \
         direct_store(d, y, bias, k0 + o, s0, s_end, a##o##0, ps);                      \
-        if (NV > 1) direct_store(d, y, bias, k0 + o, s0 + DIRECT_LANES, s_end, a##o##1, ps);      \
-        if (NV > 2) direct_store(d, y, bias, k0 + o, s0 + 2 * DIRECT_LANES, s_end, a##o##2, ps);  \
+        if (NV > 1)                                                                    \
+            direct_store(d, y, bias, k0 + o, s0 + DIRECT_LANES, s_end, a##o##1, ps);   \
+        if (NV > 2)                                                                    \
+            direct_store(d, y, bias, k0 + o, s0 + 2 * DIRECT_LANES, s_end, a##o##2, ps); \
     }
 
 /* Output channel k's vector of pixels at s (those below s_end), added to
@@ -206,7 +208,8 @@ static inline __attribute__((always_inline)) void direct_store(const osp_conv_de
  * faults), at vector v and tap t offset voff[v * taps + t] from s0;
  * otherwise tap t reads at off[t] from each vector. */
 static inline __attribute__((always_inline)) void
-direct_tile(const osp_conv_desc *d, const float *w, const float *bias, float *y, int k0, int s0, int s_end, const dlanes *lanes, const int *off, const int *voff,
+direct_tile(const osp_conv_desc *d, const float *w, const float *bias, float *y, int k0, int s0,
+            int s_end, const dlanes *lanes, const int *off, const int *voff,
             const direct_pass *ps, const int OCB, const int NV, const int INSIDE) {
     const int taps = d->kh * d->kw, S = d->p * d->q;
     const int64_t R = (int64_t)d->c * taps;
@@ -240,7 +243,8 @@ direct_tile(const osp_conv_desc *d, const float *w, const float *bias, float *y,
 
 /* The tiles of the NV vectors at s0 for every output channel. */
 static inline __attribute__((always_inline)) void
-direct_column(const osp_conv_desc *d, const float *w, const float *bias, float *y, int s0, int s_end, const dlanes *lanes, const int *off, const int *voff,
+direct_column(const osp_conv_desc *d, const float *w, const float *bias, float *y, int s0,
+              int s_end, const dlanes *lanes, const int *off, const int *voff,
               const direct_pass *ps, const int NV, const int INSIDE) {
     int k0 = 0;
     for (; k0 + DIRECT_OCB <= d->k; k0 += DIRECT_OCB)
@@ -338,6 +342,7 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
     int voff[DIRECT_NV * DIRECT_MAX_TAPS];
     const int taps = d->kh * d->kw;
     const int chunk = taps >= DIRECT_CHUNK_R ? 1 : DIRECT_CHUNK_R / taps;
+    const int strip_channels = d->c < chunk ? d->c : chunk;
 #if DIRECT_INSIDE_LOADS
     float strip_buf[DIRECT_STRIP_FLOATS];
 #else
@@ -358,7 +363,8 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
         int inside = DIRECT_INSIDE_LOADS && inside_offsets(d, s0, nv, cm, off, voff);
         float *strip = NULL;
         if (DIRECT_INSIDE_LOADS && !inside &&
-            (int64_t)chunk * (nv * DIRECT_LANES + off[taps - 1] - off[0]) <= DIRECT_STRIP_FLOATS) {
+            (int64_t)strip_channels * (nv * DIRECT_LANES + off[taps - 1] - off[0]) <=
+                DIRECT_STRIP_FLOATS) {
             /* Edge columns read a zero-padded copy of their strip, in place. */
             strip = strip_buf;
             for (int v = 0; v < nv; v++)
@@ -575,10 +581,12 @@ static void padded_filter_images(const osp_conv_desc *d, const geom *m, const fl
                         const float *img = ws + (int64_t)(n - a) * p.image;
                         const float *xs = img + (int64_t)c * p.xplane + (int64_t)i * p.wp;
                         const float *g0 = img + (int64_t)d->c * p.xplane + (int64_t)k0 * p.dyplane;
-                        const float *g1 = g0 + p.dyplane, *g2 = g1 + p.dyplane, *g3 = g2 + p.dyplane;
+                        const float *g1 = g0 + p.dyplane, *g2 = g1 + p.dyplane;
+                        const float *g3 = g2 + p.dyplane;
                         for (int v = 0; v < p.nv; v++) {
                             const float *xv = xs + v * DIRECT_LANES;
-                            const dvec x0 = DV_LOADU(xv), x1 = DV_LOADU(xv + 1), x2 = DV_LOADU(xv + 2);
+                            const dvec x0 = DV_LOADU(xv), x1 = DV_LOADU(xv + 1),
+                                       x2 = DV_LOADU(xv + 2);
                             PADDED_FMA(0) PADDED_FMA(1) PADDED_FMA(2) PADDED_FMA(3)
                         }
                     }

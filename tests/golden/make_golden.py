@@ -55,7 +55,8 @@ def draw(name, batch, seed, dtype):
 def two_largest_gap(x, pool):
     """Per window, the largest value minus the second largest."""
     assert not pool.ceil_mode, "ceil_mode windows are not checked"
-    k, s, p = (torch.nn.modules.utils._pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+    pair = torch.nn.modules.utils._pair
+    k, s, p = (pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
     x = F.pad(x, (p[1], p[1], p[0], p[0]), value=float("-inf"))
     windows = F.unfold(x.reshape(-1, 1, *x.shape[-2:]), k, stride=s)
     top = windows.topk(2, dim=1).values
@@ -89,14 +90,16 @@ def golden(name, batch, out_dir):
         if kink_margin(name, batch, seed) >= MARGIN:
             break
     else:
-        sys.exit(f"{name}: no draw in {SEEDS_TRIED} seeds keeps every branch {MARGIN}x float32's error away")
+        sys.exit(f"{name}: no draw in {SEEDS_TRIED} seeds keeps every branch "
+                 f"{MARGIN}x float32's error away")
     # The reference is computed in float64 from the float32 weights and
     # inputs, so that it carries no float32 rounding of its own.
     net, x, labels, before = draw(name, batch, seed, torch.float64)
     logits = net(x.double())
     loss = F.cross_entropy(logits, labels.long())
     loss.backward()
-    tensors = {"input": x, "labels": labels, "logits": logits.float(), "loss": loss.float().reshape(1)}
+    tensors = {"input": x, "labels": labels, "logits": logits.float(),
+               "loss": loss.float().reshape(1)}
     params = dict(net.named_parameters())
     for k, v in before.items():
         tensors[f"param/{k}"] = v
