@@ -51,6 +51,8 @@
 
 #if defined(__AVX512F__)
 #include "conv_depthwise_avx512.h"
+#elif defined(__AVX2__) && defined(__FMA__)
+#include "conv_depthwise_avx2.h"
 #endif
 
 /* Enough GEMM columns for sgemm to run well. Measured on LeNet and CIFAR
@@ -353,6 +355,8 @@ static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, co
                        const float *bias, float *y) {
 #if defined(__AVX512F__)
     if (dw3_forward_avx512(d, x, w, bias, y, epilogue)) return;
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (dwa_forward(d, x, w, bias, y, epilogue)) return;
 #endif
     const int64_t planes = (int64_t)d->n * d->k;
     const int taps = d->kh * d->kw, sh = d->stride_h, sw = d->stride_w;

@@ -245,9 +245,10 @@ Test(conv, depthwise) {
         {"depthwise 5x3 stride",  2, 2, 11, 7,  2, 5, 3, 2, 3, 2, 1, 1, 1, 2},
         {"depthwise parallel",    4, 16, 24, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16},
         /* 3x3 at stride 1 or 2 and padding up to 2 have their own AVX-512
-         * kernel: 16 output columns a vector (widths below, at and above
-         * 16 and 32), 4 output rows a pass (heights that leave 1 to 3 rows
-         * over), masked loads at the edges */
+         * and AVX2 kernels: 16 (8) output columns a vector (widths below,
+         * at and above 8, 16 and 32), 4 output rows a pass (heights that
+         * leave 1 to 3 rows over), masked loads (AVX2: zero-padded copies,
+         * even and odd columns apart at stride 2) at the edges */
         {"dw3 s1 7x7",            3, 4, 7,  7,  4, 3, 3, 1, 1, 1, 1, 1, 1, 4},
         {"dw3 s1 w8",             1, 3, 5,  8,  3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
         {"dw3 s1 w15 x2",         3, 3, 3,  15, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3},
