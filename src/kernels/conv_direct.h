@@ -527,18 +527,31 @@ static int padded_filter_applies(const osp_conv_desc *d, const geom *m) {
            padded_geometry(d).image <= m->col;
 }
 
+/* The copies of one image: only the padding is written with zeros (zeroing
+ * whole buffers first cost a tenth of the filter gradient). */
 static void padded_copy(const osp_conv_desc *d, const geom *m, const padded_geom *p,
                         const float *x, const float *dy, float *xp, float *dyp) {
-    memset(xp, 0, (size_t)(d->c * p->xplane) * sizeof(float));
-    for (int c = 0; c < d->c; c++)
-        for (int r = 0; r < d->h; r++)
-            memcpy(xp + c * p->xplane + (int64_t)(r + 1) * p->wp + 1,
-                   x + c * m->hw + (int64_t)r * d->w, (size_t)d->w * sizeof(float));
-    memset(dyp, 0, (size_t)(d->k * p->dyplane) * sizeof(float));
-    for (int k = 0; k < d->k; k++)
-        for (int r = 0; r < d->h; r++)
-            memcpy(dyp + k * p->dyplane + (int64_t)r * p->wp, dy + k * m->s + (int64_t)r * d->w,
-                   (size_t)d->w * sizeof(float));
+    const int h = d->h, w = d->w, wp = p->wp;
+    for (int c = 0; c < d->c; c++) {
+        float *xc = xp + c * p->xplane;
+        memset(xc, 0, (size_t)(wp + 1) * sizeof(float)); /* top row, row 1's left pad */
+        for (int r = 0; r < h; r++) {
+            float *row = xc + (int64_t)(r + 1) * wp + 1;
+            memcpy(row, x + c * m->hw + (int64_t)r * w, (size_t)w * sizeof(float));
+            row[w] = row[w + 1] = 0.0f; /* right pad, the next row's left pad */
+        }
+        const int64_t done = (int64_t)(h + 1) * wp + 1; /* bottom row and the tail */
+        memset(xc + done, 0, (size_t)(p->xplane - done) * sizeof(float));
+    }
+    for (int k = 0; k < d->k; k++) {
+        float *gk = dyp + k * p->dyplane;
+        for (int r = 0; r < h; r++) {
+            float *row = gk + (int64_t)r * wp;
+            memcpy(row, dy + k * m->s + (int64_t)r * w, (size_t)w * sizeof(float));
+            row[w] = row[w + 1] = 0.0f;
+        }
+        memset(gk + (int64_t)h * wp, 0, (size_t)(p->dyplane - (int64_t)h * wp) * sizeof(float));
+    }
 }
 
 #define PADDED_ACCS(b) dvec q##b##0 = DV_ZERO(), q##b##1 = q##b##0, q##b##2 = q##b##0
