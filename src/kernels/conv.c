@@ -479,6 +479,13 @@ static void dw_backward_filter(const osp_conv_desc *d, const geom *m, const floa
 
 /* ---- im2col + sgemm workers (each runs on one thread, or alone) ---------- */
 
+/* Column matrices above this many floats (1 MiB) go a block of output rows
+ * at a time. */
+#define ROW_BLOCK_COL_FLOATS ((int64_t)256 << 10)
+
+static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
+                     const float *bias, float *y, int n, int p0, int p1, float *ws);
+
 /* y of images [n0, n1), all rows, using workspace slot ws; added to y
  * (no bias, no activation) when accumulate. */
 static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
@@ -493,6 +500,18 @@ static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, co
         return;
     }
 #endif
+    if (!accumulate && m->G == 1 && !m->pointwise &&
+        (int64_t)m->r * m->s > ROW_BLOCK_COL_FLOATS) {
+        /* A column matrix larger than L2 (ResNet's 7x7/2 stem on 224x224:
+         * 147 x 12544 floats, 7 MB) is made and multiplied a block of
+         * output rows at a time, so that sgemm reads it from cache. */
+        int rows = (int)(ROW_BLOCK_COL_FLOATS / ((int64_t)m->r * d->q));
+        if (rows < 1) rows = 1;
+        for (int a = n0; a < n1; a++)
+            for (int p0 = 0; p0 < d->p; p0 += rows)
+                fwd_rows(d, m, x, w, bias, y, a, p0, d->p - p0 < rows ? d->p : p0 + rows, ws);
+        return;
+    }
     const float beta = accumulate ? 1.0f : 0.0f;
     float *col = ws, *buf = ws + m->col;
     for (int a = n0; a < n1; a += m->G) {

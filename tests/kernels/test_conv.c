@@ -223,6 +223,9 @@ Test(conv, stride_pad_dilation) {
         {"dilation 2",            2, 3, 9,  9,  4, 3, 3, 1, 1, 2, 2, 2, 2, 1},
         {"dilation 2x3 stride 2", 2, 2, 12, 13, 3, 3, 2, 2, 2, 1, 0, 2, 3, 1},
         {"7x7 stride 2 pad 3",    2, 3, 15, 17, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
+        /* column matrices over 256K floats go a block of output rows at a
+         * time: 147 x 3306 here, blocks of 31 rows and a last of 27 */
+        {"row blocks 7x7/2",      2, 3, 115, 113, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -232,6 +235,7 @@ Test(conv, groups) {
         {"groups 2",              3, 4, 7,  6,  6, 3, 3, 1, 1, 1, 1, 1, 1, 2},
         {"groups 3 stride 2",     2, 6, 9,  9,  3, 3, 3, 2, 2, 1, 1, 1, 1, 3},
         {"groups 2, 1x1",         3, 4, 5,  5,  2, 1, 1, 1, 1, 0, 0, 1, 1, 2},
+        {"groups 2, row blocks",  2, 4, 100, 100, 4, 5, 5, 1, 1, 0, 0, 1, 1, 2},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
