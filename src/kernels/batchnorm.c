@@ -18,107 +18,70 @@
 #define PARALLEL_MIN (1 << 14)
 #define LANES 8
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
-/* The AVX-512 copy sums with explicit vectors: 16 floats a step, widened
- * to two vectors of 8 doubles, two accumulators per sum. GCC's code for
- * the lane arrays below ran these passes at a third of memory speed
- * (ResNet-20's batch norm took 15% of a training step). */
-static inline __m512d low_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-static inline __m512d high_pd(__m512 v) {
+/* The AVX-512 and AVX2 copies sum with explicit vectors: a float vector a
+ * step, widened to two vectors of doubles, two accumulators per sum. GCC's
+ * code for the lane arrays below ran these passes at a third of memory
+ * speed (ResNet-20's batch norm took 15% of a training step on AVX-512;
+ * on AMD's Zen 1 its first stage's forward took 3.9 ms, 2.5 with these). */
+#if defined(__AVX512F__)
+#define STEP 16
+typedef __m512 vf;
+typedef __m512d vd;
+#define VF_LOAD(p) _mm512_loadu_ps(p)
+#define VD_SET1(v) _mm512_set1_pd(v)
+#define VD_ADD(a, b) _mm512_add_pd(a, b)
+#define VD_SUB(a, b) _mm512_sub_pd(a, b)
+#define VD_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define VD_TOTAL(v) _mm512_reduce_add_pd(v)
+static inline vd low_pd(vf v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+static inline vd high_pd(vf v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
-
-#define HAVE_VECTOR_SUMS 1
-
-static void plane_moments(const float *v, int64_t n, float pivot, double *sum, double *sq) {
-    const __m512d p = _mm512_set1_pd(pivot);
-    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 x = _mm512_loadu_ps(v + i);
-        const __m512d d0 = _mm512_sub_pd(low_pd(x), p), d1 = _mm512_sub_pd(high_pd(x), p);
-        a0 = _mm512_add_pd(a0, d0);
-        a1 = _mm512_add_pd(a1, d1);
-        b0 = _mm512_fmadd_pd(d0, d0, b0);
-        b1 = _mm512_fmadd_pd(d1, d1, b1);
-    }
-    double ta = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-    double tb = _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
-    for (; i < n; i++) {
-        double d = (double)v[i] - pivot;
-        ta += d;
-        tb += d * d;
-    }
-    *sum += ta;
-    *sq += tb;
+/* The two halves, each rounded to float, stored as one vector at y. */
+static inline void store_halves(float *y, vd lo, vd hi) {
+    _mm512_storeu_ps(y, _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)),
+                                           _mm512_cvtpd_ps(hi), 1));
 }
-
-static void plane_dot(const float *g, const float *x, int64_t n, float m, double *sg, double *sgx) {
-    const __m512d mv = _mm512_set1_pd(m);
-    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 gv = _mm512_loadu_ps(g + i), xv = _mm512_loadu_ps(x + i);
-        const __m512d g0 = low_pd(gv), g1 = high_pd(gv);
-        a0 = _mm512_add_pd(a0, g0);
-        a1 = _mm512_add_pd(a1, g1);
-        b0 = _mm512_fmadd_pd(g0, _mm512_sub_pd(low_pd(xv), mv), b0);
-        b1 = _mm512_fmadd_pd(g1, _mm512_sub_pd(high_pd(xv), mv), b1);
-    }
-    double ta = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-    double tb = _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
-    for (; i < n; i++) {
-        ta += g[i];
-        tb += (double)g[i] * ((double)x[i] - m);
-    }
-    *sg += ta;
-    *sgx += tb;
-}
-
-/* y = (x - mean) * scale + shift in double, rounded to float. */
-static void plane_normalize(const float *x, float *y, int64_t n, double mean, double scale,
-                            double shift) {
-    const __m512d mv = _mm512_set1_pd(mean), sv = _mm512_set1_pd(scale),
-                  hv = _mm512_set1_pd(shift);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        const __m256 lo = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(low_pd(xv), mv), sv, hv));
-        const __m256 hi = _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_sub_pd(high_pd(xv), mv), sv, hv));
-        _mm512_storeu_ps(y + i, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
-    }
-    for (; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* The AVX2 copy likewise: 8 floats a step, as two vectors of 4 doubles
- * (AMD's Zen: batch norm's forward on ResNet-20's first stage 3.9 ms with
- * GCC's code for the lane arrays). */
-static inline __m256d low_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-static inline __m256d high_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-static inline double total_pd(__m256d v) {
+#else
+#define STEP 8
+typedef __m256 vf;
+typedef __m256d vd;
+#define VF_LOAD(p) _mm256_loadu_ps(p)
+#define VD_SET1(v) _mm256_set1_pd(v)
+#define VD_ADD(a, b) _mm256_add_pd(a, b)
+#define VD_SUB(a, b) _mm256_sub_pd(a, b)
+#define VD_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define VD_TOTAL(v) total_pd(v)
+static inline vd low_pd(vf v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+static inline vd high_pd(vf v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+static inline double total_pd(vd v) {
     __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
+static inline void store_halves(float *y, vd lo, vd hi) {
+    _mm256_storeu_ps(y, _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)),
+                                             _mm256_cvtpd_ps(hi), 1));
+}
+#endif
 
 #define HAVE_VECTOR_SUMS 1
 
 static void plane_moments(const float *v, int64_t n, float pivot, double *sum, double *sq) {
-    const __m256d p = _mm256_set1_pd(pivot);
-    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    const vd p = VD_SET1(pivot);
+    vd a0 = VD_SET1(0.0), a1 = a0, b0 = a0, b1 = a0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(v + i);
-        const __m256d d0 = _mm256_sub_pd(low_pd(x), p), d1 = _mm256_sub_pd(high_pd(x), p);
-        a0 = _mm256_add_pd(a0, d0);
-        a1 = _mm256_add_pd(a1, d1);
-        b0 = _mm256_fmadd_pd(d0, d0, b0);
-        b1 = _mm256_fmadd_pd(d1, d1, b1);
+    for (; i + STEP <= n; i += STEP) {
+        const vf x = VF_LOAD(v + i);
+        const vd d0 = VD_SUB(low_pd(x), p), d1 = VD_SUB(high_pd(x), p);
+        a0 = VD_ADD(a0, d0);
+        a1 = VD_ADD(a1, d1);
+        b0 = VD_FMA(d0, d0, b0);
+        b1 = VD_FMA(d1, d1, b1);
     }
-    double ta = total_pd(_mm256_add_pd(a0, a1)), tb = total_pd(_mm256_add_pd(b0, b1));
+    double ta = VD_TOTAL(VD_ADD(a0, a1)), tb = VD_TOTAL(VD_ADD(b0, b1));
     for (; i < n; i++) {
         double d = (double)v[i] - pivot;
         ta += d;
@@ -129,18 +92,18 @@ static void plane_moments(const float *v, int64_t n, float pivot, double *sum, d
 }
 
 static void plane_dot(const float *g, const float *x, int64_t n, float m, double *sg, double *sgx) {
-    const __m256d mv = _mm256_set1_pd(m);
-    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    const vd mv = VD_SET1(m);
+    vd a0 = VD_SET1(0.0), a1 = a0, b0 = a0, b1 = a0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 gv = _mm256_loadu_ps(g + i), xv = _mm256_loadu_ps(x + i);
-        const __m256d g0 = low_pd(gv), g1 = high_pd(gv);
-        a0 = _mm256_add_pd(a0, g0);
-        a1 = _mm256_add_pd(a1, g1);
-        b0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(low_pd(xv), mv), b0);
-        b1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(high_pd(xv), mv), b1);
+    for (; i + STEP <= n; i += STEP) {
+        const vf gv = VF_LOAD(g + i), xv = VF_LOAD(x + i);
+        const vd g0 = low_pd(gv), g1 = high_pd(gv);
+        a0 = VD_ADD(a0, g0);
+        a1 = VD_ADD(a1, g1);
+        b0 = VD_FMA(g0, VD_SUB(low_pd(xv), mv), b0);
+        b1 = VD_FMA(g1, VD_SUB(high_pd(xv), mv), b1);
     }
-    double ta = total_pd(_mm256_add_pd(a0, a1)), tb = total_pd(_mm256_add_pd(b0, b1));
+    double ta = VD_TOTAL(VD_ADD(a0, a1)), tb = VD_TOTAL(VD_ADD(b0, b1));
     for (; i < n; i++) {
         ta += g[i];
         tb += (double)g[i] * ((double)x[i] - m);
@@ -152,14 +115,12 @@ static void plane_dot(const float *g, const float *x, int64_t n, float m, double
 /* y = (x - mean) * scale + shift in double, rounded to float. */
 static void plane_normalize(const float *x, float *y, int64_t n, double mean, double scale,
                             double shift) {
-    const __m256d mv = _mm256_set1_pd(mean), sv = _mm256_set1_pd(scale),
-                  hv = _mm256_set1_pd(shift);
+    const vd mv = VD_SET1(mean), sv = VD_SET1(scale), hv = VD_SET1(shift);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + i);
-        const __m128 lo = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(low_pd(xv), mv), sv, hv));
-        const __m128 hi = _mm256_cvtpd_ps(_mm256_fmadd_pd(_mm256_sub_pd(high_pd(xv), mv), sv, hv));
-        _mm256_storeu_ps(y + i, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
+    for (; i + STEP <= n; i += STEP) {
+        const vf xv = VF_LOAD(x + i);
+        store_halves(y + i, VD_FMA(VD_SUB(low_pd(xv), mv), sv, hv),
+                     VD_FMA(VD_SUB(high_pd(xv), mv), sv, hv));
     }
     for (; i < n; i++) y[i] = (float)((x[i] - mean) * scale + shift);
 }
