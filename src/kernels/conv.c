@@ -55,6 +55,17 @@
 #include "conv_depthwise_avx2.h"
 #endif
 
+/* AVX2 builds run the forward GEMM themselves (conv_gemm_avx2.h); the
+ * AVX-512 and portable builds call sgemm. Its packing buffer is part of
+ * every build's workspace, so that one plan serves every backend. */
+#define PACK_FLOATS ((int64_t)32768)
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define HAVE_PACKED_GEMM 1
+#include "conv_gemm_avx2.h"
+#else
+#define HAVE_PACKED_GEMM 0
+#endif
+
 /* Enough GEMM columns for sgemm to run well. Measured on LeNet and CIFAR
  * ResNet layers: 512 beat both 1 image per GEMM and 2048+ columns, where the
  * column buffer falls out of L2. */
@@ -78,7 +89,7 @@ typedef struct geom {
     int pointwise;       /* 1x1, stride 1, no padding */
     int depthwise;
     int G;               /* images per GEMM */
-    int64_t col, buf, dwp, slot; /* floats of each workspace part, and of a slot */
+    int64_t col, buf, dwp, pack, slot; /* floats of each workspace part, and of a slot */
 } geom;
 
 static int images_per_gemm(const osp_conv_desc *d, const geom *m) {
@@ -105,7 +116,8 @@ static geom geometry(const osp_conv_desc *d) {
     m.col = m.G == 1 && m.pointwise ? 0 : ROUND16((int64_t)m.r * m.G * m.s);
     m.buf = m.G > 1 ? ROUND16((int64_t)m.kg * m.G * m.s) : 0;
     m.dwp = ROUND16((int64_t)d->k * m.r);
-    m.slot = m.col + m.buf + m.dwp;
+    m.pack = ROUND16(PACK_FLOATS + 8); /* + 8: room to align */
+    m.slot = m.col + m.buf + m.dwp + m.pack;
     return m;
 }
 
@@ -486,6 +498,61 @@ static void dw_backward_filter(const osp_conv_desc *d, const geom *m, const floa
 static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                      const float *bias, float *y, int n, int p0, int p1, float *ws);
 
+#if HAVE_PACKED_GEMM
+/* Slot ws's packing buffer, on a 32-byte boundary. */
+static float *pg_pack_of(const geom *m, float *ws) {
+    uintptr_t p = (uintptr_t)(ws + m->slot - m->pack);
+    return (float *)((p + 31) & ~(uintptr_t)31);
+}
+
+/* The activation pg_gemm left undone, over columns [s0, s0 + cols) of
+ * channels [k0, k1) of images [n0, n1). */
+static void pg_finish(const osp_conv_desc *d, const geom *m, float *y, int n0, int n1, int k0,
+                      int k1, int64_t s0, int64_t cols) {
+    if (pg_fused_act(d)) return;
+    for (int a = n0; a < n1; a++)
+        for (int k = k0; k < k1; k++) epilogue(y + (int64_t)a * m->ks + k * m->s + s0, cols, 0.0f, d);
+}
+
+/* fwd_images through pg_gemm: a 1x1 layer reads x in place, all images in
+ * one GEMM; others im2col as the sgemm path does. */
+static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
+                      const float *bias, float *y, int n0, int n1, float *ws) {
+    float *col = ws, *pack = pg_pack_of(m, ws);
+    for (int g = 0; g < d->groups; g++) {
+        const float *wg = w + (int64_t)g * m->kg * m->r, *bg = bias ? bias + g * m->kg : NULL;
+        float *yg = y + (int64_t)g * m->kg * m->s;
+        if (m->pointwise) {
+            pg_cols c = {x + (int64_t)n0 * m->chw + (int64_t)g * m->cg * m->hw, m->chw, m->hw,
+                         yg + (int64_t)n0 * m->ks, m->ks, m->s, m->s};
+            pg_gemm(m->kg, m->r, wg, &c, (int64_t)(n1 - n0) * m->s, bg, d, pack);
+        } else if (m->G == 1 && (int64_t)m->r * m->s > ROW_BLOCK_COL_FLOATS) {
+            /* as in fwd_images: a block of output rows at a time */
+            int rows = (int)(ROW_BLOCK_COL_FLOATS / ((int64_t)m->r * d->q));
+            if (rows < 1) rows = 1;
+            for (int a = n0; a < n1; a++)
+                for (int p0 = 0; p0 < d->p; p0 += rows) {
+                    int p1 = d->p - p0 < rows ? d->p : p0 + rows;
+                    int64_t cols = (int64_t)(p1 - p0) * d->q;
+                    im2col(d, m, x, a, 1, g, p0, p1, col);
+                    pg_cols c = {col, 0, cols, yg + (int64_t)a * m->ks + (int64_t)p0 * d->q, 0,
+                                 m->s, cols};
+                    pg_gemm(m->kg, m->r, wg, &c, cols, bg, d, pack);
+                }
+        } else {
+            for (int a = n0; a < n1; a += m->G) {
+                int gi = n1 - a < m->G ? n1 - a : m->G;
+                im2col(d, m, x, a, gi, g, 0, d->p, col);
+                pg_cols c = {col, m->s, (int64_t)gi * m->s, yg + (int64_t)a * m->ks, m->ks, m->s,
+                             m->s};
+                pg_gemm(m->kg, m->r, wg, &c, (int64_t)gi * m->s, bg, d, pack);
+            }
+        }
+    }
+    pg_finish(d, m, y, n0, n1, 0, d->k, 0, m->s);
+}
+#endif
+
 /* y of images [n0, n1), all rows, using workspace slot ws; added to y
  * (no bias, no activation) when accumulate. */
 static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
@@ -497,6 +564,12 @@ static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, co
         for (int a = n0; a < n1; a++)
             direct_image(d, x + (int64_t)a * m->chw, w, bias, y + (int64_t)a * m->ks, 0, m->s,
                          accumulate, have ? plane : NULL);
+        return;
+    }
+#endif
+#if HAVE_PACKED_GEMM
+    if (!accumulate) {
+        pg_images(d, m, x, w, bias, y, n0, n1, ws);
         return;
     }
 #endif
@@ -556,6 +629,13 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, 
     if (m->pointwise) b = x + (int64_t)n * m->chw;
     else im2col(d, m, x, n, 1, 0, 0, d->p, ws);
     float *yk = y + (int64_t)n * m->ks + (int64_t)k0 * m->s;
+#if HAVE_PACKED_GEMM
+    pg_cols c = {b, 0, m->s, yk, 0, m->s, m->s};
+    pg_gemm(k1 - k0, m->r, w + (int64_t)k0 * m->r, &c, m->s, bias ? bias + k0 : NULL, d,
+            pg_pack_of(m, ws));
+    pg_finish(d, m, y, n, n + 1, k0, k1, 0, m->s);
+    return;
+#endif
     osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, k1 - k0, m->s, m->r, 1.0f, w + (int64_t)k0 * m->r,
                    m->r, b, m->s, 0.0f, yk, m->s);
     if (bias || d->act != OSP_ACT_NONE)
@@ -584,14 +664,25 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
         } else {
             im2col(d, m, x, n, 1, g, p0, p1, ws);
         }
+#if HAVE_PACKED_GEMM
+        pg_cols c = {b, 0, ldb, y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q,
+                     0, m->s, cols};
+        pg_gemm(m->kg, m->r, w + (int64_t)g * m->kg * m->r, &c, cols,
+                bias ? bias + g * m->kg : NULL, d, pg_pack_of(m, ws));
+        continue;
+#endif
         osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, m->kg, (int)cols, m->r, 1.0f,
                        w + (int64_t)g * m->kg * m->r, m->r, b, ldb, 0.0f,
                        y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q, m->s);
     }
+#if HAVE_PACKED_GEMM
+    pg_finish(d, m, y, n, n + 1, 0, d->k, (int64_t)p0 * d->q, cols);
+#else
     if (bias || d->act != OSP_ACT_NONE)
         for (int k = 0; k < d->k; k++)
             epilogue(y + (int64_t)n * m->ks + (int64_t)k * m->s + (int64_t)p0 * d->q, cols,
                      bias ? bias[k] : 0.0f, d);
+#endif
 }
 
 /* dx of images [n0, n1) += conv_transpose(dy, w), using slot ws. */

@@ -340,6 +340,10 @@ Test(conv, pointwise) {
         {"1x1 pad 1",             2, 3, 4,  5,  2, 1, 1, 1, 1, 1, 1, 1, 1, 1},
         {"1x1 threads over rows", 1, 64, 17, 16, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"1x1 threads, images",   3, 64, 16, 16, 48, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        /* more inputs than one block of the AVX2 GEMM (256) and planes
+         * narrower than its 16-column tiles, which then span images */
+        {"1x1 long sums, 15 px",  3, 300, 5, 3, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"3x3 long sums, 20 px",  3, 40, 4, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
