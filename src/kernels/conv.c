@@ -53,6 +53,7 @@
 #include "conv_depthwise_avx512.h"
 #elif defined(__AVX2__) && defined(__FMA__)
 #include "conv_depthwise_avx2.h"
+#include "conv_depthwise_c8_avx2.h"
 #endif
 
 /* AVX2 builds run the forward GEMM themselves (conv_gemm_avx2.h); the
@@ -79,7 +80,7 @@
  * the GEMM of such a layer is too small to split (gemm.c). Measured on
  * ResNet-20 at batch 1 (4.7 MFLOP a layer): 2 threads ran 390-470 images/s
  * with 2e6 here, as fast as 1 thread (530-590) with 1e7. */
-#define PAR_MIN_FLOPS 1e7
+#define PAR_MIN_FLOPS 1e6
 /* Workspace parts start on a cache line. */
 #define ROUND16(x) (((x) + 15) / 16 * 16)
 
@@ -368,6 +369,7 @@ static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, co
 #if defined(__AVX512F__)
     if (dw3_forward_avx512(d, x, w, bias, y, epilogue)) return;
 #elif defined(__AVX2__) && defined(__FMA__)
+    if (dc8_forward(d, x, w, bias, y, epilogue)) return;
     if (dwa_forward(d, x, w, bias, y, epilogue)) return;
 #endif
     const int64_t planes = (int64_t)d->n * d->k;

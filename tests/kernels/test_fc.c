@@ -103,6 +103,13 @@ Test(fc, odd_sizes) {
     check_fc(5, 33, 1);
 }
 
+Test(fc, split_over_threads) {
+    /* 2^18 weights and up, at most 4 images: outputs shared among the
+     * threads in blocks of 16 (509: a short last block) */
+    check_fc(1, 520, 509);
+    check_fc(3, 600, 450);
+}
+
 Test(fc, through_backend_table) {
     const osp_backend *be = osp_backend_cpu_reference();
     float x[6] = {1, 2, 3, 4, 5, 6}, w[6] = {1, 0, -1, 2, 1, 0}, b[2] = {0.5f, -0.5f}, y[4];

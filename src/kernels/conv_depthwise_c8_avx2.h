@@ -1,0 +1,185 @@
+/* Depthwise 3x3 convolution forward for small planes with AVX2 + FMA,
+ * eight channels at a time; included by conv.c in its AVX2 copy, which
+ * tries it before conv_depthwise_avx2.h's plane-at-a-time kernel.
+ *
+ * Why: on planes of 14x14 and 7x7 (mobilenet_v2's later stages) the
+ * plane-at-a-time kernel spends most of its time at the plane's edges: a
+ * row of 7 or 14 outputs is one or two vectors, every one of them partial,
+ * and a plane's set-up is paid for 49 outputs. Here a vector holds one
+ * pixel of eight channels, so no vector is partial and padding is a zero
+ * border:
+ *   1. the eight planes are transposed (8x8 blocks over the flattened
+ *      plane) into pixel-major order, then copied row by row into a
+ *      scratch with a zero border of the padding's width;
+ *   2. each output pixel is 9 FMAs of a tap's eight weights and the input
+ *      pixel under it, four output pixels along a row at a time (so that
+ *      four sums are in flight), then the bias and activation;
+ *   3. the outputs are transposed back into the eight planes.
+ * Sums run over the taps in a fixed order, so results repeat bit for bit. */
+#ifndef OSPREY_CONV_DEPTHWISE_C8_AVX2_H
+#define OSPREY_CONV_DEPTHWISE_C8_AVX2_H
+
+#include <immintrin.h>
+#include <string.h>
+
+/* Input planes up to this many pixels (a 32x32 plane); larger ones keep the
+ * plane-at-a-time kernel, whose vectors are then mostly whole. */
+#define DC8_MAX_PIXELS 1024
+/* Floats of the padded scratch: (32 + 4)^2 pixels of 8 channels. */
+#define DC8_PADDED_FLOATS (36 * 36 * 8)
+/* Pixels of the flat scratch, which holds the input, then the output
+ * (stride 1 with padding 2 makes it larger than the input). */
+#define DC8_FLAT_PIXELS (36 * 36)
+
+/* 3x3, dilation 1, equal strides of 1 or 2, padding at most 2, one filter
+ * per channel, and a small plane. */
+static int dc8_handles(const osp_conv_desc *d) {
+    return d->groups == d->c && d->k == d->c && d->c > 0 && d->kh == 3 && d->kw == 3 &&
+           d->dil_h == 1 && d->dil_w == 1 && d->stride_h == d->stride_w &&
+           (d->stride_h == 1 || d->stride_h == 2) && d->pad_h >= 0 && d->pad_h <= 2 &&
+           d->pad_w >= 0 && d->pad_w <= 2 && d->p > 0 && d->q > 0 &&
+           (int64_t)d->h * d->w <= DC8_MAX_PIXELS && (int64_t)d->p * d->q <= DC8_FLAT_PIXELS;
+}
+
+/* r[0..8) transposed in place: r[i][j] <- r[j][i]. */
+static inline void dc8_transpose(__m256 r[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* out (n x 8, pixel-major) = the first n floats of the cn planes at
+ * plane[l] (l < cn; zeros for the other lanes). */
+static void dc8_gather(const float *const plane[8], int cn, int64_t n, float *out) {
+    int64_t f = 0;
+    for (; f + 8 <= n; f += 8) {
+        __m256 r[8];
+        for (int l = 0; l < 8; l++) r[l] = l < cn ? _mm256_loadu_ps(plane[l] + f) : _mm256_setzero_ps();
+        dc8_transpose(r);
+        for (int j = 0; j < 8; j++) _mm256_store_ps(out + (f + j) * 8, r[j]);
+    }
+    for (; f < n; f++)
+        for (int l = 0; l < 8; l++) out[f * 8 + l] = l < cn ? plane[l][f] : 0.0f;
+}
+
+/* The inverse: plane[l][0..n) = lane l of in (n x 8), for l < cn. */
+static void dc8_scatter(const float *in, int64_t n, int cn, float *const plane[8]) {
+    int64_t f = 0;
+    for (; f + 8 <= n; f += 8) {
+        __m256 r[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm256_load_ps(in + (f + j) * 8);
+        dc8_transpose(r);
+        for (int l = 0; l < cn; l++) _mm256_storeu_ps(plane[l] + f, r[l]);
+    }
+    for (; f < n; f++)
+        for (int l = 0; l < cn; l++) plane[l][f] = in[f * 8 + l];
+}
+
+/* One output row p: out[q] (8 channels each) for q in [0, Q), from the
+ * padded scratch s (wp pixels a row). */
+static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d, const float *s,
+                                                          int wp, const __m256 w[9], __m256 bias,
+                                                          int act, __m256 slope, int p,
+                                                          float *out, const int STRIDE) {
+    const float *top = s + (int64_t)p * STRIDE * wp * 8;
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+    int q = 0;
+    for (; q < d->q; q += 4) {
+        const int n = d->q - q < 4 ? d->q - q : 4;
+        __m256 a[4] = {bias, bias, bias, bias};
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                const float *at = top + ((int64_t)i * wp + q * STRIDE + j) * 8;
+                const __m256 wt = w[i * 3 + j];
+                /* the lanes past a short row's end read scratch that is
+                 * there (the next row or the border) and are not stored */
+                a[0] = _mm256_fmadd_ps(wt, _mm256_load_ps(at), a[0]);
+                a[1] = _mm256_fmadd_ps(wt, _mm256_load_ps(at + STRIDE * 8), a[1]);
+                a[2] = _mm256_fmadd_ps(wt, _mm256_load_ps(at + 2 * STRIDE * 8), a[2]);
+                a[3] = _mm256_fmadd_ps(wt, _mm256_load_ps(at + 3 * STRIDE * 8), a[3]);
+            }
+        for (int u = 0; u < n; u++) {
+            __m256 v = a[u];
+            if (act == OSP_ACT_RELU) v = _mm256_max_ps(v, zero);
+            else if (act == OSP_ACT_RELU6) v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
+            else if (act == OSP_ACT_LEAKY_RELU)
+                v = _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+            _mm256_store_ps(out + (int64_t)(q + u) * 8, v);
+        }
+    }
+}
+
+/* y = act(conv(x, w) + bias), as dw_forward computes it; epilogue is
+ * conv.c's, for the activations not applied here. Returns 0, having done
+ * nothing, for a shape it does not handle. */
+static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, const float *bias,
+                       float *y, void (*epilogue)(float *, int64_t, float, const osp_conv_desc *)) {
+    if (!dc8_handles(d)) return 0;
+    const int hp = d->h + 2 * d->pad_h, wp = d->w + 2 * d->pad_w;
+    /* Rows read past the last output pixel's: up to 3 extra pixels of 4
+     * along a row, at the stride; the scratch has room for them. */
+    const int64_t padded = ((int64_t)hp * wp + 8 * d->stride_w) * 8;
+    if (padded > DC8_PADDED_FLOATS + 16 * 8) return 0;
+    const int groups = (d->c + 7) / 8;
+    const int64_t hw = (int64_t)d->h * d->w, s = (int64_t)d->p * d->q, items = (int64_t)d->n * groups;
+    const int fused = d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU ||
+                      d->act == OSP_ACT_RELU6 || d->act == OSP_ACT_LEAKY_RELU;
+#pragma omp parallel if (18.0 * d->n * d->c * s > DWA_PAR_MIN_FLOPS)
+    {
+        float pad_buf[DC8_PADDED_FLOATS + 16 * 8] __attribute__((aligned(32)));
+        float flat[DC8_FLAT_PIXELS * 8] __attribute__((aligned(32)));
+        memset(pad_buf, 0, (size_t)padded * sizeof(float)); /* the border stays zero */
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < items; t++) {
+            const int64_t n = t / groups;
+            const int c0 = (int)(t % groups) * 8, cn = d->c - c0 < 8 ? d->c - c0 : 8;
+            const float *in[8];
+            float *outp[8];
+            for (int l = 0; l < 8; l++) {
+                const int c = c0 + (l < cn ? l : 0);
+                in[l] = x + (n * d->c + c) * hw;
+                outp[l] = y + (n * d->c + c) * s;
+            }
+            __m256 wv[9];
+            float lanes[8];
+            for (int i = 0; i < 9; i++) {
+                for (int l = 0; l < 8; l++) lanes[l] = l < cn ? w[(int64_t)(c0 + l) * 9 + i] : 0.0f;
+                wv[i] = _mm256_loadu_ps(lanes);
+            }
+            for (int l = 0; l < 8; l++) lanes[l] = l < cn && bias && fused ? bias[c0 + l] : 0.0f;
+            const __m256 bv = _mm256_loadu_ps(lanes);
+            /* 1. pixel-major, then into the padded scratch row by row */
+            dc8_gather(in, cn, hw, flat);
+            for (int r = 0; r < d->h; r++)
+                memcpy(pad_buf + ((int64_t)(r + d->pad_h) * wp + d->pad_w) * 8,
+                       flat + (int64_t)r * d->w * 8, (size_t)d->w * 8 * sizeof(float));
+            /* 2. the sums, into flat (now the output, pixel-major) */
+            const int act = fused ? (int)d->act : OSP_ACT_NONE;
+            const __m256 slope = _mm256_set1_ps(d->act_alpha);
+            for (int p = 0; p < d->p; p++) {
+                if (d->stride_h == 1) dc8_row(d, pad_buf, wp, wv, bv, act, slope, p, flat + (int64_t)p * d->q * 8, 1);
+                else dc8_row(d, pad_buf, wp, wv, bv, act, slope, p, flat + (int64_t)p * d->q * 8, 2);
+            }
+            /* 3. back into the planes */
+            dc8_scatter(flat, s, cn, outp);
+            if (!fused)
+                for (int l = 0; l < cn; l++) epilogue(outp[l], s, bias ? bias[c0 + l] : 0.0f, d);
+        }
+    }
+    return 1;
+}
+
+#endif
