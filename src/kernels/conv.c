@@ -28,12 +28,15 @@
  *
  * Special cases that skip im2col:
  *   - 1x1, stride 1, no padding, one image at a time: x is already the
- *     R x S matrix;
+ *     R x S matrix (in the AVX2 forward, all of a thread's images);
  *   - depthwise (Cg == 1, groups > 1, any multiplier Kg): a direct loop per
  *     plane, since a GEMM with one row per tap wastes the BLAS (3x3 on
- *     AVX-512: conv_depthwise_avx512.h);
+ *     AVX-512: conv_depthwise_avx512.h; on AVX2: conv_depthwise_c8_avx2.h
+ *     for planes up to 32x32, conv_depthwise_avx2.h for larger ones);
  *   - AVX-512 and AVX2: stride-1 "same" windows on planes of 64+ pixels,
  *     forward, backward data and the 3x3 filter gradient (conv_direct.h).
+ * The AVX2 forward's other GEMMs are conv_gemm_avx2.h's, not sgemm, with
+ * the bias and activation applied in registers.
  *
  * Determinism: every thread's share of the work depends only on N and the
  * thread count; the filter gradient adds the threads' shares in thread
@@ -76,10 +79,12 @@
 /* Below this many inner iterations an OpenMP region costs more than it saves. */
 #define PAR_MIN_WORK 32768
 /* The same for a whole convolution, in floating-point operations: with
- * passive waiting a fork wakes sleeping threads (tens of microseconds), and
- * the GEMM of such a layer is too small to split (gemm.c). Measured on
- * ResNet-20 at batch 1 (4.7 MFLOP a layer): 2 threads ran 390-470 images/s
- * with 2e6 here, as fast as 1 thread (530-590) with 1e7. */
+ * passive waiting a fork wakes sleeping threads (tens of microseconds).
+ * Measured at batch 1 on 2 Zen 1 threads, once the AVX2 GEMM
+ * (conv_gemm_avx2.h) had replaced sgemm there: ResNet-20 465 images/s with
+ * 1e6 against 312 with 1e7, mobilenet_v2 63 against 59. (With sgemm, on
+ * the AVX-512 machine, 1e7 had been better: OpenBLAS split small GEMMs at
+ * a loss.) */
 #define PAR_MIN_FLOPS 1e6
 /* Workspace parts start on a cache line. */
 #define ROUND16(x) (((x) + 15) / 16 * 16)
