@@ -210,6 +210,12 @@ Test(conv, plain) {
         {"rows, stride 2",        1, 16, 33, 31, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1},
         /* one image with a small plane: threads over output channels */
         {"threads over channels", 1, 128, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* AVX2: Winograd F(2x2, 3x3) from 64 channels and 14x14 planes:
+         * threads over images; a lone image of odd sides (half tiles) with
+         * threads over its channels and GEMMs; tile rows of 8 + 7 */
+        {"winograd images",       2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd lone, odd",    1, 64, 29, 27, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd 3 images",     3, 65, 16, 30, 67, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
