@@ -15,9 +15,11 @@
  * which stays in L2; each 6 x 16 tile of y keeps its 12 sums in registers
  * over the block's rows, reading w's six rows in place (broadcasts, so w
  * needs no packing: each of its cache lines serves 16 steps) and one
- * packed row of 16 per step. A tile lying inside one image is loaded and
- * stored in place; one that straddles images or runs past the last column
- * goes through a 6 x 16 scratch.
+ * packed row of 16 per step. A last panel of 8 columns or fewer is packed
+ * 8 wide and its tiles keep 6 sums (a 7x7 plane's 49 columns: 56 computed
+ * instead of 64). A tile lying inside one image is loaded and stored in
+ * place; one that straddles images or runs past the last column goes
+ * through a 6 x 16 scratch.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
@@ -55,30 +57,31 @@ static int pg_fused_act(const osp_conv_desc *d) {
            d->act == OSP_ACT_LEAKY_RELU;
 }
 
-/* B's rows [k0, k0 + kc) of columns [j, j + width) into dst (kc x 16),
- * zeros past width. */
-static void pg_pack_panel(const pg_cols *c, int64_t k0, int kc, int64_t j, int width, float *dst) {
+/* B's rows [k0, k0 + kc) of columns [j, j + width) into dst (kc x nr, nr
+ * 16 or 8), zeros past width. */
+static void pg_pack_panel(const pg_cols *c, int64_t k0, int kc, int64_t j, int width, int nr,
+                          float *dst) {
     int64_t image = j / c->s, col = j % c->s;
-    if (width == PG_NR && col + PG_NR <= c->s) {
+    if (width == nr && col + nr <= c->s) {
         const float *src = c->b + image * c->b_image + col + k0 * c->ldb;
         for (int k = 0; k < kc; k++, src += c->ldb) {
-            _mm256_store_ps(dst + k * PG_NR, _mm256_loadu_ps(src));
-            _mm256_store_ps(dst + k * PG_NR + 8, _mm256_loadu_ps(src + 8));
+            _mm256_store_ps(dst + k * nr, _mm256_loadu_ps(src));
+            if (nr == 16) _mm256_store_ps(dst + k * nr + 8, _mm256_loadu_ps(src + 8));
         }
         return;
     }
-    for (int t = 0; t < PG_NR;) {
+    for (int t = 0; t < nr;) {
         int len;
         if (t < width) {
             len = (int)(c->s - col < width - t ? c->s - col : width - t);
             const float *src = c->b + image * c->b_image + col + k0 * c->ldb;
             for (int k = 0; k < kc; k++)
-                memcpy(dst + k * PG_NR + t, src + k * c->ldb, (size_t)len * sizeof(float));
+                memcpy(dst + k * nr + t, src + k * c->ldb, (size_t)len * sizeof(float));
             image++;
             col = 0;
         } else {
-            len = PG_NR - t;
-            for (int k = 0; k < kc; k++) memset(dst + k * PG_NR + t, 0, (size_t)len * sizeof(float));
+            len = nr - t;
+            for (int k = 0; k < kc; k++) memset(dst + k * nr + t, 0, (size_t)len * sizeof(float));
         }
         t += len;
     }
@@ -115,23 +118,25 @@ static inline __attribute__((always_inline)) __m256 pg_act(__m256 v, int act, __
     return v;
 }
 
-static inline __attribute__((always_inline)) void pg_tile(int mr, int kc, const float *a,
+static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc, const float *a,
                                                           int64_t lda, const float *bp, float *y,
                                                           int64_t ldy, int add, const float *bias,
                                                           int act, float alpha) {
+    const int nr = 8 * nv; /* nv vectors of columns: 2, or 1 for a narrow last panel */
     __m256 lo[PG_MR], hi[PG_MR];
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
         lo[r] = add ? _mm256_loadu_ps(y + r * ldy) : _mm256_setzero_ps();
-        hi[r] = add ? _mm256_loadu_ps(y + r * ldy + 8) : _mm256_setzero_ps();
+        hi[r] = add && nv == 2 ? _mm256_loadu_ps(y + r * ldy + 8) : _mm256_setzero_ps();
     }
     for (int k = 0; k < kc; k++) {
-        const __m256 b0 = _mm256_load_ps(bp + k * PG_NR), b1 = _mm256_load_ps(bp + k * PG_NR + 8);
+        const __m256 b0 = _mm256_load_ps(bp + k * nr);
+        const __m256 b1 = nv == 2 ? _mm256_load_ps(bp + k * nr + 8) : b0;
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
             const __m256 w = _mm256_broadcast_ss(a + r * lda + k);
             lo[r] = _mm256_fmadd_ps(w, b0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(w, b1, hi[r]);
+            if (nv == 2) hi[r] = _mm256_fmadd_ps(w, b1, hi[r]);
         }
     }
     if (bias) {
@@ -140,13 +145,13 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int kc, const 
         for (int r = 0; r < mr; r++) {
             const __m256 b = _mm256_broadcast_ss(bias + r);
             lo[r] = pg_act(_mm256_add_ps(lo[r], b), act, slope);
-            hi[r] = pg_act(_mm256_add_ps(hi[r], b), act, slope);
+            if (nv == 2) hi[r] = pg_act(_mm256_add_ps(hi[r], b), act, slope);
         }
     }
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
         _mm256_storeu_ps(y + r * ldy, lo[r]);
-        _mm256_storeu_ps(y + r * ldy + 8, hi[r]);
+        if (nv == 2) _mm256_storeu_ps(y + r * ldy + 8, hi[r]);
     }
 }
 
@@ -156,19 +161,30 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int kc, const 
 static __attribute__((noinline)) void pg_tile6(int kc, const float *a, int64_t lda,
                                                const float *bp, float *y, int64_t ldy, int add,
                                                const float *bias, int act, float alpha) {
-    pg_tile(6, kc, a, lda, bp, y, ldy, add, bias, act, alpha);
+    pg_tile(6, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha);
 }
 
-/* pg_tile with mr a constant, so that its sums live in registers. */
-static void pg_tile_rows(int mr, int kc, const float *a, int64_t lda, const float *bp, float *y,
-                         int64_t ldy, int add, const float *bias, int act, float alpha) {
+/* pg_tile with mr and nv constants, so that its sums live in registers. */
+static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, const float *bp,
+                         float *y, int64_t ldy, int add, const float *bias, int act, float alpha) {
+    if (nv == 1) {
+        switch (mr) {
+        case 6: pg_tile(6, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        case 5: pg_tile(5, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        case 4: pg_tile(4, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        case 3: pg_tile(3, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        case 2: pg_tile(2, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        default: pg_tile(1, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        }
+        return;
+    }
     switch (mr) {
     case 6: pg_tile6(kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 5: pg_tile(5, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 4: pg_tile(4, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 3: pg_tile(3, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 2: pg_tile(2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    default: pg_tile(1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    case 5: pg_tile(5, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    case 4: pg_tile(4, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    case 3: pg_tile(3, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    case 2: pg_tile(2, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    default: pg_tile(1, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
     }
 }
 
@@ -189,7 +205,8 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
             const int add = k0 > 0, last = k0 + kc == K;
             for (int p = 0; p < panels; p++) {
                 int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
-                pg_pack_panel(c, k0, kc, jb + p * PG_NR, width, pack + (int64_t)p * kc * PG_NR);
+                pg_pack_panel(c, k0, kc, jb + p * PG_NR, width, width <= 8 ? 8 : PG_NR,
+                              pack + (int64_t)p * kc * PG_NR);
             }
             for (int i0 = 0; i0 < M; i0 += PG_MR) {
                 const int mr = M - i0 < PG_MR ? M - i0 : PG_MR;
@@ -198,13 +215,15 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
                 for (int p = 0; p < panels; p++) {
                     const int64_t j = jb + p * PG_NR;
                     const int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
+                    /* a last panel of 8 columns or fewer is a narrow one */
+                    const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
-                    if (width == PG_NR && j % c->s + PG_NR <= c->s) {
+                    if (width == nr && j % c->s + nr <= c->s) {
                         float *y = c->y + j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
-                        pg_tile_rows(mr, kc, a, K, bp, y, c->ldy, add, b, act, d->act_alpha);
+                        pg_tile_rows(mr, nv, kc, a, K, bp, y, c->ldy, add, b, act, d->act_alpha);
                     } else {
                         if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0);
-                        pg_tile_rows(mr, kc, a, K, bp, tile, PG_NR, add, b, act, d->act_alpha);
+                        pg_tile_rows(mr, nv, kc, a, K, bp, tile, PG_NR, add, b, act, d->act_alpha);
                         pg_tile_copy(c, i0, mr, j, width, tile, 1);
                     }
                 }

@@ -356,6 +356,10 @@ Test(conv, pointwise) {
          * narrower than its 16-column tiles, which then span images */
         {"1x1 long sums, 15 px",  3, 300, 5, 3, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"3x3 long sums, 20 px",  3, 40, 4, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* a last panel of 8 columns or fewer is 8 wide: 24 = 16 + 8 in
+         * place, 49 = 3 x 16 + 1 through the scratch tile */
+        {"1x1 narrow last panel", 1, 20, 4, 6, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"3x3 7x7 narrow panel",  1, 12, 7, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
