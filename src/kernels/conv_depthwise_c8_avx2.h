@@ -1,6 +1,7 @@
-/* Depthwise 3x3 convolution forward for small planes with AVX2 + FMA,
- * eight channels at a time; included by conv.c in its AVX2 copy, which
- * tries it before conv_depthwise_avx2.h's plane-at-a-time kernel.
+/* Depthwise 3x3 convolution forward with AVX2 + FMA, eight channels at a
+ * time, at stride 2 and for small planes at stride 1; included by conv.c in
+ * its AVX2 copy, which tries it before conv_depthwise_avx2.h's
+ * plane-at-a-time kernel.
  *
  * Why: on planes of 14x14 and 7x7 (mobilenet_v2's later stages) the
  * plane-at-a-time kernel spends most of its time at the plane's edges: a
@@ -22,23 +23,27 @@
 #include <immintrin.h>
 #include <string.h>
 
-/* Input planes up to this many pixels (a 32x32 plane); larger ones keep the
- * plane-at-a-time kernel, whose vectors are then mostly whole. */
-#define DC8_MAX_PIXELS 1024
-/* Floats of the padded scratch: (32 + 4)^2 pixels of 8 channels. */
+/* At stride 1, input planes up to this many pixels (32x32): on larger ones
+ * the plane-at-a-time kernel's vectors are mostly whole, and it was faster
+ * (56x56: 0.59 against 0.65 ms a layer). At stride 2 every size, where
+ * its even/odd copy cost as much as its sums (56x56 -> 28x28: 0.38 against
+ * 0.28 ms). */
+#define DC8_MAX_S1_PIXELS 1024
+/* Floats of the padded scratch of a band of rows: (32 + 4)^2 pixels of 8
+ * channels. */
 #define DC8_PADDED_FLOATS (36 * 36 * 8)
-/* Pixels of the flat scratch, which holds the input, then the output
- * (stride 1 with padding 2 makes it larger than the input). */
+/* Pixels of the flat scratch, which holds a band's input rows, then its
+ * output rows. */
 #define DC8_FLAT_PIXELS (36 * 36)
 
 /* 3x3, dilation 1, equal strides of 1 or 2, padding at most 2, one filter
- * per channel, and a small plane. */
+ * per channel; at stride 1 a small plane. */
 static int dc8_handles(const osp_conv_desc *d) {
     return d->groups == d->c && d->k == d->c && d->c > 0 && d->kh == 3 && d->kw == 3 &&
            d->dil_h == 1 && d->dil_w == 1 && d->stride_h == d->stride_w &&
            (d->stride_h == 1 || d->stride_h == 2) && d->pad_h >= 0 && d->pad_h <= 2 &&
            d->pad_w >= 0 && d->pad_w <= 2 && d->p > 0 && d->q > 0 &&
-           (int64_t)d->h * d->w <= DC8_MAX_PIXELS && (int64_t)d->p * d->q <= DC8_FLAT_PIXELS;
+           (d->stride_h == 2 || (int64_t)d->h * d->w <= DC8_MAX_S1_PIXELS);
 }
 
 /* r[0..8) transposed in place: r[i][j] <- r[j][i]. */
@@ -122,24 +127,39 @@ static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d
     }
 }
 
+/* Output rows per band for this shape (0: none fits the scratch). */
+static int dc8_band_rows(const osp_conv_desc *d) {
+    const int st = d->stride_h, wp = d->w + 2 * d->pad_w;
+    int rows = d->p;
+    /* the band's padded input rows, and the pixels read past its last one */
+    while (rows > 0 && (((int64_t)(rows - 1) * st + 3) * wp + 8 * st) * 8 > DC8_PADDED_FLOATS)
+        rows--;
+    while (rows > 0 && (((int64_t)(rows - 1) * st + 3) * d->w > DC8_FLAT_PIXELS ||
+                        (int64_t)rows * d->q > DC8_FLAT_PIXELS))
+        rows--;
+    return rows;
+}
+
 /* y = act(conv(x, w) + bias), as dw_forward computes it; epilogue is
  * conv.c's, for the activations not applied here. Returns 0, having done
- * nothing, for a shape it does not handle. */
+ * nothing, for a shape it does not handle. Planes too large for the
+ * scratch go a band of output rows at a time, with the input rows the
+ * band reads: a band's input rows are a contiguous span of the flattened
+ * plane, and its output rows too. */
 static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, const float *bias,
                        float *y, void (*epilogue)(float *, int64_t, float, const osp_conv_desc *)) {
     if (!dc8_handles(d)) return 0;
-    const int hp = d->h + 2 * d->pad_h, wp = d->w + 2 * d->pad_w;
-    /* Rows read past the last output pixel's: up to 3 extra pixels of 4
-     * along a row, at the stride; the scratch has room for them. */
-    const int64_t padded = ((int64_t)hp * wp + 8 * d->stride_w) * 8;
-    if (padded > DC8_PADDED_FLOATS + 16 * 8) return 0;
+    const int band = dc8_band_rows(d);
+    if (band < 1) return 0;
+    const int st = d->stride_h, wp = d->w + 2 * d->pad_w;
+    const int64_t padded = (((int64_t)(band - 1) * st + 3) * wp + 8 * st) * 8;
     const int groups = (d->c + 7) / 8;
     const int64_t hw = (int64_t)d->h * d->w, s = (int64_t)d->p * d->q, items = (int64_t)d->n * groups;
     const int fused = d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU ||
                       d->act == OSP_ACT_RELU6 || d->act == OSP_ACT_LEAKY_RELU;
 #pragma omp parallel if (18.0 * d->n * d->c * s > DWA_PAR_MIN_FLOPS)
     {
-        float pad_buf[DC8_PADDED_FLOATS + 16 * 8] __attribute__((aligned(32)));
+        float pad_buf[DC8_PADDED_FLOATS] __attribute__((aligned(32)));
         float flat[DC8_FLAT_PIXELS * 8] __attribute__((aligned(32)));
         memset(pad_buf, 0, (size_t)padded * sizeof(float)); /* the border stays zero */
 #pragma omp for schedule(static)
@@ -161,22 +181,41 @@ static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, c
             }
             for (int l = 0; l < 8; l++) lanes[l] = l < cn && bias && fused ? bias[c0 + l] : 0.0f;
             const __m256 bv = _mm256_loadu_ps(lanes);
-            /* 1. pixel-major, then into the padded scratch row by row */
-            dc8_gather(in, cn, hw, flat);
-            for (int r = 0; r < d->h; r++)
-                memcpy(pad_buf + ((int64_t)(r + d->pad_h) * wp + d->pad_w) * 8,
-                       flat + (int64_t)r * d->w * 8, (size_t)d->w * 8 * sizeof(float));
-            /* 2. the sums, into flat (now the output, pixel-major) */
             const int act = fused ? (int)d->act : OSP_ACT_NONE;
             const __m256 slope = _mm256_set1_ps(d->act_alpha);
-            for (int p = 0; p < d->p; p++) {
-                if (d->stride_h == 1) dc8_row(d, pad_buf, wp, wv, bv, act, slope, p, flat + (int64_t)p * d->q * 8, 1);
-                else dc8_row(d, pad_buf, wp, wv, bv, act, slope, p, flat + (int64_t)p * d->q * 8, 2);
+            for (int p0 = 0; p0 < d->p; p0 += band) {
+                const int p1 = d->p - p0 < band ? d->p : p0 + band;
+                const int rows = (p1 - p0 - 1) * st + 3, top = p0 * st - d->pad_h;
+                const int r_lo = top < 0 ? 0 : top, r_hi = top + rows < d->h ? top + rows : d->h;
+                /* 1. the band's input rows pixel-major, then into the padded
+                 * scratch row by row (rows off the plane: zeros) */
+                if (r_hi > r_lo) {
+                    const float *span[8];
+                    for (int l = 0; l < 8; l++) span[l] = in[l] + (int64_t)r_lo * d->w;
+                    dc8_gather(span, cn, (int64_t)(r_hi - r_lo) * d->w, flat);
+                }
+                for (int br = 0; br < rows; br++) {
+                    float *dst = pad_buf + ((int64_t)br * wp + d->pad_w) * 8;
+                    const int r = top + br;
+                    if (r >= 0 && r < d->h)
+                        memcpy(dst, flat + (int64_t)(r - r_lo) * d->w * 8, (size_t)d->w * 8 * sizeof(float));
+                    else
+                        memset(dst, 0, (size_t)d->w * 8 * sizeof(float));
+                }
+                /* 2. the sums, into flat (now the band's output, pixel-major) */
+                for (int p = p0; p < p1; p++) {
+                    float *out = flat + (int64_t)(p - p0) * d->q * 8;
+                    if (st == 1) dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 1);
+                    else dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 2);
+                }
+                /* 3. back into the planes */
+                float *span[8];
+                for (int l = 0; l < 8; l++) span[l] = outp[l] + (int64_t)p0 * d->q;
+                const int64_t count = (int64_t)(p1 - p0) * d->q;
+                dc8_scatter(flat, count, cn, span);
+                if (!fused)
+                    for (int l = 0; l < cn; l++) epilogue(span[l], count, bias ? bias[c0 + l] : 0.0f, d);
             }
-            /* 3. back into the planes */
-            dc8_scatter(flat, s, cn, outp);
-            if (!fused)
-                for (int l = 0; l < cn; l++) epilogue(outp[l], s, bias ? bias[c0 + l] : 0.0f, d);
         }
     }
     return 1;
