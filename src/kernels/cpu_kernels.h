@@ -25,6 +25,10 @@ void osp__cpu_sgemm(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, f
 /* The threads a kernel may use (OpenMP's count, at most the cores) and the
  * per-thread workspace slots a plan provides (one per core), so that a
  * plan made before osp_threads_set stays valid. */
+/* y (rows) = a (rows x cols, row stride lda) x + beta y, on the calling
+ * thread. */
+void osp__cpu_sgemv_rows(int rows, int cols, const float *a, int lda, const float *x, float beta,
+                         float *y);
 int osp__kernel_team(void);
 int osp__kernel_slots(void);
 

@@ -1,4 +1,4 @@
-/* sgemm through OpenBLAS: the one place osprey calls BLAS for the kernels.
+/* sgemm and sgemv through OpenBLAS: the one place osprey calls BLAS for the
  * Row-major throughout. Called inside an OpenMP region, OpenBLAS's OpenMP
  * build runs on the calling thread; outside, it splits large GEMMs over the
  * threads itself, and small ones stay on the calling thread (below). */
@@ -36,4 +36,10 @@ void osp__cpu_sgemm(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, f
     cblas_sgemm(CblasRowMajor, ta == OSP_TRANS ? CblasTrans : CblasNoTrans,
                 tb == OSP_TRANS ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
                 beta, c, ldc);
+}
+
+void osp__cpu_sgemv_rows(int rows, int cols, const float *a, int lda, const float *x, float beta,
+                         float *y) {
+    if (rows <= 0) return;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, a, lda, x, 1, beta, y, 1);
 }
