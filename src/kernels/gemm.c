@@ -1,7 +1,8 @@
-/* sgemm and sgemv through OpenBLAS: the one place osprey calls BLAS for the
- * Row-major throughout. Called inside an OpenMP region, OpenBLAS's OpenMP
- * build runs on the calling thread; outside, it splits large GEMMs over the
- * threads itself, and small ones stay on the calling thread (below). */
+/* sgemm and sgemv through OpenBLAS: the one place osprey calls BLAS for
+ * the kernels. Row-major throughout. Called inside an OpenMP region,
+ * OpenBLAS's OpenMP build runs on the calling thread; outside, it splits
+ * large GEMMs over the threads itself, and small ones stay on the calling
+ * thread (below). */
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
