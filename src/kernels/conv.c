@@ -551,7 +551,8 @@ static void pg_finish(const osp_conv_desc *d, const geom *m, float *y, int n0, i
                       int k1, int64_t s0, int64_t cols) {
     if (pg_fused_act(d)) return;
     for (int a = n0; a < n1; a++)
-        for (int k = k0; k < k1; k++) epilogue(y + (int64_t)a * m->ks + k * m->s + s0, cols, 0.0f, d);
+        for (int k = k0; k < k1; k++)
+            epilogue(y + (int64_t)a * m->ks + k * m->s + s0, cols, 0.0f, d);
 }
 
 /* fwd_images through pg_gemm: a 1x1 layer reads x in place, all images in
@@ -674,13 +675,13 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, 
     pg_gemm(k1 - k0, m->r, w + (int64_t)k0 * m->r, &c, m->s, bias ? bias + k0 : NULL, d,
             pg_pack_of(m, ws));
     pg_finish(d, m, y, n, n + 1, k0, k1, 0, m->s);
-    return;
-#endif
+#else
     osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, k1 - k0, m->s, m->r, 1.0f, w + (int64_t)k0 * m->r,
                    m->r, b, m->s, 0.0f, yk, m->s);
     if (bias || d->act != OSP_ACT_NONE)
         for (int k = k0; k < k1; k++)
             epilogue(yk + (int64_t)(k - k0) * m->s, m->s, bias ? bias[k] : 0.0f, d);
+#endif
 }
 
 /* y of image n, output rows [p0, p1), using workspace slot ws. */
@@ -705,15 +706,15 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
             im2col(d, m, x, n, 1, g, p0, p1, ws);
         }
 #if HAVE_PACKED_GEMM
-        pg_cols c = {b, 0, ldb, y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q,
-                     0, m->s, cols};
+        float *yg = y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q;
+        pg_cols c = {b, 0, ldb, yg, 0, m->s, cols};
         pg_gemm(m->kg, m->r, w + (int64_t)g * m->kg * m->r, &c, cols,
                 bias ? bias + g * m->kg : NULL, d, pg_pack_of(m, ws));
-        continue;
-#endif
+#else
         osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, m->kg, (int)cols, m->r, 1.0f,
                        w + (int64_t)g * m->kg * m->r, m->r, b, ldb, 0.0f,
                        y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q, m->s);
+#endif
     }
 #if HAVE_PACKED_GEMM
     pg_finish(d, m, y, n, n + 1, 0, d->k, (int64_t)p0 * d->q, cols);

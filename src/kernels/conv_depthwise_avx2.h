@@ -81,7 +81,8 @@ static inline __m256 dwa_padded_vec(const float *in, int i, int w) {
         return _mm256_loadu_ps(t);
     }
     const int base = i < 0 ? 0 : w - 8;
-    const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i at =
+        _mm256_add_epi32(_mm256_set1_epi32(i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const __m256i ok = _mm256_and_si256(_mm256_cmpgt_epi32(at, _mm256_set1_epi32(-1)),
                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(w), at));
     const __m256 v = _mm256_permutevar8x32_ps(_mm256_loadu_ps(in + base),
@@ -100,7 +101,8 @@ static void dwa_fill_s1(const osp_conv_desc *d, const dwa_geom *g, const float *
             continue;
         }
         const float *in = x + (int64_t)r * d->w;
-        for (int c = 0; c < g->wp; c += 8) _mm256_storeu_ps(row + c, dwa_padded_vec(in, c - d->pad_w, d->w));
+        for (int c = 0; c < g->wp; c += 8)
+            _mm256_storeu_ps(row + c, dwa_padded_vec(in, c - d->pad_w, d->w));
     }
 }
 
@@ -150,9 +152,11 @@ static inline void dwa_store(const osp_conv_desc *d, float *y, int r, int q, __m
     const __m256 zero = _mm256_setzero_ps();
     acc = _mm256_add_ps(acc, o->bias);
     if (o->act == OSP_ACT_RELU) acc = _mm256_max_ps(acc, zero);
-    else if (o->act == OSP_ACT_RELU6) acc = _mm256_min_ps(_mm256_max_ps(acc, zero), _mm256_set1_ps(6.0f));
+    else if (o->act == OSP_ACT_RELU6)
+        acc = _mm256_min_ps(_mm256_max_ps(acc, zero), _mm256_set1_ps(6.0f));
     else if (o->act == OSP_ACT_LEAKY_RELU)
-        acc = _mm256_blendv_ps(acc, _mm256_mul_ps(acc, o->slope), _mm256_cmp_ps(acc, zero, _CMP_LT_OQ));
+        acc = _mm256_blendv_ps(acc, _mm256_mul_ps(acc, o->slope),
+                               _mm256_cmp_ps(acc, zero, _CMP_LT_OQ));
     float *at = y + (int64_t)r * d->q + q;
     if (q + 8 <= d->q) {
         _mm256_storeu_ps(at, acc);

@@ -72,7 +72,8 @@ static void dc8_gather(const float *const plane[8], int cn, int64_t n, float *ou
     int64_t f = 0;
     for (; f + 8 <= n; f += 8) {
         __m256 r[8];
-        for (int l = 0; l < 8; l++) r[l] = l < cn ? _mm256_loadu_ps(plane[l] + f) : _mm256_setzero_ps();
+        for (int l = 0; l < 8; l++)
+            r[l] = l < cn ? _mm256_loadu_ps(plane[l] + f) : _mm256_setzero_ps();
         dc8_transpose(r);
         for (int j = 0; j < 8; j++) _mm256_store_ps(out + (f + j) * 8, r[j]);
     }
@@ -97,8 +98,8 @@ static void dc8_scatter(const float *in, int64_t n, int cn, float *const plane[8
  * padded scratch s (wp pixels a row). */
 static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d, const float *s,
                                                           int wp, const __m256 w[9], __m256 bias,
-                                                          int act, __m256 slope, int p,
-                                                          float *out, const int STRIDE) {
+                                                          int act, __m256 slope, int p, float *out,
+                                                          const int STRIDE) {
     const float *top = s + (int64_t)p * STRIDE * wp * 8;
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     int q = 0;
@@ -118,10 +119,13 @@ static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d
             }
         for (int u = 0; u < n; u++) {
             __m256 v = a[u];
-            if (act == OSP_ACT_RELU) v = _mm256_max_ps(v, zero);
-            else if (act == OSP_ACT_RELU6) v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
+            if (act == OSP_ACT_RELU)
+                v = _mm256_max_ps(v, zero);
+            else if (act == OSP_ACT_RELU6)
+                v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
             else if (act == OSP_ACT_LEAKY_RELU)
-                v = _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+                v = _mm256_blendv_ps(v, _mm256_mul_ps(v, slope),
+                                     _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
             _mm256_store_ps(out + (int64_t)(q + u) * 8, v);
         }
     }
@@ -154,9 +158,10 @@ static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, c
     const int st = d->stride_h, wp = d->w + 2 * d->pad_w;
     const int64_t padded = (((int64_t)(band - 1) * st + 3) * wp + 8 * st) * 8;
     const int groups = (d->c + 7) / 8;
-    const int64_t hw = (int64_t)d->h * d->w, s = (int64_t)d->p * d->q, items = (int64_t)d->n * groups;
-    const int fused = d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU ||
-                      d->act == OSP_ACT_RELU6 || d->act == OSP_ACT_LEAKY_RELU;
+    const int64_t hw = (int64_t)d->h * d->w, s = (int64_t)d->p * d->q,
+                  items = (int64_t)d->n * groups;
+    const int fused = d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU || d->act == OSP_ACT_RELU6 ||
+                      d->act == OSP_ACT_LEAKY_RELU;
 #pragma omp parallel if (18.0 * d->n * d->c * s > DWA_PAR_MIN_FLOPS)
     {
         float pad_buf[DC8_PADDED_FLOATS] __attribute__((aligned(32)));
@@ -198,15 +203,18 @@ static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, c
                     float *dst = pad_buf + ((int64_t)br * wp + d->pad_w) * 8;
                     const int r = top + br;
                     if (r >= 0 && r < d->h)
-                        memcpy(dst, flat + (int64_t)(r - r_lo) * d->w * 8, (size_t)d->w * 8 * sizeof(float));
+                        memcpy(dst, flat + (int64_t)(r - r_lo) * d->w * 8,
+                               (size_t)d->w * 8 * sizeof(float));
                     else
                         memset(dst, 0, (size_t)d->w * 8 * sizeof(float));
                 }
                 /* 2. the sums, into flat (now the band's output, pixel-major) */
                 for (int p = p0; p < p1; p++) {
                     float *out = flat + (int64_t)(p - p0) * d->q * 8;
-                    if (st == 1) dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 1);
-                    else dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 2);
+                    if (st == 1)
+                        dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 1);
+                    else
+                        dc8_row(d, pad_buf, wp, wv, bv, act, slope, p - p0, out, 2);
                 }
                 /* 3. back into the planes */
                 float *span[8];
@@ -214,7 +222,8 @@ static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, c
                 const int64_t count = (int64_t)(p1 - p0) * d->q;
                 dc8_scatter(flat, count, cn, span);
                 if (!fused)
-                    for (int l = 0; l < cn; l++) epilogue(span[l], count, bias ? bias[c0 + l] : 0.0f, d);
+                    for (int l = 0; l < cn; l++)
+                        epilogue(span[l], count, bias ? bias[c0 + l] : 0.0f, d);
             }
         }
     }

@@ -95,8 +95,10 @@ static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int wi
         int len = (int)(c->s - col < width - u ? c->s - col : width - u);
         float *y = c->y + image * c->y_image + i0 * c->ldy + col;
         for (int r = 0; r < mr; r++) {
-            if (to_y) memcpy(y + r * c->ldy, t + r * PG_NR + u, (size_t)len * sizeof(float));
-            else memcpy(t + r * PG_NR + u, y + r * c->ldy, (size_t)len * sizeof(float));
+            if (to_y)
+                memcpy(y + r * c->ldy, t + r * PG_NR + u, (size_t)len * sizeof(float));
+            else
+                memcpy(t + r * PG_NR + u, y + r * c->ldy, (size_t)len * sizeof(float));
         }
         u += len;
         image++;
@@ -158,9 +160,9 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc
 /* The full 6-row tile, compiled on its own so that the registers are all
  * its own (inlined into a larger function, GCC once kept every sum on the
  * stack inside the k loop: 3x slower). */
-static __attribute__((noinline)) void pg_tile6(int kc, const float *a, int64_t lda,
-                                               const float *bp, float *y, int64_t ldy, int add,
-                                               const float *bias, int act, float alpha) {
+static __attribute__((noinline)) void pg_tile6(int kc, const float *a, int64_t lda, const float *bp,
+                                               float *y, int64_t ldy, int add, const float *bias,
+                                               int act, float alpha) {
     pg_tile(6, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha);
 }
 
@@ -192,13 +194,14 @@ static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, co
  * thread, using pack (PG_PACK_FLOATS, 32-byte aligned); then bias[i] (if
  * given) added to row i and d's activation applied where pg_fused_act says
  * so. The caller applies any other activation (the bias already added). */
-static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols,
-                    const float *bias, const osp_conv_desc *d, float *pack) {
+static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols, const float *bias,
+                    const osp_conv_desc *d, float *pack) {
     static const float zeros[PG_MR] = {0};
     const int act = pg_fused_act(d) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
     for (int64_t jb = 0; jb < cols; jb += PG_BLOCK_PANELS * PG_NR) {
-        const int64_t jn = cols - jb < PG_BLOCK_PANELS * PG_NR ? cols - jb : PG_BLOCK_PANELS * PG_NR;
+        const int64_t jn =
+            cols - jb < PG_BLOCK_PANELS * PG_NR ? cols - jb : PG_BLOCK_PANELS * PG_NR;
         const int panels = (int)((jn + PG_NR - 1) / PG_NR);
         for (int k0 = 0; k0 < K; k0 += PG_KC) {
             const int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
@@ -211,7 +214,10 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
             for (int i0 = 0; i0 < M; i0 += PG_MR) {
                 const int mr = M - i0 < PG_MR ? M - i0 : PG_MR;
                 const float *a = w + (int64_t)i0 * K + k0;
-                const float *b = !last ? NULL : bias ? bias + i0 : act != OSP_ACT_NONE ? zeros : NULL;
+                const float *b = !last                 ? NULL
+                                 : bias                ? bias + i0
+                                 : act != OSP_ACT_NONE ? zeros
+                                                       : NULL;
                 for (int p = 0; p < panels; p++) {
                     const int64_t j = jb + p * PG_NR;
                     const int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);

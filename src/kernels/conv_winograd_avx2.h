@@ -109,7 +109,8 @@ static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, fl
                 for (int a = 0; a < 4; a++) {
                     /* (B^T d) B: the same combinations of columns */
                     __m256 r[4] = {_mm256_sub_ps(t[a][0], t[a][2]), _mm256_add_ps(t[a][1], t[a][2]),
-                                   _mm256_sub_ps(t[a][2], t[a][1]), _mm256_sub_ps(t[a][1], t[a][3])};
+                                   _mm256_sub_ps(t[a][2], t[a][1]),
+                                   _mm256_sub_ps(t[a][1], t[a][3])};
                     for (int b = 0; b < 4; b++) {
                         float *at = out + (a * 4 + b) * mat + tw;
                         if (n == 8) {
@@ -156,8 +157,10 @@ static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, con
                     const int row = 2 * th + a;
                     if (row >= d->p) break;
                     /* (A^T M) A: outputs 2tw (even) and 2tw + 1 (odd) */
-                    __m256 ev = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(sr[a][0], sr[a][1]), sr[a][2]), bv);
-                    __m256 od = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(sr[a][1], sr[a][2]), sr[a][3]), bv);
+                    __m256 ev = _mm256_add_ps(
+                        _mm256_add_ps(_mm256_add_ps(sr[a][0], sr[a][1]), sr[a][2]), bv);
+                    __m256 od = _mm256_add_ps(
+                        _mm256_sub_ps(_mm256_sub_ps(sr[a][1], sr[a][2]), sr[a][3]), bv);
                     if (act == OSP_ACT_RELU) {
                         ev = _mm256_max_ps(ev, zero);
                         od = _mm256_max_ps(od, zero);
@@ -165,8 +168,10 @@ static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, con
                         ev = _mm256_min_ps(_mm256_max_ps(ev, zero), six);
                         od = _mm256_min_ps(_mm256_max_ps(od, zero), six);
                     } else if (act == OSP_ACT_LEAKY_RELU) {
-                        ev = _mm256_blendv_ps(ev, _mm256_mul_ps(ev, slope), _mm256_cmp_ps(ev, zero, _CMP_LT_OQ));
-                        od = _mm256_blendv_ps(od, _mm256_mul_ps(od, slope), _mm256_cmp_ps(od, zero, _CMP_LT_OQ));
+                        ev = _mm256_blendv_ps(ev, _mm256_mul_ps(ev, slope),
+                                              _mm256_cmp_ps(ev, zero, _CMP_LT_OQ));
+                        od = _mm256_blendv_ps(od, _mm256_mul_ps(od, slope),
+                                              _mm256_cmp_ps(od, zero, _CMP_LT_OQ));
                     }
                     /* interleave: e0 o0 e1 o1 ... e7 o7 */
                     const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);

@@ -38,7 +38,8 @@ void osp__cpu_fc_forward(int n, int in, int out, const float *x, const float *w,
             const int t = omp_get_thread_num(), nt = omp_get_num_threads();
             /* shares of whole 16-output blocks */
             const int blocks = (out + 15) / 16;
-            int o0 = (int)((int64_t)blocks * t / nt) * 16, o1 = (int)((int64_t)blocks * (t + 1) / nt) * 16;
+            int o0 = (int)((int64_t)blocks * t / nt) * 16;
+            int o1 = (int)((int64_t)blocks * (t + 1) / nt) * 16;
             if (o1 > out) o1 = out;
             if (o1 > o0 && n == 1) /* a matrix-vector product: sgemv */
                 osp__cpu_sgemv_rows(o1 - o0, in, w + (int64_t)o0 * in, in, x, beta, y + o0);
