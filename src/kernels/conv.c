@@ -549,7 +549,7 @@ static float *pg_pack_of(const geom *m, float *ws) {
  * channels [k0, k1) of images [n0, n1). */
 static void pg_finish(const osp_conv_desc *d, const geom *m, float *y, int n0, int n1, int k0,
                       int k1, int64_t s0, int64_t cols) {
-    if (pg_fused_act(d)) return;
+    if (avx2_act_in_registers(d->act)) return;
     for (int a = n0; a < n1; a++)
         for (int k = k0; k < k1; k++)
             epilogue(y + (int64_t)a * m->ks + k * m->s + s0, cols, 0.0f, d);

@@ -24,6 +24,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "act_avx2.h"
+
 /* The scratch of one plane (128 KiB of stack): 112x112 at stride 1 takes
  * 114 x 122 floats. Larger planes keep the portable loops. */
 #define DWA_SCRATCH_FLOATS 32768
@@ -140,23 +142,11 @@ typedef struct dwa_out {
     __m256 slope;
 } dwa_out;
 
-static int dwa_fused_act(int act) {
-    return act == OSP_ACT_NONE || act == OSP_ACT_RELU || act == OSP_ACT_RELU6 ||
-           act == OSP_ACT_LEAKY_RELU;
-}
-
 /* Output row r's 8 columns at q (those below Q) from acc, with o's bias
  * and activation. */
 static inline void dwa_store(const osp_conv_desc *d, float *y, int r, int q, __m256 acc,
                              const dwa_out *o) {
-    const __m256 zero = _mm256_setzero_ps();
-    acc = _mm256_add_ps(acc, o->bias);
-    if (o->act == OSP_ACT_RELU) acc = _mm256_max_ps(acc, zero);
-    else if (o->act == OSP_ACT_RELU6)
-        acc = _mm256_min_ps(_mm256_max_ps(acc, zero), _mm256_set1_ps(6.0f));
-    else if (o->act == OSP_ACT_LEAKY_RELU)
-        acc = _mm256_blendv_ps(acc, _mm256_mul_ps(acc, o->slope),
-                               _mm256_cmp_ps(acc, zero, _CMP_LT_OQ));
+    acc = avx2_act(_mm256_add_ps(acc, o->bias), o->act, o->slope);
     float *at = y + (int64_t)r * d->q + q;
     if (q + 8 <= d->q) {
         _mm256_storeu_ps(at, acc);
@@ -208,20 +198,18 @@ dwa_rows(const osp_conv_desc *d, const dwa_geom *g, const float *s, const __m256
     }
 }
 
-static __attribute__((noinline)) void dwa_plane_s1(const osp_conv_desc *d, const dwa_geom *g,
-                                                   const float *s, const __m256 *w, float *y,
-                                                   const dwa_out *o) {
+/* One plane's output rows, four at a time, from its scratch s. */
+static __attribute__((noinline)) void dwa_plane(const osp_conv_desc *d, const dwa_geom *g,
+                                                const float *s, const __m256 *w, float *y,
+                                                const dwa_out *o) {
     int r = 0;
-    for (; r + 4 <= d->p; r += 4) dwa_rows(d, g, s, w, y, r, o, 4, 1);
-    for (; r < d->p; r++) dwa_rows(d, g, s, w, y, r, o, 1, 1);
-}
-
-static __attribute__((noinline)) void dwa_plane_s2(const osp_conv_desc *d, const dwa_geom *g,
-                                                   const float *s, const __m256 *w, float *y,
-                                                   const dwa_out *o) {
-    int r = 0;
-    for (; r + 4 <= d->p; r += 4) dwa_rows(d, g, s, w, y, r, o, 4, 2);
-    for (; r < d->p; r++) dwa_rows(d, g, s, w, y, r, o, 1, 2);
+    if (d->stride_h == 1) {
+        for (; r + 4 <= d->p; r += 4) dwa_rows(d, g, s, w, y, r, o, 4, 1);
+        for (; r < d->p; r++) dwa_rows(d, g, s, w, y, r, o, 1, 1);
+    } else {
+        for (; r + 4 <= d->p; r += 4) dwa_rows(d, g, s, w, y, r, o, 4, 2);
+        for (; r < d->p; r++) dwa_rows(d, g, s, w, y, r, o, 1, 2);
+    }
 }
 
 /* y = act(conv(x, w) + bias), as dw_forward computes it; epilogue is
@@ -234,7 +222,7 @@ static int dwa_forward(const osp_conv_desc *d, const float *x, const float *w, c
     const int kg = d->k / d->groups;
     const int64_t planes = (int64_t)d->n * d->k, hw = (int64_t)d->h * d->w,
                   s = (int64_t)d->p * d->q;
-    const int fused = dwa_fused_act(d->act);
+    const int fused = avx2_act_in_registers(d->act);
 #pragma omp parallel for schedule(static) if (18.0 * planes * s > DWA_PAR_MIN_FLOPS)
     for (int64_t t = 0; t < planes; t++) {
         float scratch[DWA_SCRATCH_FLOATS];
@@ -245,13 +233,9 @@ static int dwa_forward(const osp_conv_desc *d, const float *x, const float *w, c
         const float b = bias ? bias[k] : 0.0f;
         const dwa_out o = {_mm256_set1_ps(fused ? b : 0.0f), fused ? (int)d->act : OSP_ACT_NONE,
                            _mm256_set1_ps(d->act_alpha)};
-        if (d->stride_h == 1) {
-            dwa_fill_s1(d, &g, xp, scratch);
-            dwa_plane_s1(d, &g, scratch, wv, y + t * s, &o);
-        } else {
-            dwa_fill_s2(d, &g, xp, scratch);
-            dwa_plane_s2(d, &g, scratch, wv, y + t * s, &o);
-        }
+        if (d->stride_h == 1) dwa_fill_s1(d, &g, xp, scratch);
+        else dwa_fill_s2(d, &g, xp, scratch);
+        dwa_plane(d, &g, scratch, wv, y + t * s, &o);
         if (!fused) epilogue(y + t * s, s, b, d);
     }
     return 1;

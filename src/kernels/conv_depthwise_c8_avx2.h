@@ -23,6 +23,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "act_avx2.h"
+
 /* At stride 1, input planes up to this many pixels (32x32): on larger ones
  * the plane-at-a-time kernel's vectors are mostly whole, and it was faster
  * (56x56: 0.59 against 0.65 ms a layer). At stride 2 every size, where
@@ -101,7 +103,6 @@ static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d
                                                           int act, __m256 slope, int p, float *out,
                                                           const int STRIDE) {
     const float *top = s + (int64_t)p * STRIDE * wp * 8;
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     int q = 0;
     for (; q < d->q; q += 4) {
         const int n = d->q - q < 4 ? d->q - q : 4;
@@ -118,14 +119,7 @@ static inline __attribute__((always_inline)) void dc8_row(const osp_conv_desc *d
                 a[3] = _mm256_fmadd_ps(wt, _mm256_load_ps(at + 3 * STRIDE * 8), a[3]);
             }
         for (int u = 0; u < n; u++) {
-            __m256 v = a[u];
-            if (act == OSP_ACT_RELU)
-                v = _mm256_max_ps(v, zero);
-            else if (act == OSP_ACT_RELU6)
-                v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
-            else if (act == OSP_ACT_LEAKY_RELU)
-                v = _mm256_blendv_ps(v, _mm256_mul_ps(v, slope),
-                                     _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+            const __m256 v = avx2_act(a[u], act, slope);
             _mm256_store_ps(out + (int64_t)(q + u) * 8, v);
         }
     }
@@ -160,8 +154,7 @@ static int dc8_forward(const osp_conv_desc *d, const float *x, const float *w, c
     const int groups = (d->c + 7) / 8;
     const int64_t hw = (int64_t)d->h * d->w, s = (int64_t)d->p * d->q,
                   items = (int64_t)d->n * groups;
-    const int fused = d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU || d->act == OSP_ACT_RELU6 ||
-                      d->act == OSP_ACT_LEAKY_RELU;
+    const int fused = avx2_act_in_registers(d->act);
 #pragma omp parallel if (18.0 * d->n * d->c * s > DWA_PAR_MIN_FLOPS)
     {
         float pad_buf[DC8_PADDED_FLOATS] __attribute__((aligned(32)));

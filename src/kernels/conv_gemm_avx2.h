@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "act_avx2.h"
+
 #define PG_MR 6
 #define PG_NR 16
 /* Rows of B per block: a panel of 256 x 16 floats is 16 KiB, half of L1. */
@@ -50,12 +52,6 @@ typedef struct pg_cols {
     int64_t ldy;     /* floats from one row of y to the next */
     int64_t s;       /* columns per image */
 } pg_cols;
-
-/* The activations applied in registers; others are left to the caller. */
-static int pg_fused_act(const osp_conv_desc *d) {
-    return d->act == OSP_ACT_NONE || d->act == OSP_ACT_RELU || d->act == OSP_ACT_RELU6 ||
-           d->act == OSP_ACT_LEAKY_RELU;
-}
 
 /* B's rows [k0, k0 + kc) of columns [j, j + width) into dst (kc x nr, nr
  * 16 or 8), zeros past width. */
@@ -111,15 +107,6 @@ static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int wi
  * the activation act (an osp_act; alpha for leaky ReLU). The sums are two
  * arrays indexed only by fully unrolled loops, so that they live in
  * registers. */
-static inline __attribute__((always_inline)) __m256 pg_act(__m256 v, int act, __m256 slope) {
-    const __m256 zero = _mm256_setzero_ps();
-    if (act == OSP_ACT_RELU) return _mm256_max_ps(v, zero);
-    if (act == OSP_ACT_RELU6) return _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(6.0f));
-    if (act == OSP_ACT_LEAKY_RELU)
-        return _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
-    return v;
-}
-
 static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc, const float *a,
                                                           int64_t lda, const float *bp, float *y,
                                                           int64_t ldy, int add, const float *bias,
@@ -146,8 +133,8 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
             const __m256 b = _mm256_broadcast_ss(bias + r);
-            lo[r] = pg_act(_mm256_add_ps(lo[r], b), act, slope);
-            if (nv == 2) hi[r] = pg_act(_mm256_add_ps(hi[r], b), act, slope);
+            lo[r] = avx2_act(_mm256_add_ps(lo[r], b), act, slope);
+            if (nv == 2) hi[r] = avx2_act(_mm256_add_ps(hi[r], b), act, slope);
         }
     }
 #pragma GCC unroll 6
@@ -192,12 +179,12 @@ static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, co
 
 /* y's columns [0, cols) = w (M x K, row stride K) * B, on the calling
  * thread, using pack (PG_PACK_FLOATS, 32-byte aligned); then bias[i] (if
- * given) added to row i and d's activation applied where pg_fused_act says
+ * given) added to row i and d's activation applied where avx2_act_in_registers says
  * so. The caller applies any other activation (the bias already added). */
 static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols, const float *bias,
                     const osp_conv_desc *d, float *pack) {
     static const float zeros[PG_MR] = {0};
-    const int act = pg_fused_act(d) ? (int)d->act : OSP_ACT_NONE;
+    const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
     for (int64_t jb = 0; jb < cols; jb += PG_BLOCK_PANELS * PG_NR) {
         const int64_t jn =

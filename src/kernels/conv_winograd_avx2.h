@@ -30,6 +30,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "act_avx2.h"
+
 /* Floats of one split input row (odd or even half), with room for a whole
  * vector past the last tile. */
 #define WG_ROW_FLOATS 1040
@@ -128,15 +130,14 @@ static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, fl
 }
 
 /* y (one image) for channels [k0, k1) from M[xi][k][t] (16 matrices of ldm
- * floats a row), plus bias, then the activation where pg_fused_act allows
+ * floats a row), plus bias, then the activation where avx2_act_in_registers allows
  * (the caller applies any other). */
 static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, const float *bias,
                        int k0, int k1, float *y) {
     const int th_n = (d->p + 1) / 2, tw_n = (d->q + 1) / 2;
     const int64_t s = (int64_t)d->p * d->q, mat = (int64_t)d->k * ldm;
-    const int act = pg_fused_act(d) ? (int)d->act : OSP_ACT_NONE;
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f),
-                 slope = _mm256_set1_ps(d->act_alpha);
+    const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
+    const __m256 slope = _mm256_set1_ps(d->act_alpha);
     for (int k = k0; k < k1; k++) {
         const __m256 bv = _mm256_set1_ps(bias ? bias[k] : 0.0f);
         float *plane = y + k * s;
@@ -161,18 +162,8 @@ static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, con
                         _mm256_add_ps(_mm256_add_ps(sr[a][0], sr[a][1]), sr[a][2]), bv);
                     __m256 od = _mm256_add_ps(
                         _mm256_sub_ps(_mm256_sub_ps(sr[a][1], sr[a][2]), sr[a][3]), bv);
-                    if (act == OSP_ACT_RELU) {
-                        ev = _mm256_max_ps(ev, zero);
-                        od = _mm256_max_ps(od, zero);
-                    } else if (act == OSP_ACT_RELU6) {
-                        ev = _mm256_min_ps(_mm256_max_ps(ev, zero), six);
-                        od = _mm256_min_ps(_mm256_max_ps(od, zero), six);
-                    } else if (act == OSP_ACT_LEAKY_RELU) {
-                        ev = _mm256_blendv_ps(ev, _mm256_mul_ps(ev, slope),
-                                              _mm256_cmp_ps(ev, zero, _CMP_LT_OQ));
-                        od = _mm256_blendv_ps(od, _mm256_mul_ps(od, slope),
-                                              _mm256_cmp_ps(od, zero, _CMP_LT_OQ));
-                    }
+                    ev = avx2_act(ev, act, slope);
+                    od = avx2_act(od, act, slope);
                     /* interleave: e0 o0 e1 o1 ... e7 o7 */
                     const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
                     const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20),
