@@ -89,7 +89,8 @@ typedef struct osp_op {
      * into its weights, or applying an activation in its epilogue): next is
      * skipped and shares n's output buffer. next == NULL resets n to
      * compute only itself (every plan starts so). Folded copies are made
-     * when an inference plan is made; after changing weights, call
+     * when an inference plan is made (a backend's prepared filters at the
+     * plan's first forward); after changing weights, call
      * osp_graph_weights_changed. Training is never fused. */
     int (*fuse)(osp_graph *g, osp_node *n, const osp_node *next);
     /* 1 for an op that reads no other node (a [constant]): its nodes have
@@ -175,6 +176,8 @@ OSP_API int osp_graph_share_params(osp_graph *g, osp_graph *owner);
 /* Bytes of the current activation arena (for tests and reports). */
 OSP_API size_t osp_graph_arena_bytes(const osp_graph *g);
 OSP_API int osp_graph_planned_batch(const osp_graph *g);
+/* The mode of the current plan (meaningful once planned). */
+OSP_API osp_mode osp_graph_planned_mode(const osp_graph *g);
 
 /* Runs every op on the input batch (batch x input size floats, copied into
  * the input node). The graph must be planned for this batch size. */

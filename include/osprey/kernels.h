@@ -38,6 +38,10 @@ typedef struct osp_conv_desc {
      * desc is zero-initialised; backward kernels ignore it. */
     int act;               /* an osp_activation */
     float act_alpha;       /* its parameter (leaky ReLU's slope) */
+    /* conv forward only: what the same backend's conv2d_prepare made of
+     * these filters for this shape, or NULL (then the forward uses w
+     * alone). */
+    const float *prepared;
 } osp_conv_desc;
 
 /* Output size of a window along one axis, or -1 if the window does not fit.
@@ -68,6 +72,13 @@ typedef struct osp_backend {
     size_t (*conv2d_workspace)(const osp_conv_desc *d);
     void (*conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
                            const float *bias, float *y, void *workspace);
+    /* Filters transformed once for many forwards (inference): the floats
+     * conv2d_prepare needs for d's shape (whatever d->n), 0 when this
+     * backend has nothing to prepare for it (then conv2d_prepare must not
+     * be called). The result depends on w alone: make it again when w
+     * changes. */
+    size_t (*conv2d_prepared_floats)(const osp_conv_desc *d);
+    void (*conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared);
     /* dx += conv_transpose(dy, w) */
     void (*conv2d_backward_data)(const osp_conv_desc *d, const float *dy, const float *w,
                                  float *dx, void *workspace);

@@ -209,3 +209,5 @@ void osp_graph_weights_changed(osp_graph *g) { g->planned_batch = 0; }
 size_t osp_graph_arena_bytes(const osp_graph *g) { return g->arena_bytes; }
 
 int osp_graph_planned_batch(const osp_graph *g) { return g->planned_batch; }
+
+osp_mode osp_graph_planned_mode(const osp_graph *g) { return g->planned_mode; }

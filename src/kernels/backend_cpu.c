@@ -58,6 +58,8 @@ int osp__kernel_team(void) {
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \
+    .conv2d_prepared_floats = P##conv2d_prepared_floats,             \
+    .conv2d_prepare = P##conv2d_prepare,                             \
     .conv2d_backward_data = P##conv2d_backward_data,                 \
     .conv2d_backward_filter = P##conv2d_backward_filter,             \
     .maxpool_forward = P##maxpool_forward,                           \

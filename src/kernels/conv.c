@@ -112,25 +112,27 @@ static int images_per_gemm(const osp_conv_desc *d, const geom *m) {
 }
 
 /* Winograd's F(2x2, 3x3) (conv_winograd_avx2.h, AVX2 builds only): 3x3
- * "same" windows at stride 1, 64+ channels in and out, planes of 14x14 and
- * up (28x28 for a lone image). The test is on the shape alone, so that every build reserves the
+ * "same" windows at stride 1, 64+ channels in and out, planes of 7x7 and
+ * up (on 2 Zen 1 threads, GFLOP/s-equivalent against the direct kernel:
+ * 512 channels on 7x7 at batch 16 72 against 59, with prepared filters 92;
+ * 64 channels on 8x8 at batch 128 77 against 59). The test is on the shape alone, so that every build reserves the
  * same workspace. Limits: a split input row within the kernel's buffer
  * (planes up to 2048 wide), and V and M (16 (C + K) T floats per slot)
  * within 32 MiB. */
 #define WINOGRAD_MAX_SLOT_FLOATS ((int64_t)8 << 20)
-/* A lone image needs planes of 28x28 and up: on 14x14 (49 tiles) its 16
- * GEMMs are thin and the filter transform is paid for one image; resnet18's
- * layer3 at batch 1 ran at 48 GFLOP/s against the direct kernel's 54 (at
- * batch 16: 104 against 60). */
+/* A lone image without prepared filters (conv2d_prepare) needs planes of
+ * 28x28 and up: on 14x14 (49 tiles) the filter transform, made on every
+ * call, costs as much as the GEMMs save; resnet18's layer3 at batch 1 ran
+ * at 48 GFLOP/s against the direct kernel's 54. With prepared filters:
+ * 103-108 against 52-55 (7x7, 512 channels: 84 against 49). */
 #define WINOGRAD_LONE_MIN_TILES 196
 
 static int winograd_shape(const osp_conv_desc *d) {
     const int64_t tiles = (int64_t)((d->p + 1) / 2) * ((d->q + 1) / 2);
     return d->kh == 3 && d->kw == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 &&
            d->dil_w == 1 && d->pad_h == 1 && d->pad_w == 1 && d->groups == 1 && d->c >= 64 &&
-           d->k >= 64 && d->p == d->h && d->q == d->w && d->p >= 14 && d->q >= 14 &&
-           d->q <= 2048 && 16 * ((int64_t)d->c + d->k) * tiles <= WINOGRAD_MAX_SLOT_FLOATS &&
-           (d->n >= 2 || tiles >= WINOGRAD_LONE_MIN_TILES);
+           d->k >= 64 && d->p == d->h && d->q == d->w && d->p >= 7 && d->q >= 7 &&
+           d->q <= 2048 && 16 * ((int64_t)d->c + d->k) * tiles <= WINOGRAD_MAX_SLOT_FLOATS;
 }
 
 static geom geometry(const osp_conv_desc *d) {
@@ -149,12 +151,15 @@ static geom geometry(const osp_conv_desc *d) {
     m.col = m.G == 1 && m.pointwise ? 0 : ROUND16((int64_t)m.r * m.G * m.s);
     m.buf = m.G > 1 ? ROUND16((int64_t)m.kg * m.G * m.s) : 0;
     m.dwp = ROUND16((int64_t)d->k * m.r);
-    m.winograd = winograd_shape(d);
+    const int wshape = winograd_shape(d);
     m.tiles = (int64_t)((d->p + 1) / 2) * ((d->q + 1) / 2);
+    m.winograd = wshape && (d->n >= 2 || m.tiles >= WINOGRAD_LONE_MIN_TILES || d->prepared);
     /* V (16 x C x T) and M (16 x K x T, + 8: the output transform's last
-     * vector reads past its end) */
-    m.wv = m.winograd ? ROUND16(16 * d->c * m.tiles) + ROUND16(16 * d->k * m.tiles + 8) : 0;
-    m.wu = m.winograd ? ROUND16(16 * (int64_t)d->k * d->c) : 0;
+     * vector reads past its end), and U when not prepared; reserved for
+     * every batch size (whether the filters come prepared is not known
+     * when the workspace is sized) */
+    m.wv = wshape ? ROUND16(16 * d->c * m.tiles) + ROUND16(16 * d->k * m.tiles + 8) : 0;
+    m.wu = wshape ? ROUND16(16 * (int64_t)d->k * d->c) : 0;
     m.pack = ROUND16(PACK_FLOATS + 8); /* + 8: room to align */
     m.slot = m.col + m.buf + m.dwp + m.wv + m.pack;
     return m;
@@ -835,7 +840,7 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
 static void winograd_forward(const osp_conv_desc *d, const geom *m, const float *x,
                              const float *w, const float *bias, float *y, float *ws) {
     const int64_t tl = m->tiles, vf = ROUND16(16 * d->c * tl);
-    float *u = ws + m->slot * osp__kernel_slots();
+    const float *u = d->prepared ? d->prepared : ws + m->slot * osp__kernel_slots();
     osp_conv_desc plain = *d; /* the GEMMs add no bias and apply no activation */
     plain.act = OSP_ACT_NONE;
     const int nt = threads_for(d, m);
@@ -844,9 +849,11 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
         const int t = omp_get_thread_num(), tn = omp_get_num_threads();
         float *pack = pg_pack_of(m, ws + t * m->slot);
         int lo, hi;
-        share(d->k, t, tn, &lo, &hi);
-        wg_filters(d, w, u, lo, hi);
+        if (!d->prepared) {
+            share(d->k, t, tn, &lo, &hi);
+            wg_filters(d, w, ws + m->slot * osp__kernel_slots(), lo, hi);
 #pragma omp barrier
+        }
         if (d->n >= tn) {
             float *v = ws + t * m->slot + m->col + m->buf + m->dwp, *mm = v + vf;
             share(d->n, t, tn, &lo, &hi);
@@ -878,6 +885,32 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
     pg_finish(d, m, y, 0, d->n, 0, d->k, 0, m->s);
 }
 #endif
+
+/* Prepared filters: Winograd's U (16 x K x C) for the shapes it takes,
+ * so that a lone 14x14 image gains from it too and no forward pays for
+ * the transform. Other shapes and builds have nothing to prepare. */
+size_t KFN(conv2d_prepared_floats)(const osp_conv_desc *d) {
+#if HAVE_PACKED_GEMM
+    if (winograd_shape(d)) return (size_t)16 * d->k * d->c;
+#endif
+    (void)d;
+    return 0;
+}
+
+void KFN(conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared) {
+#if HAVE_PACKED_GEMM
+    if (!winograd_shape(d)) return;
+    const int nt = d->k * d->c >= 4096 ? osp__kernel_team() : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int lo, hi;
+        share(d->k, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        wg_filters(d, w, prepared, lo, hi);
+    }
+#else
+    (void)d, (void)w, (void)prepared;
+#endif
+}
 
 /* For stride 1, dx is a forward convolution of dy with the filters
  * transposed (K <-> C within each group) and flipped, padded by

@@ -37,6 +37,8 @@ int osp__kernel_slots(void);
     size_t P##conv2d_workspace(const osp_conv_desc *d);                                      \
     void P##conv2d_forward(const osp_conv_desc *d, const float *x, const float *w,           \
                            const float *bias, float *y, void *workspace);                    \
+    size_t P##conv2d_prepared_floats(const osp_conv_desc *d);                                \
+    void P##conv2d_prepare(const osp_conv_desc *d, const float *w, float *prepared);         \
     void P##conv2d_backward_data(const osp_conv_desc *d, const float *dy, const float *w,    \
                                  float *dx, void *workspace);                                \
     void P##conv2d_backward_filter(const osp_conv_desc *d, const float *x, const float *dy,  \

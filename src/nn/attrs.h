@@ -8,6 +8,7 @@
 #define OSPREY_NN_ATTRS_H
 
 #include "osprey/core.h"
+#include "osprey/kernels.h"
 
 /* [conv] (op_conv.c) */
 typedef struct conv_attrs {
@@ -20,6 +21,11 @@ typedef struct conv_attrs {
     int act;           /* an osp_activation applied in the epilogue */
     float act_alpha;
     float *folded;     /* K x R weights then K biases; NULL until needed */
+    /* the backend's prepared filters (conv2d_prepare) of the weights the
+     * forward uses; made at the first inference forward after a plan */
+    float *prepared;
+    size_t prepared_floats;          /* allocated */
+    const osp_backend *prepared_for; /* made by, or NULL: to be made */
 } conv_attrs;
 
 /* [maxpool], [avgpool], [globalavgpool] (op_pool.c) */

@@ -9,7 +9,8 @@
  * s = gamma / sqrt(var + eps)), and a following activation runs in the
  * kernel's epilogue, so that conv + bn + relu is one pass over the output.
  * The stored parameters never change; the copy is made at each inference
- * plan. */
+ * plan. The backend may also prepare the filters the inference forward
+ * uses (conv2d_prepare: Winograd's transform), once after each plan. */
 #include <math.h>
 #include <string.h>
 
@@ -69,6 +70,9 @@ static int parse(osp_spec_section *s, void **out) {
     a.act = OSP_ACT_NONE;
     a.act_alpha = 0;
     a.folded = NULL;
+    a.prepared = NULL;
+    a.prepared_floats = 0;
+    a.prepared_for = NULL;
     conv_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
@@ -78,7 +82,10 @@ static int parse(osp_spec_section *s, void **out) {
 
 static void conv_free_attrs(void *attrs) {
     conv_attrs *a = attrs;
-    if (a) osp_free(a->folded);
+    if (a) {
+        osp_free(a->folded);
+        osp_free(a->prepared);
+    }
     osp_free(a);
 }
 
@@ -168,9 +175,10 @@ static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
     conv_attrs *a = n->attrs;
     float eps, alpha;
     osp_activation act;
-    if (!next) {
+    if (!next) { /* a new plan: the weights may have changed too */
         a->folded_bn = 0;
         a->act = OSP_ACT_NONE;
+        a->prepared_for = NULL;
         return 0;
     }
     if (a->act != OSP_ACT_NONE) return 0; /* nothing fuses after the activation */
@@ -187,8 +195,28 @@ static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
     return 0;
 }
 
+/* The backend's prepared copy of w, made now if this plan has none yet;
+ * NULL when the backend prepares nothing for d (or memory is short: the
+ * forward then works from w alone). */
+static const float *prepared_filters(conv_attrs *a, const osp_conv_desc *d, const float *w,
+                                     const osp_backend *be) {
+    const size_t floats = be->conv2d_prepared_floats(d);
+    if (!floats) return NULL;
+    if (a->prepared_for == be && a->prepared_floats == floats) return a->prepared;
+    if (a->prepared_floats != floats) {
+        osp_free(a->prepared);
+        a->prepared_floats = 0;
+        a->prepared = osp_alloc(floats * sizeof(float));
+        if (!a->prepared) return NULL;
+        a->prepared_floats = floats;
+    }
+    be->conv2d_prepare(d, w, a->prepared);
+    a->prepared_for = be;
+    return a->prepared;
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
-    const conv_attrs *a = n->attrs;
+    conv_attrs *a = n->attrs;
     osp_conv_desc d = desc_of(g, n, ex->batch);
     const float *w = osp_node_weight(g, n, 0);
     const float *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
@@ -201,6 +229,9 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         }
         d.act = a->act;
         d.act_alpha = a->act_alpha;
+        /* only under an inference plan: training changes w without one */
+        if (osp_graph_planned_mode(g) == OSP_MODE_INFER)
+            d.prepared = prepared_filters(a, &d, w, ex->be);
     }
     ex->be->conv2d_forward(&d, osp_node_input(g, n, 0)->out, w, bias, n->out, ex->workspace);
 }

@@ -146,6 +146,17 @@ static void check_case_on(const osp_backend *be, const conv_case *t) {
                      ry, ny);
         be->conv2d_forward(&da, x, w, with_bias ? b : NULL, y2, ws);
         cr_assert(!memcmp(y, y2, ny * sizeof(float)), "%s: forward is not deterministic", t->name);
+        /* with the filters prepared (AVX2: Winograd's transform, which then
+         * serves a lone image too) */
+        const size_t np = be->conv2d_prepared_floats(&d);
+        if (np) {
+            float *prep = rand_buf(np, &r);
+            be->conv2d_prepare(&d, w, prep);
+            da.prepared = prep;
+            be->conv2d_forward(&da, x, w, with_bias ? b : NULL, y2, ws);
+            expect_close(t->name, "y (prepared filters)", y2, ry, ny);
+            free(prep);
+        }
         free(y);
         free(y2);
     }
@@ -210,12 +221,17 @@ Test(conv, plain) {
         {"rows, stride 2",        1, 16, 33, 31, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1},
         /* one image with a small plane: threads over output channels */
         {"threads over channels", 1, 128, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1},
-        /* AVX2: Winograd F(2x2, 3x3) from 64 channels and 14x14 planes:
+        /* AVX2: Winograd F(2x2, 3x3) from 64 channels and 7x7 planes:
          * threads over images; a lone image of odd sides (half tiles) with
-         * threads over its channels and GEMMs; tile rows of 8 + 7 */
+         * threads over its channels and GEMMs; tile rows of 8 + 7; lone
+         * images on small planes, which take it only with prepared
+         * filters */
         {"winograd images",       2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd lone, odd",    1, 64, 29, 27, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd 3 images",     3, 65, 16, 30, 67, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd 7x7 images",   2, 64, 7,  7,  72, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd lone 14x14",   1, 66, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd lone 7x9",     1, 64, 7,  9,  64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);

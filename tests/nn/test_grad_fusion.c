@@ -102,3 +102,48 @@ Test(fusion, matches_unfused_on_every_backend) {
         if (be) check_backend(be);
     }
 }
+
+/* A backend's prepared filters (AVX2: Winograd's transform, which a lone
+ * 7x7 image takes only with them) give the unprepared outputs, follow the
+ * weights after osp_graph_weights_changed, and are never used under a
+ * training plan, whose steps change the weights without a new plan. */
+static const char *PREP_SPEC = "[net]\ninput = 64x7x7\n"
+                               "[conv]\nname = c\nfilters = 64\nsize = 3\npad = 1\n[relu]\n"
+                               "[globalavgpool]\n[fc]\noutputs = 5\n";
+
+static void check_prepared(const osp_backend *be) {
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(PREP_SPEC, strlen(PREP_SPEC), "prepared", 3, &net), 0, "%s",
+                 osp_last_error());
+    osp_graph *g = net->graph;
+    const osp_backend *ref = osp_backend_cpu_reference();
+    float x[64 * 7 * 7], got[5], want[5];
+    osp_rng r;
+    osp_rng_seed(&r, 11);
+    for (int i = 0; i < 64 * 7 * 7; i++) x[i] = osp_rng_normal(&r);
+    float *w = osp_graph_param_data(g, osp_graph_find_param(g, "c.weight"));
+    for (int round = 0; round < 2; round++) {
+        run(net, be, 1, OSP_MODE_INFER, x, got);
+        run(net, ref, 1, OSP_MODE_TRAIN, x, want);
+        double e = rel_err(got, want, 5);
+        cr_expect_lt(e, 1e-5, "%s: round %d, relative error %g", be->name, round, e);
+        for (int i = 0; i < 64 * 64 * 9; i++) w[i] *= -0.5f; /* then plan again */
+        osp_graph_weights_changed(g);
+    }
+    /* A training plan's inference-mode forward reads the weights as they are. */
+    run(net, be, 1, OSP_MODE_TRAIN, x, got);
+    for (int i = 0; i < 64 * 64 * 9; i++) w[i] *= 3.0f;
+    run(net, be, 1, OSP_MODE_TRAIN, x, got);
+    run(net, ref, 1, OSP_MODE_TRAIN, x, want);
+    double e = rel_err(got, want, 5);
+    cr_expect_lt(e, 1e-5, "%s: training plan, relative error %g", be->name, e);
+    osp_net_free(net);
+}
+
+Test(fusion, prepared_filters_follow_the_weights) {
+    static const char *const names[] = {"reference", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const osp_backend *be = osp_backend_find(names[i]);
+        if (be) check_prepared(be);
+    }
+}
