@@ -10,9 +10,10 @@
  * j is column j % s of image j / s, so a batch of 1x1 convolutions is one
  * GEMM straight from x into y, with no copies.
  *
- * Blocking, as in Goto's sgemm: B is packed a block of up to PG_BLOCK_PANELS
- * panels of 16 columns x PG_KC rows at a time (zeros past the last column),
- * which stays in L2; each 6 x 16 tile of y keeps its 12 sums in registers
+ * Blocking, as in Goto's sgemm: B is packed a block of up to PG_KC rows
+ * at a time, PG_BLOCK_PANELS panels of 16 columns wide at full depth and
+ * wider for shorter sums (zeros past the last column), in a buffer that
+ * stays in L2; each 6 x 16 tile of y keeps its 12 sums in registers
  * over the block's rows, reading w's six rows in place (broadcasts, so w
  * needs no packing: each of its cache lines serves 16 steps) and one
  * packed row of 16 per step. A last panel of 8 columns or fewer is packed
@@ -36,7 +37,8 @@
 #define PG_NR 16
 /* Rows of B per block: a panel of 256 x 16 floats is 16 KiB, half of L1. */
 #define PG_KC 256
-/* Panels per block: 8 x 16 KiB stays in Zen 1's 512 KiB L2 beside w's rows. */
+/* Panels per block at full depth: 8 x 16 KiB stays in Zen 1's 512 KiB L2
+ * beside w's rows. */
 #define PG_BLOCK_PANELS 8
 /* Floats of one thread's packing buffer. */
 #define PG_PACK_FLOATS ((int64_t)PG_BLOCK_PANELS * PG_KC * PG_NR)
@@ -186,9 +188,13 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
     static const float zeros[PG_MR] = {0};
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
-    for (int64_t jb = 0; jb < cols; jb += PG_BLOCK_PANELS * PG_NR) {
-        const int64_t jn =
-            cols - jb < PG_BLOCK_PANELS * PG_NR ? cols - jb : PG_BLOCK_PANELS * PG_NR;
+    /* Short sums take wider blocks in the same buffer: each of B's rows is
+     * then read in longer runs, which the prefetchers follow better
+     * (mobilenet_v2's 16 -> 96 layer on 112x112 at batch 16: 42 -> 46
+     * GFLOP/s on 2 threads; its other 1x1 layers within noise). */
+    const int64_t block_cols = PG_PACK_FLOATS / (K < PG_KC ? K : PG_KC) / PG_NR * PG_NR;
+    for (int64_t jb = 0; jb < cols; jb += block_cols) {
+        const int64_t jn = cols - jb < block_cols ? cols - jb : block_cols;
         const int panels = (int)((jn + PG_NR - 1) / PG_NR);
         for (int k0 = 0; k0 < K; k0 += PG_KC) {
             const int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
