@@ -86,8 +86,10 @@ typedef struct osp_op {
      * n the node `next` that alone reads n's output (or the output of a
      * node already fused into n); returning 1 means n's forward now also
      * computes next's output in the same pass (a conv folding a batch norm
-     * into its weights, or applying an activation in its epilogue): next is
-     * skipped and shares n's output buffer. next == NULL resets n to
+     * into its weights, adding a residual, or applying an activation in
+     * its epilogue): next is skipped and shares n's output buffer. next may
+     * read other nodes too: the op accepts it only if their values exist
+     * when n runs. next == NULL resets n to
      * compute only itself (every plan starts so). Folded copies are made
      * when an inference plan is made (a backend's prepared filters at the
      * plan's first forward); after changing weights, call

@@ -42,6 +42,9 @@ typedef struct osp_conv_desc {
      * these filters for this shape, or NULL (then the forward uses w
      * alone). */
     const float *prepared;
+    /* conv forward only: values laid out as y added to the output before
+     * the activation (a residual connection's add, fused), or NULL. */
+    const float *residual;
 } osp_conv_desc;
 
 /* Output size of a window along one axis, or -1 if the window does not fit.

@@ -91,7 +91,7 @@ static void fuse_chains(osp_graph *g, osp_mode mode) {
             /* cur's value is replaced by the fused one: nobody else may see it */
             for (int cur = i; readers[cur] == 1 && !g->nodes[cur].keep && cur != g->n_nodes - 1;) {
                 osp_node *next = &g->nodes[reader[cur]];
-                if (next->n_inputs != 1 || !head->op->fuse(g, head, next)) break;
+                if (!head->op->fuse(g, head, next)) break;
                 next->fused_into = head->id;
                 cur = next->id;
             }
@@ -133,7 +133,11 @@ static int layout_infer(const osp_graph *g, int batch, layout *l) {
         if (buffer_of(g, i) != i) {
             slot_of[i] = slot_of[buffer_of(g, i)];
             l->out[i] = l->out[buffer_of(g, i)];
-            continue; /* its slot is freed with the chain head's */
+            /* its slot is freed with the chain head's; what it alone read
+             * last (a fused residual add's other input) is freed here */
+            for (int j = 0; j < i; j++)
+                if (last_use[j] == i && buffer_of(g, j) == j) slots[slot_of[j]].free = 1;
+            continue;
         }
         size_t bytes = 0;
         if ((rc = checked_bytes(g->nodes[i].size, batch, sizeof(float), &bytes))) goto done;

@@ -550,6 +550,11 @@ static float *pg_pack_of(const geom *m, float *ws) {
     return (float *)((p + 31) & ~(uintptr_t)31);
 }
 
+/* d's residual at the place of y's element at (at y0 + off), or NULL. */
+static const float *residual_at(const osp_conv_desc *d, const float *y0, const float *at) {
+    return d->residual ? d->residual + (at - y0) : NULL;
+}
+
 /* The activation pg_gemm left undone, over columns [s0, s0 + cols) of
  * channels [k0, k1) of images [n0, n1). */
 static void pg_finish(const osp_conv_desc *d, const geom *m, float *y, int n0, int n1, int k0,
@@ -570,7 +575,8 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
         float *yg = y + (int64_t)g * m->kg * m->s;
         if (m->pointwise) {
             pg_cols c = {x + (int64_t)n0 * m->chw + (int64_t)g * m->cg * m->hw, m->chw, m->hw,
-                         yg + (int64_t)n0 * m->ks, m->ks, m->s, m->s};
+                         yg + (int64_t)n0 * m->ks, m->ks, m->s, m->s, NULL};
+            c.r = residual_at(d, y, c.y);
             pg_gemm(m->kg, m->r, wg, &c, (int64_t)(n1 - n0) * m->s, bg, d, pack);
         } else if (m->G == 1 && (int64_t)m->r * m->s > ROW_BLOCK_COL_FLOATS) {
             /* as in fwd_images: a block of output rows at a time */
@@ -582,7 +588,8 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
                     int64_t cols = (int64_t)(p1 - p0) * d->q;
                     im2col(d, m, x, a, 1, g, p0, p1, col);
                     pg_cols c = {col, 0, cols, yg + (int64_t)a * m->ks + (int64_t)p0 * d->q, 0,
-                                 m->s, cols};
+                                 m->s, cols, NULL};
+                    c.r = residual_at(d, y, c.y);
                     pg_gemm(m->kg, m->r, wg, &c, cols, bg, d, pack);
                 }
         } else {
@@ -590,7 +597,8 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
                 int gi = n1 - a < m->G ? n1 - a : m->G;
                 im2col(d, m, x, a, gi, g, 0, d->p, col);
                 pg_cols c = {col, m->s, (int64_t)gi * m->s, yg + (int64_t)a * m->ks, m->ks, m->s,
-                             m->s};
+                             m->s, NULL};
+                c.r = residual_at(d, y, c.y);
                 pg_gemm(m->kg, m->r, wg, &c, (int64_t)gi * m->s, bg, d, pack);
             }
         }
@@ -676,7 +684,7 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, 
     else im2col(d, m, x, n, 1, 0, 0, d->p, ws);
     float *yk = y + (int64_t)n * m->ks + (int64_t)k0 * m->s;
 #if HAVE_PACKED_GEMM
-    pg_cols c = {b, 0, m->s, yk, 0, m->s, m->s};
+    pg_cols c = {b, 0, m->s, yk, 0, m->s, m->s, residual_at(d, y, yk)};
     pg_gemm(k1 - k0, m->r, w + (int64_t)k0 * m->r, &c, m->s, bias ? bias + k0 : NULL, d,
             pg_pack_of(m, ws));
     pg_finish(d, m, y, n, n + 1, k0, k1, 0, m->s);
@@ -712,7 +720,7 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
         }
 #if HAVE_PACKED_GEMM
         float *yg = y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q;
-        pg_cols c = {b, 0, ldb, yg, 0, m->s, cols};
+        pg_cols c = {b, 0, ldb, yg, 0, m->s, cols, residual_at(d, y, yg)};
         pg_gemm(m->kg, m->r, w + (int64_t)g * m->kg * m->r, &c, cols,
                 bias ? bias + g * m->kg : NULL, d, pg_pack_of(m, ws));
 #else
@@ -789,9 +797,41 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
                              const float *w, const float *bias, float *y, float *ws);
 #endif
 
+/* Whether the forward adds d's residual in its own pass: the AVX2 GEMM
+ * and Winograd paths do, in registers. */
+static int residual_in_pass(const osp_conv_desc *d, const geom *m) {
+#if HAVE_PACKED_GEMM
+    return !m->depthwise && (m->winograd || !USES_DIRECT(d, m));
+#else
+    (void)d, (void)m;
+    return 0;
+#endif
+}
+
+/* y = act(y + d's residual), for the paths that do not add it themselves:
+ * a pass of its own, as the separate add was. */
+static void add_residual(const osp_conv_desc *d, float *y) {
+    const int64_t s = (int64_t)d->p * d->q, planes = (int64_t)d->n * d->k;
+#pragma omp parallel for schedule(static) if (planes * s >= ((int64_t)1 << 16))
+    for (int64_t i = 0; i < planes; i++) {
+        float *v = y + i * s;
+        const float *r = d->residual + i * s;
+        for (int64_t j = 0; j < s; j++) v[j] += r[j];
+        if (d->act != OSP_ACT_NONE) epilogue(v, s, 0.0f, d);
+    }
+}
+
 void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
                          const float *bias, float *y, void *workspace) {
     geom m = geometry(d);
+    if (d->residual && !residual_in_pass(d, &m)) {
+        osp_conv_desc plain = *d;
+        plain.residual = NULL;
+        plain.act = OSP_ACT_NONE;
+        KFN(conv2d_forward)(&plain, x, w, bias, y, workspace);
+        add_residual(d, y);
+        return;
+    }
     if (m.depthwise) {
         dw_forward(d, &m, x, w, bias, y);
         return;
@@ -860,10 +900,10 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
             for (int a = lo; a < hi; a++) {
                 wg_inputs(d, x + a * m->chw, 0, d->c, v, tl);
                 for (int xi = 0; xi < 16; xi++) {
-                    pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl};
+                    pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
                     pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
                 }
-                wg_outputs(d, mm, tl, bias, 0, d->k, y + a * m->ks);
+                wg_outputs(d, mm, tl, bias, 0, d->k, residual_at(d, y, y + a * m->ks), y + a * m->ks);
             }
         } else {
             float *v = ws + m->col + m->buf + m->dwp, *mm = v + vf;
@@ -873,11 +913,11 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
 #pragma omp barrier
 #pragma omp for schedule(static)
                 for (int xi = 0; xi < 16; xi++) {
-                    pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl};
+                    pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
                     pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
                 }
                 share(d->k, t, tn, &lo, &hi);
-                wg_outputs(d, mm, tl, bias, lo, hi, y + a * m->ks);
+                wg_outputs(d, mm, tl, bias, lo, hi, residual_at(d, y, y + a * m->ks), y + a * m->ks);
 #pragma omp barrier
             }
         }

@@ -53,6 +53,7 @@ typedef struct pg_cols {
     int64_t y_image; /* floats from one image's y to the next */
     int64_t ldy;     /* floats from one row of y to the next */
     int64_t s;       /* columns per image */
+    const float *r;  /* a residual laid out as y, added to it, or NULL */
 } pg_cols;
 
 /* B's rows [k0, k0 + kc) of columns [j, j + width) into dst (kc x nr, nr
@@ -85,18 +86,20 @@ static void pg_pack_panel(const pg_cols *c, int64_t k0, int kc, int64_t j, int w
     }
 }
 
-/* The scratch tile t (mr x 16) from or to y's columns [j, j + width). */
+/* The scratch tile t (mr x 16) from or to columns [j, j + width) of y, or
+ * (from) of the residual when from_r. */
 static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int width, float *t,
-                         int to_y) {
+                         int to_y, int from_r) {
     int64_t image = j / c->s, col = j % c->s;
     for (int u = 0; u < width;) {
         int len = (int)(c->s - col < width - u ? c->s - col : width - u);
-        float *y = c->y + image * c->y_image + i0 * c->ldy + col;
+        const int64_t at = image * c->y_image + i0 * c->ldy + col;
         for (int r = 0; r < mr; r++) {
             if (to_y)
-                memcpy(y + r * c->ldy, t + r * PG_NR + u, (size_t)len * sizeof(float));
+                memcpy(c->y + at + r * c->ldy, t + r * PG_NR + u, (size_t)len * sizeof(float));
             else
-                memcpy(t + r * PG_NR + u, y + r * c->ldy, (size_t)len * sizeof(float));
+                memcpy(t + r * PG_NR + u, (from_r ? c->r : c->y) + at + r * c->ldy,
+                       (size_t)len * sizeof(float));
         }
         u += len;
         image++;
@@ -104,21 +107,22 @@ static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int wi
     }
 }
 
-/* One tile: y (mr x 16, row stride ldy) = (add ? y : 0) + a (mr x kc, row
+/* One tile: y (mr x 16, row stride ldy) = (init or 0) + a (mr x kc, row
  * stride lda) * bp (kc x 16), then, where bias is given, + bias per row and
- * the activation act (an osp_act; alpha for leaky ReLU). The sums are two
- * arrays indexed only by fully unrolled loops, so that they live in
- * registers. */
+ * the activation act (an osp_act; alpha for leaky ReLU). init (row stride
+ * ldy) is y itself for a block of the sums after the first, or a residual.
+ * The sums are two arrays indexed only by fully unrolled loops, so that
+ * they live in registers. */
 static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc, const float *a,
                                                           int64_t lda, const float *bp, float *y,
-                                                          int64_t ldy, int add, const float *bias,
-                                                          int act, float alpha) {
+                                                          int64_t ldy, const float *init,
+                                                          const float *bias, int act, float alpha) {
     const int nr = 8 * nv; /* nv vectors of columns: 2, or 1 for a narrow last panel */
     __m256 lo[PG_MR], hi[PG_MR];
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
-        lo[r] = add ? _mm256_loadu_ps(y + r * ldy) : _mm256_setzero_ps();
-        hi[r] = add && nv == 2 ? _mm256_loadu_ps(y + r * ldy + 8) : _mm256_setzero_ps();
+        lo[r] = init ? _mm256_loadu_ps(init + r * ldy) : _mm256_setzero_ps();
+        hi[r] = init && nv == 2 ? _mm256_loadu_ps(init + r * ldy + 8) : _mm256_setzero_ps();
     }
     for (int k = 0; k < kc; k++) {
         const __m256 b0 = _mm256_load_ps(bp + k * nr);
@@ -150,39 +154,41 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc
  * its own (inlined into a larger function, GCC once kept every sum on the
  * stack inside the k loop: 3x slower). */
 static __attribute__((noinline)) void pg_tile6(int kc, const float *a, int64_t lda, const float *bp,
-                                               float *y, int64_t ldy, int add, const float *bias,
-                                               int act, float alpha) {
-    pg_tile(6, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha);
+                                               float *y, int64_t ldy, const float *init,
+                                               const float *bias, int act, float alpha) {
+    pg_tile(6, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha);
 }
 
 /* pg_tile with mr and nv constants, so that its sums live in registers. */
 static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, const float *bp,
-                         float *y, int64_t ldy, int add, const float *bias, int act, float alpha) {
+                         float *y, int64_t ldy, const float *init, const float *bias, int act,
+                         float alpha) {
     if (nv == 1) {
         switch (mr) {
-        case 6: pg_tile(6, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-        case 5: pg_tile(5, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-        case 4: pg_tile(4, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-        case 3: pg_tile(3, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-        case 2: pg_tile(2, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-        default: pg_tile(1, 1, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+        case 6: pg_tile(6, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        case 5: pg_tile(5, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        case 4: pg_tile(4, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        case 3: pg_tile(3, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        case 2: pg_tile(2, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        default: pg_tile(1, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
         }
         return;
     }
     switch (mr) {
-    case 6: pg_tile6(kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 5: pg_tile(5, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 4: pg_tile(4, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 3: pg_tile(3, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    case 2: pg_tile(2, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
-    default: pg_tile(1, 2, kc, a, lda, bp, y, ldy, add, bias, act, alpha); break;
+    case 6: pg_tile6(kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    case 5: pg_tile(5, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    case 4: pg_tile(4, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    case 3: pg_tile(3, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    case 2: pg_tile(2, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    default: pg_tile(1, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
     }
 }
 
-/* y's columns [0, cols) = w (M x K, row stride K) * B, on the calling
- * thread, using pack (PG_PACK_FLOATS, 32-byte aligned); then bias[i] (if
- * given) added to row i and d's activation applied where avx2_act_in_registers says
- * so. The caller applies any other activation (the bias already added). */
+/* y's columns [0, cols) = w (M x K, row stride K) * B (+ c's residual),
+ * on the calling thread, using pack (PG_PACK_FLOATS, 32-byte aligned);
+ * then bias[i] (if given) added to row i and d's activation applied where
+ * avx2_act_in_registers says so. The caller applies any other activation
+ * (the bias and residual already added). */
 static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols, const float *bias,
                     const osp_conv_desc *d, float *pack) {
     static const float zeros[PG_MR] = {0};
@@ -198,7 +204,7 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
         const int panels = (int)((jn + PG_NR - 1) / PG_NR);
         for (int k0 = 0; k0 < K; k0 += PG_KC) {
             const int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-            const int add = k0 > 0, last = k0 + kc == K;
+            const int add = k0 > 0 || c->r, last = k0 + kc == K;
             for (int p = 0; p < panels; p++) {
                 int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
                 pg_pack_panel(c, k0, kc, jb + p * PG_NR, width, width <= 8 ? 8 : PG_NR,
@@ -218,12 +224,16 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
                     if (width == nr && j % c->s + nr <= c->s) {
-                        float *y = c->y + j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
-                        pg_tile_rows(mr, nv, kc, a, K, bp, y, c->ldy, add, b, act, d->act_alpha);
+                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
+                        /* the first block starts from the residual, later ones from y */
+                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
+                        pg_tile_rows(mr, nv, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
+                                     d->act_alpha);
                     } else {
-                        if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0);
-                        pg_tile_rows(mr, nv, kc, a, K, bp, tile, PG_NR, add, b, act, d->act_alpha);
-                        pg_tile_copy(c, i0, mr, j, width, tile, 1);
+                        if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0, k0 == 0);
+                        pg_tile_rows(mr, nv, kc, a, K, bp, tile, PG_NR, add ? tile : NULL, b, act,
+                                     d->act_alpha);
+                        pg_tile_copy(c, i0, mr, j, width, tile, 1, 0);
                     }
                 }
             }

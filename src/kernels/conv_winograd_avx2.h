@@ -130,17 +130,17 @@ static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, fl
 }
 
 /* y (one image) for channels [k0, k1) from M[xi][k][t] (16 matrices of ldm
- * floats a row), plus bias, then the activation where avx2_act_in_registers allows
- * (the caller applies any other). */
+ * floats a row), plus bias and the residual res (laid out as y; NULL:
+ * none), then the activation where avx2_act_in_registers allows (the
+ * caller applies any other). */
 static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, const float *bias,
-                       int k0, int k1, float *y) {
+                       int k0, int k1, const float *res, float *y) {
     const int th_n = (d->p + 1) / 2, tw_n = (d->q + 1) / 2;
     const int64_t s = (int64_t)d->p * d->q, mat = (int64_t)d->k * ldm;
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     const __m256 slope = _mm256_set1_ps(d->act_alpha);
     for (int k = k0; k < k1; k++) {
         const __m256 bv = _mm256_set1_ps(bias ? bias[k] : 0.0f);
-        float *plane = y + k * s;
         for (int th = 0; th < th_n; th++) {
             const float *in = mm + (int64_t)k * ldm + (int64_t)th * tw_n;
             for (int tw = 0; tw < tw_n; tw += 8) {
@@ -158,18 +158,26 @@ static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, con
                     const int row = 2 * th + a;
                     if (row >= d->p) break;
                     /* (A^T M) A: outputs 2tw (even) and 2tw + 1 (odd) */
-                    __m256 ev = _mm256_add_ps(
+                    const __m256 ev = _mm256_add_ps(
                         _mm256_add_ps(_mm256_add_ps(sr[a][0], sr[a][1]), sr[a][2]), bv);
-                    __m256 od = _mm256_add_ps(
+                    const __m256 od = _mm256_add_ps(
                         _mm256_sub_ps(_mm256_sub_ps(sr[a][1], sr[a][2]), sr[a][3]), bv);
-                    ev = avx2_act(ev, act, slope);
-                    od = avx2_act(od, act, slope);
                     /* interleave: e0 o0 e1 o1 ... e7 o7 */
                     const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
-                    const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20),
-                                 second = _mm256_permute2f128_ps(lo, hi, 0x31);
-                    float *at = plane + (int64_t)row * d->q + 2 * tw;
+                    __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20),
+                           second = _mm256_permute2f128_ps(lo, hi, 0x31);
+                    const int64_t off = (int64_t)k * s + (int64_t)row * d->q + 2 * tw;
+                    float *at = y + off;
                     const int cols = d->q - 2 * tw < 2 * n ? d->q - 2 * tw : 2 * n;
+                    if (res) {
+                        float lanes[16] = {0};
+                        const float *r = res + off;
+                        if (cols < 16) r = memcpy(lanes, r, (size_t)cols * sizeof(float));
+                        first = _mm256_add_ps(first, _mm256_loadu_ps(r));
+                        second = _mm256_add_ps(second, _mm256_loadu_ps(r + 8));
+                    }
+                    first = avx2_act(first, act, slope);
+                    second = avx2_act(second, act, slope);
                     if (cols == 16) {
                         _mm256_storeu_ps(at, first);
                         _mm256_storeu_ps(at + 8, second);

@@ -123,3 +123,9 @@ static int add_parse(osp_spec_section *s, void **attrs) {
 }
 
 const osp_layer_type osp__layer_add = {&add_op, add_parse};
+
+int osp__add_of_two(const osp_graph *g, const osp_node *n) {
+    return n->op == &add_op && n->n_inputs == 2 &&
+           osp_shape_equal(&osp_graph_node_const(g, n->inputs[0])->shape,
+                           &osp_graph_node_const(g, n->inputs[1])->shape);
+}

@@ -6,8 +6,10 @@
  *
  * Inference fusion: a following [batchnorm] is folded into a copy of the
  * weights and bias (w' = w * s, b' = (b - mean) * s + beta with
- * s = gamma / sqrt(var + eps)), and a following activation runs in the
- * kernel's epilogue, so that conv + bn + relu is one pass over the output.
+ * s = gamma / sqrt(var + eps)), a following [add] of a value that exists
+ * by then (a ResNet's residual) and a following activation run in the
+ * kernel's epilogue, so that conv + bn + add + relu is one pass over the
+ * output.
  * The stored parameters never change; the copy is made at each inference
  * plan. The backend may also prepare the filters the inference forward
  * uses (conv2d_prepare: Winograd's transform), once after each plan. */
@@ -70,6 +72,7 @@ static int parse(osp_spec_section *s, void **out) {
     a.act = OSP_ACT_NONE;
     a.act_alpha = 0;
     a.folded = NULL;
+    a.residual_node = -1;
     a.prepared = NULL;
     a.prepared_floats = 0;
     a.prepared_for = NULL;
@@ -171,6 +174,22 @@ static int fold_bn(osp_graph *g, osp_node *n, const osp_node *bn, float eps) {
     return 1;
 }
 
+/* Of add's two inputs, the one that is not n's value (n's output, or that
+ * of a node fused into n), if it exists before n runs (computed by an
+ * earlier node, or fused into one); else -1. */
+static int residual_input(const osp_graph *g, const osp_node *n, const osp_node *add) {
+    int mine = 0, other = -1;
+    for (int j = 0; j < 2; j++) {
+        const int in = add->inputs[j];
+        if (in == n->id || osp_graph_node_const(g, in)->fused_into == n->id) mine++;
+        else other = in;
+    }
+    if (mine != 1 || other < 0) return -1;
+    const osp_node *o = osp_graph_node_const(g, other);
+    const int producer = o->fused_into ? o->fused_into : other;
+    return producer < n->id ? other : -1;
+}
+
 static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
     conv_attrs *a = n->attrs;
     float eps, alpha;
@@ -178,14 +197,22 @@ static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
     if (!next) { /* a new plan: the weights may have changed too */
         a->folded_bn = 0;
         a->act = OSP_ACT_NONE;
+        a->residual_node = -1;
         a->prepared_for = NULL;
         return 0;
     }
     if (a->act != OSP_ACT_NONE) return 0; /* nothing fuses after the activation */
-    if (!a->folded_bn && osp__batchnorm_fusable(next, &eps) &&
+    /* a batch norm after the residual add would scale the residual too */
+    if (!a->folded_bn && a->residual_node < 0 && osp__batchnorm_fusable(next, &eps) &&
         next->shape.dim[0] == a->filters) {
         a->folded_bn = fold_bn(g, n, next, eps);
         return a->folded_bn;
+    }
+    if (a->residual_node < 0 && osp__add_of_two(g, next)) {
+        const int other = residual_input(g, n, next);
+        if (other < 0) return 0;
+        a->residual_node = other;
+        return 1;
     }
     if (osp__activation_of(next, &act, &alpha)) {
         a->act = act;
@@ -229,6 +256,7 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         }
         d.act = a->act;
         d.act_alpha = a->act_alpha;
+        if (a->residual_node >= 0) d.residual = osp_graph_node(g, a->residual_node)->out;
         /* only under an inference plan: training changes w without one */
         if (osp_graph_planned_mode(g) == OSP_MODE_INFER)
             d.prepared = prepared_filters(a, &d, w, ex->be);

@@ -11,5 +11,7 @@ int osp__batchnorm_fusable(const osp_node *n, float *eps);
 /* If n is an element-wise activation layer, its kind and parameter; else
  * returns 0. */
 int osp__activation_of(const osp_node *n, osp_activation *act, float *alpha);
+/* 1 if n is an [add] of two inputs of one shape (no broadcasting). */
+int osp__add_of_two(const osp_graph *g, const osp_node *n);
 
 #endif

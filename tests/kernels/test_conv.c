@@ -140,6 +140,19 @@ static void check_case_on(const osp_backend *be, const conv_case *t) {
             da.act_alpha = 0.1f;
         }
         ref_forward(&d, x, w, with_bias ? b : NULL, ry);
+        if (with_bias == 2) {
+            /* a fused residual add, before the activation */
+            float *res = rand_buf(ny, &r), *yr = rand_buf(ny, &r);
+            double *want = calloc(ny, sizeof(double));
+            for (size_t i = 0; i < ny; i++) want[i] = apply_act(da.act, ry[i] + res[i]);
+            osp_conv_desc dr = da;
+            dr.residual = res;
+            be->conv2d_forward(&dr, x, w, b, yr, ws);
+            expect_close(t->name, "y (residual)", yr, want, ny);
+            free(res);
+            free(yr);
+            free(want);
+        }
         for (size_t i = 0; i < ny; i++) ry[i] = apply_act(da.act, ry[i]);
         be->conv2d_forward(&da, x, w, with_bias ? b : NULL, y, ws);
         expect_close(t->name, with_bias == 2 ? "y (fused act)" : with_bias ? "y" : "y (no bias)", y,

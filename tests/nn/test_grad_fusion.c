@@ -147,3 +147,49 @@ Test(fusion, prepared_filters_follow_the_weights) {
         if (be) check_prepared(be);
     }
 }
+
+/* A residual add fuses into the conv that makes one of its inputs when the
+ * other exists by then (b: after its batch norm, before the ReLU), and not
+ * into the conv that runs first (c, whose partner d runs after it: d takes
+ * it instead). */
+static const char *RES_SPEC =
+    "[net]\ninput = 8x10x9\n"
+    "[conv]\nname = a\nfilters = 8\nsize = 3\npad = 1\n[relu]\nname = ra\n"
+    "[conv]\nname = b\nfilters = 8\nsize = 3\npad = 1\n[batchnorm]\nname = bnb\n"
+    "[add]\nname = add1\ninput = bnb, ra\n[relu]\nname = rb\n"
+    "[conv]\nname = c\nfilters = 8\nsize = 1\n"
+    "[conv]\nname = d\ninput = rb\nfilters = 8\nsize = 1\n"
+    "[add]\nname = add2\ninput = c, d\n[globalavgpool]\n[fc]\noutputs = 5\n";
+
+static void check_residual(const osp_backend *be) {
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(RES_SPEC, strlen(RES_SPEC), "residual", 3, &net), 0, "%s",
+                 osp_last_error());
+    osp_graph *g = net->graph;
+    perturb_params(g, 7);
+    enum { B = 3 };
+    float x[B * 8 * 10 * 9], fused[B * 5], plain[B * 5];
+    osp_rng r;
+    osp_rng_seed(&r, 13);
+    for (int i = 0; i < B * 8 * 10 * 9; i++) x[i] = osp_rng_normal(&r);
+    for (int batch = B; batch >= 1; batch -= B - 1) {
+        run(net, be, batch, OSP_MODE_TRAIN, x, plain);
+        run(net, be, batch, OSP_MODE_INFER, x, fused);
+        double e = rel_err(fused, plain, batch * 5);
+        cr_expect_lt(e, 1e-5, "%s: batch %d, relative error %g", be->name, batch, e);
+    }
+    const int b = osp_graph_find(g, "b")->id, d = osp_graph_find(g, "d")->id;
+    cr_expect_eq(osp_graph_find(g, "add1")->fused_into, b, "%s: add1 not fused into b", be->name);
+    cr_expect_eq(osp_graph_find(g, "rb")->fused_into, b, "%s: rb not fused into b", be->name);
+    cr_expect_eq(osp_graph_find(g, "add2")->fused_into, d, "%s: add2 not fused into d", be->name);
+    cr_expect_eq(osp_graph_find(g, "c")->fused_into, 0);
+    osp_net_free(net);
+}
+
+Test(fusion, residual_add_into_conv) {
+    static const char *const names[] = {"reference", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const osp_backend *be = osp_backend_find(names[i]);
+        if (be) check_residual(be);
+    }
+}
