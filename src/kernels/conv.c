@@ -31,9 +31,8 @@
  *     R x S matrix (in the AVX2 forward, all of a thread's images);
  *   - depthwise (Cg == 1, groups > 1, any multiplier Kg): a direct loop per
  *     plane, since a GEMM with one row per tap wastes the BLAS (3x3 on
- *     AVX-512: conv_depthwise_avx512.h; on AVX2: conv_depthwise_c8_avx2.h
- *     at stride 2 and for stride-1 planes up to 32x32, else
- *     conv_depthwise_avx2.h);
+ *     AVX-512: conv_depthwise_avx512.h; on AVX2: conv_depthwise_c8_avx2.h,
+ *     else (channel multipliers, very wide planes) conv_depthwise_avx2.h);
  *   - AVX-512 and AVX2: stride-1 "same" windows on planes of 64+ pixels,
  *     forward, backward data and the 3x3 filter gradient (conv_direct.h).
  * The AVX2 forward's other GEMMs are conv_gemm_avx2.h's, not sgemm, with

@@ -1,7 +1,7 @@
 /* Depthwise 3x3 convolution forward with AVX2 + FMA, eight channels at a
- * time, at stride 2 and for small planes at stride 1; included by conv.c in
- * its AVX2 copy, which tries it before conv_depthwise_avx2.h's
- * plane-at-a-time kernel.
+ * time; included by conv.c in its AVX2 copy, which tries it before
+ * conv_depthwise_avx2.h's plane-at-a-time kernel (left with the channel
+ * multipliers).
  *
  * Why: on planes of 14x14 and 7x7 (mobilenet_v2's later stages) the
  * plane-at-a-time kernel spends most of its time at the plane's edges: a
@@ -25,12 +25,13 @@
 
 #include "act_avx2.h"
 
-/* At stride 1, input planes up to this many pixels (32x32): on larger ones
- * the plane-at-a-time kernel's vectors are mostly whole, and it was faster
- * (56x56: 0.59 against 0.65 ms a layer). At stride 2 every size, where
- * its even/odd copy cost as much as its sums (56x56 -> 28x28: 0.38 against
- * 0.28 ms). */
-#define DC8_MAX_S1_PIXELS 1024
+/* Every plane size: at stride 2 the plane-at-a-time kernel's even/odd copy
+ * cost as much as its sums (56x56 -> 28x28: 0.38 against 0.28 ms); at
+ * stride 1 it kept large planes (56x56: 0.59 against 0.65 ms) until the
+ * transposes here lost their lane-crossing shuffles (2 threads: 144
+ * channels of 56x56 0.54-0.55 against 0.58-0.59 ms at batch 1, 9.1-9.5
+ * against 10.0-10.3 at batch 16; 32 channels of 112x112 at batch 16
+ * 8.4-8.5 against 9.4-9.9). */
 /* Floats of the padded scratch of a band of rows: (32 + 4)^2 pixels of 8
  * channels. */
 #define DC8_PADDED_FLOATS (36 * 36 * 8)
@@ -39,13 +40,12 @@
 #define DC8_FLAT_PIXELS (36 * 36)
 
 /* 3x3, dilation 1, equal strides of 1 or 2, padding at most 2, one filter
- * per channel; at stride 1 a small plane. */
+ * per channel. */
 static int dc8_handles(const osp_conv_desc *d) {
     return d->groups == d->c && d->k == d->c && d->c > 0 && d->kh == 3 && d->kw == 3 &&
            d->dil_h == 1 && d->dil_w == 1 && d->stride_h == d->stride_w &&
            (d->stride_h == 1 || d->stride_h == 2) && d->pad_h >= 0 && d->pad_h <= 2 &&
-           d->pad_w >= 0 && d->pad_w <= 2 && d->p > 0 && d->q > 0 &&
-           (d->stride_h == 2 || (int64_t)d->h * d->w <= DC8_MAX_S1_PIXELS);
+           d->pad_w >= 0 && d->pad_w <= 2 && d->p > 0 && d->q > 0;
 }
 
 /* The 4x4 transpose of a, b, c, d within each 128-bit lane: lane-wise,

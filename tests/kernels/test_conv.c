@@ -316,14 +316,15 @@ Test(conv, depthwise) {
         {"dw3 s2 pad 1x0",        1, 3, 8,  17, 3, 3, 3, 2, 2, 1, 0, 1, 1, 3},
         {"dw3 s2 pad 2",          3, 2, 9,  17, 2, 3, 3, 2, 2, 2, 2, 1, 1, 2},
         /* over the kernel's threshold for threads over planes */
-        /* AVX2: planes over 1024 pixels go plane by plane, smaller ones
-         * eight channels at a time (13: a group of 8 and one of 5) */
+        /* AVX2: eight channels at a time (13: a group of 8 and one of 5),
+         * large planes a band of rows at a time */
         {"dw3 s1 40x37",          1, 3, 40, 37, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
         {"dw3 s2 45x41",          1, 2, 45, 41, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2},
         {"dw3 13 channels s2",    2, 13, 9, 11, 13, 3, 3, 2, 2, 0, 0, 1, 1, 13},
         {"dw3 13 channels pad 2", 1, 13, 6, 5, 13, 3, 3, 1, 1, 2, 2, 1, 1, 13},
         /* stride 2 on a plane too large for one band: 5 output rows a band */
         {"dw3 s2 bands of rows",  1, 9, 20, 112, 9, 3, 3, 2, 2, 1, 1, 1, 1, 9},
+        {"dw3 s1 bands of rows",  2, 9, 23, 112, 9, 3, 3, 1, 1, 1, 1, 1, 1, 9},
         {"dw3 s1 parallel",       3, 32, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32},
         {"dw3 s2 parallel x2",    2, 16, 56, 56, 32, 3, 3, 2, 2, 1, 1, 1, 1, 16},
     };
