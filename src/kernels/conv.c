@@ -114,8 +114,8 @@ static int images_per_gemm(const osp_conv_desc *d, const geom *m) {
  * "same" windows at stride 1, 64+ channels in and out, planes of 7x7 and
  * up (on 2 Zen 1 threads, GFLOP/s-equivalent against the direct kernel:
  * 512 channels on 7x7 at batch 16 72 against 59, with prepared filters 92;
- * 64 channels on 8x8 at batch 128 77 against 59). The test is on the shape alone, so that every build reserves the
- * same workspace. Limits: a split input row within the kernel's buffer
+ * 64 channels on 8x8 at batch 128 77 against 59). The test is on the shape
+ * alone, so that every build reserves the same workspace. Limits: a split input row within the kernel's buffer
  * (planes up to 2048 wide), and V and M (16 (C + K) T floats per slot)
  * within 32 MiB. */
 #define WINOGRAD_MAX_SLOT_FLOATS ((int64_t)8 << 20)
@@ -549,7 +549,8 @@ static float *pg_pack_of(const geom *m, float *ws) {
     return (float *)((p + 31) & ~(uintptr_t)31);
 }
 
-/* d's residual at the place of y's element at (at y0 + off), or NULL. */
+/* Where d's residual holds the value for y's element `at` (y0: y's first),
+ * or NULL without a residual. */
 static const float *residual_at(const osp_conv_desc *d, const float *y0, const float *at) {
     return d->residual ? d->residual + (at - y0) : NULL;
 }
@@ -902,7 +903,8 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
                     pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
                     pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
                 }
-                wg_outputs(d, mm, tl, bias, 0, d->k, residual_at(d, y, y + a * m->ks), y + a * m->ks);
+                wg_outputs(d, mm, tl, bias, 0, d->k, residual_at(d, y, y + a * m->ks),
+                           y + a * m->ks);
             }
         } else {
             float *v = ws + m->col + m->buf + m->dwp, *mm = v + vf;
@@ -916,7 +918,8 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
                     pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
                 }
                 share(d->k, t, tn, &lo, &hi);
-                wg_outputs(d, mm, tl, bias, lo, hi, residual_at(d, y, y + a * m->ks), y + a * m->ks);
+                wg_outputs(d, mm, tl, bias, lo, hi, residual_at(d, y, y + a * m->ks),
+                           y + a * m->ks);
 #pragma omp barrier
             }
         }

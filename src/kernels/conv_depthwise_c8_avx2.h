@@ -97,7 +97,8 @@ static void dc8_scatter(const float *in, int64_t n, int cn, float *const plane[8
         dc8_transpose4(&r[4], &r[5], &r[6], &r[7]);
         for (int h = 0; h < 2; h++)
             for (int c = 0; c < 4; c++) {
-                if (c < cn) _mm_storeu_ps(plane[c] + f + 4 * h, _mm256_castps256_ps128(r[4 * h + c]));
+                if (c < cn)
+                    _mm_storeu_ps(plane[c] + f + 4 * h, _mm256_castps256_ps128(r[4 * h + c]));
                 if (c + 4 < cn)
                     _mm_storeu_ps(plane[c + 4] + f + 4 * h, _mm256_extractf128_ps(r[4 * h + c], 1));
             }
