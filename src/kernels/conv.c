@@ -942,7 +942,7 @@ size_t KFN(conv2d_prepared_floats)(const osp_conv_desc *d) {
 void KFN(conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared) {
 #if HAVE_PACKED_GEMM
     if (!winograd_shape(d)) return;
-    const int nt = d->k * d->c >= 4096 ? osp__kernel_team() : 1;
+    const int nt = (int64_t)d->k * d->c >= 4096 ? osp__kernel_team() : 1;
 #pragma omp parallel num_threads(nt)
     {
         int lo, hi;

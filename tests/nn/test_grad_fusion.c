@@ -53,6 +53,15 @@ static void run(osp_net *net, const osp_backend *be, int batch, osp_mode plan, c
     memcpy(out, osp_graph_output(g)->out, (size_t)batch * net->n_classes * sizeof(float));
 }
 
+/* check on every CPU backend this machine runs (the reference always). */
+static void on_every_backend(void (*check)(const osp_backend *)) {
+    static const char *const names[] = {"reference", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        const osp_backend *be = osp_backend_find(names[i]);
+        if (be) check(be); /* NULL: this CPU lacks the instructions */
+    }
+}
+
 static void check_backend(const osp_backend *be) {
     osp_net *net;
     cr_assert_eq(osp_net_from_spec(SPEC, strlen(SPEC), "fusion", 3, &net), 0, "%s", osp_last_error());
@@ -95,13 +104,7 @@ static void check_backend(const osp_backend *be) {
     osp_net_free(net);
 }
 
-Test(fusion, matches_unfused_on_every_backend) {
-    static const char *const names[] = {"reference", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
-        const osp_backend *be = osp_backend_find(names[i]);
-        if (be) check_backend(be);
-    }
-}
+Test(fusion, matches_unfused_on_every_backend) { on_every_backend(check_backend); }
 
 /* A backend's prepared filters (AVX2: Winograd's transform, which a lone
  * 7x7 image takes only with them) give the unprepared outputs, follow the
@@ -140,13 +143,7 @@ static void check_prepared(const osp_backend *be) {
     osp_net_free(net);
 }
 
-Test(fusion, prepared_filters_follow_the_weights) {
-    static const char *const names[] = {"reference", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
-        const osp_backend *be = osp_backend_find(names[i]);
-        if (be) check_prepared(be);
-    }
-}
+Test(fusion, prepared_filters_follow_the_weights) { on_every_backend(check_prepared); }
 
 /* A residual add fuses into the conv that makes one of its inputs when the
  * other exists by then (b: after its batch norm, before the ReLU), and not
@@ -186,10 +183,4 @@ static void check_residual(const osp_backend *be) {
     osp_net_free(net);
 }
 
-Test(fusion, residual_add_into_conv) {
-    static const char *const names[] = {"reference", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
-        const osp_backend *be = osp_backend_find(names[i]);
-        if (be) check_residual(be);
-    }
-}
+Test(fusion, residual_add_into_conv) { on_every_backend(check_residual); }
