@@ -52,18 +52,19 @@
 
 #include "cpu_kernels.h"
 
-#if defined(__AVX512F__)
-#include "conv_depthwise_avx512.h"
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
 #include "conv_depthwise_avx2.h"
 #include "conv_depthwise_c8_avx2.h"
+#endif
+#if defined(__AVX512F__)
+#include "conv_depthwise_avx512.h"
 #endif
 
 /* AVX2 builds run the forward GEMM themselves (conv_gemm_avx2.h); the
  * AVX-512 and portable builds call sgemm. Its packing buffer is part of
  * every build's workspace, so that one plan serves every backend. */
 #define PACK_FLOATS ((int64_t)32768)
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__)
 #define HAVE_PACKED_GEMM 1
 #include "conv_gemm_avx2.h"
 #include "conv_winograd_avx2.h"
@@ -400,6 +401,23 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
            ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
+#if defined(__AVX512F__)
+/* On AVX-512 the eight-channel kernel (conv_depthwise_c8_avx2.h) beats
+ * the plane-at-a-time one (conv_depthwise_avx512.h) on small output planes,
+ * whose rows are one partial 16-lane vector, and on layers too small for
+ * that kernel to take two threads. Measured on 2 Zen 4 threads, mobilenet_v2
+ * shapes, microseconds, eight-channel against plane-at-a-time: batch 16,
+ * 960 x 7x7 256 against 280, 576 x 14x14 -> 7x7 247 against 521, but
+ * 384 x 14x14 278 against 206 and 144 x 56x56 2579 against 1151; batch 1,
+ * 960 x 7x7 16 against 34, 384 x 14x14 17 against 26, 144 x 56x56 98
+ * against 130. */
+static int dc8_on_avx512(const osp_conv_desc *d) {
+    const int64_t s = (int64_t)d->p * d->q;
+    return s <= 7 * 7 || (d->stride_h == 2 && s <= 14 * 14) ||
+           18.0 * d->n * d->k * s <= DW3_PAR_MIN_FLOPS;
+}
+#endif
+
 /* Row by row: each output row takes its kh x kw taps while it sits in L1
  * (sweeping the whole plane tap by tap spilled planes of 56x56 and up to
  * L2). The taps are added in the same (i, j) order as before, from 0, so
@@ -409,7 +427,9 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
 static void dw_forward(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                        const float *bias, float *y) {
 #if defined(__AVX512F__)
+    if (dc8_on_avx512(d) && dc8_forward(d, x, w, bias, y, epilogue)) return;
     if (dw3_forward_avx512(d, x, w, bias, y, epilogue)) return;
+    if (dwa_forward(d, x, w, bias, y, epilogue)) return; /* wider windows, multipliers */
 #elif defined(__AVX2__) && defined(__FMA__)
     if (dc8_forward(d, x, w, bias, y, epilogue)) return;
     if (dwa_forward(d, x, w, bias, y, epilogue)) return;
