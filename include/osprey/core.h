@@ -147,6 +147,11 @@ OSP_API void osp_rng_shuffle(osp_rng *r, int64_t *idx, int64_t n);
  * so that they never oversubscribe the cores. n <= 0 means all cores. */
 OSP_API void osp_threads_set(int n);
 OSP_API int osp_threads_get(void);
+/* The threads an inference step takes now: OpenMP's count, less the cores
+ * that other processes kept busy over the last quarter of a second (at
+ * least 1). Spinning threads on shared cores are many times slower than
+ * one thread; osp_graph_forward applies it to inference steps. */
+OSP_API int osp_threads_for_inference(void);
 /* Seconds since an arbitrary fixed point (monotonic clock). */
 OSP_API double osp_now(void);
 

@@ -23,8 +23,22 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     run.workspace = g->workspace;
     osp_node *in = &g->nodes[0];
     if (input != in->out) memcpy(in->out, input, (size_t)ex->batch * (size_t)in->size * sizeof(float));
+    /* An inference step takes only the cores other processes leave idle
+     * (osp_threads_for_inference); a training step keeps its count, at
+     * which its results repeat bit for bit. */
+    int team = 0, threads = 0;
+#ifdef _OPENMP
+    if (ex->mode == OSP_MODE_INFER && !omp_in_parallel()) {
+        team = omp_get_max_threads();
+        threads = osp_threads_for_inference();
+        if (threads != team) omp_set_num_threads(threads);
+    }
+#endif
     for (int i = 1; i < g->n_nodes; i++)
         if (!g->nodes[i].fused_into) g->nodes[i].op->forward(g, &g->nodes[i], &run);
+#ifdef _OPENMP
+    if (threads != team) omp_set_num_threads(team);
+#endif
     return OSP_OK;
 }
 
