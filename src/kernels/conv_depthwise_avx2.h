@@ -1,5 +1,6 @@
 /* Depthwise 3x3 convolution forward with AVX2 + FMA, included by conv.c in
- * its AVX2 copy (the AVX-512 copy has conv_depthwise_avx512.h).
+ * its AVX2 copy (the AVX-512 copy has conv_depthwise_avx512.h, and this
+ * kernel only behind it, for wider windows).
  *
  * Why: the portable loops ran mobilenet_v2's depthwise layers at 1.4-6
  * GFLOP/s on AMD's Zen 1, 40% of its inference. The AVX-512 kernel's

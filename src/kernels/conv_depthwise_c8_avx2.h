@@ -1,7 +1,8 @@
 /* Depthwise 3x3 convolution forward with AVX2 + FMA, eight channels at a
  * time; included by conv.c in its AVX2 copy, which tries it before
  * conv_depthwise_avx2.h's plane-at-a-time kernel (left with the channel
- * multipliers).
+ * multipliers), and in its AVX-512 copy, which takes it for small planes
+ * and layers (dc8_on_avx512).
  *
  * Why: on planes of 14x14 and 7x7 (mobilenet_v2's later stages) the
  * plane-at-a-time kernel spends most of its time at the plane's edges: a

@@ -1,6 +1,7 @@
 /* The convolution's forward GEMM with AVX2 + FMA, included by conv.c in its
- * AVX2 copy: y (M x cols) = w (M x K) * B (K x cols), with the bias and a
- * simple activation applied in registers before the single store.
+ * AVX2 and AVX-512 copies: y (M x cols) = w (M x K) * B (K x cols), with
+ * the bias and a simple activation applied in registers before the single
+ * store.
  *
  * Why not sgemm: on AMD's Zen 1, OpenBLAS ran mobilenet_v2's 1x1 layers at
  * 20-40 GFLOP/s on one image, and every GEMM was followed by a pass over y

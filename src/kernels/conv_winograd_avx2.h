@@ -1,6 +1,6 @@
 /* 3x3 "same" convolution forward by Winograd's F(2x2, 3x3) with AVX2 +
- * FMA, included by conv.c in its AVX2 copy (after conv_gemm_avx2.h, whose
- * GEMM it uses).
+ * FMA, included by conv.c in its AVX2 and AVX-512 copies (after
+ * conv_gemm_avx2.h, whose GEMM it uses).
  *
  * Why: resnet18's and resnet50's 3x3 layers (64 to 512 channels) ran at
  * 75-80% of two Zen 1 cores' peak through the direct kernel, and nothing
