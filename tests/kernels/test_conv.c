@@ -258,6 +258,10 @@ Test(conv, stride_pad_dilation) {
         {"dilation 2",            2, 3, 9,  9,  4, 3, 3, 1, 1, 2, 2, 2, 2, 1},
         {"dilation 2x3 stride 2", 2, 2, 12, 13, 3, 3, 2, 2, 2, 1, 0, 2, 3, 1},
         {"7x7 stride 2 pad 3",    2, 3, 15, 17, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
+        /* im2col's vector gather of every second column: rows of 8k + 1
+         * inputs, their last load ending at the plane's last float */
+        {"stride 2, wide rows",   2, 2, 5,  49, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {"1x1 stride 2, 33 wide", 1, 2, 3,  33, 3, 1, 1, 2, 2, 0, 0, 1, 1, 1},
         /* column matrices over 256K floats go a block of output rows at a
          * time: 147 x 3306 here, blocks of 31 rows and a last of 27 */
         {"row blocks 7x7/2",      2, 3, 115, 113, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
