@@ -58,10 +58,15 @@ typedef struct pg_cols {
 } pg_cols;
 
 /* B's rows [k0, k0 + kc) of columns [j, j + width) into dst (kc x nr, nr
- * 16 or 8), zeros past width. */
+ * 16 or 8, or 1 for a lone column), zeros past width. */
 static void pg_pack_panel(const pg_cols *c, int64_t k0, int kc, int64_t j, int width, int nr,
                           float *dst) {
     int64_t image = j / c->s, col = j % c->s;
+    if (nr == 1) {
+        const float *src = c->b + image * c->b_image + col + k0 * c->ldb;
+        for (int k = 0; k < kc; k++) dst[k] = src[k * c->ldb];
+        return;
+    }
     if (width == nr && col + nr <= c->s) {
         const float *src = c->b + image * c->b_image + col + k0 * c->ldb;
         for (int k = 0; k < kc; k++, src += c->ldb) {
@@ -185,6 +190,36 @@ static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, co
     }
 }
 
+/* A lone last column (a 7x7 plane's 49th): y (mr x 1, row stride ldy) =
+ * (init or 0) + a (mr x kc) * bc (kc floats), then bias and act as
+ * pg_tile. Dot products along the rows of a, eight steps of the sum per
+ * FMA, where a narrow tile would spend an FMA of 8 lanes on each step for
+ * one useful lane: 42 FMAs per 6 rows and step for 49 columns become 37. */
+static void pg_col1(int mr, int kc, const float *a, int64_t lda, const float *bc, float *y,
+                    int64_t ldy, const float *init, const float *bias, int act, float alpha) {
+    __m256 acc[PG_MR];
+    for (int r = 0; r < PG_MR; r++) acc[r] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        const __m256 b = _mm256_loadu_ps(bc + k);
+#pragma GCC unroll 6
+        for (int r = 0; r < PG_MR; r++)
+            if (r < mr) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + k), b, acc[r]);
+    }
+    float v[8] __attribute__((aligned(32))) = {0};
+    for (int r = 0; r < mr; r++) {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, acc[r]);
+        float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+                    ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for (int t = k; t < kc; t++) sum += a[r * lda + t] * bc[t];
+        v[r] = (init ? init[r * ldy] : 0.0f) + sum + (bias ? bias[r] : 0.0f);
+    }
+    if (bias)
+        _mm256_store_ps(v, avx2_act(_mm256_load_ps(v), act, _mm256_set1_ps(alpha)));
+    for (int r = 0; r < mr; r++) y[r * ldy] = v[r];
+}
+
 /* y's columns [0, cols) = w (M x K, row stride K) * B (+ c's residual),
  * on the calling thread, using pack (PG_PACK_FLOATS, 32-byte aligned);
  * then bias[i] (if given) added to row i and d's activation applied where
@@ -208,7 +243,8 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
             const int add = k0 > 0 || c->r, last = k0 + kc == K;
             for (int p = 0; p < panels; p++) {
                 int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
-                pg_pack_panel(c, k0, kc, jb + p * PG_NR, width, width <= 8 ? 8 : PG_NR,
+                pg_pack_panel(c, k0, kc, jb + p * PG_NR, width,
+                              width == 1 ? 1 : width <= 8 ? 8 : PG_NR,
                               pack + (int64_t)p * kc * PG_NR);
             }
             for (int i0 = 0; i0 < M; i0 += PG_MR) {
@@ -224,7 +260,11 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
                     /* a last panel of 8 columns or fewer is a narrow one */
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
-                    if (width == nr && j % c->s + nr <= c->s) {
+                    if (width == 1) {
+                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
+                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
+                        pg_col1(mr, kc, a, K, bp, c->y + at, c->ldy, init, b, act, d->act_alpha);
+                    } else if (width == nr && j % c->s + nr <= c->s) {
                         const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
                         /* the first block starts from the residual, later ones from y */
                         const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;

@@ -392,6 +392,10 @@ Test(conv, pointwise) {
          * narrower than its 16-column tiles, which then span images */
         {"1x1 long sums, 15 px",  3, 300, 5, 3, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"3x3 long sums, 20 px",  3, 40, 4, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* 49 columns: the AVX2 GEMM's lone last column by dot products
+         * (sums of 13: a tail past the vectors of 8; of 300: two blocks) */
+        {"1x1 7x7, last column",  1, 13, 7, 7, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 7x7, long sums",    1, 300, 7, 7, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         /* a last panel of 8 columns or fewer is 8 wide: 24 = 16 + 8 in
          * place, 49 = 3 x 16 + 1 through the scratch tile */
         {"1x1 narrow last panel", 1, 20, 4, 6, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1},
