@@ -17,11 +17,11 @@
  * stays in L2; each 6 x 16 tile of y keeps its 12 sums in registers
  * over the block's rows, reading w's six rows in place (broadcasts, so w
  * needs no packing: each of its cache lines serves 16 steps) and one
- * packed row of 16 per step. A last panel of 8 columns or fewer is packed
- * 8 wide and its tiles keep 6 sums (a 7x7 plane's 49 columns: 56 computed
- * instead of 64). A tile lying inside one image is loaded and stored in
- * place; one that straddles images or runs past the last column goes
- * through a 6 x 16 scratch.
+ * packed row of 16 per step. A last panel of 2 to 8 columns is packed 8
+ * wide and its tiles keep 6 sums; a lone last column (a 7x7 plane's 49th)
+ * is packed as one and summed along w's rows (pg_col1). A tile lying
+ * inside one image is loaded and stored in place; one that straddles
+ * images or runs past the last column goes through a 6 x 16 scratch.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
