@@ -205,6 +205,15 @@ static void share(int n, int t, int nt, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (t + 1) / nt);
 }
 
+/* share, for output channels, in whole tiles of 6 rows (the AVX2 GEMM's
+ * PG_MR; its packed filters start a group at each). */
+static void share_rows(int n, int t, int nt, int *lo, int *hi) {
+    *lo = t == 0 ? 0 : (int)(((int64_t)n * t / nt + 3) / 6 * 6);
+    *hi = t == nt - 1 ? n : (int)(((int64_t)n * (t + 1) / nt + 3) / 6 * 6);
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
 static inline float sigmoidf(float x) {
     if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
     float e = expf(x);
@@ -617,11 +626,18 @@ static void pg_finish(const osp_conv_desc *d, const geom *m, float *y, int n0, i
             epilogue(y + (int64_t)a * m->ks + k * m->s + s0, cols, 0.0f, d);
 }
 
+/* w packed for pg_gemm (conv2d_prepare), or NULL: what d->prepared holds
+ * outside Winograd's shapes. */
+static const float *packed_w(const osp_conv_desc *d) {
+    return winograd_shape(d) ? NULL : d->prepared;
+}
+
 /* fwd_images through pg_gemm: a 1x1 layer reads x in place, all images in
  * one GEMM; others im2col as the sgemm path does. */
 static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
                       const float *bias, float *y, int n0, int n1, float *ws) {
     float *col = ws, *pack = pg_pack_of(m, ws);
+    const float *wp = packed_w(d); /* only for one group */
     for (int g = 0; g < d->groups; g++) {
         const float *wg = w + (int64_t)g * m->kg * m->r, *bg = bias ? bias + g * m->kg : NULL;
         float *yg = y + (int64_t)g * m->kg * m->s;
@@ -629,7 +645,7 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
             pg_cols c = {x + (int64_t)n0 * m->chw + (int64_t)g * m->cg * m->hw, m->chw, m->hw,
                          yg + (int64_t)n0 * m->ks, m->ks, m->s, m->s, NULL};
             c.r = residual_at(d, y, c.y);
-            pg_gemm(m->kg, m->r, wg, &c, (int64_t)(n1 - n0) * m->s, bg, d, pack);
+            pg_gemm(m->kg, m->r, wg, wp, &c, (int64_t)(n1 - n0) * m->s, bg, d, pack);
         } else if (m->G == 1 && (int64_t)m->r * m->s > ROW_BLOCK_COL_FLOATS) {
             /* as in fwd_images: a block of output rows at a time */
             int rows = (int)(ROW_BLOCK_COL_FLOATS / ((int64_t)m->r * d->q));
@@ -642,7 +658,7 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
                     pg_cols c = {col, 0, cols, yg + (int64_t)a * m->ks + (int64_t)p0 * d->q, 0,
                                  m->s, cols, NULL};
                     c.r = residual_at(d, y, c.y);
-                    pg_gemm(m->kg, m->r, wg, &c, cols, bg, d, pack);
+                    pg_gemm(m->kg, m->r, wg, wp, &c, cols, bg, d, pack);
                 }
         } else {
             for (int a = n0; a < n1; a += m->G) {
@@ -651,7 +667,7 @@ static void pg_images(const osp_conv_desc *d, const geom *m, const float *x, con
                 pg_cols c = {col, m->s, (int64_t)gi * m->s, yg + (int64_t)a * m->ks, m->ks, m->s,
                              m->s, NULL};
                 c.r = residual_at(d, y, c.y);
-                pg_gemm(m->kg, m->r, wg, &c, (int64_t)gi * m->s, bg, d, pack);
+                pg_gemm(m->kg, m->r, wg, wp, &c, (int64_t)gi * m->s, bg, d, pack);
             }
         }
     }
@@ -737,8 +753,9 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, 
     float *yk = y + (int64_t)n * m->ks + (int64_t)k0 * m->s;
 #if HAVE_PACKED_GEMM
     pg_cols c = {b, 0, m->s, yk, 0, m->s, m->s, residual_at(d, y, yk)};
-    pg_gemm(k1 - k0, m->r, w + (int64_t)k0 * m->r, &c, m->s, bias ? bias + k0 : NULL, d,
-            pg_pack_of(m, ws));
+    const float *wp = packed_w(d); /* k0 is a multiple of PG_MR (share_rows) */
+    pg_gemm(k1 - k0, m->r, w + (int64_t)k0 * m->r, wp ? wp + (int64_t)k0 * m->r : NULL, &c, m->s,
+            bias ? bias + k0 : NULL, d, pg_pack_of(m, ws));
     pg_finish(d, m, y, n, n + 1, k0, k1, 0, m->s);
 #else
     osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, k1 - k0, m->s, m->r, 1.0f, w + (int64_t)k0 * m->r,
@@ -773,7 +790,7 @@ static void fwd_rows(const osp_conv_desc *d, const geom *m, const float *x, cons
 #if HAVE_PACKED_GEMM
         float *yg = y + (int64_t)n * m->ks + (int64_t)g * m->kg * m->s + (int64_t)p0 * d->q;
         pg_cols c = {b, 0, ldb, yg, 0, m->s, cols, residual_at(d, y, yg)};
-        pg_gemm(m->kg, m->r, w + (int64_t)g * m->kg * m->r, &c, cols,
+        pg_gemm(m->kg, m->r, w + (int64_t)g * m->kg * m->r, packed_w(d), &c, cols,
                 bias ? bias + g * m->kg : NULL, d, pg_pack_of(m, ws));
 #else
         osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, m->kg, (int)cols, m->r, 1.0f,
@@ -907,7 +924,7 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
 #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), lo, hi;
-            share(d->k, t, omp_get_num_threads(), &lo, &hi);
+            share_rows(d->k, t, omp_get_num_threads(), &lo, &hi);
             for (int n = 0; n < d->n; n++)
                 fwd_channels(d, &m, x, w, bias, y, n, lo, hi, ws + t * m.slot);
         }
@@ -953,7 +970,8 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
                 wg_inputs(d, x + a * m->chw, 0, d->c, v, tl);
                 for (int xi = 0; xi < 16; xi++) {
                     pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
-                    pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
+                    pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, NULL, &c, tl, NULL, &plain,
+                            pack);
                 }
                 wg_outputs(d, mm, tl, bias, 0, d->k, residual_at(d, y, y + a * m->ks),
                            y + a * m->ks);
@@ -967,7 +985,8 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
 #pragma omp for schedule(static)
                 for (int xi = 0; xi < 16; xi++) {
                     pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
-                    pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, &c, tl, NULL, &plain, pack);
+                    pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, NULL, &c, tl, NULL, &plain,
+                            pack);
                 }
                 share(d->k, t, tn, &lo, &hi);
                 wg_outputs(d, mm, tl, bias, lo, hi, residual_at(d, y, y + a * m->ks),
@@ -983,9 +1002,19 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
 /* Prepared filters: Winograd's U (16 x K x C) for the shapes it takes,
  * so that a lone 14x14 image gains from it too and no forward pays for
  * the transform. Other shapes and builds have nothing to prepare. */
+#if HAVE_PACKED_GEMM
+/* Shapes whose forward reads w through pg_gemm, which takes it packed
+ * (pg_pack_filters): one group, neither depthwise nor direct. */
+static int gemm_packs_filters(const osp_conv_desc *d) {
+    const geom m = geometry(d);
+    return d->groups == 1 && !winograd_shape(d) && !USES_DIRECT(d, &m);
+}
+#endif
+
 size_t KFN(conv2d_prepared_floats)(const osp_conv_desc *d) {
 #if HAVE_PACKED_GEMM
     if (winograd_shape(d)) return (size_t)16 * d->k * d->c;
+    if (gemm_packs_filters(d)) return (size_t)pg_packed_floats(d->k, d->c * d->kh * d->kw);
 #endif
     (void)d;
     return 0;
@@ -993,6 +1022,17 @@ size_t KFN(conv2d_prepared_floats)(const osp_conv_desc *d) {
 
 void KFN(conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared) {
 #if HAVE_PACKED_GEMM
+    if (gemm_packs_filters(d)) {
+        const int groups = (d->k + PG_MR - 1) / PG_MR, r = d->c * d->kh * d->kw;
+        const int nt = (int64_t)d->k * r >= 4096 ? osp__kernel_team() : 1;
+#pragma omp parallel num_threads(nt)
+        {
+            int lo, hi;
+            share(groups, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+            pg_pack_filters(d->k, r, w, prepared, lo, hi);
+        }
+        return;
+    }
     if (!winograd_shape(d)) return;
     const int nt = (int64_t)d->k * d->c >= 4096 ? osp__kernel_team() : 1;
 #pragma omp parallel num_threads(nt)
@@ -1015,6 +1055,7 @@ void KFN(conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared
 static osp_conv_desc transposed_desc(const osp_conv_desc *d) {
     osp_conv_desc t = *d;
     t.n = 0;
+    t.prepared = NULL; /* forward filters, not the transposed ones */
     int ph = d->dil_h * (d->kh - 1) - d->pad_h, pw = d->dil_w * (d->kw - 1) - d->pad_w;
     if (d->stride_h != 1 || d->stride_w != 1 || ph < 0 || pw < 0) return t;
     if (d->kh == 1 && d->kw == 1) return t; /* pointwise: the GEMM is already direct */

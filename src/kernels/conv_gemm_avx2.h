@@ -113,16 +113,22 @@ static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int wi
     }
 }
 
-/* One tile: y (mr x 16, row stride ldy) = (init or 0) + a (mr x kc, row
- * stride lda) * bp (kc x 16), then, where bias is given, + bias per row and
+/* w's element (r, k) in a tile's rows a: row stride lda, or, packed (as
+ * pg_pack_filters lays w out), k's PG_MR rows side by side. */
+static inline __attribute__((always_inline)) const float *pg_w(const float *a, int64_t lda,
+                                                               int packed, int r, int k) {
+    return packed ? a + (int64_t)k * PG_MR + r : a + r * lda + k;
+}
+
+/* One tile: y (mr x 16, row stride ldy) = (init or 0) + a (mr x kc, read
+ * through pg_w) * bp (kc x 16), then, where bias is given, + bias per row and
  * the activation act (an osp_act; alpha for leaky ReLU). init (row stride
  * ldy) is y itself for a block of the sums after the first, or a residual.
  * The sums are two arrays indexed only by fully unrolled loops, so that
  * they live in registers. */
-static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc, const float *a,
-                                                          int64_t lda, const float *bp, float *y,
-                                                          int64_t ldy, const float *init,
-                                                          const float *bias, int act, float alpha) {
+static inline __attribute__((always_inline)) void
+pg_tile(int mr, int nv, int packed, int kc, const float *a, int64_t lda, const float *bp, float *y,
+        int64_t ldy, const float *init, const float *bias, int act, float alpha) {
     const int nr = 8 * nv; /* nv vectors of columns: 2, or 1 for a narrow last panel */
     __m256 lo[PG_MR], hi[PG_MR];
 #pragma GCC unroll 6
@@ -135,7 +141,7 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc
         const __m256 b1 = nv == 2 ? _mm256_load_ps(bp + k * nr + 8) : b0;
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
-            const __m256 w = _mm256_broadcast_ss(a + r * lda + k);
+            const __m256 w = _mm256_broadcast_ss(pg_w(a, lda, packed, r, k));
             lo[r] = _mm256_fmadd_ps(w, b0, lo[r]);
             if (nv == 2) hi[r] = _mm256_fmadd_ps(w, b1, hi[r]);
         }
@@ -158,45 +164,84 @@ static inline __attribute__((always_inline)) void pg_tile(int mr, int nv, int kc
 
 /* The full 6-row tile, compiled on its own so that the registers are all
  * its own (inlined into a larger function, GCC once kept every sum on the
- * stack inside the k loop: 3x slower). */
+ * stack inside the k loop: 3x slower); w's rows in place or packed. */
 static __attribute__((noinline)) void pg_tile6(int kc, const float *a, int64_t lda, const float *bp,
                                                float *y, int64_t ldy, const float *init,
                                                const float *bias, int act, float alpha) {
-    pg_tile(6, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha);
+    pg_tile(6, 2, 0, kc, a, lda, bp, y, ldy, init, bias, act, alpha);
+}
+static __attribute__((noinline)) void pg_tile6_packed(int kc, const float *a, const float *bp,
+                                                      float *y, int64_t ldy, const float *init,
+                                                      const float *bias, int act, float alpha) {
+    pg_tile(6, 2, 1, kc, a, 0, bp, y, ldy, init, bias, act, alpha);
 }
 
-/* pg_tile with mr and nv constants, so that its sums live in registers. */
-static void pg_tile_rows(int mr, int nv, int kc, const float *a, int64_t lda, const float *bp,
-                         float *y, int64_t ldy, const float *init, const float *bias, int act,
-                         float alpha) {
+/* pg_tile with mr, nv and packed constants, so that its sums live in
+ * registers. */
+static inline __attribute__((always_inline)) void
+pg_tile_any(int mr, int nv, int packed, int kc, const float *a, int64_t lda, const float *bp,
+            float *y, int64_t ldy, const float *init, const float *bias, int act, float alpha) {
+#define PG_TILE(MR, NV) pg_tile(MR, NV, packed, kc, a, lda, bp, y, ldy, init, bias, act, alpha)
     if (nv == 1) {
         switch (mr) {
-        case 6: pg_tile(6, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-        case 5: pg_tile(5, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-        case 4: pg_tile(4, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-        case 3: pg_tile(3, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-        case 2: pg_tile(2, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-        default: pg_tile(1, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+        case 6: PG_TILE(6, 1); break;
+        case 5: PG_TILE(5, 1); break;
+        case 4: PG_TILE(4, 1); break;
+        case 3: PG_TILE(3, 1); break;
+        case 2: PG_TILE(2, 1); break;
+        default: PG_TILE(1, 1); break;
         }
         return;
     }
     switch (mr) {
-    case 6: pg_tile6(kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-    case 5: pg_tile(5, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-    case 4: pg_tile(4, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-    case 3: pg_tile(3, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-    case 2: pg_tile(2, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
-    default: pg_tile(1, 2, kc, a, lda, bp, y, ldy, init, bias, act, alpha); break;
+    case 6:
+        if (packed) pg_tile6_packed(kc, a, bp, y, ldy, init, bias, act, alpha);
+        else pg_tile6(kc, a, lda, bp, y, ldy, init, bias, act, alpha);
+        break;
+    case 5: PG_TILE(5, 2); break;
+    case 4: PG_TILE(4, 2); break;
+    case 3: PG_TILE(3, 2); break;
+    case 2: PG_TILE(2, 2); break;
+    default: PG_TILE(1, 2); break;
     }
+#undef PG_TILE
+}
+
+static void pg_tile_rows(int mr, int nv, int packed, int kc, const float *a, int64_t lda,
+                         const float *bp, float *y, int64_t ldy, const float *init,
+                         const float *bias, int act, float alpha) {
+    if (packed) pg_tile_any(mr, nv, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha);
+    else pg_tile_any(mr, nv, 0, kc, a, lda, bp, y, ldy, init, bias, act, alpha);
 }
 
 /* A lone last column (a 7x7 plane's 49th): y (mr x 1, row stride ldy) =
- * (init or 0) + a (mr x kc) * bc (kc floats), then bias and act as
- * pg_tile. Dot products along the rows of a, eight steps of the sum per
- * FMA, where a narrow tile would spend an FMA of 8 lanes on each step for
- * one useful lane: 42 FMAs per 6 rows and step for 49 columns become 37. */
-static void pg_col1(int mr, int kc, const float *a, int64_t lda, const float *bc, float *y,
-                    int64_t ldy, const float *init, const float *bias, int act, float alpha) {
+ * (init or 0) + a (mr x kc, through pg_w) * bc (kc floats), then bias and
+ * act as pg_tile. Dot products along the rows of a, eight steps of the sum
+ * per FMA, or, with w packed, one step of all six rows per FMA, where a
+ * narrow tile would spend an FMA of 8 lanes on each step for one useful
+ * lane: 42 FMAs per 6 rows and step for 49 columns become 37. */
+static void pg_col1(int mr, int packed, int kc, const float *a, int64_t lda, const float *bc,
+                    float *y, int64_t ldy, const float *init, const float *bias, int act,
+                    float alpha) {
+    float v[8] __attribute__((aligned(32))) = {0};
+    if (packed) {
+        /* lane r: row r (lanes 6 and 7 read the next step's rows, unused;
+         * pg_pack_filters leaves room after the last step); four sums, so
+         * that the FMAs do not wait on each other */
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        for (int k = 0; k < kc; k++)
+            acc[k & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(a + (int64_t)k * PG_MR),
+                                         _mm256_broadcast_ss(bc + k), acc[k & 3]);
+        _mm256_store_ps(v, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
+                                         _mm256_add_ps(acc[2], acc[3])));
+        for (int r = 0; r < mr; r++)
+            v[r] += (init ? init[r * ldy] : 0.0f) + (bias ? bias[r] : 0.0f);
+        if (bias)
+            _mm256_store_ps(v, avx2_act(_mm256_load_ps(v), act, _mm256_set1_ps(alpha)));
+        for (int r = 0; r < mr; r++) y[r * ldy] = v[r];
+        return;
+    }
     __m256 acc[PG_MR];
     for (int r = 0; r < PG_MR; r++) acc[r] = _mm256_setzero_ps();
     int k = 0;
@@ -206,7 +251,6 @@ static void pg_col1(int mr, int kc, const float *a, int64_t lda, const float *bc
         for (int r = 0; r < PG_MR; r++)
             if (r < mr) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + k), b, acc[r]);
     }
-    float v[8] __attribute__((aligned(32))) = {0};
     for (int r = 0; r < mr; r++) {
         float lanes[8];
         _mm256_storeu_ps(lanes, acc[r]);
@@ -220,13 +264,35 @@ static void pg_col1(int mr, int kc, const float *a, int64_t lda, const float *bc
     for (int r = 0; r < mr; r++) y[r * ldy] = v[r];
 }
 
+/* Floats of w (M x K) packed by pg_pack_filters. */
+static int64_t pg_packed_floats(int M, int K) {
+    return (int64_t)(M + PG_MR - 1) / PG_MR * PG_MR * K + 8;
+}
+
+/* Row groups [g0, g1) of w (M x K) packed: group g (rows PG_MR g ..) as K
+ * steps of its PG_MR rows side by side (zeros past row M), at wp + PG_MR g K,
+ * so that pg_gemm reads each block of its sums as one stream; and 8 zeros
+ * after the last group (pg_col1 reads past its last step). */
+static void pg_pack_filters(int M, int K, const float *w, float *wp, int g0, int g1) {
+    for (int g = g0; g < g1; g++) {
+        float *dst = wp + (int64_t)g * PG_MR * K;
+        for (int r = 0; r < PG_MR; r++) {
+            const int row = g * PG_MR + r;
+            for (int k = 0; k < K; k++)
+                dst[(int64_t)k * PG_MR + r] = row < M ? w[(int64_t)row * K + k] : 0.0f;
+        }
+    }
+    if (g1 == (M + PG_MR - 1) / PG_MR) memset(wp + (int64_t)g1 * PG_MR * K, 0, 8 * sizeof(float));
+}
+
 /* y's columns [0, cols) = w (M x K, row stride K) * B (+ c's residual),
  * on the calling thread, using pack (PG_PACK_FLOATS, 32-byte aligned);
  * then bias[i] (if given) added to row i and d's activation applied where
  * avx2_act_in_registers says so. The caller applies any other activation
- * (the bias and residual already added). */
-static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols, const float *bias,
-                    const osp_conv_desc *d, float *pack) {
+ * (the bias and residual already added). wp, when given, is w packed by
+ * pg_pack_filters (from a multiple of PG_MR rows: wp + i K for row i). */
+static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols *c,
+                    int64_t cols, const float *bias, const osp_conv_desc *d, float *pack) {
     static const float zeros[PG_MR] = {0};
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
@@ -249,7 +315,9 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
             }
             for (int i0 = 0; i0 < M; i0 += PG_MR) {
                 const int mr = M - i0 < PG_MR ? M - i0 : PG_MR;
-                const float *a = w + (int64_t)i0 * K + k0;
+                const int packed = wp != NULL;
+                const float *a = packed ? wp + (int64_t)i0 * K + (int64_t)k0 * PG_MR
+                                        : w + (int64_t)i0 * K + k0;
                 const float *b = !last                 ? NULL
                                  : bias                ? bias + i0
                                  : act != OSP_ACT_NONE ? zeros
@@ -263,16 +331,16 @@ static void pg_gemm(int M, int K, const float *w, const pg_cols *c, int64_t cols
                     if (width == 1) {
                         const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
                         const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        pg_col1(mr, kc, a, K, bp, c->y + at, c->ldy, init, b, act, d->act_alpha);
+                        pg_col1(mr, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act, d->act_alpha);
                     } else if (width == nr && j % c->s + nr <= c->s) {
                         const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
                         /* the first block starts from the residual, later ones from y */
                         const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        pg_tile_rows(mr, nv, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
+                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
                                      d->act_alpha);
                     } else {
                         if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0, k0 == 0);
-                        pg_tile_rows(mr, nv, kc, a, K, bp, tile, PG_NR, add ? tile : NULL, b, act,
+                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, tile, PG_NR, add ? tile : NULL, b, act,
                                      d->act_alpha);
                         pg_tile_copy(c, i0, mr, j, width, tile, 1, 0);
                     }
