@@ -232,6 +232,8 @@ Test(conv, plain) {
         /* one image: threads over output rows */
         {"threads over rows",     1, 16, 33, 31, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"rows, stride 2",        1, 16, 33, 31, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        /* a thread's rows in blocks of 13 (128K floats of 147 x 64 columns) */
+        {"rows in blocks, 7x7/2", 1, 3, 128, 128, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1},
         /* one image with a small plane: threads over output channels */
         {"threads over channels", 1, 128, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         /* AVX2: Winograd F(2x2, 3x3) from 64 channels and 7x7 planes:
