@@ -2,8 +2,17 @@
  * policy (return NULL with OSP_ENOMEM set; never abort). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "osprey/core.h"
+
+/* Blocks of 2 MiB and more (a network's weights, the inference arena)
+ * start on a 2 MiB boundary and ask for transparent huge pages, where the
+ * system leaves them to madvise (Debian's default): a network streams
+ * every weight from memory at each step, and with 4 KiB pages resnet50's
+ * 100 MB cost a TLB miss every 4 KiB (batch 1 on 2 Zen 4 threads, ten
+ * alternated rounds: 18.5 against 17.7 images/s, and runs vary less). */
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
 
 int osp_mul_size(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return OSP_ERANGE;
@@ -18,8 +27,18 @@ void *osp_alloc(size_t bytes) {
         osp_error(OSP_ENOMEM, "allocation of %zu bytes is too large", bytes);
         return NULL;
     }
-    size_t rounded = (bytes + OSP_ALIGN - 1) / OSP_ALIGN * OSP_ALIGN;
-    void *p = aligned_alloc(OSP_ALIGN, rounded);
+    void *p = NULL;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_PAGE_BYTES) {
+        if (posix_memalign(&p, HUGE_PAGE_BYTES, bytes) != 0) p = NULL;
+        /* advice only: where transparent huge pages are off, nothing changes */
+        if (p) (void)madvise(p, bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES, MADV_HUGEPAGE);
+    } else
+#endif
+    {
+        size_t rounded = (bytes + OSP_ALIGN - 1) / OSP_ALIGN * OSP_ALIGN;
+        p = aligned_alloc(OSP_ALIGN, rounded);
+    }
     if (!p) osp_error(OSP_ENOMEM, "out of memory allocating %zu bytes", bytes);
     return p;
 }

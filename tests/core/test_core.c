@@ -23,6 +23,19 @@ Test(alloc, aligned_and_overflow_checked) {
     cr_assert_eq(osp_mul_size(SIZE_MAX, 2, &(size_t){0}), OSP_ERANGE);
 }
 
+/* Blocks of 2 MiB and more start on a huge page (alloc.c), whole and
+ * zeroed by osp_calloc. */
+Test(alloc, large_blocks_on_huge_pages) {
+    const size_t bytes = ((size_t)3 << 20) + 5;
+    unsigned char *p = osp_calloc(bytes, 1);
+    cr_assert_not_null(p);
+    cr_assert_eq((uintptr_t)p % ((size_t)2 << 20), 0);
+    for (size_t i = 0; i < bytes; i += 4096) cr_assert_eq(p[i], 0);
+    cr_assert_eq(p[bytes - 1], 0);
+    memset(p, 0xab, bytes);
+    osp_free(p);
+}
+
 Test(tensor, new_wrap_free) {
     osp_shape s = osp_shape4(2, 3, 4, 5);
     osp_tensor *t = osp_tensor_new(&s);
