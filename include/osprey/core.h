@@ -75,8 +75,9 @@ OSP_API void osp_log(osp_log_level level, const char *fmt, ...) OSP_PRINTF(2, 3)
 /* All tensor memory is aligned to a cache line (and AVX-512 register). */
 #define OSP_ALIGN 64
 
-/* Aligned allocation; returns NULL and sets OSP_ENOMEM on failure. Memory is
- * not cleared. Free with osp_free. */
+/* Aligned allocation (OSP_ALIGN; blocks of 2 MiB and more on a 2 MiB
+ * boundary, with transparent huge pages asked for); returns NULL and sets
+ * OSP_ENOMEM on failure. Memory is not cleared. Free with osp_free. */
 OSP_API void *osp_alloc(size_t bytes);
 /* Aligned, zeroed allocation of n * size bytes, checking the product for
  * overflow. */
