@@ -319,12 +319,13 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                 const float *a = packed ? wp + (int64_t)i0 * K + (int64_t)k0 * PG_MR
                                         : w + (int64_t)i0 * K + k0;
                 /* The next group's block of packed weights, into L2 while
-                 * this group's tiles run: weights come from memory once per
-                 * step and the hardware prefetchers start late on a block
-                 * of 6 KiB (mobilenet_v2 at batch 1 on 2 Zen 4 threads,
-                 * alternated: 194 against 174 images/s; into L1, 188; two
-                 * groups ahead, 179) */
-                if (packed && i0 + PG_MR < M) {
+                 * this group's tiles run, on the first pass over the
+                 * weights: they come from memory once per step and the
+                 * hardware prefetchers start late on a block of 6 KiB
+                 * (mobilenet_v2 at batch 1 on 2 Zen 4 threads, alternated:
+                 * 194 against 174 images/s; into L1, 188; two groups
+                 * ahead, 179) */
+                if (packed && jb == 0 && i0 + PG_MR < M) {
                     const float *next = a + (int64_t)PG_MR * K;
                     for (int off = 0; off < kc * PG_MR; off += 16)
                         _mm_prefetch((const char *)(next + off), _MM_HINT_T1);
