@@ -775,9 +775,9 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, 
 
 /* Rows per block for a share of `rows` rows (see ROW_SPLIT_COL_FLOATS). */
 static int rows_per_block(const osp_conv_desc *d, const geom *m, int rows) {
-    if (m->pointwise || USES_DIRECT(d, m)) return rows > 0 ? rows : 1;
+    if (m->pointwise || USES_DIRECT(d, m)) return rows; /* no column matrix */
     const int64_t fit = ROW_SPLIT_COL_FLOATS / ((int64_t)m->r * d->q);
-    return fit < 1 ? 1 : fit < rows ? (int)fit : rows > 0 ? rows : 1;
+    return fit < 1 ? 1 : fit < rows ? (int)fit : rows;
 }
 
 /* y of image n, output rows [p0, p1), using workspace slot ws. */
@@ -1019,10 +1019,12 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
 
 /* Prepared filters: Winograd's U (16 x K x C) for the shapes it takes,
  * so that a lone 14x14 image gains from it too and no forward pays for
- * the transform. Other shapes and builds have nothing to prepare. */
+ * the transform; w packed for the GEMM (pg_pack_filters) for the shapes
+ * that read w through it. Other shapes and builds have nothing to
+ * prepare. */
 #if HAVE_PACKED_GEMM
-/* Shapes whose forward reads w through pg_gemm, which takes it packed
- * (pg_pack_filters): one group, neither depthwise nor direct. */
+/* Shapes whose forward reads w through pg_gemm: one group, neither
+ * Winograd's nor the direct kernel's. */
 static int gemm_packs_filters(const osp_conv_desc *d) {
     const geom m = geometry(d);
     return d->groups == 1 && !winograd_shape(d) && !USES_DIRECT(d, &m);
@@ -1040,24 +1042,17 @@ size_t KFN(conv2d_prepared_floats)(const osp_conv_desc *d) {
 
 void KFN(conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared) {
 #if HAVE_PACKED_GEMM
-    if (gemm_packs_filters(d)) {
-        const int groups = (d->k + PG_MR - 1) / PG_MR, r = d->c * d->kh * d->kw;
-        const int nt = (int64_t)d->k * r >= 4096 ? osp__kernel_team() : 1;
-#pragma omp parallel num_threads(nt)
-        {
-            int lo, hi;
-            share(groups, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            pg_pack_filters(d->k, r, w, prepared, lo, hi);
-        }
-        return;
-    }
-    if (!winograd_shape(d)) return;
-    const int nt = (int64_t)d->k * d->c >= 4096 ? osp__kernel_team() : 1;
+    const int packs = gemm_packs_filters(d), r = d->c * d->kh * d->kw;
+    if (!packs && !winograd_shape(d)) return;
+    /* the threads take groups of PG_MR rows to pack, or output channels */
+    const int items = packs ? (d->k + PG_MR - 1) / PG_MR : d->k;
+    const int nt = (int64_t)d->k * r >= 4096 ? osp__kernel_team() : 1;
 #pragma omp parallel num_threads(nt)
     {
         int lo, hi;
-        share(d->k, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        wg_filters(d, w, prepared, lo, hi);
+        share(items, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        if (packs) pg_pack_filters(d->k, r, w, prepared, lo, hi);
+        else wg_filters(d, w, prepared, lo, hi);
     }
 #else
     (void)d, (void)w, (void)prepared;

@@ -15,9 +15,10 @@
  * at a time, PG_BLOCK_PANELS panels of 16 columns wide at full depth and
  * wider for shorter sums (zeros past the last column), in a buffer that
  * stays in L2; each 6 x 16 tile of y keeps its 12 sums in registers
- * over the block's rows, reading w's six rows in place (broadcasts, so w
- * needs no packing: each of its cache lines serves 16 steps) and one
- * packed row of 16 per step. A last panel of 2 to 8 columns is packed 8
+ * over the block's rows, reading w's six rows by broadcasts (in place:
+ * each of its cache lines serves 16 steps; or, under an inference plan,
+ * packed by pg_pack_filters so that a group of six rows is one stream)
+ * and one packed row of 16 per step. A last panel of 2 to 8 columns is packed 8
  * wide and its tiles keep 6 sums; a lone last column (a 7x7 plane's 49th)
  * is packed as one and summed along w's rows (pg_col1). A tile lying
  * inside one image is loaded and stored in place; one that straddles
@@ -223,11 +224,11 @@ static void pg_tile_rows(int mr, int nv, int packed, int kc, const float *a, int
 static void pg_col1(int mr, int packed, int kc, const float *a, int64_t lda, const float *bc,
                     float *y, int64_t ldy, const float *init, const float *bias, int act,
                     float alpha) {
-    float v[8] __attribute__((aligned(32))) = {0};
+    float v[8] __attribute__((aligned(32))) = {0}; /* lane r: row r's sum */
     if (packed) {
-        /* lane r: row r (lanes 6 and 7 read the next step's rows, unused;
-         * pg_pack_filters leaves room after the last step); four sums, so
-         * that the FMAs do not wait on each other */
+        /* lanes 6 and 7 read the next step's rows, unused (pg_pack_filters
+         * leaves room after the last step); four sums, so that the FMAs do
+         * not wait on each other */
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                          _mm256_setzero_ps()};
         for (int k = 0; k < kc; k++)
@@ -235,30 +236,25 @@ static void pg_col1(int mr, int packed, int kc, const float *a, int64_t lda, con
                                          _mm256_broadcast_ss(bc + k), acc[k & 3]);
         _mm256_store_ps(v, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
                                          _mm256_add_ps(acc[2], acc[3])));
-        for (int r = 0; r < mr; r++)
-            v[r] += (init ? init[r * ldy] : 0.0f) + (bias ? bias[r] : 0.0f);
-        if (bias)
-            _mm256_store_ps(v, avx2_act(_mm256_load_ps(v), act, _mm256_set1_ps(alpha)));
-        for (int r = 0; r < mr; r++) y[r * ldy] = v[r];
-        return;
-    }
-    __m256 acc[PG_MR];
-    for (int r = 0; r < PG_MR; r++) acc[r] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        const __m256 b = _mm256_loadu_ps(bc + k);
+    } else {
+        __m256 acc[PG_MR];
+        for (int r = 0; r < PG_MR; r++) acc[r] = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            const __m256 b = _mm256_loadu_ps(bc + k);
 #pragma GCC unroll 6
-        for (int r = 0; r < PG_MR; r++)
-            if (r < mr) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + k), b, acc[r]);
+            for (int r = 0; r < PG_MR; r++)
+                if (r < mr) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + k), b, acc[r]);
+        }
+        for (int r = 0; r < mr; r++) {
+            float lanes[8];
+            _mm256_storeu_ps(lanes, acc[r]);
+            v[r] = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+                   ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+            for (int t = k; t < kc; t++) v[r] += a[r * lda + t] * bc[t];
+        }
     }
-    for (int r = 0; r < mr; r++) {
-        float lanes[8];
-        _mm256_storeu_ps(lanes, acc[r]);
-        float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
-                    ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-        for (int t = k; t < kc; t++) sum += a[r * lda + t] * bc[t];
-        v[r] = (init ? init[r * ldy] : 0.0f) + sum + (bias ? bias[r] : 0.0f);
-    }
+    for (int r = 0; r < mr; r++) v[r] += (init ? init[r * ldy] : 0.0f) + (bias ? bias[r] : 0.0f);
     if (bias)
         _mm256_store_ps(v, avx2_act(_mm256_load_ps(v), act, _mm256_set1_ps(alpha)));
     for (int r = 0; r < mr; r++) y[r * ldy] = v[r];
@@ -340,20 +336,21 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                     /* a last panel of 8 columns or fewer is a narrow one */
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
-                    if (width == 1) {
-                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
-                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        pg_col1(mr, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act, d->act_alpha);
-                    } else if (width == nr && j % c->s + nr <= c->s) {
+                    if (width == 1 || (width == nr && j % c->s + nr <= c->s)) {
+                        /* in place (a lone column never straddles images) */
                         const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
                         /* the first block starts from the residual, later ones from y */
                         const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
-                                     d->act_alpha);
+                        if (width == 1)
+                            pg_col1(mr, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
+                                    d->act_alpha);
+                        else
+                            pg_tile_rows(mr, nv, packed, kc, a, K, bp, c->y + at, c->ldy, init, b,
+                                         act, d->act_alpha);
                     } else {
                         if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0, k0 == 0);
-                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, tile, PG_NR, add ? tile : NULL, b, act,
-                                     d->act_alpha);
+                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, tile, PG_NR, add ? tile : NULL,
+                                     b, act, d->act_alpha);
                         pg_tile_copy(c, i0, mr, j, width, tile, 1, 0);
                     }
                 }
