@@ -87,3 +87,38 @@ Test(variants, match_reference) {
     setenv("OSP_BACKEND", "reference", 1);
     cr_assert_eq(osp_backend_default(), osp_backend_cpu_reference());
 }
+
+/* Inference's max pooling (no argmax) against the reference's, bit for
+ * bit: the stride-2 windows of every width up to past a vector run, with
+ * padding, dilation, NaNs and ties. */
+Test(variants, maxpool_without_argmax) {
+    static const char *const names[] = {"avx2", "avx512"};
+    const osp_backend *ref = osp_backend_cpu_reference();
+    static const int shapes[][5] = {/* kh=kw, pad, dil, h, w */
+                                    {3, 1, 1, 9, 17}, {3, 1, 1, 112, 112}, {3, 0, 1, 7, 300},
+                                    {2, 0, 1, 8, 8},  {3, 1, 2, 11, 23},  {5, 2, 1, 13, 531},
+                                    {4, 1, 1, 6, 10}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int k = shapes[s][0], pad = shapes[s][1], dil = shapes[s][2];
+        osp_conv_desc d = {.n = 2, .c = 3, .h = shapes[s][3], .w = shapes[s][4], .k = 3, .kh = k,
+                           .kw = k, .stride_h = 2, .stride_w = 2, .pad_h = pad, .pad_w = pad,
+                           .dil_h = dil, .dil_w = dil, .groups = 1};
+        d.p = osp_conv_out_size(d.h, k, 2, pad, dil, 0);
+        d.q = osp_conv_out_size(d.w, k, 2, pad, dil, 0);
+        const int nx = d.n * d.c * d.h * d.w, ny = d.n * d.c * d.p * d.q;
+        float *x = malloc(nx * sizeof(float)), *a = malloc(ny * sizeof(float));
+        float *b = malloc(ny * sizeof(float));
+        fill(x, nx, 7 + s);
+        for (int i = 0; i < nx; i += 37) x[i] = NAN;
+        for (int i = 5; i < nx; i += 41) x[i] = x[i - 1]; /* ties */
+        ref->maxpool_forward(&d, x, a, NULL);
+        for (int i = 0; i < 2; i++) {
+            const osp_backend *v = osp_backend_find(names[i]);
+            if (!v) continue;
+            v->maxpool_forward(&d, x, b, NULL);
+            cr_assert(!memcmp(a, b, (size_t)ny * sizeof(float)), "%s maxpool %dx%d/2 on %dx%d",
+                      v->name, k, k, d.h, d.w);
+        }
+        free(x), free(a), free(b);
+    }
+}
