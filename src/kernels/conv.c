@@ -294,12 +294,12 @@ static void gather_stride2(float *row, const float *src, int n) {
     for (; q < n; q++) row[q] = src[2 * q];
 }
 
-/* col (R x gi*cols) = the taps of images n0..n0+gi for output rows
- * [p0, p1) (cols = (p1 - p0) * Q), channels of group g. */
-static void im2col(const osp_conv_desc *d, const geom *m, const float *x, int n0, int gi, int g,
-                   int p0, int p1, float *col) {
+/* Rows [r0, r1) of col (R x gi*cols) = the taps of images n0..n0+gi for
+ * output rows [p0, p1) (cols = (p1 - p0) * Q), channels of group g. */
+static void im2col_rows(const osp_conv_desc *d, const geom *m, const float *x, int n0, int gi,
+                        int g, int p0, int p1, int r0, int r1, float *col) {
     const int64_t cols = (int64_t)(p1 - p0) * d->q, ld = (int64_t)gi * cols;
-    for (int r = 0; r < m->r; r++) {
+    for (int r = r0; r < r1; r++) {
         int c = r / (d->kh * d->kw), i = r / d->kw % d->kh, j = r % d->kw;
         int q_lo, q_hi;
         valid_range(d->q, d->w, d->stride_w, d->pad_w, j * d->dil_w, &q_lo, &q_hi);
@@ -328,6 +328,12 @@ static void im2col(const osp_conv_desc *d, const geom *m, const float *x, int n0
             }
         }
     }
+}
+
+/* All of col: im2col_rows over every row. */
+static void im2col(const osp_conv_desc *d, const geom *m, const float *x, int n0, int gi, int g,
+                   int p0, int p1, float *col) {
+    im2col_rows(d, m, x, n0, gi, g, p0, p1, 0, m->r, col);
 }
 
 /* dx (images n0..n0+gi, group g) += the taps in col, summed back per pixel. */
@@ -743,13 +749,11 @@ static int split_channels(const osp_conv_desc *d, const geom *m, int nt) {
     return d->groups == 1 && m->s < CHANNEL_SPLIT_MAX_S && d->k >= 16 * nt && !USES_DIRECT(d, m);
 }
 
-/* y of image n, output channels [k0, k1), using workspace slot ws. */
-static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *x, const float *w,
+/* y of image n, output channels [k0, k1), from b (image n's x for a
+ * pointwise shape, else its column matrix), using workspace slot ws. */
+static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *b, const float *w,
                          const float *bias, float *y, int n, int k0, int k1, float *ws) {
     if (k1 <= k0) return;
-    const float *b = ws;
-    if (m->pointwise) b = x + (int64_t)n * m->chw;
-    else im2col(d, m, x, n, 1, 0, 0, d->p, ws);
     float *yk = y + (int64_t)n * m->ks + (int64_t)k0 * m->s;
 #if HAVE_PACKED_GEMM
     pg_cols c = {b, 0, m->s, yk, 0, m->s, m->s, residual_at(d, y, yk)};
@@ -935,12 +939,26 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
             fwd_images(d, &m, x, w, bias, y, lo, hi, 0, ws + t * m.slot);
         }
     } else if (nt > 1 && split_channels(d, &m, nt)) {
+        /* The threads fill one column matrix together (slot 0's), then
+         * each multiplies its output channels by all of it. */
 #pragma omp parallel num_threads(nt)
         {
-            int t = omp_get_thread_num(), lo, hi;
-            share_rows(d->k, t, omp_get_num_threads(), &lo, &hi);
-            for (int n = 0; n < d->n; n++)
-                fwd_channels(d, &m, x, w, bias, y, n, lo, hi, ws + t * m.slot);
+            const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+            int lo, hi, r0, r1;
+            share_rows(d->k, t, tn, &lo, &hi);
+            share(m.r, t, tn, &r0, &r1);
+            for (int n = 0; n < d->n; n++) {
+                const float *b = x + (int64_t)n * m.chw;
+                if (!m.pointwise) {
+                    if (n > 0) {
+#pragma omp barrier
+                    }
+                    im2col_rows(d, &m, x, n, 1, 0, 0, d->p, r0, r1, ws);
+#pragma omp barrier
+                    b = ws;
+                }
+                fwd_channels(d, &m, b, w, bias, y, n, lo, hi, ws + t * m.slot);
+            }
         }
     } else if (nt > 1 && d->p >= nt) {
 #pragma omp parallel num_threads(nt)

@@ -248,6 +248,10 @@ Test(conv, plain) {
         {"winograd lone 14x14",   1, 66, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd lone 7x9",     1, 64, 7,  9,  64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        /* threads over channels that share one column matrix, filled by
+         * all of them (rows of taps split unevenly: 7 x 9 = 63) */
+        {"channels, 3x3/2",       1, 7, 29, 27, 96, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {"channels, 1x1/2",       1, 67, 13, 13, 192, 1, 1, 2, 2, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
