@@ -398,6 +398,9 @@ Test(conv, pointwise) {
          * narrower than its 16-column tiles, which then span images */
         {"1x1 long sums, 15 px",  3, 300, 5, 3, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"3x3 long sums, 20 px",  3, 40, 4, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        /* six full panels of one image packed row by row, then a panel
+         * of 4 columns on its own, in two blocks of the sums */
+        {"1x1 long sums, 100 px", 1, 300, 10, 10, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         /* 49 columns: the AVX2 GEMM's lone last column by dot products
          * (sums of 13: a tail past the vectors of 8; of 300: two blocks) */
         {"1x1 7x7, last column",  1, 13, 7, 7, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1},
