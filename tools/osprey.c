@@ -1,9 +1,15 @@
 /* osprey: one command for the life of an image model. Dispatches to the
  * subcommand files; each owns its options and its --help. */
+#define _GNU_SOURCE /* sched_setaffinity */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "commands.h"
 #include "osprey/osprey.h"
@@ -58,6 +64,27 @@ static int runs_inference(int argc, char **argv) {
  * spins 1.0x passive, 3000 1.3x, 10000 1.4x). */
 #define INFERENCE_SPINCOUNT "10000"
 
+/* With OMP_PROC_BIND set, OpenMP binds the starting thread to its first
+ * place as it loads, and the command started again keeps that narrower
+ * set of processors: it then saw one core and ran one thread. So before
+ * starting again, the process may run on every place's processors. */
+static void unbind_before_exec(void) {
+#if defined(_OPENMP) && defined(__linux__)
+    if (omp_get_proc_bind() == omp_proc_bind_false) return;
+    const int places = omp_get_num_places();
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int p = 0; p < places; p++) {
+        int n = omp_get_place_num_procs(p), ids[CPU_SETSIZE];
+        if (n <= 0 || n > CPU_SETSIZE) continue;
+        omp_get_place_proc_ids(p, ids);
+        for (int i = 0; i < n; i++)
+            if (ids[i] >= 0 && ids[i] < CPU_SETSIZE) CPU_SET(ids[i], &all);
+    }
+    if (CPU_COUNT(&all) > 0) sched_setaffinity(0, sizeof all, &all);
+#endif
+}
+
 static void set_library_environment(int argc, char **argv) {
     int changed = 0;
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
@@ -74,7 +101,10 @@ static void set_library_environment(int argc, char **argv) {
         __builtin_cpu_supports("avx512vl") && setenv("OPENBLAS_CORETYPE", "SkylakeX", 1) == 0)
         changed = 1;
 #endif
-    if (changed) execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    if (changed) {
+        unbind_before_exec();
+        execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    }
 }
 
 int main(int argc, char **argv) {
