@@ -22,7 +22,9 @@
  * wide and its tiles keep 6 sums; a lone last column (a 7x7 plane's 49th)
  * is packed as one and summed along w's rows (pg_col1). A tile lying
  * inside one image is loaded and stored in place; one that straddles
- * images or runs past the last column goes through a 6 x 16 scratch.
+ * images or runs past the last column goes through a 6 x 16 scratch. The
+ * AVX-512 copy takes two full panels of one image in one 6 x 32 tile of
+ * 512-bit sums (pg_tile6x32), with the same results.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
@@ -201,6 +203,66 @@ static __attribute__((noinline)) void pg_tile6_packed(int kc, const float *a, co
     pg_tile(6, 2, 1, kc, a, 0, bp, y, ldy, init, bias, act, alpha);
 }
 
+#ifdef __AVX512F__
+/* Two full panels side by side in one 6 x 32 tile, for the AVX-512 copy:
+ * the 12 sums of pg_tile6 in 512-bit registers, each fed by 16-lane FMAs,
+ * on CPUs whose units are 512 bits wide (Zen 5) twice pg_tile6's columns
+ * per FMA, with as many sums in flight. Each lane still sums over k in
+ * order with one FMA a step, so y is bit for bit that of two pg_tile6
+ * calls. bp0 and bp1: the two packed panels; y, init: 32 columns in place;
+ * the epilogue runs on 8-lane halves with avx2_act. */
+static inline __attribute__((always_inline)) void
+pg_tile6x32(int packed, int kc, const float *a, int64_t lda, const float *bp0, const float *bp1,
+            float *y, int64_t ldy, const float *init, const float *bias, int act, float alpha) {
+    __m512 lo[PG_MR], hi[PG_MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < PG_MR; r++) {
+        lo[r] = init ? _mm512_loadu_ps(init + r * ldy) : _mm512_setzero_ps();
+        hi[r] = init ? _mm512_loadu_ps(init + r * ldy + 16) : _mm512_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_loadu_ps(bp0 + k * PG_NR);
+        const __m512 b1 = _mm512_loadu_ps(bp1 + k * PG_NR);
+#pragma GCC unroll 6
+        for (int r = 0; r < PG_MR; r++) {
+            const __m512 w = _mm512_set1_ps(*pg_w(a, lda, packed, r, k));
+            lo[r] = _mm512_fmadd_ps(w, b0, lo[r]);
+            hi[r] = _mm512_fmadd_ps(w, b1, hi[r]);
+        }
+    }
+    const __m256 slope = _mm256_set1_ps(alpha);
+#pragma GCC unroll 6
+    for (int r = 0; r < PG_MR; r++) {
+        if (bias) {
+            const __m512 b = _mm512_set1_ps(bias[r]);
+            lo[r] = _mm512_add_ps(lo[r], b);
+            hi[r] = _mm512_add_ps(hi[r], b);
+        }
+        const __m256 q[4] = {_mm512_castps512_ps256(lo[r]), _mm512_extractf32x8_ps(lo[r], 1),
+                             _mm512_castps512_ps256(hi[r]), _mm512_extractf32x8_ps(hi[r], 1)};
+#pragma GCC unroll 4
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + r * ldy + 8 * h, bias ? avx2_act(q[h], act, slope) : q[h]);
+    }
+}
+static __attribute__((noinline)) void pg_tile6x32_inplace(int kc, const float *a, int64_t lda,
+                                                          const float *bp0, const float *bp1,
+                                                          float *y, int64_t ldy,
+                                                          const float *init, const float *bias,
+                                                          int act, float alpha) {
+    pg_tile6x32(0, kc, a, lda, bp0, bp1, y, ldy, init, bias, act, alpha);
+}
+static __attribute__((noinline)) void pg_tile6x32_packed(int kc, const float *a, const float *bp0,
+                                                         const float *bp1, float *y, int64_t ldy,
+                                                         const float *init, const float *bias,
+                                                         int act, float alpha) {
+    pg_tile6x32(1, kc, a, 0, bp0, bp1, y, ldy, init, bias, act, alpha);
+}
+#define PG_WIDE_TILES 1
+#else
+#define PG_WIDE_TILES 0
+#endif
+
 /* pg_tile with mr, nv and packed constants, so that its sums live in
  * registers. */
 static inline __attribute__((always_inline)) void
@@ -364,6 +426,23 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                 for (int p = 0; p < panels; p++) {
                     const int64_t j = jb + p * PG_NR;
                     const int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
+                    if (PG_WIDE_TILES && mr == PG_MR && (int64_t)(p + 2) * PG_NR <= jn &&
+                        j % c->s + 2 * PG_NR <= c->s) {
+#if PG_WIDE_TILES
+                        /* two full panels in one image: one 6 x 32 tile */
+                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
+                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
+                        const float *bp = pack + (int64_t)p * kc * PG_NR;
+                        if (packed)
+                            pg_tile6x32_packed(kc, a, bp, bp + (int64_t)kc * PG_NR, c->y + at,
+                                               c->ldy, init, b, act, d->act_alpha);
+                        else
+                            pg_tile6x32_inplace(kc, a, K, bp, bp + (int64_t)kc * PG_NR, c->y + at,
+                                                c->ldy, init, b, act, d->act_alpha);
+#endif
+                        p++;
+                        continue;
+                    }
                     /* a last panel of 8 columns or fewer is a narrow one */
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;

@@ -449,3 +449,50 @@ Test(conv, direct_same) {
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
+
+/* The AVX-512 copy of the GEMM takes two full panels of 16 columns in one
+ * 6 x 32 tile of 512-bit sums; each lane still sums in the same order, so
+ * its outputs are the AVX2 copy's bit for bit: 1x1 layers on planes of
+ * 8x8 and 10x10 (32-column pairs, panels straddling images, a narrow last
+ * panel), sums in two blocks, a residual, ReLU, filters in place and
+ * packed. */
+Test(conv, avx512_gemm_same_bits) {
+    const osp_backend *a = osp_backend_find("avx2"), *b = osp_backend_find("avx512");
+    if (!a || !b) cr_skip_test("this CPU lacks AVX2 or AVX-512");
+    static const conv_case cases[] = {
+        {"1x1 8x8, 2 images",    2, 300, 8,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 10x10, one image", 1, 300, 10, 10, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        osp_conv_desc d = make_desc(&cases[c]);
+        d.act = OSP_ACT_RELU;
+        osp_rng r;
+        osp_rng_seed(&r, 7);
+        size_t nx = (size_t)d.n * d.c * d.h * d.w, ny = (size_t)d.n * d.k * d.p * d.q;
+        float *x = rand_buf(nx, &r), *w = rand_buf((size_t)d.k * d.c, &r);
+        float *bias = rand_buf((size_t)d.k, &r), *res = rand_buf(ny, &r);
+        float *ya = rand_buf(ny, &r), *yb = rand_buf(ny, &r);
+        d.residual = res;
+        void *wsa = nan_workspace(a->conv2d_workspace(&d));
+        void *wsb = nan_workspace(b->conv2d_workspace(&d));
+        a->conv2d_forward(&d, x, w, bias, ya, wsa);
+        b->conv2d_forward(&d, x, w, bias, yb, wsb);
+        cr_assert(!memcmp(ya, yb, ny * sizeof(float)), "%s: in place", cases[c].name);
+        const size_t np = b->conv2d_prepared_floats(&d);
+        if (np && np == a->conv2d_prepared_floats(&d)) {
+            float *pa = rand_buf(np, &r), *pb = rand_buf(np, &r);
+            a->conv2d_prepare(&d, w, pa);
+            b->conv2d_prepare(&d, w, pb);
+            osp_conv_desc da = d, db = d;
+            da.prepared = pa;
+            db.prepared = pb;
+            a->conv2d_forward(&da, x, w, bias, ya, wsa);
+            b->conv2d_forward(&db, x, w, bias, yb, wsb);
+            cr_assert(!memcmp(ya, yb, ny * sizeof(float)), "%s: packed filters", cases[c].name);
+            free(pa);
+            free(pb);
+        }
+        void *blocks[] = {x, w, bias, res, ya, yb, wsa, wsb};
+        for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) free(blocks[i]);
+    }
+}
