@@ -453,13 +453,14 @@ Test(conv, direct_same) {
 /* The AVX-512 copy of the GEMM takes two full panels of 16 columns in one
  * 6 x 32 tile of 512-bit sums; each lane still sums in the same order, so
  * its outputs are the AVX2 copy's bit for bit: 1x1 layers on planes of
- * 8x8 and 10x10 (32-column pairs, panels straddling images, a narrow last
- * panel), sums in two blocks, a residual, ReLU, filters in place and
- * packed. */
+ * 4x8, 8x8 and 10x10 (one or two pairs of panels per image, a lone panel
+ * after them, panels straddling images, a narrow last panel), sums in two
+ * blocks, a residual, ReLU, filters in place and packed. */
 Test(conv, avx512_gemm_same_bits) {
     const osp_backend *a = osp_backend_find("avx2"), *b = osp_backend_find("avx512");
     if (!a || !b) cr_skip_test("this CPU lacks AVX2 or AVX-512");
     static const conv_case cases[] = {
+        {"1x1 4x8, 3 images",    3, 300, 4,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"1x1 8x8, 2 images",    2, 300, 8,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"1x1 10x10, one image", 1, 300, 10, 10, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
