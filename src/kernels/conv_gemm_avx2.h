@@ -24,7 +24,7 @@
  * inside one image is loaded and stored in place; one that straddles
  * images or runs past the last column goes through a 6 x 16 scratch. The
  * AVX-512 copy takes two full panels of one image in one 6 x 32 tile of
- * 512-bit sums (pg_tile6x32), with the same results.
+ * 512-bit sums (pg_tile_pair), with the same results.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
@@ -245,23 +245,29 @@ pg_tile6x32(int packed, int kc, const float *a, int64_t lda, const float *bp0, c
             _mm256_storeu_ps(y + r * ldy + 8 * h, bias ? avx2_act(q[h], act, slope) : q[h]);
     }
 }
-static __attribute__((noinline)) void pg_tile6x32_inplace(int kc, const float *a, int64_t lda,
-                                                          const float *bp0, const float *bp1,
-                                                          float *y, int64_t ldy,
-                                                          const float *init, const float *bias,
-                                                          int act, float alpha) {
-    pg_tile6x32(0, kc, a, lda, bp0, bp1, y, ldy, init, bias, act, alpha);
-}
-static __attribute__((noinline)) void pg_tile6x32_packed(int kc, const float *a, const float *bp0,
-                                                         const float *bp1, float *y, int64_t ldy,
-                                                         const float *init, const float *bias,
-                                                         int act, float alpha) {
-    pg_tile6x32(1, kc, a, 0, bp0, bp1, y, ldy, init, bias, act, alpha);
-}
-#define PG_WIDE_TILES 1
-#else
-#define PG_WIDE_TILES 0
 #endif
+
+/* Two full panels of one image (bp, and kc x 16 floats after it) for a
+ * full group of six rows, in place: one 6 x 32 tile in the AVX-512 copy,
+ * two 6 x 16 ones in the AVX2 copy. */
+static __attribute__((noinline)) void pg_tile_pair(int packed, int kc, const float *a,
+                                                  int64_t lda, const float *bp, float *y,
+                                                  int64_t ldy, const float *init,
+                                                  const float *bias, int act, float alpha) {
+    const float *bp1 = bp + (int64_t)kc * PG_NR;
+#ifdef __AVX512F__
+    if (packed) pg_tile6x32(1, kc, a, 0, bp, bp1, y, ldy, init, bias, act, alpha);
+    else pg_tile6x32(0, kc, a, lda, bp, bp1, y, ldy, init, bias, act, alpha);
+#else
+    if (packed) {
+        pg_tile6_packed(kc, a, bp, y, ldy, init, bias, act, alpha);
+        pg_tile6_packed(kc, a, bp1, y + PG_NR, ldy, init ? init + PG_NR : NULL, bias, act, alpha);
+    } else {
+        pg_tile6(kc, a, lda, bp, y, ldy, init, bias, act, alpha);
+        pg_tile6(kc, a, lda, bp1, y + PG_NR, ldy, init ? init + PG_NR : NULL, bias, act, alpha);
+    }
+#endif
+}
 
 /* pg_tile with mr, nv and packed constants, so that its sums live in
  * registers. */
@@ -426,23 +432,6 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                 for (int p = 0; p < panels; p++) {
                     const int64_t j = jb + p * PG_NR;
                     const int width = (int)(jn - p * PG_NR < PG_NR ? jn - p * PG_NR : PG_NR);
-                    if (PG_WIDE_TILES && mr == PG_MR && (int64_t)(p + 2) * PG_NR <= jn &&
-                        j % c->s + 2 * PG_NR <= c->s) {
-#if PG_WIDE_TILES
-                        /* two full panels in one image: one 6 x 32 tile */
-                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
-                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        const float *bp = pack + (int64_t)p * kc * PG_NR;
-                        if (packed)
-                            pg_tile6x32_packed(kc, a, bp, bp + (int64_t)kc * PG_NR, c->y + at,
-                                               c->ldy, init, b, act, d->act_alpha);
-                        else
-                            pg_tile6x32_inplace(kc, a, K, bp, bp + (int64_t)kc * PG_NR, c->y + at,
-                                                c->ldy, init, b, act, d->act_alpha);
-#endif
-                        p++;
-                        continue;
-                    }
                     /* a last panel of 8 columns or fewer is a narrow one */
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
@@ -451,12 +440,19 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                         const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
                         /* the first block starts from the residual, later ones from y */
                         const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        if (width == 1)
+                        if (width == 1) {
                             pg_col1(mr, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
                                     d->act_alpha);
-                        else
+                        } else if (mr == PG_MR && (int64_t)(p + 2) * PG_NR <= jn &&
+                                   j % c->s + 2 * PG_NR <= c->s) {
+                            /* this panel and the next, full, in one image */
+                            pg_tile_pair(packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
+                                         d->act_alpha);
+                            p++;
+                        } else {
                             pg_tile_rows(mr, nv, packed, kc, a, K, bp, c->y + at, c->ldy, init, b,
                                          act, d->act_alpha);
+                        }
                     } else {
                         if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0, k0 == 0);
                         pg_tile_rows(mr, nv, packed, kc, a, K, bp, tile, PG_NR, add ? tile : NULL,
