@@ -23,8 +23,9 @@
  * is packed as one and summed along w's rows (pg_col1). A tile lying
  * inside one image is loaded and stored in place; one that straddles
  * images or runs past the last column goes through a 6 x 16 scratch. The
- * AVX-512 copy takes two full panels of one image in one 6 x 32 tile of
- * 512-bit sums (pg_tile_pair), with the same results.
+ * AVX-512 copy takes two groups of rows at a time, and one or two full
+ * panels of one image in one tile of 512-bit sums of 6 or 12 rows
+ * (pg_tile_wide), with the same results.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
@@ -204,67 +205,89 @@ static __attribute__((noinline)) void pg_tile6_packed(int kc, const float *a, co
 }
 
 #ifdef __AVX512F__
-/* Two full panels side by side in one 6 x 32 tile, for the AVX-512 copy:
- * the 12 sums of pg_tile6 in 512-bit registers, each fed by 16-lane FMAs,
- * on CPUs whose units are 512 bits wide (Zen 5) twice pg_tile6's columns
- * per FMA, with as many sums in flight. Each lane still sums over k in
- * order with one FMA a step, so y is bit for bit that of two pg_tile6
- * calls. bp0 and bp1: the two packed panels; y, init: 32 columns in place;
- * the epilogue runs on 8-lane halves with avx2_act. */
+/* w's element (r, k) for a tile of up to two groups of rows: row r of a
+ * in place (row stride lda), or, packed, step k of group r / PG_MR, the
+ * groups lda * PG_MR floats apart (pg_pack_filters: lda is K). */
+static inline __attribute__((always_inline)) const float *pg_w2(const float *a, int64_t lda,
+                                                                int packed, int r, int k) {
+    return packed ? a + (r / PG_MR) * PG_MR * lda + (int64_t)k * PG_MR + r % PG_MR
+                  : a + r * lda + k;
+}
+
+/* A tile of 512-bit sums for the AVX-512 copy: mr rows (one group of 6,
+ * or two, 12) by nv full panels (bp, and kc x 16 floats after it) of one
+ * image, in place. On CPUs whose units are 512 bits wide (Zen 5) each FMA
+ * does twice pg_tile6's columns; twelve rows read each packed row of B
+ * for twice the FMAs, so that B's block, which lies in L2, is read half
+ * as often, and 12 x 16 has the 12 sums in flight that 6 x 16 lacks. Each
+ * lane still sums over k in order with one FMA a step, so y is bit for bit
+ * that of pg_tile6 over the same rows and columns. The epilogue runs on
+ * 8-lane halves with avx2_act. */
 static inline __attribute__((always_inline)) void
-pg_tile6x32(int packed, int kc, const float *a, int64_t lda, const float *bp0, const float *bp1,
-            float *y, int64_t ldy, const float *init, const float *bias, int act, float alpha) {
-    __m512 lo[PG_MR], hi[PG_MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < PG_MR; r++) {
-        lo[r] = init ? _mm512_loadu_ps(init + r * ldy) : _mm512_setzero_ps();
-        hi[r] = init ? _mm512_loadu_ps(init + r * ldy + 16) : _mm512_setzero_ps();
-    }
+pg_tile_z(int mr, int nv, int packed, int kc, const float *a, int64_t lda, const float *bp,
+          float *y, int64_t ldy, const float *init, const float *bias, int act, float alpha) {
+    const float *bp1 = bp + (int64_t)kc * PG_NR;
+    __m512 s[2 * PG_MR][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++)
+            s[r][v] = init ? _mm512_loadu_ps(init + r * ldy + 16 * v) : _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_loadu_ps(bp0 + k * PG_NR);
-        const __m512 b1 = _mm512_loadu_ps(bp1 + k * PG_NR);
-#pragma GCC unroll 6
-        for (int r = 0; r < PG_MR; r++) {
-            const __m512 w = _mm512_set1_ps(*pg_w(a, lda, packed, r, k));
-            lo[r] = _mm512_fmadd_ps(w, b0, lo[r]);
-            hi[r] = _mm512_fmadd_ps(w, b1, hi[r]);
+        const __m512 b0 = _mm512_loadu_ps(bp + k * PG_NR);
+        const __m512 b1 = nv == 2 ? _mm512_loadu_ps(bp1 + k * PG_NR) : b0;
+#pragma GCC unroll 12
+        for (int r = 0; r < mr; r++) {
+            const __m512 w = _mm512_set1_ps(*pg_w2(a, lda, packed, r, k));
+            s[r][0] = _mm512_fmadd_ps(w, b0, s[r][0]);
+            if (nv == 2) s[r][1] = _mm512_fmadd_ps(w, b1, s[r][1]);
         }
     }
     const __m256 slope = _mm256_set1_ps(alpha);
-#pragma GCC unroll 6
-    for (int r = 0; r < PG_MR; r++) {
-        if (bias) {
-            const __m512 b = _mm512_set1_ps(bias[r]);
-            lo[r] = _mm512_add_ps(lo[r], b);
-            hi[r] = _mm512_add_ps(hi[r], b);
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            __m512 t = s[r][v];
+            if (bias) t = _mm512_add_ps(t, _mm512_set1_ps(bias[r]));
+            const __m256 q[2] = {_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1)};
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++)
+                _mm256_storeu_ps(y + r * ldy + 16 * v + 8 * h,
+                                 bias ? avx2_act(q[h], act, slope) : q[h]);
         }
-        const __m256 q[4] = {_mm512_castps512_ps256(lo[r]), _mm512_extractf32x8_ps(lo[r], 1),
-                             _mm512_castps512_ps256(hi[r]), _mm512_extractf32x8_ps(hi[r], 1)};
-#pragma GCC unroll 4
-        for (int h = 0; h < 4; h++)
-            _mm256_storeu_ps(y + r * ldy + 8 * h, bias ? avx2_act(q[h], act, slope) : q[h]);
     }
 }
+
+/* Rows taken together by one tile: two groups in the AVX-512 copy. */
+#define PG_WIDE_ROWS (2 * PG_MR)
+#else
+#define PG_WIDE_ROWS PG_MR
 #endif
 
-/* Two full panels of one image (bp, and kc x 16 floats after it) for a
- * full group of six rows, in place: one 6 x 32 tile in the AVX-512 copy,
- * two 6 x 16 ones in the AVX2 copy. */
-static __attribute__((noinline)) void pg_tile_pair(int packed, int kc, const float *a,
-                                                  int64_t lda, const float *bp, float *y,
-                                                  int64_t ldy, const float *init,
+/* Full panels of one image in place, for mr rows (PG_MR, or PG_WIDE_ROWS:
+ * two full groups) of w (a, row stride or packed as pg_w2 reads it, lda =
+ * K) and one panel (bp), or two (pair: bp and kc x 16 floats after it). In
+ * the AVX-512 copy one tile of 512-bit sums; in the AVX2 copy (mr is
+ * PG_MR) one or two 6 x 16 tiles. */
+static __attribute__((noinline)) void pg_tile_wide(int mr, int pair, int packed, int kc,
+                                                  const float *a, int64_t lda, const float *bp,
+                                                  float *y, int64_t ldy, const float *init,
                                                   const float *bias, int act, float alpha) {
-    const float *bp1 = bp + (int64_t)kc * PG_NR;
 #ifdef __AVX512F__
-    if (packed) pg_tile6x32(1, kc, a, 0, bp, bp1, y, ldy, init, bias, act, alpha);
-    else pg_tile6x32(0, kc, a, lda, bp, bp1, y, ldy, init, bias, act, alpha);
+#define PG_TILE_Z(MR, NV)                                                                      \
+    (packed ? pg_tile_z(MR, NV, 1, kc, a, lda, bp, y, ldy, init, bias, act, alpha)              \
+            : pg_tile_z(MR, NV, 0, kc, a, lda, bp, y, ldy, init, bias, act, alpha))
+    if (mr == 2 * PG_MR && pair) PG_TILE_Z(2 * PG_MR, 2);
+    else if (mr == 2 * PG_MR) PG_TILE_Z(2 * PG_MR, 1);
+    else PG_TILE_Z(PG_MR, 2);
+#undef PG_TILE_Z
 #else
-    if (packed) {
-        pg_tile6_packed(kc, a, bp, y, ldy, init, bias, act, alpha);
-        pg_tile6_packed(kc, a, bp1, y + PG_NR, ldy, init ? init + PG_NR : NULL, bias, act, alpha);
-    } else {
-        pg_tile6(kc, a, lda, bp, y, ldy, init, bias, act, alpha);
-        pg_tile6(kc, a, lda, bp1, y + PG_NR, ldy, init ? init + PG_NR : NULL, bias, act, alpha);
+    (void)mr;
+    for (int h = 0; h <= pair; h++) {
+        const float *bh = bp + (int64_t)h * kc * PG_NR, *ih = init ? init + h * PG_NR : NULL;
+        if (packed) pg_tile6_packed(kc, a, bh, y + h * PG_NR, ldy, ih, bias, act, alpha);
+        else pg_tile6(kc, a, lda, bh, y + h * PG_NR, ldy, ih, bias, act, alpha);
     }
 #endif
 }
@@ -381,7 +404,7 @@ static void pg_pack_filters(int M, int K, const float *w, float *wp, int g0, int
  * pg_pack_filters (from a multiple of PG_MR rows: wp + i K for row i). */
 static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols *c,
                     int64_t cols, const float *bias, const osp_conv_desc *d, float *pack) {
-    static const float zeros[PG_MR] = {0};
+    static const float zeros[PG_WIDE_ROWS] = {0};
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
     /* Short sums take wider blocks in the same buffer: each of B's rows is
@@ -408,22 +431,28 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                               width == 1 ? 1 : width <= 8 ? 8 : PG_NR,
                               pack + (int64_t)p * kc * PG_NR);
             }
-            for (int i0 = 0; i0 < M; i0 += PG_MR) {
-                const int mr = M - i0 < PG_MR ? M - i0 : PG_MR;
+            for (int i0 = 0, rows; i0 < M; i0 += rows) {
+                /* two full groups at a time where the copy has tiles for
+                 * them, else one group of up to PG_MR rows */
+                rows = M - i0 >= PG_WIDE_ROWS ? PG_WIDE_ROWS : M - i0 < PG_MR ? M - i0 : PG_MR;
                 const int packed = wp != NULL;
+                /* row i0 + r at a + r K in place; packed, group i0 / PG_MR + g
+                 * at a + g PG_MR K */
                 const float *a = packed ? wp + (int64_t)i0 * K + (int64_t)k0 * PG_MR
                                         : w + (int64_t)i0 * K + k0;
-                /* The next group's block of packed weights, into L2 while
-                 * this group's tiles run, on the first pass over the
+                /* The next rows' block of packed weights, into L2 while
+                 * these rows' tiles run, on the first pass over the
                  * weights: they come from memory once per step and the
                  * hardware prefetchers start late on a block of 6 KiB
                  * (mobilenet_v2 at batch 1 on 2 Zen 4 threads, alternated:
                  * 194 against 174 images/s; into L1, 188; two groups
                  * ahead, 179) */
-                if (packed && jb == 0 && i0 + PG_MR < M) {
-                    const float *next = a + (int64_t)PG_MR * K;
-                    for (int off = 0; off < kc * PG_MR; off += 16)
-                        _mm_prefetch((const char *)(next + off), _MM_HINT_T1);
+                if (packed && jb == 0 && i0 + rows < M) {
+                    for (int g = 0; g < rows; g += PG_MR) {
+                        const float *next = a + (int64_t)(rows + g) * K;
+                        for (int off = 0; off < kc * PG_MR; off += 16)
+                            _mm_prefetch((const char *)(next + off), _MM_HINT_T1);
+                    }
                 }
                 const float *b = !last                 ? NULL
                                  : bias                ? bias + i0
@@ -435,29 +464,37 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                     /* a last panel of 8 columns or fewer is a narrow one */
                     const int nv = width <= 8 ? 1 : 2, nr = 8 * nv;
                     const float *bp = pack + (int64_t)p * kc * PG_NR;
-                    if (width == 1 || (width == nr && j % c->s + nr <= c->s)) {
-                        /* in place (a lone column never straddles images) */
-                        const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
-                        /* the first block starts from the residual, later ones from y */
-                        const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
-                        if (width == 1) {
-                            pg_col1(mr, packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
+                    const int64_t at = j / c->s * c->y_image + (int64_t)i0 * c->ldy + j % c->s;
+                    /* in place: the first block starts from the residual,
+                     * later ones from y */
+                    const float *init = !add ? NULL : k0 > 0 ? c->y + at : c->r + at;
+                    const int in_image = width == PG_NR && j % c->s + PG_NR <= c->s;
+                    /* this panel and the next, full, in one image */
+                    const int pair = in_image && (int64_t)(p + 2) * PG_NR <= jn &&
+                                     j % c->s + 2 * PG_NR <= c->s;
+                    if (in_image && rows >= PG_MR && (pair || rows > PG_MR)) {
+                        pg_tile_wide(rows, pair, packed, kc, a, K, bp, c->y + at, c->ldy, init, b,
+                                     act, d->act_alpha);
+                        p += pair;
+                        continue;
+                    }
+                    for (int g = 0; g < rows; g += PG_MR) { /* group by group */
+                        const int mr = rows - g < PG_MR ? rows - g : PG_MR;
+                        const float *ag = a + (int64_t)g * K, *bg = b ? b + g : NULL;
+                        const int64_t atg = at + g * c->ldy;
+                        const float *ig = init ? init + g * c->ldy : NULL;
+                        if (width == 1) { /* a lone column never straddles images */
+                            pg_col1(mr, packed, kc, ag, K, bp, c->y + atg, c->ldy, ig, bg, act,
                                     d->act_alpha);
-                        } else if (mr == PG_MR && (int64_t)(p + 2) * PG_NR <= jn &&
-                                   j % c->s + 2 * PG_NR <= c->s) {
-                            /* this panel and the next, full, in one image */
-                            pg_tile_pair(packed, kc, a, K, bp, c->y + at, c->ldy, init, b, act,
-                                         d->act_alpha);
-                            p++;
+                        } else if (width == nr && j % c->s + nr <= c->s) {
+                            pg_tile_rows(mr, nv, packed, kc, ag, K, bp, c->y + atg, c->ldy, ig,
+                                         bg, act, d->act_alpha);
                         } else {
-                            pg_tile_rows(mr, nv, packed, kc, a, K, bp, c->y + at, c->ldy, init, b,
-                                         act, d->act_alpha);
+                            if (add) pg_tile_copy(c, i0 + g, mr, j, width, tile, 0, k0 == 0);
+                            pg_tile_rows(mr, nv, packed, kc, ag, K, bp, tile, PG_NR,
+                                         add ? tile : NULL, bg, act, d->act_alpha);
+                            pg_tile_copy(c, i0 + g, mr, j, width, tile, 1, 0);
                         }
-                    } else {
-                        if (add) pg_tile_copy(c, i0, mr, j, width, tile, 0, k0 == 0);
-                        pg_tile_rows(mr, nv, packed, kc, a, K, bp, tile, PG_NR, add ? tile : NULL,
-                                     b, act, d->act_alpha);
-                        pg_tile_copy(c, i0, mr, j, width, tile, 1, 0);
                     }
                 }
             }
