@@ -76,24 +76,25 @@ static void wg_split_row(const osp_conv_desc *d, const float *x, int r, int n, f
     }
 }
 
-/* V[xi][c][t] for channels [c0, c1) of one image x; v holds 16 matrices of
- * ldv floats a row. */
-static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, float *v,
-                      int64_t ldv) {
-    const int th_n = (d->p + 1) / 2, tw_n = (d->q + 1) / 2;
+/* V[xi][c][t] for channels [c0, c1) of one image x and the tiles of tile
+ * rows [th0, th1) (t counted from th0's first); v holds 16 matrices of ldv
+ * floats a row. */
+static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, int th0, int th1,
+                      float *v, int64_t ldv) {
+    const int tw_n = (d->q + 1) / 2;
     const int64_t hw = (int64_t)d->h * d->w, mat = (int64_t)d->c * ldv;
     float odd[4][WG_ROW_FLOATS] __attribute__((aligned(32)));
     float even[4][WG_ROW_FLOATS] __attribute__((aligned(32)));
     for (int c = c0; c < c1; c++) {
         const float *plane = x + c * hw;
-        for (int th = 0; th < th_n; th++) {
+        for (int th = th0; th < th1; th++) {
             for (int i = 0; i < 4; i++) {
                 wg_split_row(d, plane, 2 * th - 1 + i, tw_n + 1, odd[i], even[i]);
                 /* lanes past the last tile read zeros */
                 memset(odd[i] + tw_n + 1, 0, 8 * sizeof(float));
                 memset(even[i] + tw_n + 1, 0, 8 * sizeof(float));
             }
-            float *out = v + (int64_t)c * ldv + (int64_t)th * tw_n;
+            float *out = v + (int64_t)c * ldv + (int64_t)(th - th0) * tw_n;
             for (int tw = 0; tw < tw_n; tw += 8) {
                 __m256 t[4][4];
                 for (int j = 0; j < 4; j++) {
@@ -129,20 +130,21 @@ static void wg_inputs(const osp_conv_desc *d, const float *x, int c0, int c1, fl
     }
 }
 
-/* y (one image) for channels [k0, k1) from M[xi][k][t] (16 matrices of ldm
- * floats a row), plus bias and the residual res (laid out as y; NULL:
- * none), then the activation where avx2_act_in_registers allows (the
- * caller applies any other). */
+/* y (one image) for channels [k0, k1) and tile rows [th0, th1) from
+ * M[xi][k][t] (16 matrices of ldm floats a row, t counted from th0's first
+ * tile), plus bias and the residual res (laid out as y; NULL: none), then
+ * the activation where avx2_act_in_registers allows (the caller applies
+ * any other). */
 static void wg_outputs(const osp_conv_desc *d, const float *mm, int64_t ldm, const float *bias,
-                       int k0, int k1, const float *res, float *y) {
-    const int th_n = (d->p + 1) / 2, tw_n = (d->q + 1) / 2;
+                       int k0, int k1, int th0, int th1, const float *res, float *y) {
+    const int tw_n = (d->q + 1) / 2;
     const int64_t s = (int64_t)d->p * d->q, mat = (int64_t)d->k * ldm;
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     const __m256 slope = _mm256_set1_ps(d->act_alpha);
     for (int k = k0; k < k1; k++) {
         const __m256 bv = _mm256_set1_ps(bias ? bias[k] : 0.0f);
-        for (int th = 0; th < th_n; th++) {
-            const float *in = mm + (int64_t)k * ldm + (int64_t)th * tw_n;
+        for (int th = th0; th < th1; th++) {
+            const float *in = mm + (int64_t)k * ldm + (int64_t)(th - th0) * tw_n;
             for (int tw = 0; tw < tw_n; tw += 8) {
                 __m256 sr[2][4]; /* A^T M: rows m0 + m1 + m2, m1 - m2 - m3 */
                 for (int b = 0; b < 4; b++) {

@@ -240,13 +240,17 @@ Test(conv, plain) {
          * threads over images; a lone image of odd sides (half tiles) with
          * threads over its channels and GEMMs; tile rows of 8 + 7; lone
          * images on small planes, which take it only with prepared
-         * filters */
+         * filters; 64 channels in and out over more than 196 tiles: bands
+         * of tile rows (two of 8 rows of 17 tiles), shared by the threads
+         * over one image or three */
         {"winograd images",       2, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd lone, odd",    1, 64, 29, 27, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd 3 images",     3, 65, 16, 30, 67, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd 7x7 images",   2, 64, 7,  7,  72, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd lone 14x14",   1, 66, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd lone 7x9",     1, 64, 7,  9,  64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd lone, bands",  1, 64, 31, 33, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {"winograd bands",        3, 64, 32, 34, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         /* threads over channels that share one column matrix, filled by
          * all of them (rows of taps split unevenly: 7 x 9 = 63) */
