@@ -214,9 +214,9 @@ static inline __attribute__((always_inline)) const float *pg_w2(const float *a, 
                   : a + r * lda + k;
 }
 
-/* A tile of 512-bit sums for the AVX-512 copy: mr rows (one group of 6,
- * or two, 12) by nv full panels (bp, and kc x 16 floats after it) of one
- * image, in place. On CPUs whose units are 512 bits wide (Zen 5) each FMA
+/* A tile of 512-bit sums for the AVX-512 copy: mr rows (up to two groups
+ * of 6) by nv full panels (bp, and kc x 16 floats after it) of one image,
+ * in place. On CPUs whose units are 512 bits wide (Zen 5) each FMA
  * does twice pg_tile6's columns; twelve rows read each packed row of B
  * for twice the FMAs, so that B's block, which lies in L2, is read half
  * as often, and 12 x 16 has the 12 sums in flight that 6 x 16 lacks. Each
@@ -265,11 +265,22 @@ pg_tile_z(int mr, int nv, int packed, int kc, const float *a, int64_t lda, const
 #define PG_WIDE_ROWS PG_MR
 #endif
 
-/* Full panels of one image in place, for mr rows (PG_MR, or PG_WIDE_ROWS:
- * two full groups) of w (a, row stride or packed as pg_w2 reads it, lda =
- * K) and one panel (bp), or two (pair: bp and kc x 16 floats after it). In
- * the AVX-512 copy one tile of 512-bit sums; in the AVX2 copy (mr is
- * PG_MR) one or two 6 x 16 tiles. */
+/* Whether pg_tile_wide takes mr rows of one full panel or of a pair: in
+ * the AVX-512 copy 12 or 8 rows (8: the rest of 32, 128, 512 ... rows),
+ * and for a pair also 6 or 4 (the rest of 16, 64, 256 ...); 4 x 16 would
+ * have too few sums in flight. In the AVX2 copy, a pair for a full group. */
+static inline int pg_wide_takes(int mr, int pair) {
+#ifdef __AVX512F__
+    return mr == 2 * PG_MR || mr == 8 || (pair && (mr == PG_MR || mr == 4));
+#else
+    return pair && mr == PG_MR;
+#endif
+}
+
+/* Full panels of one image in place, for mr rows (as pg_wide_takes) of w
+ * (a, row stride or packed as pg_w2 reads it, lda = K) and one panel (bp),
+ * or two (pair: bp and kc x 16 floats after it). In the AVX-512 copy one
+ * tile of 512-bit sums; in the AVX2 copy two 6 x 16 tiles. */
 static __attribute__((noinline)) void pg_tile_wide(int mr, int pair, int packed, int kc,
                                                   const float *a, int64_t lda, const float *bp,
                                                   float *y, int64_t ldy, const float *init,
@@ -280,7 +291,10 @@ static __attribute__((noinline)) void pg_tile_wide(int mr, int pair, int packed,
             : pg_tile_z(MR, NV, 0, kc, a, lda, bp, y, ldy, init, bias, act, alpha))
     if (mr == 2 * PG_MR && pair) PG_TILE_Z(2 * PG_MR, 2);
     else if (mr == 2 * PG_MR) PG_TILE_Z(2 * PG_MR, 1);
-    else PG_TILE_Z(PG_MR, 2);
+    else if (mr == 8 && pair) PG_TILE_Z(8, 2);
+    else if (mr == 8) PG_TILE_Z(8, 1);
+    else if (mr == PG_MR) PG_TILE_Z(PG_MR, 2);
+    else PG_TILE_Z(4, 2);
 #undef PG_TILE_Z
 #else
     (void)mr;
@@ -432,9 +446,8 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                               pack + (int64_t)p * kc * PG_NR);
             }
             for (int i0 = 0, rows; i0 < M; i0 += rows) {
-                /* two full groups at a time where the copy has tiles for
-                 * them, else one group of up to PG_MR rows */
-                rows = M - i0 >= PG_WIDE_ROWS ? PG_WIDE_ROWS : M - i0 < PG_MR ? M - i0 : PG_MR;
+                /* two groups at a time where the copy has tiles for them */
+                rows = M - i0 < PG_WIDE_ROWS ? M - i0 : PG_WIDE_ROWS;
                 const int packed = wp != NULL;
                 /* row i0 + r at a + r K in place; packed, group i0 / PG_MR + g
                  * at a + g PG_MR K */
@@ -472,7 +485,7 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                     /* this panel and the next, full, in one image */
                     const int pair = in_image && (int64_t)(p + 2) * PG_NR <= jn &&
                                      j % c->s + 2 * PG_NR <= c->s;
-                    if (in_image && rows >= PG_MR && (pair || rows > PG_MR)) {
+                    if (in_image && pg_wide_takes(rows, pair)) {
                         pg_tile_wide(rows, pair, packed, kc, a, K, bp, c->y + at, c->ldy, init, b,
                                      act, d->act_alpha);
                         p += pair;

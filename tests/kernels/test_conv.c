@@ -459,16 +459,19 @@ Test(conv, direct_same) {
  * same order, so its outputs are the AVX2 copy's bit for bit: 1x1 layers
  * on planes of 4x8, 8x8, 10x10 and 4x5 (one or two pairs of panels per
  * image, a lone panel after them, panels straddling images, a narrow last
- * panel; 13, 14 and 26 rows: tiles of 12, of 6 and what is left), sums in
- * two blocks, a residual, ReLU, filters in place and packed. */
+ * panel; 13, 14, 16, 20 and 26 rows: tiles of 12, 8, 6 and 4 rows and
+ * what is left), sums in two blocks, a residual, ReLU, filters in place
+ * and packed. */
 Test(conv, avx512_gemm_same_bits) {
     const osp_backend *a = osp_backend_find("avx2"), *b = osp_backend_find("avx512");
     if (!a || !b) cr_skip_test("this CPU lacks AVX2 or AVX-512");
     static const conv_case cases[] = {
-        {"1x1 4x8, 3 images",    3, 300, 4,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
-        {"1x1 8x8, 2 images",    2, 300, 8,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 4x8, 3 images",    3, 300, 4,  8,  16, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 8x8, 2 images",    2, 300, 8,  8,  20, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 8x8, one image",   1, 300, 8,  8,  14, 1, 1, 1, 1, 0, 0, 1, 1, 1},
         {"1x1 10x10, one image", 1, 300, 10, 10, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},
-        {"1x1 4x5, 2 images",    2, 300, 4,  5,  26, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 4x5, 2 images",    2, 300, 4,  5,  20, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"1x1 4x5, one image",   1, 300, 4,  5,  26, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         osp_conv_desc d = make_desc(&cases[c]);
