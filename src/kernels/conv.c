@@ -457,11 +457,17 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
  * 960 x 7x7 256 against 280, 576 x 14x14 -> 7x7 247 against 521, but
  * 384 x 14x14 278 against 206 and 144 x 56x56 2579 against 1151; batch 1,
  * 960 x 7x7 16 against 34, 384 x 14x14 17 against 26, 144 x 56x56 98
- * against 130. */
+ * against 130. Since the plane-at-a-time kernel prefetches its rows and
+ * takes two threads from 1 MFLOP, it wins the larger layers of one image
+ * (2 Zen 5 threads, mobilenet_v2 at batch 1: 32 x 112x112 122 against
+ * 167, 96 x 112x112 -> 56x56 123 against 206, 144 x 56x56 100 against
+ * 142, 144 x 56x56 -> 28x28 59 against 87), but not 192 x 28x28 (61-83
+ * against 60-69). */
+#define DC8_MAX_STRIDE1_FLOPS 5e6
 static int dc8_on_avx512(const osp_conv_desc *d) {
     const int64_t s = (int64_t)d->p * d->q;
     return s <= 7 * 7 || (d->stride_h == 2 && s <= 14 * 14) ||
-           18.0 * d->n * d->k * s <= DW3_PAR_MIN_FLOPS;
+           (d->stride_h == 1 && 18.0 * d->n * d->k * s <= DC8_MAX_STRIDE1_FLOPS);
 }
 #endif
 
@@ -749,6 +755,23 @@ static int split_channels(const osp_conv_desc *d, const geom *m, int nt) {
     return d->groups == 1 && m->s < CHANNEL_SPLIT_MAX_S && d->k >= 16 * nt && !USES_DIRECT(d, m);
 }
 
+/* Under split_channels, the threads take columns of the plane instead,
+ * each all output channels, where the filters are the smaller operand
+ * (fewer output channels than columns: mobilenet_v2's projecting 1x1
+ * layers on 14x14, 64 or 96 channels): the threads then read the filters
+ * twice rather than the columns, and a share of 6-row groups no longer
+ * leaves one thread 30 rows and the other 34 (whose tiles of 12, 12, 6 and
+ * 4 rows fit 64 badly). Shares are whole pairs of 16-column panels. */
+static int split_columns(const osp_conv_desc *d, const geom *m, int nt) {
+    return HAVE_PACKED_GEMM && d->k < m->s && m->s >= 32 * nt;
+}
+
+/* Thread t's columns [j0, j1) under split_columns. */
+static void share_columns(const geom *m, int t, int nt, int64_t *j0, int64_t *j1) {
+    *j0 = t == 0 ? 0 : (m->s * t / nt + 16) / 32 * 32;
+    *j1 = t == nt - 1 ? m->s : (m->s * (t + 1) / nt + 16) / 32 * 32;
+}
+
 /* y of image n, output channels [k0, k1), from b (image n's x for a
  * pointwise shape, else its column matrix), using workspace slot ws. */
 static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *b, const float *w,
@@ -769,6 +792,21 @@ static void fwd_channels(const osp_conv_desc *d, const geom *m, const float *b, 
             epilogue(yk + (int64_t)(k - k0) * m->s, m->s, bias ? bias[k] : 0.0f, d);
 #endif
 }
+
+#if HAVE_PACKED_GEMM
+/* y of image n, columns [j0, j1) of its plane and every output channel,
+ * from b (as fwd_channels), using workspace slot ws. */
+static void fwd_columns(const osp_conv_desc *d, const geom *m, const float *b, const float *w,
+                        const float *bias, float *y, int n, int64_t j0, int64_t j1, float *ws) {
+    if (j1 <= j0) return;
+    float *yn = y + (int64_t)n * m->ks;
+    const float *r = residual_at(d, y, yn);
+    /* the share as one image of j1 - j0 columns, rows a plane apart */
+    pg_cols c = {b + j0, 0, m->s, yn + j0, 0, m->s, j1 - j0, r ? r + j0 : NULL};
+    pg_gemm(d->k, m->r, w, packed_w(d), &c, j1 - j0, bias, d, pg_pack_of(m, ws));
+    pg_finish(d, m, y, n, n + 1, 0, d->k, j0, j1 - j0);
+}
+#endif
 
 /* A thread's share of a lone image's rows goes through im2col and the GEMM
  * in blocks of rows whose column matrix stays within this many floats
@@ -945,6 +983,9 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
         {
             const int t = omp_get_thread_num(), tn = omp_get_num_threads();
             int lo, hi, r0, r1;
+            int64_t j0 = 0, j1 = 0;
+            const int by_columns = split_columns(d, &m, tn);
+            if (by_columns) share_columns(&m, t, tn, &j0, &j1);
             share_rows(d->k, t, tn, &lo, &hi);
             share(m.r, t, tn, &r0, &r1);
             for (int n = 0; n < d->n; n++) {
@@ -957,6 +998,12 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
 #pragma omp barrier
                     b = ws;
                 }
+#if HAVE_PACKED_GEMM
+                if (by_columns) {
+                    fwd_columns(d, &m, b, w, bias, y, n, j0, j1, ws + t * m.slot);
+                    continue;
+                }
+#endif
                 fwd_channels(d, &m, b, w, bias, y, n, lo, hi, ws + t * m.slot);
             }
         }

@@ -40,12 +40,13 @@
 /* Passes of DW3_ROWS output rows between an input row's prefetch and its
  * first load (3 and 4 ran the same). */
 #define DW3_AHEAD 2
-/* Below this many FLOPs a parallel region costs more than it saves: as
- * for conv.c's PAR_MIN_FLOPS, a fork wakes sleeping threads (osprey waits
- * passively), tens of microseconds. Measured on mobilenet_v2's layers of
- * one image (up to 8 MFLOP, about 100 us here): two threads were no
- * faster than one. */
-#define DW3_PAR_MIN_FLOPS 1e7
+/* Below this many FLOPs a parallel region costs more than it saves, as
+ * for conv.c's PAR_MIN_FLOPS. (At 1e7: on Zen 4, with threads that slept
+ * between regions, mobilenet_v2's layers of one image, up to 8 MFLOP,
+ * about 100 us, ran no faster on two threads than on one; inference now
+ * spins between regions, and on Zen 5 two threads took these layers in
+ * 60-75% of the time, conv.c's dc8_on_avx512.) */
+#define DW3_PAR_MIN_FLOPS 1e6
 
 /* conv.c's epilogue: bias and activation over a finished plane. */
 typedef void (*dw3_epilogue_fn)(float *v, int64_t n, float b, const osp_conv_desc *d);

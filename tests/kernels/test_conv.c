@@ -252,10 +252,16 @@ Test(conv, plain) {
         {"winograd lone, bands",  1, 64, 31, 33, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"winograd bands",        3, 64, 32, 34, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
         {"channels, 1x1",         1, 256, 9, 9, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1},
-        /* threads over channels that share one column matrix, filled by
-         * all of them (rows of taps split unevenly: 7 x 9 = 63) */
+        /* threads over channels (or columns) that share one column
+         * matrix, filled by all of them (rows of taps split unevenly: 7 x 9
+         * = 63) */
         {"channels, 3x3/2",       1, 7, 29, 27, 96, 3, 3, 2, 2, 1, 1, 1, 1, 1},
         {"channels, 1x1/2",       1, 67, 13, 13, 192, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+        /* fewer output channels than columns: threads over columns, in
+         * pairs of panels (96 + 100, 64 + 79; "channels, 3x3/2" above:
+         * 96 + 114 of a shared column matrix) */
+        {"columns, 1x1",          1, 96, 14, 14, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+        {"columns, 1x1, odd",     1, 50, 11, 13, 36, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     };
     check_all(cases, sizeof cases / sizeof cases[0]);
 }
