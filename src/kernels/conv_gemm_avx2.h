@@ -475,6 +475,14 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                         for (int off = 0; off < kc * PG_MR; off += 16)
                             _mm_prefetch((const char *)(next + off), _MM_HINT_T1);
                     }
+                } else if (jb == 0 && i0 + rows < M) {
+                    /* in place: each of the next rows' kc weights
+                     * (Winograd's U, 512 channels on one 7x7 image, from
+                     * memory, 2 Zen 5 threads: 0.92-0.96 against
+                     * 1.03-1.12 ms; from cache 0.72-0.74 against 0.70) */
+                    for (int r = rows; r < 2 * rows && i0 + r < M; r++)
+                        for (int off = 0; off < kc; off += 16)
+                            _mm_prefetch((const char *)(a + (int64_t)r * K + off), _MM_HINT_T1);
                 }
                 const float *b = !last                 ? NULL
                                  : bias                ? bias + i0
