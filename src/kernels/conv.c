@@ -294,6 +294,25 @@ static void gather_stride2(float *row, const float *src, int n) {
     for (; q < n; q++) row[q] = src[2 * q];
 }
 
+#if defined(__AVX512F__)
+/* row[0, n) for an output row of at most 16 columns at stride 2: src[2q]
+ * for q in [lo, hi), zeros elsewhere; reads src[2 lo .. 2 hi - 2] only
+ * (src may point before the plane: masked-out lanes are never read). Two
+ * masked loads, one permute and one masked store, where the row had been
+ * two loops of zeros and a scalar gather: a 3x3/2 layer on 14x14 spent a
+ * fifth of its time making 7-column rows (512 channels on one image, one
+ * Zen 5 thread). */
+static inline void gather_stride2_row16(float *row, const float *src, int lo, int hi, int n) {
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const int end = 2 * hi - 1; /* one past the last input read */
+    const __m512 a = _mm512_maskz_loadu_ps(dw3_lanes(2 * lo, end), src);
+    const __m512 b = _mm512_maskz_loadu_ps(dw3_lanes(2 * lo - 16, end - 16), src + 16);
+    _mm512_mask_storeu_ps(row, dw3_lanes(0, n),
+                          _mm512_maskz_permutex2var_ps(dw3_lanes(lo, hi), a, even, b));
+}
+#endif
+
 /* Rows [r0, r1) of col (R x gi*cols) = the taps of images n0..n0+gi for
  * output rows [p0, p1) (cols = (p1 - p0) * Q), channels of group g. */
 static void im2col_rows(const osp_conv_desc *d, const geom *m, const float *x, int n0, int gi,
@@ -315,6 +334,12 @@ static void im2col_rows(const osp_conv_desc *d, const geom *m, const float *x, i
                 }
                 /* x column of output q: off + q * stride_w (valid for q_lo <= q < q_hi) */
                 const int64_t off = (int64_t)h * d->w - d->pad_w + j * d->dil_w;
+#if defined(__AVX512F__)
+                if (d->stride_w == 2 && d->q <= 16) {
+                    gather_stride2_row16(row, src + off, q_lo, q_hi, d->q);
+                    continue;
+                }
+#endif
                 for (int q = 0; q < q_lo; q++) row[q] = 0.0f;
                 if (d->stride_w == 1) {
                     if (q_hi > q_lo)
