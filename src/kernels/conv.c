@@ -1074,10 +1074,10 @@ static int wg_band_rows(const osp_conv_desc *d) {
 
 /* y = conv(x, w) + bias, activated, by F(2x2, 3x3) (conv_winograd_avx2.h).
  * The threads transform the filters together, then take bands of tile rows
- * (wg_band_rows) of the images each, or whole images each (V and M in
- * their own slots) or, for fewer images than threads, share each image's
- * channels, then its 16 GEMMs, then its output channels (V and M in slot
- * 0). */
+ * (wg_band_rows; one band: a whole image) of the images each (V and M in
+ * their own slots) or, for fewer images than threads and one band an
+ * image, share each image's channels, then its 16 GEMMs, then its output
+ * channels (V and M in slot 0). */
 static void winograd_forward(const osp_conv_desc *d, const geom *m, const float *x,
                              const float *w, const float *bias, float *y, float *ws) {
     const int64_t tl = m->tiles, vf = ROUND16(16 * d->c * tl);
@@ -1097,7 +1097,7 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
             wg_filters(d, w, ws + m->slot * osp__kernel_slots(), lo, hi);
 #pragma omp barrier
         }
-        if (bands > 1) {
+        if (bands > 1 || d->n >= tn) { /* one band: whole images */
             float *v = ws + t * m->slot + m->col + m->buf + m->dwp;
             float *mm = v + ROUND16(16 * d->c * (int64_t)band * tw_n);
             share(d->n * bands, t, tn, &lo, &hi);
@@ -1112,19 +1112,6 @@ static void winograd_forward(const osp_conv_desc *d, const geom *m, const float 
                             pack);
                 }
                 wg_outputs(d, mm, bt, bias, 0, d->k, th0, th1, residual_at(d, y, y + a * m->ks),
-                           y + a * m->ks);
-            }
-        } else if (d->n >= tn) {
-            float *v = ws + t * m->slot + m->col + m->buf + m->dwp, *mm = v + vf;
-            share(d->n, t, tn, &lo, &hi);
-            for (int a = lo; a < hi; a++) {
-                wg_inputs(d, x + a * m->chw, 0, d->c, 0, th_n, v, tl);
-                for (int xi = 0; xi < 16; xi++) {
-                    pg_cols c = {v + xi * d->c * tl, 0, tl, mm + xi * d->k * tl, 0, tl, tl, NULL};
-                    pg_gemm(d->k, d->c, u + (int64_t)xi * d->k * d->c, NULL, &c, tl, NULL, &plain,
-                            pack);
-                }
-                wg_outputs(d, mm, tl, bias, 0, d->k, 0, th_n, residual_at(d, y, y + a * m->ks),
                            y + a * m->ks);
             }
         } else {

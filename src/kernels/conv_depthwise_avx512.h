@@ -157,10 +157,9 @@ dw3_block(const dw3_plane *g, const int stride, const int accumulate, const int 
      * the next one when planes follow each other (one channel per group);
      * a prefetch never faults, so one past the tensor costs nothing. */
     const int ahead = r0 + in_rows + (DW3_AHEAD - 1) * DW3_ROWS * stride;
-    for (int rr = 0; rr < DW3_ROWS * stride; rr++) {
-        const char *src = (const char *)(in + (int64_t)(ahead + rr) * g->iw + (c0 < 0 ? 0 : c0));
-        if (ahead + rr >= 0)
-            for (int l = 0; l <= stride; l++) _mm_prefetch(src + 64 * l, _MM_HINT_T0);
+    for (int r = ahead < 0 ? 0 : ahead; r < ahead + DW3_ROWS * stride; r++) {
+        const char *src = (const char *)(in + (int64_t)r * g->iw + (c0 < 0 ? 0 : c0));
+        for (int l = 0; l <= stride; l++) _mm_prefetch(src + 64 * l, _MM_HINT_T0);
     }
     __m512 acc[DW3_ROWS];
     for (int k = 0; k < DW3_ROWS; k++) {

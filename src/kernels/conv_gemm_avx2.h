@@ -24,8 +24,8 @@
  * inside one image is loaded and stored in place; one that straddles
  * images or runs past the last column goes through a 6 x 16 scratch. The
  * AVX-512 copy takes two groups of rows at a time, and one or two full
- * panels of one image in one tile of 512-bit sums of 6 or 12 rows
- * (pg_tile_wide), with the same results.
+ * panels of one image in one tile of 512-bit sums of 12, 8, 6 or 4 rows
+ * (pg_tile_wide, pg_wide_takes), with the same results.
  *
  * Sums run over K in a fixed order, so results repeat bit for bit; they
  * differ from sgemm's order by rounding only. */
@@ -141,11 +141,14 @@ static void pg_tile_copy(const pg_cols *c, int64_t i0, int mr, int64_t j, int wi
     }
 }
 
-/* w's element (r, k) in a tile's rows a: row stride lda, or, packed (as
- * pg_pack_filters lays w out), k's PG_MR rows side by side. */
+/* w's element (r, k) in a tile's rows a: row r in place (row stride lda),
+ * or, packed as pg_pack_filters lays w out (k's PG_MR rows side by side),
+ * step k of group r / PG_MR, the groups lda PG_MR floats apart (lda is
+ * K; a tile of one group never reads it). */
 static inline __attribute__((always_inline)) const float *pg_w(const float *a, int64_t lda,
                                                                int packed, int r, int k) {
-    return packed ? a + (int64_t)k * PG_MR + r : a + r * lda + k;
+    return packed ? a + (r / PG_MR) * PG_MR * lda + (int64_t)k * PG_MR + r % PG_MR
+                  : a + r * lda + k;
 }
 
 /* One tile: y (mr x 16, row stride ldy) = (init or 0) + a (mr x kc, read
@@ -205,15 +208,6 @@ static __attribute__((noinline)) void pg_tile6_packed(int kc, const float *a, co
 }
 
 #ifdef __AVX512F__
-/* w's element (r, k) for a tile of up to two groups of rows: row r of a
- * in place (row stride lda), or, packed, step k of group r / PG_MR, the
- * groups lda * PG_MR floats apart (pg_pack_filters: lda is K). */
-static inline __attribute__((always_inline)) const float *pg_w2(const float *a, int64_t lda,
-                                                                int packed, int r, int k) {
-    return packed ? a + (r / PG_MR) * PG_MR * lda + (int64_t)k * PG_MR + r % PG_MR
-                  : a + r * lda + k;
-}
-
 /* A tile of 512-bit sums for the AVX-512 copy: mr rows (up to two groups
  * of 6) by nv full panels (bp, and kc x 16 floats after it) of one image,
  * in place. On CPUs whose units are 512 bits wide (Zen 5) each FMA
@@ -238,7 +232,7 @@ pg_tile_z(int mr, int nv, int packed, int kc, const float *a, int64_t lda, const
         const __m512 b1 = nv == 2 ? _mm512_loadu_ps(bp1 + k * PG_NR) : b0;
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
-            const __m512 w = _mm512_set1_ps(*pg_w2(a, lda, packed, r, k));
+            const __m512 w = _mm512_set1_ps(*pg_w(a, lda, packed, r, k));
             s[r][0] = _mm512_fmadd_ps(w, b0, s[r][0]);
             if (nv == 2) s[r][1] = _mm512_fmadd_ps(w, b1, s[r][1]);
         }
@@ -278,7 +272,7 @@ static inline int pg_wide_takes(int mr, int pair) {
 }
 
 /* Full panels of one image in place, for mr rows (as pg_wide_takes) of w
- * (a, row stride or packed as pg_w2 reads it, lda = K) and one panel (bp),
+ * (a, row stride or packed as pg_w reads it, lda = K) and one panel (bp),
  * or two (pair: bp and kc x 16 floats after it). In the AVX-512 copy one
  * tile of 512-bit sums; in the AVX2 copy two 6 x 16 tiles. */
 static __attribute__((noinline)) void pg_tile_wide(int mr, int pair, int packed, int kc,
