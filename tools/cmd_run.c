@@ -65,7 +65,6 @@ int cmd_run(int argc, char **argv) {
         cli_fail(CMD, "%s has no layer '%s' (see 'osprey info %s')", model, layer, model);
         goto done;
     }
-    target->keep = 1;
     if (osp_npy_read(in_path, &in)) {
         cli_fail_lib(CMD, NULL);
         goto done;
@@ -91,15 +90,10 @@ int cmd_run(int argc, char **argv) {
         cli_fail_lib(CMD, NULL);
         goto done;
     }
-    const osp_backend *be = osp_backend_default();
-    for (int64_t first = 0; first < n; first += batch) {
-        int b = (int)(n - first < batch ? n - first : batch);
-        osp_exec ex = {.be = be, .mode = OSP_MODE_INFER, .batch = b};
-        if (osp_graph_plan(g, b, OSP_MODE_INFER) || osp_graph_forward(g, x + first * sample, &ex)) {
-            cli_fail_lib(CMD, NULL);
-            goto done;
-        }
-        memcpy(result + first * target->size, target->out, (size_t)b * (size_t)target->size * sizeof(float));
+    const char *layers[] = {layer};
+    if (osp_net_run(net, x, n, batch, layers, layer ? 1 : 0, &result)) {
+        cli_fail_lib(CMD, NULL);
+        goto done;
     }
     int64_t dims[OSP_MAX_DIMS];
     dims[0] = n;

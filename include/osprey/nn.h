@@ -25,6 +25,7 @@
 
 #include "osprey/core.h"
 #include "osprey/graph.h"
+#include "osprey/image.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -118,6 +119,38 @@ OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 OSP_API void osp_net_normalize(const osp_net *net, float *x, int batch);
 /* Number of trained parameters. */
 OSP_API int64_t osp_net_param_count(const osp_net *net);
+
+/* ---- running a network -------------------------------------------------- */
+
+/* The layer name that means "the logits": the node the loss reads (the
+ * output, or the input of a final [softmax]). */
+#define OSP_LAYER_LOGITS "@logits"
+
+/* The transform that turns a photo into the network's input: its channels
+ * and size, the centre crop of evaluation (crop fraction 0.875). Fails
+ * with OSP_ESHAPE if the input is not 1 or 3 x height x width. */
+OSP_API int osp_net_transform(const osp_net *net, osp_transform *out);
+/* One encoded JPEG, PNG or WebP image to one input of the network:
+ * decoded with shrink-on-load, resized as t says (NULL:
+ * osp_net_transform's), normalised with the network's mean and std. out
+ * holds the input's size in floats; max_pixels 0 is the default limit. */
+OSP_API int osp_net_image_input(const osp_net *net, const void *buf, size_t len, const char *name,
+                                const osp_transform *t, int64_t max_pixels, float *out);
+/* The same from a file. */
+OSP_API int osp_net_load_image(const osp_net *net, const char *path, const osp_transform *t,
+                               float *out);
+/* A layer by name (NULL: the output; OSP_LAYER_LOGITS: the logits): its
+ * node id and per-sample size (either may be NULL). OSP_ENOENT with a
+ * message if there is no such layer. */
+OSP_API int osp_net_find_layer(const osp_net *net, const char *layer, int *node, int64_t *size);
+/* Runs net for inference on n inputs x (n x input size floats, already
+ * normalised: see osp_net_image_input) in batches of at most batch (0 =
+ * 64), and writes layer i's activations (n x its size floats) to outs[i]
+ * for each of the n_layers layers named (up to 16; n_layers 0: outs[0]
+ * gets the output). One forward pass gives them all. The layers asked for
+ * stay marked to be kept by later inference plans. */
+OSP_API int osp_net_run(osp_net *net, const float *x, int64_t n, int batch,
+                        const char *const *layers, int n_layers, float *const *outs);
 
 #ifdef __cplusplus
 }

@@ -130,6 +130,23 @@ OSP_API osp_train_config osp_train_defaults(void);
 OSP_API int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val,
                       const osp_train_config *cfg, osp_optimizer *opt, int64_t start_step);
 
+typedef struct osp_step_result {
+    double loss;     /* mean cross-entropy over the batch, before the update */
+    int64_t correct; /* samples whose top-1 answer was right, before the update */
+} osp_step_result;
+
+/* One training step on a batch in memory, for callers with their own data
+ * and loop: forward in training mode on x (batch x input size floats,
+ * normalised as osp_net_image_input does), softmax cross-entropy against
+ * labels (each in [0, outputs)), backward, and one update of the weights
+ * by opt at learning rate lr (opt from osp_optimizer_new for the n that
+ * osp_graph_weights(net->graph, &n) gives: the flat array, padding
+ * included). step and seed draw the dropout masks
+ * (the trainer passes the step count and the run's seed). out may be NULL.
+ * Fails without updating on a non-finite loss. */
+OSP_API int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32_t *labels,
+                           int batch, float lr, int64_t step, uint64_t seed, osp_step_result *out);
+
 /* The step at which a run with batch new_batch continues a run with batch
  * old_batch that had taken step steps on count samples: the same epoch,
  * and the first batch of it that the old run had not finished. */

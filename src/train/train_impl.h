@@ -29,6 +29,11 @@ typedef struct osp__run {
     osp_loader *loader;  /* decodes batches ahead on worker threads */
 } osp__run;
 
+/* Training-mode forward on batch ex->batch of x, the loss of the logits
+ * against labels (their gradient written to the logits' dout), and the
+ * count of top-1 answers that were right. */
+int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const osp_exec *ex,
+                      double *loss, int64_t *correct);
 /* The epoch's order of all samples (r->order). */
 void osp__epoch_order(osp__run *r, int epoch);
 /* Writes the checkpoint (rank 0 only; the others return at once). */

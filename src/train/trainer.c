@@ -139,13 +139,6 @@ int osp__save_checkpoint(osp__run *r, int64_t step) {
     return OSP_OK;
 }
 
-static int argmax(const float *v, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 /* This rank's part of a step's global batch of n samples: [lo, hi). The
  * slice of a full batch, cut short by a shorter one. */
 static void rank_part(const osp__run *r, int64_t n, int64_t *lo, int64_t *hi) {
@@ -160,13 +153,8 @@ static int64_t global_batch_at(const osp__run *r, int64_t in_epoch) {
     return left < r->cfg->batch ? left : r->cfg->batch;
 }
 
-typedef struct step_result {
-    double loss;
-    int64_t correct;
-} step_result;
-
 /* One step on the loader's next batch (of this rank's samples). */
-static int train_step(osp__run *r, int64_t step, int64_t global, int batch, step_result *out,
+static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_step_result *out,
                       osp_rank_timing *tm) {
     osp_graph *g = r->net->graph;
     osp_node *logits = osp_graph_node(g, r->net->logits_node);
@@ -186,13 +174,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, step
     int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
-    if (batch > 0) {
-        if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
-        if ((rc = osp_graph_forward(g, r->x, &ex))) return rc;
-        const int k = (int)logits->size;
-        loss = ex.be->softmax_xent(batch, k, logits->out, r->labels, NULL, logits->dout);
-        for (int b = 0; b < batch; b++) correct += argmax(logits->out + (int64_t)b * k, k) == r->labels[b];
-    }
+    if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) return rc;
     if (!distributed) {
         if (!isfinite(loss))
             return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
@@ -346,7 +328,7 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
         for (; in_epoch < r->steps_per_epoch && step < stop; in_epoch++) {
             int64_t global = global_batch_at(r, in_epoch), lo, hi;
             rank_part(r, global, &lo, &hi);
-            step_result res = {0};
+            osp_step_result res = {0};
             double t0 = osp_now();
             if ((rc = train_step(r, step, global, (int)(hi - lo), &res, &tm))) break;
             tm.total_s += osp_now() - t0;

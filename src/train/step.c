@@ -1,0 +1,61 @@
+/* One training step on a batch in memory: the loop's step without the
+ * loop, for callers that bring their own data and schedule. */
+#include <math.h>
+
+#include "osprey/train.h"
+#include "train_impl.h"
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const osp_exec *ex,
+                      double *loss, int64_t *correct) {
+    osp_graph *g = net->graph;
+    osp_node *logits = osp_graph_node(g, net->logits_node);
+    int rc;
+    if ((rc = osp_graph_plan(g, ex->batch, OSP_MODE_TRAIN))) return rc;
+    if ((rc = osp_graph_forward(g, x, ex))) return rc;
+    const int k = (int)logits->size;
+    *loss = ex->be->softmax_xent(ex->batch, k, logits->out, labels, NULL, logits->dout);
+    int64_t right = 0;
+    for (int b = 0; b < ex->batch; b++) right += argmax(logits->out + (int64_t)b * k, k) == labels[b];
+    *correct = right;
+    return OSP_OK;
+}
+
+int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32_t *labels,
+                   int batch, float lr, int64_t step, uint64_t seed, osp_step_result *out) {
+    if (!net || !opt || !x || !labels || batch <= 0 || step < 0)
+        return osp_error(OSP_EINVAL, "osp_train_step: bad arguments");
+    int64_t nw;
+    float *w = osp_graph_weights(net->graph, &nw);
+    if (opt->n != nw)
+        return osp_error(OSP_ESHAPE, "the optimizer holds %lld parameters but the network has %lld",
+                         (long long)opt->n, (long long)nw);
+    const int k = (int)osp_graph_node(net->graph, net->logits_node)->size;
+    for (int b = 0; b < batch; b++)
+        if (labels[b] < 0 || labels[b] >= k)
+            return osp_error(OSP_ERANGE, "label %d of sample %d is outside the network's %d outputs",
+                             labels[b], b, k);
+    if (!isfinite(lr) || lr < 0) return osp_error(OSP_EINVAL, "the learning rate must be finite and >= 0");
+    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
+                   .seed = seed, .step = (uint64_t)step};
+    double loss;
+    int64_t correct;
+    int rc = osp__forward_loss(net, x, labels, &ex, &loss, &correct);
+    if (rc) return rc;
+    if (!isfinite(loss))
+        return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
+                         loss, (long long)step);
+    if ((rc = osp_graph_backward_from(net->graph, net->logits_node, &ex))) return rc;
+    osp_optimizer_step(opt, w, osp_graph_grads(net->graph, NULL), lr);
+    if (out) {
+        out->loss = loss;
+        out->correct = correct;
+    }
+    return OSP_OK;
+}

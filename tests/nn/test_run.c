@@ -1,0 +1,115 @@
+/* osp_net_run: any layers' outputs from one call, the same numbers as the
+ * graph run by hand; photos to inputs; clear errors for bad requests. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/imagegen.h"
+#include "osprey/nn.h"
+
+static const char *SPEC =
+    "[net]\ninput = 3x16x16\nmean = 0.5\nstd = 0.25\n"
+    "[conv]\nname = conv1\nfilters = 4\nsize = 3\npad = 1\n"
+    "[batchnorm]\nname = bn1\n[relu]\nname = relu1\n"
+    "[globalavgpool]\nname = pool\n"
+    "[fc]\nname = fc\noutputs = 5\n[softmax]\nname = prob\n";
+
+static osp_net *make_net(void) {
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(SPEC, strlen(SPEC), "spec", 7, &net), 0, "%s", osp_last_error());
+    return net;
+}
+
+static float *random_inputs(int64_t n, int64_t size) {
+    float *x = malloc((size_t)(n * size) * sizeof(float));
+    osp_rng rng;
+    osp_rng_seed(&rng, 3);
+    for (int64_t i = 0; i < n * size; i++) x[i] = osp_rng_uniform(&rng) * 2 - 1;
+    return x;
+}
+
+Test(net_run, layers_match_a_forward_by_hand) {
+    osp_net *net = make_net(), *ref = make_net();
+    const int64_t n = 11, size = osp_shape_numel(&net->input);
+    float *x = random_inputs(n, size);
+    int64_t relu_size, out_size, logit_size;
+    cr_assert_eq(osp_net_find_layer(net, "relu1", NULL, &relu_size), 0);
+    cr_assert_eq(osp_net_find_layer(net, NULL, NULL, &out_size), 0);
+    cr_assert_eq(osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &logit_size), 0);
+    cr_assert_eq(relu_size, 4 * 16 * 16);
+    cr_assert_eq(out_size, 5);
+    cr_assert_eq(logit_size, 5);
+    float *relu = malloc((size_t)(n * relu_size) * sizeof(float));
+    float *prob = malloc((size_t)(n * out_size) * sizeof(float));
+    float *logits = malloc((size_t)(n * logit_size) * sizeof(float));
+    const char *layers[] = {"relu1", NULL, OSP_LAYER_LOGITS};
+    float *outs[] = {relu, prob, logits};
+    /* batches of 4 (the last one 3) against one batch of all 11 by hand */
+    cr_assert_eq(osp_net_run(net, x, n, 4, layers, 3, outs), 0, "%s", osp_last_error());
+
+    osp_graph *g = ref->graph;
+    osp_node *r = osp_graph_find(g, "relu1"), *f = osp_graph_find(g, "fc");
+    r->keep = f->keep = 1;
+    cr_assert_eq(osp_graph_plan(g, (int)n, OSP_MODE_INFER), 0);
+    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_INFER, .batch = (int)n};
+    cr_assert_eq(osp_graph_forward(g, x, &ex), 0);
+    const float *want_prob = osp_graph_output(g)->out;
+    for (int64_t i = 0; i < n * relu_size; i++) cr_assert_float_eq(relu[i], r->out[i], 1e-5f, "relu %ld", (long)i);
+    for (int64_t i = 0; i < n * out_size; i++) {
+        cr_assert_float_eq(prob[i], want_prob[i], 1e-6f);
+        cr_assert_float_eq(logits[i], f->out[i], 1e-5f);
+    }
+    /* the output alone, with n_layers 0 */
+    memset(prob, 0, (size_t)(n * out_size) * sizeof(float));
+    float *only[] = {prob};
+    cr_assert_eq(osp_net_run(net, x, n, 0, NULL, 0, only), 0);
+    for (int64_t i = 0; i < n * out_size; i++) cr_assert_float_eq(prob[i], want_prob[i], 1e-6f);
+    free(x); free(relu); free(prob); free(logits);
+    osp_net_free(net);
+    osp_net_free(ref);
+}
+
+Test(net_run, bad_requests_are_refused) {
+    osp_net *net = make_net();
+    float x[3 * 16 * 16] = {0}, out[5];
+    float *outs[] = {out};
+    const char *missing[] = {"conv9"};
+    cr_assert_eq(osp_net_run(net, x, 1, 0, missing, 1, outs), OSP_ENOENT);
+    cr_assert(strstr(osp_last_error(), "no layer 'conv9'"), "%s", osp_last_error());
+    const char *input[] = {"input"};
+    cr_assert_eq(osp_net_run(net, x, 1, 0, input, 1, outs), OSP_ENOENT);
+    cr_assert_eq(osp_net_run(net, x, -1, 0, NULL, 0, outs), OSP_EINVAL);
+    cr_assert_eq(osp_net_run(net, x, 1, 0, NULL, 0, NULL), OSP_EINVAL);
+    cr_assert_eq(osp_net_run(net, x, 0, 0, NULL, 0, outs), 0);
+    osp_net_free(net);
+}
+
+Test(net_run, photos_become_normalised_inputs) {
+    osp_net *net = make_net();
+    size_t len;
+    uint8_t *png = gen_png_rgb(40, 30, &len);
+    const int64_t size = osp_shape_numel(&net->input);
+    float *a = malloc((size_t)size * sizeof(float)), *b = malloc((size_t)size * sizeof(float));
+    cr_assert_eq(osp_net_image_input(net, png, len, "g.png", NULL, 0, a), 0, "%s", osp_last_error());
+    /* the same as the transform by hand, then (x - 0.5) / 0.25 */
+    osp_transform t;
+    cr_assert_eq(osp_net_transform(net, &t), 0);
+    cr_assert_eq(osp_image_to_sample(png, len, "g.png", &t, 0, NULL, b), 0);
+    for (int64_t i = 0; i < size; i++) cr_assert_float_eq(a[i], (b[i] - 0.5f) / 0.25f, 1e-5f);
+    /* a broken file is named */
+    cr_assert_neq(osp_net_image_input(net, png, len / 3, "cut.png", NULL, 0, a), 0);
+    cr_assert(strstr(osp_last_error(), "cut.png"), "%s", osp_last_error());
+    /* a transform of another size is refused */
+    osp_transform other = osp_transform_defaults(3, 8, 8);
+    cr_assert_eq(osp_net_image_input(net, png, len, "g.png", &other, 0, a), OSP_ESHAPE);
+    free(png); free(a); free(b);
+    osp_net_free(net);
+
+    /* a network whose input is not an image has no transform */
+    const char *flat = "[net]\ninput = 10\n[fc]\noutputs = 2\n";
+    cr_assert_eq(osp_net_from_spec(flat, strlen(flat), "flat", 1, &net), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_net_transform(net, &t), OSP_ESHAPE);
+    cr_assert(strstr(osp_last_error(), "not an image"), "%s", osp_last_error());
+    osp_net_free(net);
+}
