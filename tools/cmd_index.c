@@ -135,7 +135,8 @@ static int read_vectors(const char *path, float **x, int64_t *n, int *d) {
         osp_array_free(&a);
         return cli_fail_lib(CMD, path);
     }
-    for (size_t i = 0; i < m; i++) {
+    if (a.dtype == OSP_DTYPE_F16) osp_float_from_half(a.data, f, (int64_t)m);
+    for (size_t i = 0; i < m && a.dtype != OSP_DTYPE_F16; i++) {
         switch (a.dtype) {
         case OSP_DTYPE_F64: f[i] = (float)((const double *)a.data)[i]; break;
         case OSP_DTYPE_I32: f[i] = (float)((const int32_t *)a.data)[i]; break;

@@ -187,6 +187,13 @@ typedef struct osp_mapped_file {
 OSP_API int osp_file_map(const char *path, osp_mapped_file *m);
 OSP_API void osp_file_unmap(osp_mapped_file *m);
 
+/* ---- half precision ------------------------------------------------------- */
+
+/* IEEE binary16 from float (round to nearest even; beyond 65504 gives
+ * infinity) and back (exact). */
+OSP_API void osp_half_from_float(const float *src, uint16_t *dst, int64_t n);
+OSP_API void osp_float_from_half(const uint16_t *src, float *dst, int64_t n);
+
 /* CRC-32C (Castagnoli) of buf, continuing from crc (start with 0). */
 OSP_API uint32_t osp_crc32c(uint32_t crc, const void *buf, size_t len);
 

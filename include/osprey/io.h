@@ -20,6 +20,7 @@ typedef enum osp_dtype {
     OSP_DTYPE_I32 = 2,
     OSP_DTYPE_I64 = 3,
     OSP_DTYPE_U8 = 4,
+    OSP_DTYPE_F16 = 5, /* IEEE binary16, as uint16_t (osp_float_from_half) */
 } osp_dtype;
 
 OSP_API size_t osp_dtype_size(osp_dtype t);
@@ -37,7 +38,7 @@ OSP_API int64_t osp_array_numel(const osp_array *a);
 
 /* ---- .npy (NumPy format 1.0/2.0/3.0, C order, little-endian) ----------- */
 
-/* Reads '<f4', '<f8', '<i4', '<i8' and '|u1' arrays. */
+/* Reads '<f4', '<f8', '<f2', '<i4', '<i8' and '|u1' arrays. */
 OSP_API int osp_npy_read(const char *path, osp_array *out);
 /* The same from memory; name is used in error messages. */
 OSP_API int osp_npy_parse(const void *buf, size_t len, const char *name, osp_array *out);

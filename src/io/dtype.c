@@ -3,7 +3,7 @@
 
 #include "io/io_impl.h"
 
-int osp__dtype_valid(int t) { return t >= OSP_DTYPE_F32 && t <= OSP_DTYPE_U8; }
+int osp__dtype_valid(int t) { return t >= OSP_DTYPE_F32 && t <= OSP_DTYPE_F16; }
 
 size_t osp_dtype_size(osp_dtype t) {
     switch (t) {
@@ -12,6 +12,7 @@ size_t osp_dtype_size(osp_dtype t) {
     case OSP_DTYPE_I32: return 4;
     case OSP_DTYPE_I64: return 8;
     case OSP_DTYPE_U8: return 1;
+    case OSP_DTYPE_F16: return 2;
     }
     return 0;
 }
@@ -23,6 +24,7 @@ const char *osp_dtype_name(osp_dtype t) {
     case OSP_DTYPE_I32: return "I32";
     case OSP_DTYPE_I64: return "I64";
     case OSP_DTYPE_U8: return "U8";
+    case OSP_DTYPE_F16: return "F16";
     }
     return "unknown";
 }

@@ -105,6 +105,7 @@ static int parse_descr(const char *descr, const char *name, osp_dtype *out) {
     } known[] = {
         {"<f4", OSP_DTYPE_F32}, {"<f8", OSP_DTYPE_F64}, {"<i4", OSP_DTYPE_I32},
         {"<i8", OSP_DTYPE_I64}, {"|u1", OSP_DTYPE_U8},  {"<u1", OSP_DTYPE_U8},
+        {"<f2", OSP_DTYPE_F16},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(descr, known[i].descr) == 0) {
@@ -115,7 +116,7 @@ static int parse_descr(const char *descr, const char *name, osp_dtype *out) {
         return osp_error(OSP_ENOTSUP, "%s: big-endian .npy arrays ('%s') are not supported", name,
                          descr);
     return osp_error(OSP_ENOTSUP,
-                     "%s: unsupported .npy dtype '%s' (expected <f4, <f8, <i4, <i8 or |u1)", name,
+                     "%s: unsupported .npy dtype '%s' (expected <f4, <f8, <f2, <i4, <i8 or |u1)", name,
                      descr);
 }
 
@@ -226,6 +227,7 @@ static const char *descr_of(osp_dtype t) {
     case OSP_DTYPE_I32: return "<i4";
     case OSP_DTYPE_I64: return "<i8";
     case OSP_DTYPE_U8: return "|u1";
+    case OSP_DTYPE_F16: return "<f2";
     }
     return "?";
 }

@@ -91,3 +91,22 @@ Test(error, wraps_its_own_message) {
     osp_error(OSP_EIO, "saving checkpoint: %s", osp_last_error());
     cr_assert_str_eq(osp_last_error(), "saving checkpoint: disk full");
 }
+
+/* Half precision: every binary16 value survives the round trip through
+ * float, and rounding is to nearest, ties to even. */
+Test(half, round_trip_and_rounding) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint16_t in = (uint16_t)h, out;
+        float f;
+        osp_float_from_half(&in, &f, 1);
+        osp_half_from_float(&f, &out, 1);
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) cr_assert(f != f && (out & 0x7c00u) == 0x7c00u && (out & 0x3ffu));
+        else cr_assert_eq(out, in, "half 0x%04x -> %g -> 0x%04x", h, (double)f, out);
+    }
+    const float v[] = {65504.0f, 65519.0f, 65520.0f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048,
+                       5.9604645e-8f, 2.9802322e-8f, 2.9802326e-8f, -0.0f, 1e10f};
+    const uint16_t want[] = {0x7bff, 0x7bff, 0x7c00, 0x3c00, 0x3c02, 0x0001, 0x0000, 0x0001, 0x8000, 0x7c00};
+    uint16_t got[10];
+    osp_half_from_float(v, got, 10);
+    for (int i = 0; i < 10; i++) cr_assert_eq(got[i], want[i], "%g -> 0x%04x, want 0x%04x", (double)v[i], got[i], want[i]);
+}
