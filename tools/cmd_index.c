@@ -1,6 +1,7 @@
 /* osprey index: build, search and edit vector indexes (src/index). Vectors
  * come from .npy (float32, or any number type, converted) or the ANN
- * benchmark formats (.fvecs, .bvecs); ids from int64 (or int32) .npy. */
+ * benchmark formats (.fvecs, .bvecs); ids from int64 (or int32) .npy; or
+ * both from the output folder of 'osprey embed' (--from). */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,12 +10,13 @@
 #include "commands.h"
 #include "osprey/index.h"
 #include "osprey/io.h"
+#include "osprey/pipeline.h"
 
 static const char *const CMD = "index";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: osprey index build  --type T --metric M --input BASE --out INDEX [options]\n"
+            "usage: osprey index build  --type T --metric M (--input BASE | --from DIR) --out INDEX [options]\n"
             "       osprey index search --index INDEX --queries Q -k K --out IDS.npy [options]\n"
             "       osprey index add    --index INDEX --input X [--ids IDS.npy] [--out NEW]\n"
             "       osprey index remove --index INDEX (--ids IDS.npy | --id N[,N...]) [--out NEW]\n"
@@ -27,12 +29,17 @@ static void usage(FILE *out) {
 
 static void build_usage(FILE *out) {
     fprintf(out,
-            "usage: osprey index build --type T --metric M --input BASE --out INDEX [options]\n"
+            "usage: osprey index build --type T --metric M (--input BASE | --from DIR) --out INDEX [options]\n"
             "\n"
             "  --type T              flat | ivf | ivfpq | lsh | binary | hnsw\n"
             "  --metric M            l2 | ip | cos (binary: hamming, the default)\n"
             "  --input BASE          vectors to index (.npy, .fvecs, .bvecs)\n"
             "  --ids IDS.npy         their ids (default 0, 1, 2, ...)\n"
+            "  --from DIR            instead of --input and --ids: the vectors of an output\n"
+            "                        folder of 'osprey embed' (or 'osprey merge'), as far as\n"
+            "                        its catalogue committed them (float16 converted), with\n"
+            "                        their image ids, so that 'osprey similar --catalog DIR'\n"
+            "                        can name the images found\n"
             "  --out INDEX           the index file to write\n"
             "  --nlist N             ivf, ivfpq: k-means lists (default about 4 sqrt(N))\n"
             "  --m M                 ivfpq: sub-quantizers, dividing D (default D/8)\n"
@@ -190,6 +197,25 @@ static int read_ids(const char *path, int64_t want, int64_t **ids, int64_t *n) {
     return 0;
 }
 
+/* The committed vectors of an output folder, float32, with their ids. */
+static int read_folder(const char *dir, float **x, int64_t **ids, int64_t *n, int *d) {
+    osp_array v = {0}, id = {0};
+    if (osp_pipeline_load_vectors(dir, &v, &id)) return cli_fail_lib(CMD, NULL);
+    const int64_t rows = v.shape.dim[0], dim = v.shape.dim[1];
+    if (rows < 1 || dim < 1 || dim > OSP_INDEX_MAX_DIM) {
+        osp_array_free(&v);
+        osp_array_free(&id);
+        if (rows < 1) return cli_fail(CMD, "%s has no vectors committed yet: nothing to index", dir);
+        return cli_fail(CMD, "%s: vectors of %lld values (an index takes 1 to %d)", dir, (long long)dim,
+                        OSP_INDEX_MAX_DIM);
+    }
+    *x = v.data;
+    *ids = id.data;
+    *n = rows;
+    *d = (int)dim;
+    return 0;
+}
+
 /* ---- progress --------------------------------------------------------------- */
 
 typedef struct progress {
@@ -221,8 +247,9 @@ static int cmd_build(int argc, char **argv) {
         {"ef-construction", required_argument, 0, 'e'}, {"iters", required_argument, 0, 'r'},
         {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    const char *type_s = NULL, *metric_s = NULL, *in = NULL, *ids_path = NULL, *out = NULL;
+        {"from", required_argument, 0, 'F'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *type_s = NULL, *metric_s = NULL, *in = NULL, *ids_path = NULL, *out = NULL, *from = NULL;
     int nlist = -1, m = -1, nbits = -1, tables = -1, hm = -1, efc = -1, iters = -1, threads = 0;
     int quiet = 0, json = 0, c;
     uint64_t seed = 0;
@@ -235,6 +262,7 @@ static int cmd_build(int argc, char **argv) {
         case 'M': metric_s = optarg; break;
         case 'i': in = optarg; break;
         case 'I': ids_path = optarg; break;
+        case 'F': from = optarg; break;
         case 'o': out = optarg; break;
         case 'n': if (cli_int(CMD, "--nlist", optarg, 1, 1 << 20, &nlist)) return 1; break;
         case 'm': if (cli_int(CMD, "--m", optarg, 1, OSP_INDEX_MAX_DIM, &m)) return 1; break;
@@ -252,14 +280,18 @@ static int cmd_build(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!type_s || !in || !out)
-        return cli_fail(CMD, "build needs --type, --input and --out (see 'osprey index build --help')");
+    if (from && (in || ids_path))
+        return cli_fail(CMD, "--from DIR gives both the vectors and their ids: not with --input or --ids");
+    if (!type_s || !(in || from) || !out)
+        return cli_fail(CMD, "build needs --type, --input (or --from) and --out (see 'osprey index build --help')");
     osp_index_type type;
     osp_index_metric metric = OSP_INDEX_METRIC_L2;
     if (osp_index_type_parse(type_s, &type)) return cli_fail_lib(CMD, NULL);
     if (type == OSP_INDEX_BINARY) metric = OSP_INDEX_METRIC_HAMMING;
     else if (type == OSP_INDEX_LSH) metric = OSP_INDEX_METRIC_COSINE;
     if (metric_s && osp_index_metric_parse(metric_s, &metric)) return cli_fail_lib(CMD, NULL);
+    if (from && type == OSP_INDEX_BINARY)
+        return cli_fail(CMD, "--from DIR gives float vectors: a binary index takes packed codes (--input)");
     osp_threads_set(threads);
 
     float *x = NULL;
@@ -267,7 +299,12 @@ static int cmd_build(int argc, char **argv) {
     int64_t n = 0, nid = 0, *ids = NULL;
     int d = 0, status = 1;
     osp_index *ix = NULL;
-    if (type == OSP_INDEX_BINARY ? read_codes(in, &codes, &n, &d) : read_vectors(in, &x, &n, &d)) goto done;
+    if (from) {
+        if (read_folder(from, &x, &ids, &n, &d)) goto done;
+        in = from; /* for messages */
+    } else if (type == OSP_INDEX_BINARY ? read_codes(in, &codes, &n, &d) : read_vectors(in, &x, &n, &d)) {
+        goto done;
+    }
     if (ids_path && read_ids(ids_path, n, &ids, &nid)) goto done;
     osp_index_params p;
     osp_index_params_init(&p, type, metric, d);

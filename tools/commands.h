@@ -12,7 +12,11 @@
     X(export, "a model as an ONNX file")                                  \
     X(import, "an ONNX model to an osprey model")                         \
     X(dataset, "check a dataset's images, or time its input pipeline")    \
+    X(tag, "top labels of every image in files, folders or lists")        \
+    X(embed, "a feature vector of every image, from any layer")           \
+    X(merge, "join the output folders of a run's shards into one")        \
     X(index, "build, search and edit vector indexes")                     \
+    X(similar, "the images nearest a query image or id, from an index")   \
     X(bench, "images/s of a network's training step or inference")
 
 #define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

@@ -14,6 +14,7 @@
 #include "osprey/onnx.h"
 #include "osprey/nn.h"
 #include "osprey/optim.h"
+#include "osprey/pipeline.h"
 #include "osprey/train.h"
 
 #endif

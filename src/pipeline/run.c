@@ -1,0 +1,729 @@
+/* A batch run: decoding, inference and writing overlap on threads.
+ *
+ * Batches move through a ring of RING slots in order. The calling thread
+ * fills a free slot with the next inputs (leaving out those already in the
+ * catalogue and other shards' ones), decoding threads turn each input into
+ * a network input, the calling thread runs the network on a slot once all
+ * of it is decoded, and the writing thread appends the slot's rows and
+ * commits them (outputs.c, then one catalogue transaction), then frees the
+ * slot. Memory is the ring's, whatever the corpus. */
+#include <errno.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "outputs.h"
+#include "pipeline_impl.h"
+
+#define RING 3
+#define MAX_BATCH 4096
+#define NAMED_CHANGES 3
+
+enum { SLOT_FREE, SLOT_DECODING, SLOT_INFERRED };
+enum { ERR_READ, ERR_DECODE, ERR_TOO_LARGE, ERR_EMPTY };
+
+const char *osp_pipeline_error_code(int kind) {
+    static const char *const names[OSP_PIPELINE_ERROR_KINDS] = {"read", "decode", "too_large", "empty"};
+    return kind >= 0 && kind < OSP_PIPELINE_ERROR_KINDS ? names[kind] : "unknown";
+}
+
+osp_pipeline_options osp_pipeline_defaults(void) {
+    osp_pipeline_options o;
+    memset(&o, 0, sizeof o);
+    o.tags = 1;
+    o.top_k = 5;
+    o.dtype = OSP_DTYPE_F32;
+    o.batch = 32;
+    o.shards = 1;
+    o.total = -1;
+    return o;
+}
+
+typedef struct item {
+    char *path;
+    int64_t id, bytes;
+    char sha[65];
+    int width, height;
+    int err; /* -1, or ERR_* */
+    char msg[320];
+} item;
+
+typedef struct slot {
+    int state;
+    int n, next, done;
+    item *items;
+    float *x, *logits, *feat;
+} slot;
+
+typedef struct engine {
+    pthread_mutex_t mu;
+    pthread_cond_t work, decoded, inferred, freed;
+    slot slots[RING];
+    int64_t seq_inferred, seq_written; /* slots inferred / written so far */
+    int finishing, failed;
+    char failure[1024];
+
+    osp_net *net;
+    const osp_pipeline_options *opt;
+    osp_transform transform;
+    int64_t in_size, n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
+    int feat_plane;                             /* values averaged into each vector element */
+    char model_field[160];
+    char **class_names; /* labels or numbers */
+
+    osp_catalog *cat;
+    osp__outputs out;
+    int64_t run;
+    osp_pipeline_summary sum;
+    double started;
+    /* the writer's scratch */
+    char *tags;
+    size_t tags_len, tags_cap;
+    void *vecs;
+    int64_t *ids;
+    float *vec, *probs;
+    int *order;
+} engine;
+
+static void fail(engine *e, int rc) {
+    pthread_mutex_lock(&e->mu);
+    if (!e->failed) {
+        e->failed = rc ? rc : OSP_EIO;
+        snprintf(e->failure, sizeof e->failure, "%s", osp_last_error());
+    }
+    pthread_cond_broadcast(&e->work);
+    pthread_cond_broadcast(&e->decoded);
+    pthread_cond_broadcast(&e->inferred);
+    pthread_cond_broadcast(&e->freed);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- decoding ------------------------------------------------------------- */
+
+static void hex_of(const unsigned char *d, unsigned n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+void osp__sha256_hex(const void *buf, size_t len, char out[65]) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_Digest(buf, len, d, &n, EVP_sha256(), NULL);
+    hex_of(d, n, out);
+}
+
+static void item_error(item *it, int kind, const char *msg) {
+    it->err = kind;
+    snprintf(it->msg, sizeof it->msg, "%s", msg);
+}
+
+/* Reads, hashes and decodes one input into its row of x. Bad images
+ * become error rows; nothing here stops the run. */
+static void decode_item(engine *e, item *it, float *x) {
+    const int64_t max_pixels = e->opt->max_pixels > 0 ? e->opt->max_pixels : OSP_IMAGE_MAX_PIXELS;
+    it->err = -1;
+    it->bytes = -1;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = osp_file_read_all(it->path, osp_image_max_file_bytes(max_pixels), &buf, &len);
+    if (rc) {
+        item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_READ, osp_last_error());
+        memset(x, 0, (size_t)e->in_size * sizeof(float));
+        return;
+    }
+    it->bytes = (int64_t)len;
+    osp__sha256_hex(buf, len, it->sha);
+    osp_image_info info;
+    if (len == 0) {
+        item_error(it, ERR_EMPTY, "empty file");
+    } else if ((rc = osp_image_probe(buf, len, it->path, max_pixels, &info))) {
+        item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_DECODE, osp_last_error());
+    } else {
+        it->width = info.width;
+        it->height = info.height;
+        if ((rc = osp_net_image_input(e->net, buf, len, it->path, &e->transform, max_pixels, x)))
+            item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_DECODE, osp_last_error());
+    }
+    if (it->err >= 0) memset(x, 0, (size_t)e->in_size * sizeof(float));
+    osp_free(buf);
+}
+
+static void *decoder(void *arg) {
+    engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        slot *s = NULL;
+        /* the oldest slot with work left, so that batches finish in order */
+        for (int64_t q = e->seq_inferred; q < e->seq_inferred + RING && !s; q++) {
+            slot *c = &e->slots[q % RING];
+            if (c->state == SLOT_DECODING && c->next < c->n) s = c;
+        }
+        if (e->failed || (!s && e->finishing)) break;
+        if (!s) {
+            pthread_cond_wait(&e->work, &e->mu);
+            continue;
+        }
+        const int i = s->next++;
+        pthread_mutex_unlock(&e->mu);
+        decode_item(e, &s->items[i], s->x + (int64_t)i * e->in_size);
+        pthread_mutex_lock(&e->mu);
+        if (++s->done == s->n) pthread_cond_broadcast(&e->decoded);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int grow_tags(engine *e, size_t more) {
+    if (e->tags_len + more + 1 <= e->tags_cap) return OSP_OK;
+    size_t cap = (e->tags_len + more + 1) * 2;
+    char *p = realloc(e->tags, cap);
+    if (!p) return osp_error(OSP_ENOMEM, "out of memory");
+    e->tags = p;
+    e->tags_cap = cap;
+    return OSP_OK;
+}
+
+static int put(engine *e, const char *s, size_t n) {
+    int rc = grow_tags(e, n);
+    if (rc) return rc;
+    memcpy(e->tags + e->tags_len, s, n);
+    e->tags_len += n;
+    return OSP_OK;
+}
+
+static int putf(engine *e, const char *fmt, ...) OSP_PRINTF(2, 3);
+static int putf(engine *e, const char *fmt, ...) {
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return put(e, buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf - 1));
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static int put_string(engine *e, const char *s) {
+    int rc = put(e, "\"", 1);
+    for (; !rc && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            rc = put(e, esc, 2);
+        } else if (c < 0x20) {
+            rc = putf(e, "\\u%04x", c);
+        } else {
+            rc = put(e, s, 1);
+        }
+    }
+    return rc ? rc : put(e, "\"", 1);
+}
+
+/* Scores from logits: one softmax, or a sigmoid each. */
+static void scores_of(const float *logits, int64_t k, int sigmoid, float *out) {
+    if (sigmoid) {
+        for (int64_t j = 0; j < k; j++) out[j] = 1.0f / (1.0f + expf(-logits[j]));
+        return;
+    }
+    float m = logits[0];
+    for (int64_t j = 1; j < k; j++) m = logits[j] > m ? logits[j] : m;
+    double sum = 0;
+    for (int64_t j = 0; j < k; j++) sum += out[j] = expf(logits[j] - m);
+    for (int64_t j = 0; j < k; j++) out[j] = (float)(out[j] / sum);
+}
+
+/* The top scores' classes, best first (ties: the lower class). */
+static int top_classes(const float *p, int64_t k, int want, int *order) {
+    int n = 0;
+    for (int64_t j = 0; j < k; j++) {
+        int at = n < want ? n++ : want;
+        if (at == want && !(p[j] > p[order[want - 1]])) continue;
+        if (at == want) at = want - 1;
+        while (at > 0 && p[j] > p[order[at - 1]]) {
+            order[at] = order[at - 1];
+            at--;
+        }
+        order[at] = (int)j;
+    }
+    return n;
+}
+
+/* The layer's values for one sample as a vector: averaged over the plane
+ * where the layer is spatial, L2-normalised if asked. */
+static void vector_of(const engine *e, const float *feat, float *v) {
+    const int plane = e->feat_plane;
+    for (int64_t c = 0; c < e->dim; c++) {
+        double s = 0;
+        for (int i = 0; i < plane; i++) s += feat[c * plane + i];
+        v[c] = (float)(s / plane);
+    }
+    if (e->opt->normalize) {
+        double ss = 0;
+        for (int64_t c = 0; c < e->dim; c++) ss += (double)v[c] * v[c];
+        if (ss > 0) {
+            const float inv = (float)(1.0 / sqrt(ss));
+            for (int64_t c = 0; c < e->dim; c++) v[c] *= inv;
+        }
+    }
+}
+
+static int tag_line(engine *e, const item *it, const float *logits, int *n_labels) {
+    int rc = putf(e, "{\"id\": %lld, \"path\": ", (long long)it->id);
+    if (!rc) rc = put_string(e, it->path);
+    *n_labels = 0;
+    if (!rc && it->err >= 0) {
+        rc = put(e, ", \"error\": {\"code\": ", 20);
+        if (!rc) rc = put_string(e, osp_pipeline_error_code(it->err));
+        if (!rc) rc = put(e, ", \"message\": ", 13);
+        if (!rc) rc = put_string(e, it->msg);
+        if (!rc) rc = put(e, "}}\n", 3);
+        return rc;
+    }
+    scores_of(logits, e->n_classes, e->opt->sigmoid, e->probs);
+    int n = top_classes(e->probs, e->n_classes, e->opt->top_k, e->order);
+    if (!rc) rc = put(e, ", \"labels\": [", 13);
+    int written = 0;
+    for (int r = 0; !rc && r < n; r++) {
+        const float p = e->probs[e->order[r]];
+        if (p < e->opt->threshold) break;
+        if (written++) rc = put(e, ", ", 2);
+        if (!rc) rc = put(e, "{\"description\": ", 16);
+        if (!rc) rc = put_string(e, e->class_names[e->order[r]]);
+        if (!rc) rc = putf(e, ", \"score\": %.6g}", (double)p);
+    }
+    *n_labels = written;
+    if (!rc) rc = put(e, "], \"model\": ", 12);
+    if (!rc) rc = put_string(e, e->model_field);
+    if (!rc) rc = put(e, "}\n", 2);
+    return rc;
+}
+
+static int write_slot(engine *e, slot *s) {
+    const osp_pipeline_options *opt = e->opt;
+    const int embed = e->dim > 0;
+    const size_t esz = osp_dtype_size(opt->dtype);
+    e->tags_len = 0;
+    int64_t rows = 0;
+    int rc = OSP_OK;
+    /* The files first, past the committed ends... */
+    for (int i = 0; !rc && i < s->n; i++) {
+        const item *it = &s->items[i];
+        int n_labels;
+        if (opt->tags) rc = tag_line(e, it, s->logits + (int64_t)i * e->n_classes, &n_labels);
+        if (rc || !embed || it->err >= 0) continue;
+        vector_of(e, s->feat + (int64_t)i * e->feat_size, e->vec);
+        char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->dim * esz;
+        if (opt->dtype == OSP_DTYPE_F16) osp_half_from_float(e->vec, (uint16_t *)dst, e->dim);
+        else memcpy(dst, e->vec, (size_t)e->dim * sizeof(float));
+        e->ids[rows++] = it->id;
+    }
+    if (!rc) rc = osp__outputs_write(&e->out, e->tags, e->tags_len, e->vecs, e->ids, rows);
+    if (rc) return rc;
+    /* ...then one transaction makes them count. */
+    if ((rc = osp__catalog_begin(e->cat))) return rc;
+    int64_t row = e->out.rows;
+    for (int i = 0; !rc && i < s->n; i++) {
+        const item *it = &s->items[i];
+        osp__image_row r = {.id = it->id, .path = it->path, .bytes = it->bytes,
+                            .sha256 = it->bytes >= 0 ? it->sha : NULL, .width = it->width,
+                            .height = it->height, .row = -1, .run = e->run};
+        if (it->err >= 0) {
+            r.error_code = osp_pipeline_error_code(it->err);
+            r.error = it->msg;
+        } else if (embed) {
+            r.row = row++;
+        }
+        rc = osp__catalog_add_image(e->cat, &r);
+        if (!rc && opt->tags && it->err < 0) {
+            scores_of(s->logits + (int64_t)i * e->n_classes, e->n_classes, opt->sigmoid, e->probs);
+            int n = top_classes(e->probs, e->n_classes, opt->top_k, e->order);
+            for (int k = 0; !rc && k < n && e->probs[e->order[k]] >= opt->threshold; k++)
+                rc = osp__catalog_add_label(e->cat, it->id, k, e->class_names[e->order[k]],
+                                            e->probs[e->order[k]]);
+        }
+    }
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", osp_last_error());
+        osp__catalog_rollback(e->cat);
+        return osp_error(rc, "%s", msg);
+    }
+    const int64_t tags_end = e->out.tags_bytes + (int64_t)e->tags_len, rows_end = e->out.rows + rows;
+    if ((rc = osp__catalog_commit(e->cat, tags_end, rows_end))) return rc;
+    if ((rc = osp__outputs_committed(&e->out, tags_end, rows_end))) return rc;
+    for (int i = 0; i < s->n; i++) {
+        e->sum.images++;
+        if (s->items[i].err >= 0) {
+            e->sum.errors++;
+            e->sum.error_kinds[s->items[i].err]++;
+        }
+    }
+    e->sum.total_rows = rows_end;
+    if (opt->on_progress) {
+        osp_pipeline_progress p = {.done = e->sum.images, .errors = e->sum.errors,
+                                   .skipped = e->sum.skipped, .total = opt->total,
+                                   .elapsed_s = osp_now() - e->started};
+        p.images_per_s = p.elapsed_s > 0 ? (double)p.done / p.elapsed_s : 0;
+        opt->on_progress(&p, opt->user);
+    }
+    return OSP_OK;
+}
+
+static void *writer(void *arg) {
+    engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        slot *s = &e->slots[e->seq_written % RING];
+        if (e->failed) break;
+        if (e->seq_written < e->seq_inferred && s->state == SLOT_INFERRED) {
+            pthread_mutex_unlock(&e->mu);
+            int rc = write_slot(e, s);
+            if (rc) fail(e, rc);
+            pthread_mutex_lock(&e->mu);
+            for (int i = 0; i < s->n; i++) {
+                free(s->items[i].path);
+                s->items[i].path = NULL;
+            }
+            s->state = SLOT_FREE;
+            e->seq_written++;
+            pthread_cond_broadcast(&e->freed);
+            continue;
+        }
+        if (e->finishing && e->seq_written == e->seq_inferred) break;
+        pthread_cond_wait(&e->inferred, &e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- filling and inference (the calling thread) ----------------------------- */
+
+/* Whether path is done already (or in a batch on its way): then it is
+ * left out, so that every input is in the outputs exactly once. */
+static int already_done(engine *e, const char *path, int64_t id, int *done) {
+    *done = 0;
+    pthread_mutex_lock(&e->mu);
+    for (int q = 0; q < RING; q++) {
+        const slot *s = &e->slots[q];
+        if (s->state == SLOT_FREE) continue;
+        for (int i = 0; i < s->n; i++) *done |= s->items[i].id == id;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (*done) return OSP_OK;
+    char sha[65];
+    int rc = osp__catalog_has_path(e->cat, path, done, e->opt->verify ? sha : NULL);
+    if (rc || !*done || !e->opt->verify) return rc;
+    /* --skip-done: the file must also be the one that was done */
+    void *buf = NULL;
+    size_t len = 0;
+    char now[65] = "";
+    if (osp_file_read_all(path, osp_image_max_file_bytes(OSP_IMAGE_MAX_PIXELS), &buf, &len) == OSP_OK) {
+        osp__sha256_hex(buf, len, now);
+        osp_free(buf);
+    }
+    if (strcmp(now, sha)) {
+        if (e->sum.changed++ < NAMED_CHANGES)
+            osp_log(OSP_LOG_WARN, "warning: %s changed since it was done; the folder keeps its first answer", path);
+    }
+    return OSP_OK;
+}
+
+/* Fills slot s with up to batch inputs; *n gets how many (0 at the end). */
+static int fill(engine *e, osp_inputs *in, slot *s, int *n) {
+    const osp_pipeline_options *opt = e->opt;
+    const int shards = opt->shards > 1 ? opt->shards : 1;
+    *n = 0;
+    while (*n < opt->batch) {
+        const char *path;
+        int rc = osp_inputs_next(in, &path);
+        if (rc) return rc;
+        if (!path) break;
+        const int64_t id = osp_image_id(path);
+        if (id % shards != opt->shard) {
+            e->sum.not_ours++;
+            continue;
+        }
+        int done;
+        if ((rc = already_done(e, path, id, &done))) return rc;
+        if (done) {
+            e->sum.skipped++;
+            continue;
+        }
+        item *it = &s->items[*n];
+        memset(it, 0, sizeof *it);
+        if (!(it->path = strdup(path))) return osp_error(OSP_ENOMEM, "out of memory");
+        it->id = id;
+        (*n)++;
+    }
+    return OSP_OK;
+}
+
+static int infer(engine *e, slot *s) {
+    const char *layers[2];
+    float *outs[2];
+    int n = 0;
+    if (e->opt->tags) {
+        layers[n] = OSP_LAYER_LOGITS;
+        outs[n++] = s->logits;
+    }
+    if (e->dim > 0) {
+        layers[n] = e->opt->embed_layer;
+        outs[n++] = s->feat;
+    }
+    return osp_net_run(e->net, s->x, s->n, s->n, layers, n, outs);
+}
+
+static int produce(engine *e, osp_inputs *in) {
+    int64_t filled = 0;
+    int inputs_done = 0, rc = OSP_OK;
+    pthread_mutex_lock(&e->mu);
+    while (!e->failed) {
+        /* fill every free slot */
+        while (!inputs_done && filled - e->seq_written < RING) {
+            slot *s = &e->slots[filled % RING];
+            pthread_mutex_unlock(&e->mu);
+            int n = 0;
+            rc = fill(e, in, s, &n);
+            pthread_mutex_lock(&e->mu);
+            if (rc) break;
+            if (n < e->opt->batch) inputs_done = 1;
+            if (n == 0) break;
+            s->n = n;
+            s->next = s->done = 0;
+            s->state = SLOT_DECODING;
+            filled++;
+            pthread_cond_broadcast(&e->work);
+        }
+        if (rc || e->failed) break;
+        if (e->seq_inferred == filled) {
+            if (inputs_done) break;
+            pthread_cond_wait(&e->freed, &e->mu);
+            continue;
+        }
+        slot *s = &e->slots[e->seq_inferred % RING];
+        while (s->done < s->n && !e->failed) pthread_cond_wait(&e->decoded, &e->mu);
+        if (e->failed) break;
+        pthread_mutex_unlock(&e->mu);
+        rc = infer(e, s);
+        pthread_mutex_lock(&e->mu);
+        if (rc) break;
+        s->state = SLOT_INFERRED;
+        e->seq_inferred++;
+        pthread_cond_broadcast(&e->inferred);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+/* ---- setting up -------------------------------------------------------------- */
+
+static char *options_json(const osp_pipeline_options *o) {
+    char *s = malloc(512);
+    if (!s) return NULL;
+    snprintf(s, 512,
+             "{\"tags\": %d, \"layer\": \"%s\", \"top_k\": %d, \"threshold\": %g, \"sigmoid\": %d, "
+             "\"normalize\": %d, \"dtype\": \"%s\", \"batch\": %d, \"workers\": %d, \"shard\": \"%d/%d\", "
+             "\"verify\": %d}",
+             o->tags, o->embed_layer ? o->embed_layer : "", o->top_k, (double)o->threshold, o->sigmoid,
+             o->normalize, o->dtype == OSP_DTYPE_F16 ? "float16" : "float32", o->batch, o->workers,
+             o->shard, o->shards > 1 ? o->shards : 1, o->verify);
+    return s;
+}
+
+static int check_options(const osp_net *net, const osp_pipeline_options *o) {
+    if (!o->tags && !o->embed_layer)
+        return osp_error(OSP_EINVAL, "nothing to do: neither tags nor an embedding layer");
+    if (o->batch < 1 || o->batch > MAX_BATCH)
+        return osp_error(OSP_EINVAL, "the batch must be 1 to %d images, not %d", MAX_BATCH, o->batch);
+    if (o->tags && o->top_k < 1) return osp_error(OSP_EINVAL, "--top-k must be at least 1");
+    if (!(o->threshold >= 0 && o->threshold <= 1))
+        return osp_error(OSP_EINVAL, "the threshold must lie in [0, 1]");
+    if (o->dtype != OSP_DTYPE_F32 && o->dtype != OSP_DTYPE_F16)
+        return osp_error(OSP_EINVAL, "vectors are float32 or float16");
+    if (o->shards < 0 || o->shard < 0 || (o->shards > 1 && o->shard >= o->shards) ||
+        (o->shards <= 1 && o->shard != 0))
+        return osp_error(OSP_EINVAL, "shard %d of %d does not exist", o->shard, o->shards);
+    if (o->workers < 0 || o->workers > 256) return osp_error(OSP_EINVAL, "1 to 256 decoding threads");
+    (void)net;
+    return OSP_OK;
+}
+
+static int make_dir(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return osp_error(OSP_EIO, "%s: cannot make the folder: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return osp_error(OSP_EINVAL, "%s exists and is not a folder", dir);
+    if (access(dir, W_OK) != 0) return osp_error(OSP_EIO, "%s: cannot write there", dir);
+    return OSP_OK;
+}
+
+static void model_name_of(const char *path, char *out, size_t cap) {
+    const char *base = path ? strrchr(path, '/') : NULL;
+    base = base ? base + 1 : path ? path : "model";
+    snprintf(out, cap, "%s", base);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = 0;
+}
+
+static int setup(engine *e, const char *dir) {
+    const osp_pipeline_options *opt = e->opt;
+    osp_net *net = e->net;
+    int rc = osp_net_transform(net, &e->transform);
+    if (rc) return rc;
+    e->in_size = osp_shape_numel(&net->input);
+    if (opt->tags && (rc = osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &e->n_classes))) return rc;
+    if (opt->embed_layer) {
+        int node;
+        if ((rc = osp_net_find_layer(net, opt->embed_layer, &node, &e->feat_size))) return rc;
+        const osp_shape *sh = &osp_graph_node_const(net->graph, node)->shape;
+        e->feat_plane = sh->ndim == 3 ? (int)(sh->dim[1] * sh->dim[2]) : 1;
+        e->dim = e->feat_size / e->feat_plane;
+    }
+    if (opt->tags) {
+        if (!(e->class_names = calloc((size_t)e->n_classes, sizeof *e->class_names)))
+            return osp_error(OSP_ENOMEM, "out of memory");
+        for (int64_t k = 0; k < e->n_classes; k++) {
+            char num[24];
+            snprintf(num, sizeof num, "%lld", (long long)k);
+            const char *name = net->labels && k < net->n_classes ? net->labels[k] : num;
+            if (!(e->class_names[k] = strdup(name))) return osp_error(OSP_ENOMEM, "out of memory");
+        }
+    }
+    char hash[65], name[96], dim[24], top_k[16], threshold[24], shard[32];
+    if ((rc = osp_model_content_hash(net, hash))) return rc;
+    model_name_of(opt->model_path, name, sizeof name);
+    snprintf(e->model_field, sizeof e->model_field, "%s@%.16s", name, hash);
+    snprintf(dim, sizeof dim, "%lld", (long long)e->dim);
+    snprintf(top_k, sizeof top_k, "%d", opt->tags ? opt->top_k : 0);
+    snprintf(threshold, sizeof threshold, "%g", (double)opt->threshold);
+    snprintf(shard, sizeof shard, "%d/%d", opt->shard, opt->shards > 1 ? opt->shards : 1);
+    const osp__setting settings[] = {
+        {"format", OSP__CATALOG_FORMAT}, {"version", OSP__CATALOG_VERSION},
+        {"model", opt->model_path ? opt->model_path : ""}, {"model_name", name},
+        {"model_sha256", hash}, {"layer", opt->embed_layer ? opt->embed_layer : ""},
+        {"dim", dim}, {"dtype", opt->dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
+        {"normalize", opt->normalize ? "1" : "0"}, {"sigmoid", opt->sigmoid ? "1" : "0"},
+        {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
+        {"shard", shard}, {"merged", "0"},
+    };
+    static const char *const check[] = {"model_sha256", "layer", "dim", "dtype", "normalize", "sigmoid",
+                                        "top_k", "threshold", "tags", "shard", "merged", NULL};
+    if ((rc = make_dir(dir))) return rc;
+    if ((rc = osp__catalog_open_rw(dir, settings, (int)(sizeof settings / sizeof settings[0]), check, &e->cat)))
+        return rc;
+    int64_t tags_bytes, rows;
+    if ((rc = osp__catalog_state(e->cat, &tags_bytes, &rows))) return rc;
+    if ((rc = osp__outputs_open(&e->out, dir, opt->tags, e->dim, opt->dtype, tags_bytes, rows))) return rc;
+    /* the ring and the writer's scratch */
+    const size_t b = (size_t)opt->batch;
+    for (int q = 0; q < RING; q++) {
+        slot *s = &e->slots[q];
+        s->items = calloc(b, sizeof *s->items);
+        s->x = osp_alloc(b * (size_t)e->in_size * sizeof(float));
+        s->logits = opt->tags ? osp_alloc(b * (size_t)e->n_classes * sizeof(float)) : NULL;
+        s->feat = e->dim ? osp_alloc(b * (size_t)e->feat_size * sizeof(float)) : NULL;
+        if (!s->items || !s->x || (opt->tags && !s->logits) || (e->dim && !s->feat))
+            return osp_error(OSP_ENOMEM, "out of memory for a batch of %d", opt->batch);
+    }
+    e->vecs = malloc(b * (size_t)(e->dim ? e->dim : 1) * sizeof(float));
+    e->ids = malloc(b * sizeof *e->ids);
+    e->vec = malloc((size_t)(e->dim ? e->dim : 1) * sizeof(float));
+    e->probs = malloc((size_t)(e->n_classes ? e->n_classes : 1) * sizeof(float));
+    e->order = malloc((size_t)(opt->top_k > 0 ? opt->top_k : 1) * sizeof(int));
+    if (!e->vecs || !e->ids || !e->vec || !e->probs || !e->order) return osp_error(OSP_ENOMEM, "out of memory");
+    char *options = options_json(opt);
+    if (!options) return osp_error(OSP_ENOMEM, "out of memory");
+    rc = osp__catalog_run_begin(e->cat, opt->command, options, &e->run);
+    free(options);
+    return rc;
+}
+
+static void teardown(engine *e) {
+    for (int q = 0; q < RING; q++) {
+        slot *s = &e->slots[q];
+        for (int i = 0; s->items && i < s->n; i++) free(s->items[i].path);
+        free(s->items);
+        osp_free(s->x);
+        osp_free(s->logits);
+        osp_free(s->feat);
+    }
+    for (int64_t k = 0; e->class_names && k < e->n_classes; k++) free(e->class_names[k]);
+    free(e->class_names);
+    free(e->tags);
+    free(e->vecs);
+    free(e->ids);
+    free(e->vec);
+    free(e->probs);
+    free(e->order);
+    osp__outputs_close(&e->out);
+    osp_catalog_close(e->cat);
+}
+
+int osp_pipeline_run(osp_net *net, osp_inputs *in, const char *dir, const osp_pipeline_options *opt,
+                     osp_pipeline_summary *summary) {
+    int rc = check_options(net, opt);
+    if (rc) return rc;
+    engine *e = calloc(1, sizeof *e);
+    if (!e) return osp_error(OSP_ENOMEM, "out of memory");
+    e->net = net;
+    e->opt = opt;
+    e->out.tags_fd = e->out.vectors_fd = e->out.ids_fd = -1;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->decoded, NULL);
+    pthread_cond_init(&e->inferred, NULL);
+    pthread_cond_init(&e->freed, NULL);
+    e->started = osp_now();
+    rc = setup(e, dir);
+    int workers = opt->workers > 0 ? opt->workers : osp_threads_get();
+    if (workers < 1) workers = 1;
+    pthread_t threads[257];
+    int started = 0;
+    int writer_started = 0;
+    if (!rc) {
+        if (pthread_create(&threads[0], NULL, writer, e) == 0) writer_started = 1;
+        else rc = osp_error(OSP_ENOMEM, "cannot start the writing thread");
+    }
+    for (int i = 0; !rc && i < workers; i++) {
+        if (pthread_create(&threads[1 + i], NULL, decoder, e) != 0) {
+            rc = osp_error(OSP_ENOMEM, "cannot start decoding threads");
+            break;
+        }
+        started++;
+    }
+    if (!rc) rc = produce(e, in);
+    if (rc) fail(e, rc);
+    pthread_mutex_lock(&e->mu);
+    e->finishing = 1;
+    pthread_cond_broadcast(&e->work);
+    pthread_cond_broadcast(&e->inferred);
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < started; i++) pthread_join(threads[1 + i], NULL);
+    if (writer_started) pthread_join(threads[0], NULL);
+    if (e->failed) rc = osp_error(e->failed, "%s", e->failure);
+    e->sum.seconds = osp_now() - e->started;
+    e->sum.images_per_s = e->sum.seconds > 0 ? (double)e->sum.images / e->sum.seconds : 0;
+    if (!rc && e->cat) rc = osp__catalog_run_end(e->cat, e->run, e->sum.images, e->sum.errors);
+    if (summary) *summary = e->sum;
+    teardown(e);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->decoded);
+    pthread_cond_destroy(&e->inferred);
+    pthread_cond_destroy(&e->freed);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+    return rc;
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The batch pipeline end to end: tag + embed over a generated folder of a
+# few hundred images with hostile files among them; every image once in
+# tags.jsonl, vectors.npy and catalog.db; a rerun does nothing; new files
+# are picked up; shards joined by merge equal one run; an index built from
+# the output finds each catalogued image first; clear errors for bad runs.
+# usage: pipeline.sh path/to/osprey   (run from the build directory)
+set -euo pipefail
+osprey=$1
+src=${OSP_SOURCE_DIR:?}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+. "$src/tests/support/cli.sh"
+error_lines() { grep -cv '^warning: ' "$work/err" || true; }
+py=/usr/bin/python3
+
+# 305 shapes in 5 classes (5 broken on purpose), plus hostile files
+$py "$src/scripts/make-shapes" "$work/photos" --per-class 60 --size 32,96 --spec "$work/shapes.cfg" >/dev/null
+mkdir -p "$work/photos/extra/deeper" "$work/photos/.hidden"
+cp "$work/photos/circle/0000.jpg" "$work/photos/.hidden/0000.jpg"    # hidden: left out
+printf 'not an image' >"$work/photos/extra/notes.txt"                  # not an image name: left out
+head -c 100 /dev/urandom >"$work/photos/extra/deeper/random.webp"      # garbage
+# a PNG header claiming 100000 x 100000 pixels
+$py - "$work/photos/extra/huge.png" <<'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+PY
+mkdir "$work/photos/extra/dir.jpg"                                   # a folder with an image's name
+n_images=$(find "$work/photos" -path '*/.hidden' -prune -o -type f \( -name '*.jpg' -o -name '*.png' -o -name '*.webp' \) -print | wc -l)
+[ "$n_images" -eq 307 ] || fail "expected 307 image files, found $n_images"
+
+# a model of the five classes (the folder also holds 'extra', which is no class)
+mkdir -p "$work/train"
+for c in circle cross square star triangle; do ln -s "$work/photos/$c" "$work/train/$c"; done
+"$osprey" train --net "$work/shapes.cfg" --data "$work/train" --epochs 2 --batch 32 --threads 2 \
+    --quiet --out "$work/m.osp" 2>/dev/null
+
+"$osprey" tag --help | grep -q -- "--embed NAME" || fail "tag --help"
+"$osprey" embed --help | grep -q -- "--layer NAME" || fail "embed --help"
+
+# tag + embed in one pass, over a folder, a list file and stdin
+out=$work/run
+(cd "$work" && ls photos/circle/00[0-4]*.jpg) >"$work/list.txt"      # relative to the list's folder
+ls "$work"/photos/cross/001*.png | "$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$out" \
+    --batch 16 --threads 2 --json "$work/photos" "$work/list.txt" - >"$work/run1.json" 2>"$work/err1"
+grep -q "extra/notes.txt: left out" "$work/err1" || fail "the non-image file is not named: $(cat "$work/err1")"
+$py - "$out" "$work/run1.json" 307 <<'PY'
+import json, sqlite3, sys, numpy as np
+out, summary, n = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3])
+rows = [json.loads(l) for l in open(out + "/tags.jsonl")]
+assert len(rows) == n, (len(rows), n)            # the list and stdin repeat folder images: once each
+ids = [r["id"] for r in rows]
+assert len(set(ids)) == n and all(i >= 0 for i in ids)
+assert len({r["path"] for r in rows}) == n
+errors = {r["path"].split("/")[-1]: r["error"]["code"] for r in rows if "error" in r}
+want = {"broken-truncated.jpg": "decode", "broken-empty.png": "empty", "broken-text.jpg": "decode",
+        "broken-bomb.png": "too_large", "broken-garbage.webp": "decode", "random.webp": "decode",
+        "huge.png": "too_large"}
+assert errors == want, errors
+ok = [r for r in rows if "error" not in r]
+for r in ok:
+    assert 1 <= len(r["labels"]) <= 5 and r["model"].startswith("m@"), r
+    s = [l["score"] for l in r["labels"]]
+    assert s == sorted(s, reverse=True) and all(0 <= x <= 1 for x in s), r
+    assert {l["description"] for l in r["labels"]} <= {"circle", "cross", "square", "star", "triangle"}, r
+v, vid = np.load(out + "/vectors.npy"), np.load(out + "/ids.npy")
+assert v.dtype == np.float32 and v.shape == (len(ok), 32), v.shape
+assert vid.dtype == np.int64 and sorted(vid.tolist()) == sorted(r["id"] for r in ok)
+assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+db = sqlite3.connect(out + "/catalog.db")
+assert db.execute("select count(*), count(distinct path) from images").fetchone() == (n, n)
+assert db.execute("select count(*) from images where status = 'error'").fetchone()[0] == len(want)
+for i, path, row, sha, w, h, nbytes in db.execute("select id, path, row, sha256, width, height, bytes from images where status = 'ok'"):
+    assert vid[row] == i, (path, row)
+    assert len(sha) == 64 and w > 0 and h > 0 and nbytes > 0
+assert db.execute("select count(distinct image) from labels").fetchone()[0] == len(ok)
+assert db.execute("select value from state where key = 'rows'").fetchone()[0] == len(ok)
+assert summary["images"] == n and summary["errors"] == len(want) and summary["already_done"] > 0, summary
+assert summary["not_images"] == 1, summary
+PY
+
+# the same command again does no work; the outputs are unchanged
+cp "$out/tags.jsonl" "$work/tags.before"
+"$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$out" --threads 2 --json --quiet \
+    "$work/photos" >"$work/run2.json"
+grep -q '"images": 0,' "$work/run2.json" || fail "a rerun did work: $(cat "$work/run2.json")"
+cmp "$out/tags.jsonl" "$work/tags.before" || fail "a rerun changed tags.jsonl"
+
+# embed alone, float16: the same vectors to half precision
+"$osprey" embed --model "$work/m.osp" --layer relu7 --normalize --dtype float16 --out "$work/half" \
+    --threads 2 --quiet "$work/photos"
+$py - "$out" "$work/half" <<'PY'
+import sys, numpy as np
+a, b = sys.argv[1], sys.argv[2]
+va, ia = np.load(a + "/vectors.npy"), np.load(a + "/ids.npy")
+vb, ib = np.load(b + "/vectors.npy"), np.load(b + "/ids.npy")
+assert vb.dtype == np.float16 and len(ib) == len(ia)
+pos = {i: k for k, i in enumerate(ia.tolist())}
+for k, i in enumerate(ib.tolist()):
+    assert np.allclose(vb[k].astype(np.float32), va[pos[i]], atol=2e-3), i
+PY
+[ ! -e "$work/half/tags.jsonl" ] || fail "embed wrote tags"
+
+# new files are picked up, and only they; --skip-done notices a changed file
+mkdir "$work/photos/new"
+cp "$work/photos/star/0002.jpg" "$work/photos/new/a.jpg"
+cp "$work/photos/star/0003.png" "$work/photos/new/b.png"
+cp "$work/photos/circle/0001.png" "$work/0001.png.orig"
+cp "$work/photos/square/0001.png" "$work/photos/circle/0001.png"
+"$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$out" --threads 2 --json --skip-done \
+    "$work/photos" >"$work/run3.json" 2>"$work/err3"
+grep -q '"images": 2,' "$work/run3.json" || fail "new files: $(cat "$work/run3.json")"
+grep -q '"changed": 1,' "$work/run3.json" || fail "the changed file: $(cat "$work/run3.json")"
+grep -q "circle/0001.png changed since" "$work/err3" || fail "the changed file is not named"
+[ "$(wc -l <"$out/tags.jsonl")" -eq 309 ] || fail "tags.jsonl has $(wc -l <"$out/tags.jsonl") lines, not 309"
+cp "$work/0001.png.orig" "$work/photos/circle/0001.png"
+
+# two shards joined equal one run: the same ids, each once
+for i in 0 1; do
+    "$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$work/s$i" --shard $i/2 \
+        --threads 2 --quiet "$work/photos"
+done
+"$osprey" merge --out "$work/joined" "$work/s0" "$work/s1"
+$py - "$out" "$work/joined" "$work/s0" <<'PY'
+import json, sqlite3, sys, numpy as np
+one, joined, s0 = sys.argv[1:4]
+ids = lambda d: sorted(json.loads(l)["id"] for l in open(d + "/tags.jsonl"))
+assert ids(one) == ids(joined), "merged ids differ from one run's"
+assert 0 < len(ids(s0)) < len(ids(one))
+a, b = np.load(one + "/ids.npy"), np.load(joined + "/ids.npy")
+assert sorted(a.tolist()) == sorted(b.tolist())
+va, vb = np.load(one + "/vectors.npy"), np.load(joined + "/vectors.npy")
+pa = {i: k for k, i in enumerate(a.tolist())}
+assert all(np.allclose(vb[k], va[pa[i]], atol=1e-5) for k, i in enumerate(b.tolist()))
+db = sqlite3.connect(joined + "/catalog.db")
+assert db.execute("select count(*) from images").fetchone()[0] == len(ids(one))
+for i, row in db.execute("select id, row from images where row is not null"):
+    assert b[row] == i
+PY
+
+# an index from the output; a catalogued image finds itself first, by id and by path
+"$osprey" index build --from "$out" --type flat --metric ip --out "$work/photos.idx" >/dev/null
+first_ok=$($py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; r=[x for x in r if 'error' not in x]; print(r[0]['id'], r[0]['path'])" "$out/tags.jsonl")
+id=${first_ok%% *}; path=${first_ok#* }
+"$osprey" similar --index "$work/photos.idx" --catalog "$out" -k 3 --json "$id" "$path" "$work/photos/new/a.jpg" >"$work/sim.json"
+$py - "$work/sim.json" "$path" "$work/photos/new/a.jpg" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert len(lines) == 3, lines
+for q, want in zip(lines, [sys.argv[2], sys.argv[2], sys.argv[3]]):
+    assert len(q["results"]) == 3 and q["results"][0]["path"] == want or (
+        # new/a.jpg is a copy of star/0002.jpg: the two tie
+        want.endswith("new/a.jpg") and {r["path"].split("/")[-1] for r in q["results"][:2]} == {"a.jpg", "0002.jpg"}), q
+PY
+# an image outside the catalogue is embedded with the recorded model and layer
+cp "$work/photos/star/0004.jpg" "$work/outside.jpg"
+"$osprey" similar --index "$work/photos.idx" --catalog "$out" -k 1 "$work/outside.jpg" | grep -q "star/0004.jpg" ||
+    fail "an outside copy of an image did not find it"
+
+# bad runs: one clear error before any work
+"$osprey" train --net "$work/shapes.cfg" --data "$work/train" --epochs 1 --batch 32 --threads 2 --seed 9 \
+    --quiet --out "$work/other.osp" 2>/dev/null
+expect_error "holds a run with model_sha256" "$osprey" tag --model "$work/other.osp" --embed relu7 --normalize --out "$out" "$work/photos"
+expect_error "no layer 'conv99'" "$osprey" embed --model "$work/m.osp" --layer conv99 --out "$work/x" "$work/photos"
+expect_error "holds a run with layer" "$osprey" tag --model "$work/m.osp" --embed relu3 --normalize --out "$out" "$work/photos"
+expect_error "nowhere.jpg: no such file" "$osprey" tag --model "$work/m.osp" --out "$work/y" "$work/photos" "$work/nowhere.jpg"
+expect_error "--shard must be" "$osprey" tag --model "$work/m.osp" --out "$work/y" --shard 2/2 "$work/photos"
+expect_error "no INPUT" "$osprey" tag --model "$work/m.osp" --out "$work/y"
+touch "$work/plainfile"
+expect_error "not a folder" "$osprey" tag --model "$work/m.osp" --out "$work/plainfile" "$work/photos"
+if [ "$(id -u)" -ne 0 ]; then
+    mkdir "$work/ro" && chmod 555 "$work/ro"
+    expect_error "cannot write" "$osprey" tag --model "$work/m.osp" --out "$work/ro" "$work/photos"
+fi
+[ ! -e "$work/y" ] || [ -z "$(ls "$work/y")" ] || fail "a refused run left files in its output folder"
+echo "cli pipeline: all checks passed"
