@@ -135,7 +135,7 @@ Test(npy, refuses_bad_headers) {
         {"{'descr': '<f4', 'fortran_order': True, 'shape': (4,), }", 16, OSP_ENOTSUP, "Fortran"},
         {"{'descr': '>f4', 'fortran_order': False, 'shape': (4,), }", 16, OSP_ENOTSUP,
          "big-endian"},
-        {"{'descr': '<f2', 'fortran_order': False, 'shape': (4,), }", 8, OSP_ENOTSUP, "dtype"},
+        {"{'descr': '<u2', 'fortran_order': False, 'shape': (4,), }", 8, OSP_ENOTSUP, "dtype"},
         {"{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }", 16, OSP_ENOTSUP, "dtype"},
         {"{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }", 16, OSP_EFORMAT,
          "header"},
