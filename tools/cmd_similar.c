@@ -81,7 +81,9 @@ static int embedder_open(embedder *e, osp_catalog *cat, const char *dir, const c
     if (!model || !*model)
         return cli_fail(CMD, "%s does not name its model file: give --model to embed new images", dir);
     if (osp_model_load(model, &e->net)) return cli_fail_lib(CMD, NULL);
-    const char *want = osp_catalog_setting(cat, "model_sha256");
+    /* the vectors' model: the first of an ensemble */
+    const char *want = osp_catalog_setting(cat, "embed_model_sha256");
+    if (!want) want = osp_catalog_setting(cat, "model_sha256");
     char hash[65];
     if (osp_model_content_hash(e->net, hash)) return cli_fail_lib(CMD, model);
     if (!want || strcmp(want, hash))

@@ -11,9 +11,15 @@
 #include "cli.h"
 #include "commands.h"
 
+#define MAX_MODELS 8
+#define MAX_SCALES 8
+
 typedef struct tag_options {
     const char *cmd;
     const char *model, *out;
+    const char *more_models[MAX_MODELS];
+    int n_more;
+    int scales[MAX_SCALES];
     osp_pipeline_options p;
     int threads, json, quiet, shard_given;
     char **inputs;
@@ -52,7 +58,14 @@ static void usage(FILE *out, int embed) {
                 "  --threshold P         leave out labels scoring under P (default 0)\n"
                 "  --sigmoid             scores as independent sigmoids (a multi-label model),\n"
                 "                        not one softmax\n"
-                "  --embed NAME          also write NAME's vectors (see 'osprey embed')\n");
+                "  --embed NAME          also write NAME's vectors (see 'osprey embed')\n"
+                "  --model MODEL2 ...    more models: an ensemble, whose scores are averaged\n"
+                "                        (the same classes; vectors come from the first)\n"
+                "  --scales S1,S2,...    average the scores over these input sizes (S x S) of\n"
+                "                        each model, as Deep Image does (models whose layers\n"
+                "                        do not depend on the input size: convolutions and\n"
+                "                        global pooling); with --embed the first is the\n"
+                "                        model's own size\n");
     else
         fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them)\n");
     fprintf(out,
@@ -88,10 +101,11 @@ bad:
 }
 
 static int parse(int argc, char **argv, int embed, tag_options *o) {
-    enum { O_MODEL = 256, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
+    enum { O_MODEL = 256, O_SCALES, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
            O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"out", required_argument, 0, O_OUT},
+        {"scales", required_argument, 0, O_SCALES},
         {"layer", required_argument, 0, O_LAYER},   {"embed", required_argument, 0, O_EMBED},
         {"top-k", required_argument, 0, O_TOPK},    {"threshold", required_argument, 0, O_THRESHOLD},
         {"sigmoid", no_argument, 0, O_SIGMOID},     {"normalize", no_argument, 0, O_NORMALIZE},
@@ -111,9 +125,29 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         switch (c) {
         case 1: o->inputs[o->n_inputs++] = optarg; break;
         case O_MODEL:
-            if (o->model) return cli_fail(cmd, "one --model at a time (ensembles of models are not supported yet)");
-            o->model = optarg;
+            if (!o->model) {
+                o->model = optarg;
+                break;
+            }
+            if (embed) return cli_fail(cmd, "one --model: vectors come from one model ('osprey tag' averages several)");
+            if (o->n_more == MAX_MODELS) return cli_fail(cmd, "at most %d models", MAX_MODELS + 1);
+            o->more_models[o->n_more++] = optarg;
             break;
+        case O_SCALES: {
+            if (embed) return cli_fail(cmd, "--scales is for 'osprey tag'");
+            char *p = optarg, *end;
+            o->p.n_scales = 0;
+            while (*p) {
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 8 || v > 4096 || (*end && *end != ',') || o->p.n_scales == MAX_SCALES)
+                    return cli_fail(cmd, "--scales takes up to %d sizes from 8 to 4096, such as 224,320, not '%s'", MAX_SCALES, optarg);
+                o->scales[o->p.n_scales++] = (int)v;
+                p = *end ? end + 1 : end;
+            }
+            if (o->p.n_scales == 0) return cli_fail(cmd, "--scales needs at least one size");
+            o->p.scales = o->scales;
+            break;
+        }
         case O_OUT: o->out = optarg; break;
         case O_LAYER:
             if (!embed) return cli_fail(cmd, "--layer is for 'osprey embed'; 'osprey tag' takes --embed NAME");
@@ -334,9 +368,19 @@ static int tag_main(int argc, char **argv, int embed) {
     }
     osp_threads_set(o.threads);
     if (o.quiet) osp_log_set_level(OSP_LOG_ERROR);
-    osp_net *net = NULL;
+    osp_net *net = NULL, *more[MAX_MODELS] = {0};
+    char more_paths[MAX_MODELS][PATH_MAX];
+    const char *more_names[MAX_MODELS];
     char *command = command_line(argc, argv, o.cmd);
-    if (osp_model_load(o.model, &net)) {
+    for (int m = 0; m < o.n_more && !status; m++) {
+        if (osp_model_load(o.more_models[m], &more[m])) status = cli_fail_lib(o.cmd, NULL);
+        more_names[m] = realpath(o.more_models[m], more_paths[m]) ? more_paths[m] : o.more_models[m];
+    }
+    o.p.models = more;
+    o.p.model_paths = more_names;
+    o.p.n_models = o.n_more;
+    if (status) {
+    } else if (osp_model_load(o.model, &net)) {
         status = cli_fail_lib(o.cmd, NULL);
     } else if (!o.shard_given && osp_dist_launched()) {
         status = run_distributed(&o, net, command);
@@ -345,6 +389,7 @@ static int tag_main(int argc, char **argv, int embed) {
     }
     free(command);
     osp_net_free(net);
+    for (int m = 0; m < o.n_more; m++) osp_net_free(more[m]);
     free(o.inputs);
     return status;
 }

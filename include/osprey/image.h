@@ -170,6 +170,12 @@ OSP_API int osp_image_to_sample(const void *buf, size_t len, const char *name,
                                 const osp_transform *t, int64_t max_pixels, osp_rng *rng,
                                 float *out);
 
+/* The same for n transforms of one image (up to 64: the input scales of an
+ * ensemble), decoded once (shrunk on load only as far as the largest
+ * output needs), no augmentation: out[i] gets t[i]'s sample. */
+OSP_API int osp_image_to_samples(const void *buf, size_t len, const char *name,
+                                 const osp_transform *t, int n, int64_t max_pixels,
+                                 float *const *out);
 /* In place: x = (x - mean[c]) / std[c] for each of channels planes of
  * plane floats (channels past the fourth use mean[0], std[0], as
  * osp_net_normalize does). */

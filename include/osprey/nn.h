@@ -113,6 +113,12 @@ OSP_API int osp_net_from_spec(const char *text, size_t len, const char *name, ui
                               osp_net **out);
 OSP_API int osp_net_load_spec(const char *path, uint64_t seed, osp_net **out);
 OSP_API void osp_net_free(osp_net *net);
+/* A copy of net for inputs of height x width (the same channels): the same
+ * weights, buffers, labels and normalisation. Refused (OSP_ESHAPE, naming
+ * the layer) for a network whose parameters depend on the input size, as
+ * a fully connected layer over a flattened map does. For averaging a
+ * model's answers over several input scales. */
+OSP_API int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

@@ -95,6 +95,15 @@ typedef struct osp_pipeline_options {
                               reported (DIR keeps its first answer) */
     int64_t total;         /* inputs expected, for progress (-1 = unknown) */
     const char *model_path; /* recorded in the catalogue; the model's file */
+    /* Ensembles (Deep Image): tags average the scores of net and these
+     * models (the same classes), each at every scale of scales (square
+     * input sides; none = each model's own size). Vectors come from net at
+     * the first scale, which must then be its own input size. */
+    osp_net *const *models;
+    const char *const *model_paths; /* their files, for the record */
+    int n_models;
+    const int *scales;
+    int n_scales;
     const char *command;   /* recorded with the run (the command line), may be NULL */
     void (*on_progress)(const osp_pipeline_progress *p, void *user);
     void *user;

@@ -190,6 +190,37 @@ int osp_image_to_sample(const void *buf, size_t len, const char *name, const osp
     return rc;
 }
 
+int osp_image_to_samples(const void *buf, size_t len, const char *name, const osp_transform *t,
+                         int n, int64_t max_pixels, float *const *out) {
+    if (n < 1 || n > 64) return osp_error(OSP_EINVAL, "1 to 64 transforms at once, not %d", n);
+    osp_image_info info;
+    int rc = osp_image_probe(buf, len, name, max_pixels, &info);
+    if (rc != OSP_OK) return rc;
+    osp_sample_plan plans[64];
+    /* One decode for all: shrunk only as far as the largest need allows. */
+    int min_w = 0, min_h = 0, full = 0;
+    for (int i = 0; i < n; i++) {
+        osp_transform_plan(&t[i], info.width, info.height, NULL, &plans[i]);
+        double need_w = ceil((double)info.width * plans[i].dst_w / plans[i].src.w - 1e-3);
+        double need_h = ceil((double)info.height * plans[i].dst_h / plans[i].src.h - 1e-3);
+        if (need_w >= info.width || need_h >= info.height) full = 1;
+        if (need_w > min_w) min_w = (int)need_w;
+        if (need_h > min_h) min_h = (int)need_h;
+    }
+    osp_decode_options opt = {.max_pixels = max_pixels};
+    if (!full) {
+        opt.min_width = min_w;
+        opt.min_height = min_h;
+    }
+    osp_image img;
+    rc = osp_image_decode(buf, len, name, &opt, &img, NULL);
+    if (rc != OSP_OK) return rc;
+    for (int i = 0; i < n && rc == OSP_OK; i++)
+        rc = osp_transform_apply(&t[i], &plans[i], &img, info.width, info.height, out[i]);
+    osp_image_free(&img);
+    return rc;
+}
+
 void osp_image_normalize(float *x, int channels, int64_t plane, const float *mean,
                          const float *std) {
     for (int c = 0; c < channels; c++) {

@@ -130,7 +130,10 @@ static int add_layer(osp_net *net, osp_spec_section *s) {
     return OSP_OK;
 }
 
-int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed, osp_net **out) {
+/* Builds a network from spec text; input, if given, replaces the [net]
+ * section's input shape. */
+static int build(const char *text, size_t len, const char *name, uint64_t seed,
+                 const osp_shape *input, osp_net **out) {
     *out = NULL;
     osp_spec *sp;
     int rc = osp_spec_parse(text, len, name, &sp);
@@ -148,6 +151,7 @@ int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t s
     memcpy(net->spec_text, text, len);
     net->spec_text[len] = '\0';
     if ((rc = parse_net_section(&sp->sections[0], net))) goto fail;
+    if (input) net->input = *input;
     net->graph = osp_graph_new(&net->input);
     if (!net->graph) {
         rc = OSP_ENOMEM;
@@ -171,6 +175,50 @@ fail:
     osp_spec_free(sp);
     osp_net_free(net);
     return rc;
+}
+
+int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed, osp_net **out) {
+    return build(text, len, name, seed, NULL, out);
+}
+
+int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out) {
+    *out = NULL;
+    if (net->input.ndim != 3 || height < 1 || width < 1 || height > 65536 || width > 65536)
+        return osp_error(OSP_EINVAL, "an input of %d x %d is not possible for this network", height, width);
+    if (!net->spec_text) return osp_error(OSP_ESTATE, "the network has no spec to rebuild it from");
+    int64_t dims[3] = {net->input.dim[0], height, width};
+    osp_shape input = osp_shape_make(3, dims);
+    osp_net *copy;
+    int rc = build(net->spec_text, strlen(net->spec_text), "spec", 0, &input, &copy);
+    if (rc) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", osp_last_error());
+        return osp_error(rc, "the network cannot take %d x %d inputs: %s", height, width, msg);
+    }
+    /* Convolutions do not care about the size of their input; a layer whose
+     * parameters do (a fully connected layer on a flattened map) makes the
+     * network one of a fixed size. */
+    osp_graph *g = copy->graph, *from = net->graph;
+    if (osp_graph_param_count(g) != osp_graph_param_count(from) || copy->n_classes != net->n_classes)
+        rc = osp_error(OSP_ESHAPE, "the network cannot take %d x %d inputs: its outputs change", height, width);
+    for (int i = 0; !rc && i < osp_graph_param_count(g); i++) {
+        const osp_param *p = osp_graph_param(g, i), *q = osp_graph_param(from, i);
+        if (strcmp(p->name, q->name) || !osp_shape_equal(&p->shape, &q->shape))
+            rc = osp_error(OSP_ESHAPE, "the network cannot take %d x %d inputs: %s depends on the input size",
+                           height, width, q->name);
+        else
+            memcpy(osp_graph_param_data(g, i), osp_graph_param_data(from, i), (size_t)p->numel * sizeof(float));
+    }
+    if (!rc && net->labels) rc = osp_net_set_labels(copy, (const char *const *)net->labels, net->n_classes);
+    if (rc) {
+        osp_net_free(copy);
+        return rc;
+    }
+    memcpy(copy->mean, net->mean, sizeof copy->mean);
+    memcpy(copy->std, net->std, sizeof copy->std);
+    osp_graph_weights_changed(g);
+    *out = copy;
+    return OSP_OK;
 }
 
 int osp_net_load_spec(const char *path, uint64_t seed, osp_net **out) {

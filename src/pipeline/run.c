@@ -25,6 +25,7 @@
 #define RING 3
 #define MAX_BATCH 4096
 #define NAMED_CHANGES 3
+#define MAX_VARIANTS 16
 
 enum { SLOT_FREE, SLOT_DECODING, SLOT_INFERRED };
 enum { ERR_READ, ERR_DECODE, ERR_TOO_LARGE, ERR_EMPTY };
@@ -59,8 +60,17 @@ typedef struct slot {
     int state;
     int n, next, done;
     item *items;
-    float *x, *logits, *feat;
+    float *x[MAX_VARIANTS], *logits[MAX_VARIANTS], *feat;
 } slot;
+
+/* One network at one input size: a model of the ensemble at one of the
+ * scales. Tags average the scores of every variant; vectors come from the
+ * first. */
+typedef struct variant {
+    osp_net *net;
+    int owned; /* a rescaled copy, freed with the engine */
+    int64_t in_size;
+} variant;
 
 typedef struct engine {
     pthread_mutex_t mu;
@@ -70,10 +80,11 @@ typedef struct engine {
     int finishing, failed;
     char failure[1024];
 
-    osp_net *net;
     const osp_pipeline_options *opt;
-    osp_transform transform;
-    int64_t in_size, n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
+    variant var[MAX_VARIANTS];
+    osp_transform transforms[MAX_VARIANTS];
+    int n_var;
+    int64_t n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
     int feat_plane;                             /* values averaged into each vector element */
     char model_field[160];
     char **class_names; /* labels or numbers */
@@ -88,7 +99,7 @@ typedef struct engine {
     size_t tags_len, tags_cap;
     void *vecs;
     int64_t *ids;
-    float *vec, *probs;
+    float *vec, *probs, *one;
     int *order;
 } engine;
 
@@ -130,7 +141,11 @@ static void item_error(item *it, int kind, const char *msg) {
 
 /* Reads, hashes and decodes one input into its row of x. Bad images
  * become error rows; nothing here stops the run. */
-static void decode_item(engine *e, item *it, float *x) {
+static void clear_inputs(engine *e, float *const *x) {
+    for (int v = 0; v < e->n_var; v++) memset(x[v], 0, (size_t)e->var[v].in_size * sizeof(float));
+}
+
+static void decode_item(engine *e, item *it, float *const *x) {
     const int64_t max_pixels = e->opt->max_pixels > 0 ? e->opt->max_pixels : OSP_IMAGE_MAX_PIXELS;
     it->err = -1;
     it->bytes = -1;
@@ -139,7 +154,7 @@ static void decode_item(engine *e, item *it, float *x) {
     int rc = osp_file_read_all(it->path, osp_image_max_file_bytes(max_pixels), &buf, &len);
     if (rc) {
         item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_READ, osp_last_error());
-        memset(x, 0, (size_t)e->in_size * sizeof(float));
+        clear_inputs(e, x);
         return;
     }
     it->bytes = (int64_t)len;
@@ -152,10 +167,19 @@ static void decode_item(engine *e, item *it, float *x) {
     } else {
         it->width = info.width;
         it->height = info.height;
-        if ((rc = osp_net_image_input(e->net, buf, len, it->path, &e->transform, max_pixels, x)))
-            item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_DECODE, osp_last_error());
+        /* decoded once, rendered at every variant's size and normalised as
+         * its network wants */
+        /* Vectors come from the first variant and must be what a lone
+         * decode at its size gives ('osprey similar' embeds a query so): a
+         * decode shared with a larger scale is shrunk less on load. */
+        const int alone = e->dim > 0 && e->n_var > 1;
+        rc = osp_image_to_samples(buf, len, it->path, e->transforms, alone ? 1 : e->n_var, max_pixels, x);
+        if (!rc && alone)
+            rc = osp_image_to_samples(buf, len, it->path, e->transforms + 1, e->n_var - 1, max_pixels, x + 1);
+        if (rc) item_error(it, rc == OSP_ERANGE ? ERR_TOO_LARGE : ERR_DECODE, osp_last_error());
+        for (int v = 0; !rc && v < e->n_var; v++) osp_net_normalize(e->var[v].net, x[v], 1);
     }
-    if (it->err >= 0) memset(x, 0, (size_t)e->in_size * sizeof(float));
+    if (it->err >= 0) clear_inputs(e, x);
     osp_free(buf);
 }
 
@@ -176,7 +200,9 @@ static void *decoder(void *arg) {
         }
         const int i = s->next++;
         pthread_mutex_unlock(&e->mu);
-        decode_item(e, &s->items[i], s->x + (int64_t)i * e->in_size);
+        float *x[MAX_VARIANTS];
+        for (int v = 0; v < e->n_var; v++) x[v] = s->x[v] + (int64_t)i * e->var[v].in_size;
+        decode_item(e, &s->items[i], x);
         pthread_mutex_lock(&e->mu);
         if (++s->done == s->n) pthread_cond_broadcast(&e->decoded);
     }
@@ -244,6 +270,20 @@ static void scores_of(const float *logits, int64_t k, int sigmoid, float *out) {
     for (int64_t j = 0; j < k; j++) out[j] = (float)(out[j] / sum);
 }
 
+/* Item i's scores: averaged over the variants (models and scales). */
+static void item_scores(engine *e, const slot *s, int i) {
+    const int64_t k = e->n_classes;
+    if (e->n_var == 1) {
+        scores_of(s->logits[0] + (int64_t)i * k, k, e->opt->sigmoid, e->probs);
+        return;
+    }
+    for (int64_t j = 0; j < k; j++) e->probs[j] = 0;
+    for (int v = 0; v < e->n_var; v++) {
+        scores_of(s->logits[v] + (int64_t)i * k, k, e->opt->sigmoid, e->one);
+        for (int64_t j = 0; j < k; j++) e->probs[j] += e->one[j] / (float)e->n_var;
+    }
+}
+
 /* The top scores' classes, best first (ties: the lower class). */
 static int top_classes(const float *p, int64_t k, int want, int *order) {
     int n = 0;
@@ -279,7 +319,8 @@ static void vector_of(const engine *e, const float *feat, float *v) {
     }
 }
 
-static int tag_line(engine *e, const item *it, const float *logits, int *n_labels) {
+static int tag_line(engine *e, const slot *s, int i, int *n_labels) {
+    const item *it = &s->items[i];
     int rc = putf(e, "{\"id\": %lld, \"path\": ", (long long)it->id);
     if (!rc) rc = put_string(e, it->path);
     *n_labels = 0;
@@ -291,7 +332,7 @@ static int tag_line(engine *e, const item *it, const float *logits, int *n_label
         if (!rc) rc = put(e, "}}\n", 3);
         return rc;
     }
-    scores_of(logits, e->n_classes, e->opt->sigmoid, e->probs);
+    item_scores(e, s, i);
     int n = top_classes(e->probs, e->n_classes, e->opt->top_k, e->order);
     if (!rc) rc = put(e, ", \"labels\": [", 13);
     int written = 0;
@@ -321,7 +362,7 @@ static int write_slot(engine *e, slot *s) {
     for (int i = 0; !rc && i < s->n; i++) {
         const item *it = &s->items[i];
         int n_labels;
-        if (opt->tags) rc = tag_line(e, it, s->logits + (int64_t)i * e->n_classes, &n_labels);
+        if (opt->tags) rc = tag_line(e, s, i, &n_labels);
         if (rc || !embed || it->err >= 0) continue;
         vector_of(e, s->feat + (int64_t)i * e->feat_size, e->vec);
         char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->dim * esz;
@@ -347,7 +388,7 @@ static int write_slot(engine *e, slot *s) {
         }
         rc = osp__catalog_add_image(e->cat, &r);
         if (!rc && opt->tags && it->err < 0) {
-            scores_of(s->logits + (int64_t)i * e->n_classes, e->n_classes, opt->sigmoid, e->probs);
+            item_scores(e, s, i);
             int n = top_classes(e->probs, e->n_classes, opt->top_k, e->order);
             for (int k = 0; !rc && k < n && e->probs[e->order[k]] >= opt->threshold; k++)
                 rc = osp__catalog_add_label(e->cat, it->id, k, e->class_names[e->order[k]],
@@ -471,18 +512,22 @@ static int fill(engine *e, osp_inputs *in, slot *s, int *n) {
 }
 
 static int infer(engine *e, slot *s) {
-    const char *layers[2];
-    float *outs[2];
-    int n = 0;
-    if (e->opt->tags) {
-        layers[n] = OSP_LAYER_LOGITS;
-        outs[n++] = s->logits;
+    for (int v = 0; v < e->n_var; v++) {
+        const char *layers[2];
+        float *outs[2];
+        int n = 0;
+        if (e->opt->tags) {
+            layers[n] = OSP_LAYER_LOGITS;
+            outs[n++] = s->logits[v];
+        }
+        if (v == 0 && e->dim > 0) {
+            layers[n] = e->opt->embed_layer;
+            outs[n++] = s->feat;
+        }
+        int rc = osp_net_run(e->var[v].net, s->x[v], s->n, s->n, layers, n, outs);
+        if (rc) return rc;
     }
-    if (e->dim > 0) {
-        layers[n] = e->opt->embed_layer;
-        outs[n++] = s->feat;
-    }
-    return osp_net_run(e->net, s->x, s->n, s->n, layers, n, outs);
+    return OSP_OK;
 }
 
 static int produce(engine *e, osp_inputs *in) {
@@ -578,12 +623,89 @@ static void model_name_of(const char *path, char *out, size_t cap) {
     if (dot && dot != out) *dot = 0;
 }
 
-static int setup(engine *e, const char *dir) {
+/* The ensemble's variants: every model at every scale (at its own input
+ * size without scales). They must answer with the same classes. */
+static int make_variants(engine *e, osp_net *net) {
     const osp_pipeline_options *opt = e->opt;
-    osp_net *net = e->net;
-    int rc = osp_net_transform(net, &e->transform);
+    const int n_models = 1 + (opt->n_models > 0 ? opt->n_models : 0);
+    const int n_scales = opt->n_scales > 0 ? opt->n_scales : 1;
+    if (n_models * n_scales > MAX_VARIANTS)
+        return osp_error(OSP_EINVAL, "%d models x %d scales: at most %d together", n_models, n_scales, MAX_VARIANTS);
+    int rc;
+    for (int m = 0; m < n_models; m++) {
+        osp_net *model = m == 0 ? net : opt->models[m - 1];
+        osp_transform own;
+        if ((rc = osp_net_transform(model, &own))) return rc;
+        if (m > 0) {
+            int64_t k0, k;
+            if ((rc = osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &k0)) ||
+                (rc = osp_net_find_layer(model, OSP_LAYER_LOGITS, NULL, &k)))
+                return rc;
+            if (k != k0) return osp_error(OSP_ESHAPE, "model %d has %lld classes, the first %lld: an ensemble answers with one set", m + 1, (long long)k, (long long)k0);
+            for (int64_t j = 0; net->labels && model->labels && j < k; j++)
+                if (strcmp(net->labels[j], model->labels[j]))
+                    return osp_error(OSP_ESHAPE, "model %d calls class %lld '%s', the first '%s'", m + 1, (long long)j, model->labels[j], net->labels[j]);
+        }
+        for (int k = 0; k < n_scales; k++) {
+            variant *v = &e->var[e->n_var];
+            const int side = opt->n_scales > 0 ? opt->scales[k] : 0;
+            if (side <= 0 || (side == own.height && side == own.width)) {
+                v->net = model;
+            } else {
+                if ((rc = osp_net_with_input(model, side, side, &v->net))) return rc;
+                v->owned = 1;
+            }
+            if ((rc = osp_net_transform(v->net, &e->transforms[e->n_var]))) return rc;
+            v->in_size = osp_shape_numel(&v->net->input);
+            e->n_var++;
+        }
+    }
+    if (opt->embed_layer && opt->n_scales > 0 && e->var[0].owned)
+        return osp_error(OSP_EINVAL, "with vectors, the first scale must be the model's own input size "
+                                     "(%lld): the vectors come from it", (long long)net->input.dim[1]);
+    return OSP_OK;
+}
+
+/* The folder's model: the model's content hash, or for an ensemble the
+ * hash of its models' hashes and scales. */
+static int ensemble_hash(engine *e, char hash[65], char *name, size_t cap) {
+    const osp_pipeline_options *opt = e->opt;
+    char first[65];
+    int rc = osp_model_content_hash(e->var[0].net, first);
     if (rc) return rc;
-    e->in_size = osp_shape_numel(&net->input);
+    model_name_of(opt->model_path, name, cap);
+    if (opt->n_models <= 0 && opt->n_scales <= 0) {
+        memcpy(hash, first, 65);
+        return OSP_OK;
+    }
+    char text[MAX_VARIANTS * 80 + 256];
+    size_t len = (size_t)snprintf(text, sizeof text, "ensemble %s", first);
+    for (int m = 0; m < opt->n_models; m++) {
+        char h[65], part[96];
+        if ((rc = osp_model_content_hash(opt->models[m], h))) return rc;
+        len += (size_t)snprintf(text + len, sizeof text - len, " %s", h);
+        model_name_of(opt->model_paths ? opt->model_paths[m] : NULL, part, sizeof part);
+        size_t used = strlen(name), more = strlen(part);
+        if (used + 1 + more < cap) {
+            name[used] = '+';
+            memcpy(name + used + 1, part, more + 1);
+        }
+    }
+    for (int k = 0; k < opt->n_scales; k++) {
+        len += (size_t)snprintf(text + len, sizeof text - len, " %d", opt->scales[k]);
+        char part[16];
+        snprintf(part, sizeof part, "%s%d", k ? "," : "@", opt->scales[k]);
+        size_t used = strlen(name), more = strlen(part);
+        if (used + more < cap) memcpy(name + used, part, more + 1);
+    }
+    osp__sha256_hex(text, len, hash);
+    return OSP_OK;
+}
+
+static int setup(engine *e, osp_net *net, const char *dir) {
+    const osp_pipeline_options *opt = e->opt;
+    int rc = make_variants(e, net);
+    if (rc) return rc;
     if (opt->tags && (rc = osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &e->n_classes))) return rc;
     if (opt->embed_layer) {
         int node;
@@ -602,9 +724,9 @@ static int setup(engine *e, const char *dir) {
             if (!(e->class_names[k] = strdup(name))) return osp_error(OSP_ENOMEM, "out of memory");
         }
     }
-    char hash[65], name[96], dim[24], top_k[16], threshold[24], shard[32];
-    if ((rc = osp_model_content_hash(net, hash))) return rc;
-    model_name_of(opt->model_path, name, sizeof name);
+    char hash[65], embed_hash[65], name[96], dim[24], top_k[16], threshold[24], shard[32];
+    if ((rc = ensemble_hash(e, hash, name, sizeof name))) return rc;
+    if ((rc = osp_model_content_hash(net, embed_hash))) return rc;
     snprintf(e->model_field, sizeof e->model_field, "%s@%.16s", name, hash);
     snprintf(dim, sizeof dim, "%lld", (long long)e->dim);
     snprintf(top_k, sizeof top_k, "%d", opt->tags ? opt->top_k : 0);
@@ -613,7 +735,8 @@ static int setup(engine *e, const char *dir) {
     const osp__setting settings[] = {
         {"format", OSP__CATALOG_FORMAT}, {"version", OSP__CATALOG_VERSION},
         {"model", opt->model_path ? opt->model_path : ""}, {"model_name", name},
-        {"model_sha256", hash}, {"layer", opt->embed_layer ? opt->embed_layer : ""},
+        {"model_sha256", hash}, {"embed_model_sha256", embed_hash},
+        {"layer", opt->embed_layer ? opt->embed_layer : ""},
         {"dim", dim}, {"dtype", opt->dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
         {"normalize", opt->normalize ? "1" : "0"}, {"sigmoid", opt->sigmoid ? "1" : "0"},
         {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
@@ -632,18 +755,23 @@ static int setup(engine *e, const char *dir) {
     for (int q = 0; q < RING; q++) {
         slot *s = &e->slots[q];
         s->items = calloc(b, sizeof *s->items);
-        s->x = osp_alloc(b * (size_t)e->in_size * sizeof(float));
-        s->logits = opt->tags ? osp_alloc(b * (size_t)e->n_classes * sizeof(float)) : NULL;
+        for (int v = 0; v < e->n_var; v++) {
+            s->x[v] = osp_alloc(b * (size_t)e->var[v].in_size * sizeof(float));
+            s->logits[v] = opt->tags ? osp_alloc(b * (size_t)e->n_classes * sizeof(float)) : NULL;
+            if (!s->x[v] || (opt->tags && !s->logits[v]))
+                return osp_error(OSP_ENOMEM, "out of memory for a batch of %d", opt->batch);
+        }
         s->feat = e->dim ? osp_alloc(b * (size_t)e->feat_size * sizeof(float)) : NULL;
-        if (!s->items || !s->x || (opt->tags && !s->logits) || (e->dim && !s->feat))
+        if (!s->items || (e->dim && !s->feat))
             return osp_error(OSP_ENOMEM, "out of memory for a batch of %d", opt->batch);
     }
     e->vecs = malloc(b * (size_t)(e->dim ? e->dim : 1) * sizeof(float));
     e->ids = malloc(b * sizeof *e->ids);
     e->vec = malloc((size_t)(e->dim ? e->dim : 1) * sizeof(float));
     e->probs = malloc((size_t)(e->n_classes ? e->n_classes : 1) * sizeof(float));
+    e->one = malloc((size_t)(e->n_classes ? e->n_classes : 1) * sizeof(float));
     e->order = malloc((size_t)(opt->top_k > 0 ? opt->top_k : 1) * sizeof(int));
-    if (!e->vecs || !e->ids || !e->vec || !e->probs || !e->order) return osp_error(OSP_ENOMEM, "out of memory");
+    if (!e->vecs || !e->ids || !e->vec || !e->probs || !e->one || !e->order) return osp_error(OSP_ENOMEM, "out of memory");
     char *options = options_json(opt);
     if (!options) return osp_error(OSP_ENOMEM, "out of memory");
     rc = osp__catalog_run_begin(e->cat, opt->command, options, &e->run);
@@ -656,8 +784,10 @@ static void teardown(engine *e) {
         slot *s = &e->slots[q];
         for (int i = 0; s->items && i < s->n; i++) free(s->items[i].path);
         free(s->items);
-        osp_free(s->x);
-        osp_free(s->logits);
+        for (int v = 0; v < MAX_VARIANTS; v++) {
+            osp_free(s->x[v]);
+            osp_free(s->logits[v]);
+        }
         osp_free(s->feat);
     }
     for (int64_t k = 0; e->class_names && k < e->n_classes; k++) free(e->class_names[k]);
@@ -667,6 +797,9 @@ static void teardown(engine *e) {
     free(e->ids);
     free(e->vec);
     free(e->probs);
+    free(e->one);
+    for (int v = 0; v < e->n_var; v++)
+        if (e->var[v].owned) osp_net_free(e->var[v].net);
     free(e->order);
     osp__outputs_close(&e->out);
     osp_catalog_close(e->cat);
@@ -678,7 +811,6 @@ int osp_pipeline_run(osp_net *net, osp_inputs *in, const char *dir, const osp_pi
     if (rc) return rc;
     engine *e = calloc(1, sizeof *e);
     if (!e) return osp_error(OSP_ENOMEM, "out of memory");
-    e->net = net;
     e->opt = opt;
     e->out.tags_fd = e->out.vectors_fd = e->out.ids_fd = -1;
     pthread_mutex_init(&e->mu, NULL);
@@ -687,7 +819,7 @@ int osp_pipeline_run(osp_net *net, osp_inputs *in, const char *dir, const osp_pi
     pthread_cond_init(&e->inferred, NULL);
     pthread_cond_init(&e->freed, NULL);
     e->started = osp_now();
-    rc = setup(e, dir);
+    rc = setup(e, net, dir);
     int workers = opt->workers > 0 ? opt->workers : osp_threads_get();
     if (workers < 1) workers = 1;
     pthread_t threads[257];

@@ -158,9 +158,47 @@ cp "$work/photos/star/0004.jpg" "$work/outside.jpg"
 "$osprey" similar --index "$work/photos.idx" --catalog "$out" -k 1 "$work/outside.jpg" | grep -q "star/0004.jpg" ||
     fail "an outside copy of an image did not find it"
 
-# bad runs: one clear error before any work
+# an ensemble's scores are the mean of its models' scores
 "$osprey" train --net "$work/shapes.cfg" --data "$work/train" --epochs 1 --batch 32 --threads 2 --seed 9 \
     --quiet --out "$work/other.osp" 2>/dev/null
+for m in m other; do
+    "$osprey" tag --model "$work/$m.osp" --out "$work/ens-$m" --threads 2 --quiet "$work/photos/star"
+done
+"$osprey" tag --model "$work/m.osp" --model "$work/other.osp" --out "$work/ens" --threads 2 --quiet "$work/photos/star"
+$py - "$work/ens-m" "$work/ens-other" "$work/ens" <<'PY'
+import json, sys
+load = lambda d: {r["path"]: r for r in map(json.loads, open(d + "/tags.jsonl"))}
+a, b, e = (load(d) for d in sys.argv[1:4])
+assert a.keys() == e.keys()
+for path, r in e.items():
+    if "error" in r:
+        continue
+    assert r["model"].startswith("m+other@"), r["model"]
+    sa = {l["description"]: l["score"] for l in a[path]["labels"]}
+    sb = {l["description"]: l["score"] for l in b[path]["labels"]}
+    for l in r["labels"]:
+        want = (sa[l["description"]] + sb[l["description"]]) / 2
+        assert abs(l["score"] - want) < 2e-6, (path, l, want)
+PY
+expect_error "depends on the input size" "$osprey" tag --model "$work/m.osp" --scales 24,32 --out "$work/ens2" "$work/photos/star"
+# a network of convolutions and global pooling takes any size: scales
+printf '[net]\ninput = 3x24x24\nmean = 0.5\nstd = 0.25\n[conv]\nfilters = 8\nsize = 3\npad = 1\n[relu]\n[maxpool]\nsize = 2\n[conv]\nfilters = 16\nsize = 3\npad = 1\n[relu]\n[globalavgpool]\n[fc]\noutputs = 5\n' >"$work/gap.cfg"
+"$osprey" train --net "$work/gap.cfg" --data "$work/train" --epochs 1 --batch 32 --threads 2 --quiet --out "$work/gap.osp" 2>/dev/null
+"$osprey" tag --model "$work/gap.osp" --scales 24,40 --embed relu5 --out "$work/scales" --threads 2 --quiet "$work/photos/star"
+"$osprey" tag --model "$work/gap.osp" --embed relu5 --out "$work/scale24" --threads 2 --quiet "$work/photos/star"
+$py - "$work/scales" "$work/scale24" <<'PY'
+import json, sys, numpy as np
+s, one = sys.argv[1], sys.argv[2]
+rs = {r["path"]: r for r in map(json.loads, open(s + "/tags.jsonl"))}
+r1 = {r["path"]: r for r in map(json.loads, open(one + "/tags.jsonl"))}
+ok = [p for p in rs if "error" not in rs[p]]
+assert all(rs[p]["model"].startswith("gap@24,40@") for p in ok), rs[ok[0]]["model"]
+assert any(rs[p]["labels"][0]["score"] != r1[p]["labels"][0]["score"] for p in ok), "the second scale changed nothing"
+assert np.array_equal(np.load(s + "/vectors.npy"), np.load(one + "/vectors.npy")), "vectors are not the first scale's"
+PY
+expect_error "the first scale must be the model's own" "$osprey" tag --model "$work/gap.osp" --scales 40,24 --embed relu5 --out "$work/ens3" "$work/photos/star"
+
+# bad runs: one clear error before any work
 expect_error "holds a run with model_sha256" "$osprey" tag --model "$work/other.osp" --embed relu7 --normalize --out "$out" "$work/photos"
 expect_error "no layer 'conv99'" "$osprey" embed --model "$work/m.osp" --layer conv99 --out "$work/x" "$work/photos"
 expect_error "holds a run with layer" "$osprey" tag --model "$work/m.osp" --embed relu3 --normalize --out "$out" "$work/photos"

@@ -179,3 +179,36 @@ Test(transform, normalize) {
     const float want[6] = {-1, 0, 1, -1, 1, 3};
     for (int i = 0; i < 6; i++) cr_assert_float_eq(x[i], want[i], 1e-6);
 }
+
+/* Several sizes from one decode: each the same as a lone decode for it,
+ * except where a larger size keeps a JPEG from shrinking as far on load
+ * (then within the error of the DCT scaling). */
+Test(transform, several_sizes_from_one_decode) {
+    size_t jlen, plen;
+    uint8_t *jpeg = gen_jpeg_rgb(640, 480, 95, &jlen), *png = gen_png_rgb(64, 48, &plen);
+    osp_transform t[2] = {osp_transform_defaults(3, 24, 24), osp_transform_defaults(3, 200, 200)};
+    float *a[2], *b[2];
+    for (int i = 0; i < 2; i++) {
+        a[i] = malloc(3 * 200 * 200 * sizeof(float));
+        b[i] = malloc(3 * 200 * 200 * sizeof(float));
+    }
+    cr_assert_eq(osp_image_to_samples(png, plen, "p.png", t, 2, 0, a), 0, "%s", osp_last_error());
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(osp_image_to_sample(png, plen, "p.png", &t[i], 0, NULL, b[i]), 0);
+        cr_assert(memcmp(a[i], b[i], (size_t)(3 * t[i].height * t[i].width) * sizeof(float)) == 0, "png size %d", i);
+    }
+    cr_assert_eq(osp_image_to_samples(jpeg, jlen, "j.jpg", t, 2, 0, a), 0, "%s", osp_last_error());
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(osp_image_to_sample(jpeg, jlen, "j.jpg", &t[i], 0, NULL, b[i]), 0);
+        for (int k = 0; k < 3 * t[i].height * t[i].width; k++)
+            cr_assert(fabsf(a[i][k] - b[i][k]) < 0.08f, "jpeg size %d at %d: %g vs %g", i, k, a[i][k], b[i][k]);
+    }
+    cr_assert_eq(osp_image_to_samples(png, plen / 2, "cut.png", t, 2, 0, a), OSP_EFORMAT);
+    cr_assert_eq(osp_image_to_samples(png, plen, "p.png", t, 0, 0, a), OSP_EINVAL);
+    for (int i = 0; i < 2; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+    free(jpeg);
+    free(png);
+}

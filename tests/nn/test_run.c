@@ -113,3 +113,45 @@ Test(net_run, photos_become_normalised_inputs) {
     cr_assert(strstr(osp_last_error(), "not an image"), "%s", osp_last_error());
     osp_net_free(net);
 }
+
+/* A network rebuilt for another input size keeps its weights: at its own
+ * size it answers exactly as the original; a network whose parameters
+ * depend on the input size is refused, naming the layer. */
+Test(net_run, with_input_keeps_the_weights) {
+    const char *gap = "[net]\ninput = 3x16x16\nmean = 0.5\nstd = 0.25\n"
+                      "[conv]\nfilters = 4\nsize = 3\npad = 1\n[batchnorm]\n[relu]\n"
+                      "[globalavgpool]\n[fc]\nname = fc\noutputs = 3\n";
+    osp_net *net, *same, *big;
+    cr_assert_eq(osp_net_from_spec(gap, strlen(gap), "gap", 3, &net), 0, "%s", osp_last_error());
+    const char *labels[] = {"a", "b", "c"};
+    cr_assert_eq(osp_net_set_labels(net, labels, 3), 0);
+    cr_assert_eq(osp_net_with_input(net, 16, 16, &same), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_net_with_input(net, 24, 20, &big), 0, "%s", osp_last_error());
+    cr_assert_eq(big->input.dim[1], 24);
+    cr_assert_eq(big->input.dim[2], 20);
+    cr_assert_str_eq(big->labels[2], "c");
+    cr_assert_float_eq(big->std[1], 0.25f, 0);
+    float *x = random_inputs(2, 3 * 16 * 16), a[6], b[6];
+    float *oa[] = {a}, *ob[] = {b};
+    cr_assert_eq(osp_net_run(net, x, 2, 0, NULL, 0, oa), 0);
+    cr_assert_eq(osp_net_run(same, x, 2, 0, NULL, 0, ob), 0);
+    cr_assert(memcmp(a, b, sizeof a) == 0, "the copy answers otherwise");
+    float *y = random_inputs(1, 3 * 24 * 20), c[3];
+    float *oc[] = {c};
+    cr_assert_eq(osp_net_run(big, y, 1, 0, NULL, 0, oc), 0, "%s", osp_last_error());
+    free(x);
+    free(y);
+    osp_net_free(same);
+    osp_net_free(big);
+    osp_net_free(net);
+
+    osp_net *flat = make_net(), *other; /* conv then fc over... a pooled map: fine */
+    cr_assert_eq(osp_net_with_input(flat, 32, 32, &other), 0, "%s", osp_last_error());
+    osp_net_free(other);
+    osp_net_free(flat);
+    const char *fc = "[net]\ninput = 1x8x8\n[conv]\nfilters = 2\nsize = 3\n[fc]\nname = head\noutputs = 3\n";
+    cr_assert_eq(osp_net_from_spec(fc, strlen(fc), "fc", 1, &net), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_net_with_input(net, 16, 16, &other), OSP_ESHAPE);
+    cr_assert(strstr(osp_last_error(), "head.weight depends on the input size"), "%s", osp_last_error());
+    osp_net_free(net);
+}
