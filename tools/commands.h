@@ -17,6 +17,8 @@
     X(merge, "join the output folders of a run's shards into one")        \
     X(index, "build, search and edit vector indexes")                     \
     X(similar, "the images nearest a query image or id, from an index")   \
+    X(serve, "an HTTP worker: labels and similar images of one shard")   \
+    X(route, "an HTTP router over shard workers, with the web page")     \
     X(bench, "images/s of a network's training step or inference")
 
 #define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

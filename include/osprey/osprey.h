@@ -15,6 +15,7 @@
 #include "osprey/nn.h"
 #include "osprey/optim.h"
 #include "osprey/pipeline.h"
+#include "osprey/serve.h"
 #include "osprey/train.h"
 
 #endif
