@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int cli_fail(const char *cmd, const char *fmt, ...) {
@@ -20,8 +21,31 @@ int cli_fail(const char *cmd, const char *fmt, ...) {
 
 int cli_fail_lib(const char *cmd, const char *what) {
     const char *msg = osp_last_error();
+    /* "osprey index: index: ..." says the module twice: once is enough. */
+    size_t n = strlen(cmd);
+    if (!strncmp(msg, cmd, n) && msg[n] == ':' && msg[n + 1] == ' ') msg += n + 2;
     if (what && *what) return cli_fail(cmd, "%s: %s", what, *msg ? msg : "failed");
     return cli_fail(cmd, "%s", *msg ? msg : "failed");
+}
+
+int cli_check_output(const char *cmd, const char *opt, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return cli_fail(cmd, "%s %s is a folder: give a file name (such as %s/model.osp)", opt,
+                        path, path);
+    /* The file is written as a temporary beside it and renamed into place:
+     * make that temporary now, so a missing or read-only folder shows
+     * before the work rather than after it. */
+    osp_atomic_file f;
+    if (osp_atomic_open(&f, path)) {
+        const char *msg = osp_last_error(), *why = strrchr(msg, ':');
+        const char *slash = strrchr(path, '/');
+        int dir_len = slash ? (slash == path ? 1 : (int)(slash - path)) : 1;
+        return cli_fail(cmd, "%s %s: cannot write in %.*s: %s", opt, path, dir_len,
+                        slash ? path : ".", why && why[1] == ' ' ? why + 2 : msg);
+    }
+    osp_atomic_abort(&f);
+    return 0;
 }
 
 int cli_int64(const char *cmd, const char *opt, const char *s, int64_t min, int64_t max, int64_t *out) {

@@ -12,11 +12,20 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
 /* The same with the library's last error appended. */
 int cli_fail_lib(const char *cmd, const char *what);
 
+/* 1 (after printing why) unless a file can be written at path as the
+ * library writes files (a temporary beside it, renamed into place): path
+ * is not a folder, and its folder exists and takes new files. opt names
+ * the option in the message ("--out"). */
+int cli_check_output(const char *cmd, const char *opt, const char *path);
+
 /* Option values; on a bad value print why and return 1. */
 int cli_int(const char *cmd, const char *opt, const char *s, long min, long max, int *out);
 int cli_int64(const char *cmd, const char *opt, const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
 int cli_float(const char *cmd, const char *opt, const char *s, double min, double max, float *out);
+
+/* "s" unless n is 1: "%lld file%s". */
+static inline const char *cli_s(int64_t n) { return n == 1 ? "" : "s"; }
 
 /* 1 if stderr is a terminal (progress lines are drawn only there). */
 int cli_tty(void);

@@ -204,7 +204,7 @@ int cmd_bench(int argc, char **argv) {
     bench_run b = {.batch = 64};
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'n': spec = optarg; break;
         case 'm': model = optarg; break;

@@ -1,5 +1,6 @@
 /* osprey dataset: look at a dataset before training on it (check), and
  * time its input pipeline (bench). */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@ static void usage(FILE *out) {
             "\n"
             "check   decodes every image of DATA (a folder of class folders, a list file,\n"
             "        or MNIST IDX files) and reports the samples per class, the image sizes\n"
-            "        and formats, and each unreadable file with the reason.\n"
+            "        and formats, each unreadable file with the reason, and the files of the\n"
+            "        folder left out (names without an image extension, dangling links).\n"
+            "        --json adds them as unreadable_files and left_out_files, [{path, reason}].\n"
             "bench   reads DATA through the training loader (decode, resize, normalise on\n"
             "        T worker threads) and reports images per second; the first of N\n"
             "        passes (default 3) warms the page cache and is not counted.\n"
@@ -62,7 +65,7 @@ static int parse(int argc, char **argv, options *o) {
     int c, which = 0;
     optind = 2; /* argv[1] is the action */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, &which)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, &which)) != -1) {
         switch (c) {
         case 'I': if (parse_shape(optarg, o->dims)) return 1; break;
         case 'b': if (cli_int(CMD, "--batch", optarg, 1, 65536, &o->batch)) return 1; break;
@@ -114,6 +117,62 @@ static void size_range(const probe *p, int64_t n, int height, int *lo, int *mid,
         *hi = v[m - 1];
     }
     free(v);
+}
+
+/* The reason without the path that starts the message ("a.jpg: truncated
+ * JPEG at byte 9" -> "truncated JPEG at byte 9"). */
+static const char *reason_of(const char *message, const char *path) {
+    size_t n = path ? strlen(path) : 0;
+    if (n && !strncmp(message, path, n) && message[n] == ':' && message[n + 1] == ' ')
+        return message + n + 2;
+    return message;
+}
+
+static cJSON *file_entry(const char *path, const char *reason) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "path", path);
+    cJSON_AddStringToObject(e, "reason", reason);
+    return e;
+}
+
+static int print_json(const options *o, osp_dataset *ds, const probe *p, const int64_t *per_class,
+                      int64_t bad, const int64_t *formats, const int *sizes) {
+    const int k = ds->n_classes > 0 ? ds->n_classes : 1;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "path", o->path);
+    cJSON_AddNumberToObject(j, "samples", (double)ds->count);
+    cJSON_AddNumberToObject(j, "classes", ds->n_classes);
+    cJSON_AddNumberToObject(j, "unreadable", (double)bad);
+    cJSON *pc = cJSON_AddObjectToObject(j, "per_class");
+    for (int c = 0; c < k; c++)
+        cJSON_AddNumberToObject(pc, ds->class_names ? ds->class_names[c] : "0", (double)per_class[c]);
+    cJSON_AddNumberToObject(j, "jpeg", (double)formats[OSP_IMAGE_JPEG]);
+    cJSON_AddNumberToObject(j, "png", (double)formats[OSP_IMAGE_PNG]);
+    cJSON_AddNumberToObject(j, "webp", (double)formats[OSP_IMAGE_WEBP]);
+    cJSON_AddItemToObject(j, "width", cJSON_CreateIntArray(sizes, 3));
+    cJSON_AddItemToObject(j, "height", cJSON_CreateIntArray(sizes + 3, 3));
+    /* Each unreadable sample with the decoder's reason. */
+    cJSON *files = cJSON_AddArrayToObject(j, "unreadable_files");
+    for (int64_t i = 0; i < ds->count; i++) {
+        if (!p[i].bad) continue;
+        const char *path = ds->name ? ds->name(ds, i) : NULL;
+        const char *why = p[i].error ? reason_of(p[i].error, path) : "(no memory for the reason)";
+        cJSON *e = file_entry(path ? path : "", why);
+        if (!path) cJSON_AddNumberToObject(e, "sample", (double)i);
+        cJSON_AddItemToArray(files, e);
+    }
+    /* Files of the folder that are not samples: all counted, the first
+     * OSP_DATASET_LEFT_OUT_KEPT named. */
+    cJSON_AddNumberToObject(j, "left_out", (double)ds->n_left_out);
+    cJSON *left = cJSON_AddArrayToObject(j, "left_out_files");
+    for (int i = 0; i < ds->n_left_out_kept; i++)
+        cJSON_AddItemToArray(left, file_entry(ds->left_out[i].path, ds->left_out[i].reason));
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return cli_fail(CMD, "out of memory printing the report");
+    printf("%s\n", text);
+    free(text);
+    return 0;
 }
 
 static int check(const options *o) {
@@ -169,19 +228,12 @@ static int check(const options *o) {
     int wlo, wmid, whi, hlo, hmid, hhi;
     size_range(p, ds->name ? n : 0, 0, &wlo, &wmid, &whi);
     size_range(p, ds->name ? n : 0, 1, &hlo, &hmid, &hhi);
+    int status = 0;
     if (o->json) {
-        printf("{\"path\": \"%s\", \"samples\": %lld, \"classes\": %d, \"unreadable\": %lld, "
-               "\"per_class\": {", o->path, (long long)n, ds->n_classes, (long long)bad);
-        for (int c = 0; c < k; c++)
-            printf("%s\"%s\": %lld", c ? ", " : "", ds->class_names ? ds->class_names[c] : "0",
-                   (long long)per_class[c]);
-        printf("}, \"jpeg\": %lld, \"png\": %lld, \"webp\": %lld, \"width\": [%d, %d, %d], "
-               "\"height\": [%d, %d, %d]}\n", (long long)formats[OSP_IMAGE_JPEG],
-               (long long)formats[OSP_IMAGE_PNG], (long long)formats[OSP_IMAGE_WEBP], wlo, wmid,
-               whi, hlo, hmid, hhi);
+        status = print_json(o, ds, p, per_class, bad, formats, (int[6]){wlo, wmid, whi, hlo, hmid, hhi});
     } else {
-        printf("%s: %lld samples in %d classes, %lld unreadable\n", o->path, (long long)n,
-               ds->n_classes, (long long)bad);
+        printf("%s: %lld sample%s in %d class%s, %lld unreadable\n", o->path, (long long)n,
+               cli_s(n), ds->n_classes, ds->n_classes == 1 ? "" : "es", (long long)bad);
         printf("  %-24s %10s %10s\n", "class", "samples", "unreadable");
         for (int c = 0; c < k; c++)
             printf("  %-24.24s %10lld %10lld\n", ds->class_names ? ds->class_names[c] : "-",
@@ -194,6 +246,11 @@ static int check(const options *o) {
         }
         for (int64_t i = 0; i < n; i++)
             if (p[i].bad) printf("unreadable: %s\n", p[i].error ? p[i].error : "(no memory for the reason)");
+        for (int i = 0; i < ds->n_left_out_kept; i++)
+            printf("left out: %s: %s\n", ds->left_out[i].path, ds->left_out[i].reason);
+        if (ds->n_left_out > ds->n_left_out_kept)
+            printf("left out: %lld more file%s\n", (long long)(ds->n_left_out - ds->n_left_out_kept),
+                   ds->n_left_out - ds->n_left_out_kept == 1 ? "" : "s");
     }
     for (int64_t i = 0; i < n; i++) free(p[i].error);
     free(p);
@@ -202,7 +259,7 @@ static int check(const options *o) {
     free(bad_class);
     osp_free(scratch);
     osp_dataset_free(ds);
-    return 0;
+    return status;
 }
 
 /* ---- bench ---------------------------------------------------------------- */
@@ -254,8 +311,9 @@ static int bench(const options *o) {
                "\"skipped\": %lld}\n", (long long)images, timed, rate, osp_threads_get(),
                (long long)skipped);
     else
-        printf("%lld images in %.2f s: %.1f images/s on %d decoding threads%s\n", (long long)images,
-               timed, rate, osp_threads_get(), skipped ? " (unreadable files skipped)" : "");
+        printf("%lld image%s in %.2f s: %.1f images/s on %d decoding thread%s%s\n", (long long)images,
+               cli_s(images), timed, rate, osp_threads_get(), cli_s(osp_threads_get()),
+               skipped ? " (unreadable files skipped)" : "");
     return 0;
 }
 

@@ -42,7 +42,7 @@ int cmd_eval(int argc, char **argv) {
     cli_image_options images = cli_image_defaults();
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, &which)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, &which)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'd': data_path = optarg; break;
@@ -81,7 +81,7 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"count\": %lld, \"skipped\": %lld}\n",
                r.top1, r.top5, r.loss, (long long)r.count, (long long)skipped);
     else
-        printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld samples%s)\n", 100 * r.top1, 100 * r.top5,
-               r.loss, (long long)r.count, skipped ? ", unreadable ones left out" : "");
+        printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld sample%s%s)\n", 100 * r.top1, 100 * r.top5,
+               r.loss, (long long)r.count, cli_s(r.count), skipped ? ", unreadable ones left out" : "");
     return 0;
 }

@@ -85,7 +85,7 @@ int cmd_import(int argc, char **argv) {
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out_path = optarg; break;
         case 'l': labels_path = optarg; break;
@@ -128,9 +128,11 @@ int cmd_import(int argc, char **argv) {
     }
     char shape[64];
     osp_shape_format(&net->input, shape, sizeof shape);
-    printf("%s: %d layers, %lld parameters, input %s, %d outputs -> %s\n", in_path,
-           osp_graph_node_count(net->graph) - 1, (long long)osp_net_param_count(net), shape,
-           net->n_classes, out_path);
+    const int layers = osp_graph_node_count(net->graph) - 1;
+    const int64_t params = osp_net_param_count(net);
+    printf("%s: %d layer%s, %lld parameter%s, input %s, %d output%s -> %s\n", in_path, layers,
+           cli_s(layers), (long long)params, cli_s(params), shape, net->n_classes,
+           cli_s(net->n_classes), out_path);
     status = 0;
 done:
     for (int i = 0; i < n_labels; i++) free(labels[i]);

@@ -16,7 +16,7 @@ static const char *const CMD = "index";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: osprey index build  --type T --metric M (--input BASE | --from DIR) --out INDEX [options]\n"
+            "usage: osprey index build  --type T [--metric M] (--input BASE | --from DIR) --out INDEX [options]\n"
             "       osprey index search --index INDEX --queries Q -k K --out IDS.npy [options]\n"
             "       osprey index add    --index INDEX --input X [--ids IDS.npy] [--out NEW]\n"
             "       osprey index remove --index INDEX (--ids IDS.npy | --id N[,N...]) [--out NEW]\n"
@@ -24,15 +24,20 @@ static void usage(FILE *out) {
             "\n"
             "Vector files: .npy (N x D, float32 or any number type), .fvecs, .bvecs;\n"
             "binary indexes take uint8 .npy codes (N x bytes). Ids: int64 .npy (N).\n"
+            "Vectors and queries must be finite: a row holding NaN or an infinity is\n"
+            "refused, named by its number (from 0).\n"
             "'osprey index SUBCOMMAND --help' lists a subcommand's options.\n");
 }
 
 static void build_usage(FILE *out) {
     fprintf(out,
-            "usage: osprey index build --type T --metric M (--input BASE | --from DIR) --out INDEX [options]\n"
+            "usage: osprey index build --type T [--metric M] (--input BASE | --from DIR) --out INDEX [options]\n"
+            "\n"
+            "Options that a type does not use are refused.\n"
             "\n"
             "  --type T              flat | ivf | ivfpq | lsh | binary | hnsw\n"
-            "  --metric M            l2 | ip | cos (binary: hamming, the default)\n"
+            "  --metric M            l2 | ip | cos (default l2; lsh: cos, the only one it\n"
+            "                        takes; binary: hamming, the only one it takes)\n"
             "  --input BASE          vectors to index (.npy, .fvecs, .bvecs)\n"
             "  --ids IDS.npy         their ids (default 0, 1, 2, ...)\n"
             "  --from DIR            instead of --input and --ids: the vectors of an output\n"
@@ -49,7 +54,8 @@ static void build_usage(FILE *out) {
             "  --M M                 hnsw: links per node, 2M on level 0 (default 16)\n"
             "  --ef-construction E   hnsw: candidates while inserting (default 200)\n"
             "  --iters I             ivf, ivfpq: k-means iterations (default 10)\n"
-            "  --seed S              seed for k-means, PQ, LSH planes, HNSW levels (default 1234)\n"
+            "  --seed S              ivf, ivfpq, lsh, hnsw: seed for k-means, PQ, LSH planes,\n"
+            "                        HNSW levels (default 1234)\n"
             "  --threads T           threads (default: all cores)\n"
             "  --quiet               print nothing on success\n"
             "  --json                print the figures as one JSON object\n");
@@ -63,11 +69,11 @@ static void search_usage(FILE *out) {
             "fewer than K) and prints queries/s.\n"
             "\n"
             "  --distances D.npy     also write the distances (float32 Q x K)\n"
-            "  --ef N                hnsw: candidate list size (default max(K, 64))\n"
-            "  --nprobe N            ivf, ivfpq: lists probed (default 8); lsh: buckets per table\n"
-            "                        (default 16)\n"
+            "  --ef N                hnsw only: candidate list size (default max(K, 64))\n"
+            "  --nprobe N            ivf, ivfpq only: lists probed (default 8); lsh only:\n"
+            "                        buckets per table (default 16)\n"
             "  --batch B             queries per search call (default all; 1 = one at a time)\n"
-            "  --threads T           threads (default 1)\n"
+            "  --threads T           threads (default: all cores)\n"
             "  --repeat R            search R times, report the fastest (default 1)\n"
             "  --truth GT.npy        exact ids (int64 or int32 Q x >= K, or .ivecs): print recall@K\n"
             "  --json                print the figures as one JSON object\n");
@@ -125,35 +131,19 @@ static int read_array(const char *path, osp_array *a) {
 static int read_vectors(const char *path, float **x, int64_t *n, int *d) {
     osp_array a = {0};
     if (read_array(path, &a)) return 1;
-    *n = a.shape.dim[0];
-    if (a.shape.dim[1] > OSP_INDEX_MAX_DIM) {
+    const int64_t dim = a.shape.dim[1];
+    if (dim > OSP_INDEX_MAX_DIM) {
         osp_array_free(&a);
-        return cli_fail(CMD, "%s: %lld dimensions (at most %d)", path, (long long)a.shape.dim[1],
-                        OSP_INDEX_MAX_DIM);
+        return cli_fail(CMD, "%s: vectors of %lld dimensions (an index takes at most %d)", path,
+                        (long long)dim, OSP_INDEX_MAX_DIM);
     }
-    *d = (int)a.shape.dim[1];
-    size_t m = (size_t)(*n) * (size_t)(*d);
-    if (a.dtype == OSP_DTYPE_F32) {
-        *x = a.data;
-        return 0;
-    }
-    float *f = osp_alloc(m * sizeof *f);
-    if (!f) {
+    if (osp_array_to_f32(&a)) {
         osp_array_free(&a);
         return cli_fail_lib(CMD, path);
     }
-    if (a.dtype == OSP_DTYPE_F16) osp_float_from_half(a.data, f, (int64_t)m);
-    for (size_t i = 0; i < m && a.dtype != OSP_DTYPE_F16; i++) {
-        switch (a.dtype) {
-        case OSP_DTYPE_F64: f[i] = (float)((const double *)a.data)[i]; break;
-        case OSP_DTYPE_I32: f[i] = (float)((const int32_t *)a.data)[i]; break;
-        case OSP_DTYPE_I64: f[i] = (float)((const int64_t *)a.data)[i]; break;
-        case OSP_DTYPE_U8: f[i] = (float)((const uint8_t *)a.data)[i]; break;
-        default: f[i] = ((const float *)a.data)[i];
-        }
-    }
-    osp_array_free(&a);
-    *x = f;
+    *n = a.shape.dim[0];
+    *d = (int)dim;
+    *x = a.data;
     return 0;
 }
 
@@ -161,9 +151,16 @@ static int read_vectors(const char *path, float **x, int64_t *n, int *d) {
 static int read_codes(const char *path, uint8_t **codes, int64_t *n, int *bits) {
     osp_array a = {0};
     if (read_array(path, &a)) return 1;
-    if (a.dtype != OSP_DTYPE_U8 || a.shape.dim[1] > OSP_INDEX_MAX_DIM / 8) {
+    if (a.dtype != OSP_DTYPE_U8) {
         osp_array_free(&a);
-        return cli_fail(CMD, "%s: binary indexes take uint8 codes (N x bytes)", path);
+        return cli_fail(CMD, "%s: binary indexes take uint8 codes (N x bytes), not %s", path,
+                        osp_dtype_name(a.dtype));
+    }
+    if (a.shape.dim[1] > OSP_INDEX_MAX_DIM / 8) {
+        const int64_t bytes = a.shape.dim[1];
+        osp_array_free(&a);
+        return cli_fail(CMD, "%s: codes of %lld bytes (a binary index takes at most %d)", path,
+                        (long long)bytes, OSP_INDEX_MAX_DIM / 8);
     }
     *n = a.shape.dim[0];
     *bits = (int)a.shape.dim[1] * 8;
@@ -216,6 +213,20 @@ static int read_folder(const char *dir, float **x, int64_t **ids, int64_t *n, in
     return 0;
 }
 
+/* ---- options that belong to some types ------------------------------------ */
+
+#define TYPE_BIT(t) (1u << (t))
+#define IVF_TYPES (TYPE_BIT(OSP_INDEX_IVF_FLAT) | TYPE_BIT(OSP_INDEX_IVF_PQ))
+
+/* 1 (after saying so) if an option that was given does not apply to the
+ * index type: which names the types that take it, hint what to use. */
+static int not_for_type(const char *opt, int given, osp_index_type type, unsigned types,
+                        const char *which, const char *hint) {
+    if (!given || (types & TYPE_BIT(type))) return 0;
+    return cli_fail(CMD, "%s does not apply to %s indexes: %s%s", opt, osp_index_type_name(type),
+                    which, hint ? hint : "");
+}
+
 /* ---- progress --------------------------------------------------------------- */
 
 typedef struct progress {
@@ -256,7 +267,7 @@ static int cmd_build(int argc, char **argv) {
     int seed_set = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'T': type_s = optarg; break;
         case 'M': metric_s = optarg; break;
@@ -290,6 +301,23 @@ static int cmd_build(int argc, char **argv) {
     if (type == OSP_INDEX_BINARY) metric = OSP_INDEX_METRIC_HAMMING;
     else if (type == OSP_INDEX_LSH) metric = OSP_INDEX_METRIC_COSINE;
     if (metric_s && osp_index_metric_parse(metric_s, &metric)) return cli_fail_lib(CMD, NULL);
+    if (type == OSP_INDEX_LSH && metric != OSP_INDEX_METRIC_COSINE)
+        return cli_fail(CMD, "lsh indexes take the cos metric only (SimHash compares angles), "
+                        "not %s: leave --metric out (cos is its default) or use another type "
+                        "for %s", osp_index_metric_name(metric), osp_index_metric_name(metric));
+    if (not_for_type("--nlist", nlist > 0, type, IVF_TYPES, "ivf and ivfpq take it", NULL) ||
+        not_for_type("--iters", iters > 0, type, IVF_TYPES, "ivf and ivfpq take it", NULL) ||
+        not_for_type("--m", m > 0, type, TYPE_BIT(OSP_INDEX_IVF_PQ), "ivfpq takes it",
+                     "; hnsw's links are --M") ||
+        not_for_type("--nbits", nbits > 0, type, TYPE_BIT(OSP_INDEX_IVF_PQ) | TYPE_BIT(OSP_INDEX_LSH),
+                     "ivfpq and lsh take it", NULL) ||
+        not_for_type("--tables", tables > 0, type, TYPE_BIT(OSP_INDEX_LSH), "lsh takes it", NULL) ||
+        not_for_type("--M", hm > 0, type, TYPE_BIT(OSP_INDEX_HNSW), "hnsw takes it",
+                     "; ivfpq's sub-quantizers are --m") ||
+        not_for_type("--ef-construction", efc > 0, type, TYPE_BIT(OSP_INDEX_HNSW), "hnsw takes it", NULL) ||
+        not_for_type("--seed", seed_set, type, IVF_TYPES | TYPE_BIT(OSP_INDEX_LSH) | TYPE_BIT(OSP_INDEX_HNSW),
+                     "ivf, ivfpq, lsh and hnsw take it", "; flat and binary indexes draw nothing at random"))
+        return 1;
     if (from && type == OSP_INDEX_BINARY)
         return cli_fail(CMD, "--from DIR gives float vectors: a binary index takes packed codes (--input)");
     osp_threads_set(threads);
@@ -386,10 +414,10 @@ static int cmd_search(int argc, char **argv) {
         {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *ix_path = NULL, *q_path = NULL, *out = NULL, *dist_path = NULL, *truth = NULL;
-    int k = 0, ef = 0, nprobe = 0, batch = 0, threads = 1, repeat = 1, json = 0, c;
+    int k = 0, ef = 0, nprobe = 0, batch = 0, threads = 0, repeat = 1, json = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
         switch (c) {
         case 'x': ix_path = optarg; break;
         case 'q': q_path = optarg; break;
@@ -424,7 +452,14 @@ static int cmd_search(int argc, char **argv) {
     }
     osp_index_info info;
     osp_index_info_get(ix, &info);
-    int binary = info.params.type == OSP_INDEX_BINARY;
+    const osp_index_type type = info.params.type;
+    if (not_for_type("--ef", ef > 0, type, TYPE_BIT(OSP_INDEX_HNSW), "hnsw takes it",
+                     type == OSP_INDEX_IVF_FLAT || type == OSP_INDEX_IVF_PQ || type == OSP_INDEX_LSH
+                         ? "; this index takes --nprobe" : NULL) ||
+        not_for_type("--nprobe", nprobe > 0, type, IVF_TYPES | TYPE_BIT(OSP_INDEX_LSH),
+                     "ivf, ivfpq and lsh take it", type == OSP_INDEX_HNSW ? "; this index takes --ef" : NULL))
+        goto done;
+    int binary = type == OSP_INDEX_BINARY;
     if (binary ? read_codes(q_path, &qc, &nq, &d) : read_vectors(q_path, &q, &nq, &d)) goto done;
     if (d != info.params.dim) {
         cli_fail(CMD, "%s: queries have %d %s, the index %d", q_path, d, binary ? "bits" : "dimensions",
@@ -453,7 +488,10 @@ static int cmd_search(int argc, char **argv) {
     osp_index_search_params_init(&sp, k);
     sp.ef_search = ef;
     sp.nprobe = nprobe;
-    sp.threads = threads;
+    sp.threads = osp_threads_get();
+    /* What the search uses where the options leave it to the defaults. */
+    osp_index_search_params used = sp;
+    osp_index_search_params_resolve(ix, &used);
     if (batch <= 0 || batch > nq) batch = (int)nq;
     double best = 1e300;
     for (int r = 0; r < repeat; r++) {
@@ -464,7 +502,7 @@ static int cmd_search(int argc, char **argv) {
             int rc = binary ? osp_index_search_codes(ix, qc + (size_t)i * (size_t)(d / 8), b, &sp, ids + o, dist + o)
                             : osp_index_search(ix, q + (size_t)i * (size_t)d, b, &sp, ids + o, dist + o);
             if (rc) {
-                cli_fail_lib(CMD, NULL);
+                cli_fail_lib(CMD, q_path);
                 goto done;
             }
         }
@@ -500,16 +538,20 @@ static int cmd_search(int argc, char **argv) {
     }
     double qps = (double)nq / best;
     if (json) {
-        printf("{\"queries\": %lld, \"k\": %d, \"seconds\": %.6f, \"qps\": %.1f, \"threads\": %d, "
-               "\"batch\": %d, \"ef\": %d, \"nprobe\": %d",
-               (long long)nq, k, best, qps, threads, batch, ef, nprobe);
+        /* ef and nprobe as the search used them; null for a type without. */
+        char ef_s[16] = "null", nprobe_s[16] = "null";
+        if (used.ef_search) snprintf(ef_s, sizeof ef_s, "%d", used.ef_search);
+        if (used.nprobe) snprintf(nprobe_s, sizeof nprobe_s, "%d", used.nprobe);
+        printf("{\"type\": \"%s\", \"queries\": %lld, \"k\": %d, \"seconds\": %.6f, \"qps\": %.1f, "
+               "\"threads\": %d, \"batch\": %d, \"ef\": %s, \"nprobe\": %s",
+               osp_index_type_name(type), (long long)nq, k, best, qps, used.threads, batch, ef_s, nprobe_s);
         if (recall >= 0) printf(", \"recall\": %.4f", recall);
         printf("}\n");
     } else {
-        printf("%lld queries in %.3f s: %.0f queries/s (k %d, threads %d, batch %d", (long long)nq, best, qps,
-               k, threads, batch);
-        if (ef) printf(", ef %d", ef);
-        if (nprobe) printf(", nprobe %d", nprobe);
+        printf("%lld quer%s in %.3f s: %.0f queries/s (k %d, %d thread%s, batch %d", (long long)nq,
+               nq == 1 ? "y" : "ies", best, qps, k, used.threads, used.threads == 1 ? "" : "s", batch);
+        if (used.ef_search) printf(", ef %d", used.ef_search);
+        if (used.nprobe) printf(", nprobe %d", used.nprobe);
         printf(")");
         if (recall >= 0) printf("; recall@%d %.4f", k, recall);
         printf("\n");
@@ -527,20 +569,34 @@ done:
 
 /* ---- add / remove ---------------------------------------------------------------- */
 
-/* "5,7,9" -> ids */
+/* "5,7,9" -> ids; an empty item ("5,,9", a trailing comma) is refused:
+ * it is a typo more often than not. */
 static int parse_id_list(const char *s, int64_t **ids, int64_t *n) {
     int64_t cap = 1;
     for (const char *p = s; *p; p++) cap += *p == ',';
     int64_t *v = osp_alloc((size_t)cap * sizeof *v);
-    if (!v) return cli_fail_lib(CMD, "--id");
+    char *copy = strdup(s);
+    if (!v || !copy) {
+        osp_free(v);
+        free(copy);
+        return cli_fail(CMD, "--id: out of memory");
+    }
     int64_t cnt = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+    for (char *tok = copy, *next; tok; tok = next) {
+        next = strchr(tok, ',');
+        if (next) *next++ = '\0';
+        if (!*tok) {
+            free(copy);
+            osp_free(v);
+            return cli_fail(CMD, "--id '%s' has an empty item (item %lld): give ids separated by "
+                            "single commas, such as 5,7,9", s, (long long)cnt + 1);
+        }
         if (cli_int64(CMD, "--id", tok, 0, INT64_MAX, &v[cnt++])) {
             free(copy);
             osp_free(v);
             return 1;
         }
+    }
     free(copy);
     *ids = v;
     *n = cnt;
@@ -559,7 +615,7 @@ static int cmd_edit(int argc, char **argv, int add) {
     int threads = 0, quiet = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'x': ix_path = optarg; break;
         case 'i': in = optarg; break;
@@ -611,9 +667,13 @@ static int cmd_edit(int argc, char **argv, int add) {
         goto done;
     }
     if (!quiet) {
-        if (add) printf("added %lld vectors; %lld in the index\n", (long long)n, (long long)osp_index_count(ix));
-        else printf("removed %lld of %lld ids; %lld vectors left\n", (long long)removed, (long long)nid,
-                    (long long)osp_index_count(ix));
+        const int64_t left = osp_index_count(ix);
+        if (add)
+            printf("added %lld vector%s; %lld in the index\n", (long long)n, n == 1 ? "" : "s",
+                   (long long)left);
+        else
+            printf("removed %lld of %lld id%s; %lld vector%s left\n", (long long)removed,
+                   (long long)nid, nid == 1 ? "" : "s", (long long)left, left == 1 ? "" : "s");
     }
     status = 0;
 done:
@@ -633,7 +693,7 @@ static int cmd_info_index(int argc, char **argv) {
     int json = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'x': path = optarg; break;
         case 'j': json = 1; break;

@@ -11,8 +11,9 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: osprey run --model MODEL --input IN.npy --output OUT.npy [options]\n"
             "\n"
-            "Runs MODEL on a float32 batch (N x C x H x W, or N x C*H*W) and writes the\n"
-            "output (or an inner layer's activations) as float32 N x ...\n"
+            "Runs MODEL on a batch (N x C x H x W, or N x C*H*W; float32, or any number\n"
+            "type, converted) and writes the output (or an inner layer's activations) as\n"
+            "float32 N x ...\n"
             "\n"
             "  --layer NAME          write this layer's activations (the embedding) instead\n"
             "                        of the output; 'osprey info MODEL' lists the layers\n"
@@ -33,7 +34,7 @@ int cmd_run(int argc, char **argv) {
     int batch = 64, threads = 0, normalize = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'i': in_path = optarg; break;
@@ -74,13 +75,18 @@ int cmd_run(int argc, char **argv) {
     char want[96], got[96];
     osp_shape_format(&net->input, want, sizeof want);
     osp_shape_format(&in.shape, got, sizeof got);
-    if (in.dtype != OSP_DTYPE_F32 || in.shape.ndim < 2 || n <= 0 || osp_array_numel(&in) != n * sample) {
-        cli_fail(CMD, "%s: expected float32 N x %s, got %s %s", in_path, want, osp_dtype_name(in.dtype), got);
+    if (in.shape.ndim < 2 || n <= 0 || osp_array_numel(&in) != n * sample) {
+        cli_fail(CMD, "%s: expected N x %s values, got %s", in_path, want, got);
         goto done;
     }
     if (in.shape.ndim != 2 && !(in.shape.ndim == net->input.ndim + 1 &&
                                 !memcmp(in.shape.dim + 1, net->input.dim, sizeof(int64_t) * (size_t)net->input.ndim))) {
         cli_fail(CMD, "%s: samples are %s but the model's input is %s", in_path, got, want);
+        goto done;
+    }
+    /* Any number type, converted as 'osprey index' converts it. */
+    if (osp_array_to_f32(&in)) {
+        cli_fail_lib(CMD, in_path);
         goto done;
     }
     float *x = in.data;

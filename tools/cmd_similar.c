@@ -148,7 +148,7 @@ int cmd_similar(int argc, char **argv) {
     int k = 10, ef = 0, nprobe = 0, threads = 0, json = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
         switch (c) {
         case 'x': ix_path = optarg; break;
         case 'c': dir = optarg; break;

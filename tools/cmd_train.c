@@ -157,7 +157,7 @@ static int parse_options(int argc, char **argv, train_options *o) {
     int c, which = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", long_options, &which)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", long_options, &which)) != -1) {
         const char *a = optarg;
         int bad = 0, k;
         switch (c) {
@@ -216,6 +216,7 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_IMAGE: bad = cli_image_option(CMD, long_options[which].name, a, &o->images); break;
         case OPT_JSON: o->json = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
+        case 'h':
         case OPT_HELP: usage(stdout); return -1;
         default:
             return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey train --help')", argv[optind - 1]);
@@ -442,6 +443,17 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         cli_fail(CMD, "give --val DATA or --val-split F, not both");
         goto fail;
     }
+    if (o.cfg.warmup_epochs > o.cfg.epochs) {
+        cli_fail(CMD, "--warmup %d is longer than the run (%d epoch%s): the learning rate would "
+                 "never reach --lr; give at most --warmup %d, or more --epochs",
+                 o.cfg.warmup_epochs, o.cfg.epochs, o.cfg.epochs == 1 ? "" : "s", o.cfg.epochs);
+        goto fail;
+    }
+    /* Where the model and checkpoints go must take them: find out now,
+     * not after the training. Rank 0 writes them. */
+    if (rank == 0 && ((o.out && cli_check_output(CMD, "--out", o.out)) ||
+                      (o.checkpoint && cli_check_output(CMD, "--checkpoint", o.checkpoint))))
+        goto fail;
     if (!o.images.augment_set) o.images.transform.augment.crop = o.images.transform.augment.flip = 1;
     /* A resumed model numbers its classes already: the data must agree. */
     if (open_data(&o, o.data, o.split, net, (const char *const *)net->labels,
@@ -473,10 +485,11 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         state.step = step;
     }
     if (!o.quiet) {
-        fprintf(stderr, "training %s (%lld parameters) on %lld samples of %s: %d epochs, batch %d, %s lr %g, %d threads",
+        fprintf(stderr, "training %s (%lld parameters) on %lld sample%s of %s: %d epoch%s, batch %d, %s lr %g, %d thread%s",
                 o.resume ? o.resume : o.net, (long long)osp_net_param_count(net), (long long)data->count,
-                o.data, o.cfg.epochs, o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr,
-                osp_threads_get());
+                data->count == 1 ? "" : "s", o.data, o.cfg.epochs, o.cfg.epochs == 1 ? "" : "s",
+                o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr, osp_threads_get(),
+                osp_threads_get() == 1 ? "" : "s");
         if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
         fprintf(stderr, "%s\n", o.resume ? " (resumed)" : "");
@@ -488,9 +501,10 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         cli_fail_lib(CMD, ranks > 1 ? (rank ? "rank" : "rank 0") : NULL);
         goto fail;
     }
-    if (!o.quiet && osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0) > 0)
-        fprintf(stderr, "%lld unreadable files were skipped\n",
-                (long long)(osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0)));
+    const int64_t skipped = osp_dataset_skipped(data) + (val ? osp_dataset_skipped(val) : 0);
+    if (!o.quiet && skipped > 0)
+        fprintf(stderr, "%lld unreadable file%s skipped\n", (long long)skipped,
+                skipped == 1 ? " was" : "s were");
     int64_t total_steps = (data->count + o.cfg.batch - 1) / o.cfg.batch * o.cfg.epochs;
     if (o.cfg.stop_after > 0 && o.cfg.stop_after < total_steps) {
         /* An unfinished run leaves its checkpoint, not a model that looks done. */

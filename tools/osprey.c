@@ -27,10 +27,11 @@ static const struct command commands[] = {
 };
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: osprey COMMAND [OPTIONS]\n\ncommands:\n");
+    fprintf(out, "usage: osprey COMMAND [OPTIONS]\n       osprey --version | --help\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'osprey COMMAND --help' explains a command.\n");
+    fprintf(out, "\n'osprey COMMAND --help' (or -h) explains a command; 'osprey --version'\n"
+                 "prints the version.\n");
 }
 
 /* Settings that the OpenMP and BLAS libraries read only when they load, so

@@ -187,6 +187,34 @@ typedef struct osp_mapped_file {
 OSP_API int osp_file_map(const char *path, osp_mapped_file *m);
 OSP_API void osp_file_unmap(osp_mapped_file *m);
 
+/* What a file is, told from its first bytes, so that a message can say
+ * "x.onnx is an ONNX model" instead of how a parser choked on it. A guess
+ * for messages only: parsers still check everything. */
+typedef enum osp_file_kind {
+    OSP_FILE_UNKNOWN = 0,
+    OSP_FILE_SAFETENSORS, /* an osprey model or checkpoint (or other safetensors) */
+    OSP_FILE_ONNX,        /* an ONNX model (protobuf) */
+    OSP_FILE_NETSPEC,     /* a network spec: text whose first section is [net] */
+    OSP_FILE_NPY,         /* a NumPy array */
+    OSP_FILE_JPEG,
+    OSP_FILE_PNG,
+    OSP_FILE_WEBP,
+    OSP_FILE_IDX_IMAGES,  /* MNIST IDX images (magic 0x00000803) */
+    OSP_FILE_IDX_LABELS,  /* MNIST IDX labels (magic 0x00000801) */
+    OSP_FILE_INDEX,       /* an osprey vector index */
+    OSP_FILE_GZIP,
+    OSP_FILE_SQLITE,      /* an SQLite database (an output folder's catalogue) */
+} osp_file_kind;
+
+/* The kind of a file that starts with head[0..len) (pass at least the
+ * first 512 bytes, or the whole file if shorter). */
+OSP_API osp_file_kind osp_file_sniff(const void *head, size_t len);
+/* The same from the file's first bytes; OSP_FILE_UNKNOWN if unreadable. */
+OSP_API osp_file_kind osp_file_sniff_path(const char *path);
+/* "an ONNX model", "a network spec", "a JPEG image", ... ("" if unknown):
+ * the phrase to put after "x is ". */
+OSP_API const char *osp_file_kind_phrase(osp_file_kind kind);
+
 /* ---- half precision ------------------------------------------------------- */
 
 /* IEEE binary16 from float (round to nearest even; beyond 65504 gives

@@ -19,6 +19,15 @@ typedef enum osp_split { OSP_SPLIT_TRAIN = 0, OSP_SPLIT_TEST = 1 } osp_split;
 
 typedef struct osp_dataset osp_dataset;
 typedef struct osp_skip_log osp_skip_log;
+
+/* A file an image folder holds that is not a sample, and why. */
+typedef struct osp_left_out {
+    char *path;
+    const char *reason; /* static text: "not a .jpg, .jpeg, .png or .webp name", ... */
+} osp_left_out;
+/* The left-out files a dataset names (it counts them all). */
+#define OSP_DATASET_LEFT_OUT_KEPT 1000
+
 struct osp_dataset {
     int64_t count;
     osp_shape sample_shape; /* C x H x W */
@@ -45,6 +54,13 @@ struct osp_dataset {
     /* Unreadable samples that loaders met (made by the first loader,
      * released by osp_dataset_free). */
     osp_skip_log *skips;
+    /* Files under an image folder left out as samples (other extensions,
+     * dangling links): how many in all, and the first of them (at most
+     * OSP_DATASET_LEFT_OUT_KEPT) with the reason. Released by
+     * osp_dataset_free. */
+    int64_t n_left_out;
+    int n_left_out_kept;
+    osp_left_out *left_out;
 };
 
 /* Releases ds (and its skip log) through its destroy. */

@@ -99,6 +99,11 @@ typedef struct osp_index_search_params {
 } osp_index_search_params;
 
 OSP_API void osp_index_search_params_init(osp_index_search_params *sp, int k);
+/* Fills in the settings a search of index with sp uses where sp leaves
+ * them 0, for reports: ef_search (HNSW: max(k, 64), and never below k),
+ * nprobe (IVF: 8, at most nlist; LSH: 16) and threads (1). Settings the
+ * index type does not use become 0. */
+OSP_API void osp_index_search_params_resolve(const osp_index *index, osp_index_search_params *sp);
 
 /* Called now and then by a long add with the vectors done so far, from the
  * calling thread. */
@@ -132,7 +137,9 @@ OSP_API int osp_index_is_trained(const osp_index *index);
 
 /* Adds n vectors (n x dim floats) with their ids (n ids >= 0, not already
  * present and not repeated), or with ids next_id, next_id+1, ... when ids is
- * NULL. On an error nothing is added. BINARY indexes take codes instead. */
+ * NULL. On an error nothing is added. Every value must be finite: a row
+ * holding NaN or an infinity is refused (OSP_EINVAL, naming the row), as
+ * it is by train and search. BINARY indexes take codes instead. */
 OSP_API int osp_index_add(osp_index *index, const float *x, const int64_t *ids, int64_t n);
 /* Adds n packed binary codes (n x dim/8 bytes, bit i of a code is bit i%8 of
  * byte i/8) to a BINARY index. */
@@ -146,7 +153,8 @@ OSP_API int osp_index_remove(osp_index *index, const int64_t *ids, int64_t n, in
 
 /* k nearest neighbours of nq queries (nq x dim floats). ids (nq x k) gets the
  * ids closest first, OSP_INDEX_NO_ID past the last result; distances (nq x k,
- * may be NULL) the matching distances, INFINITY past the last result. */
+ * may be NULL) the matching distances, INFINITY past the last result. A
+ * query holding NaN or an infinity is refused (OSP_EINVAL, naming its row). */
 OSP_API int osp_index_search(const osp_index *index, const float *queries, int64_t nq,
                              const osp_index_search_params *sp, int64_t *ids, float *distances);
 /* The same for a BINARY index, with nq packed codes. */

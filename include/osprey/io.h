@@ -35,6 +35,10 @@ typedef struct osp_array {
 
 OSP_API void osp_array_free(osp_array *a); /* frees data, leaves a zeroed */
 OSP_API int64_t osp_array_numel(const osp_array *a);
+/* Converts a's elements to float32 in place (a new buffer replaces the
+ * old; float32 is left as it is): float64 and float16 round to nearest,
+ * integers convert as C does. On failure (out of memory) a is unchanged. */
+OSP_API int osp_array_to_f32(osp_array *a);
 
 /* ---- .npy (NumPy format 1.0/2.0/3.0, C order, little-endian) ----------- */
 

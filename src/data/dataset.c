@@ -1,4 +1,6 @@
 /* What every dataset shares: releasing it. */
+#include <stdlib.h>
+
 #include "osprey/data.h"
 #include "skips.h"
 
@@ -10,6 +12,10 @@ void osp_dataset_free(osp_dataset *ds) {
     if (!ds) return;
     osp__skips_free(ds->skips);
     ds->skips = NULL;
+    for (int i = 0; i < ds->n_left_out_kept; i++) free(ds->left_out[i].path);
+    free(ds->left_out);
+    ds->left_out = NULL;
+    ds->n_left_out_kept = 0;
     if (ds->destroy)
         ds->destroy(ds);
     else

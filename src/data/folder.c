@@ -71,12 +71,63 @@ static int is_image_name(const char *name) {
     return 0;
 }
 
+static const char NOT_AN_IMAGE[] = "not a .jpg, .jpeg, .png or .webp name";
+static const char DANGLING[] = "a link to nothing";
+static const char NOT_A_FILE[] = "not a regular file";
+
+/* Left-out files named in the warning; the dataset keeps more. */
+#define LEFT_OUT_WARNED 5
+
 typedef struct walk {
     osp__list_builder *b;
     int64_t ignored;
+    osp_left_out *left_out; /* the first OSP_DATASET_LEFT_OUT_KEPT */
+    int n_kept;
     dev_t dev[MAX_DEPTH + 1]; /* the folders being walked, to stop at loops */
     ino_t ino[MAX_DEPTH + 1];
 } walk;
+
+/* Counts a file that is not a sample and keeps the first ones' names;
+ * without memory for a name the file is still counted. */
+static void leave_out(walk *w, const char *path, const char *reason) {
+    w->ignored++;
+    if (w->n_kept >= OSP_DATASET_LEFT_OUT_KEPT) return;
+    if (!w->left_out) {
+        w->left_out = calloc(OSP_DATASET_LEFT_OUT_KEPT, sizeof *w->left_out);
+        if (!w->left_out) return;
+    }
+    char *copy = strdup(path);
+    if (!copy) return;
+    w->left_out[w->n_kept++] = (osp_left_out){copy, reason};
+}
+
+static void walk_free(walk *w) {
+    for (int i = 0; i < w->n_kept; i++) free(w->left_out[i].path);
+    free(w->left_out);
+    w->left_out = NULL;
+    w->n_kept = 0;
+}
+
+/* One warning that counts the files left out and names the first few. */
+static void warn_left_out(const walk *w, const char *root) {
+    char listed[1024] = "";
+    size_t used = 0;
+    int named = 0;
+    for (; named < w->n_kept && named < LEFT_OUT_WARNED; named++) {
+        int k = snprintf(listed + used, sizeof listed - used, "%s%s", named ? ", " : "",
+                         w->left_out[named].path);
+        if (k < 0 || (size_t)k >= sizeof listed - used) break;
+        used += (size_t)k;
+    }
+    int all_images = 1;
+    for (int i = 0; i < w->n_kept; i++) all_images &= w->left_out[i].reason == NOT_AN_IMAGE;
+    char more[64] = "";
+    if (w->ignored > named) snprintf(more, sizeof more, ", and %lld more", (long long)(w->ignored - named));
+    osp_log(OSP_LOG_WARN, "%s: %lld file%s left out (%s): %s%s", root, (long long)w->ignored,
+            w->ignored == 1 ? "" : "s",
+            all_images ? "names without .jpg, .jpeg, .png or .webp" : "other names, dangling links",
+            listed, more);
+}
 
 static int walk_dir(walk *w, const char *dir, int depth, int32_t klass, const struct stat *st) {
     for (int k = 0; k < depth; k++)
@@ -93,7 +144,7 @@ static int walk_dir(walk *w, const char *dir, int depth, int32_t klass, const st
         }
         struct stat s;
         if (stat(path, &s) != 0) {
-            w->ignored++; /* a dangling link */
+            leave_out(w, path, DANGLING);
             continue;
         }
         if (S_ISDIR(s.st_mode)) {
@@ -101,7 +152,7 @@ static int walk_dir(walk *w, const char *dir, int depth, int32_t klass, const st
         } else if (S_ISREG(s.st_mode) && is_image_name(entries.v[i])) {
             rc = osp__builder_add(w->b, path, strlen(path), klass);
         } else {
-            w->ignored++;
+            leave_out(w, path, S_ISREG(s.st_mode) ? NOT_AN_IMAGE : NOT_A_FILE);
         }
     }
     names_free(&entries);
@@ -146,11 +197,17 @@ int osp_dataset_open_folder(const char *dir, const osp_image_data_options *opt,
         else if (stat(path, &s) != 0) rc = osp_error(OSP_EIO, "%s: vanished while listing", path);
         else rc = walk_dir(&w, path, 0, (int32_t)k, &s);
     }
-    if (!rc && w.ignored)
-        osp_log(OSP_LOG_INFO, "%s: %lld file%s without a .jpg, .jpeg, .png or .webp name left out",
-                root, (long long)w.ignored, w.ignored == 1 ? "" : "s");
+    if (!rc && w.ignored) warn_left_out(&w, root);
     if (!rc)
         rc = osp__builder_finish(&b, root, (const char *const *)classes.v, (int)classes.n, opt, out);
+    if (!rc) {
+        (*out)->n_left_out = w.ignored;
+        (*out)->n_left_out_kept = w.n_kept;
+        (*out)->left_out = w.left_out;
+        w.left_out = NULL;
+        w.n_kept = 0;
+    }
+    walk_free(&w);
     osp__builder_free(&b);
     names_free(&classes);
     return rc;

@@ -122,7 +122,8 @@ static int number_classes(labels *l, osp__list_builder *b, const char *name, cha
 
 static int parse_line(const char *line, size_t n, int line_no, const char *name,
                       const char *base_dir, osp__list_builder *b, labels *l) {
-    if (memchr(line, '\0', n)) return osp_error(OSP_EFORMAT, "%s:%d: NUL byte in the line", name, line_no);
+    if (memchr(line, '\0', n)) return osp_error(OSP_EFORMAT, "%s:%d: NUL byte in the line: binary data, not a list "
+                         "file of path<TAB>label lines", name, line_no);
     const char *tab = NULL;
     for (size_t i = n; i-- > 0;)
         if (line[i] == '\t') {

@@ -33,6 +33,36 @@ static int idx_file(const char *path) {
     return n == 4 && head[0] == 0 && head[1] == 0 && head[2] == 8 && head[3] == 3;
 }
 
+/* A file that is plainly not a list file (an image, a model, a NumPy
+ * array...): says what it is and what a dataset is, rather than how its
+ * bytes fail to parse as lines. */
+static int not_a_list(const char *path) {
+    static const char expected[] = "DATA is a folder of class folders, a list file of "
+                                   "path<TAB>label lines, a folder holding the MNIST IDX files "
+                                   "or an IDX images file";
+    osp_file_kind kind = osp_file_sniff_path(path);
+    const char *what = osp_file_kind_phrase(kind);
+    switch (kind) {
+    case OSP_FILE_UNKNOWN: return OSP_OK;
+    case OSP_FILE_JPEG:
+    case OSP_FILE_PNG:
+    case OSP_FILE_WEBP:
+        return osp_error(OSP_EFORMAT, "%s is %s, not a dataset: images are read from a folder "
+                         "with one sub-folder of images per class (give that folder) or from a "
+                         "list file of path<TAB>label lines", path, what);
+    case OSP_FILE_SAFETENSORS:
+        return osp_error(OSP_EFORMAT, "%s is %s, not a dataset: %s", path, what, expected);
+    case OSP_FILE_IDX_LABELS:
+        return osp_error(OSP_EFORMAT, "%s is %s: give the images file (its labels are found "
+                         "beside it) or the folder holding both", path, what);
+    case OSP_FILE_GZIP:
+        return osp_error(OSP_EFORMAT, "%s is %s, not a dataset: %s (compressed IDX files are "
+                         "read inside a folder)", path, what, expected);
+    default:
+        return osp_error(OSP_EFORMAT, "%s is %s, not a dataset: %s", path, what, expected);
+    }
+}
+
 int osp_dataset_open(const char *path, osp_split split, const osp_image_data_options *opt,
                      osp_dataset **out) {
     if (!out) return osp_error(OSP_EINVAL, "osp_dataset_open: no output");
@@ -48,5 +78,7 @@ int osp_dataset_open(const char *path, osp_split split, const osp_image_data_opt
         return osp_dataset_open_folder(path, opt, out);
     }
     if (idx_file(path)) return osp_dataset_open_idx(path, split, out);
+    int rc = not_a_list(path);
+    if (rc) return rc;
     return osp_dataset_open_list(path, opt, out);
 }

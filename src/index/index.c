@@ -115,6 +115,30 @@ void osp_index_search_params_init(osp_index_search_params *sp, int k) {
     sp->k = k;
 }
 
+void osp_index_search_params_resolve(const osp_index *cix, osp_index_search_params *sp) {
+    if (!cix || !sp) return;
+    osp_index *ix = (osp_index *)cix; /* the lock is the one mutable part */
+    pthread_rwlock_rdlock(&ix->lock);
+    const osp_index_type type = ix->params.type;
+    const int nlist = ix->params.nlist;
+    pthread_rwlock_unlock(&ix->lock);
+    if (type == OSP_INDEX_HNSW) {
+        if (sp->ef_search <= 0) sp->ef_search = OSP__DEFAULT_EF;
+        if (sp->ef_search < sp->k) sp->ef_search = sp->k;
+    } else {
+        sp->ef_search = 0;
+    }
+    if (type == OSP_INDEX_IVF_FLAT || type == OSP_INDEX_IVF_PQ) {
+        if (sp->nprobe <= 0) sp->nprobe = OSP__IVF_DEFAULT_NPROBE;
+        if (nlist > 0 && sp->nprobe > nlist) sp->nprobe = nlist;
+    } else if (type == OSP_INDEX_LSH) {
+        if (sp->nprobe <= 0) sp->nprobe = OSP__LSH_DEFAULT_PROBES;
+    } else {
+        sp->nprobe = 0;
+    }
+    if (sp->threads <= 0) sp->threads = 1;
+}
+
 static const osp__index_ops *ops_for(osp_index_type t) {
     switch (t) {
     case OSP_INDEX_FLAT: return &osp__flat_ops;
@@ -236,6 +260,28 @@ void osp_index_set_progress(osp_index *ix, osp_index_progress_cb cb, void *ctx) 
     pthread_rwlock_unlock(&ix->lock);
 }
 
+/* OSP_OK if every value of x (n rows of d) is a finite number; else an
+ * OSP_EINVAL that names the first row holding NaN or an infinity (rows
+ * count from 0), so that no NaN distance ever reaches a result. */
+static int check_finite(const float *x, int64_t n, int d, const char *what) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = x + (size_t)i * (size_t)d;
+        uint32_t bad = 0;
+        for (int j = 0; j < d; j++) {
+            uint32_t u;
+            memcpy(&u, row + j, sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!bad) continue;
+        int j = 0;
+        while (j < d && isfinite(row[j])) j++;
+        return osp_error(OSP_EINVAL, "index: row %lld of the %s holds %s at dimension %d: %s must "
+                         "be finite numbers", (long long)i, what,
+                         isnan(row[j]) ? "NaN" : row[j] > 0 ? "+infinity" : "-infinity", j, what);
+    }
+    return OSP_OK;
+}
+
 /* Unit-length copies for the cosine metric (zero vectors stay zero). */
 static float *normalized_copy(const float *x, int64_t n, int d) {
     size_t bytes;
@@ -260,6 +306,8 @@ int osp_index_train(osp_index *ix, const float *x, int64_t n) {
     if (!ix) return osp_error(OSP_EINVAL, "osp_index_train: NULL index");
     if (!ix->ops->train) return OSP_OK;
     if ((!x && n > 0) || n < 0) return osp_error(OSP_EINVAL, "osp_index_train: bad argument");
+    int finite = check_finite(x, n, ix->params.dim, "vectors");
+    if (finite) return finite;
     pthread_rwlock_wrlock(&ix->lock);
     int rc = OSP_OK;
     if (ix->map.count > 0 || ix->removed_total > 0) {
@@ -319,6 +367,10 @@ static int add_common(osp_index *ix, const void *x, const int64_t *ids, int64_t 
         return osp_error(OSP_ENOTSUP, codes ? "index: only binary indexes take codes"
                                             : "index: a binary index takes codes (osp_index_add_codes)");
     if (n == 0) return OSP_OK;
+    if (!codes) {
+        int finite = check_finite(x, n, ix->params.dim, "vectors");
+        if (finite) return finite;
+    }
     pthread_rwlock_wrlock(&ix->lock);
     int64_t *made = NULL;
     float *norm = NULL;
@@ -403,6 +455,10 @@ static int search_common(const osp_index *cix, const void *q, int64_t nq,
     if (sp->filter && sp->filter->bitmap && sp->filter->bitmap_bits < 0)
         return osp_error(OSP_EINVAL, "index: negative filter bitmap size");
     if (nq == 0) return OSP_OK;
+    if (!codes) {
+        int finite = check_finite(q, nq, cix->params.dim, "queries");
+        if (finite) return finite;
+    }
     size_t out_n;
     if (osp_mul_size((size_t)nq, (size_t)sp->k, &out_n))
         return osp_error(OSP_EINVAL, "index: %lld queries x k %d is too many", (long long)nq, sp->k);
@@ -410,7 +466,7 @@ static int search_common(const osp_index *cix, const void *q, int64_t nq,
     osp_index *ix = (osp_index *)cix; /* the lock is the one mutable part */
     osp__search_ctx sc = {0};
     sc.k = sp->k;
-    sc.ef = sp->ef_search > 0 ? sp->ef_search : 64;
+    sc.ef = sp->ef_search > 0 ? sp->ef_search : OSP__DEFAULT_EF;
     if (sc.ef < sc.k) sc.ef = sc.k;
     sc.nprobe = sp->nprobe;
     sc.threads = sp->threads > 0 ? sp->threads : 1;

@@ -50,6 +50,12 @@ size_t osp__idmap_sample(const osp__idmap *m, int64_t *ids, size_t n);
  *   section table:   per section {u32 tag, u32 reserved, u64 offset, u64 bytes}
  *   sections:        each starting at a multiple of 64 bytes, so that arrays
  *                    in a mapped file are aligned for SIMD loads. */
+/* Search defaults where the caller leaves a setting 0
+ * (osp_index_search_params_resolve reports them). */
+#define OSP__DEFAULT_EF 64          /* HNSW candidate list, raised to k */
+#define OSP__IVF_DEFAULT_NPROBE 8   /* IVF lists probed */
+#define OSP__LSH_DEFAULT_PROBES 16  /* LSH buckets per table */
+
 #define OSP__FILE_MAGIC "OSPINDEX"
 #define OSP__FILE_VERSION 1
 #define OSP__FILE_HEADER 64

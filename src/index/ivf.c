@@ -13,7 +13,6 @@
 /* k-means sample cap per centroid, as FAISS: more points barely move the
  * centroids but cost training time. */
 #define MAX_POINTS_PER_CENTROID 256
-#define DEFAULT_NPROBE 8
 
 void osp__ivf_setup(osp__ivf *v, const osp_index *ix, size_t code_size) {
     v->d = ix->params.dim;
@@ -226,7 +225,7 @@ size_t osp__ivf_bytes(const osp__ivf *v) {
 
 int osp__ivf_nprobe(const osp__ivf *v, const osp__search_ctx *sc) {
     if (osp__use_exact(sc)) return v->nlist;
-    double p = sc->nprobe > 0 ? sc->nprobe : DEFAULT_NPROBE;
+    double p = sc->nprobe > 0 ? sc->nprobe : OSP__IVF_DEFAULT_NPROBE;
     /* With a filter, the probed lists hold only the allowed share of their
      * vectors: probe that much wider to find as many candidates. */
     if (sc->filter && sc->allowed_fraction > 0) p = ceil(p / sc->allowed_fraction);

@@ -29,7 +29,6 @@
 #define TAG_IDS OSP__TAG('I', 'D', 'S', ' ')
 #define TAG_KEYS OSP__TAG('K', 'E', 'Y', 'S')
 
-#define DEFAULT_PROBES 16 /* buckets per table */
 /* Buckets over all tables; past this the empty buckets alone would cost
  * more memory than they save time. */
 #define MAX_BUCKETS ((size_t)1 << 22)
@@ -364,7 +363,7 @@ static int lsh_search(const osp_index *ix, const void *qv, int64_t nq, const osp
     const float *q = qv;
     size_t d = (size_t)ix->params.dim;
     int k = sc->k, exact = osp__use_exact(sc);
-    int probes = sc->nprobe > 0 ? sc->nprobe : DEFAULT_PROBES;
+    int probes = sc->nprobe > 0 ? sc->nprobe : OSP__LSH_DEFAULT_PROBES;
     if (!h->nbits) exact = 1; /* nothing added yet: an empty scan */
     if (probes > (1 << h->nbits)) probes = 1 << h->nbits;
     int T = sc->threads;

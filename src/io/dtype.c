@@ -53,6 +53,39 @@ int64_t osp_array_numel(const osp_array *a) {
     return osp_shape_numel(&a->shape);
 }
 
+int osp_array_to_f32(osp_array *a) {
+    if (!a) return osp_error(OSP_EINVAL, "osp_array_to_f32: no array");
+    if (a->dtype == OSP_DTYPE_F32) return OSP_OK;
+    if (!osp__dtype_valid((int)a->dtype))
+        return osp_error(OSP_EINVAL, "osp_array_to_f32: unknown dtype %d", (int)a->dtype);
+    const int64_t n = osp_array_numel(a);
+    size_t bytes;
+    if (n < 0 || osp_mul_size((size_t)n, sizeof(float), &bytes))
+        return osp_error(OSP_ERANGE, "osp_array_to_f32: %lld elements are too many", (long long)n);
+    float *f = osp_alloc(bytes ? bytes : sizeof(float));
+    if (!f) return osp_error(OSP_ENOMEM, "out of memory converting %lld values to float32", (long long)n);
+    switch (a->dtype) {
+    case OSP_DTYPE_F16: osp_float_from_half(a->data, f, n); break;
+    case OSP_DTYPE_F64:
+        for (int64_t i = 0; i < n; i++) f[i] = (float)((const double *)a->data)[i];
+        break;
+    case OSP_DTYPE_I32:
+        for (int64_t i = 0; i < n; i++) f[i] = (float)((const int32_t *)a->data)[i];
+        break;
+    case OSP_DTYPE_I64:
+        for (int64_t i = 0; i < n; i++) f[i] = (float)((const int64_t *)a->data)[i];
+        break;
+    case OSP_DTYPE_U8:
+        for (int64_t i = 0; i < n; i++) f[i] = (float)((const uint8_t *)a->data)[i];
+        break;
+    case OSP_DTYPE_F32: break;
+    }
+    osp_free(a->data);
+    a->data = f;
+    a->dtype = OSP_DTYPE_F32;
+    return OSP_OK;
+}
+
 void osp_array_free(osp_array *a) {
     if (!a) return;
     osp_free(a->data);

@@ -293,17 +293,23 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          "images or N x D vectors", im->file, in->name, rank);
     int64_t d[4];
     shape->ndim = rank - 1;
-    for (int k = 1; k < rank; k++) {
+    for (int k = 1; k < rank; k++)
         if (!dim_of(s, k, &d[k])) d[k] = 0;
-        if (rank == 4 && k >= 2) {
-            int want = k == 2 ? im->opt->input_h : im->opt->input_w;
-            if (want > 0) {
-                if (d[k] > 0 && d[k] != want)
-                    osp_log(OSP_LOG_WARN, "%s: input size %d replaces the model's %lld", im->file,
-                            want, (long long)d[k]);
-                d[k] = want;
-            }
+    /* --input-size HxW: one warning for the sides it changes. */
+    if (rank == 4 && (im->opt->input_h > 0 || im->opt->input_w > 0)) {
+        int64_t h = im->opt->input_h > 0 ? im->opt->input_h : d[2];
+        int64_t w = im->opt->input_w > 0 ? im->opt->input_w : d[3];
+        if ((d[2] > 0 && d[2] != h) || (d[3] > 0 && d[3] != w)) {
+            char was_h[24] = "?", was_w[24] = "?"; /* a symbolic side */
+            if (d[2] > 0) snprintf(was_h, sizeof was_h, "%lld", (long long)d[2]);
+            if (d[3] > 0) snprintf(was_w, sizeof was_w, "%lld", (long long)d[3]);
+            osp_log(OSP_LOG_WARN, "%s: input size %lldx%lld replaces the model's %sx%s", im->file,
+                    (long long)h, (long long)w, was_h, was_w);
         }
+        d[2] = h;
+        d[3] = w;
+    }
+    for (int k = 1; k < rank; k++) {
         if (d[k] <= 0)
             return osp_error(OSP_EINVAL, "%s: input '%s' has no fixed size on axis %d; give it "
                              "with --input-size HxW", im->file, in->name, k);
@@ -312,9 +318,23 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                              in->name, (long long)d[k], k);
         shape->dim[k - 1] = d[k];
     }
-    if (rank == 4 && shape->dim[0] > OSP_MAX_CHANNELS && (im->opt->n_mean > 0 || im->opt->n_std > 0))
-        return osp_error(OSP_EINVAL, "%s: --mean/--std take at most %d channels", im->file,
-                         OSP_MAX_CHANNELS);
+    if (rank == 4 && shape->dim[0] > OSP_MAX_CHANNELS && (im->opt->n_mean > 1 || im->opt->n_std > 1))
+        return osp_error(OSP_EINVAL, "%s: per-channel --mean/--std take at most %d channels; the "
+                         "model has %lld (give one value for all)", im->file, OSP_MAX_CHANNELS,
+                         (long long)shape->dim[0]);
+    /* One value for every channel, or one per channel. */
+    const int64_t channels = rank == 4 ? shape->dim[0] : 1;
+    for (int which = 0; which < 2; which++) {
+        int n = which ? im->opt->n_std : im->opt->n_mean;
+        if (n <= 1 || n == channels) continue;
+        const char *opt = which ? "--std" : "--mean";
+        if (channels == 1)
+            return osp_error(OSP_EINVAL, "%s: %s needs 1 value (the model has 1 channel), not %d",
+                             im->file, opt, n);
+        return osp_error(OSP_EINVAL, "%s: %s needs 1 value or %lld, one per channel (the model "
+                         "has %lld channels), not %d", im->file, opt, (long long)channels,
+                         (long long)channels, n);
+    }
     onnx_value *v = onnx_value_add(im, in->name);
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;

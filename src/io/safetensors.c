@@ -250,8 +250,40 @@ static int parse_header(osp_safetensors *st, const char *json, size_t json_len,
     return OSP_OK;
 }
 
+/* A file that is plainly something else (an ONNX model, a network spec, a
+ * NumPy array, an image...): says what it is and what to do with it rather
+ * than how its first bytes fail as a safetensors header. OSP_OK if the
+ * file is not recognised. */
+static int not_safetensors(const unsigned char *buf, size_t len, const char *name) {
+    osp_file_kind kind = osp_file_sniff(buf, len);
+    const char *what = osp_file_kind_phrase(kind);
+    switch (kind) {
+    case OSP_FILE_UNKNOWN:
+    case OSP_FILE_SAFETENSORS: return OSP_OK;
+    case OSP_FILE_ONNX:
+        return osp_error(OSP_EFORMAT, "%s is %s, not an osprey model (.osp, safetensors): "
+                         "import it with 'osprey import %s --out MODEL.osp'", name, what, name);
+    case OSP_FILE_NETSPEC:
+        return osp_error(OSP_EFORMAT, "%s is %s, not an osprey model (.osp, safetensors): "
+                         "train a model from it with 'osprey train --net %s'", name, what, name);
+    case OSP_FILE_INDEX:
+        return osp_error(OSP_EFORMAT, "%s is %s, not an osprey model or checkpoint (.osp, "
+                         "safetensors): 'osprey index info' describes it", name, what);
+    default:
+        return osp_error(OSP_EFORMAT, "%s is %s, not an osprey model or checkpoint (.osp, "
+                         "safetensors)", name, what);
+    }
+}
+
 /* Takes ownership of buf (osp_alloc'd), also on failure. */
 static int parse_owned(unsigned char *buf, size_t len, const char *name, osp_safetensors **out) {
+    if (len < 10 || osp__load_le64(buf) > len - 8 || buf[8] != '{') {
+        int rc = not_safetensors(buf, len, name);
+        if (rc) {
+            osp_free(buf);
+            return rc;
+        }
+    }
     if (len < 8) {
         osp_free(buf);
         return osp_error(OSP_EFORMAT, "%s: %zu bytes is too short for a safetensors file", name,

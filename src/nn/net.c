@@ -44,9 +44,13 @@ static int parse_net_section(osp_spec_section *s, osp_net *net) {
         for (int c = 0; c < OSP_MAX_CHANNELS; c++) dst[c] = which ? 1.0f : 0.0f;
         if ((rc = osp_spec_floats(s, key, v, OSP_MAX_CHANNELS, &n))) return rc;
         if (n == 0) continue;
-        if (n != 1 && n != channels)
-            return osp_spec_error(s, key, "'%s' needs 1 or %d values (one per channel), not %d",
-                                  key, channels, n);
+        if (n != 1 && n != channels) {
+            if (channels == 1)
+                return osp_spec_error(s, key, "'%s' needs 1 value (the input has 1 channel), "
+                                      "not %d", key, n);
+            return osp_spec_error(s, key, "'%s' needs 1 value or %d, one per channel (the input "
+                                  "has %d channels), not %d", key, channels, channels, n);
+        }
         if (channels > OSP_MAX_CHANNELS && n != 1)
             return osp_spec_error(s, key, "per-channel '%s' is limited to %d channels", key,
                                   OSP_MAX_CHANNELS);
@@ -225,6 +229,12 @@ int osp_net_load_spec(const char *path, uint64_t seed, osp_net **out) {
     void *buf;
     size_t len;
     *out = NULL;
+    /* A model, an ONNX file, an image...: say so rather than how its bytes
+     * fail as text. */
+    osp_file_kind kind = osp_file_sniff_path(path);
+    if (kind != OSP_FILE_UNKNOWN && kind != OSP_FILE_NETSPEC)
+        return osp_error(OSP_EFORMAT, "%s is %s, not a network spec (a text file of [sections], "
+                         "see docs/netspec.md)", path, osp_file_kind_phrase(kind));
     int rc = osp_file_read_all(path, 1 << 20, &buf, &len);
     if (rc) return rc;
     rc = osp_net_from_spec(buf, len, path, seed, out);

@@ -29,13 +29,27 @@ cp "$src/scripts/make-shapes" "$work/shapes/cross/more/notes.txt" # not an image
 grep -q "202 samples in 2 classes, 2 unreadable" "$work/check.txt" || fail "check: $(head -1 "$work/check.txt")"
 grep -q "unreadable: .*circle/broken-truncated.jpg: truncated JPEG" "$work/check.txt" || fail "check: truncated"
 grep -q "unreadable: .*cross/broken-empty.png: empty file" "$work/check.txt" || fail "check: empty"
-"$osprey" dataset check "$work/shapes" --json >"$work/check.json"
+grep -q "left out: .*cross/more/notes.txt: not a .jpg, .jpeg, .png or .webp name" "$work/check.txt" ||
+    fail "check: the file left out is not named"
+"$osprey" dataset check "$work/shapes" --json >"$work/check.json" 2>"$work/check.err"
 /usr/bin/python3 - "$work/check.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["samples"] == 202 and r["unreadable"] == 2 and r["per_class"] == {"circle": 101, "cross": 101}, r
 assert r["jpeg"] + r["png"] + r["webp"] == 200, r
+# the unreadable files and the files left out, each with the reason
+bad = sorted((f["path"].split("/shapes/")[1], f["reason"]) for f in r["unreadable_files"])
+assert [p for p, _ in bad] == ["circle/broken-truncated.jpg", "cross/broken-empty.png"], bad
+assert bad[0][1].startswith("truncated JPEG") and bad[1][1] == "empty file", bad
+assert r["left_out"] == 1 and len(r["left_out_files"]) == 1, r
+assert r["left_out_files"][0]["path"].endswith("shapes/cross/more/notes.txt"), r["left_out_files"]
+assert "not a .jpg" in r["left_out_files"][0]["reason"], r["left_out_files"]
 PY
+# the file left out for its name is named in the warning, with the count
+grep -q "^warning: .*shapes: 1 file left out (names without .jpg, .jpeg, .png or .webp): .*cross/more/notes.txt$" \
+    "$work/check.err" || fail "left-out file not named: $(cat "$work/check.err")"
+# a photo or a model given as DATA is named for what it is
+expect_error "0000.jpg is a JPEG image, not a dataset" "$osprey" dataset check "$work/shapes/circle/0000.jpg"
 
 # training learns, names each unreadable file once, and sums them up
 train=(--net "$work/shapes.cfg" --data "$work/shapes" --val-split 0.25 --epochs 15 --batch 16

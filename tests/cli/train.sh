@@ -64,4 +64,60 @@ expect_error "truncated" "$osprey" eval --model "$work/a.osp" --data "$work/idx"
 expect_error "layer 'nope'" "$osprey" run --model "$work/a.osp" --input "$work/x.npy" --output "$work/z.npy" --layer nope
 /usr/bin/python3 -c "import numpy as np; np.save('$work/x3.npy', np.zeros((2, 3, 28, 28), np.float32))"
 expect_error "N x 1x28x28" "$osprey" run --model "$work/a.osp" --input "$work/x3.npy" --output "$work/z.npy"
+
+# Rough edges a new user met.
+# -h is --help everywhere; --version is in the top-level help.
+for cmd in train eval run info import export bench dataset index; do
+    "$osprey" "$cmd" -h | grep "usage: osprey $cmd" >/dev/null || fail "'osprey $cmd -h' is not its help"
+done
+"$osprey" --help | grep -- "--version" >/dev/null || fail "--version missing from osprey --help"
+"$osprey" --version | grep -q "^osprey [0-9]" || fail "--version"
+# info --json: the layers, their shapes and parameters, and the metadata.
+"$osprey" info "$work/a.osp" --json >"$work/info.json"
+/usr/bin/python3 - "$work/info.json" <<'PY'
+import json, sys
+i = json.load(open(sys.argv[1]))
+assert i["input"] == [1, 28, 28] and i["classes"] == 10 and i["parameters"] == 431080, i
+assert [l["name"] for l in i["layers"]][:2] == ["conv1", "pool1"], i["layers"]
+assert i["layers"][0] == {"name": "conv1", "type": "conv", "inputs": ["input"], "shape": [20, 24, 24],
+                          "params": 520}, i["layers"][0]
+assert sum(l["params"] for l in i["layers"]) == i["parameters"]
+assert i["mean"] == [0.1307] and len(i["labels"]) == 10, i
+m = i["metadata"]
+assert m["format"] == "osprey" and m["kind"] == "model" and "[net]" in m["spec"], m
+PY
+# Files that are something else are named for what they are.
+"$osprey" export "$work/a.osp" --out "$work/a.onnx" >/dev/null
+expect_error "a.onnx is an ONNX model, not an osprey model .*osprey import" "$osprey" info "$work/a.onnx"
+expect_error "lenet.cfg is a network spec: 'osprey info' reads models" "$osprey" info "$src/nets/lenet.cfg"
+expect_error "x.npy is a NumPy array" "$osprey" info "$work/x.npy"
+expect_error "a.osp is an osprey model or checkpoint (safetensors), not a dataset" "$osprey" train \
+    --net "$src/nets/lenet.cfg" --data "$work/a.osp"
+expect_error "a.osp is an osprey model or checkpoint (safetensors), not a network spec" "$osprey" train \
+    --net "$work/a.osp" --data "$mnist"
+# Outputs that cannot be written are refused before the first step (the
+# message is the only line: no training happened).
+mkdir "$work/folder"
+expect_error "--out $work/folder is a folder" "$osprey" train "${common[@]}" --out "$work/folder"
+expect_error "--out /nonexistent/m.osp: cannot write in /nonexistent" "$osprey" train "${common[@]}" \
+    --out /nonexistent/m.osp
+expect_error "--checkpoint /nonexistent/m.ckpt: cannot write" "$osprey" train "${common[@]}" \
+    --out "$work/c.osp" --checkpoint /nonexistent/m.ckpt
+[ -z "$(ls "$work/folder")" ] && [ ! -e "$work/c.osp" ] || fail "a refused run left files"
+# A warm-up longer than the run; one epoch is "1 epoch".
+expect_error "--warmup 50 is longer than the run (1 epoch)" "$osprey" train --net "$src/nets/lenet.cfg" \
+    --data synthetic:64 --epochs 1 --warmup 50
+"$osprey" train --net "$src/nets/lenet.cfg" --data synthetic:64 --epochs 1 --threads 2 2>"$work/one.err"
+grep -q "on 64 samples of synthetic:64: 1 epoch, batch 64" "$work/one.err" || fail "$(head -1 "$work/one.err")"
+# run converts float64 input as 'osprey index' does: the same answer.
+/usr/bin/python3 -c "import numpy as np; np.save('$work/x64.npy', np.load('$work/x.npy').astype(np.float64))"
+"$osprey" run --model "$work/a.osp" --input "$work/x64.npy" --output "$work/y64.npy" --normalize
+cmp "$work/y.npy" "$work/y64.npy" || fail "float64 input gave another answer"
+# import: --mean for a 1-channel model; one warning for --input-size HxW.
+expect_error "needs 1 value (the model has 1 channel), not 3" "$osprey" import "$work/a.onnx" \
+    --out "$work/i.osp" --mean 0.1,0.1,0.1
+"$osprey" import "$work/a.onnx" --out "$work/i.osp" --input-size 32x32 2>"$work/import.err" &&
+    fail "LeNet's fc1 cannot take 32x32 inputs"
+[ "$(grep -c "input size 32x32 replaces the model's 28x28" "$work/import.err")" = 1 ] ||
+    fail "the --input-size warning is not said once: $(cat "$work/import.err")"
 echo "cli train: all checks passed"

@@ -192,3 +192,49 @@ Test(crc32c, running_value_and_paths_agree) {
             cr_assert_eq(a, b);
         }
 }
+
+/* What a file is, from its first bytes: the formats osprey meets, and
+ * text or noise left unknown. */
+Test(sniff, kinds) {
+    static const unsigned char onnx[] = {0x08, 0x07, 0x12, 0x07, 'p', 'y', 't', 'o', 'r', 'c', 'h'};
+    static const unsigned char st[] = {12, 0, 0, 0, 0, 0, 0, 0, '{', '"', 'a', '"', ':', '1', '}', ' '};
+    static const struct {
+        const void *bytes;
+        size_t len;
+        osp_file_kind kind;
+    } cases[] = {
+        {onnx, sizeof onnx, OSP_FILE_ONNX},
+        {st, sizeof st, OSP_FILE_SAFETENSORS},
+        {"# LeNet\n\n[net]\ninput = 1x28x28\n", 31, OSP_FILE_NETSPEC},
+        {"\x93NUMPY\x01\x00", 8, OSP_FILE_NPY},
+        {"\xff\xd8\xff\xe0", 4, OSP_FILE_JPEG},
+        {"\x89PNG\r\n\x1a\n\0\0", 10, OSP_FILE_PNG},
+        {"RIFF\0\0\0\0WEBPVP8 ", 16, OSP_FILE_WEBP},
+        {"\0\0\x08\x03\0\0\0\x01", 8, OSP_FILE_IDX_IMAGES},
+        {"\0\0\x08\x01\0\0\0\x01", 8, OSP_FILE_IDX_LABELS},
+        {"OSPINDEX\x01\0\0\0", 12, OSP_FILE_INDEX},
+        {"\x1f\x8b\x08\0", 4, OSP_FILE_GZIP},
+        {"SQLite format 3\0", 16, OSP_FILE_SQLITE},
+        {"a.jpg\tcat\nb.jpg\tdog\n", 20, OSP_FILE_UNKNOWN},
+        {"[conv]\nsize = 3\n", 16, OSP_FILE_UNKNOWN}, /* a spec starts with [net] */
+        {"", 0, OSP_FILE_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        osp_file_kind k = osp_file_sniff(cases[i].bytes, cases[i].len);
+        cr_assert_eq(k, cases[i].kind, "case %zu: %d, expected %d", i, (int)k, (int)cases[i].kind);
+        cr_assert_eq(*osp_file_kind_phrase(k) == '\0', k == OSP_FILE_UNKNOWN, "case %zu", i);
+    }
+    cr_assert_str_eq(osp_file_kind_phrase(OSP_FILE_ONNX), "an ONNX model");
+    cr_assert_eq(osp_file_sniff(NULL, 10), OSP_FILE_UNKNOWN);
+}
+
+TestSuite(sniff_path, .init = tmpdir_make, .fini = tmpdir_remove);
+
+Test(sniff_path, reads_the_start_of_a_file) {
+    char path[512];
+    strcpy(path, tmpdir_path("x.cfg"));
+    tmpdir_write(path, "[net]\ninput = 3x8x8\n", 20);
+    cr_assert_eq(osp_file_sniff_path(path), OSP_FILE_NETSPEC);
+    cr_assert_eq(osp_file_sniff_path(tmpdir_path("missing")), OSP_FILE_UNKNOWN);
+    cr_assert_eq(osp_file_sniff_path(tmpdir_name), OSP_FILE_UNKNOWN); /* a folder */
+}

@@ -97,6 +97,13 @@ Test(datasets, folder_classes_and_samples, .init = make_root, .fini = remove_roo
     }
     cr_assert_eq(ds->sample_shape.dim[0], 3);
     cr_assert_gt(ds->load_workers, 0);
+    /* the file of a class folder that is not an image is named, with why
+     * (hidden files are not counted; files beside the class folders are not
+     * looked at) */
+    cr_assert_eq(ds->n_left_out, 1);
+    cr_assert_eq(ds->n_left_out_kept, 1);
+    cr_assert_str_eq(ds->left_out[0].path, at("data/a/notes.txt"));
+    cr_assert(strstr(ds->left_out[0].reason, ".jpg"), "%s", ds->left_out[0].reason);
     osp_dataset_free(ds);
 
     /* a trailing slash names the same samples */
@@ -238,6 +245,32 @@ Test(datasets, open_dispatches_by_path, .init = make_root, .fini = remove_root) 
     osp_dataset_free(ds);
     cr_assert_eq(osp_dataset_open(at("idx/train-images-idx3-ubyte"), OSP_SPLIT_TRAIN, &o, &ds), OSP_OK);
     osp_dataset_free(ds);
+}
+
+/* A file that is plainly not a dataset is named for what it is, with what
+ * DATA may be, not for how its bytes fail as a list file. */
+Test(datasets, open_names_other_files, .init = make_root, .fini = remove_root) {
+    put_jpeg("photo.jpg", 8, 8);
+    static const unsigned char model[] = {12, 0, 0, 0, 0, 0, 0, 0, '{', '"', 'a', '"', ':', '1', '}', ' '};
+    gen_write(at("model.osp"), model, sizeof model);
+    gen_write(at("x.npy"), "\x93NUMPY\x01\x00\x10\x00{}", 12);
+    gen_write(at("labels"), "\0\0\x08\x01\0\0\0\x01\x05", 9);
+    static const struct {
+        const char *file, *words;
+    } cases[] = {{"photo.jpg", "is a JPEG image, not a dataset"},
+                 {"model.osp", "is an osprey model or checkpoint (safetensors), not a dataset"},
+                 {"x.npy", "is a NumPy array (.npy), not a dataset"},
+                 {"labels", "is an IDX labels file: give the images file"}};
+    osp_image_data_options o = options(3, 8, 8);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        osp_dataset *ds = (osp_dataset *)1;
+        cr_assert_eq(osp_dataset_open(at(cases[i].file), OSP_SPLIT_TRAIN, &o, &ds), OSP_EFORMAT);
+        cr_assert_null(ds);
+        const char *e = osp_last_error();
+        cr_assert(strstr(e, at(cases[i].file)) && strstr(e, cases[i].words), "'%s' lacks '%s'", e,
+                  cases[i].words);
+        cr_assert(!strstr(e, "NUL byte"), "%s", e);
+    }
 }
 
 /* A list of n samples per class over k classes, files not read. */

@@ -151,3 +151,32 @@ Test(model, wrong_shapes_refused) {
     osp_net_free(net);
     unlink(path);
 }
+
+/* A file that is something else is named for what it is, with what to do,
+ * not for how its first bytes fail as a safetensors header. */
+static void expect_named(const void *buf, size_t len, const char *name, const char *words,
+                         const char *hint) {
+    osp_net *m = NULL;
+    cr_assert_eq(osp_checkpoint_parse(buf, len, name, &m, NULL, NULL), OSP_EFORMAT);
+    cr_assert_null(m);
+    const char *e = osp_last_error();
+    cr_assert(strstr(e, name) && strstr(e, words), "'%s' lacks '%s'", e, words);
+    cr_assert(strstr(e, hint), "'%s' lacks '%s'", e, hint);
+    cr_assert(!strstr(e, "header length"), "%s", e);
+}
+
+Test(model, other_files_named) {
+    static const unsigned char onnx[] = {0x08, 0x07, 0x12, 0x07, 'p', 'y', 't', 'o', 'r', 'c',
+                                         'h', 0x1a, 0x03, '2', '.', '1', 0x3a, 0x00};
+    expect_named(onnx, sizeof onnx, "x.onnx", "is an ONNX model", "osprey import");
+    expect_named(SPEC, strlen(SPEC), "x.cfg", "is a network spec", "osprey train --net x.cfg");
+    static const char npy[] = "\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', 'fortran_order': False, "
+                              "'shape': (5, 65537), }";
+    expect_named(npy, sizeof npy - 1, "x.npy", "is a NumPy array", "not an osprey model");
+    expect_named("\xff\xd8\xff\xe0\0\x10JFIF\0", 11, "p.jpg", "is a JPEG image", "not an osprey model");
+    /* Noise still says how it fails. */
+    osp_net *m = NULL;
+    cr_assert_eq(osp_checkpoint_parse("\xee\xee\xee\xee\xee\xee\xee\xee\xee\xee", 10, "noise", &m,
+                                      NULL, NULL), OSP_EFORMAT);
+    cr_assert(strstr(osp_last_error(), "header length"), "%s", osp_last_error());
+}

@@ -242,3 +242,43 @@ Test(npy, numpy_interop) {
     cr_assert_eq(((int64_t *)a.data)[11], 11);
     osp_array_free(&a);
 }
+
+/* Any number type becomes float32, in place, as 'osprey run' and 'osprey
+ * index' read their arrays. */
+Test(npy, array_to_f32) {
+    const double f64[4] = {0.5, -2.25, 1e10, 3.0};
+    const int32_t i32[4] = {-7, 0, 65536, 2};
+    const int64_t i64[4] = {-1, 1, 1 << 20, 5};
+    const uint8_t u8[4] = {0, 1, 200, 255};
+    const uint16_t f16[4] = {0x3c00, 0xc000, 0x3800, 0x0000}; /* 1, -2, 0.5, 0 */
+    const float want[5][4] = {{0.5f, -2.25f, 1e10f, 3.0f},
+                              {-7, 0, 65536, 2},
+                              {-1, 1, 1 << 20, 5},
+                              {0, 1, 200, 255},
+                              {1, -2, 0.5f, 0}};
+    const struct {
+        osp_dtype dtype;
+        const void *data;
+        size_t size;
+    } in[5] = {{OSP_DTYPE_F64, f64, 8}, {OSP_DTYPE_I32, i32, 4}, {OSP_DTYPE_I64, i64, 8},
+               {OSP_DTYPE_U8, u8, 1},   {OSP_DTYPE_F16, f16, 2}};
+    for (int t = 0; t < 5; t++) {
+        osp_array a = {.dtype = in[t].dtype};
+        a.shape.ndim = 2;
+        a.shape.dim[0] = 2;
+        a.shape.dim[1] = 2;
+        a.data = osp_alloc(4 * in[t].size);
+        memcpy(a.data, in[t].data, 4 * in[t].size);
+        cr_assert_eq(osp_array_to_f32(&a), OSP_OK, "%s", osp_last_error());
+        cr_assert_eq(a.dtype, OSP_DTYPE_F32);
+        cr_assert_eq(a.shape.ndim, 2);
+        for (int i = 0; i < 4; i++)
+            cr_assert_eq(((float *)a.data)[i], want[t][i], "dtype %d, element %d", (int)in[t].dtype, i);
+        float *same = a.data;
+        cr_assert_eq(osp_array_to_f32(&a), OSP_OK); /* float32 stays as it is */
+        cr_assert_eq(a.data, same);
+        osp_array_free(&a);
+    }
+    osp_array bad = {.dtype = (osp_dtype)99};
+    cr_assert_eq(osp_array_to_f32(&bad), OSP_EINVAL);
+}

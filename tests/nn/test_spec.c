@@ -62,7 +62,10 @@ Test(spec, errors_name_file_and_line) {
     expect_error("[fc]\noutputs = 2\n", "t.cfg:1", "must start with [net]");
     expect_error("[net]\n[fc]\noutputs = 2\n", "t.cfg:1", "'input'");
     expect_error("[net]\ninput = 1x0x4\n[fc]\noutputs = 2\n", "t.cfg:2", "between");
-    expect_error("[net]\ninput = 1x4x4\nmean = 0.1, 0.2\n[fc]\noutputs=2\n", "t.cfg:3", "1 or 1 values");
+    expect_error("[net]\ninput = 1x4x4\nmean = 0.1, 0.2\n[fc]\noutputs=2\n", "t.cfg:3",
+                 "'mean' needs 1 value (the input has 1 channel), not 2");
+    expect_error("[net]\ninput = 3x4x4\nstd = 0.1, 0.2\n[fc]\noutputs=2\n", "t.cfg:3",
+                 "'std' needs 1 value or 3, one per channel (the input has 3 channels), not 2");
     expect_error("[net]\ninput = 1x4x4\nstd = 0\n[fc]\noutputs=2\n", "t.cfg:3", "positive");
     expect_error("[net]\ninput = 1x4x4\ncolour = red\n[fc]\noutputs=2\n", "t.cfg:3", "unknown key 'colour'");
     expect_error("[net]\ninput = 1x4x4\n[blender]\n", "t.cfg:3", "unknown layer type [blender]");
