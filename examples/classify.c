@@ -10,27 +10,12 @@
  * Build it against an installed osprey with
  *     cc classify.c $(pkg-config --cflags --libs osprey) -o classify
  * (add --static to link libosprey.a). */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <osprey/osprey.h>
 
 #define TOP 5
-
-/* Turns logits into probabilities in place (the largest logit is taken off
- * first so that exp cannot overflow). */
-static void softmax(float *v, int64_t n) {
-    float max = v[0];
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > max) max = v[i];
-    double sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        v[i] = expf(v[i] - max);
-        sum += v[i];
-    }
-    for (int64_t i = 0; i < n; i++) v[i] = (float)(v[i] / sum);
-}
 
 int main(int argc, char **argv) {
     if (argc < 3) {
@@ -99,26 +84,26 @@ int main(int argc, char **argv) {
         goto done;
     }
 
-    for (int j = 0; j < n; j++) {
-        float *p = logits + (int64_t)j * n_out;
-        softmax(p, n_out);
+    float *p = malloc((size_t)n_out * sizeof *p);
+    int order[TOP];
+    for (int j = 0; j < n && p; j++) {
+        /* Probabilities from the logits (one softmax; pass 1 for a
+         * multi-label model's independent sigmoids), then the TOP
+         * likeliest classes, best first. */
+        osp_scores_from_logits(logits + (int64_t)j * n_out, n_out, 0, p);
+        const int top = osp_top_k(p, n_out, TOP, order);
         printf("%s\n", images[ok[j]]);
-        /* The TOP largest, by selection: a few passes over the classes
-         * cost less than sorting them all, and taken ones are marked -1
-         * (below any probability). */
-        for (int k = 0; k < TOP && k < n_out; k++) {
-            int64_t best = -1;
-            for (int64_t c = 0; c < n_out; c++)
-                if (p[c] >= 0 && (best < 0 || p[c] > p[best])) best = c;
+        for (int k = 0; k < top; k++) {
+            const int c = order[k];
             /* labels holds n_classes names (the class folders the model
              * was trained on), or is NULL. */
-            if (net->labels && best < net->n_classes)
-                printf("  %8.4f  %s\n", p[best], net->labels[best]);
+            if (net->labels && c < net->n_classes)
+                printf("  %8.4f  %s\n", p[c], net->labels[c]);
             else
-                printf("  %8.4f  class %lld\n", p[best], (long long)best);
-            p[best] = -1;
+                printf("  %8.4f  class %d\n", p[c], c);
         }
     }
+    free(p);
 
 done:
     free(ok);

@@ -115,19 +115,7 @@ static int embed(embedder *e, const char *path, float *v) {
     const char *layers[] = {e->layer};
     float *outs[] = {e->feat};
     if (osp_net_run(e->net, e->x, 1, 1, layers, 1, outs)) return cli_fail_lib(CMD, path);
-    for (int64_t c = 0; c < e->dim; c++) {
-        double s = 0;
-        for (int64_t i = 0; i < e->plane; i++) s += e->feat[c * e->plane + i];
-        v[c] = (float)(s / (double)e->plane);
-    }
-    if (e->normalize) {
-        double ss = 0;
-        for (int64_t c = 0; c < e->dim; c++) ss += (double)v[c] * v[c];
-        if (ss > 0) {
-            const float inv = (float)(1.0 / sqrt(ss));
-            for (int64_t c = 0; c < e->dim; c++) v[c] *= inv;
-        }
-    }
+    osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, v);
     return 0;
 }
 

@@ -158,6 +158,25 @@ OSP_API int osp_net_find_layer(const osp_net *net, const char *layer, int *node,
 OSP_API int osp_net_run(osp_net *net, const float *x, int64_t n, int batch,
                         const char *const *layers, int n_layers, float *const *outs);
 
+/* ---- from outputs to answers ----------------------------------------------- */
+
+/* Class scores of k logits: one softmax over them, or with sigmoid each
+ * class's own probability (a multi-label model). */
+OSP_API void osp_scores_from_logits(const float *logits, int64_t k, int sigmoid, float *out);
+/* The indexes of the want highest of n scores, best first (ties: the lower
+ * index), in order; returns how many (want, or n if fewer). */
+OSP_API int osp_top_k(const float *scores, int64_t n, int want, int *order);
+/* A layer as an embedding: its channels, and the values per channel that
+ * are averaged into one (H x W for a C x H x W layer, else 1). */
+OSP_API int osp_net_embedding_size(const osp_net *net, const char *layer, int64_t *channels,
+                                   int64_t *plane);
+/* One sample's layer output (channels x plane floats) as a vector of
+ * channels: each plane averaged, then L2-normalised if asked (a zero
+ * vector stays zero). The pipeline, the server and 'osprey similar' all
+ * embed through it, so their vectors are the same bit for bit. */
+OSP_API void osp_embedding_from_layer(const float *layer, int64_t channels, int64_t plane,
+                                      int normalize, float *out);
+
 #ifdef __cplusplus
 }
 #endif

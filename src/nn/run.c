@@ -1,5 +1,6 @@
 /* Running a network: the one call that turns inputs (or photos) into any
  * layers' outputs, so that a caller never plans graphs or picks backends. */
+#include <math.h>
 #include <string.h>
 
 #include "osprey/image.h"
@@ -103,4 +104,65 @@ int osp_net_run(osp_net *net, const float *x, int64_t n, int batch, const char *
         }
     }
     return OSP_OK;
+}
+
+/* ---- from outputs to answers ------------------------------------------------ */
+
+void osp_scores_from_logits(const float *logits, int64_t k, int sigmoid, float *out) {
+    if (k <= 0) return;
+    if (sigmoid) {
+        for (int64_t j = 0; j < k; j++) out[j] = 1.0f / (1.0f + expf(-logits[j]));
+        return;
+    }
+    float m = logits[0]; /* the largest first, so that exp cannot overflow */
+    for (int64_t j = 1; j < k; j++) m = logits[j] > m ? logits[j] : m;
+    double sum = 0;
+    for (int64_t j = 0; j < k; j++) sum += out[j] = expf(logits[j] - m);
+    for (int64_t j = 0; j < k; j++) out[j] = (float)(out[j] / sum);
+}
+
+int osp_top_k(const float *scores, int64_t n, int want, int *order) {
+    int have = 0;
+    if (want <= 0) return 0;
+    /* insertion into the sorted few: want is small (a top 5, a top 100) */
+    for (int64_t j = 0; j < n; j++) {
+        int at = have < want ? have++ : want;
+        if (at == want && !(scores[j] > scores[order[want - 1]])) continue;
+        if (at == want) at = want - 1;
+        while (at > 0 && scores[j] > scores[order[at - 1]]) {
+            order[at] = order[at - 1];
+            at--;
+        }
+        order[at] = (int)j;
+    }
+    return have;
+}
+
+int osp_net_embedding_size(const osp_net *net, const char *layer, int64_t *channels, int64_t *plane) {
+    int node;
+    int64_t size;
+    int rc = osp_net_find_layer(net, layer, &node, &size);
+    if (rc) return rc;
+    const osp_shape *sh = &osp_graph_node_const(net->graph, node)->shape;
+    const int64_t p = sh->ndim == 3 ? sh->dim[1] * sh->dim[2] : 1;
+    if (p < 1 || size % p) return osp_error(OSP_ESHAPE, "layer '%s' has no whole planes", layer ? layer : "output");
+    *channels = size / p;
+    *plane = p;
+    return OSP_OK;
+}
+
+void osp_embedding_from_layer(const float *layer, int64_t channels, int64_t plane, int normalize,
+                              float *out) {
+    for (int64_t c = 0; c < channels; c++) {
+        double s = 0;
+        for (int64_t i = 0; i < plane; i++) s += layer[c * plane + i];
+        out[c] = (float)(s / (double)plane);
+    }
+    if (!normalize) return;
+    double ss = 0;
+    for (int64_t c = 0; c < channels; c++) ss += (double)out[c] * out[c];
+    if (ss > 0) {
+        const float inv = (float)(1.0 / sqrt(ss));
+        for (int64_t c = 0; c < channels; c++) out[c] *= inv;
+    }
 }

@@ -85,7 +85,7 @@ typedef struct engine {
     osp_transform transforms[MAX_VARIANTS];
     int n_var;
     int64_t n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
-    int feat_plane;                             /* values averaged into each vector element */
+    int64_t feat_plane;                         /* values averaged into each vector element */
     char model_field[160];
     char **class_names; /* labels or numbers */
 
@@ -257,65 +257,17 @@ static int put_string(engine *e, const char *s) {
     return rc ? rc : put(e, "\"", 1);
 }
 
-/* Scores from logits: one softmax, or a sigmoid each. */
-static void scores_of(const float *logits, int64_t k, int sigmoid, float *out) {
-    if (sigmoid) {
-        for (int64_t j = 0; j < k; j++) out[j] = 1.0f / (1.0f + expf(-logits[j]));
-        return;
-    }
-    float m = logits[0];
-    for (int64_t j = 1; j < k; j++) m = logits[j] > m ? logits[j] : m;
-    double sum = 0;
-    for (int64_t j = 0; j < k; j++) sum += out[j] = expf(logits[j] - m);
-    for (int64_t j = 0; j < k; j++) out[j] = (float)(out[j] / sum);
-}
-
 /* Item i's scores: averaged over the variants (models and scales). */
 static void item_scores(engine *e, const slot *s, int i) {
     const int64_t k = e->n_classes;
     if (e->n_var == 1) {
-        scores_of(s->logits[0] + (int64_t)i * k, k, e->opt->sigmoid, e->probs);
+        osp_scores_from_logits(s->logits[0] + (int64_t)i * k, k, e->opt->sigmoid, e->probs);
         return;
     }
     for (int64_t j = 0; j < k; j++) e->probs[j] = 0;
     for (int v = 0; v < e->n_var; v++) {
-        scores_of(s->logits[v] + (int64_t)i * k, k, e->opt->sigmoid, e->one);
+        osp_scores_from_logits(s->logits[v] + (int64_t)i * k, k, e->opt->sigmoid, e->one);
         for (int64_t j = 0; j < k; j++) e->probs[j] += e->one[j] / (float)e->n_var;
-    }
-}
-
-/* The top scores' classes, best first (ties: the lower class). */
-static int top_classes(const float *p, int64_t k, int want, int *order) {
-    int n = 0;
-    for (int64_t j = 0; j < k; j++) {
-        int at = n < want ? n++ : want;
-        if (at == want && !(p[j] > p[order[want - 1]])) continue;
-        if (at == want) at = want - 1;
-        while (at > 0 && p[j] > p[order[at - 1]]) {
-            order[at] = order[at - 1];
-            at--;
-        }
-        order[at] = (int)j;
-    }
-    return n;
-}
-
-/* The layer's values for one sample as a vector: averaged over the plane
- * where the layer is spatial, L2-normalised if asked. */
-static void vector_of(const engine *e, const float *feat, float *v) {
-    const int plane = e->feat_plane;
-    for (int64_t c = 0; c < e->dim; c++) {
-        double s = 0;
-        for (int i = 0; i < plane; i++) s += feat[c * plane + i];
-        v[c] = (float)(s / plane);
-    }
-    if (e->opt->normalize) {
-        double ss = 0;
-        for (int64_t c = 0; c < e->dim; c++) ss += (double)v[c] * v[c];
-        if (ss > 0) {
-            const float inv = (float)(1.0 / sqrt(ss));
-            for (int64_t c = 0; c < e->dim; c++) v[c] *= inv;
-        }
     }
 }
 
@@ -333,7 +285,7 @@ static int tag_line(engine *e, const slot *s, int i, int *n_labels) {
         return rc;
     }
     item_scores(e, s, i);
-    int n = top_classes(e->probs, e->n_classes, e->opt->top_k, e->order);
+    int n = osp_top_k(e->probs, e->n_classes, e->opt->top_k, e->order);
     if (!rc) rc = put(e, ", \"labels\": [", 13);
     int written = 0;
     for (int r = 0; !rc && r < n; r++) {
@@ -364,7 +316,7 @@ static int write_slot(engine *e, slot *s) {
         int n_labels;
         if (opt->tags) rc = tag_line(e, s, i, &n_labels);
         if (rc || !embed || it->err >= 0) continue;
-        vector_of(e, s->feat + (int64_t)i * e->feat_size, e->vec);
+        osp_embedding_from_layer(s->feat + (int64_t)i * e->feat_size, e->dim, e->feat_plane, opt->normalize, e->vec);
         char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->dim * esz;
         if (opt->dtype == OSP_DTYPE_F16) osp_half_from_float(e->vec, (uint16_t *)dst, e->dim);
         else memcpy(dst, e->vec, (size_t)e->dim * sizeof(float));
@@ -389,7 +341,7 @@ static int write_slot(engine *e, slot *s) {
         rc = osp__catalog_add_image(e->cat, &r);
         if (!rc && opt->tags && it->err < 0) {
             item_scores(e, s, i);
-            int n = top_classes(e->probs, e->n_classes, opt->top_k, e->order);
+            int n = osp_top_k(e->probs, e->n_classes, opt->top_k, e->order);
             for (int k = 0; !rc && k < n && e->probs[e->order[k]] >= opt->threshold; k++)
                 rc = osp__catalog_add_label(e->cat, it->id, k, e->class_names[e->order[k]],
                                             e->probs[e->order[k]]);
@@ -708,11 +660,10 @@ static int setup(engine *e, osp_net *net, const char *dir) {
     if (rc) return rc;
     if (opt->tags && (rc = osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &e->n_classes))) return rc;
     if (opt->embed_layer) {
-        int node;
-        if ((rc = osp_net_find_layer(net, opt->embed_layer, &node, &e->feat_size))) return rc;
-        const osp_shape *sh = &osp_graph_node_const(net->graph, node)->shape;
-        e->feat_plane = sh->ndim == 3 ? (int)(sh->dim[1] * sh->dim[2]) : 1;
-        e->dim = e->feat_size / e->feat_plane;
+        int64_t plane;
+        if ((rc = osp_net_embedding_size(net, opt->embed_layer, &e->dim, &plane))) return rc;
+        e->feat_plane = plane;
+        e->feat_size = e->dim * plane;
     }
     if (opt->tags) {
         if (!(e->class_names = calloc((size_t)e->n_classes, sizeof *e->class_names)))

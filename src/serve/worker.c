@@ -150,33 +150,10 @@ int osp__worker_image_bytes(osp__worker *w, const osp__image_ref *im, const uint
 /* ---- inference ------------------------------------------------------------------ */
 
 void osp__worker_scores(const osp__worker *w, const float *logits, float *out) {
-    const int64_t k = w->n_classes;
-    if (w->sigmoid) {
-        for (int64_t j = 0; j < k; j++) out[j] = 1.0f / (1.0f + expf(-logits[j]));
-        return;
-    }
-    float m = logits[0];
-    for (int64_t j = 1; j < k; j++) m = logits[j] > m ? logits[j] : m;
-    double sum = 0;
-    for (int64_t j = 0; j < k; j++) sum += out[j] = expf(logits[j] - m);
-    for (int64_t j = 0; j < k; j++) out[j] = (float)(out[j] / sum);
+    osp_scores_from_logits(logits, w->n_classes, w->sigmoid, out);
 }
 
-int osp__worker_top(const float *p, int64_t k, int want, int *order) {
-    int n = 0;
-    if (want <= 0) return 0;
-    for (int64_t j = 0; j < k; j++) {
-        int at = n < want ? n++ : want;
-        if (at == want && !(p[j] > p[order[want - 1]])) continue;
-        if (at == want) at = want - 1;
-        while (at > 0 && p[j] > p[order[at - 1]]) {
-            order[at] = order[at - 1];
-            at--;
-        }
-        order[at] = (int)j;
-    }
-    return n;
-}
+int osp__worker_top(const float *p, int64_t k, int want, int *order) { return osp_top_k(p, k, want, order); }
 
 double osp__worker_score(osp_index_metric metric, float d) {
     switch (metric) {
@@ -207,23 +184,9 @@ int osp__worker_infer(osp__worker *w, const float *x, int n, float *logits, floa
     pthread_mutex_unlock(&w->infer_lock);
     osp__metrics_gauge_add(w->metrics, w->gauge_waiting, -1);
     /* pooled over the plane, normalised: exactly the pipeline's vectors */
-    for (int i = 0; !rc && vectors && i < n; i++) {
-        const float *f = feat + (size_t)i * (size_t)w->feat_size;
-        float *v = vectors + (size_t)i * (size_t)w->dim;
-        for (int64_t c = 0; c < w->dim; c++) {
-            double s = 0;
-            for (int64_t p = 0; p < w->feat_plane; p++) s += f[c * w->feat_plane + p];
-            v[c] = (float)(s / (double)w->feat_plane);
-        }
-        if (w->normalize) {
-            double ss = 0;
-            for (int64_t c = 0; c < w->dim; c++) ss += (double)v[c] * v[c];
-            if (ss > 0) {
-                const float inv = (float)(1.0 / sqrt(ss));
-                for (int64_t c = 0; c < w->dim; c++) v[c] *= inv;
-            }
-        }
-    }
+    for (int i = 0; !rc && vectors && i < n; i++)
+        osp_embedding_from_layer(feat + (size_t)i * (size_t)w->feat_size, w->dim, w->feat_plane, w->normalize,
+                                 vectors + (size_t)i * (size_t)w->dim);
     osp_free(feat);
     return rc;
 }

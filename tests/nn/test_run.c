@@ -155,3 +155,44 @@ Test(net_run, with_input_keeps_the_weights) {
     cr_assert(strstr(osp_last_error(), "head.weight depends on the input size"), "%s", osp_last_error());
     osp_net_free(net);
 }
+
+/* Scores, the top few and embeddings: the small steps from a network's
+ * outputs to answers that the pipeline, the server and the examples share. */
+Test(net_run, scores_top_k_and_embeddings) {
+    const float logits[5] = {1.0f, 3.0f, -2.0f, 3.0f, 1000.0f};
+    float p[5];
+    osp_scores_from_logits(logits, 4, 0, p);
+    double sum = 0;
+    for (int j = 0; j < 4; j++) sum += p[j];
+    cr_assert_float_eq(sum, 1.0, 1e-6);
+    cr_assert_float_eq(p[1], expf(3) / (expf(1) + 2 * expf(3) + expf(-2)), 1e-6f);
+    osp_scores_from_logits(logits, 5, 0, p); /* a huge logit does not overflow */
+    cr_assert_float_eq(p[4], 1.0f, 1e-6f);
+    osp_scores_from_logits(logits, 3, 1, p);
+    cr_assert_float_eq(p[0], 1.0f / (1.0f + expf(-1.0f)), 1e-6f);
+    const float s[6] = {0.1f, 0.5f, 0.2f, 0.5f, 0.9f, 0.0f};
+    int order[6];
+    cr_assert_eq(osp_top_k(s, 6, 3, order), 3);
+    cr_assert(order[0] == 4 && order[1] == 1 && order[2] == 3, "%d %d %d", order[0], order[1], order[2]);
+    cr_assert_eq(osp_top_k(s, 2, 5, order), 2);
+    cr_assert(order[0] == 1 && order[1] == 0);
+    cr_assert_eq(osp_top_k(s, 6, 0, order), 0);
+    /* 2 channels of 2 x 2: averaged, then normalised */
+    const float layer[8] = {1, 2, 3, 4, -4, -4, -4, -4};
+    float v[2];
+    osp_embedding_from_layer(layer, 2, 4, 0, v);
+    cr_assert(v[0] == 2.5f && v[1] == -4.0f);
+    osp_embedding_from_layer(layer, 2, 4, 1, v);
+    cr_assert_float_eq(v[0] * v[0] + v[1] * v[1], 1.0f, 1e-6f);
+    const float zero[2] = {0, 0};
+    osp_embedding_from_layer(zero, 2, 1, 1, v);
+    cr_assert(v[0] == 0 && v[1] == 0);
+    osp_net *net = make_net();
+    int64_t channels, plane;
+    cr_assert_eq(osp_net_embedding_size(net, "relu1", &channels, &plane), 0);
+    cr_assert(channels == 4 && plane == 256);
+    cr_assert_eq(osp_net_embedding_size(net, "fc", &channels, &plane), 0);
+    cr_assert(channels == 5 && plane == 1);
+    cr_assert_eq(osp_net_embedding_size(net, "nope", &channels, &plane), OSP_ENOENT);
+    osp_net_free(net);
+}
