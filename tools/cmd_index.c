@@ -194,11 +194,19 @@ static int read_ids(const char *path, int64_t want, int64_t **ids, int64_t *n) {
     return 0;
 }
 
-/* The committed vectors of an output folder, float32, with their ids. */
-static int read_folder(const char *dir, float **x, int64_t **ids, int64_t *n, int *d) {
+/* The committed vectors of an output folder, float32, with their ids; or
+ * its packed codes (a folder embedded with a hash) for a binary index. */
+static int read_folder(const char *dir, int binary, float **x, uint8_t **codes, int64_t **ids, int64_t *n,
+                       int *d) {
     osp_array v = {0}, id = {0};
     if (osp_pipeline_load_vectors(dir, &v, &id)) return cli_fail_lib(CMD, NULL);
-    const int64_t rows = v.shape.dim[0], dim = v.shape.dim[1];
+    if ((v.dtype == OSP_DTYPE_U8) != binary) {
+        osp_array_free(&v);
+        osp_array_free(&id);
+        return cli_fail(CMD, binary ? "%s holds float vectors: a binary index takes the codes of 'osprey embed --binary'"
+                                    : "%s holds binary codes ('osprey embed --binary'): build --type binary", dir);
+    }
+    const int64_t rows = v.shape.dim[0], dim = binary ? v.shape.dim[1] * 8 : v.shape.dim[1];
     if (rows < 1 || dim < 1 || dim > OSP_INDEX_MAX_DIM) {
         osp_array_free(&v);
         osp_array_free(&id);
@@ -206,7 +214,8 @@ static int read_folder(const char *dir, float **x, int64_t **ids, int64_t *n, in
         return cli_fail(CMD, "%s: vectors of %lld values (an index takes 1 to %d)", dir, (long long)dim,
                         OSP_INDEX_MAX_DIM);
     }
-    *x = v.data;
+    if (binary) *codes = v.data;
+    else *x = v.data;
     *ids = id.data;
     *n = rows;
     *d = (int)dim;
@@ -318,8 +327,6 @@ static int cmd_build(int argc, char **argv) {
         not_for_type("--seed", seed_set, type, IVF_TYPES | TYPE_BIT(OSP_INDEX_LSH) | TYPE_BIT(OSP_INDEX_HNSW),
                      "ivf, ivfpq, lsh and hnsw take it", "; flat and binary indexes draw nothing at random"))
         return 1;
-    if (from && type == OSP_INDEX_BINARY)
-        return cli_fail(CMD, "--from DIR gives float vectors: a binary index takes packed codes (--input)");
     osp_threads_set(threads);
 
     float *x = NULL;
@@ -328,7 +335,7 @@ static int cmd_build(int argc, char **argv) {
     int d = 0, status = 1;
     osp_index *ix = NULL;
     if (from) {
-        if (read_folder(from, &x, &ids, &n, &d)) goto done;
+        if (read_folder(from, type == OSP_INDEX_BINARY, &x, &codes, &ids, &n, &d)) goto done;
         in = from; /* for messages */
     } else if (type == OSP_INDEX_BINARY ? read_codes(in, &codes, &n, &d) : read_vectors(in, &x, &n, &d)) {
         goto done;

@@ -185,6 +185,12 @@ int cmd_similar(int argc, char **argv) {
         cli_fail(CMD, "%s holds no vectors (a run of 'osprey tag' without --embed): nothing to search", dir);
         goto done;
     }
+    const char *dtype = osp_catalog_setting(cat, "dtype");
+    if (dtype && !strcmp(dtype, "uint8")) {
+        cli_fail(CMD, "%s holds binary codes ('osprey embed --binary'): search them with 'osprey index search' "
+                      "on a binary index", dir);
+        goto done;
+    }
     if (dim != info.params.dim) {
         cli_fail(CMD, "%s has vectors of %d values, %s of %lld: build the index from this folder "
                       "('osprey index build --from %s')",

@@ -16,7 +16,7 @@
 
 typedef struct tag_options {
     const char *cmd;
-    const char *model, *out;
+    const char *model, *out, *hash;
     const char *more_models[MAX_MODELS];
     int n_more;
     int scales[MAX_SCALES];
@@ -71,6 +71,8 @@ static void usage(FILE *out, int embed) {
     fprintf(out,
             "  --normalize           L2-normalise the vectors (for cosine search)\n"
             "  --dtype T             float32 (default) or float16 vectors\n"
+            "  --binary HASH.osh     packed binary codes instead of floats, from a learned\n"
+            "                        hash ('osprey hash train'), for a binary index\n"
             "  --batch B             images per forward pass (default 32)\n"
             "  --workers W           decoding threads (default: the cores)\n"
             "  --threads T           inference threads (default: all cores)\n"
@@ -101,11 +103,11 @@ bad:
 }
 
 static int parse(int argc, char **argv, int embed, tag_options *o) {
-    enum { O_MODEL = 256, O_SCALES, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
+    enum { O_MODEL = 256, O_SCALES, O_BINARY, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
            O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"out", required_argument, 0, O_OUT},
-        {"scales", required_argument, 0, O_SCALES},
+        {"scales", required_argument, 0, O_SCALES}, {"binary", required_argument, 0, O_BINARY},
         {"layer", required_argument, 0, O_LAYER},   {"embed", required_argument, 0, O_EMBED},
         {"top-k", required_argument, 0, O_TOPK},    {"threshold", required_argument, 0, O_THRESHOLD},
         {"sigmoid", no_argument, 0, O_SIGMOID},     {"normalize", no_argument, 0, O_NORMALIZE},
@@ -166,6 +168,7 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
             if (c == O_SIGMOID) o->p.sigmoid = 1;
             break;
         case O_NORMALIZE: o->p.normalize = 1; break;
+        case O_BINARY: o->hash = optarg; break;
         case O_DTYPE:
             if (!strcmp(optarg, "float32")) o->p.dtype = OSP_DTYPE_F32;
             else if (!strcmp(optarg, "float16")) o->p.dtype = OSP_DTYPE_F16;
@@ -195,8 +198,10 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         return cli_fail(cmd, "--model and --out are required (see 'osprey %s --help')", cmd);
     if (embed && !o->p.embed_layer)
         return cli_fail(cmd, "--layer is required ('osprey info %s' lists the layers)", o->model);
-    if (!o->p.embed_layer && (o->p.normalize || o->p.dtype != OSP_DTYPE_F32))
-        return cli_fail(cmd, "--normalize and --dtype apply to vectors: add --embed NAME");
+    if (!o->p.embed_layer && (o->p.normalize || o->p.dtype != OSP_DTYPE_F32 || o->hash))
+        return cli_fail(cmd, "--normalize, --dtype and --binary apply to vectors: add --embed NAME");
+    if (o->hash && o->p.dtype != OSP_DTYPE_F32)
+        return cli_fail(cmd, "--binary writes bits: not with --dtype");
     if (o->n_inputs == 0)
         return cli_fail(cmd, "no INPUT: give image files, folders, list files or - (see 'osprey %s --help')", cmd);
     return 0;
@@ -376,6 +381,9 @@ static int tag_main(int argc, char **argv, int embed) {
         if (osp_model_load(o.more_models[m], &more[m])) status = cli_fail_lib(o.cmd, NULL);
         more_names[m] = realpath(o.more_models[m], more_paths[m]) ? more_paths[m] : o.more_models[m];
     }
+    osp_hash *hash = NULL;
+    if (!status && o.hash && osp_hash_load(o.hash, &hash)) status = cli_fail_lib(o.cmd, NULL);
+    o.p.hash = hash;
     o.p.models = more;
     o.p.model_paths = more_names;
     o.p.n_models = o.n_more;
@@ -390,6 +398,7 @@ static int tag_main(int argc, char **argv, int embed) {
     free(command);
     osp_net_free(net);
     for (int m = 0; m < o.n_more; m++) osp_net_free(more[m]);
+    osp_hash_free(hash);
     free(o.inputs);
     return status;
 }

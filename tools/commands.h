@@ -16,6 +16,7 @@
     X(embed, "a feature vector of every image, from any layer")           \
     X(merge, "join the output folders of a run's shards into one")        \
     X(index, "build, search and edit vector indexes")                     \
+    X(hash, "learned binary hash codes: train, apply to vectors")         \
     X(similar, "the images nearest a query image or id, from an index")   \
     X(serve, "an HTTP worker: labels and similar images of one shard")   \
     X(route, "an HTTP router over shard workers, with the web page")     \

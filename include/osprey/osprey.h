@@ -7,6 +7,7 @@
 #include "osprey/core.h"
 #include "osprey/data.h"
 #include "osprey/graph.h"
+#include "osprey/hash.h"
 #include "osprey/index.h"
 #include "osprey/io.h"
 #include "osprey/kernels.h"

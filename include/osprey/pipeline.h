@@ -85,6 +85,10 @@ typedef struct osp_pipeline_options {
     int sigmoid;           /* scores as independent sigmoids (multi-label
                               models), not one softmax */
     int normalize;         /* L2-normalise vectors */
+    /* Binary codes instead of float vectors: the layer's vector (pooled,
+     * normalised as asked) through this learned hash (osprey/hash.h);
+     * written as uint8 bits/8 a row, dtype "uint8". Borrowed. */
+    const struct osp_hash *hash;
     osp_dtype dtype;       /* of vectors: OSP_DTYPE_F32 or OSP_DTYPE_F16 */
     int batch;             /* images per forward pass (default 32) */
     int workers;           /* decoding threads (0 = the cores) */
@@ -166,7 +170,9 @@ OSP_API int osp_catalog_by_path(osp_catalog *c, const char *path, int64_t *id, i
 OSP_API int osp_catalog_counts(osp_catalog *c, int64_t *ok, int64_t *errors);
 
 /* Loads dir's vectors as float32 (float16 converted) N x D and their ids
- * (N int64), checked against each other and the catalogue's row count. */
+ * (N int64), checked against each other and the catalogue's row count. A
+ * folder of binary codes (embedded with a hash) gives them as they are:
+ * uint8 N x bits/8, packed as the binary index takes them. */
 OSP_API int osp_pipeline_load_vectors(const char *dir, osp_array *vectors, osp_array *ids);
 /* The vectors of n committed rows (rows[i] in [0, rows committed)) as
  * float32, dim floats each, into out (n x dim floats): one query's

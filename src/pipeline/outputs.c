@@ -8,7 +8,10 @@
 #include "outputs.h"
 
 void osp__npy_header(char *buf, osp_dtype dtype, int64_t rows, int64_t dim) {
-    const char *descr = dtype == OSP_DTYPE_F16 ? "<f2" : dtype == OSP_DTYPE_I64 ? "<i8" : "<f4";
+    const char *descr = dtype == OSP_DTYPE_F16   ? "<f2"
+                        : dtype == OSP_DTYPE_I64 ? "<i8"
+                        : dtype == OSP_DTYPE_U8  ? "|u1"
+                                                 : "<f4";
     char dict[OSP__NPY_HEADER];
     int n = dim > 0 ? snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
                                descr, (long long)rows, (long long)dim)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "osprey/hash.h"
 #include "outputs.h"
 #include "pipeline_impl.h"
 
@@ -85,6 +86,8 @@ typedef struct engine {
     osp_transform transforms[MAX_VARIANTS];
     int n_var;
     int64_t n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
+    int64_t row_bytes, out_dim;        /* a row of vectors.npy: bytes, and elements */
+    osp_dtype out_dtype;               /* of vectors.npy: float32, float16, or uint8 codes */
     int64_t feat_plane;                         /* values averaged into each vector element */
     char model_field[160];
     char **class_names; /* labels or numbers */
@@ -306,7 +309,6 @@ static int tag_line(engine *e, const slot *s, int i, int *n_labels) {
 static int write_slot(engine *e, slot *s) {
     const osp_pipeline_options *opt = e->opt;
     const int embed = e->dim > 0;
-    const size_t esz = osp_dtype_size(opt->dtype);
     e->tags_len = 0;
     int64_t rows = 0;
     int rc = OSP_OK;
@@ -317,9 +319,11 @@ static int write_slot(engine *e, slot *s) {
         if (opt->tags) rc = tag_line(e, s, i, &n_labels);
         if (rc || !embed || it->err >= 0) continue;
         osp_embedding_from_layer(s->feat + (int64_t)i * e->feat_size, e->dim, e->feat_plane, opt->normalize, e->vec);
-        char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->dim * esz;
-        if (opt->dtype == OSP_DTYPE_F16) osp_half_from_float(e->vec, (uint16_t *)dst, e->dim);
+        char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->row_bytes;
+        if (opt->hash) rc = osp_hash_codes(opt->hash, e->vec, 1, (uint8_t *)dst);
+        else if (opt->dtype == OSP_DTYPE_F16) osp_half_from_float(e->vec, (uint16_t *)dst, e->dim);
         else memcpy(dst, e->vec, (size_t)e->dim * sizeof(float));
+        if (rc) return osp_error(rc, "%s: %s", it->path, osp_last_error());
         e->ids[rows++] = it->id;
     }
     if (!rc) rc = osp__outputs_write(&e->out, e->tags, e->tags_len, e->vecs, e->ids, rows);
@@ -549,6 +553,8 @@ static int check_options(const osp_net *net, const osp_pipeline_options *o) {
         return osp_error(OSP_EINVAL, "the threshold must lie in [0, 1]");
     if (o->dtype != OSP_DTYPE_F32 && o->dtype != OSP_DTYPE_F16)
         return osp_error(OSP_EINVAL, "vectors are float32 or float16");
+    if (o->hash && (!o->embed_layer || o->dtype != OSP_DTYPE_F32))
+        return osp_error(OSP_EINVAL, "binary codes come from an embedding layer's float vectors (no --dtype)");
     if (o->shards < 0 || o->shard < 0 || (o->shards > 1 && o->shard >= o->shards) ||
         (o->shards <= 1 && o->shard != 0))
         return osp_error(OSP_EINVAL, "shard %d of %d does not exist", o->shard, o->shards);
@@ -679,7 +685,31 @@ static int setup(engine *e, osp_net *net, const char *dir) {
     if ((rc = ensemble_hash(e, hash, name, sizeof name))) return rc;
     if ((rc = osp_model_content_hash(net, embed_hash))) return rc;
     snprintf(e->model_field, sizeof e->model_field, "%s@%.16s", name, hash);
-    snprintf(dim, sizeof dim, "%lld", (long long)e->dim);
+    /* vectors.npy's rows: floats of the layer, or its packed codes */
+    e->out_dim = e->dim;
+    e->out_dtype = opt->dtype;
+    char hash_hex[65] = "", bits[16] = "";
+    if (opt->hash && e->dim > 0) {
+        if (osp_hash_dim(opt->hash) != e->dim)
+            return osp_error(OSP_ESHAPE, "the hash takes vectors of %d values, layer '%s' gives %lld",
+                             osp_hash_dim(opt->hash), opt->embed_layer, (long long)e->dim);
+        const char *hl = osp_hash_layer(opt->hash);
+        if (hl && *hl && strcmp(hl, opt->embed_layer))
+            return osp_error(OSP_EINVAL, "the hash was trained on layer '%s', not '%s'", hl, opt->embed_layer);
+        e->out_dim = osp_hash_bits(opt->hash) / 8;
+        e->out_dtype = OSP_DTYPE_U8;
+        snprintf(bits, sizeof bits, "%d", osp_hash_bits(opt->hash));
+        /* the hash's identity: its weights and bias */
+        const int64_t n = (int64_t)osp_hash_bits(opt->hash) * (osp_hash_dim(opt->hash) + 1);
+        float *wb = malloc((size_t)n * sizeof *wb);
+        if (!wb) return osp_error(OSP_ENOMEM, "out of memory");
+        memcpy(wb, osp_hash_weight(opt->hash), (size_t)(n - osp_hash_bits(opt->hash)) * sizeof *wb);
+        memcpy(wb + n - osp_hash_bits(opt->hash), osp_hash_bias(opt->hash), (size_t)osp_hash_bits(opt->hash) * sizeof *wb);
+        osp__sha256_hex(wb, (size_t)n * sizeof *wb, hash_hex);
+        free(wb);
+    }
+    e->row_bytes = e->out_dim * (int64_t)osp_dtype_size(e->out_dtype);
+    snprintf(dim, sizeof dim, "%lld", (long long)e->out_dim);
     snprintf(top_k, sizeof top_k, "%d", opt->tags ? opt->top_k : 0);
     snprintf(threshold, sizeof threshold, "%g", (double)opt->threshold);
     snprintf(shard, sizeof shard, "%d/%d", opt->shard, opt->shards > 1 ? opt->shards : 1);
@@ -688,19 +718,22 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         {"model", opt->model_path ? opt->model_path : ""}, {"model_name", name},
         {"model_sha256", hash}, {"embed_model_sha256", embed_hash},
         {"layer", opt->embed_layer ? opt->embed_layer : ""},
-        {"dim", dim}, {"dtype", opt->dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
+        {"dim", dim},
+        {"dtype", e->out_dtype == OSP_DTYPE_U8 ? "uint8" : e->out_dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
+        {"hash", hash_hex}, {"bits", bits},
         {"normalize", opt->normalize ? "1" : "0"}, {"sigmoid", opt->sigmoid ? "1" : "0"},
         {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
         {"shard", shard}, {"merged", "0"},
     };
-    static const char *const check[] = {"model_sha256", "layer", "dim", "dtype", "normalize", "sigmoid",
+    static const char *const check[] = {"model_sha256", "layer", "dim", "dtype", "hash", "normalize", "sigmoid",
                                         "top_k", "threshold", "tags", "shard", "merged", NULL};
     if ((rc = make_dir(dir))) return rc;
     if ((rc = osp__catalog_open_rw(dir, settings, (int)(sizeof settings / sizeof settings[0]), check, &e->cat)))
         return rc;
     int64_t tags_bytes, rows;
     if ((rc = osp__catalog_state(e->cat, &tags_bytes, &rows))) return rc;
-    if ((rc = osp__outputs_open(&e->out, dir, opt->tags, e->dim, opt->dtype, tags_bytes, rows))) return rc;
+    if ((rc = osp__outputs_open(&e->out, dir, opt->tags, e->dim ? e->out_dim : 0, e->out_dtype, tags_bytes, rows)))
+        return rc;
     /* the ring and the writer's scratch */
     const size_t b = (size_t)opt->batch;
     for (int q = 0; q < RING; q++) {
@@ -716,7 +749,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         if (!s->items || (e->dim && !s->feat))
             return osp_error(OSP_ENOMEM, "out of memory for a batch of %d", opt->batch);
     }
-    e->vecs = malloc(b * (size_t)(e->dim ? e->dim : 1) * sizeof(float));
+    e->vecs = malloc(b * (size_t)(e->row_bytes > 0 ? e->row_bytes : 4));
     e->ids = malloc(b * sizeof *e->ids);
     e->vec = malloc((size_t)(e->dim ? e->dim : 1) * sizeof(float));
     e->probs = malloc((size_t)(e->n_classes ? e->n_classes : 1) * sizeof(float));

@@ -34,6 +34,7 @@ int osp__folder_layout(osp_catalog *c, int *tags, int64_t *dim, osp_dtype *dtype
     const char *ty = osp_catalog_setting(c, "dtype");
     if (ty && !strcmp(ty, "float32")) *dtype = OSP_DTYPE_F32;
     else if (ty && !strcmp(ty, "float16")) *dtype = OSP_DTYPE_F16;
+    else if (ty && !strcmp(ty, "uint8")) *dtype = OSP_DTYPE_U8; /* packed binary codes */
     else if (v == 0 && ty && !*ty) *dtype = OSP_DTYPE_F32; /* no vectors: no dtype either */
     else return bad_setting(c, "dtype", ty);
     return OSP_OK;
@@ -187,7 +188,12 @@ int osp_pipeline_load_vectors(const char *dir, osp_array *vectors, osp_array *id
         if (id[i] < 0)
             rc = osp_error(OSP_ECORRUPT, "%s/ids.npy: row %lld holds the id %lld (ids are never negative)", dir,
                            (long long)i, (long long)id[i]);
-    if (!rc && dtype != OSP_DTYPE_F32) to_float(raw, dtype, count, x);
+    if (!rc && dtype == OSP_DTYPE_U8) { /* codes stay codes */
+        osp_free(x);
+        x = raw;
+    } else if (!rc && dtype != OSP_DTYPE_F32) {
+        to_float(raw, dtype, count, x);
+    }
     if (raw != x) osp_free(raw);
     if (vfd >= 0) close(vfd);
     if (ifd >= 0) close(ifd);
@@ -197,7 +203,7 @@ int osp_pipeline_load_vectors(const char *dir, osp_array *vectors, osp_array *id
         osp_free(id);
         return rc;
     }
-    vectors->dtype = OSP_DTYPE_F32;
+    vectors->dtype = dtype == OSP_DTYPE_U8 ? OSP_DTYPE_U8 : OSP_DTYPE_F32;
     vectors->shape.ndim = 2;
     vectors->shape.dim[0] = rows;
     vectors->shape.dim[1] = dim;
