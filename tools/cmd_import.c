@@ -11,13 +11,17 @@ static const char *const CMD = "import";
 static void usage(FILE *out) {
     fprintf(out,
             "usage: osprey import MODEL.onnx --out MODEL.osp [options]\n"
+            "       osprey import MODEL.osp --labels FILE --out NEW.osp\n"
             "\n"
             "Maps an ONNX model (opsets 11 to 17) onto osprey's layers and writes it as an\n"
             "osprey model: the network spec, with one layer per ONNX node that computes,\n"
             "named after the node ('osprey info' lists them, 'osprey run --layer NAME'\n"
             "returns one's activations), and the model's weights. Constant subgraphs are\n"
             "evaluated and batch norms after convolutions folded into them. An operator\n"
-            "osprey cannot compute exactly is refused, naming it and its node.\n"
+            "osprey cannot compute exactly is refused, naming it and its node. A model\n"
+            "osprey exported keeps its labels, mean and std (its metadata) unless the\n"
+            "options below say otherwise. Given an osprey model, import writes a copy\n"
+            "with the labels, mean and std given here.\n"
             "\n"
             "  --out PATH            the osprey model to write (required)\n"
             "  --labels FILE         class names, one per line, one per output\n"
@@ -114,7 +118,29 @@ int cmd_import(int argc, char **argv) {
     char **labels = NULL;
     int n_labels = 0, status = 1;
     if (labels_path && read_labels(labels_path, &labels, &n_labels)) goto done;
-    if (osp_onnx_import_file(in_path, &opt, &net)) {
+    if (osp_file_sniff_path(in_path) == OSP_FILE_SAFETENSORS) {
+        /* an osprey model: relabel (or renormalise) a copy */
+        if (opt.input_h) {
+            cli_fail(CMD, "--input-size applies to ONNX models only");
+            goto done;
+        }
+        if (osp_model_load(in_path, &net)) {
+            cli_fail_lib(CMD, NULL);
+            goto done;
+        }
+        for (int which = 0; which < 2; which++) {
+            int n = which ? opt.n_std : opt.n_mean;
+            const float *v = which ? opt.std : opt.mean;
+            int channels = net->input.ndim == 3 ? (int)net->input.dim[0] : 1;
+            if (n && n != 1 && n != channels) {
+                cli_fail(CMD, "%s takes 1 or %d values for this model's %d channels",
+                         which ? "--std" : "--mean", channels, channels);
+                goto done;
+            }
+            float *to = which ? net->std : net->mean;
+            for (int k = 0; n && k < OSP_MAX_CHANNELS; k++) to[k] = v[n == 1 || k >= n ? 0 : k];
+        }
+    } else if (osp_onnx_import_file(in_path, &opt, &net)) {
         cli_fail_lib(CMD, NULL);
         goto done;
     }

@@ -14,6 +14,7 @@ static const char *const CMD = "train";
 static void usage(FILE *out) {
     fprintf(out,
             "usage: osprey train --net SPEC --data DATA [options]\n"
+            "       osprey train --init MODEL --data DATA [--new-head] [--freeze LAYER] [options]\n"
             "       osprey train --resume CHECKPOINT --data DATA [options]\n"
             "\n"
             "Trains the network described by SPEC (see docs/netspec.md) on DATA: a folder\n"
@@ -53,6 +54,18 @@ static void usage(FILE *out) {
             "  --warmup EPOCHS       linear learning-rate warm-up (default 0)\n"
             "  --step-epochs E       step schedule: decay every E epochs (default 1/3 of the run)\n"
             "  --gamma G             step schedule: decay factor (default 0.1)\n"
+            "fine-tuning (see docs/finetune.md):\n"
+            "  --init MODEL          start from MODEL's weights (an osprey model, or one\n"
+            "                        imported from ONNX) and its spec, labels, mean and std;\n"
+            "                        the data's classes must be the model's\n"
+            "  --new-head            replace the classifier with a new one for the data's\n"
+            "                        classes (which become the labels)\n"
+            "  --head-layer NAME     the classifier (default: the [fc] or 1x1 [conv] that\n"
+            "                        produces the logits)\n"
+            "  --freeze LAYER        keep LAYER and every layer before it as they are: no\n"
+            "                        updates, batch norm statistics fixed\n"
+            "  --lr-backbone LR      learning rate of the layers before the head (the head\n"
+            "                        trains at --lr; default: --lr for all)\n"
             "run:\n"
             "  --threads T           threads for kernels and BLAS (default: all cores)\n"
             "  --seed S              seed for weights, data order and dropout (default 1)\n"
@@ -85,7 +98,9 @@ static void usage(FILE *out) {
 }
 
 typedef struct train_options {
-    const char *net, *data, *val, *out, *checkpoint, *resume;
+    const char *net, *data, *val, *out, *checkpoint, *resume, *init;
+    int new_head;
+    char saved_freeze[256], saved_head[256];
     cli_image_options images;
     float val_split;
     osp_split split;
@@ -102,7 +117,8 @@ enum {
     OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_EPOCHS, OPT_GAMMA,
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
-    OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP
+    OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE
 };
 
 static const struct option long_options[] = {
@@ -124,6 +140,9 @@ static const struct option long_options[] = {
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
+    {"init", required_argument, 0, OPT_INIT},     {"new-head", no_argument, 0, OPT_NEW_HEAD},
+    {"head-layer", required_argument, 0, OPT_HEAD_LAYER}, {"freeze", required_argument, 0, OPT_FREEZE},
+    {"lr-backbone", required_argument, 0, OPT_LR_BACKBONE},
     /* image options, parsed by cli_image_option */
     {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
     {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
@@ -147,6 +166,15 @@ static int apply_saved_config(train_options *o, const char *json) {
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "step_epochs"))) o->cfg.step_epochs = (float)v->valuedouble;
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "gamma"))) o->cfg.schedule.gamma = (float)v->valuedouble;
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "threads"))) o->threads = v->valueint;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "lr_backbone"))) o->cfg.lr_backbone = (float)v->valuedouble;
+    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "freeze_until"))) {
+        snprintf(o->saved_freeze, sizeof o->saved_freeze, "%s", v->valuestring);
+        o->cfg.freeze_until = o->saved_freeze;
+    }
+    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "head_layer"))) {
+        snprintf(o->saved_head, sizeof o->saved_head, "%s", v->valuestring);
+        o->cfg.head_layer = o->saved_head;
+    }
     if (cJSON_IsString(v = cJSON_GetObjectItem(c, "schedule")) && osp_sched_parse(v->valuestring) >= 0)
         o->cfg.schedule.kind = (osp_sched_kind)osp_sched_parse(v->valuestring);
     cJSON_Delete(c);
@@ -167,6 +195,11 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_OUT: o->out = a; break;
         case OPT_CHECKPOINT: o->checkpoint = a; break;
         case OPT_RESUME: o->resume = a; break;
+        case OPT_INIT: o->init = a; break;
+        case OPT_NEW_HEAD: o->new_head = 1; break;
+        case OPT_HEAD_LAYER: o->cfg.head_layer = a; break;
+        case OPT_FREEZE: o->cfg.freeze_until = a; break;
+        case OPT_LR_BACKBONE: bad = cli_float(CMD, "--lr-backbone", a, 1e-12, 1e6, &o->cfg.lr_backbone); break;
         case OPT_SPLIT:
             if (strcmp(a, "train") && strcmp(a, "test")) return cli_fail(CMD, "--split must be train or test");
             o->split = strcmp(a, "train") ? OSP_SPLIT_TEST : OSP_SPLIT_TRAIN;
@@ -283,9 +316,13 @@ static void on_step(const osp_train_progress *p, void *user) {
     }
 }
 
-/* Label names for the model: the dataset's, else the class numbers. */
+/* Label names for the model: the dataset's (class numbers for data that
+ * has no names, such as IDX). The network's outputs are the data's
+ * classes by now (fit_classes). */
 static int name_labels(osp_net *net, const osp_dataset *ds) {
     if (net->labels) return 0;
+    if (ds->class_names && ds->n_classes != net->n_classes)
+        return osp_error(OSP_ESTATE, "%d classes for %d outputs", ds->n_classes, net->n_classes);
     char **names = osp_calloc((size_t)net->n_classes, sizeof *names);
     if (!names) return OSP_ENOMEM;
     int rc = 0;
@@ -299,6 +336,90 @@ static int name_labels(osp_net *net, const osp_dataset *ds) {
     for (int i = 0; i < net->n_classes; i++) osp_free(names[i]);
     osp_free(names);
     return rc;
+}
+
+/* --init MODEL: the model's network, weights, labels and normalisation. */
+static int load_init(const train_options *o, osp_net **out) {
+    osp_file_kind kind = osp_file_sniff_path(o->init);
+    if (kind == OSP_FILE_ONNX)
+        return cli_fail(CMD, "--init %s is an ONNX model: import it first ('osprey import %s --out "
+                        "MODEL.osp'), then give --init MODEL.osp", o->init, o->init);
+    if (kind != OSP_FILE_UNKNOWN && kind != OSP_FILE_SAFETENSORS)
+        return cli_fail(CMD, "--init %s is %s, not an osprey model (--net takes a spec)", o->init,
+                        osp_file_kind_phrase(kind));
+    if (osp_model_load(o->init, out)) return cli_fail_lib(CMD, "--init");
+    return 0;
+}
+
+static int open_data(train_options *o, const char *path, osp_split split, osp_net *net,
+                     const char *const *names, int n_names, osp_dataset **out);
+
+static int has_name(const char *const *names, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (names[i] && !strcmp(names[i], name)) return 1;
+    return 0;
+}
+
+/* The network's outputs become the data's classes: a model given with
+ * --init must already have them (its labels, in its order: the data is
+ * opened again numbered so), unless --new-head gives it a new classifier;
+ * a network from a spec has its classifier sized for them. */
+static int fit_classes(train_options *o, osp_net **netp, osp_dataset **datap) {
+    osp_net *net = *netp;
+    osp_dataset *data = *datap;
+    const int synthetic = !strncmp(o->data, "synthetic:", 10);
+    const int classes = data->n_classes;
+    const char *from = o->init ? o->init : o->net;
+    if (o->init && !o->new_head) {
+        const char *const *labels = (const char *const *)net->labels;
+        const char *const *names = (const char *const *)data->class_names;
+        if (synthetic) return 0;
+        if (!labels || !names) {
+            if (classes == net->n_classes) return 0;
+            return cli_fail(CMD, "%s has %d outputs but %s has %d classes: give --new-head to train "
+                            "a new classifier for the data's classes", from, net->n_classes, o->data,
+                            classes);
+        }
+        char unknown[512] = "", missing[512] = "";
+        for (int c = 0; c < classes; c++)
+            if (!has_name(labels, net->n_classes, names[c]) && strlen(unknown) < 400)
+                snprintf(unknown + strlen(unknown), sizeof unknown - strlen(unknown), "%s'%s'",
+                         *unknown ? ", " : "", names[c]);
+        for (int c = 0; c < net->n_classes; c++)
+            if (!has_name(names, classes, labels[c]) && strlen(missing) < 400)
+                snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s'%s'",
+                         *missing ? ", " : "", labels[c]);
+        if (*unknown || *missing)
+            return cli_fail(CMD, "the classes of %s are not those of %s (%d outputs)%s%s%s%s: give "
+                            "--new-head to train a new classifier for the data's %d classes",
+                            o->data, from, net->n_classes, *unknown ? "; not in the model: " : "",
+                            unknown, *missing ? "; not in the data: " : "", missing, classes);
+        int same = 1;
+        for (int c = 0; c < classes && same; c++) same = !strcmp(names[c], labels[c]);
+        if (same) return 0;
+        osp_dataset_free(data);
+        *datap = NULL;
+        return open_data(o, o->data, o->split, net, labels, net->n_classes, datap);
+    }
+    if (classes == net->n_classes && !o->new_head) return 0;
+    int head;
+    if (osp_net_find_head(net, o->cfg.head_layer, &head)) {
+        if (o->new_head) return cli_fail_lib(CMD, "--new-head");
+        return cli_fail(CMD, "%s has %d classes but %s has %d outputs, and no classifier to size "
+                        "for them: %s", o->data, classes, from, net->n_classes, osp_last_error());
+    }
+    osp_net *resized;
+    if (osp_net_resize_head(net, head, classes, o->cfg.seed, &resized)) return cli_fail_lib(CMD, NULL);
+    const char *name = osp_graph_node(net->graph, head)->name;
+    if (!o->quiet && o->new_head)
+        fprintf(stderr, "new classifier '%s': %d output%s for the classes of %s (the model had %d)\n",
+                name, classes, classes == 1 ? "" : "s", o->data, net->n_classes);
+    else if (!o->quiet)
+        fprintf(stderr, "note: the classifier '%s' of %s has %d outputs; sized for the %d classes "
+                "of %s\n", name, from, net->n_classes, classes, o->data);
+    osp_net_free(net);
+    *netp = resized;
+    return 0;
 }
 
 /* Threads per rank when --threads is not given: the cores shared among the
@@ -339,9 +460,9 @@ static int resolve_auto(train_options *o, osp_dist *dist, char *found, size_t ca
         }
     }
     if (osp_dist_bcast(dist, found, cap)) return cli_fail_lib(CMD, NULL);
-    if (!found[0] && !o->net)
-        return cli_fail(CMD, "--resume auto found no checkpoint at %s and no --net to start from",
-                        o->checkpoint);
+    if (!found[0] && !o->net && !o->init)
+        return cli_fail(CMD, "--resume auto found no checkpoint at %s and no --net or --init to "
+                        "start from", o->checkpoint);
     return 0;
 }
 
@@ -364,8 +485,12 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!o.data) return cli_fail(CMD, "--data is required (see 'osprey train --help')");
     int auto_resume = o.resume && !strcmp(o.resume, "auto");
-    if (!auto_resume && !o.net == !o.resume)
-        return cli_fail(CMD, "give --net SPEC for a new run or --resume CHECKPOINT, not both or neither");
+    if (o.net && o.init) return cli_fail(CMD, "give --net SPEC or --init MODEL, not both");
+    if (!auto_resume && (!!o.net + !!o.resume + !!o.init) != 1)
+        return cli_fail(CMD, "give one of --net SPEC (a new network), --init MODEL (fine-tuning) or "
+                        "--resume CHECKPOINT");
+    if (o.new_head && !o.init)
+        return cli_fail(CMD, "--new-head replaces the classifier of a model: it needs --init MODEL");
     if (o.hogwild && o.distributed)
         return cli_fail(CMD, "--hogwild and --distributed do not combine: choose one");
     osp_dist *dist = NULL;
@@ -419,7 +544,11 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         o.cfg.seed = state.seed;
         o.cfg.optim = opt->cfg;
     } else {
-        if (osp_net_load_spec(o.net, o.cfg.seed, &net)) return cli_fail_lib(CMD, NULL);
+        if (o.init) {
+            if (load_init(&o, &net)) return 1;
+        } else if (osp_net_load_spec(o.net, o.cfg.seed, &net)) {
+            return cli_fail_lib(CMD, NULL);
+        }
         if (!o.optimizer_set) o.cfg.optim.kind = OSP_OPTIM_SGD;
         osp_optim_config d = osp_optim_defaults(o.cfg.optim.kind);
         d.nesterov = o.cfg.optim.nesterov;
@@ -456,9 +585,10 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         goto fail;
     if (!o.images.augment_set) o.images.transform.augment.crop = o.images.transform.augment.flip = 1;
     /* A resumed model numbers its classes already: the data must agree. */
-    if (open_data(&o, o.data, o.split, net, (const char *const *)net->labels,
-                  net->labels ? net->n_classes : 0, &data))
+    if (open_data(&o, o.data, o.split, net, o.resume ? (const char *const *)net->labels : NULL,
+                  o.resume && net->labels ? net->n_classes : 0, &data))
         goto fail;
+    if (!o.resume && fit_classes(&o, &net, &data)) goto fail;
     if (o.val_split > 0) {
         osp_dataset *all = data;
         data = NULL;
@@ -486,13 +616,22 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
     }
     if (!o.quiet) {
         fprintf(stderr, "training %s (%lld parameters) on %lld sample%s of %s: %d epoch%s, batch %d, %s lr %g, %d thread%s",
-                o.resume ? o.resume : o.net, (long long)osp_net_param_count(net), (long long)data->count,
+                o.resume ? o.resume : o.init ? o.init : o.net, (long long)osp_net_param_count(net), (long long)data->count,
                 data->count == 1 ? "" : "s", o.data, o.cfg.epochs, o.cfg.epochs == 1 ? "" : "s",
                 o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr, osp_threads_get(),
                 osp_threads_get() == 1 ? "" : "s");
         if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
         fprintf(stderr, "%s\n", o.resume ? " (resumed)" : "");
+    }
+    if (!o.quiet && (o.cfg.freeze_until || o.cfg.lr_backbone > 0)) {
+        fprintf(stderr, "fine-tuning:");
+        if (o.cfg.freeze_until) fprintf(stderr, " layers up to '%s' frozen", o.cfg.freeze_until);
+        if (o.cfg.lr_backbone > 0)
+            fprintf(stderr, "%s backbone lr %g, %s%s%s lr %g", o.cfg.freeze_until ? ";" : "",
+                    o.cfg.lr_backbone, o.cfg.head_layer ? "head '" : "classifier",
+                    o.cfg.head_layer ? o.cfg.head_layer : "", o.cfg.head_layer ? "'" : "", o.cfg.lr);
+        fputc('\n', stderr);
     }
     if (!o.quiet && val && o.val_split > 0)
         fprintf(stderr, "holding out %lld samples for validation\n", (long long)val->count);

@@ -119,6 +119,7 @@ struct osp_node {
     float *out;  /* batch x size */
     float *dout; /* batch x size, train mode; NULL where no gradient flows */
     void *saved; /* saved_bytes, train mode */
+    int frozen;  /* osp_graph_freeze: parameters kept fixed, run as in inference */
 };
 
 /* New graph whose input has the per-sample shape given. */
@@ -133,6 +134,15 @@ OSP_API int osp_graph_add(osp_graph *g, const osp_op *op, const char *name, cons
 /* Makes a gradient flow into the input node too (gradient checks, saliency).
  * Call before planning. */
 OSP_API void osp_graph_require_input_grad(osp_graph *g);
+/* Freezes nodes 1..until (0: none) for training, as when fine-tuning a
+ * network's last layers only: their parameters get no gradient, no
+ * backward work is done below the first node that still needs one, and in
+ * training mode they run as in inference (batch norm normalises with, and
+ * keeps, its running statistics; dropout passes its input through). Any
+ * plan is stale afterwards. OSP_EINVAL if until is not a node. */
+OSP_API int osp_graph_freeze(osp_graph *g, int until);
+/* The number of leading nodes frozen (0 if none). */
+OSP_API int osp_graph_frozen_until(const osp_graph *g);
 /* For op setup functions: declares a parameter of the node and returns its
  * index, or a negative error. */
 OSP_API int osp_graph_add_param(osp_graph *g, osp_node *n, const char *what, osp_param_kind kind,

@@ -119,6 +119,17 @@ OSP_API void osp_net_free(osp_net *net);
  * a fully connected layer over a flattened map does. For averaging a
  * model's answers over several input scales. */
 OSP_API int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out);
+/* The network's classifier: layer, if not NULL, which must be an [fc] or
+ * a 1x1 [conv]; else the one that produces the logits (through layers
+ * without weights: activations, pooling, flatten). A clear error if there
+ * is no such layer, or it is not a classifier. */
+OSP_API int osp_net_find_head(const osp_net *net, const char *layer, int *node);
+/* A copy of net whose classifier (node head, which must produce the
+ * logits) has n_classes outputs and fresh weights initialised from seed;
+ * every other parameter and buffer, the input size and normalisation are
+ * net's. The copy has no labels; its spec says the new size. */
+OSP_API int osp_net_resize_head(const osp_net *net, int head, int n_classes, uint64_t seed,
+                                osp_net **out);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

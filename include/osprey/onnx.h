@@ -6,7 +6,9 @@
  * (Shape/Gather/Unsqueeze/Concat chains that exporters emit for a flatten)
  * are evaluated at import, batch norms that follow a convolution are folded
  * into it, and anything osprey cannot compute exactly is refused with an
- * error naming the operator and the node.
+ * error naming the operator and the node. A model osprey exported keeps
+ * its input normalisation and label names (metadata_props osprey.mean,
+ * osprey.std, osprey.labels) unless the options give a mean or std.
  *
  * Export writes an osprey network as an ONNX model (opset 13) that ONNX
  * Runtime loads; the input normalisation is not part of the graph, as it is

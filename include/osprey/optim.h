@@ -44,6 +44,20 @@ OSP_API void osp_optimizer_free(osp_optimizer *o);
 /* One update of w (n) from g (n) at learning rate lr. */
 OSP_API void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr);
 
+/* A slice [lo, hi) of the flat parameters trained at lr * lr_scale (a
+ * network's backbone and its head at their own rates when fine-tuning). */
+typedef struct osp_param_group {
+    int64_t lo, hi;
+    float lr_scale;
+} osp_param_group;
+
+/* One update of only the groups' slices of w, each at its own rate; the
+ * optimizer state outside them is never read or written (a frozen
+ * layer's stays zero, and its pages are never touched), and Adam counts
+ * the step once. n_groups 0 updates nothing but the step count. */
+OSP_API void osp_optimizer_step_groups(osp_optimizer *o, float *w, const float *g, float lr,
+                                       const osp_param_group *groups, int n_groups);
+
 typedef enum osp_sched_kind {
     OSP_SCHED_CONSTANT = 0,
     OSP_SCHED_STEP = 1,   /* lr * gamma^(floor(step / step_size)) */

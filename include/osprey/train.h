@@ -115,6 +115,19 @@ typedef struct osp_train_config {
     float bucket_mb;           /* gradient bucket size in MiB (default 1) */
     int sync_bn;               /* average batch-norm running statistics over the ranks at
                                   every step (batch statistics stay per rank) */
+    /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
+     * every earlier layer keep their weights (no gradient, no optimizer
+     * state, batch norm in inference mode with its running statistics
+     * fixed). lr_backbone > 0 trains the layers before the head at this
+     * rate (following the schedule as lr does) and the head at lr; the
+     * head is head_layer, or NULL for the classifier that produces the
+     * logits (osp_net_find_head). A graph frozen by the caller
+     * (osp_graph_freeze) with freeze_until NULL keeps its frozen layers
+     * fixed the same way. All unset: every parameter at lr, bit for bit as
+     * before. */
+    const char *freeze_until;
+    const char *head_layer;
+    float lr_backbone;
     /* Called after every step (from the calling thread). */
     void (*on_step)(const osp_train_progress *p, void *user);
     void *user;

@@ -34,8 +34,12 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
         if (threads != team) omp_set_num_threads(threads);
     }
 #endif
+    /* Frozen nodes (osp_graph_freeze) run as in inference even in training. */
+    osp_exec frozen = run;
+    frozen.mode = OSP_MODE_INFER;
     for (int i = 1; i < g->n_nodes; i++)
-        if (!g->nodes[i].fused_into) g->nodes[i].op->forward(g, &g->nodes[i], &run);
+        if (!g->nodes[i].fused_into)
+            g->nodes[i].op->forward(g, &g->nodes[i], g->nodes[i].frozen ? &frozen : &run);
 #ifdef _OPENMP
     if (threads != team) omp_set_num_threads(team);
 #endif

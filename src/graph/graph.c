@@ -152,6 +152,28 @@ int osp_graph_add(osp_graph *g, const osp_op *op, const char *name, const int *i
     return n->id;
 }
 
+int osp_graph_freeze(osp_graph *g, int until) {
+    if (until < 0 || until >= g->n_nodes)
+        return osp_error(OSP_EINVAL, "cannot freeze up to node %d of %d", until, g->n_nodes);
+    for (int i = 1; i < g->n_nodes; i++) {
+        osp_node *n = &g->nodes[i];
+        n->frozen = i <= until;
+        n->needs_grad = 0;
+        for (int k = 0; k < n->n_params && !n->frozen; k++)
+            if (g->params[n->params[k]].kind == OSP_PARAM_WEIGHT) n->needs_grad = 1;
+        for (int j = 0; j < n->n_inputs; j++)
+            if (g->nodes[n->inputs[j]].needs_grad) n->needs_grad = 1;
+    }
+    g->planned_batch = 0; /* where gradients flow changed: replan */
+    return OSP_OK;
+}
+
+int osp_graph_frozen_until(const osp_graph *g) {
+    int until = 0;
+    while (until + 1 < g->n_nodes && g->nodes[until + 1].frozen) until++;
+    return until;
+}
+
 void osp_graph_require_input_grad(osp_graph *g) {
     g->nodes[0].needs_grad = 1;
     for (int i = 1; i < g->n_nodes; i++) {

@@ -1,7 +1,9 @@
 /* ONNX import: checks the model, orders the nodes the output needs, folds
  * the constant ones, maps the rest onto layers (onnx_ops.c), and builds the
  * network from the spec it wrote, with the model's weights. */
+#include <cjson/cJSON.h>
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -569,6 +571,64 @@ static int import_model(onnx_importer *im, osp_net **out) {
     return build_net(im, out);
 }
 
+/* metadata_props[key] of the model, or NULL. */
+static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
+            !strcmp(m->metadata_props[i]->key, key))
+            return m->metadata_props[i]->value;
+    return NULL;
+}
+
+/* "osprey.mean" / "osprey.std" (a JSON array of 1 to OSP_MAX_CHANNELS
+ * finite numbers, std positive) into v; 0 if absent or unusable. */
+static int meta_floats(const Onnx__ModelProto *m, const char *key, int positive, float *v) {
+    const char *s = model_meta(m, key);
+    cJSON *a = s ? cJSON_Parse(s) : NULL;
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
+    if (n > OSP_MAX_CHANNELS) n = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *x = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || (positive && !(x->valuedouble > 0))) {
+            n = 0;
+            break;
+        }
+        v[i] = (float)x->valuedouble;
+    }
+    cJSON_Delete(a);
+    if (s && !n) osp_log(OSP_LOG_WARN, "ignoring the model's unusable metadata %s", key);
+    return n;
+}
+
+/* "osprey.labels": a JSON array of strings, one per output, kept when it
+ * fits the network (an exported osprey model's class names). */
+static int meta_labels(const Onnx__ModelProto *m, const char *name, osp_net *net) {
+    const char *s = model_meta(m, "osprey.labels");
+    if (!s || net->labels) return OSP_OK;
+    cJSON *a = cJSON_Parse(s);
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1, rc = OSP_OK;
+    if (n == 0) { /* the exporting model had none */
+        cJSON_Delete(a);
+        return OSP_OK;
+    }
+    const char **names = n == net->n_classes ? osp_calloc((size_t)n, sizeof *names) : NULL;
+    for (int i = 0; names && i < n; i++) {
+        cJSON *x = cJSON_GetArrayItem(a, i);
+        names[i] = cJSON_IsString(x) ? x->valuestring : NULL;
+        if (!names[i]) {
+            osp_free(names);
+            names = NULL;
+        }
+    }
+    if (names) rc = osp_net_set_labels(net, names, n);
+    else
+        osp_log(OSP_LOG_WARN, "%s: ignoring metadata osprey.labels: not one name for each of the %d outputs",
+                name, net->n_classes);
+    osp_free(names);
+    cJSON_Delete(a);
+    return rc;
+}
+
 int osp_onnx_import(const void *data, size_t size, const char *name,
                     const osp_onnx_import_options *opt, osp_net **out) {
     *out = NULL;
@@ -581,8 +641,17 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     if (!model)
         return osp_error(OSP_EFORMAT, "%s: not an ONNX model (the protobuf does not parse: "
                          "truncated or another format)", name);
-    onnx_importer im = {.file = name, .model = model, .graph = model->graph, .opt = opt};
+    /* A model osprey exported says how its input is normalised and names
+     * its classes: kept unless the caller says otherwise. */
+    osp_onnx_import_options o = *opt;
+    if (!o.n_mean) o.n_mean = meta_floats(model, "osprey.mean", 0, o.mean);
+    if (!o.n_std) o.n_std = meta_floats(model, "osprey.std", 1, o.std);
+    onnx_importer im = {.file = name, .model = model, .graph = model->graph, .opt = &o};
     int rc = import_model(&im, out);
+    if (!rc && (rc = meta_labels(model, name, *out))) {
+        osp_net_free(*out);
+        *out = NULL;
+    }
     importer_free(&im);
     onnx__model_proto__free_unpacked(model, NULL);
     return rc;

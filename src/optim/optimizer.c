@@ -103,3 +103,19 @@ void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr) {
     if (o->cfg.kind == OSP_OPTIM_SGD) sgd_step(o, w, g, lr);
     else adam_step(o, w, g, lr);
 }
+
+void osp_optimizer_step_groups(osp_optimizer *o, float *w, const float *g, float lr,
+                               const osp_param_group *groups, int n_groups) {
+    const int64_t t = o->t;
+    for (int i = 0; i < n_groups; i++) {
+        int64_t lo = groups[i].lo < 0 ? 0 : groups[i].lo, hi = groups[i].hi > o->n ? o->n : groups[i].hi;
+        if (hi <= lo) continue;
+        osp_optimizer view = *o;
+        view.n = hi - lo;
+        view.m = o->m + lo;
+        view.v = o->v ? o->v + lo : NULL;
+        view.t = t;
+        osp_optimizer_step(&view, w + lo, g + lo, lr * groups[i].lr_scale);
+    }
+    o->t = t + (o->cfg.kind != OSP_OPTIM_SGD);
+}

@@ -270,7 +270,8 @@ static void update_slice(osp_optimizer *opt, float *w, const float *g, int64_t l
     osp_optimizer_step(&view, w + lo, g + lo, lr);
 }
 
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr, double *wait_s,
+int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+                        const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     while (r->next < r->n_buckets) start_bucket(r, &r->buckets[r->next++]);
     int64_t count;
@@ -284,7 +285,12 @@ int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
         if (!k->done) rc = MPI_Wait(&k->req, MPI_STATUS_IGNORE);
         k->done = 1;
         double t1 = osp_now();
-        update_slice(opt, w, g, k->lo, k->hi, lr, t);
+        if (!groups) update_slice(opt, w, g, k->lo, k->hi, lr, t);
+        for (int j = 0; groups && j < n_groups; j++) { /* fine-tuning: the trained parts only */
+            int64_t lo = k->lo > groups[j].lo ? k->lo : groups[j].lo;
+            int64_t hi = k->hi < groups[j].hi ? k->hi : groups[j].hi;
+            if (hi > lo) update_slice(opt, w, g, lo, hi, lr * groups[j].lr_scale, t);
+        }
         waited += t1 - t0;
         updating += osp_now() - t1;
     }
@@ -348,7 +354,8 @@ void osp__reducer_begin(osp__reducer *r, float share) {}
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {}
 void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {}
 void osp__reducer_node_done(void *reducer, int node) {}
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr, double *wait_s,
+int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+                        const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     return osp_error(OSP_ENOTSUP, "this build has no MPI");
 }

@@ -71,6 +71,8 @@ static int worker_new(osp__run *r, worker *w) {
     if ((rc = osp_graph_share_params(w->net->graph, net->graph)))
         return osp_error(rc, "a Hogwild worker's graph does not match the network: %s",
                          osp_last_error());
+    int frozen = osp_graph_frozen_until(net->graph);
+    if (frozen && (rc = osp_graph_freeze(w->net->graph, frozen))) return rc;
     const int64_t size = osp_shape_numel(&net->input);
     w->x = osp_alloc((size_t)r->cfg->batch * (size_t)size * sizeof(float));
     w->labels = osp_alloc((size_t)r->cfg->batch * sizeof(int32_t));
@@ -110,7 +112,7 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
     /* No lock: see the top of this file. */
     int64_t count;
     float *weights = osp_graph_weights(g, &count);
-    osp_optimizer_step(r->opt, weights, osp_graph_grads(g, &count), lr);
+    osp__run_update(r, weights, osp_graph_grads(g, &count), lr);
     return OSP_OK;
 }
 

@@ -31,9 +31,11 @@ void osp__reducer_average(osp__reducer *r, float *v, int64_t n);
 /* The hook for osp_graph_backward_each (user = the reducer). */
 void osp__reducer_node_done(void *reducer, int node);
 /* Waits for every bucket, applying opt to each one's weights at lr as it
- * arrives. Adds the time blocked on the exchange to *wait_s and the time in
+ * arrives (only the parts of it inside groups, each at lr times its scale,
+ * when groups is not NULL). Adds the time blocked on the exchange to *wait_s and the time in
  * the optimizer to *update_s. */
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr, double *wait_s,
+int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+                        const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
 
 /* ---- small collectives for the trainer --------------------------------------- */

@@ -27,7 +27,19 @@ typedef struct osp__run {
     int64_t *order;      /* the epoch's permutation of the dataset */
     int64_t *rank_order; /* this rank's samples of the epoch, step after step */
     osp_loader *loader;  /* decodes batches ahead on worker threads */
+    /* Fine-tuning: the slices of the weights trained and their rates (the
+     * backbone's and the head's); n_groups 0 = all of them at lr. */
+    osp_param_group groups[2];
+    int n_groups;
 } osp__run;
+
+/* One optimizer step of the run: every weight, or only its groups'. */
+void osp__run_update(const osp__run *r, float *w, const float *g, float lr);
+/* Resolves the config's freeze_until / lr_backbone / head_layer for the
+ * network: freezes the layers (frozen_until gets the node, 0 for none)
+ * and fills r->groups. A clear error for a layer that does not exist. */
+int osp__finetune_setup(osp__run *r, int *frozen_until);
+
 
 /* Training-mode forward on batch ex->batch of x, the loss of the logits
  * against labels (their gradient written to the logits' dout), and the

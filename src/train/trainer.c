@@ -110,6 +110,9 @@ static char *config_json(const osp__run *r) {
     cJSON_AddNumberToObject(o, "threads", osp_threads_get());
     cJSON_AddNumberToObject(o, "ranks", r->ranks);
     if (cfg->hogwild > 1) cJSON_AddNumberToObject(o, "hogwild", cfg->hogwild);
+    if (cfg->freeze_until) cJSON_AddStringToObject(o, "freeze_until", cfg->freeze_until);
+    if (cfg->head_layer) cJSON_AddStringToObject(o, "head_layer", cfg->head_layer);
+    if (cfg->lr_backbone > 0) cJSON_AddNumberToObject(o, "lr_backbone", cfg->lr_backbone);
     /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
      * after it was written is not taken for a valid checkpoint. */
     cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
@@ -182,7 +185,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
         double t2 = osp_now();
         tm->compute_s += t2 - t1;
-        osp_optimizer_step(r->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
+        osp__run_update(r, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
         tm->update_s += osp_now() - t2;
         out->loss = loss;
         out->correct = correct;
@@ -207,7 +210,8 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         for (int i = osp_graph_node_count(g) - 1; i > 0; i--) osp__reducer_node_done(r->reducer, i);
     }
     tm->compute_s += osp_now() - t1;
-    rc = osp__reducer_finish(r->reducer, r->opt, osp_graph_weights(g, NULL), lr, &tm->comm_wait_s,
+    rc = osp__reducer_finish(r->reducer, r->opt, osp_graph_weights(g, NULL), lr,
+                             r->n_groups ? r->groups : NULL, r->n_groups, &tm->comm_wait_s,
                              &tm->update_s);
     if (rc) return rc;
     out->loss = stats[2] > 0 ? stats[0] / stats[2] : 0;
@@ -405,14 +409,91 @@ static int share_state(osp__run *r) {
     return rc;
 }
 
+void osp__run_update(const osp__run *r, float *w, const float *g, float lr) {
+    if (r->n_groups) osp_optimizer_step_groups(r->opt, w, g, lr, r->groups, r->n_groups);
+    else osp_optimizer_step(r->opt, w, g, lr);
+}
+
+/* The offset of the first weight of a node at or after node `from` (the
+ * end of the weights if none). */
+static int64_t weights_from(const osp_graph *g, int from) {
+    int64_t n_weights;
+    osp_graph_weights((osp_graph *)g, &n_weights);
+    for (int i = 0; i < osp_graph_param_count(g); i++) {
+        const osp_param *p = osp_graph_param(g, i);
+        if (p->kind == OSP_PARAM_WEIGHT && p->node >= from) return p->offset;
+    }
+    return n_weights;
+}
+
+int osp__finetune_setup(osp__run *r, int *frozen_until) {
+    const osp_train_config *cfg = r->cfg;
+    osp_graph *g = r->net->graph;
+    int rc, until = 0;
+    *frozen_until = 0;
+    r->n_groups = 0;
+    /* A graph the caller froze (osp_graph_freeze) stays so. */
+    const int caller_frozen = cfg->freeze_until ? 0 : osp_graph_frozen_until(g);
+    if (!cfg->freeze_until && !(cfg->lr_backbone > 0) && !cfg->head_layer && !caller_frozen)
+        return OSP_OK;
+    if (cfg->lr_backbone < 0 || !isfinite(cfg->lr_backbone))
+        return osp_error(OSP_EINVAL, "the backbone's learning rate must be positive");
+    if (cfg->freeze_until) {
+        osp_node *n = osp_graph_find(g, cfg->freeze_until);
+        if (!n || n->id == 0)
+            return osp_error(OSP_ENOENT, "cannot freeze up to layer '%s': the network has no such "
+                             "layer ('osprey info MODEL' lists them)", cfg->freeze_until);
+        until = n->id;
+    } else {
+        until = caller_frozen;
+    }
+    int head = osp_graph_node_count(g);
+    if (cfg->lr_backbone > 0 || cfg->head_layer) {
+        if ((rc = osp_net_find_head(r->net, cfg->head_layer, &head))) return rc;
+        if (head <= until)
+            return osp_error(OSP_EINVAL, "the head '%s' is frozen (up to '%s'): nothing of it "
+                             "would learn", osp_graph_node(g, head)->name, osp_graph_node(g, until)->name);
+    }
+    int64_t n_weights;
+    osp_graph_weights(g, &n_weights);
+    const int64_t lo = weights_from(g, until + 1), hi = weights_from(g, head);
+    if (lo >= n_weights)
+        return osp_error(OSP_EINVAL, "every layer with weights is frozen (up to '%s'): nothing "
+                         "to train", osp_graph_node(g, until)->name);
+    if (cfg->freeze_until) {
+        if ((rc = osp_graph_freeze(g, until))) return rc;
+        *frozen_until = until; /* undone after the run */
+    }
+    const float backbone = cfg->lr_backbone > 0 ? cfg->lr_backbone / cfg->lr : 1.0f;
+    if (hi > lo) r->groups[r->n_groups++] = (osp_param_group){lo, hi, backbone};
+    if (n_weights > hi) r->groups[r->n_groups++] = (osp_param_group){hi, n_weights, 1.0f};
+    return OSP_OK;
+}
+
+static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step);
+
 int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train_config *cfg,
               osp_optimizer *opt, int64_t start_step) {
+    int frozen = 0;
+    osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
+    int rc = osp__finetune_setup(&r, &frozen);
+    if (rc) return rc;
+    rc = osp__train_run(&r, val, start_step);
+    /* The network runs as a whole again, as it is saved. */
+    if (frozen) osp_graph_freeze(net->graph, 0);
+    return rc;
+}
+
+static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
+    osp_net *net = rp->net;
+    osp_dataset *data = rp->data;
+    const osp_train_config *cfg = rp->cfg;
     if (cfg->epochs <= 0 || cfg->batch <= 0 || !(cfg->lr > 0) || !isfinite(cfg->lr))
         return osp_error(OSP_EINVAL, "epochs, batch and learning rate must be positive");
     int rc = osp_check_data(net, data);
     if (!rc && val) rc = osp_check_data(net, val);
     if (rc) return rc;
-    osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
+    osp__run r = *rp;
     r.dist = cfg->dist;
     r.rank = osp_dist_rank(cfg->dist);
     r.ranks = osp_dist_size(cfg->dist);
