@@ -136,13 +136,17 @@ static cJSON *file_entry(const char *path, const char *reason) {
 }
 
 static int print_json(const options *o, osp_dataset *ds, const probe *p, const int64_t *per_class,
-                      int64_t bad, const int64_t *formats, const int *sizes) {
+                      int64_t bad, const int64_t *formats, const int *sizes, int64_t no_labels) {
     const int k = ds->n_classes > 0 ? ds->n_classes : 1;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "path", o->path);
     cJSON_AddNumberToObject(j, "samples", (double)ds->count);
     cJSON_AddNumberToObject(j, "classes", ds->n_classes);
     cJSON_AddNumberToObject(j, "unreadable", (double)bad);
+    if (ds->multi_label) { /* per_class then counts the samples that have each label */
+        cJSON_AddBoolToObject(j, "multi_label", 1);
+        cJSON_AddNumberToObject(j, "no_labels", (double)no_labels);
+    }
     cJSON *pc = cJSON_AddObjectToObject(j, "per_class");
     for (int c = 0; c < k; c++)
         cJSON_AddNumberToObject(pc, ds->class_names ? ds->class_names[c] : "0", (double)per_class[c]);
@@ -214,30 +218,50 @@ static int check(const options *o) {
             p[i].bad = 1;
             p[i].error = strdup(osp_last_error());
         }
-    int64_t bad = 0, formats[4] = {0};
+    int64_t bad = 0, formats[4] = {0}, no_labels = 0, bad_none = 0;
+    /* Multi-label data: a sample counts for each of its labels. */
+    uint8_t *hot = ds->multi_label && ds->labels_multi ? calloc((size_t)k, 1) : NULL;
     for (int64_t i = 0; i < n; i++) {
-        int c = label[i] >= 0 && label[i] < k ? label[i] : 0;
-        per_class[c]++;
-        if (p[i].bad) {
-            bad_class[c]++;
-            bad++;
+        if (hot) {
+            int any = 0;
+            if (ds->labels_multi(ds, i, hot) != OSP_OK) memset(hot, 0, (size_t)k);
+            for (int c = 0; c < k; c++)
+                if (hot[c]) {
+                    any = 1;
+                    per_class[c]++;
+                    bad_class[c] += p[i].bad;
+                }
+            no_labels += !any;
+            bad_none += !any && p[i].bad;
         } else {
-            formats[p[i].format & 3]++;
+            int c = label[i] >= 0 && label[i] < k ? label[i] : 0;
+            per_class[c]++;
+            bad_class[c] += p[i].bad;
         }
+        if (p[i].bad) bad++;
+        else formats[p[i].format & 3]++;
     }
+    free(hot);
     int wlo, wmid, whi, hlo, hmid, hhi;
     size_range(p, ds->name ? n : 0, 0, &wlo, &wmid, &whi);
     size_range(p, ds->name ? n : 0, 1, &hlo, &hmid, &hhi);
     int status = 0;
     if (o->json) {
-        status = print_json(o, ds, p, per_class, bad, formats, (int[6]){wlo, wmid, whi, hlo, hmid, hhi});
+        status = print_json(o, ds, p, per_class, bad, formats, (int[6]){wlo, wmid, whi, hlo, hmid, hhi},
+                            no_labels);
     } else {
-        printf("%s: %lld sample%s in %d class%s, %lld unreadable\n", o->path, (long long)n,
-               cli_s(n), ds->n_classes, ds->n_classes == 1 ? "" : "es", (long long)bad);
-        printf("  %-24s %10s %10s\n", "class", "samples", "unreadable");
+        if (ds->multi_label)
+            printf("%s: %lld sample%s with %d label%s (multi-label), %lld unreadable\n", o->path,
+                   (long long)n, cli_s(n), ds->n_classes, ds->n_classes == 1 ? "" : "s", (long long)bad);
+        else
+            printf("%s: %lld sample%s in %d class%s, %lld unreadable\n", o->path, (long long)n,
+                   cli_s(n), ds->n_classes, ds->n_classes == 1 ? "" : "es", (long long)bad);
+        printf("  %-24s %10s %10s\n", ds->multi_label ? "label" : "class", "samples", "unreadable");
         for (int c = 0; c < k; c++)
             printf("  %-24.24s %10lld %10lld\n", ds->class_names ? ds->class_names[c] : "-",
                    (long long)per_class[c], (long long)bad_class[c]);
+        if (ds->multi_label)
+            printf("  %-24s %10lld %10lld\n", "(no labels)", (long long)no_labels, (long long)bad_none);
         if (ds->name) {
             printf("formats: %lld JPEG, %lld PNG, %lld WebP\n", (long long)formats[OSP_IMAGE_JPEG],
                    (long long)formats[OSP_IMAGE_PNG], (long long)formats[OSP_IMAGE_WEBP]);

@@ -1,5 +1,8 @@
-/* osprey eval: top-1, top-5 and loss of a model on a dataset. */
+/* osprey eval: top-1, top-5 and loss of a model on a dataset; for a
+ * multi-label model on multi-label data, mAP, per-label precision, recall
+ * and F1, micro and macro F1, and per-label thresholds. */
 #include <getopt.h>
+#include <math.h>
 #include <string.h>
 
 #include "cli.h"
@@ -25,7 +28,76 @@ static void usage(FILE *out) {
             "  --workers N           decoding threads (default: --threads)\n"
             "  --batch B             inference batch size (default 256)\n"
             "  --threads T           threads (default: all cores)\n"
-            "  --json                print one JSON object: top1, top5, loss, count\n");
+            "  --json                print one JSON object: top1, top5, loss, count\n"
+            "\n"
+            "Multi-label models on multi-label data (docs/multilabel.md): mAP, micro and\n"
+            "macro F1, exact-match accuracy, and per label its AP, precision, recall and\n"
+            "F1 at the model's threshold, and the threshold that maximises F1 on DATA.\n"
+            "  --save-thresholds OUT  store those F1-maximising thresholds in a copy of\n"
+            "                        MODEL written to OUT (may be MODEL itself); choose\n"
+            "                        them on validation data, not on the test set\n");
+}
+
+static void json_num(const char *key, double v, const char *sep) {
+    if (isfinite(v)) printf("\"%s\": %.6f%s", key, v, sep);
+    else printf("\"%s\": null%s", key, sep);
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+}
+
+static void print_multilabel(const osp_net *net, const osp_multilabel_eval *e, int64_t skipped,
+                             int json) {
+    if (json) {
+        printf("{\"multi_label\": true, ");
+        json_num("map", e->map, ", ");
+        json_num("micro_precision", e->micro_precision, ", ");
+        json_num("micro_recall", e->micro_recall, ", ");
+        json_num("micro_f1", e->micro_f1, ", ");
+        json_num("macro_f1", e->macro_f1, ", ");
+        json_num("subset_accuracy", e->subset_accuracy, ", ");
+        json_num("loss", e->loss, ", ");
+        printf("\"count\": %lld, \"skipped\": %lld, \"labels\": [", (long long)e->count,
+               (long long)skipped);
+        for (int c = 0; c < e->n_labels; c++) {
+            printf("%s{\"label\": ", c ? ", " : "");
+            char num[16];
+            snprintf(num, sizeof num, "%d", c);
+            json_str(net->labels ? net->labels[c] : num);
+            printf(", \"positives\": %lld, ", (long long)e->positives[c]);
+            json_num("ap", e->ap[c], ", ");
+            json_num("precision", e->precision[c], ", ");
+            json_num("recall", e->recall[c], ", ");
+            json_num("f1", e->f1[c], ", ");
+            json_num("threshold", e->threshold[c], ", ");
+            json_num("best_threshold", e->best_threshold[c], ", ");
+            json_num("best_f1", e->best_f1[c], "}");
+        }
+        printf("]}\n");
+        return;
+    }
+    printf("mAP %.4f  micro-F1 %.4f (P %.4f R %.4f)  macro-F1 %.4f  exact %.2f%%  loss %.4f  "
+           "(%lld sample%s%s)\n", e->map, e->micro_f1, e->micro_precision, e->micro_recall,
+           e->macro_f1, 100 * e->subset_accuracy, e->loss, (long long)e->count, cli_s(e->count),
+           skipped ? ", unreadable ones left out" : "");
+    printf("%-20s %9s %7s %7s %7s %7s %9s %9s %8s\n", "label", "positives", "AP", "prec", "recall",
+           "F1", "threshold", "best-thr", "best-F1");
+    for (int c = 0; c < e->n_labels; c++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", c);
+        printf("%-20.20s %9lld %7.4f %7.4f %7.4f %7.4f %9.4f %9.4f %8.4f\n",
+               net->labels ? net->labels[c] : num, (long long)e->positives[c], e->ap[c],
+               e->precision[c], e->recall[c], e->f1[c], e->threshold[c], e->best_threshold[c],
+               e->best_f1[c]);
+    }
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -35,8 +107,9 @@ int cmd_eval(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},        {"resize", required_argument, 0, 'i'},
         {"crop-fraction", required_argument, 0, 'i'}, {"max-pixels", required_argument, 0, 'i'},
-        {"workers", required_argument, 0, 'i'}, {0, 0, 0, 0}};
-    const char *model = NULL, *data_path = NULL;
+        {"workers", required_argument, 0, 'i'}, {"save-thresholds", required_argument, 0, 'S'},
+        {0, 0, 0, 0}};
+    const char *model = NULL, *data_path = NULL, *save_thresholds = NULL;
     osp_split split = OSP_SPLIT_TEST;
     int batch = 256, threads = 0, json = 0, c, which = 0;
     cli_image_options images = cli_image_defaults();
@@ -53,6 +126,7 @@ int cmd_eval(int argc, char **argv) {
         case 'b': if (cli_int(CMD, "--batch", optarg, 1, 65536, &batch)) return 1; break;
         case 't': if (cli_int(CMD, "--threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'j': json = 1; break;
+        case 'S': save_thresholds = optarg; break;
         case 'i': if (cli_image_option(CMD, opts[which].name, optarg, &images)) return 1; break;
         case 'h': usage(stdout); return 0;
         default: return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey eval --help')", argv[optind - 1]);
@@ -69,6 +143,34 @@ int cmd_eval(int argc, char **argv) {
                          net->labels ? net->n_classes : 0, &data)) {
         osp_net_free(net);
         return 1;
+    }
+    if (data->multi_label || save_thresholds) {
+        int rc = OSP_OK;
+        if (!data->multi_label)
+            rc = osp_error(OSP_EINVAL, "%s has one label per image: --save-thresholds needs "
+                           "multi-label data", data_path);
+        osp_multilabel_eval *e = NULL;
+        if (!rc) rc = osp_evaluate_multilabel(net, data, batch, &e);
+        int64_t skipped = osp_dataset_skipped(data);
+        osp_dataset_report_skipped(data);
+        osp_dataset_free(data);
+        int reported = 0; /* a message already printed */
+        if (!rc && save_thresholds) {
+            rc = osp_net_set_thresholds(net, e->best_threshold, e->n_labels);
+            if (!rc && cli_check_output(CMD, "--save-thresholds", save_thresholds)) reported = 1;
+            else if (!rc) rc = osp_model_save(net, save_thresholds);
+        }
+        if (reported) {
+            osp_multilabel_eval_free(e);
+            osp_net_free(net);
+            return 1;
+        }
+        if (!rc) print_multilabel(net, e, skipped, json);
+        if (!rc && save_thresholds && !json)
+            fprintf(stderr, "saved the model with these best thresholds to %s\n", save_thresholds);
+        osp_multilabel_eval_free(e);
+        osp_net_free(net);
+        return rc ? cli_fail_lib(CMD, NULL) : 0;
     }
     osp_eval_result r;
     int rc = osp_evaluate(net, data, batch, &r);

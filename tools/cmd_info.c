@@ -72,6 +72,12 @@ static int print_json(const char *path, const osp_net *net) {
         cJSON_AddItemToArray(std, cJSON_CreateNumber(float_value(net->std[i])));
     }
     cJSON_AddNumberToObject(o, "classes", net->n_classes);
+    if (osp_net_multi_label(net)) {
+        cJSON_AddBoolToObject(o, "multi_label", 1);
+        cJSON *t = cJSON_AddArrayToObject(o, "thresholds");
+        for (int i = 0; t && i < net->n_classes; i++)
+            cJSON_AddItemToArray(t, cJSON_CreateNumber(osp_net_threshold(net, i)));
+    }
     cJSON *labels = cJSON_AddArrayToObject(o, "labels");
     for (int i = 0; net->labels && i < net->n_classes; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->labels[i]));
@@ -122,6 +128,13 @@ static void print_text(const char *path, const osp_net *net) {
     printf("\nclasses    %d", net->n_classes);
     for (int i = 0; net->labels && i < net->n_classes && i < 20; i++) printf("%s%s", i ? ", " : ": ", net->labels[i]);
     if (net->labels && net->n_classes > 20) printf(", ...");
+    if (osp_net_multi_label(net)) {
+        printf("\nscores     multi-label (a sigmoid per label), thresholds");
+        for (int i = 0; i < net->n_classes && i < 20; i++)
+            printf("%s%.3g", i ? ", " : " ", (double)osp_net_threshold(net, i));
+        if (net->n_classes > 20) printf(", ...");
+        if (!net->thresholds) printf(" (default)");
+    }
     printf("\nparameters %lld\n\n", (long long)osp_net_param_count(net));
     printf("%-20s %-14s %-24s %-16s %s\n", "layer", "type", "input", "output", "params");
     for (int i = 1; i < osp_graph_node_count(g); i++) {

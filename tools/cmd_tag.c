@@ -21,7 +21,7 @@ typedef struct tag_options {
     int n_more;
     int scales[MAX_SCALES];
     osp_pipeline_options p;
-    int threads, json, quiet, shard_given;
+    int threads, json, quiet, shard_given, top_k_given;
     char **inputs;
     int n_inputs;
 } tag_options;
@@ -56,8 +56,10 @@ static void usage(FILE *out, int embed) {
         fprintf(out,
                 "  --top-k K             labels per image (default 5)\n"
                 "  --threshold P         leave out labels scoring under P (default 0)\n"
-                "  --sigmoid             scores as independent sigmoids (a multi-label model),\n"
-                "                        not one softmax\n"
+                "  --sigmoid             scores as independent sigmoids, not one softmax (a\n"
+                "                        multi-label model takes them by itself, and gives\n"
+                "                        every label over its own threshold, the top-k cut\n"
+                "                        only with --top-k)\n"
                 "  --embed NAME          also write NAME's vectors (see 'osprey embed')\n"
                 "  --model MODEL2 ...    more models: an ensemble, whose scores are averaged\n"
                 "                        (the same classes; vectors come from the first)\n"
@@ -164,6 +166,7 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         case O_SIGMOID:
             if (embed) return cli_fail(cmd, "%s is for 'osprey tag'", argv[optind - 1]);
             if (c == O_TOPK && cli_int(cmd, "--top-k", optarg, 1, 100000, &o->p.top_k)) return 1;
+            if (c == O_TOPK) o->top_k_given = 1;
             if (c == O_THRESHOLD && cli_float(cmd, "--threshold", optarg, 0, 1, &o->p.threshold)) return 1;
             if (c == O_SIGMOID) o->p.sigmoid = 1;
             break;
@@ -362,6 +365,19 @@ static int run_distributed(tag_options *o, osp_net *net, char *command) {
     return status;
 }
 
+/* A multi-label model gives every label over its threshold, as sigmoids:
+ * unless the user said otherwise, no top-k cut and no softmax. */
+static int prepare_multi_label(tag_options *o, const osp_net *net) {
+    if (!osp_net_multi_label(net) || !o->p.tags) return 0;
+    o->p.sigmoid = 1;
+    if (!o->top_k_given) {
+        int64_t k;
+        if (osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &k)) return cli_fail_lib(o->cmd, NULL);
+        o->p.top_k = (int)k;
+    }
+    return 0;
+}
+
 static int tag_main(int argc, char **argv, int embed) {
     tag_options o = {.cmd = embed ? "embed" : "tag"};
     o.inputs = calloc((size_t)argc + 1, sizeof *o.inputs);
@@ -390,6 +406,8 @@ static int tag_main(int argc, char **argv, int embed) {
     if (status) {
     } else if (osp_model_load(o.model, &net)) {
         status = cli_fail_lib(o.cmd, NULL);
+    } else if (prepare_multi_label(&o, net)) {
+        status = 1;
     } else if (!o.shard_given && osp_dist_launched()) {
         status = run_distributed(&o, net, command);
     } else {

@@ -21,9 +21,14 @@ static void usage(FILE *out) {
             "with one sub-folder of JPEG/PNG/WebP images per class, a list file of\n"
             "path<TAB>label lines, a directory holding the MNIST IDX files, or an IDX\n"
             "images file. Images are resized to the input size of the spec.\n"
+            "Multi-label data (path<TAB>label,label,... lines or JSON Lines, see\n"
+            "docs/multilabel.md) trains with sigmoid + binary cross-entropy.\n"
             "\n"
             "data:\n"
             "  --data DATA           training data (required)\n"
+            "  --loss auto|softmax|bce  softmax cross-entropy (one label per image) or\n"
+            "                        binary cross-entropy per label (multi-label); auto\n"
+            "                        (default) picks bce for multi-label data\n"
             "  --split train|test    which IDX files of DATA to train on (default train)\n"
             "  --val DATA            evaluate on DATA after each epoch (IDX: its test files)\n"
             "  --val-split F         hold out this fraction of each class of DATA instead\n"
@@ -118,11 +123,12 @@ enum {
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
-    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS
 };
 
 static const struct option long_options[] = {
     {"net", required_argument, 0, OPT_NET},       {"data", required_argument, 0, OPT_DATA},
+    {"loss", required_argument, 0, OPT_LOSS},
     {"split", required_argument, 0, OPT_SPLIT},   {"val", required_argument, 0, OPT_VAL},
     {"epochs", required_argument, 0, OPT_EPOCHS}, {"batch", required_argument, 0, OPT_BATCH},
     {"lr", required_argument, 0, OPT_LR},         {"optimizer", required_argument, 0, OPT_OPTIMIZER},
@@ -190,6 +196,12 @@ static int parse_options(int argc, char **argv, train_options *o) {
         int bad = 0, k;
         switch (c) {
         case OPT_NET: o->net = a; break;
+        case OPT_LOSS: {
+            int l = osp_loss_parse(a);
+            if (l < 0) bad = cli_fail(CMD, "--loss must be auto, softmax or bce, not '%s'", a);
+            else o->cfg.loss = l;
+            break;
+        }
         case OPT_DATA: o->data = a; break;
         case OPT_VAL: o->val = a; break;
         case OPT_OUT: o->out = a; break;
@@ -292,9 +304,13 @@ static void on_step(const osp_train_progress *p, void *user) {
         printf("{\"epoch\": %d, \"step\": %lld, \"loss\": %.9g, \"accuracy\": %.6f, \"images_per_s\": %.1f, "
                "\"lr\": %.9g",
                p->epoch + 1, (long long)p->step, p->epoch_loss, p->epoch_accuracy, p->images_per_s, p->lr);
-        if (!isnan(p->val_top1))
-            printf(", \"val_top1\": %.6f, \"val_top5\": %.6f, \"val_loss\": %.9g", p->val_top1,
-                   p->val_top5, p->val_loss);
+        if (!isnan(p->val_top1)) {
+            /* multi-label: val_top1 is the exact-match accuracy, and there is no top-5 */
+            printf(", \"val_top1\": %.6f, ", p->val_top1);
+            if (isnan(p->val_top5)) printf("\"val_top5\": null, ");
+            else printf("\"val_top5\": %.6f, ", p->val_top5);
+            printf("\"val_loss\": %.9g", p->val_loss);
+        }
         if (o->hogwild) printf(", \"hogwild_workers\": %d", p->ranks);
         if (o->cfg.dist) {
             printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
@@ -622,6 +638,8 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
                 osp_threads_get() == 1 ? "" : "s");
         if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
+        if (data->multi_label)
+            fprintf(stderr, "; multi-label data: %d labels, sigmoid + binary cross-entropy", data->n_classes);
         fprintf(stderr, "%s\n", o.resume ? " (resumed)" : "");
     }
     if (!o.quiet && (o.cfg.freeze_until || o.cfg.lr_backbone > 0)) {

@@ -61,6 +61,14 @@ struct osp_dataset {
     int64_t n_left_out;
     int n_left_out_kept;
     osp_left_out *left_out;
+    /* Multi-label data (docs/multilabel.md): each sample has a set of
+     * labels, possibly empty (a negative), not one. Then get, get_augmented
+     * and label give the sample's first label (the lowest number), or -1
+     * when it has none, and labels_multi writes n_classes bytes into hot:
+     * 1 for each label the sample has, else 0. Single-label datasets leave
+     * both zero. */
+    int multi_label;
+    int (*labels_multi)(const osp_dataset *ds, int64_t i, uint8_t *hot);
 };
 
 /* Releases ds (and its skip log) through its destroy. */
@@ -98,7 +106,17 @@ OSP_API int osp_dataset_open_folder(const char *dir, const osp_image_data_option
 /* A list file: one sample a line, "path<TAB>label"; relative paths are
  * relative to the list file's folder; blank lines and lines starting with
  * '#' are skipped. Labels are class names, numbered in sorted order, unless
- * every label is a number 0..65535: then the numbers are the labels. */
+ * every label is a number 0..65535: then the numbers are the labels.
+ *
+ * Multi-label lists (the dataset's multi_label is set): a file is
+ * multi-label when any line's label field holds a comma
+ * ("path<TAB>cat,dog"; in such a file an empty field, "path<TAB>", is an
+ * image with no labels, empty items are ignored, so "path<TAB>cat," is a
+ * one-label line that makes the file multi-label), or when it is JSON
+ * Lines: its first line that is not blank or a comment starts with '{',
+ * and every line is an object {"path": "...", "labels": ["cat", ...]}
+ * ("labels" may be empty or absent: a negative). A file without commas in
+ * its labels is read exactly as a single-label list. */
 OSP_API int osp_dataset_open_list(const char *path, const osp_image_data_options *opt,
                                   osp_dataset **out);
 /* The same from memory (for fuzzing); base_dir prefixes relative paths. */
@@ -150,6 +168,10 @@ typedef struct osp_loader_config {
     int drop_unreadable;     /* leave unreadable samples out (evaluation) */
     int n_classes;           /* labels must lie in [0, n_classes); 0 = unchecked */
     int normalize;           /* apply mean/std per channel to each sample */
+    /* Multi-label: the dataset must be multi_label and n_classes > 0; the
+     * loader keeps each sample's multi-hot vector (n_classes values), read
+     * with osp_loader_next_hot, and does not check the int labels. */
+    int multi_hot;
     float mean[4], std[4];   /* channels past the fourth use [0] */
 } osp_loader_config;
 
@@ -167,6 +189,9 @@ OSP_API int osp_loader_start(osp_loader *l, int64_t epoch, const int64_t *order,
  * that lost unreadable samples); 0 at the end of the pass. Waits for the
  * workers when the batch is not ready. */
 OSP_API int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n);
+/* The same for a multi_hot loader: targets gets n x cfg->n_classes floats,
+ * 1 where the sample has the label, else 0. */
+OSP_API int osp_loader_next_hot(osp_loader *l, float *x, float *targets, int *n);
 /* Samples replaced or left out so far in this pass. */
 OSP_API int64_t osp_loader_skipped(const osp_loader *l);
 /* Stops the workers and frees the loader (the dataset stays). */

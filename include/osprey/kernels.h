@@ -141,6 +141,18 @@ typedef struct osp_backend {
     double (*softmax_xent)(int rows, int cols, const float *logits, const int32_t *labels,
                            float *probs, float *dlogits);
 
+    /* Fused sigmoid + binary cross-entropy on logits (multi-label), as
+     * torch.nn.BCEWithLogitsLoss(reduction='mean'): each value's loss is
+     * max(x, 0) - x*t + log1p(exp(-|x|)) (stable for any x), averaged over
+     * all rows x cols values. targets: rows x cols floats in [0, 1] (a
+     * multi-hot vector per row). Returns the mean loss; if dlogits is
+     * non-NULL it is OVERWRITTEN with d(mean loss)/d(logits) =
+     * (sigmoid(x) - t) / (rows * cols); probs (rows x cols sigmoids) may be
+     * NULL. Sums run in double, in an order that depends only on the
+     * thread count. */
+    double (*sigmoid_bce)(int rows, int cols, const float *logits, const float *targets,
+                          float *probs, float *dlogits);
+
     /* L2 normalisation of each row: y = x / max(||x||, eps). */
     void (*l2norm_forward)(int rows, int cols, float eps, const float *x, float *y);
     void (*l2norm_backward)(int rows, int cols, float eps, const float *x, const float *y,

@@ -106,6 +106,15 @@ typedef struct osp_net {
     char **labels;    /* n_classes names, or NULL */
     int logits_node;  /* the node the loss reads: the output, or the input of
                          a final [softmax] */
+    /* Multi-label models (docs/multilabel.md): each output is its label's
+     * own probability (a sigmoid of its logit, trained with binary
+     * cross-entropy), not one softmax. Saved in the model's metadata as
+     * "multi_label": "1"; a model without it is single-label. */
+    int multi_label;
+    /* Multi-label models: per-label decision thresholds on the sigmoid
+     * scores (n_classes floats, chosen on validation data by 'osprey eval'
+     * or the trainer; metadata "thresholds"), or NULL: 0.5 each. */
+    float *thresholds;
 } osp_net;
 
 /* Builds a network from spec text; parameters initialised from seed. */
@@ -130,6 +139,17 @@ OSP_API int osp_net_find_head(const osp_net *net, const char *layer, int *node);
  * net's. The copy has no labels; its spec says the new size. */
 OSP_API int osp_net_resize_head(const osp_net *net, int head, int n_classes, uint64_t seed,
                                 osp_net **out);
+/* 1 if net is a multi-label model (its scores are sigmoids: pass this as
+ * osp_scores_from_logits's sigmoid), else 0; 0 for NULL. */
+OSP_API int osp_net_multi_label(const osp_net *net);
+/* Marks net multi-label (1) or single-label (0; drops its thresholds). */
+OSP_API void osp_net_set_multi_label(osp_net *net, int multi_label);
+/* Label c's decision threshold on its sigmoid score: the model's stored
+ * one, or 0.5 (also for a single-label model or c out of range). */
+OSP_API float osp_net_threshold(const osp_net *net, int c);
+/* Copies n (== n_classes) thresholds in (0, 1) into a multi-label net;
+ * NULL clears them. */
+OSP_API int osp_net_set_thresholds(osp_net *net, const float *thresholds, int n);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

@@ -91,6 +91,17 @@ typedef struct osp_train_progress {
     const osp_rank_timing *rank_timing;
 } osp_train_progress;
 
+/* The training loss. */
+typedef enum osp_loss {
+    OSP_LOSS_AUTO = 0,    /* bce for multi-label data, softmax otherwise */
+    OSP_LOSS_SOFTMAX = 1, /* softmax cross-entropy: one label per sample */
+    OSP_LOSS_BCE = 2,     /* sigmoid + binary cross-entropy per label (multi-label data) */
+} osp_loss;
+
+/* "auto", "softmax", "bce"; osp_loss_parse returns -1 for an unknown name. */
+OSP_API const char *osp_loss_name(osp_loss loss);
+OSP_API int osp_loss_parse(const char *name);
+
 typedef struct osp_train_config {
     int epochs;
     int batch;
@@ -128,6 +139,15 @@ typedef struct osp_train_config {
     const char *freeze_until;
     const char *head_layer;
     float lr_backbone;
+    /* The loss (osp_loss). Multi-label data (data->multi_label) trains with
+     * OSP_LOSS_BCE against each sample's multi-hot vector, marks net
+     * multi-label and, with val, stores per-label thresholds chosen on val
+     * at the end (osp_multilabel_thresholds); softmax on multi-label data
+     * and bce on single-label data are refused before training starts. For
+     * now multi-label training runs synchronously in one process (no
+     * Hogwild, no MPI). The accuracy reported is the fraction of samples
+     * whose every label is right at threshold 0.5. */
+    int loss;
     /* Called after every step (from the calling thread). */
     void (*on_step)(const osp_train_progress *p, void *user);
     void *user;
@@ -191,8 +211,43 @@ typedef struct osp_eval_result {
     int64_t count;
 } osp_eval_result;
 
-/* Accuracy and loss of net on every sample of data, in batches. */
+/* Accuracy and loss of net on every sample of data, in batches. On
+ * multi-label data: loss is the mean binary cross-entropy, top1 the
+ * fraction of samples whose every label is right at the model's
+ * thresholds, top5 NaN (osp_evaluate_multilabel says more). */
 OSP_API int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out);
+
+/* ---- multi-label evaluation ------------------------------------------------ */
+
+/* A multi-label model on multi-label data (docs/multilabel.md). Per label
+ * c (n_labels = the network's outputs): */
+typedef struct osp_multilabel_eval {
+    int n_labels;
+    int64_t count;          /* samples evaluated */
+    double loss;            /* mean binary cross-entropy */
+    double map;             /* mean of ap over the labels with positives */
+    double micro_precision, micro_recall, micro_f1; /* over all decisions */
+    double macro_f1;        /* mean of f1 over the labels with positives */
+    double subset_accuracy; /* samples whose every label is right */
+    /* n_labels each: */
+    double *ap;             /* average precision (NaN: no positive sample) */
+    double *precision, *recall, *f1; /* at threshold[c] (0 where undefined) */
+    int64_t *positives;     /* samples that have the label */
+    float *threshold;       /* the model's thresholds used (0.5 without) */
+    float *best_threshold;  /* the F1-maximising threshold on this data */
+    double *best_f1;        /* F1 at best_threshold */
+} osp_multilabel_eval;
+
+/* Evaluates net on data (both multi-label) in batches; *out is freed with
+ * osp_multilabel_eval_free. */
+OSP_API int osp_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
+                                    osp_multilabel_eval **out);
+OSP_API void osp_multilabel_eval_free(osp_multilabel_eval *e);
+/* Chooses each label's F1-maximising threshold on data (validation data)
+ * and stores them in net (osp_net_set_thresholds); labels without a
+ * positive sample keep 0.5. ev, if not NULL, receives the evaluation. */
+OSP_API int osp_multilabel_thresholds(osp_net *net, osp_dataset *data, int batch,
+                                      osp_multilabel_eval **ev);
 
 /* Checks that the dataset's samples fit the network's input and its labels
  * fit the outputs; a clear message otherwise. */

@@ -11,7 +11,9 @@ typedef struct image_list {
     osp_dataset base;  /* first: an osp_dataset * is an image_list * */
     char *text;        /* paths */
     size_t *path;      /* (count) offsets into text */
-    int32_t *label;    /* (count) */
+    int32_t *label;    /* (count); multi-label: the lowest of its labels, or -1 */
+    int64_t *hot_at;   /* multi-label: (count + 1) offsets into hot_ids */
+    int32_t *hot_ids;  /* multi-label: each sample's labels, ascending */
     char *source;
     char **names;      /* (n_classes) */
     osp_transform transform;
@@ -50,6 +52,8 @@ void osp__builder_free(osp__list_builder *b) {
     free(b->text);
     free(b->path);
     free(b->klass);
+    free(b->hot_at);
+    free(b->hot_ids);
     memset(b, 0, sizeof *b);
 }
 
@@ -104,6 +108,36 @@ static int list_label(const osp_dataset *ds, int64_t i, int32_t *label) {
     return OSP_OK;
 }
 
+static int list_labels_multi(const osp_dataset *ds, int64_t i, uint8_t *hot) {
+    const image_list *d = (const image_list *)ds;
+    if (i < 0 || i >= ds->count)
+        return osp_error(OSP_ERANGE, "%s: sample %lld is outside 0..%lld", d->source, (long long)i,
+                         (long long)ds->count - 1);
+    memset(hot, 0, (size_t)ds->n_classes);
+    for (int64_t k = d->hot_at[i]; k < d->hot_at[i + 1]; k++) hot[d->hot_ids[k]] = 1;
+    return OSP_OK;
+}
+
+static int by_int32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Each sample's labels in ascending order without repeats, and its first
+ * label (or -1) as its single label. */
+static void settle_multi(image_list *d) {
+    int64_t w = 0;
+    for (int64_t i = 0; i < d->base.count; i++) {
+        int64_t lo = d->hot_at[i], hi = d->hot_at[i + 1];
+        qsort(d->hot_ids + lo, (size_t)(hi - lo), sizeof *d->hot_ids, by_int32);
+        d->hot_at[i] = w;
+        for (int64_t k = lo; k < hi; k++)
+            if (k == lo || d->hot_ids[k] != d->hot_ids[k - 1]) d->hot_ids[w++] = d->hot_ids[k];
+        d->label[i] = w > d->hot_at[i] ? d->hot_ids[d->hot_at[i]] : -1;
+    }
+    d->hot_at[d->base.count] = w;
+}
+
 static const char *list_name(const osp_dataset *ds, int64_t i) {
     const image_list *d = (const image_list *)ds;
     return i >= 0 && i < ds->count ? d->text + d->path[i] : NULL;
@@ -114,6 +148,8 @@ static void list_destroy(osp_dataset *ds) {
     free(d->text);
     free(d->path);
     free(d->label);
+    free(d->hot_at);
+    free(d->hot_ids);
     free(d->source);
     if (d->names)
         for (int c = 0; c < ds->n_classes; c++) free(d->names[c]);
@@ -163,6 +199,14 @@ int osp__builder_finish(osp__list_builder *b, const char *source, const char *co
     b->text = NULL;
     b->path = NULL;
     b->klass = NULL;
+    if (b->multi) {
+        d->base.multi_label = 1;
+        d->base.labels_multi = list_labels_multi;
+        d->hot_at = b->hot_at;
+        d->hot_ids = b->hot_ids;
+        b->hot_at = NULL;
+        b->hot_ids = NULL;
+    }
     osp__builder_free(b);
     d->source = strdup(source);
     d->transform = opt->transform;
@@ -175,7 +219,16 @@ int osp__builder_finish(osp__list_builder *b, const char *source, const char *co
         int32_t *map = malloc((size_t)n_names * sizeof *map);
         if (map) renumber(names, n_names, opt, map);
         else rc = OSP_ENOMEM;
-        for (int64_t i = 0; !rc && i < d->base.count; i++) {
+        for (int64_t i = 0; !rc && d->hot_at && i < d->base.count; i++)
+            for (int64_t k = d->hot_at[i]; !rc && k < d->hot_at[i + 1]; k++) {
+                int32_t m = map[d->hot_ids[k]];
+                if (m < 0)
+                    rc = osp_error(OSP_EINVAL, "%s: label '%s' (of %s) is not one of the %d labels "
+                                   "it is matched with", source, names[d->hot_ids[k]],
+                                   d->text + d->path[i], opt->n_classes);
+                d->hot_ids[k] = m;
+            }
+        for (int64_t i = 0; !rc && !d->hot_at && i < d->base.count; i++) {
             int32_t m = map[d->label[i]];
             if (m < 0)
                 rc = osp_error(OSP_EINVAL, "%s: class '%s' (of %s) is not one of the %d classes "
@@ -189,6 +242,7 @@ int osp__builder_finish(osp__list_builder *b, const char *source, const char *co
         rc = copy_names(d, names, n_names);
     }
     d->base.source = d->source;
+    if (!rc && d->hot_at) settle_multi(d);
     if (rc) {
         if (rc == OSP_ENOMEM) osp_error(OSP_ENOMEM, "%s: out of memory", source);
         list_destroy(&d->base);

@@ -13,6 +13,13 @@ typedef struct osp__list_builder {
     size_t *path;      /* (n) offsets into text */
     int32_t *klass;    /* (n) raw class numbers */
     int64_t n, cap;
+    /* Multi-label lists: sample i's raw class numbers are
+     * hot_ids[hot_at[i] .. hot_at[i + 1]) (hot_at has n + 1 entries); klass
+     * is then ignored. Set by the caller before osp__builder_finish, which
+     * takes them. */
+    int multi;
+    int64_t *hot_at;
+    int32_t *hot_ids;
 } osp__list_builder;
 
 int osp__builder_add(osp__list_builder *b, const char *path, size_t path_len, int32_t klass);

@@ -47,6 +47,14 @@ static int view_label(const osp_dataset *ds, int64_t i, int32_t *label) {
     return b->label(b, ((const view *)ds)->index[i], label);
 }
 
+static int view_labels_multi(const osp_dataset *ds, int64_t i, uint8_t *hot) {
+    if (i < 0 || i >= ds->count)
+        return osp_error(OSP_ERANGE, "%s: sample %lld is outside 0..%lld", ds->source,
+                         (long long)i, (long long)ds->count - 1);
+    const osp_dataset *b = base_of(ds);
+    return b->labels_multi(b, ((const view *)ds)->index[i], hot);
+}
+
 static const char *view_name(const osp_dataset *ds, int64_t i) {
     const osp_dataset *b = base_of(ds);
     return i >= 0 && i < ds->count ? b->name(b, ((const view *)ds)->index[i]) : NULL;
@@ -75,6 +83,8 @@ static view *make_view(shared *sh, int augment) {
     v->ds.label = b->label ? view_label : NULL;
     v->ds.name = b->name ? view_name : NULL;
     v->ds.destroy = view_destroy;
+    v->ds.multi_label = b->multi_label;
+    v->ds.labels_multi = b->labels_multi ? view_labels_multi : NULL;
     v->ds.load_workers = b->load_workers;
     v->ds.load_prefetch = b->load_prefetch;
     v->sh = sh;

@@ -65,6 +65,13 @@ static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_st
     if (!rc) rc = osp_st_writer_meta(w, "mean", mean);
     if (!rc) rc = osp_st_writer_meta(w, "std", std);
     if (!rc) rc = osp_st_writer_meta(w, "labels", labels);
+    /* Only multi-label models carry these: single-label files are as before. */
+    if (!rc && net->multi_label) rc = osp_st_writer_meta(w, "multi_label", "1");
+    if (!rc && net->multi_label && net->thresholds) {
+        char *t = json_floats(net->thresholds, net->n_classes);
+        rc = t ? osp_st_writer_meta(w, "thresholds", t) : OSP_ENOMEM;
+        cJSON_free(t);
+    }
     for (int i = 0; !rc && i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
         rc = osp_st_writer_add(w, p->name, OSP_DTYPE_F32, &p->shape, osp_graph_param_data(g, i));
@@ -233,6 +240,28 @@ static int read_state(const osp_safetensors *st, const char *name, osp_train_sta
     return OSP_OK;
 }
 
+/* Optional: "multi_label": "1" and "thresholds": [n_classes floats]. */
+static int read_multi_label(const osp_safetensors *st, const char *name, osp_net *net) {
+    const char *m = osp_st_meta(st, "multi_label"), *t = osp_st_meta(st, "thresholds");
+    if (!m) {
+        if (t) return osp_error(OSP_EFORMAT, "%s: 'thresholds' in a model that is not multi-label", name);
+        return OSP_OK;
+    }
+    if (strcmp(m, "1") && strcmp(m, "0"))
+        return osp_error(OSP_EFORMAT, "%s: metadata 'multi_label' must be \"0\" or \"1\"", name);
+    osp_net_set_multi_label(net, m[0] == '1');
+    if (!t) return OSP_OK;
+    if (net->n_classes <= 0 || net->n_classes > (1 << 20))
+        return osp_error(OSP_EFORMAT, "%s: thresholds for %d outputs", name, net->n_classes);
+    float *v = osp_alloc((size_t)net->n_classes * sizeof *v);
+    if (!v) return OSP_ENOMEM;
+    int rc = read_floats(t, name, "thresholds", v, net->n_classes);
+    if (!rc && osp_net_set_thresholds(net, v, net->n_classes))
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'thresholds': %s", name, osp_last_error());
+    osp_free(v);
+    return rc;
+}
+
 static int from_safetensors(const osp_safetensors *st, const char *name, osp_net **out,
                             osp_optimizer **opt, osp_train_state *state) {
     int rc = OSP_OK;
@@ -260,6 +289,7 @@ static int from_safetensors(const osp_safetensors *st, const char *name, osp_net
     for (int c = 0; !rc && c < OSP_MAX_CHANNELS; c++)
         if (!(net->std[c] > 0.0f)) rc = osp_error(OSP_EFORMAT, "%s: 'std' must be positive", name);
     if (!rc) rc = read_labels(labels, name, net);
+    if (!rc) rc = read_multi_label(st, name, net);
     for (int i = 0; !rc && i < osp_graph_param_count(net->graph); i++) {
         const osp_param *p = osp_graph_param(net->graph, i);
         rc = copy_tensor(st, name, p->name, &p->shape, osp_graph_param_data(net->graph, i));

@@ -53,6 +53,7 @@ int osp__kernel_team(void) {
     .softmax_forward = osp__cpu_softmax_forward,              \
     .softmax_backward = osp__cpu_softmax_backward,            \
     .softmax_xent = osp__cpu_softmax_xent,                    \
+    .sigmoid_bce = osp__cpu_sigmoid_bce,                      \
     .l2norm_forward = osp__cpu_l2norm_forward,                \
     .l2norm_backward = osp__cpu_l2norm_backward
 #define VERSIONED_SLOTS(P)                                           \

@@ -80,6 +80,8 @@ void osp__cpu_softmax_forward(int rows, int cols, const float *x, float *y);
 void osp__cpu_softmax_backward(int rows, int cols, const float *y, const float *dy, float *dx);
 double osp__cpu_softmax_xent(int rows, int cols, const float *logits, const int32_t *labels,
                              float *probs, float *dlogits);
+double osp__cpu_sigmoid_bce(int rows, int cols, const float *logits, const float *targets,
+                            float *probs, float *dlogits);
 
 void osp__cpu_l2norm_forward(int rows, int cols, float eps, const float *x, float *y);
 void osp__cpu_l2norm_backward(int rows, int cols, float eps, const float *x, const float *y,

@@ -98,3 +98,49 @@ double osp__cpu_softmax_xent(int rows, int cols, const float *logits, const int3
     for (int t = 0; t < threads; t++) total += partial[t];
     return total / rows;
 }
+
+/* Sigmoid + binary cross-entropy on logits, one row: the sum of the row's
+ * losses max(x,0) - x*t + log1p(exp(-|x|)); the gradient (sigmoid(x) - t)
+ * scaled by scale into d. */
+static double bce_row(int cols, const float *x, const float *t, float scale, float *p, float *d) {
+    double sum = 0;
+    for (int j = 0; j < cols; j++) {
+        double v = x[j], e = exp(-fabs(v));
+        sum += (v > 0 ? v : 0) - v * (double)t[j] + log1p(e);
+        if (p || d) {
+            /* sigmoid without overflow: e = exp(-|v|) <= 1 */
+            double s = v >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+            if (p) p[j] = (float)s;
+            if (d) d[j] = (float)((s - (double)t[j]) * scale);
+        }
+    }
+    return sum;
+}
+
+double osp__cpu_sigmoid_bce(int rows, int cols, const float *logits, const float *targets,
+                            float *probs, float *dlogits) {
+    if (rows <= 0 || cols <= 0) return 0.0;
+    const double count = (double)rows * (double)cols;
+    const float scale = (float)(1.0 / count);
+    double partial[XENT_MAX_THREADS];
+    int threads = 1, want = omp_get_max_threads();
+    if (want > XENT_MAX_THREADS) want = XENT_MAX_THREADS;
+    int parallel = (int64_t)rows * cols >= PARALLEL_MIN && rows > 1;
+#pragma omp parallel num_threads(want) if (parallel)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        threads = nt;
+        int lo = (int)((int64_t)rows * t / nt), hi = (int)((int64_t)rows * (t + 1) / nt);
+        double sum = 0;
+        for (int r = lo; r < hi; r++) {
+            int64_t at = (int64_t)r * cols;
+            sum += bce_row(cols, logits + at, targets + at, scale, probs ? probs + at : NULL,
+                           dlogits ? dlogits + at : NULL);
+        }
+        partial[t] = sum;
+    }
+    double total = 0;
+    for (int t = 0; t < threads; t++) total += partial[t];
+    return total / count;
+}

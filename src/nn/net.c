@@ -11,7 +11,44 @@ void osp_net_free(osp_net *net) {
     if (net->labels)
         for (int i = 0; i < net->n_classes; i++) osp_free(net->labels[i]);
     osp_free(net->labels);
+    osp_free(net->thresholds);
     osp_free(net);
+}
+
+int osp_net_multi_label(const osp_net *net) { return net && net->multi_label ? 1 : 0; }
+
+void osp_net_set_multi_label(osp_net *net, int multi_label) {
+    net->multi_label = multi_label ? 1 : 0;
+    if (!multi_label) {
+        osp_free(net->thresholds);
+        net->thresholds = NULL;
+    }
+}
+
+float osp_net_threshold(const osp_net *net, int c) {
+    if (!net || !net->multi_label || !net->thresholds || c < 0 || c >= net->n_classes) return 0.5f;
+    return net->thresholds[c];
+}
+
+int osp_net_set_thresholds(osp_net *net, const float *thresholds, int n) {
+    if (!thresholds) {
+        osp_free(net->thresholds);
+        net->thresholds = NULL;
+        return OSP_OK;
+    }
+    if (!net->multi_label)
+        return osp_error(OSP_EINVAL, "thresholds are for multi-label models; this one is single-label");
+    if (n != net->n_classes)
+        return osp_error(OSP_EINVAL, "%d thresholds for a network with %d outputs", n, net->n_classes);
+    for (int c = 0; c < n; c++)
+        if (!(thresholds[c] > 0.0f && thresholds[c] < 1.0f))
+            return osp_error(OSP_EINVAL, "threshold %d is %g: thresholds lie in (0, 1)", c,
+                             (double)thresholds[c]);
+    float *t = net->thresholds ? net->thresholds : osp_alloc((size_t)n * sizeof *t);
+    if (!t) return OSP_ENOMEM;
+    memcpy(t, thresholds, (size_t)n * sizeof *t);
+    net->thresholds = t;
+    return OSP_OK;
 }
 
 static int unknown_keys(const osp_spec_section *s) {
@@ -214,6 +251,8 @@ int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out)
             memcpy(osp_graph_param_data(g, i), osp_graph_param_data(from, i), (size_t)p->numel * sizeof(float));
     }
     if (!rc && net->labels) rc = osp_net_set_labels(copy, (const char *const *)net->labels, net->n_classes);
+    copy->multi_label = net->multi_label;
+    if (!rc && net->thresholds) rc = osp_net_set_thresholds(copy, net->thresholds, net->n_classes);
     if (rc) {
         osp_net_free(copy);
         return rc;

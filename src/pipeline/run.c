@@ -91,6 +91,7 @@ typedef struct engine {
     int64_t feat_plane;                         /* values averaged into each vector element */
     char model_field[160];
     char **class_names; /* labels or numbers */
+    float *class_threshold; /* a label is given from this score on */
 
     osp_catalog *cat;
     osp__outputs out;
@@ -274,6 +275,17 @@ static void item_scores(engine *e, const slot *s, int i) {
     }
 }
 
+/* Item i's labels, best first, into e->order: the top k whose scores reach
+ * their class's threshold; returns how many. */
+static int kept_labels(engine *e, const slot *s, int i) {
+    item_scores(e, s, i);
+    const int n = osp_top_k(e->probs, e->n_classes, e->opt->top_k, e->order);
+    int kept = 0;
+    for (int r = 0; r < n; r++)
+        if (e->probs[e->order[r]] >= e->class_threshold[e->order[r]]) e->order[kept++] = e->order[r];
+    return kept;
+}
+
 static int tag_line(engine *e, const slot *s, int i, int *n_labels) {
     const item *it = &s->items[i];
     int rc = putf(e, "{\"id\": %lld, \"path\": ", (long long)it->id);
@@ -287,13 +299,11 @@ static int tag_line(engine *e, const slot *s, int i, int *n_labels) {
         if (!rc) rc = put(e, "}}\n", 3);
         return rc;
     }
-    item_scores(e, s, i);
-    int n = osp_top_k(e->probs, e->n_classes, e->opt->top_k, e->order);
+    const int n = kept_labels(e, s, i);
     if (!rc) rc = put(e, ", \"labels\": [", 13);
     int written = 0;
     for (int r = 0; !rc && r < n; r++) {
         const float p = e->probs[e->order[r]];
-        if (p < e->opt->threshold) break;
         if (written++) rc = put(e, ", ", 2);
         if (!rc) rc = put(e, "{\"description\": ", 16);
         if (!rc) rc = put_string(e, e->class_names[e->order[r]]);
@@ -344,9 +354,8 @@ static int write_slot(engine *e, slot *s) {
         }
         rc = osp__catalog_add_image(e->cat, &r);
         if (!rc && opt->tags && it->err < 0) {
-            item_scores(e, s, i);
-            int n = osp_top_k(e->probs, e->n_classes, opt->top_k, e->order);
-            for (int k = 0; !rc && k < n && e->probs[e->order[k]] >= opt->threshold; k++)
+            const int n = kept_labels(e, s, i);
+            for (int k = 0; !rc && k < n; k++)
                 rc = osp__catalog_add_label(e->cat, it->id, k, e->class_names[e->order[k]],
                                             e->probs[e->order[k]]);
         }
@@ -680,6 +689,14 @@ static int setup(engine *e, osp_net *net, const char *dir) {
             const char *name = net->labels && k < net->n_classes ? net->labels[k] : num;
             if (!(e->class_names[k] = strdup(name))) return osp_error(OSP_ENOMEM, "out of memory");
         }
+        /* A multi-label model carries a threshold per label, chosen on
+         * validation data; --threshold raises them all. */
+        if (!(e->class_threshold = malloc((size_t)e->n_classes * sizeof *e->class_threshold)))
+            return osp_error(OSP_ENOMEM, "out of memory");
+        for (int64_t k = 0; k < e->n_classes; k++) {
+            const float own = osp_net_multi_label(net) ? osp_net_threshold(net, (int)k) : 0.0f;
+            e->class_threshold[k] = own > opt->threshold ? own : opt->threshold;
+        }
     }
     char hash[65], embed_hash[65], name[96], dim[24], top_k[16], threshold[24], shard[32];
     if ((rc = ensemble_hash(e, hash, name, sizeof name))) return rc;
@@ -776,6 +793,7 @@ static void teardown(engine *e) {
     }
     for (int64_t k = 0; e->class_names && k < e->n_classes; k++) free(e->class_names[k]);
     free(e->class_names);
+    free(e->class_threshold);
     free(e->tags);
     free(e->vecs);
     free(e->ids);

@@ -26,6 +26,7 @@ typedef struct slot {
     float *x;          /* batch x sample */
     int32_t *labels;   /* (batch) */
     uint8_t *dropped;  /* (batch) 1: unreadable, left out */
+    uint8_t *hot;      /* multi_hot: (batch x the dataset's n_classes) */
     int64_t batch_no;  /* which batch of the pass it holds; -1: none */
     int size, done;    /* samples in the batch, samples finished */
 } slot;
@@ -36,6 +37,7 @@ struct osp_loader {
     int64_t sample;    /* floats per sample */
     int channels;
     int64_t plane;
+    int hot_width;     /* multi_hot: the dataset's n_classes; else 0 */
     /* the pass */
     int64_t *order, order_cap;
     int64_t first, total, n_batches;  /* positions first .. first + total of order */
@@ -86,7 +88,7 @@ osp_loader_config osp__loader_config(const osp_net *net, const osp_dataset *ds, 
  * readable sample at all) with its message in err. *replaced: the sample
  * was unreadable and another one took its place; *dropped: it was left out. */
 static int load_sample(osp_loader *l, int64_t index, int64_t epoch, float *x, int32_t *label,
-                       int *replaced, int *dropped, char *err, size_t err_len) {
+                       uint8_t *hot, int *replaced, int *dropped, char *err, size_t err_len) {
     osp_dataset *ds = l->ds;
     const int augment = l->cfg.augment && ds->get_augmented;
     *replaced = *dropped = 0;
@@ -118,7 +120,12 @@ static int load_sample(osp_loader *l, int64_t index, int64_t epoch, float *x, in
         return OSP_ENOENT;
     }
     *replaced = j != index;
-    if (*label < 0 || (l->cfg.n_classes > 0 && *label >= l->cfg.n_classes)) {
+    if (hot) {
+        if (ds->labels_multi(ds, j, hot)) {
+            snprintf(err, err_len, "%s", osp_last_error());
+            return OSP_ERANGE;
+        }
+    } else if (*label < 0 || (l->cfg.n_classes > 0 && *label >= l->cfg.n_classes)) {
         const char *name = ds->name ? ds->name(ds, j) : NULL;
         snprintf(err, err_len, "%s: sample %lld%s%s has label %d, outside the network's %d outputs",
                  ds->source ? ds->source : "data", (long long)j, name ? " " : "", name ? name : "",
@@ -159,7 +166,8 @@ static void *worker(void *arg) {
 
         int replaced, dropped;
         int rc = load_sample(l, index, epoch, s->x + (int64_t)k * l->sample, &s->labels[k],
-                             &replaced, &dropped, err, sizeof err);
+                             s->hot ? s->hot + (int64_t)k * l->hot_width : NULL, &replaced,
+                             &dropped, err, sizeof err);
 
         pthread_mutex_lock(&l->lock);
         l->busy--;
@@ -183,6 +191,7 @@ static void free_slots(osp_loader *l) {
         osp_free(l->slots[i].x);
         osp_free(l->slots[i].labels);
         osp_free(l->slots[i].dropped);
+        osp_free(l->slots[i].hot);
     }
     free(l->slots);
 }
@@ -213,6 +222,11 @@ int osp_loader_new(osp_dataset *ds, const osp_loader_config *cfg, osp_loader **o
         return osp_error(OSP_EINVAL, "loader: batch %d, %d workers and %d batches ahead are not "
                          "possible", cfg->batch, cfg->workers, cfg->prefetch);
     if (ds->count <= 0) return osp_error(OSP_EINVAL, "%s: the dataset is empty", ds->source);
+    if (cfg->multi_hot && (!ds->multi_label || !ds->labels_multi || cfg->n_classes < ds->n_classes ||
+                           ds->n_classes <= 0))
+        return osp_error(OSP_EINVAL, "%s: multi-hot targets need a multi-label dataset and at least "
+                         "its %d labels (the loader has %d)", ds->source ? ds->source : "data",
+                         ds->n_classes, cfg->n_classes);
     int rc = osp__skips_init(ds);
     if (rc) return rc;
     osp_loader *l = calloc(1, sizeof *l);
@@ -222,6 +236,7 @@ int osp_loader_new(osp_dataset *ds, const osp_loader_config *cfg, osp_loader **o
     l->sample = osp_shape_numel(&ds->sample_shape);
     l->channels = ds->sample_shape.ndim == 3 ? (int)ds->sample_shape.dim[0] : 1;
     l->plane = l->sample / (l->channels > 0 ? l->channels : 1);
+    l->hot_width = cfg->multi_hot ? ds->n_classes : 0;
     /* Without workers the caller loads each batch itself: one slot. */
     l->depth = cfg->workers > 0 ? cfg->prefetch : 1;
     if (pthread_mutex_init(&l->lock, NULL) || pthread_cond_init(&l->work, NULL) ||
@@ -239,7 +254,8 @@ int osp_loader_new(osp_dataset *ds, const osp_loader_config *cfg, osp_loader **o
         s->labels = osp_alloc((size_t)cfg->batch * sizeof(int32_t));
         s->dropped = osp_calloc((size_t)cfg->batch, 1);
         s->batch_no = -1;
-        if (!s->x || !s->labels || !s->dropped) rc = OSP_ENOMEM;
+        if (l->hot_width) s->hot = osp_calloc((size_t)cfg->batch, (size_t)l->hot_width);
+        if (!s->x || !s->labels || !s->dropped || (l->hot_width && !s->hot)) rc = OSP_ENOMEM;
     }
     if (!rc && cfg->workers > 0) {
         l->threads = calloc((size_t)cfg->workers, sizeof *l->threads);
@@ -316,7 +332,8 @@ static int load_here(osp_loader *l, slot *s, int64_t b) {
         int replaced, dropped;
         int64_t index = l->order[l->first + b * l->cfg.batch + k];
         int rc = load_sample(l, index, l->epoch, s->x + (int64_t)k * l->sample, &s->labels[k],
-                             &replaced, &dropped, err, sizeof err);
+                             s->hot ? s->hot + (int64_t)k * l->hot_width : NULL, &replaced,
+                             &dropped, err, sizeof err);
         s->dropped[k] = (uint8_t)dropped;
         skipped += replaced || dropped;
         if (rc) {
@@ -334,8 +351,7 @@ static int load_here(osp_loader *l, slot *s, int64_t b) {
     return OSP_OK;
 }
 
-int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n) {
-    if (!l || !x || !labels || !n) return osp_error(OSP_EINVAL, "osp_loader_next: no output");
+static int next_batch(osp_loader *l, float *x, int32_t *labels, float *targets, int *n) {
     *n = 0;
     pthread_mutex_lock(&l->lock);
     if (l->consumed >= l->n_batches) {
@@ -366,7 +382,13 @@ int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n) {
         if (m != k || x != s->x)
             memcpy(x + (int64_t)m * l->sample, s->x + (int64_t)k * l->sample,
                    (size_t)l->sample * sizeof(float));
-        labels[m++] = s->labels[k];
+        if (labels) labels[m] = s->labels[k];
+        if (targets) {
+            float *t = targets + (int64_t)m * l->cfg.n_classes;
+            const uint8_t *h = s->hot + (int64_t)k * l->hot_width;
+            for (int c = 0; c < l->cfg.n_classes; c++) t[c] = c < l->hot_width && h[c] ? 1.0f : 0.0f;
+        }
+        m++;
     }
     *n = m;
     pthread_mutex_lock(&l->lock);
@@ -374,6 +396,18 @@ int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n) {
     pthread_cond_broadcast(&l->work);
     pthread_mutex_unlock(&l->lock);
     return OSP_OK;
+}
+
+int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n) {
+    if (!l || !x || !labels || !n) return osp_error(OSP_EINVAL, "osp_loader_next: no output");
+    return next_batch(l, x, labels, NULL, n);
+}
+
+int osp_loader_next_hot(osp_loader *l, float *x, float *targets, int *n) {
+    if (!l || !x || !targets || !n) return osp_error(OSP_EINVAL, "osp_loader_next_hot: no output");
+    if (!l->hot_width)
+        return osp_error(OSP_EINVAL, "osp_loader_next_hot: the loader was not made with multi_hot");
+    return next_batch(l, x, NULL, targets, n);
 }
 
 int64_t osp_loader_skipped(const osp_loader *l) {

@@ -1,6 +1,7 @@
 /* One training step on a batch in memory: the loop's step without the
  * loop, for callers that bring their own data and schedule. */
 #include <math.h>
+#include <string.h>
 
 #include "osprey/train.h"
 #include "train_impl.h"
@@ -25,6 +26,43 @@ int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const
     for (int b = 0; b < ex->batch; b++) right += argmax(logits->out + (int64_t)b * k, k) == labels[b];
     *correct = right;
     return OSP_OK;
+}
+
+int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, const osp_exec *ex,
+                          double *loss, int64_t *correct) {
+    osp_graph *g = net->graph;
+    osp_node *logits = osp_graph_node(g, net->logits_node);
+    int rc;
+    if ((rc = osp_graph_plan(g, ex->batch, OSP_MODE_TRAIN))) return rc;
+    if ((rc = osp_graph_forward(g, x, ex))) return rc;
+    const int k = (int)logits->size;
+    *loss = ex->be->sigmoid_bce(ex->batch, k, logits->out, targets, NULL, logits->dout);
+    int64_t right = 0;
+    for (int b = 0; b < ex->batch; b++) {
+        const float *z = logits->out + (int64_t)b * k, *t = targets + (int64_t)b * k;
+        int all = 1;
+        for (int c = 0; c < k && all; c++) all = (z[c] > 0) == (t[c] > 0.5f);
+        right += all;
+    }
+    *correct = right;
+    return OSP_OK;
+}
+
+const char *osp_loss_name(osp_loss loss) {
+    switch (loss) {
+    case OSP_LOSS_AUTO: return "auto";
+    case OSP_LOSS_SOFTMAX: return "softmax";
+    case OSP_LOSS_BCE: return "bce";
+    }
+    return "?";
+}
+
+int osp_loss_parse(const char *name) {
+    if (!name) return -1;
+    if (!strcmp(name, "auto")) return OSP_LOSS_AUTO;
+    if (!strcmp(name, "softmax") || !strcmp(name, "xent")) return OSP_LOSS_SOFTMAX;
+    if (!strcmp(name, "bce")) return OSP_LOSS_BCE;
+    return -1;
 }
 
 int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32_t *labels,

@@ -24,6 +24,7 @@ typedef struct osp__run {
     osp__reducer *reducer;
     float *x;
     int32_t *labels;
+    float *targets;      /* multi-label: batch x outputs multi-hot; else NULL */
     int64_t *order;      /* the epoch's permutation of the dataset */
     int64_t *rank_order; /* this rank's samples of the epoch, step after step */
     osp_loader *loader;  /* decodes batches ahead on worker threads */
@@ -46,6 +47,11 @@ int osp__finetune_setup(osp__run *r, int *frozen_until);
  * count of top-1 answers that were right. */
 int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const osp_exec *ex,
                       double *loss, int64_t *correct);
+/* The same against multi-hot targets (batch x outputs) with sigmoid +
+ * binary cross-entropy; correct counts samples whose every label is right
+ * at 0.5 (a positive logit). */
+int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, const osp_exec *ex,
+                          double *loss, int64_t *correct);
 /* The epoch's order of all samples (r->order). */
 void osp__epoch_order(osp__run *r, int epoch);
 /* Writes the checkpoint (rank 0 only; the others return at once). */

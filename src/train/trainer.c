@@ -113,6 +113,7 @@ static char *config_json(const osp__run *r) {
     if (cfg->freeze_until) cJSON_AddStringToObject(o, "freeze_until", cfg->freeze_until);
     if (cfg->head_layer) cJSON_AddStringToObject(o, "head_layer", cfg->head_layer);
     if (cfg->lr_backbone > 0) cJSON_AddNumberToObject(o, "lr_backbone", cfg->lr_backbone);
+    if (r->targets) cJSON_AddStringToObject(o, "loss", "bce");
     /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
      * after it was written is not taken for a valid checkpoint. */
     cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
@@ -166,7 +167,9 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     int rc;
     if (batch > 0) {
         int loaded;
-        if ((rc = osp_loader_next(r->loader, r->x, r->labels, &loaded))) return rc;
+        if (r->targets) rc = osp_loader_next_hot(r->loader, r->x, r->targets, &loaded);
+        else rc = osp_loader_next(r->loader, r->x, r->labels, &loaded);
+        if (rc) return rc;
         if (loaded != batch)
             return osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
     }
@@ -177,7 +180,11 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
-    if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) return rc;
+    if (batch > 0 && r->targets) {
+        if ((rc = osp__forward_loss_hot(r->net, r->x, r->targets, &ex, &loss, &correct))) return rc;
+    } else if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) {
+        return rc;
+    }
     if (!distributed) {
         if (!isfinite(loss))
             return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
@@ -472,15 +479,60 @@ int osp__finetune_setup(osp__run *r, int *frozen_until) {
 
 static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step);
 
+/* The loss for data: multi-label data only with bce, single-label only
+ * with softmax; 1 for bce. Refusals come before anything is done. */
+static int check_loss(const osp_net *net, const osp_dataset *data, const osp_dataset *val,
+                      const osp_train_config *cfg, int *bce) {
+    const char *src = data && data->source ? data->source : "data";
+    *bce = 0;
+    if (cfg->loss < OSP_LOSS_AUTO || cfg->loss > OSP_LOSS_BCE)
+        return osp_error(OSP_EINVAL, "unknown loss %d", cfg->loss);
+    if (!data) return OSP_OK;
+    const int multi = data->multi_label != 0;
+    if (multi && cfg->loss == OSP_LOSS_SOFTMAX)
+        return osp_error(OSP_EINVAL, "%s is multi-label data (images with several labels, or none) "
+                         "but softmax cross-entropy needs exactly one label per image: train it "
+                         "with --loss bce (the default for such data)", src);
+    if (!multi && cfg->loss == OSP_LOSS_BCE)
+        return osp_error(OSP_EINVAL, "%s has one label per image: --loss bce is for multi-label "
+                         "data (a list of path<TAB>label,label lines or JSON Lines, see "
+                         "docs/multilabel.md)", src);
+    if (val && (val->multi_label != 0) != multi)
+        return osp_error(OSP_EINVAL, "%s is %s data but the validation set %s is %s", src,
+                         multi ? "multi-label" : "single-label", val->source ? val->source : "",
+                         multi ? "single-label" : "multi-label");
+    if (!multi) return OSP_OK;
+    if (!data->labels_multi)
+        return osp_error(OSP_EINVAL, "%s: a multi-label dataset without its labels", src);
+    if (cfg->hogwild > 1 || osp_dist_size(cfg->dist) > 1)
+        return osp_error(OSP_ENOTSUP, "multi-label training runs in one process, without Hogwild "
+                         "or MPI, for now");
+    if (data->n_classes != net->n_classes)
+        return osp_error(OSP_ESHAPE, "%s: %d labels but the network has %d outputs: a multi-label "
+                         "model has one output per label", src, data->n_classes, net->n_classes);
+    *bce = 1;
+    return OSP_OK;
+}
+
 int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train_config *cfg,
               osp_optimizer *opt, int64_t start_step) {
-    int frozen = 0;
+    int frozen = 0, bce = 0;
     osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
-    int rc = osp__finetune_setup(&r, &frozen);
+    int rc = check_loss(net, data, val, cfg, &bce);
+    if (rc) return rc;
+    /* Single-label training leaves the network as it was (a model trained
+     * before keeps its flag). */
+    if (bce) osp_net_set_multi_label(net, 1);
+    rc = osp__finetune_setup(&r, &frozen);
     if (rc) return rc;
     rc = osp__train_run(&r, val, start_step);
     /* The network runs as a whole again, as it is saved. */
     if (frozen) osp_graph_freeze(net->graph, 0);
+    /* Per-label thresholds from the validation set, stored in the model. */
+    if (!rc && bce && val) {
+        int batch = cfg->batch > 256 ? cfg->batch : 256;
+        rc = osp_multilabel_thresholds(net, val, batch, NULL);
+    }
     return rc;
 }
 
@@ -532,18 +584,24 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     const int batch = r.ranks > 1 ? r.slice : cfg->batch;
     r.x = osp_alloc((size_t)batch * (size_t)size * sizeof(float));
     r.labels = osp_alloc((size_t)batch * sizeof(int32_t));
+    if (data->multi_label) {
+        r.targets = osp_alloc((size_t)(batch > 0 ? batch : 1) * (size_t)net->n_classes * sizeof(float));
+        if (!r.targets) rc = OSP_ENOMEM;
+    }
     r.order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
     if (!rc && r.ranks > 1) rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap, &r.reducer);
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
+    lc.multi_hot = r.targets != NULL;
     if (!rc) rc = osp_loader_new(data, &lc, &r.loader);
     if (!rc) rc = train_loop(&r, val, start_step);
     osp_loader_free(r.loader);
     osp__reducer_free(r.reducer);
     osp_free(r.x);
     osp_free(r.labels);
+    osp_free(r.targets);
     osp_free(r.order);
     osp_free(r.rank_order);
     if (own_opt) osp_optimizer_free(r.opt);

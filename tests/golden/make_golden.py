@@ -7,7 +7,12 @@ and inputs. Run by CTest before the golden test:
 writes OUT_DIR/<net>.safetensors holding input, labels, logits, loss, and for
 each parameter P: "param/P" and "grad/P" (buffers: "param/P" only, the values
 before the step), plus "after/P" for batch-norm running statistics after the
-training-mode forward."""
+training-mode forward.
+
+Also OUT_DIR/bce.safetensors: torch.nn.BCEWithLogitsLoss (reduction='mean')
+on logits with multi-hot (and fractional) targets, wide logits included
+(|x| up to 40, where a naive sigmoid-then-log loses everything): logits,
+targets, loss and the logits' gradient, computed in float64."""
 import os
 import sys
 
@@ -111,12 +116,28 @@ def golden(name, batch, out_dir):
     print(f"{name}: batch {batch}, seed {seed}")
 
 
+def bce_golden(out_dir):
+    torch.manual_seed(4321)
+    x = (torch.randn(7, 13) * 6).float()
+    x[0, :4] = torch.tensor([40.0, -40.0, 25.0, -25.0])
+    t = (torch.rand(7, 13) < 0.3).float()
+    t[6] = torch.rand(13)  # soft targets: the loss allows any t in [0, 1]
+    xd = x.double().requires_grad_(True)
+    loss = torch.nn.BCEWithLogitsLoss(reduction="mean")(xd, t.double())
+    loss.backward()
+    save_safetensors(os.path.join(out_dir, "bce.safetensors"),
+                     {"logits": x, "targets": t, "loss": loss.float().reshape(1),
+                      "grad": xd.grad.float()})
+    print(f"bce: {tuple(x.shape)}, loss {loss.item():.6f}")
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
     for name, batch in NETS.items():
         golden(name, batch, out_dir)
+    bce_golden(out_dir)
 
 
 if __name__ == "__main__":

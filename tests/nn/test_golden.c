@@ -90,3 +90,33 @@ Test(golden, resnet20_reference) {
     setenv("OSP_BACKEND", "reference", 1);
     check_net("resnet20");
 }
+
+/* Sigmoid + binary cross-entropy against torch.nn.BCEWithLogitsLoss
+ * (reduction='mean'), with logits as wide as +-40 and soft targets: the
+ * loss and the logits' gradient. */
+static void check_bce(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden/bce.safetensors", OSP_BINARY_DIR);
+    osp_safetensors *st;
+    cr_assert_eq(osp_st_load(path, &st), 0, "%s", osp_last_error());
+    const osp_st_tensor *x = need(st, "%s", "logits"), *t = need(st, "%s", "targets");
+    const osp_st_tensor *want_grad = need(st, "%s", "grad");
+    int rows = (int)x->shape.dim[0], cols = (int)x->shape.dim[1];
+    float *d = malloc((size_t)rows * cols * sizeof(float));
+    cr_assert_not_null(d);
+    const osp_backend *be = osp_backend_default();
+    double loss = be->sigmoid_bce(rows, cols, x->data, t->data, NULL, d);
+    float want_loss = *(const float *)need(st, "%s", "loss")->data;
+    cr_expect_lt(fabs(loss - want_loss) / fabs(want_loss), 1e-6, "bce loss %.9g vs %.9g", loss, want_loss);
+    double e = rel_err(d, want_grad->data, (int64_t)rows * cols);
+    cr_expect_lt(e, 1e-6, "bce gradient: relative error %g", e);
+    free(d);
+    osp_st_free(st);
+}
+
+Test(golden, bce_with_logits) { check_bce(); }
+
+Test(golden, bce_with_logits_reference) {
+    setenv("OSP_BACKEND", "reference", 1);
+    check_bce();
+}
