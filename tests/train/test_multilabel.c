@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data/skips.h"
 #include "osprey/io.h"
 #include "osprey/train.h"
 
@@ -250,4 +251,5 @@ Test(multilabel_train, metrics_by_hand) {
     for (int k = 0; k < 3; k++) cr_assert_eq(osp_net_threshold(net, k), e->best_threshold[k]);
     osp_multilabel_eval_free(e);
     osp_net_free(net);
+    osp__skips_free(ds.skips); /* the loader's log of unreadable samples, on a dataset of the stack */
 }
