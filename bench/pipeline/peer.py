@@ -89,7 +89,6 @@ class PilPhotos(torch.utils.data.Dataset):
 class Cv2Photos(torch.utils.data.Dataset):
     def __init__(self, files):
         import cv2
-        self.cv2 = cv2
         self.files = files
         self.flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                       4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -101,7 +100,7 @@ class Cv2Photos(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        cv2 = self.cv2
+        import cv2  # a module is not kept on the dataset: workers may pickle it
         path = self.files[i]
         with Image.open(path) as im:  # the header only: the size
             w, h = im.size
