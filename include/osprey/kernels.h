@@ -82,6 +82,22 @@ typedef struct osp_backend {
      * changes. */
     size_t (*conv2d_prepared_floats)(const osp_conv_desc *d);
     void (*conv2d_prepare)(const osp_conv_desc *d, const float *w, float *prepared);
+    /* Int8 convolution for inference, ungrouped layers only. NULL on a
+     * backend without the instructions for it: the layer then runs
+     * float32. conv2d_int8_prepare quantises w per output channel
+     * (symmetric int8: scale = max |w| / 127) into
+     * conv2d_int8_prepared_bytes(d) bytes (0: a shape it does not take:
+     * groups, or more than 65536 taps). The forward quantises x per tensor,
+     * q = clamp(round(x / x_scale) + x_zero, 0, 255), sums exactly in
+     * int32 and writes float32 y with the bias, d's residual and
+     * activation, as conv2d_forward. Every backend's int8 forward gives
+     * the same bits (src/kernels/conv_int8.h). */
+    size_t (*conv2d_int8_prepared_bytes)(const osp_conv_desc *d);
+    void (*conv2d_int8_prepare)(const osp_conv_desc *d, const float *w, void *prepared);
+    size_t (*conv2d_int8_workspace)(const osp_conv_desc *d);
+    void (*conv2d_int8_forward)(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
+                                const void *prepared, const float *bias, float *y,
+                                void *workspace);
     /* dx += conv_transpose(dy, w) */
     void (*conv2d_backward_data)(const osp_conv_desc *d, const float *dy, const float *w,
                                  float *dx, void *workspace);

@@ -73,12 +73,25 @@ int osp__kernel_team(void) {
     .batchnorm_forward_infer = P##batchnorm_forward_infer,           \
     .batchnorm_backward = P##batchnorm_backward
 
+#define INT8_SLOTS(forward)                                                \
+    .conv2d_int8_prepared_bytes = osp__conv2d_int8_prepared_bytes,          \
+    .conv2d_int8_prepare = osp__conv2d_int8_prepare,                        \
+    .conv2d_int8_workspace = osp__conv2d_int8_workspace, .conv2d_int8_forward = forward
+
+/* The reference backend has the portable int8 kernel (the one every other
+ * int8 kernel must equal); AVX2 has none (int8 layers run float32 there,
+ * which is faster than the portable loop); AVX-512 has VNNI's where the
+ * CPU has the instructions. */
 static const osp_backend cpu_reference = {.name = "cpu-ref", SHARED_SLOTS,
-                                          VERSIONED_SLOTS(osp__cpu_)};
+                                          VERSIONED_SLOTS(osp__cpu_),
+                                          INT8_SLOTS(osp__cpu_conv2d_int8_forward)};
 static const osp_backend cpu_avx2 = {.name = "cpu-avx2", SHARED_SLOTS,
                                      VERSIONED_SLOTS(osp__avx2_)};
 static const osp_backend cpu_avx512 = {.name = "cpu-avx512", SHARED_SLOTS,
                                        VERSIONED_SLOTS(osp__avx512_)};
+static const osp_backend cpu_avx512_vnni = {.name = "cpu-avx512", SHARED_SLOTS,
+                                            VERSIONED_SLOTS(osp__avx512_),
+                                            INT8_SLOTS(osp__vnni_conv2d_int8_forward)};
 
 const osp_backend *osp_backend_cpu_reference(void) { return &cpu_reference; }
 
@@ -93,11 +106,19 @@ static int cpu_has_avx512(void) {
            __builtin_cpu_supports("avx512vl");
 }
 
+static int cpu_has_vnni(void) {
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+}
+
+static const osp_backend *avx512_table(void) {
+    return cpu_has_vnni() ? &cpu_avx512_vnni : &cpu_avx512;
+}
+
 const osp_backend *osp_backend_find(const char *name) {
     if (!strcmp(name, "reference") || !strcmp(name, "cpu-ref")) return &cpu_reference;
     if (!strcmp(name, "avx2") || !strcmp(name, "cpu-avx2")) return cpu_has_avx2() ? &cpu_avx2 : NULL;
     if (!strcmp(name, "avx512") || !strcmp(name, "cpu-avx512"))
-        return cpu_has_avx512() ? &cpu_avx512 : NULL;
+        return cpu_has_avx512() ? avx512_table() : NULL;
     return NULL;
 }
 
@@ -107,7 +128,7 @@ const osp_backend *osp_backend_default(void) {
     const char *want = getenv("OSP_BACKEND");
     const osp_backend *be = want && *want ? osp_backend_find(want) : NULL;
     if (be) return be;
-    if (cpu_has_avx512()) return &cpu_avx512;
+    if (cpu_has_avx512()) return avx512_table();
     if (cpu_has_avx2()) return &cpu_avx2;
     return &cpu_reference;
 }

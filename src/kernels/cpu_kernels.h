@@ -71,6 +71,17 @@ OSP_DECLARE_MULTIVERSIONED(osp__cpu_)
 OSP_DECLARE_MULTIVERSIONED(osp__avx2_)
 OSP_DECLARE_MULTIVERSIONED(osp__avx512_)
 
+/* Int8 convolution (conv_int8.c; the VNNI forward in conv_int8_vnni.c). */
+size_t osp__conv2d_int8_prepared_bytes(const osp_conv_desc *d);
+void osp__conv2d_int8_prepare(const osp_conv_desc *d, const float *w, void *prepared);
+size_t osp__conv2d_int8_workspace(const osp_conv_desc *d);
+void osp__cpu_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
+                                  const float *x, const void *prepared, const float *bias,
+                                  float *y, void *workspace);
+void osp__vnni_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
+                                   const float *x, const void *prepared, const float *bias,
+                                   float *y, void *workspace);
+
 void osp__cpu_fc_forward(int n, int in, int out, const float *x, const float *w,
                          const float *bias, float *y);
 void osp__cpu_fc_backward(int n, int in, int out, const float *x, const float *w,

@@ -1,0 +1,137 @@
+/* Int8 convolution with AVX-512 VNNI (vpdpbusd: four u8 x s8 products
+ * summed into each of 16 int32 lanes per instruction, four times
+ * float32's multiply-adds per instruction). The layouts, the driver and
+ * the epilogue's arithmetic are conv_int8.h's; this file has the GEMM and
+ * the quantisation in registers, and must equal the portable kernel bit
+ * for bit (the same float operations in the same order: the file is built
+ * with -ffp-contract=off, and the one fused multiply-add is explicit in
+ * both). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "conv_int8.h"
+
+void osp__vnni_int8_quantize(const float *x, int n, float inv_scale, int zero, uint8_t *q) {
+    const __m512 inv = _mm512_set1_ps(inv_scale), lo = _mm512_set1_ps(-512.0f),
+                 hi = _mm512_set1_ps(512.0f);
+    const __m512i z = _mm512_set1_epi32(zero), q0 = _mm512_setzero_si512(),
+                  q255 = _mm512_set1_epi32(255);
+    int i = 0;
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv);
+        /* max/min give their second operand for NaN, as the portable code */
+        t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+        __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(t), z);
+        v = _mm512_min_epi32(_mm512_max_epi32(v, q0), q255);
+        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(v));
+    }
+}
+
+/* Which of the 16 grid cells from n are outputs (the grid's columns past
+ * Q and cells past the last row are not), and the output index of the
+ * first: the outputs of consecutive valid cells are consecutive. */
+static inline __mmask16 valid16(const int8_out *o, int64_t n, int64_t *first) {
+    const int q = o->d->q;
+    int64_t col = n % o->grid;
+    __mmask16 m = 0;
+    *first = -1;
+    for (int l = 0; l < 16 && n + l < o->cells; l++) {
+        if (col < q) {
+            if (*first < 0) *first = (n + l) / o->grid * q + col;
+            m |= (__mmask16)(1u << l);
+        }
+        if (++col == o->grid) col = 0;
+    }
+    return m;
+}
+
+/* The epilogue of 16 cells of channel k: valid ones (m) stored from
+ * output index at on. */
+static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
+    const osp_conv_desc *d = o->d;
+    const __m512i centred = _mm512_sub_epi32(acc, _mm512_set1_epi32(o->zero * int8_sums(o->f)[k]));
+    __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_set1_ps(o->oscale[k]),
+                               _mm512_set1_ps(o->bias[k]));
+    if (o->res) v = _mm512_add_ps(v, _mm512_maskz_expandloadu_ps(m, o->res + at));
+    const __m512 zero = _mm512_setzero_ps();
+    switch ((osp_activation)d->act) {
+    case OSP_ACT_NONE: break;
+    case OSP_ACT_RELU: v = _mm512_max_ps(v, zero); break;
+    case OSP_ACT_RELU6: v = _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(6.0f)); break;
+    case OSP_ACT_LEAKY_RELU: {
+        const __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+        v = _mm512_mask_blend_ps(pos, _mm512_mul_ps(v, _mm512_set1_ps(d->act_alpha)), v);
+        break;
+    }
+    default: { /* the transcendental ones: as the portable code, one by one */
+        float buf[16];
+        _mm512_storeu_ps(buf, v);
+        for (int j = 0; j < 16; j++) buf[j] = osp__int8_activate(d, buf[j]);
+        v = _mm512_loadu_ps(buf);
+        break;
+    }
+    }
+    if (m == 0xffff) {
+        _mm512_storeu_ps(o->y + at, v);
+        return;
+    }
+    const int count = __builtin_popcount(m);
+    _mm512_mask_storeu_ps(o->y + at, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
+}
+
+/* rows x 32 cells from channel k0 and block b (rows: 12 or 4). */
+static inline __attribute__((always_inline)) void tile(const int8_out *o, const int8_t *w,
+                                                       int rows, int k0, int b) {
+    const int8_filters *f = o->f;
+    const uint8_t *block = o->src + b * o->block_stride;
+    const int64_t *off = o->off;
+    __m512i acc[INT8_TILE_ROWS][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    for (int gq = 0; gq < f->groups; gq++) {
+        const uint8_t *bp = block + off[gq];
+        const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; r++) {
+            int32_t four;
+            memcpy(&four, w + 4 * r, 4);
+            const __m512i a = _mm512_set1_epi32(four);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, a);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, a);
+        }
+        w += 4 * rows;
+    }
+    const int64_t n = (int64_t)b * INT8_BLOCK_COLS, s = (int64_t)o->d->p * o->d->q;
+    int64_t at0, at1;
+    const __mmask16 m0 = valid16(o, n, &at0), m1 = valid16(o, n + 16, &at1);
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; r++) {
+        const int k = k0 + r;
+        if (k >= f->k) break;
+        if (m0) finish16(o, k, acc[r][0], k * s + at0, m0);
+        if (m1) finish16(o, k, acc[r][1], k * s + at1, m1);
+    }
+}
+
+static void gemm(const int8_out *o, int k0, int k1, int b0, int b1) {
+    const int8_filters *f = o->f;
+    const int8_t *wq = int8_weights(f);
+    for (int b = b0; b < b1; b++) {
+        for (int k = k0; k < k1;) {
+            int t0;
+            const int rows = int8_tile_of(f, k, &t0);
+            const int8_t *w = wq + (int64_t)k * f->groups * 4;
+            if (rows == INT8_TILE_ROWS) tile(o, w, INT8_TILE_ROWS, k, b);
+            else tile(o, w, 4, k, b);
+            k += rows;
+        }
+    }
+}
+
+void osp__vnni_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
+                                   const float *x, const void *prepared, const float *bias,
+                                   float *y, void *workspace) {
+    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, gemm,
+                       osp__vnni_int8_quantize);
+}

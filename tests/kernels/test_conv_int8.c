@@ -1,0 +1,179 @@
+/* The int8 convolution (conv2d_int8_*): every backend that has it gives
+ * the same bits as the portable kernel, and every output is within the
+ * bound that quantisation allows of the float32 convolution of the same
+ * input and filters:
+ *
+ *   |y8 - y32| <= sum over taps of (|w| ex + |x| ew + ex ew) + 1e-4 |y32| + 1e-5
+ *
+ * where ex = x_scale / 2 and ew = the channel's weight scale / 2 are the
+ * largest rounding errors of one input and one weight (inputs inside the
+ * quantised range), and the last terms cover float32's own sums. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "osprey/kernels.h"
+
+static void fill(float *v, int64_t n, uint64_t seed, float lo, float hi) {
+    osp_rng r;
+    osp_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * osp_rng_uniform(&r);
+}
+
+typedef struct shape {
+    int n, c, h, w, k, kh, kw, stride, pad, dil, act;
+    int residual;
+} shape;
+
+static osp_conv_desc desc_of(const shape *s) {
+    osp_conv_desc d = {.n = s->n, .c = s->c, .h = s->h, .w = s->w, .k = s->k, .kh = s->kh,
+                       .kw = s->kw, .stride_h = s->stride, .stride_w = s->stride,
+                       .pad_h = s->pad, .pad_w = s->pad, .dil_h = s->dil, .dil_w = s->dil,
+                       .groups = 1, .act = s->act, .act_alpha = 0.1f};
+    d.p = osp_conv_out_size(s->h, s->kh, s->stride, s->pad, s->dil, 0);
+    d.q = osp_conv_out_size(s->w, s->kw, s->stride, s->pad, s->dil, 0);
+    return d;
+}
+
+/* The int8 output of backend be, or NULL where be has no int8 kernel. */
+static float *run_int8(const osp_backend *be, const osp_conv_desc *d, float xs, int xz,
+                       const float *x, const float *w, const float *b) {
+    if (!be->conv2d_int8_forward) return NULL;
+    const size_t pb = be->conv2d_int8_prepared_bytes(d);
+    cr_assert(pb > 0);
+    void *prep = malloc(pb), *ws = malloc(be->conv2d_int8_workspace(d));
+    float *y = malloc(sizeof(float) * (size_t)d->n * d->k * d->p * d->q);
+    be->conv2d_int8_prepare(d, w, prep);
+    be->conv2d_int8_forward(d, xs, xz, x, prep, b, y, ws);
+    free(prep);
+    free(ws);
+    return y;
+}
+
+static void check_shape(const shape *s, uint64_t seed) {
+    osp_conv_desc d = desc_of(s);
+    const int64_t nx = (int64_t)s->n * s->c * s->h * s->w, r = (int64_t)s->c * s->kh * s->kw;
+    const int64_t ny = (int64_t)s->n * s->k * d.p * d.q;
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * s->k * r);
+    float *b = malloc(sizeof(float) * s->k), *res = malloc(sizeof(float) * ny);
+    /* an input range that is not symmetric, so the zero point matters */
+    const float lo = -0.7f, hi = 1.9f;
+    fill(x, nx, seed, lo, hi);
+    fill(w, s->k * r, seed + 1, -0.5f, 0.5f);
+    fill(b, s->k, seed + 2, -1, 1);
+    fill(res, ny, seed + 3, -1, 1);
+    const float xs = (hi - lo) / 255.0f;
+    const int xz = (int)lrintf(-lo / xs);
+    d.residual = s->residual ? res : NULL;
+
+    const osp_backend *ref = osp_backend_cpu_reference();
+    float *want = run_int8(ref, &d, xs, xz, x, w, b);
+    cr_assert(want, "the reference backend has an int8 kernel");
+    /* float32 without activation or residual, for the bound */
+    osp_conv_desc plain = d;
+    plain.act = OSP_ACT_NONE;
+    plain.residual = NULL;
+    float *y32 = malloc(sizeof(float) * ny);
+    void *ws = malloc(ref->conv2d_workspace(&plain));
+    ref->conv2d_forward(&plain, x, w, b, y32, ws);
+    free(ws);
+
+    const int64_t s_out = (int64_t)d.p * d.q;
+    for (int n = 0; n < s->n; n++)
+        for (int k = 0; k < s->k; k++) {
+            float amax = 0;
+            for (int64_t i = 0; i < r; i++) amax = fmaxf(amax, fabsf(w[k * r + i]));
+            const double ew = amax / 127.0 / 2, ex = xs / 2.0;
+            double sw = 0;
+            for (int64_t i = 0; i < r; i++) sw += fabs(w[k * r + i]);
+            /* |x| <= max(|lo|, |hi|), padding is exact */
+            const double bound = sw * ex + r * (1.9 * ew + ex * ew);
+            for (int64_t j = 0; j < s_out; j++) {
+                const int64_t at = ((int64_t)n * s->k + k) * s_out + j;
+                float v = y32[at] + (d.residual ? res[at] : 0.0f);
+                if (s->act == OSP_ACT_RELU) v = v > 0 ? v : 0;
+                const double err = fabs((double)want[at] - v);
+                cr_assert(err <= bound + 1e-4 * fabs(v) + 1e-5,
+                          "%dx%d s%d p%d d%d: y[%lld] int8 %.6g float %.6g, error %.3g over %.3g",
+                          s->kh, s->kw, s->stride, s->pad, s->dil, (long long)at, want[at], v, err,
+                          bound);
+            }
+        }
+
+    const char *others[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        const osp_backend *be = osp_backend_find(others[i]);
+        if (!be) continue;
+        float *got = run_int8(be, &d, xs, xz, x, w, b);
+        if (!got) continue; /* float32 on this backend */
+        for (int64_t j = 0; j < ny; j++)
+            cr_assert(memcmp(&got[j], &want[j], sizeof(float)) == 0,
+                      "%s %dx%d s%d k%d: y[%lld] = %.9g, the reference %.9g", be->name, s->kh,
+                      s->kw, s->stride, s->k, (long long)j, got[j], want[j]);
+        free(got);
+    }
+    free(x), free(w), free(b), free(res), free(y32), free(want);
+}
+
+Test(conv_int8, shapes_against_float32_and_between_backends) {
+    const shape shapes[] = {
+        /* n  c   h   w   k  kh kw s p d act          residual */
+        {1, 3, 17, 19, 8, 3, 3, 1, 1, 1, OSP_ACT_NONE, 0},
+        {2, 16, 12, 12, 20, 3, 3, 1, 1, 1, OSP_ACT_RELU, 1}, /* 12-row tile + 8 rows */
+        {3, 5, 15, 13, 12, 3, 3, 2, 1, 1, OSP_ACT_RELU, 0},  /* stride 2 */
+        {1, 32, 7, 7, 64, 1, 1, 1, 0, 1, OSP_ACT_NONE, 1},   /* 1x1, 49 columns */
+        {2, 3, 40, 36, 16, 7, 7, 2, 3, 1, OSP_ACT_RELU, 0},  /* a stem */
+        {1, 6, 11, 11, 4, 3, 3, 1, 2, 2, OSP_ACT_NONE, 0},   /* dilation */
+        {1, 64, 14, 14, 28, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, /* team-split image */
+        {4, 9, 9, 9, 13, 5, 3, 1, 0, 1, OSP_ACT_NONE, 0},    /* odd K, R */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) check_shape(&shapes[i], 10 + i);
+}
+
+Test(conv_int8, activations_match_between_backends) {
+    for (int act = OSP_ACT_NONE; act <= OSP_ACT_SWISH; act++) {
+        shape s = {2, 8, 9, 9, 16, 3, 3, 1, 1, 1, act, 1};
+        osp_conv_desc d = desc_of(&s);
+        const int64_t nx = 2 * 8 * 81, ny = 2 * 16 * 81;
+        float x[2 * 8 * 81], w[16 * 72], b[16], res[2 * 16 * 81];
+        fill(x, nx, 5, -1, 1), fill(w, 16 * 72, 6, -1, 1), fill(b, 16, 7, -1, 1);
+        fill(res, ny, 8, -1, 1);
+        d.residual = res;
+        float *want = run_int8(osp_backend_cpu_reference(), &d, 2.0f / 255, 128, x, w, b);
+        const osp_backend *be = osp_backend_find("avx512");
+        float *got = be ? run_int8(be, &d, 2.0f / 255, 128, x, w, b) : NULL;
+        for (int64_t j = 0; got && j < ny; j++)
+            cr_assert(memcmp(&got[j], &want[j], sizeof(float)) == 0,
+                      "activation %d: y[%lld] = %.9g, the reference %.9g", act, (long long)j,
+                      got[j], want[j]);
+        free(got), free(want);
+    }
+}
+
+Test(conv_int8, shapes_it_does_not_take) {
+    const osp_backend *ref = osp_backend_cpu_reference();
+    osp_conv_desc d = {.n = 1, .c = 8, .h = 5, .w = 5, .k = 8, .p = 5, .q = 5, .kh = 3, .kw = 3,
+                       .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .dil_h = 1,
+                       .dil_w = 1, .groups = 8};
+    cr_assert_eq(ref->conv2d_int8_prepared_bytes(&d), 0, "grouped layers stay float32");
+    d.groups = 1;
+    d.c = 8000; /* 72000 taps */
+    cr_assert_eq(ref->conv2d_int8_prepared_bytes(&d), 0, "too many taps for int32 sums");
+}
+
+Test(conv_int8, saturates_out_of_range_inputs) {
+    /* inputs far outside the quantised range clamp to 0 and 255 */
+    const osp_backend *ref = osp_backend_cpu_reference();
+    osp_conv_desc d = {.n = 1, .c = 1, .h = 1, .w = 4, .k = 1, .p = 1, .q = 4, .kh = 1, .kw = 1,
+                       .stride_h = 1, .stride_w = 1, .dil_h = 1, .dil_w = 1, .groups = 1};
+    float x[4] = {-1e30f, 1e30f, NAN, 0.25f}, w[1] = {1}, y[4];
+    void *prep = malloc(ref->conv2d_int8_prepared_bytes(&d)), *ws = malloc(ref->conv2d_int8_workspace(&d));
+    ref->conv2d_int8_prepare(&d, w, prep);
+    ref->conv2d_int8_forward(&d, 1.0f / 255, 0, x, prep, NULL, y, ws);
+    cr_assert_float_eq(y[0], 0.0f, 1e-6);
+    cr_assert_float_eq(y[1], 1.0f, 1e-6);
+    cr_assert_float_eq(y[2], 0.0f, 1e-6, "NaN quantises to the low end");
+    cr_assert_float_eq(y[3], 64.0f / 255, 1e-6);
+    free(prep), free(ws);
+}
