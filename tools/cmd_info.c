@@ -78,6 +78,8 @@ static int print_json(const char *path, const osp_net *net) {
         for (int i = 0; t && i < net->n_classes; i++)
             cJSON_AddItemToArray(t, cJSON_CreateNumber(osp_net_threshold(net, i)));
     }
+    if (net->quantization) /* as the model records it (docs/quantization.md) */
+        cJSON_AddItemToObject(o, "quantization", cJSON_Parse(net->quantization));
     cJSON *labels = cJSON_AddArrayToObject(o, "labels");
     for (int i = 0; net->labels && i < net->n_classes; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->labels[i]));
@@ -134,6 +136,16 @@ static void print_text(const char *path, const osp_net *net) {
             printf("%s%.3g", i ? ", " : " ", (double)osp_net_threshold(net, i));
         if (net->n_classes > 20) printf(", ...");
         if (!net->thresholds) printf(" (default)");
+    }
+    if (net->quantization) {
+        cJSON *q = cJSON_Parse(net->quantization);
+        const cJSON *how = cJSON_GetObjectItemCaseSensitive(q, "calibration");
+        const cJSON *images = cJSON_GetObjectItemCaseSensitive(q, "images");
+        const int layers = osp_net_quantized_layers(net);
+        printf("\nprecision  int8: %d convolution%s (inputs calibrated: %s, %.0f images)", layers,
+               layers == 1 ? "" : "s", cJSON_IsString(how) ? how->valuestring : "?",
+               cJSON_IsNumber(images) ? images->valuedouble : 0.0);
+        cJSON_Delete(q);
     }
     printf("\nparameters %lld\n\n", (long long)osp_net_param_count(net));
     printf("%-20s %-14s %-24s %-16s %s\n", "layer", "type", "input", "output", "params");

@@ -11,6 +11,7 @@
     X(info, "layers, shapes, parameter count and metadata of a model")    \
     X(export, "a model as an ONNX file")                                  \
     X(import, "an ONNX model to an osprey model")                         \
+    X(quantize, "an int8 copy of a model, calibrated on sample images")   \
     X(dataset, "check a dataset's images, or time its input pipeline")    \
     X(tag, "top labels of every image in files, folders or lists")        \
     X(embed, "a feature vector of every image, from any layer")           \

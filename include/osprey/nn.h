@@ -115,6 +115,11 @@ typedef struct osp_net {
      * scores (n_classes floats, chosen on validation data by 'osprey eval'
      * or the trainer; metadata "thresholds"), or NULL: 0.5 each. */
     float *thresholds;
+    /* Int8 models (docs/quantization.md): how the network was quantised,
+     * as the JSON saved in the model's metadata "quantization", or NULL
+     * for a float32 model. Set by osp_net_calibrate_end or
+     * osp_net_set_quantization. */
+    char *quantization;
 } osp_net;
 
 /* Builds a network from spec text; parameters initialised from seed. */
@@ -150,6 +155,29 @@ OSP_API float osp_net_threshold(const osp_net *net, int c);
 /* Copies n (== n_classes) thresholds in (0, 1) into a multi-label net;
  * NULL clears them. */
 OSP_API int osp_net_set_thresholds(osp_net *net, const float *thresholds, int n);
+/* Int8 quantisation (docs/quantization.md). The convolutions (ungrouped)
+ * run with int8 filters (per output channel, symmetric) and int8 inputs
+ * (per tensor, asymmetric, ranges from calibration data), on backends
+ * with an int8 kernel; elsewhere they run float32. Calibrating: begin,
+ * run the network (osp_net_run) over calibration batches, osp_net_
+ * calibrate_pass, run the same batches again, then end. begin returns the
+ * number of layers it will quantise (0: none can be). */
+typedef enum osp_calib_method {
+    OSP_CALIB_PERCENTILE = 0, /* clip the input range at a percentile */
+    OSP_CALIB_MINMAX = 1,     /* the whole observed range */
+} osp_calib_method;
+OSP_API int osp_net_calibrate_begin(osp_net *net);
+OSP_API int osp_net_calibrate_pass(osp_net *net);
+/* Sets each calibrated layer's input scale and zero point and
+ * net->quantization (images: how many the calibration saw, recorded).
+ * Plans made before must be made again. */
+OSP_API int osp_net_calibrate_end(osp_net *net, osp_calib_method method, double percentile,
+                                  int64_t images);
+/* Applies a "quantization" JSON (as saved in a model; name: for errors);
+ * NULL makes the network float32 again. */
+OSP_API int osp_net_set_quantization(osp_net *net, const char *json, const char *name);
+/* How many layers run int8 (0 for a float32 model). */
+OSP_API int osp_net_quantized_layers(const osp_net *net);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

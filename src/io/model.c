@@ -72,6 +72,8 @@ static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_st
         rc = t ? osp_st_writer_meta(w, "thresholds", t) : OSP_ENOMEM;
         cJSON_free(t);
     }
+    /* Only int8 models carry it (docs/quantization.md). */
+    if (!rc && net->quantization) rc = osp_st_writer_meta(w, "quantization", net->quantization);
     for (int i = 0; !rc && i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
         rc = osp_st_writer_add(w, p->name, OSP_DTYPE_F32, &p->shape, osp_graph_param_data(g, i));
@@ -290,6 +292,8 @@ static int from_safetensors(const osp_safetensors *st, const char *name, osp_net
         if (!(net->std[c] > 0.0f)) rc = osp_error(OSP_EFORMAT, "%s: 'std' must be positive", name);
     if (!rc) rc = read_labels(labels, name, net);
     if (!rc) rc = read_multi_label(st, name, net);
+    const char *quant = osp_st_meta(st, "quantization");
+    if (!rc && quant) rc = osp_net_set_quantization(net, quant, name);
     for (int i = 0; !rc && i < osp_graph_param_count(net->graph); i++) {
         const osp_param *p = osp_graph_param(net->graph, i);
         rc = copy_tensor(st, name, p->name, &p->shape, osp_graph_param_data(net->graph, i));

@@ -27,6 +27,17 @@ typedef struct conv_attrs {
     float *prepared;
     size_t prepared_floats;          /* allocated */
     const osp_backend *prepared_for; /* made by, or NULL: to be made */
+    /* int8 inference (quantize.c, docs/quantization.md): the input's
+     * per-tensor scale and zero point from calibration; the backend's
+     * quantised filters, made like prepared */
+    int quant;
+    float in_scale;
+    int in_zero;
+    void *qprepared;
+    size_t qprepared_bytes;
+    const osp_backend *qprepared_for;
+    /* while calibrating: the statistics of this layer's input */
+    struct osp_calib_stats *calib;
 } conv_attrs;
 
 /* [maxpool], [avgpool], [globalavgpool] (op_pool.c) */

@@ -18,6 +18,7 @@
 
 #include "attrs.h"
 #include "op_fuse.h"
+#include "quantize.h"
 #include "osprey/nn.h"
 
 /* Per-sample tensors larger than this would overflow the int sizes the
@@ -76,6 +77,13 @@ static int parse(osp_spec_section *s, void **out) {
     a.prepared = NULL;
     a.prepared_floats = 0;
     a.prepared_for = NULL;
+    a.quant = 0;
+    a.in_scale = 1;
+    a.in_zero = 0;
+    a.qprepared = NULL;
+    a.qprepared_bytes = 0;
+    a.qprepared_for = NULL;
+    a.calib = NULL;
     conv_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
@@ -88,6 +96,8 @@ static void conv_free_attrs(void *attrs) {
     if (a) {
         osp_free(a->folded);
         osp_free(a->prepared);
+        osp_free(a->qprepared);
+        osp__calib_stats_free(a->calib);
     }
     osp_free(a);
 }
@@ -148,7 +158,14 @@ static int setup(osp_graph *g, osp_node *n) {
 /* The graph does not say which backend will run, so size for the default. */
 static size_t workspace_bytes(const osp_graph *g, const osp_node *n, int batch) {
     osp_conv_desc d = desc_of(g, n, batch);
-    return osp_backend_default()->conv2d_workspace(&d);
+    const osp_backend *be = osp_backend_default();
+    size_t bytes = be->conv2d_workspace(&d);
+    const conv_attrs *a = n->attrs;
+    if (a->quant && be->conv2d_int8_workspace) {
+        const size_t q = be->conv2d_int8_workspace(&d);
+        if (q > bytes) bytes = q;
+    }
+    return bytes;
 }
 
 /* Folds batch norm node bn (eps) into a->folded. */
@@ -199,6 +216,7 @@ static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
         a->act = OSP_ACT_NONE;
         a->residual_node = -1;
         a->prepared_for = NULL;
+        a->qprepared_for = NULL;
         return 0;
     }
     if (a->act != OSP_ACT_NONE) return 0; /* nothing fuses after the activation */
@@ -242,6 +260,27 @@ static const float *prepared_filters(conv_attrs *a, const osp_conv_desc *d, cons
     return a->prepared;
 }
 
+/* The backend's quantised copy of w, made now if this plan has none yet;
+ * NULL when the backend has no int8 kernel for d (the layer then runs
+ * float32) or memory is short. */
+static const void *quantized_filters(conv_attrs *a, const osp_conv_desc *d, const float *w,
+                                     const osp_backend *be) {
+    if (!be->conv2d_int8_forward) return NULL;
+    const size_t bytes = be->conv2d_int8_prepared_bytes(d);
+    if (!bytes) return NULL;
+    if (a->qprepared_for == be && a->qprepared_bytes == bytes) return a->qprepared;
+    if (a->qprepared_bytes != bytes) {
+        osp_free(a->qprepared);
+        a->qprepared_bytes = 0;
+        a->qprepared = osp_alloc(bytes);
+        if (!a->qprepared) return NULL;
+        a->qprepared_bytes = bytes;
+    }
+    be->conv2d_int8_prepare(d, w, a->qprepared);
+    a->qprepared_for = be;
+    return a->qprepared;
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     conv_attrs *a = n->attrs;
     osp_conv_desc d = desc_of(g, n, ex->batch);
@@ -257,9 +296,19 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         d.act = a->act;
         d.act_alpha = a->act_alpha;
         if (a->residual_node >= 0) d.residual = osp_graph_node(g, a->residual_node)->out;
+        if (a->calib) osp__calib_observe(a->calib, osp_node_input(g, n, 0)->out,
+                                         (int64_t)d.n * d.c * d.h * d.w);
         /* only under an inference plan: training changes w without one */
-        if (osp_graph_planned_mode(g) == OSP_MODE_INFER)
+        if (osp_graph_planned_mode(g) == OSP_MODE_INFER) {
+            const void *q = a->quant ? quantized_filters(a, &d, w, ex->be) : NULL;
+            if (q) {
+                ex->be->conv2d_int8_forward(&d, a->in_scale, a->in_zero,
+                                            osp_node_input(g, n, 0)->out, q, bias, n->out,
+                                            ex->workspace);
+                return;
+            }
             d.prepared = prepared_filters(a, &d, w, ex->be);
+        }
     }
     ex->be->conv2d_forward(&d, osp_node_input(g, n, 0)->out, w, bias, n->out, ex->workspace);
 }
