@@ -328,24 +328,22 @@ static void share(int n, int t, int nt, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (t + 1) / nt);
 }
 
-/* GEMM work of one image split over nt threads: blocks of columns, and
- * within a block the output channels' tiles. */
+/* GEMM work of one image split over nt threads: ranges of blocks of
+ * columns, or (too few blocks) of tiles of output channels. */
 static void gemm_share(const int8_out *o, const int8_geom *g, int t, int nt, int8_gemm_fn gemm) {
     const int full = g->kp / INT8_TILE_ROWS;
     const int tiles = full + (g->kp - full * INT8_TILE_ROWS) / 4;
     int lo, hi;
-    share(g->blocks * tiles, t, nt, &lo, &hi);
-    for (int u = lo; u < hi;) {
-        /* runs of tiles within one block of columns */
-        const int b = u / tiles, first = u % tiles;
-        int last = hi - b * tiles;
-        if (last > tiles) last = tiles;
-        const int k0 = first < full ? first * INT8_TILE_ROWS
-                                    : full * INT8_TILE_ROWS + (first - full) * 4;
-        const int k1 = last < full ? last * INT8_TILE_ROWS : full * INT8_TILE_ROWS + (last - full) * 4;
-        gemm(o, k0, k1, b, b + 1);
-        u = b * tiles + last;
+    if (g->blocks >= 4 * nt || tiles < nt) {
+        share(g->blocks, t, nt, &lo, &hi);
+        if (lo < hi) gemm(o, 0, g->kp, lo, hi);
+        return;
     }
+    share(tiles, t, nt, &lo, &hi);
+    if (lo >= hi) return;
+    const int k0 = lo < full ? lo * INT8_TILE_ROWS : full * INT8_TILE_ROWS + (lo - full) * 4;
+    const int k1 = hi < full ? hi * INT8_TILE_ROWS : full * INT8_TILE_ROWS + (hi - full) * 4;
+    gemm(o, k0, k1, 0, g->blocks);
 }
 
 /* Thread t's scratch row (direct layout): in its own slot, which the team

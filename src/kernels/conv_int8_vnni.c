@@ -80,9 +80,16 @@ static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, _
     _mm512_mask_storeu_ps(o->y + at, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
 }
 
+/* The valid cells of a block's two halves, and their first outputs. */
+typedef struct block_cells {
+    __mmask16 m0, m1;
+    int64_t at0, at1;
+} block_cells;
+
 /* rows x 32 cells from channel k0 and block b (rows: 12 or 4). */
 static inline __attribute__((always_inline)) void tile(const int8_out *o, const int8_t *w,
-                                                       int rows, int k0, int b) {
+                                                       int rows, int k0, int b,
+                                                       const block_cells *v) {
     const int8_filters *f = o->f;
     const uint8_t *block = o->src + b * o->block_stride;
     const int64_t *off = o->off;
@@ -102,28 +109,42 @@ static inline __attribute__((always_inline)) void tile(const int8_out *o, const 
         }
         w += 4 * rows;
     }
-    const int64_t n = (int64_t)b * INT8_BLOCK_COLS, s = (int64_t)o->d->p * o->d->q;
-    int64_t at0, at1;
-    const __mmask16 m0 = valid16(o, n, &at0), m1 = valid16(o, n + 16, &at1);
+    const int64_t s = (int64_t)o->d->p * o->d->q;
 #pragma GCC unroll 12
     for (int r = 0; r < rows; r++) {
         const int k = k0 + r;
         if (k >= f->k) break;
-        if (m0) finish16(o, k, acc[r][0], k * s + at0, m0);
-        if (m1) finish16(o, k, acc[r][1], k * s + at1, m1);
+        if (v->m0) finish16(o, k, acc[r][0], k * s + v->at0, v->m0);
+        if (v->m1) finish16(o, k, acc[r][1], k * s + v->at1, v->m1);
     }
 }
+
+/* Blocks of columns taken together: each tile of filters runs over all of
+ * them before the next, so that its outputs are written row by row (a
+ * layer with few taps is bound by those writes) and its filters stay in
+ * cache. */
+#define CHUNK_BLOCKS 64
 
 static void gemm(const int8_out *o, int k0, int k1, int b0, int b1) {
     const int8_filters *f = o->f;
     const int8_t *wq = int8_weights(f);
-    for (int b = b0; b < b1; b++) {
+    block_cells cells[CHUNK_BLOCKS];
+    for (int c0 = b0; c0 < b1; c0 += CHUNK_BLOCKS) {
+        const int c1 = b1 - c0 < CHUNK_BLOCKS ? b1 : c0 + CHUNK_BLOCKS;
+        for (int b = c0; b < c1; b++) {
+            block_cells *v = &cells[b - c0];
+            const int64_t n = (int64_t)b * INT8_BLOCK_COLS;
+            v->m0 = valid16(o, n, &v->at0);
+            v->m1 = valid16(o, n + 16, &v->at1);
+        }
         for (int k = k0; k < k1;) {
             int t0;
             const int rows = int8_tile_of(f, k, &t0);
             const int8_t *w = wq + (int64_t)k * f->groups * 4;
-            if (rows == INT8_TILE_ROWS) tile(o, w, INT8_TILE_ROWS, k, b);
-            else tile(o, w, 4, k, b);
+            for (int b = c0; b < c1; b++) {
+                if (rows == INT8_TILE_ROWS) tile(o, w, INT8_TILE_ROWS, k, b, &cells[b - c0]);
+                else tile(o, w, 4, k, b, &cells[b - c0]);
+            }
             k += rows;
         }
     }
