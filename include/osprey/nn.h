@@ -115,7 +115,24 @@ typedef struct osp_net {
      * scores (n_classes floats, chosen on validation data by 'osprey eval'
      * or the trainer; metadata "thresholds"), or NULL: 0.5 each. */
     float *thresholds;
+    /* A learned binary hash head stored with the model (docs/hashing.md),
+     * or NULL. Owned; set with osp_net_set_hash. */
+    struct osp_net_hash *hash;
 } osp_net;
+
+/* A hash head over one of the network's layers: a code's bit k is 1 when
+ * (W v + b)_k > 0, v being the layer's embedding (osp_embedding_from_layer:
+ * averaged over height and width, L2-normalised if normalize). Saved in the
+ * model as tensors "hash.weight" and "hash.bias" and the metadata "hash". */
+typedef struct osp_net_hash {
+    int bits;        /* K: a multiple of 8 in 8..1024 */
+    int dim;         /* D: the layer's channels */
+    char *layer;     /* the layer it reads */
+    int normalize;   /* 1: the vector is L2-normalised before the head */
+    char method[16]; /* how it was trained: "dsh" */
+    float *weight;   /* K x D, row-major */
+    float *bias;     /* K */
+} osp_net_hash;
 
 /* Builds a network from spec text; parameters initialised from seed. */
 OSP_API int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed,
@@ -150,6 +167,13 @@ OSP_API float osp_net_threshold(const osp_net *net, int c);
 /* Copies n (== n_classes) thresholds in (0, 1) into a multi-label net;
  * NULL clears them. */
 OSP_API int osp_net_set_thresholds(osp_net *net, const float *thresholds, int n);
+/* Copies a hash head into net (replacing any; NULL removes it). Refused
+ * (OSP_EINVAL, saying why) unless bits is a multiple of 8 in 8..1024, the
+ * layer exists and gives dim channels, the method is known, every value is
+ * finite and the net has no parameter of the head's tensor names. */
+OSP_API int osp_net_set_hash(osp_net *net, const osp_net_hash *hash);
+/* The model's hash head, or NULL (borrowed from net). */
+OSP_API const osp_net_hash *osp_net_get_hash(const osp_net *net);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

@@ -12,6 +12,7 @@ void osp_net_free(osp_net *net) {
         for (int i = 0; i < net->n_classes; i++) osp_free(net->labels[i]);
     osp_free(net->labels);
     osp_free(net->thresholds);
+    osp_net_set_hash(net, NULL);
     osp_free(net);
 }
 
@@ -253,6 +254,7 @@ int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out)
     if (!rc && net->labels) rc = osp_net_set_labels(copy, (const char *const *)net->labels, net->n_classes);
     copy->multi_label = net->multi_label;
     if (!rc && net->thresholds) rc = osp_net_set_thresholds(copy, net->thresholds, net->n_classes);
+    if (!rc && net->hash) rc = osp_net_set_hash(copy, net->hash);
     if (rc) {
         osp_net_free(copy);
         return rc;
