@@ -89,6 +89,10 @@ typedef struct osp_pipeline_options {
      * normalised as asked) through this learned hash (osprey/hash.h);
      * written as uint8 bits/8 a row, dtype "uint8". Borrowed. */
     const struct osp_hash *hash;
+    /* The hash's file, recorded in the catalogue ("hash_file") so that
+     * queries can be coded alike; NULL when the hash is the model's own
+     * head (osp_hash_from_net). */
+    const char *hash_path;
     osp_dtype dtype;       /* of vectors: OSP_DTYPE_F32 or OSP_DTYPE_F16 */
     int batch;             /* images per forward pass (default 32) */
     int workers;           /* decoding threads (0 = the cores) */

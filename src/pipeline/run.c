@@ -713,6 +713,11 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         const char *hl = osp_hash_layer(opt->hash);
         if (hl && *hl && strcmp(hl, opt->embed_layer))
             return osp_error(OSP_EINVAL, "the hash was trained on layer '%s', not '%s'", hl, opt->embed_layer);
+        /* codes of vectors normalised otherwise than its training vectors are noise */
+        const int hn = osp_hash_normalize(opt->hash);
+        if (hn >= 0 && hn != (opt->normalize != 0))
+            return osp_error(OSP_EINVAL, "the hash was trained on vectors that were %s: %s --normalize",
+                             hn ? "L2-normalised" : "not L2-normalised", hn ? "add" : "drop");
         e->out_dim = osp_hash_bits(opt->hash) / 8;
         e->out_dtype = OSP_DTYPE_U8;
         snprintf(bits, sizeof bits, "%d", osp_hash_bits(opt->hash));
@@ -737,7 +742,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         {"layer", opt->embed_layer ? opt->embed_layer : ""},
         {"dim", dim},
         {"dtype", e->out_dtype == OSP_DTYPE_U8 ? "uint8" : e->out_dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
-        {"hash", hash_hex}, {"bits", bits},
+        {"hash", hash_hex}, {"bits", bits}, {"hash_file", opt->hash && opt->hash_path ? opt->hash_path : ""},
         {"normalize", opt->normalize ? "1" : "0"}, {"sigmoid", opt->sigmoid ? "1" : "0"},
         {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
         {"shard", shard}, {"merged", "0"},

@@ -160,7 +160,7 @@ cp "$work/photos/star/0004.jpg" "$work/outside.jpg"
 
 # binary codes from a learned hash, written by the pipeline, as 'hash apply' makes them
 "$osprey" hash train --vectors "$out" --bits 32 --epochs 5 --out "$work/h.osh" >/dev/null 2>&1
-"$osprey" embed --model "$work/m.osp" --layer relu7 --normalize --binary "$work/h.osh" --out "$work/codes" \
+"$osprey" embed --model "$work/m.osp" --layer relu7 --normalize --hash "$work/h.osh" --out "$work/codes" \
     --threads 2 --quiet "$work/photos"
 "$osprey" hash apply --hash "$work/h.osh" --vectors "$out" --out "$work/applied.npy" --ids-out "$work/applied-ids.npy" >/dev/null
 $py - "$work/codes" "$work/applied.npy" "$work/applied-ids.npy" <<'PY'
@@ -177,8 +177,8 @@ PY
 "$osprey" index info "$work/codes.idx" --json | grep -q '"count": 30[0-9]' || fail "the binary index from --from"
 expect_error "is a binary index" "$osprey" similar --index "$work/codes.idx" --catalog "$work/codes" "$path"
 expect_error "holds float vectors" "$osprey" index build --from "$out" --type binary --out "$work/x.idx"
-expect_error "not with --dtype" "$osprey" embed --model "$work/m.osp" --layer relu7 --binary "$work/h.osh" --dtype float16 --out "$work/x" "$work/photos"
-expect_error "the hash takes vectors of 32 values, layer 'relu10' gives 64" "$osprey" embed --model "$work/m.osp" --layer relu10 --binary "$work/h.osh" --out "$work/x" "$work/photos"
+expect_error "not with --dtype" "$osprey" embed --model "$work/m.osp" --layer relu7 --hash "$work/h.osh" --dtype float16 --out "$work/x" "$work/photos"
+expect_error "the hash takes vectors of 32 values, layer 'relu10' gives 64" "$osprey" embed --model "$work/m.osp" --layer relu10 --hash "$work/h.osh" --out "$work/x" "$work/photos"
 
 # an ensemble's scores are the mean of its models' scores
 "$osprey" train --net "$work/shapes.cfg" --data "$work/train" --epochs 1 --batch 32 --threads 2 --seed 9 \
