@@ -180,7 +180,8 @@ OSP_API int osp_catalog_counts(osp_catalog *c, int64_t *ok, int64_t *errors);
 OSP_API int osp_pipeline_load_vectors(const char *dir, osp_array *vectors, osp_array *ids);
 /* The vectors of n committed rows (rows[i] in [0, rows committed)) as
  * float32, dim floats each, into out (n x dim floats): one query's
- * vector without loading them all. OSP_ERANGE for a row that is not
+ * vector without loading them all. A folder of binary codes gives each
+ * byte of a code as a float (0 to 255). OSP_ERANGE for a row that is not
  * committed; OSP_ENOENT if the folder holds no vectors. */
 OSP_API int osp_catalog_read_vectors(osp_catalog *c, const int64_t *rows, int64_t n, float *out);
 
@@ -191,6 +192,9 @@ OSP_API int osp_catalog_read_vectors(osp_catalog *c, const int64_t *rows, int64_
  * with its terminating NUL), in that order. Take it right after loading:
  * it is of the parameters as they are. */
 OSP_API int osp_model_content_hash(const osp_net *net, char hex[65]);
+/* The identity a folder of codes records as "hash": SHA-256 (hex) of the
+ * hash's weights (bits x dim floats) followed by its bias (bits floats). */
+OSP_API int osp_hash_content_hash(const struct osp_hash *h, char hex[65]);
 
 #ifdef __cplusplus
 }

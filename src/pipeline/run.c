@@ -722,13 +722,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         e->out_dtype = OSP_DTYPE_U8;
         snprintf(bits, sizeof bits, "%d", osp_hash_bits(opt->hash));
         /* the hash's identity: its weights and bias */
-        const int64_t n = (int64_t)osp_hash_bits(opt->hash) * (osp_hash_dim(opt->hash) + 1);
-        float *wb = malloc((size_t)n * sizeof *wb);
-        if (!wb) return osp_error(OSP_ENOMEM, "out of memory");
-        memcpy(wb, osp_hash_weight(opt->hash), (size_t)(n - osp_hash_bits(opt->hash)) * sizeof *wb);
-        memcpy(wb + n - osp_hash_bits(opt->hash), osp_hash_bias(opt->hash), (size_t)osp_hash_bits(opt->hash) * sizeof *wb);
-        osp__sha256_hex(wb, (size_t)n * sizeof *wb, hash_hex);
-        free(wb);
+        if ((rc = osp_hash_content_hash(opt->hash, hash_hex))) return rc;
     }
     e->row_bytes = e->out_dim * (int64_t)osp_dtype_size(e->out_dtype);
     snprintf(dim, sizeof dim, "%lld", (long long)e->out_dim);
