@@ -22,8 +22,8 @@ static const char *const CMD = "hash";
 static void usage(FILE *out) {
     fprintf(out,
             "usage: osprey hash train --vectors DIR|X.npy [--labels L] --bits K --out HASH.osh|MODEL.osp [options]\n"
-            "       osprey hash apply --hash HASH.osh --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
-            "       osprey hash info  HASH.osh [--json]\n"
+            "       osprey hash apply --hash HASH.osh|MODEL.osp --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
+            "       osprey hash info  HASH.osh|MODEL.osp [--json]\n"
             "\n"
             "A learned hash maps each vector to K bits (sign of W x + b), trained so that\n"
             "vectors of the same label get nearby codes (Deep Supervised Hashing). The codes\n"
@@ -579,7 +579,7 @@ static int do_info(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: osprey hash info HASH.osh [--json]\n");
+            printf("usage: osprey hash info HASH.osh|MODEL.osp [--json]\n");
             return 0;
         } else if (argv[i][0] == '-') return cli_fail(CMD, "unknown option '%s'", argv[i]);
         else if (path) return cli_fail(CMD, "info takes one hash file");
@@ -587,7 +587,7 @@ static int do_info(int argc, char **argv) {
     }
     if (!path) return cli_fail(CMD, "info needs a hash file");
     osp_hash *h;
-    if (osp_hash_load(path, &h)) return cli_fail_lib(CMD, NULL);
+    if (load_hash(path, &h)) return 1;
     if (json) {
         printf("{\"bits\": %d, \"dim\": %d, \"layer\": \"", osp_hash_bits(h), osp_hash_dim(h));
         for (const unsigned char *s = (const unsigned char *)osp_hash_layer(h); *s; s++) {
@@ -595,7 +595,9 @@ static int do_info(int argc, char **argv) {
             else if (*s < 0x20) printf("\\u%04x", *s);
             else putchar(*s);
         }
-        printf("\", \"method\": \"dsh\"}\n");
+        printf("\", \"method\": \"dsh\"");
+        if (osp_hash_normalize(h) >= 0) printf(", \"normalize\": %s", osp_hash_normalize(h) ? "true" : "false");
+        printf("}\n");
     } else {
         printf("%s: learned hash (Deep Supervised Hashing), %d bits from %d-d vectors", path, osp_hash_bits(h),
                osp_hash_dim(h));

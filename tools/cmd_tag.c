@@ -70,7 +70,8 @@ static void usage(FILE *out, int embed) {
                 "                        global pooling); with --embed the first is the\n"
                 "                        model's own size\n");
     else
-        fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them)\n");
+        fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them); with\n"
+                     "                        --binary, the hash head's layer by default\n");
     fprintf(out,
             "  --normalize           L2-normalise the vectors (for cosine search)\n"
             "  --dtype T             float32 (default) or float16 vectors\n"

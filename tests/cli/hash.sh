@@ -162,6 +162,8 @@ import json, sys
 h = json.load(sys.stdin)["hash"]
 assert h == {"bits": 32, "dim": 32, "layer": "relu7", "normalize": False, "method": "dsh"}, h'
 "$osprey" info "$work/m.osp" --json | $py -c 'import json, sys; assert "hash" not in json.load(sys.stdin)'
+"$osprey" hash info "$work/mh.osp" --json | grep -q '"layer": "relu7", "method": "dsh", "normalize": false' ||
+    fail "hash info of a model's head: $("$osprey" hash info "$work/mh.osp" --json)"
 "$osprey" embed --model "$work/mh.osp" --binary --out "$work/mcodes" --threads 2 --quiet "$work/photos"
 "$osprey" embed --model "$work/m.osp" --layer relu7 --hash "$work/mh.osh" --out "$work/fcodes" --threads 2 --quiet \
     "$work/photos"
