@@ -89,6 +89,10 @@ typedef struct embedder {
 static int open_hash(embedder *e, osp_catalog *cat, const char *dir, const char *model) {
     const char *file = osp_catalog_setting(cat, "hash_file"), *want = osp_catalog_setting(cat, "hash");
     const char *from = file && *file ? file : model;
+    if (!(file && *file) && !osp_net_get_hash(e->net))
+        return cli_fail(CMD, "%s records no hash file and %s has no hash head: the hash %s was made with is "
+                        "unknown, so new images cannot be coded alike (query by id or catalogued path)",
+                        dir, model, dir);
     if (file && *file ? osp_hash_load(file, &e->hash) : osp_hash_from_net(e->net, model, &e->hash))
         return cli_fail_lib(CMD, NULL);
     char have[65];

@@ -206,6 +206,12 @@ expect_error "holds binary codes" "$osprey" similar --index "$work/photos.idx" -
 "$osprey" hash train --vectors "$out" --bits 32 --epochs 2 --seed 7 --out "$work/h.osh" >/dev/null 2>&1
 expect_error "is not the one .* was made with" "$osprey" similar --index "$work/codes.idx" --catalog "$work/codes" \
     "$work/outside.jpg"
+# a folder that does not record its hash file (an older osprey's) says so
+cp -r "$work/codes" "$work/oldcodes"
+$py -c 'import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("DELETE FROM settings WHERE key = ?", ("hash_file",)); d.commit()' \
+    "$work/oldcodes/catalog.db"
+expect_error "records no hash file and .* has no hash head" "$osprey" similar --index "$work/codes.idx" \
+    --catalog "$work/oldcodes" "$work/outside.jpg"
 expect_error "holds float vectors" "$osprey" index build --from "$out" --type binary --out "$work/x.idx"
 expect_error "not with --dtype" "$osprey" embed --model "$work/m.osp" --layer relu7 --hash "$work/h.osh" --dtype float16 --out "$work/x" "$work/photos"
 expect_error "the hash takes vectors of 32 values, layer 'relu10' gives 64" "$osprey" embed --model "$work/m.osp" --layer relu10 --hash "$work/h.osh" --out "$work/x" "$work/photos"
