@@ -14,25 +14,32 @@
 #include "commands.h"
 #include "osprey/hash.h"
 #include "osprey/io.h"
+#include "osprey/model.h"
 #include "osprey/pipeline.h"
 
 static const char *const CMD = "hash";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: osprey hash train --vectors DIR|X.npy [--labels L] --bits K --out HASH.osh [options]\n"
-            "       osprey hash apply --hash HASH.osh --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
-            "       osprey hash info  HASH.osh [--json]\n"
+            "usage: osprey hash train --vectors DIR|X.npy [--labels L] --bits K --out HASH.osh|MODEL.osp [options]\n"
+            "       osprey hash apply --hash HASH.osh|MODEL.osp --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
+            "       osprey hash info  HASH.osh|MODEL.osp [--json]\n"
             "\n"
             "A learned hash maps each vector to K bits (sign of W x + b), trained so that\n"
             "vectors of the same label get nearby codes (Deep Supervised Hashing). The codes\n"
-            "go to 'osprey index build --type binary --input CODES.npy'.\n"
+            "go to 'osprey index build --type binary --input CODES.npy'. Stored in a copy of\n"
+            "the model (--out NAME.osp), 'osprey embed --binary' writes them from images.\n"
             "'osprey hash SUBCOMMAND --help' lists a subcommand's options.\n");
 }
 
 static void train_usage(FILE *out) {
     fprintf(out,
-            "usage: osprey hash train --vectors DIR|X.npy [--labels L] --bits K --out HASH.osh [options]\n"
+            "usage: osprey hash train --vectors DIR|X.npy [--labels L] --bits K --out HASH.osh|MODEL.osp [options]\n"
+            "\n"
+            "With --out NAME.osp the hash head is stored in a copy of the model the vectors\n"
+            "came from (--model, or the model file DIR records), with the layer it reads and\n"
+            "whether its vectors are L2-normalised: 'osprey embed --model NAME.osp --binary'\n"
+            "then writes codes, and 'osprey info NAME.osp' shows the head.\n"
             "\n"
             "  --vectors DIR|X.npy   an output folder of 'osprey embed' (or 'osprey merge'),\n"
             "                        or a .npy of N x D vectors (any number type)\n"
@@ -41,7 +48,13 @@ static void train_usage(FILE *out) {
             "                        the catalogue records them, or a .npy of labels row\n"
             "                        by row (default: each image's parent folder name)\n"
             "  --bits K              code length: a multiple of 8 from 8 to 1024\n"
-            "  --out HASH.osh        the hash file to write\n"
+            "  --out HASH.osh        the hash file to write, or\n"
+            "  --out MODEL.osp       a copy of the model with the hash head in it\n"
+            "  --model MODEL         with --out MODEL.osp: the model the vectors came from\n"
+            "                        (default: the model file DIR records; its content hash\n"
+            "                        must be the folder's)\n"
+            "  --normalize 0|1       with X.npy: whether the vectors were L2-normalised,\n"
+            "                        recorded (a folder records it itself)\n"
             "  --epochs E            passes over the vectors (default 40)\n"
             "  --batch B             vectors a step; all pairs in it count (default 256)\n"
             "  --lr LR               Adam step size (default 0.03)\n"
@@ -50,7 +63,8 @@ static void train_usage(FILE *out) {
             "  --balance 0|1         1: similar and dissimilar pairs weigh the same in total\n"
             "                        (default); 0: every pair alike, as DSH's paper\n"
             "  --layer NAME          the layer the vectors came from, recorded in the file\n"
-            "                        (default: the folder's layer setting)\n"
+            "                        (default: the folder's layer setting; required with\n"
+            "                        X.npy and --out MODEL.osp)\n"
             "  --seed S              initial hyperplanes and batch order (default 1234)\n"
             "  --threads T           threads (default: all cores)\n"
             "  --quiet               print nothing on success\n"
@@ -59,9 +73,9 @@ static void train_usage(FILE *out) {
 
 static void apply_usage(FILE *out) {
     fprintf(out,
-            "usage: osprey hash apply --hash HASH.osh --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
+            "usage: osprey hash apply --hash HASH.osh|MODEL.osp --vectors DIR|X.npy --out CODES.npy [--ids-out IDS.npy]\n"
             "\n"
-            "Writes packed codes, uint8 N x K/8 (bit k is bit k%%8 of byte k/8), which\n"
+            "Codes the vectors with a hash file or the hash head a model holds. Writes packed codes, uint8 N x K/8 (bit k is bit k%%8 of byte k/8), which\n"
             "'osprey index build --type binary --input CODES.npy' takes.\n"
             "  --ids-out IDS.npy     with DIR: also write the image ids (int64 N), for\n"
             "                        'osprey index build --ids IDS.npy'\n"
@@ -86,6 +100,9 @@ typedef struct vecs {
     int64_t n;
     int d;
     char layer[256];
+    int normalize;          /* from a folder: 0 or 1; -1 not known */
+    char model[4096];       /* from a folder: the model file it records */
+    char model_sha256[65];  /* and the content hash of its vectors' model */
 } vecs;
 
 static void vecs_free(vecs *v) {
@@ -96,6 +113,7 @@ static void vecs_free(vecs *v) {
 
 static int read_vecs(const char *path, vecs *v) {
     memset(v, 0, sizeof *v);
+    v->normalize = -1;
     osp_array a = {0};
     if (is_dir(path)) {
         osp_array id = {0};
@@ -105,6 +123,13 @@ static int read_vecs(const char *path, vecs *v) {
         if (!osp_catalog_open(path, &c)) {
             const char *layer = osp_catalog_setting(c, "layer");
             snprintf(v->layer, sizeof v->layer, "%s", layer ? layer : "");
+            const char *norm = osp_catalog_setting(c, "normalize");
+            v->normalize = norm ? !strcmp(norm, "1") : -1;
+            const char *model = osp_catalog_setting(c, "model");
+            snprintf(v->model, sizeof v->model, "%s", model ? model : "");
+            const char *sha = osp_catalog_setting(c, "embed_model_sha256");
+            if (!sha) sha = osp_catalog_setting(c, "model_sha256");
+            snprintf(v->model_sha256, sizeof v->model_sha256, "%s", sha ? sha : "");
             osp_catalog_close(c);
         }
     } else {
@@ -337,6 +362,31 @@ static int set_threads(const char *s) {
     return 0;
 }
 
+/* --out MODEL.osp: the model the vectors came from (--model, or the one
+ * the folder records), which must be the folder's model and have the
+ * layer; the head goes into it. */
+static int open_model(const char *model, const char *vpath, const vecs *v, const osp_hash_params *p,
+                      osp_net **net) {
+    if (!model) model = v->model[0] ? v->model : NULL;
+    if (!model)
+        return cli_fail(CMD, "--out %s.osp stores the head in a model: give the model the vectors came from "
+                        "with --model MODEL", "NAME");
+    if (!p->layer || !*p->layer)
+        return cli_fail(CMD, "a hash head in a model names the layer it reads: give --layer NAME");
+    if (osp_model_load(model, net)) return cli_fail_lib(CMD, NULL);
+    char sha[65];
+    if (v->model_sha256[0] && (osp_model_content_hash(*net, sha) || strcmp(sha, v->model_sha256)))
+        return cli_fail(CMD, "%s is not the model the vectors of %s came from (content hash %.16s..., the "
+                        "folder's %.16s...): give that model with --model", model, vpath, sha, v->model_sha256);
+    int64_t channels, plane;
+    if (osp_net_embedding_size(*net, p->layer, &channels, &plane)) return cli_fail_lib(CMD, model);
+    if (channels != v->d)
+        return cli_fail(CMD, "%s: layer '%s' gives vectors of %lld values, but %s holds %d", model, p->layer,
+                        (long long)channels, vpath, v->d);
+    if (osp_net_get_hash(*net)) osp_log(OSP_LOG_WARN, "the hash head %s holds is replaced", model);
+    return 0;
+}
+
 static int do_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"vectors", required_argument, 0, 'v'}, {"labels", required_argument, 0, 'l'},
@@ -345,13 +395,14 @@ static int do_train(int argc, char **argv) {
         {"lr", required_argument, 0, 'r'},      {"quant", required_argument, 0, 'a'},
         {"margin", required_argument, 0, 'm'},  {"layer", required_argument, 0, 'L'},
         {"seed", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
-        {"balance", required_argument, 0, 'W'},
+        {"balance", required_argument, 0, 'W'}, {"model", required_argument, 0, 'M'},
+        {"normalize", required_argument, 0, 'N'},
         {"quiet", no_argument, 0, 'q'},         {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    const char *vpath = NULL, *lpath = NULL, *out = NULL, *layer = NULL, *threads = NULL;
+    const char *vpath = NULL, *lpath = NULL, *out = NULL, *layer = NULL, *threads = NULL, *model = NULL;
     osp_hash_params p;
     osp_hash_params_init(&p, 0);
-    int bits_set = 0, quiet = 0, json = 0, c;
+    int bits_set = 0, quiet = 0, json = 0, normalize = -1, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -372,6 +423,8 @@ static int do_train(int argc, char **argv) {
         case 'm': if (cli_float(CMD, "--margin", optarg, 1e-3, 4, &p.margin)) return 1; break;
         case 's': if (cli_u64(CMD, "--seed", optarg, &p.seed)) return 1; break;
         case 'W': if (cli_int(CMD, "--balance", optarg, 0, 1, &p.balance)) return 1; break;
+        case 'M': model = optarg; break;
+        case 'N': if (cli_int(CMD, "--normalize", optarg, 0, 1, &normalize)) return 1; break;
         case 'q': quiet = 1; break;
         case 'j': json = 1; break;
         case 'h': train_usage(stdout); return 0;
@@ -386,17 +439,28 @@ static int do_train(int argc, char **argv) {
         return cli_fail(CMD, "--vectors %s is a .npy: give its integer labels with --labels LABELS.npy", vpath);
     if (!folder && !has_ext(lpath, ".npy"))
         return cli_fail(CMD, "--labels %s: with a .npy of vectors, give a .npy of integer labels", lpath);
+    const int into_model = has_ext(out, ".osp");
+    if (model && !into_model)
+        return cli_fail(CMD, "--model stores the hash head in a copy of the model: give --out NAME.osp");
     if (cli_check_output(CMD, "--out", out)) return 1;
     if (set_threads(threads)) return 1;
 
     vecs v;
     if (read_vecs(vpath, &v)) return 1;
+    osp_net *net = NULL;
     int32_t *lab = NULL;
     int n_labels = -1, rc = 1;
     int npy_labels = lpath && has_ext(lpath, ".npy"); /* row by row, for a folder too */
     if (npy_labels ? read_npy_labels(lpath, v.n, &lab, &n_labels) : folder_labels(vpath, &v, lpath, &lab, &n_labels))
         goto done;
     p.layer = layer ? layer : v.layer;
+    if (folder && normalize >= 0 && v.normalize >= 0 && normalize != v.normalize) {
+        cli_fail(CMD, "--normalize %d, but the vectors of %s are %sL2-normalised", normalize, vpath,
+                 v.normalize ? "" : "not ");
+        goto done;
+    }
+    p.normalize = folder && v.normalize >= 0 ? v.normalize : normalize;
+    if (into_model && open_model(model, vpath, &v, &p, &net)) goto done;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     osp_hash *h;
@@ -407,9 +471,9 @@ static int do_train(int argc, char **argv) {
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    if (osp_hash_save(h, out)) {
+    if (into_model ? osp_hash_to_net(h, net) || osp_model_save(net, out) : osp_hash_save(h, out)) {
         osp_hash_free(h);
-        cli_fail_lib(CMD, NULL);
+        cli_fail_lib(CMD, out);
         goto done;
     }
     osp_hash_free(h);
@@ -419,12 +483,24 @@ static int do_train(int argc, char **argv) {
                p.bits, v.d, (long long)v.n, n_labels, rep.epochs, rep.steps, rep.initial_loss, rep.final_loss,
                secs);
     else if (!quiet)
-        printf("%s: %d-bit hash of %d-d vectors, trained on %lld vectors in %.1f s (loss %.4f -> %.4f)\n", out,
-               p.bits, v.d, (long long)v.n, secs, rep.initial_loss, rep.final_loss);
+        printf("%s: %d-bit hash%s of %d-d vectors%s%s, trained on %lld vectors in %.1f s (loss %.4f -> %.4f)\n",
+               out, p.bits, into_model ? " head" : "", v.d, into_model ? " of layer " : "", into_model ? p.layer : "",
+               (long long)v.n, secs, rep.initial_loss, rep.final_loss);
     rc = 0;
 done:
+    osp_net_free(net);
     free(lab);
     vecs_free(&v);
+    return rc;
+}
+
+/* A hash file, or a model's hash head (a NAME.osp). */
+static int load_hash(const char *path, osp_hash **h) {
+    if (!has_ext(path, ".osp")) return osp_hash_load(path, h) ? cli_fail_lib(CMD, NULL) : 0;
+    osp_net *net;
+    if (osp_model_load(path, &net)) return cli_fail_lib(CMD, NULL);
+    int rc = osp_hash_from_net(net, path, h) ? cli_fail_lib(CMD, NULL) : 0;
+    osp_net_free(net);
     return rc;
 }
 
@@ -457,7 +533,7 @@ static int do_apply(int argc, char **argv) {
     if (ids_out && cli_check_output(CMD, "--ids-out", ids_out)) return 1;
     if (set_threads(threads)) return 1;
     osp_hash *h;
-    if (osp_hash_load(hpath, &h)) return cli_fail_lib(CMD, NULL);
+    if (load_hash(hpath, &h)) return 1;
     vecs v;
     if (read_vecs(vpath, &v)) {
         osp_hash_free(h);
@@ -503,7 +579,7 @@ static int do_info(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: osprey hash info HASH.osh [--json]\n");
+            printf("usage: osprey hash info HASH.osh|MODEL.osp [--json]\n");
             return 0;
         } else if (argv[i][0] == '-') return cli_fail(CMD, "unknown option '%s'", argv[i]);
         else if (path) return cli_fail(CMD, "info takes one hash file");
@@ -511,7 +587,7 @@ static int do_info(int argc, char **argv) {
     }
     if (!path) return cli_fail(CMD, "info needs a hash file");
     osp_hash *h;
-    if (osp_hash_load(path, &h)) return cli_fail_lib(CMD, NULL);
+    if (load_hash(path, &h)) return 1;
     if (json) {
         printf("{\"bits\": %d, \"dim\": %d, \"layer\": \"", osp_hash_bits(h), osp_hash_dim(h));
         for (const unsigned char *s = (const unsigned char *)osp_hash_layer(h); *s; s++) {
@@ -519,7 +595,9 @@ static int do_info(int argc, char **argv) {
             else if (*s < 0x20) printf("\\u%04x", *s);
             else putchar(*s);
         }
-        printf("\", \"method\": \"dsh\"}\n");
+        printf("\", \"method\": \"dsh\"");
+        if (osp_hash_normalize(h) >= 0) printf(", \"normalize\": %s", osp_hash_normalize(h) ? "true" : "false");
+        printf("}\n");
     } else {
         printf("%s: learned hash (Deep Supervised Hashing), %d bits from %d-d vectors", path, osp_hash_bits(h),
                osp_hash_dim(h));

@@ -140,6 +140,13 @@ int cmd_import(int argc, char **argv) {
             float *to = which ? net->std : net->mean;
             for (int k = 0; n && k < OSP_MAX_CHANNELS; k++) to[k] = v[n == 1 || k >= n ? 0 : k];
         }
+        /* New labels keep a hash head; new normalisation changes every
+         * layer's values, so the head's codes would no longer match. */
+        if ((opt.n_mean || opt.n_std) && osp_net_get_hash(net)) {
+            fprintf(stderr, "osprey import: note: %s's hash head is dropped: --mean/--std change the vectors "
+                            "it codes (train it again with 'osprey hash train')\n", in_path);
+            osp_net_set_hash(net, NULL);
+        }
     } else if (osp_onnx_import_file(in_path, &opt, &net)) {
         cli_fail_lib(CMD, NULL);
         goto done;

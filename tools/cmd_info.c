@@ -14,11 +14,13 @@ static void usage(FILE *out) {
             "usage: osprey info MODEL [--json]\n"
             "\n"
             "Prints a model's (or checkpoint's) input, normalisation, labels, and every\n"
-            "layer with its type, inputs, output shape and parameter count.\n"
+            "layer with its type, inputs, output shape and parameter count; and the learned\n"
+            "hash head, if the model holds one ('osprey hash train --out MODEL.osp').\n"
             "\n"
             "  --json                one JSON object: model, input, mean, std, classes,\n"
-            "                        labels, parameters, layers (name, type, inputs, shape,\n"
-            "                        params) and the file's metadata\n");
+            "                        (multi_label, thresholds,) (hash: bits, dim, layer,\n"
+            "                        normalize, method,) labels, parameters, layers (name,\n"
+            "                        type, inputs, shape, params) and the file's metadata\n");
 }
 
 /* Weights (not statistics such as batch norm's running means) of a layer. */
@@ -80,6 +82,15 @@ static int print_json(const char *path, const osp_net *net) {
     }
     if (net->quantization) /* as the model records it (docs/quantization.md) */
         cJSON_AddItemToObject(o, "quantization", cJSON_Parse(net->quantization));
+    const osp_net_hash *h = osp_net_get_hash(net);
+    if (h) {
+        cJSON *hj = cJSON_AddObjectToObject(o, "hash");
+        cJSON_AddNumberToObject(hj, "bits", h->bits);
+        cJSON_AddNumberToObject(hj, "dim", h->dim);
+        cJSON_AddStringToObject(hj, "layer", h->layer);
+        cJSON_AddBoolToObject(hj, "normalize", h->normalize);
+        cJSON_AddStringToObject(hj, "method", h->method);
+    }
     cJSON *labels = cJSON_AddArrayToObject(o, "labels");
     for (int i = 0; net->labels && i < net->n_classes; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->labels[i]));
@@ -147,6 +158,10 @@ static void print_text(const char *path, const osp_net *net) {
                cJSON_IsNumber(images) ? images->valuedouble : 0.0);
         cJSON_Delete(q);
     }
+    const osp_net_hash *h = osp_net_get_hash(net);
+    if (h)
+        printf("\nhash       %d bits from layer %s (%d values%s), learned (%s)", h->bits, h->layer, h->dim,
+               h->normalize ? ", L2-normalised" : "", !strcmp(h->method, "dsh") ? "Deep Supervised Hashing" : h->method);
     printf("\nparameters %lld\n\n", (long long)osp_net_param_count(net));
     printf("%-20s %-14s %-24s %-16s %s\n", "layer", "type", "input", "output", "params");
     for (int i = 1; i < osp_graph_node_count(g); i++) {

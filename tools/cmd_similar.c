@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "osprey/hash.h"
 #include "osprey/index.h"
 #include "osprey/model.h"
 #include "osprey/pipeline.h"
@@ -32,6 +33,11 @@ static void usage(FILE *out) {
             "    the very model DIR was made with (its content hash is checked).\n"
             "To query a file whose name is all digits, write it as ./NAME.\n"
             "\n"
+            "A folder of binary codes ('osprey embed --binary' or --hash) goes with a binary\n"
+            "index ('osprey index build --from DIR --type binary'): other images are coded\n"
+            "with the very hash DIR was made with (the model's own head, or the hash file DIR\n"
+            "records; its weights are checked).\n"
+            "\n"
             "  --index INDEX         the index file\n"
             "  --catalog DIR         the output folder of 'osprey embed' (or 'osprey merge')\n"
             "  --model MODEL         the model to embed new images with (default: the model\n"
@@ -49,6 +55,7 @@ static void usage(FILE *out) {
             "  ip    the inner product <q, x> (larger is nearer)\n"
             "  cos   the cosine similarity, from -1 to 1 (larger is nearer; 1 is the same\n"
             "        direction)\n"
+            "  hamming  the number of bits in which the codes differ (smaller is nearer)\n"
             "A result whose id the catalogue does not know (an index built from another\n"
             "folder) is printed with no path (null in JSON), and a warning.\n");
 }
@@ -73,9 +80,31 @@ typedef struct embedder {
     int64_t size, plane, dim;
     int normalize;
     float *x, *feat;
+    osp_hash *hash; /* a folder of codes: the hash that made them */
+    float *vec;     /* and the vector it codes */
 } embedder;
 
-static int embedder_open(embedder *e, osp_catalog *cat, const char *dir, const char *model, int64_t dim) {
+/* A folder of codes: the hash it was made with, the model's own head or
+ * the file it records, checked against the weights it records. */
+static int open_hash(embedder *e, osp_catalog *cat, const char *dir, const char *model) {
+    const char *file = osp_catalog_setting(cat, "hash_file"), *want = osp_catalog_setting(cat, "hash");
+    const char *from = file && *file ? file : model;
+    if (!(file && *file) && !osp_net_get_hash(e->net))
+        return cli_fail(CMD, "%s records no hash file and %s has no hash head: the hash %s was made with is "
+                        "unknown, so new images cannot be coded alike (query by id or catalogued path)",
+                        dir, model, dir);
+    if (file && *file ? osp_hash_load(file, &e->hash) : osp_hash_from_net(e->net, model, &e->hash))
+        return cli_fail_lib(CMD, NULL);
+    char have[65];
+    if (osp_hash_content_hash(e->hash, have)) return cli_fail_lib(CMD, NULL);
+    if (!want || strcmp(want, have))
+        return cli_fail(CMD, "the hash of %s is not the one %s was made with (weights %.16s..., the folder's "
+                        "%.16s...): its codes would not be comparable", from, dir, have, want ? want : "(none)");
+    return 0;
+}
+
+static int embedder_open(embedder *e, osp_catalog *cat, const char *dir, const char *model, int64_t dim,
+                         int binary) {
     const char *recorded = osp_catalog_setting(cat, "model");
     if (!model) model = recorded;
     if (!model || !*model)
@@ -98,30 +127,42 @@ static int embedder_open(embedder *e, osp_catalog *cat, const char *dir, const c
     const osp_shape *sh = &osp_graph_node_const(e->net->graph, node)->shape;
     e->plane = sh->ndim == 3 ? sh->dim[1] * sh->dim[2] : 1;
     e->dim = e->plane > 0 ? e->size / e->plane : 0;
-    if (e->dim != dim)
+    if (binary && open_hash(e, cat, dir, model)) return 1;
+    if (binary && osp_hash_dim(e->hash) != e->dim)
+        return cli_fail(CMD, "%s: layer '%s' gives %lld values, but the hash takes %d", model, e->layer,
+                        (long long)e->dim, osp_hash_dim(e->hash));
+    if (!binary && e->dim != dim)
         return cli_fail(CMD, "%s: layer '%s' gives %lld values, but %s holds vectors of %lld", model, e->layer,
                         (long long)e->dim, dir, (long long)dim);
     const char *norm = osp_catalog_setting(cat, "normalize");
     e->normalize = norm && !strcmp(norm, "1");
     e->x = osp_alloc((size_t)osp_shape_numel(&e->net->input) * sizeof(float));
     e->feat = osp_alloc((size_t)e->size * sizeof(float));
-    if (!e->x || !e->feat) return cli_fail_lib(CMD, NULL);
+    e->vec = osp_alloc((size_t)e->dim * sizeof(float));
+    if (!e->x || !e->feat || !e->vec) return cli_fail_lib(CMD, NULL);
     return 0;
 }
 
-/* The vector of one image file, as the pipeline makes it. */
-static int embed(embedder *e, const char *path, float *v) {
+/* The vector of one image file, as the pipeline makes it; or its code,
+ * into code, for a folder of codes. */
+static int embed(embedder *e, const char *path, float *v, uint8_t *code) {
     if (osp_net_load_image(e->net, path, NULL, e->x)) return cli_fail_lib(CMD, NULL);
     const char *layers[] = {e->layer};
     float *outs[] = {e->feat};
     if (osp_net_run(e->net, e->x, 1, 1, layers, 1, outs)) return cli_fail_lib(CMD, path);
-    osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, v);
-    return 0;
+    if (!e->hash) {
+        osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, v);
+        return 0;
+    }
+    osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, e->vec);
+    return osp_hash_codes(e->hash, e->vec, 1, code) ? cli_fail_lib(CMD, path) : 0;
 }
 
 static void embedder_close(embedder *e) {
     osp_free(e->x);
     osp_free(e->feat);
+    osp_free(e->vec);
+    osp_hash_free(e->hash);
     osp_net_free(e->net);
 }
 
@@ -160,6 +201,7 @@ int cmd_similar(int argc, char **argv) {
     osp_catalog *cat = NULL;
     embedder emb = {0};
     float *q = NULL, *dist = NULL;
+    uint8_t *qc = NULL; /* a binary index: the queries' codes */
     int64_t *ids = NULL;
     int status = 1;
     if (osp_index_load(ix_path, &ix)) {
@@ -169,10 +211,7 @@ int cmd_similar(int argc, char **argv) {
     osp_index_info info;
     osp_index_info_get(ix, &info);
     const osp_index_metric metric = info.params.metric;
-    if (info.params.type == OSP_INDEX_BINARY) {
-        cli_fail(CMD, "%s is a binary index: similar searches float vectors (build it with --from DIR)", ix_path);
-        goto done;
-    }
+    const int binary = info.params.type == OSP_INDEX_BINARY;
     if (osp_catalog_open(dir, &cat)) {
         cli_fail_lib(CMD, NULL);
         goto done;
@@ -186,12 +225,24 @@ int cmd_similar(int argc, char **argv) {
         goto done;
     }
     const char *dtype = osp_catalog_setting(cat, "dtype");
-    if (dtype && !strcmp(dtype, "uint8")) {
-        cli_fail(CMD, "%s holds binary codes ('osprey embed --binary'): search them with 'osprey index search' "
-                      "on a binary index", dir);
+    const int codes = dtype && !strcmp(dtype, "uint8");
+    if (codes != binary) {
+        if (codes)
+            cli_fail(CMD, "%s holds binary codes ('osprey embed --binary'), %s is a %s index: build a binary "
+                          "one ('osprey index build --from %s --type binary')",
+                     dir, ix_path, osp_index_type_name(info.params.type), dir);
+        else
+            cli_fail(CMD, "%s is a binary index, %s holds float vectors: build the index from this folder "
+                          "('osprey index build --from %s')", ix_path, dir, dir);
         goto done;
     }
-    if (dim != info.params.dim) {
+    if (binary && dim * 8 != info.params.dim) {
+        cli_fail(CMD, "%s has codes of %d bits, %s of %lld: build the index from this folder "
+                      "('osprey index build --from %s --type binary')",
+                 ix_path, info.params.dim, dir, dim * 8, dir);
+        goto done;
+    }
+    if (!binary && dim != info.params.dim) {
         cli_fail(CMD, "%s has vectors of %d values, %s of %lld: build the index from this folder "
                       "('osprey index build --from %s')",
                  ix_path, info.params.dim, dir, dim, dir);
@@ -200,7 +251,8 @@ int cmd_similar(int argc, char **argv) {
     q = osp_alloc((size_t)nq * (size_t)dim * sizeof *q);
     ids = osp_alloc((size_t)nq * (size_t)k * sizeof *ids);
     dist = osp_alloc((size_t)nq * (size_t)k * sizeof *dist);
-    if (!q || !ids || !dist) {
+    if (binary) qc = osp_alloc((size_t)nq * (size_t)dim);
+    if (!q || !ids || !dist || (binary && !qc)) {
         cli_fail_lib(CMD, NULL);
         goto done;
     }
@@ -229,22 +281,25 @@ int cmd_similar(int argc, char **argv) {
             }
             if (rc) row = -1;
         }
+        uint8_t *code = binary ? qc + (size_t)i * (size_t)dim : NULL;
         if (row >= 0) {
             if (osp_catalog_read_vectors(cat, &row, 1, v)) {
                 cli_fail_lib(CMD, NULL);
                 goto done;
             }
+            /* a folder of codes gives its bytes as floats */
+            for (long long b = 0; binary && b < dim; b++) code[b] = (uint8_t)v[b];
             continue;
         }
-        if (!emb.net && embedder_open(&emb, cat, dir, model, dim)) goto done;
-        if (embed(&emb, s, v)) goto done;
+        if (!emb.net && embedder_open(&emb, cat, dir, model, dim, binary)) goto done;
+        if (embed(&emb, s, v, code)) goto done;
     }
     osp_index_search_params sp;
     osp_index_search_params_init(&sp, k);
     sp.ef_search = ef;
     sp.nprobe = nprobe;
     sp.threads = threads > 0 ? threads : osp_threads_get();
-    if (osp_index_search(ix, q, nq, &sp, ids, dist)) {
+    if (binary ? osp_index_search_codes(ix, qc, nq, &sp, ids, dist) : osp_index_search(ix, q, nq, &sp, ids, dist)) {
         cli_fail_lib(CMD, ix_path);
         goto done;
     }
@@ -302,6 +357,7 @@ done:
     osp_catalog_close(cat);
     osp_index_free(ix);
     osp_free(q);
+    osp_free(qc);
     osp_free(ids);
     osp_free(dist);
     return status;

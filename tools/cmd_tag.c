@@ -16,7 +16,8 @@
 
 typedef struct tag_options {
     const char *cmd;
-    const char *model, *out, *hash;
+    const char *model, *out, *hash; /* hash: --hash FILE */
+    int binary;                      /* --binary or --hash: codes, not floats */
     const char *more_models[MAX_MODELS];
     int n_more;
     int scales[MAX_SCALES];
@@ -69,12 +70,16 @@ static void usage(FILE *out, int embed) {
                 "                        global pooling); with --embed the first is the\n"
                 "                        model's own size\n");
     else
-        fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them)\n");
+        fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them); with\n"
+                     "                        --binary, the hash head's layer by default\n");
     fprintf(out,
             "  --normalize           L2-normalise the vectors (for cosine search)\n"
             "  --dtype T             float32 (default) or float16 vectors\n"
-            "  --binary HASH.osh     packed binary codes instead of floats, from a learned\n"
-            "                        hash ('osprey hash train'), for a binary index\n"
+            "  --binary              packed binary codes instead of floats, for a binary\n"
+            "                        index: the model's own learned hash head, with its\n"
+            "                        layer and normalisation ('osprey hash train --out\n"
+            "                        MODEL.osp' stores one; 'osprey info' shows it)\n"
+            "  --hash HASH.osh       the same through a hash file instead of the model's head\n"
             "  --batch B             images per forward pass (default 32)\n"
             "  --workers W           decoding threads (default: the cores)\n"
             "  --threads T           inference threads (default: all cores)\n"
@@ -105,11 +110,12 @@ bad:
 }
 
 static int parse(int argc, char **argv, int embed, tag_options *o) {
-    enum { O_MODEL = 256, O_SCALES, O_BINARY, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
+    enum { O_MODEL = 256, O_SCALES, O_BINARY, O_HASH, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
            O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"out", required_argument, 0, O_OUT},
-        {"scales", required_argument, 0, O_SCALES}, {"binary", required_argument, 0, O_BINARY},
+        {"scales", required_argument, 0, O_SCALES}, {"binary", no_argument, 0, O_BINARY},
+        {"hash", required_argument, 0, O_HASH},
         {"layer", required_argument, 0, O_LAYER},   {"embed", required_argument, 0, O_EMBED},
         {"top-k", required_argument, 0, O_TOPK},    {"threshold", required_argument, 0, O_THRESHOLD},
         {"sigmoid", no_argument, 0, O_SIGMOID},     {"normalize", no_argument, 0, O_NORMALIZE},
@@ -171,7 +177,11 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
             if (c == O_SIGMOID) o->p.sigmoid = 1;
             break;
         case O_NORMALIZE: o->p.normalize = 1; break;
-        case O_BINARY: o->hash = optarg; break;
+        case O_BINARY: o->binary = 1; break;
+        case O_HASH:
+            o->hash = optarg;
+            o->binary = 1;
+            break;
         case O_DTYPE:
             if (!strcmp(optarg, "float32")) o->p.dtype = OSP_DTYPE_F32;
             else if (!strcmp(optarg, "float16")) o->p.dtype = OSP_DTYPE_F16;
@@ -199,11 +209,19 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
     }
     if (!o->model || !o->out)
         return cli_fail(cmd, "--model and --out are required (see 'osprey %s --help')", cmd);
-    if (embed && !o->p.embed_layer)
+    /* --binary once took the hash file: say where it goes now */
+    for (int i = 0; o->binary && !o->hash && i < o->n_inputs; i++) {
+        size_t n = strlen(o->inputs[i]);
+        if (n > 4 && !strcmp(o->inputs[i] + n - 4, ".osh"))
+            return cli_fail(cmd, "%s is a hash file: give it with --hash %s (--binary alone uses the model's "
+                            "own hash head)", o->inputs[i], o->inputs[i]);
+    }
+    /* with codes, the hash names its layer */
+    if (embed && !o->p.embed_layer && !o->binary)
         return cli_fail(cmd, "--layer is required ('osprey info %s' lists the layers)", o->model);
-    if (!o->p.embed_layer && (o->p.normalize || o->p.dtype != OSP_DTYPE_F32 || o->hash))
-        return cli_fail(cmd, "--normalize, --dtype and --binary apply to vectors: add --embed NAME");
-    if (o->hash && o->p.dtype != OSP_DTYPE_F32)
+    if (!embed && !o->p.embed_layer && (o->p.normalize || o->p.dtype != OSP_DTYPE_F32 || o->binary))
+        return cli_fail(cmd, "--normalize, --dtype, --binary and --hash apply to vectors: add --embed NAME");
+    if (o->binary && o->p.dtype != OSP_DTYPE_F32)
         return cli_fail(cmd, "--binary writes bits: not with --dtype");
     if (o->n_inputs == 0)
         return cli_fail(cmd, "no INPUT: give image files, folders, list files or - (see 'osprey %s --help')", cmd);
@@ -378,6 +396,21 @@ static int prepare_multi_label(tag_options *o, const osp_net *net) {
     return 0;
 }
 
+/* Codes: the hash gives the layer when none was named, and its
+ * normalisation (the pipeline refuses a --normalize it was not trained
+ * with). */
+static int use_hash(tag_options *o, const osp_hash *hash) {
+    o->p.hash = hash;
+    const char *layer = osp_hash_layer(hash);
+    if (!o->p.embed_layer) {
+        if (!*layer)
+            return cli_fail(o->cmd, "%s does not record its layer: give --layer NAME", o->hash ? o->hash : o->model);
+        o->p.embed_layer = layer;
+    }
+    if (osp_hash_normalize(hash) == 1) o->p.normalize = 1;
+    return 0;
+}
+
 static int tag_main(int argc, char **argv, int embed) {
     tag_options o = {.cmd = embed ? "embed" : "tag"};
     o.inputs = calloc((size_t)argc + 1, sizeof *o.inputs);
@@ -398,14 +431,20 @@ static int tag_main(int argc, char **argv, int embed) {
         more_names[m] = realpath(o.more_models[m], more_paths[m]) ? more_paths[m] : o.more_models[m];
     }
     osp_hash *hash = NULL;
+    char hash_path[PATH_MAX];
     if (!status && o.hash && osp_hash_load(o.hash, &hash)) status = cli_fail_lib(o.cmd, NULL);
-    o.p.hash = hash;
+    /* recorded absolute, so that 'osprey similar' codes its queries alike */
+    if (o.hash) o.p.hash_path = realpath(o.hash, hash_path) ? hash_path : o.hash;
     o.p.models = more;
     o.p.model_paths = more_names;
     o.p.n_models = o.n_more;
     if (status) {
     } else if (osp_model_load(o.model, &net)) {
         status = cli_fail_lib(o.cmd, NULL);
+    } else if (o.binary && !hash && osp_hash_from_net(net, o.model, &hash)) {
+        status = cli_fail_lib(o.cmd, NULL);
+    } else if (o.binary && use_hash(&o, hash)) {
+        status = 1;
     } else if (prepare_multi_label(&o, net)) {
         status = 1;
     } else if (!o.shard_given && osp_dist_launched()) {

@@ -364,6 +364,13 @@ static int load_init(const train_options *o, osp_net **out) {
         return cli_fail(CMD, "--init %s is %s, not an osprey model (--net takes a spec)", o->init,
                         osp_file_kind_phrase(kind));
     if (osp_model_load(o->init, out)) return cli_fail_lib(CMD, "--init");
+    /* Training moves the layer a hash head reads: its codes would no longer
+     * match. The new model has none; train one again on its vectors. */
+    if (osp_net_get_hash(*out)) {
+        osp_log(OSP_LOG_WARN, "--init %s: its hash head is not carried over (training changes the layer it "
+                "reads): train one again with 'osprey hash train'", o->init);
+        osp_net_set_hash(*out, NULL);
+    }
     return 0;
 }
 

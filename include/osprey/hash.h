@@ -12,7 +12,9 @@
  * A hash is saved as a safetensors file (".osh") with tensors "hash.weight"
  * (F32 K x D) and "hash.bias" (F32 K) and metadata format = "osprey",
  * kind = "hash", version, bits, dim, layer (the layer the vectors came from,
- * may be empty) and method. Loading treats the file as hostile.
+ * may be empty), method and, when known, normalize ("1": the vectors were
+ * L2-normalised). Loading treats the file as hostile. A hash can also be
+ * stored in a model (osp_hash_to_net, osprey/model.h).
  */
 #ifndef OSPREY_HASH_H
 #define OSPREY_HASH_H
@@ -27,6 +29,7 @@ extern "C" {
 #endif
 
 typedef struct osp_hash osp_hash;
+struct osp_net;
 
 #define OSP_HASH_MIN_BITS 8
 #define OSP_HASH_MAX_BITS 1024
@@ -48,6 +51,8 @@ typedef struct osp_hash_params {
                           (HashNet's weighting); 0: every pair alike, as DSH (default 1) */
     uint64_t seed;     /* initial W and batch order (default 1234) */
     const char *layer; /* recorded in the file: the layer the vectors came from (may be NULL) */
+    int normalize;     /* recorded: 1 if the vectors were L2-normalised, 0 if not,
+                          -1 not known (default) */
 } osp_hash_params;
 
 OSP_API void osp_hash_params_init(osp_hash_params *p, int bits);
@@ -82,6 +87,8 @@ OSP_API int osp_hash_bits(const osp_hash *h);
 OSP_API int osp_hash_dim(const osp_hash *h);
 /* The recorded source layer ("" if none); borrowed from h. */
 OSP_API const char *osp_hash_layer(const osp_hash *h);
+/* 1 or 0: whether the vectors it takes are L2-normalised; -1 if not recorded. */
+OSP_API int osp_hash_normalize(const osp_hash *h);
 /* W (bits x dim, row-major) and b (bits), borrowed from h. */
 OSP_API const float *osp_hash_weight(const osp_hash *h);
 OSP_API const float *osp_hash_bias(const osp_hash *h);
@@ -94,6 +101,16 @@ OSP_API int osp_hash_save(const osp_hash *h, const char *path);
 OSP_API int osp_hash_load(const char *path, osp_hash **out);
 OSP_API int osp_hash_load_memory(const void *buf, size_t len, const char *name, osp_hash **out);
 OSP_API void osp_hash_free(osp_hash *h);
+
+/* A model's hash head (osp_net_set_hash, docs/hashing.md) as a hash: its
+ * layer and normalisation with it. OSP_ENOENT, saying how to make one, if
+ * the model has none; name (may be NULL) is the model's file for the
+ * message. The caller owns *out. */
+OSP_API int osp_hash_from_net(const struct osp_net *net, const char *name, osp_hash **out);
+/* Stores h in net as its hash head (a copy; normalisation not recorded
+ * counts as none). Refused if h names no layer, or the layer does not
+ * give vectors of h's dimension. */
+OSP_API int osp_hash_to_net(const osp_hash *h, struct osp_net *net);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,11 @@
  * __metadata__ (all strings): format = "osprey", version, kind = "model" or
  * "checkpoint", spec (the network spec text), input ("1x28x28"), mean and
  * std (JSON arrays), labels (JSON array of strings), and for checkpoints
- * step, seed, optimizer (JSON) and config (the trainer's settings, JSON). */
+ * step, seed, optimizer (JSON) and config (the trainer's settings, JSON).
+ * Optional: multi_label and thresholds (docs/multilabel.md); a learned
+ * hash head as tensors "hash.weight" and "hash.bias" with the metadata
+ * hash, a JSON object {bits, dim, layer, normalize, method} (osp_net_hash,
+ * docs/hashing.md). */
 #ifndef OSPREY_MODEL_H
 #define OSPREY_MODEL_H
 

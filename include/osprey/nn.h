@@ -120,7 +120,24 @@ typedef struct osp_net {
      * for a float32 model. Set by osp_net_calibrate_end or
      * osp_net_set_quantization. */
     char *quantization;
+    /* A learned binary hash head stored with the model (docs/hashing.md),
+     * or NULL. Owned; set with osp_net_set_hash. */
+    struct osp_net_hash *hash;
 } osp_net;
+
+/* A hash head over one of the network's layers: a code's bit k is 1 when
+ * (W v + b)_k > 0, v being the layer's embedding (osp_embedding_from_layer:
+ * averaged over height and width, L2-normalised if normalize). Saved in the
+ * model as tensors "hash.weight" and "hash.bias" and the metadata "hash". */
+typedef struct osp_net_hash {
+    int bits;        /* K: a multiple of 8 in 8..1024 */
+    int dim;         /* D: the layer's channels */
+    char *layer;     /* the layer it reads */
+    int normalize;   /* 1: the vector is L2-normalised before the head */
+    char method[16]; /* how it was trained: "dsh" */
+    float *weight;   /* K x D, row-major */
+    float *bias;     /* K */
+} osp_net_hash;
 
 /* Builds a network from spec text; parameters initialised from seed. */
 OSP_API int osp_net_from_spec(const char *text, size_t len, const char *name, uint64_t seed,
@@ -178,6 +195,13 @@ OSP_API int osp_net_calibrate_end(osp_net *net, osp_calib_method method, double 
 OSP_API int osp_net_set_quantization(osp_net *net, const char *json, const char *name);
 /* How many layers run int8 (0 for a float32 model). */
 OSP_API int osp_net_quantized_layers(const osp_net *net);
+/* Copies a hash head into net (replacing any; NULL removes it). Refused
+ * (OSP_EINVAL, saying why) unless bits is a multiple of 8 in 8..1024, the
+ * layer exists and gives dim channels, the method is known, every value is
+ * finite and the net has no parameter of the head's tensor names. */
+OSP_API int osp_net_set_hash(osp_net *net, const osp_net_hash *hash);
+/* The model's hash head, or NULL (borrowed from net). */
+OSP_API const osp_net_hash *osp_net_get_hash(const osp_net *net);
 /* Copies labels (n_classes of them). */
 OSP_API int osp_net_set_labels(osp_net *net, const char *const *labels, int n);
 /* In place: x = (x - mean[c]) / std[c] over a batch of inputs. */

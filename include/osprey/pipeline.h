@@ -89,6 +89,10 @@ typedef struct osp_pipeline_options {
      * normalised as asked) through this learned hash (osprey/hash.h);
      * written as uint8 bits/8 a row, dtype "uint8". Borrowed. */
     const struct osp_hash *hash;
+    /* The hash's file, recorded in the catalogue ("hash_file") so that
+     * queries can be coded alike; NULL when the hash is the model's own
+     * head (osp_hash_from_net). */
+    const char *hash_path;
     osp_dtype dtype;       /* of vectors: OSP_DTYPE_F32 or OSP_DTYPE_F16 */
     int batch;             /* images per forward pass (default 32) */
     int workers;           /* decoding threads (0 = the cores) */
@@ -176,7 +180,8 @@ OSP_API int osp_catalog_counts(osp_catalog *c, int64_t *ok, int64_t *errors);
 OSP_API int osp_pipeline_load_vectors(const char *dir, osp_array *vectors, osp_array *ids);
 /* The vectors of n committed rows (rows[i] in [0, rows committed)) as
  * float32, dim floats each, into out (n x dim floats): one query's
- * vector without loading them all. OSP_ERANGE for a row that is not
+ * vector without loading them all. A folder of binary codes gives each
+ * byte of a code as a float (0 to 255). OSP_ERANGE for a row that is not
  * committed; OSP_ENOENT if the folder holds no vectors. */
 OSP_API int osp_catalog_read_vectors(osp_catalog *c, const int64_t *rows, int64_t n, float *out);
 
@@ -187,6 +192,9 @@ OSP_API int osp_catalog_read_vectors(osp_catalog *c, const int64_t *rows, int64_
  * with its terminating NUL), in that order. Take it right after loading:
  * it is of the parameters as they are. */
 OSP_API int osp_model_content_hash(const osp_net *net, char hex[65]);
+/* The identity a folder of codes records as "hash": SHA-256 (hex) of the
+ * hash's weights (bits x dim floats) followed by its bias (bits floats). */
+OSP_API int osp_hash_content_hash(const struct osp_hash *h, char hex[65]);
 
 #ifdef __cplusplus
 }

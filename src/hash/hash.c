@@ -22,12 +22,14 @@
 
 #include "osprey/hash.h"
 #include "osprey/io.h"
+#include "osprey/nn.h"
 
 struct osp_hash {
     int bits, dim;
     float *w; /* bits x dim */
     float *b; /* bits */
     char layer[256];
+    int normalize; /* 1 or 0: the vectors were L2-normalised; -1: not recorded */
 };
 
 #define LOSS_SAMPLE 2048
@@ -43,6 +45,7 @@ void osp_hash_params_init(osp_hash_params *p, int bits) {
     p->weight_decay = 1e-4f;
     p->balance = 1;
     p->seed = 1234;
+    p->normalize = -1;
 }
 
 static int check_bits(int bits, const char *where) {
@@ -78,6 +81,7 @@ static osp_hash *hash_new(int bits, int dim, const char *layer) {
         return NULL;
     }
     snprintf(h->layer, sizeof h->layer, "%s", layer ? layer : "");
+    h->normalize = -1;
     return h;
 }
 
@@ -91,6 +95,7 @@ void osp_hash_free(osp_hash *h) {
 int osp_hash_bits(const osp_hash *h) { return h->bits; }
 int osp_hash_dim(const osp_hash *h) { return h->dim; }
 const char *osp_hash_layer(const osp_hash *h) { return h->layer; }
+int osp_hash_normalize(const osp_hash *h) { return h->normalize; }
 const float *osp_hash_weight(const osp_hash *h) { return h->w; }
 const float *osp_hash_bias(const osp_hash *h) { return h->b; }
 
@@ -224,6 +229,7 @@ int osp_hash_train(const osp_hash_params *p, const float *x, const int32_t *labe
     const int B = (int)(n < p->batch ? n : p->batch);
     osp_hash *h = hash_new(k, d, p->layer);
     if (!h) return OSP_ENOMEM;
+    h->normalize = p->normalize == 0 || p->normalize == 1 ? p->normalize : -1;
 
     /* Standardise: centre, divide by the RMS of the centred values. */
     double *mean = calloc((size_t)d, sizeof *mean);
@@ -416,6 +422,8 @@ int osp_hash_save(const osp_hash *h, const char *path) {
     if (!rc) rc = osp_st_writer_meta(w, "dim", dim);
     if (!rc) rc = osp_st_writer_meta(w, "layer", h->layer);
     if (!rc) rc = osp_st_writer_meta(w, "method", "dsh");
+    /* Recorded when known; files without it are as before. */
+    if (!rc && h->normalize >= 0) rc = osp_st_writer_meta(w, "normalize", h->normalize ? "1" : "0");
     if (!rc) rc = osp_st_writer_save(w, path);
     osp_st_writer_free(w);
     return rc;
@@ -461,8 +469,12 @@ static int from_st(const osp_safetensors *st, const char *name, osp_hash **out) 
         return osp_error(OSP_EFORMAT, "%s: hash tensors of the wrong size", name);
     const char *layer = osp_st_meta(st, "layer");
     if (layer && strlen(layer) >= 256) return osp_error(OSP_EFORMAT, "%s: layer name too long", name);
+    const char *norm = osp_st_meta(st, "normalize");
+    if (norm && strcmp(norm, "0") && strcmp(norm, "1"))
+        return osp_error(OSP_EFORMAT, "%s: metadata 'normalize' must be \"0\" or \"1\"", name);
     osp_hash *h = hash_new((int)bits, (int)dim, layer);
     if (!h) return OSP_ENOMEM;
+    h->normalize = norm ? norm[0] - '0' : -1;
     memcpy(h->w, w->data, w->nbytes);
     memcpy(h->b, b->data, b->nbytes);
     for (size_t t = 0; t < (size_t)bits * (size_t)dim; t++)
@@ -497,4 +509,34 @@ int osp_hash_load_memory(const void *buf, size_t len, const char *name, osp_hash
     rc = from_st(st, name, out);
     osp_st_free(st);
     return rc;
+}
+
+/* ---- the head stored in a model ------------------------------------------ */
+
+int osp_hash_from_net(const osp_net *net, const char *name, osp_hash **out) {
+    *out = NULL;
+    const osp_net_hash *nh = osp_net_get_hash(net);
+    if (!nh)
+        return osp_error(OSP_ENOENT,
+                         "%s has no hash head: store one in a copy of it with 'osprey hash train --vectors DIR "
+                         "--bits 64 --model %s --out NAME.osp' (DIR: its vectors from 'osprey embed'), or give "
+                         "a hash file with --hash FILE.osh",
+                         name ? name : "the model", name ? name : "MODEL");
+    osp_hash *h = hash_new(nh->bits, nh->dim, nh->layer);
+    if (!h) return OSP_ENOMEM;
+    memcpy(h->w, nh->weight, (size_t)nh->bits * (size_t)nh->dim * sizeof *h->w);
+    memcpy(h->b, nh->bias, (size_t)nh->bits * sizeof *h->b);
+    h->normalize = nh->normalize;
+    *out = h;
+    return OSP_OK;
+}
+
+int osp_hash_to_net(const osp_hash *h, osp_net *net) {
+    if (!h->layer[0])
+        return osp_error(OSP_EINVAL, "the hash names no layer: a head stored in a model must say which layer "
+                                     "it reads (train it from an 'osprey embed' folder, or give --layer)");
+    osp_net_hash nh = {.bits = h->bits, .dim = h->dim, .layer = (char *)h->layer,
+                       .normalize = h->normalize > 0, .weight = h->w, .bias = h->b};
+    snprintf(nh.method, sizeof nh.method, "dsh");
+    return osp_net_set_hash(net, &nh);
 }

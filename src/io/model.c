@@ -44,6 +44,28 @@ static char *json_optim(const osp_optimizer *opt) {
     return s;
 }
 
+/* The hash head: tensors "hash.weight" (K x D) and "hash.bias" (K), and
+ * the metadata "hash", a JSON object {"bits", "dim", "layer", "normalize",
+ * "method"}. */
+static int save_hash(osp_st_writer *w, const osp_net_hash *h) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return OSP_ENOMEM;
+    cJSON_AddNumberToObject(o, "bits", h->bits);
+    cJSON_AddNumberToObject(o, "dim", h->dim);
+    cJSON_AddStringToObject(o, "layer", h->layer);
+    cJSON_AddNumberToObject(o, "normalize", h->normalize);
+    cJSON_AddStringToObject(o, "method", h->method);
+    char *meta = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!meta) return OSP_ENOMEM;
+    osp_shape ws = {.ndim = 2, .dim = {h->bits, h->dim}}, bs = {.ndim = 1, .dim = {h->bits}};
+    int rc = osp_st_writer_meta(w, "hash", meta);
+    if (!rc) rc = osp_st_writer_add(w, "hash.weight", OSP_DTYPE_F32, &ws, h->weight);
+    if (!rc) rc = osp_st_writer_add(w, "hash.bias", OSP_DTYPE_F32, &bs, h->bias);
+    cJSON_free(meta);
+    return rc;
+}
+
 static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_state *state,
                 const char *path) {
     osp_graph *g = net->graph;
@@ -74,6 +96,8 @@ static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_st
     }
     /* Only int8 models carry it (docs/quantization.md). */
     if (!rc && net->quantization) rc = osp_st_writer_meta(w, "quantization", net->quantization);
+    /* Only models with a hash head carry it: other files are as before. */
+    if (!rc && net->hash) rc = save_hash(w, net->hash);
     for (int i = 0; !rc && i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
         rc = osp_st_writer_add(w, p->name, OSP_DTYPE_F32, &p->shape, osp_graph_param_data(g, i));
@@ -264,6 +288,70 @@ static int read_multi_label(const osp_safetensors *st, const char *name, osp_net
     return rc;
 }
 
+/* An integer-valued JSON number in [lo, hi]. */
+static int json_int(const cJSON *o, const char *key, int lo, int hi, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return 0;
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
+/* Optional: the hash head (see save_hash). Its metadata and its tensors
+ * come together, agree with each other and with the network's layer. */
+static int read_hash(const osp_safetensors *st, const char *name, osp_net *net) {
+    const char *meta = osp_st_meta(st, "hash");
+    const osp_st_tensor *w = osp_st_find(st, "hash.weight"), *b = osp_st_find(st, "hash.bias");
+    if (!meta) {
+        if (w || b)
+            return osp_error(OSP_EFORMAT, "%s: tensor '%s' without the 'hash' metadata that describes it", name,
+                             w ? "hash.weight" : "hash.bias");
+        return OSP_OK;
+    }
+    cJSON *o = cJSON_Parse(meta);
+    const cJSON *layer = cJSON_GetObjectItemCaseSensitive(o, "layer");
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(o, "method");
+    osp_net_hash h = {0};
+    int rc = OSP_OK;
+    if (!cJSON_IsObject(o))
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash' must be a JSON object", name);
+    else if (!json_int(o, "bits", 8, 1024, &h.bits) || h.bits % 8)
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash': bits must be a multiple of 8 from 8 to 1024", name);
+    else if (!json_int(o, "dim", 1, 65536, &h.dim))
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash': dim must be from 1 to 65536", name);
+    else if (!json_int(o, "normalize", 0, 1, &h.normalize))
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash': normalize must be 0 or 1", name);
+    else if (!cJSON_IsString(layer) || !*layer->valuestring)
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash': no layer", name);
+    else if (!cJSON_IsString(method) || strlen(method->valuestring) >= sizeof h.method)
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash': no method", name);
+    else if (!w || !b)
+        rc = osp_error(OSP_EFORMAT, "%s: metadata 'hash' without the tensor '%s'", name,
+                       w ? "hash.bias" : "hash.weight");
+    if (!rc) {
+        osp_shape ws = {.ndim = 2, .dim = {h.bits, h.dim}}, bs = {.ndim = 1, .dim = {h.bits}};
+        h.weight = osp_alloc((size_t)h.bits * (size_t)h.dim * sizeof *h.weight);
+        h.bias = osp_alloc((size_t)h.bits * sizeof *h.bias);
+        if (!h.weight || !h.bias) rc = OSP_ENOMEM;
+        if (!rc) rc = copy_tensor(st, name, "hash.weight", &ws, h.weight);
+        if (!rc) rc = copy_tensor(st, name, "hash.bias", &bs, h.bias);
+    }
+    if (!rc) {
+        h.layer = layer->valuestring;
+        strcpy(h.method, method->valuestring);
+        if (osp_net_set_hash(net, &h)) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", osp_last_error());
+            rc = osp_error(OSP_EFORMAT, "%s: %s", name, msg);
+        }
+    }
+    osp_free(h.weight);
+    osp_free(h.bias);
+    cJSON_Delete(o);
+    return rc;
+}
+
 static int from_safetensors(const osp_safetensors *st, const char *name, osp_net **out,
                             osp_optimizer **opt, osp_train_state *state) {
     int rc = OSP_OK;
@@ -294,6 +382,7 @@ static int from_safetensors(const osp_safetensors *st, const char *name, osp_net
     if (!rc) rc = read_multi_label(st, name, net);
     const char *quant = osp_st_meta(st, "quantization");
     if (!rc && quant) rc = osp_net_set_quantization(net, quant, name);
+    if (!rc) rc = read_hash(st, name, net);
     for (int i = 0; !rc && i < osp_graph_param_count(net->graph); i++) {
         const osp_param *p = osp_graph_param(net->graph, i);
         rc = copy_tensor(st, name, p->name, &p->shape, osp_graph_param_data(net->graph, i));

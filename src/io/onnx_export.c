@@ -11,7 +11,10 @@
  * osprey names ("conv1.weight"), float32 little-endian raw data. The input
  * normalisation and the label names go into metadata_props as JSON
  * ("osprey.mean", "osprey.std", "osprey.labels"): they are informational,
- * as the graph takes the normalised input, as osprey's does. */
+ * as the graph takes the normalised input, as osprey's does. A multi-label
+ * model adds "osprey.multi_label" ("1") and, once chosen, its per-label
+ * thresholds "osprey.thresholds" (JSON): the graph gives logits either
+ * way, and these say how to read them. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -754,7 +757,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
 
     Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
     Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
-    Onnx__StringStringEntryProto **props = ex_alloc(e, 3, sizeof *props);
+    Onnx__StringStringEntryProto **props = ex_alloc(e, 5, sizeof *props);
     if (e->oom) return OSP_ENOMEM;
     onnx__operator_set_id_proto__init(opset);
     opset->domain = "";
@@ -767,6 +770,11 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     props[0] = meta(e, "osprey.mean", json_floats(net->mean, channels));
     props[1] = meta(e, "osprey.std", json_floats(net->std, channels));
     props[2] = meta(e, "osprey.labels", osp__json_labels(net));
+    size_t n_props = 3;
+    /* only multi-label models: single-label exports are as before */
+    if (net->multi_label) props[n_props++] = meta(e, "osprey.multi_label", strdup("1"));
+    if (net->multi_label && net->thresholds)
+        props[n_props++] = meta(e, "osprey.thresholds", json_floats(net->thresholds, net->n_classes));
     if (e->oom) return OSP_ENOMEM;
 
     onnx__model_proto__init(m);
@@ -779,7 +787,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     m->doc_string = "Exported by osprey. The input is normalised ((x - mean) / std per channel, "
                     "metadata osprey.mean and osprey.std) before it enters the graph.";
     m->graph = gp;
-    m->n_metadata_props = 3;
+    m->n_metadata_props = n_props;
     m->metadata_props = props;
     return OSP_OK;
 }

@@ -629,6 +629,36 @@ static int meta_labels(const Onnx__ModelProto *m, const char *name, osp_net *net
     return rc;
 }
 
+/* "osprey.multi_label" ("1") and "osprey.thresholds" (a JSON array of one
+ * threshold in (0, 1) per output): an exported multi-label model's way of
+ * reading its logits. Like the labels they are kept when they fit the
+ * network, and ignored with a warning when they do not. */
+static void meta_multi_label(const Onnx__ModelProto *m, const char *name, osp_net *net) {
+    const char *flag = model_meta(m, "osprey.multi_label"), *t = model_meta(m, "osprey.thresholds");
+    if (!flag || strcmp(flag, "1")) {
+        if (flag && strcmp(flag, "0"))
+            osp_log(OSP_LOG_WARN, "%s: ignoring metadata osprey.multi_label: not \"0\" or \"1\"", name);
+        if (t) osp_log(OSP_LOG_WARN, "%s: ignoring metadata osprey.thresholds: the model is not multi-label", name);
+        return;
+    }
+    osp_net_set_multi_label(net, 1);
+    if (!t) return;
+    cJSON *a = cJSON_Parse(t);
+    const int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
+    float *v = n == net->n_classes && n > 0 ? osp_alloc((size_t)n * sizeof *v) : NULL;
+    int ok = v != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        cJSON *x = cJSON_GetArrayItem(a, i);
+        ok = cJSON_IsNumber(x) && isfinite(x->valuedouble);
+        if (ok) v[i] = (float)x->valuedouble;
+    }
+    if (!ok || osp_net_set_thresholds(net, v, n))
+        osp_log(OSP_LOG_WARN, "%s: ignoring metadata osprey.thresholds: not one threshold in (0, 1) for each of "
+                "the %d outputs", name, net->n_classes);
+    osp_free(v);
+    cJSON_Delete(a);
+}
+
 int osp_onnx_import(const void *data, size_t size, const char *name,
                     const osp_onnx_import_options *opt, osp_net **out) {
     *out = NULL;
@@ -652,6 +682,7 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
         osp_net_free(*out);
         *out = NULL;
     }
+    if (!rc) meta_multi_label(model, name, *out);
     importer_free(&im);
     onnx__model_proto__free_unpacked(model, NULL);
     return rc;

@@ -13,6 +13,7 @@ void osp_net_free(osp_net *net) {
     osp_free(net->labels);
     osp_free(net->thresholds);
     osp_free(net->quantization);
+    osp_net_set_hash(net, NULL);
     osp_free(net);
 }
 
@@ -255,6 +256,7 @@ int osp_net_with_input(const osp_net *net, int height, int width, osp_net **out)
     copy->multi_label = net->multi_label;
     if (!rc && net->thresholds) rc = osp_net_set_thresholds(copy, net->thresholds, net->n_classes);
     if (!rc && net->quantization) rc = osp_net_set_quantization(copy, net->quantization, "the model");
+    if (!rc && net->hash) rc = osp_net_set_hash(copy, net->hash);
     if (rc) {
         osp_net_free(copy);
         return rc;

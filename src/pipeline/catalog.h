@@ -3,8 +3,8 @@
  *
  *   settings(key, value)   fixed when the folder is made: format, version,
  *                          model, model_name, model_sha256, layer, dim,
- *                          dtype, normalize, sigmoid, top_k, threshold,
- *                          tags, shard, merged
+ *                          dtype, hash, bits, hash_file, normalize,
+ *                          sigmoid, top_k, threshold, tags, shard, merged
  *   state(key, value)      tags_bytes and rows: how much of tags.jsonl and
  *                          of vectors.npy / ids.npy is committed
  *   runs(id, started, ended, command, options, images, errors)

@@ -713,17 +713,16 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         const char *hl = osp_hash_layer(opt->hash);
         if (hl && *hl && strcmp(hl, opt->embed_layer))
             return osp_error(OSP_EINVAL, "the hash was trained on layer '%s', not '%s'", hl, opt->embed_layer);
+        /* codes of vectors normalised otherwise than its training vectors are noise */
+        const int hn = osp_hash_normalize(opt->hash);
+        if (hn >= 0 && hn != (opt->normalize != 0))
+            return osp_error(OSP_EINVAL, "the hash was trained on vectors that were %s: %s --normalize",
+                             hn ? "L2-normalised" : "not L2-normalised", hn ? "add" : "drop");
         e->out_dim = osp_hash_bits(opt->hash) / 8;
         e->out_dtype = OSP_DTYPE_U8;
         snprintf(bits, sizeof bits, "%d", osp_hash_bits(opt->hash));
         /* the hash's identity: its weights and bias */
-        const int64_t n = (int64_t)osp_hash_bits(opt->hash) * (osp_hash_dim(opt->hash) + 1);
-        float *wb = malloc((size_t)n * sizeof *wb);
-        if (!wb) return osp_error(OSP_ENOMEM, "out of memory");
-        memcpy(wb, osp_hash_weight(opt->hash), (size_t)(n - osp_hash_bits(opt->hash)) * sizeof *wb);
-        memcpy(wb + n - osp_hash_bits(opt->hash), osp_hash_bias(opt->hash), (size_t)osp_hash_bits(opt->hash) * sizeof *wb);
-        osp__sha256_hex(wb, (size_t)n * sizeof *wb, hash_hex);
-        free(wb);
+        if ((rc = osp_hash_content_hash(opt->hash, hash_hex))) return rc;
     }
     e->row_bytes = e->out_dim * (int64_t)osp_dtype_size(e->out_dtype);
     snprintf(dim, sizeof dim, "%lld", (long long)e->out_dim);
@@ -737,7 +736,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         {"layer", opt->embed_layer ? opt->embed_layer : ""},
         {"dim", dim},
         {"dtype", e->out_dtype == OSP_DTYPE_U8 ? "uint8" : e->out_dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
-        {"hash", hash_hex}, {"bits", bits},
+        {"hash", hash_hex}, {"bits", bits}, {"hash_file", opt->hash && opt->hash_path ? opt->hash_path : ""},
         {"normalize", opt->normalize ? "1" : "0"}, {"sigmoid", opt->sigmoid ? "1" : "0"},
         {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
         {"shard", shard}, {"merged", "0"},

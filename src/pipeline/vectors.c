@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "folder.h"
+#include "pipeline_impl.h"
 #include "osprey/graph.h"
+#include "osprey/hash.h"
 
 /* ---- settings ---------------------------------------------------------------- */
 
@@ -149,6 +151,8 @@ int osp__folder_npy_open(const char *dir, const char *name, osp_dtype dtype, int
 /* Converts n rows of dim elements of dtype at raw to float32 at out. */
 static void to_float(const void *raw, osp_dtype dtype, size_t count, float *out) {
     if (dtype == OSP_DTYPE_F16) osp_float_from_half(raw, out, (int64_t)count);
+    else if (dtype == OSP_DTYPE_U8) /* packed codes: a byte a value */
+        for (size_t i = 0; i < count; i++) out[i] = (float)((const uint8_t *)raw)[i];
     else memcpy(out, raw, count * sizeof(float));
 }
 
@@ -267,5 +271,17 @@ int osp_model_content_hash(const osp_net *net, char hex[65]) {
     EVP_MD_CTX_free(ctx);
     if (!ok || n != 32) return osp_error(OSP_EIO, "model content hash: SHA-256 failed");
     for (unsigned int i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return OSP_OK;
+}
+
+int osp_hash_content_hash(const struct osp_hash *h, char hex[65]) {
+    hex[0] = '\0';
+    const int64_t bits = osp_hash_bits(h), n = bits * (osp_hash_dim(h) + 1);
+    float *wb = malloc((size_t)n * sizeof *wb);
+    if (!wb) return osp_error(OSP_ENOMEM, "out of memory");
+    memcpy(wb, osp_hash_weight(h), (size_t)(n - bits) * sizeof *wb);
+    memcpy(wb + n - bits, osp_hash_bias(h), (size_t)bits * sizeof *wb);
+    osp__sha256_hex(wb, (size_t)n * sizeof *wb, hex);
+    free(wb);
     return OSP_OK;
 }

@@ -36,6 +36,7 @@ typedef struct worker {
     osp_net *net; /* its own graph: activations, gradients; the network's weights */
     float *x;
     int32_t *labels;
+    float *targets; /* multi-label data: batch x outputs multi-hot; else NULL */
     osp_loader *loader;
 } worker;
 
@@ -60,6 +61,7 @@ static void worker_free(worker *w) {
     osp_loader_free(w->loader);
     osp_free(w->x);
     osp_free(w->labels);
+    osp_free(w->targets);
 }
 
 static int worker_new(osp__run *r, worker *w) {
@@ -77,7 +79,11 @@ static int worker_new(osp__run *r, worker *w) {
     w->x = osp_alloc((size_t)r->cfg->batch * (size_t)size * sizeof(float));
     w->labels = osp_alloc((size_t)r->cfg->batch * sizeof(int32_t));
     if (!w->x || !w->labels) return OSP_ENOMEM;
+    if (r->data->multi_label &&
+        !(w->targets = osp_alloc((size_t)r->cfg->batch * (size_t)net->n_classes * sizeof(float))))
+        return OSP_ENOMEM;
     osp_loader_config lc = osp__loader_config(net, r->data, r->cfg->batch, r->cfg->seed, 1);
+    lc.multi_hot = w->targets != NULL;
     lc.workers = 0;
     lc.prefetch = 1;
     return osp_loader_new(r->data, &lc, &w->loader);
@@ -89,21 +95,28 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
     int64_t first = b * cfg->batch, left = r->data->count - first;
     int batch = (int)(left < cfg->batch ? left : cfg->batch), loaded;
     int rc = osp_loader_start(w->loader, epoch, r->order + first, batch, 0);
-    if (!rc) rc = osp_loader_next(w->loader, w->x, w->labels, &loaded);
+    if (!rc && w->targets) rc = osp_loader_next_hot(w->loader, w->x, w->targets, &loaded);
+    else if (!rc) rc = osp_loader_next(w->loader, w->x, w->labels, &loaded);
     if (rc) return rc;
     if (loaded != batch)
         return osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
     osp_graph *g = w->net->graph;
     osp_node *logits = osp_graph_node(g, w->net->logits_node);
     int64_t step = (int64_t)epoch * r->steps_per_epoch + b;
-    if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = cfg->seed, .step = (uint64_t)step};
-    if ((rc = osp_graph_forward(g, w->x, &ex))) return rc;
-    const int k = (int)logits->size;
-    *loss = ex.be->softmax_xent(batch, k, logits->out, w->labels, NULL, logits->dout);
-    *correct = 0;
-    for (int i = 0; i < batch; i++) *correct += argmax(logits->out + (int64_t)i * k, k) == w->labels[i];
+    if (w->targets) { /* sigmoid + binary cross-entropy; correct = every label right */
+        int64_t right = 0;
+        if ((rc = osp__forward_loss_hot(w->net, w->x, w->targets, &ex, loss, &right))) return rc;
+        *correct = (int)right;
+    } else {
+        if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
+        if ((rc = osp_graph_forward(g, w->x, &ex))) return rc;
+        const int k = (int)logits->size;
+        *loss = ex.be->softmax_xent(batch, k, logits->out, w->labels, NULL, logits->dout);
+        *correct = 0;
+        for (int i = 0; i < batch; i++) *correct += argmax(logits->out + (int64_t)i * k, k) == w->labels[i];
+    }
     if (!isfinite(*loss))
         return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
                          *loss, (long long)step);

@@ -113,7 +113,7 @@ static char *config_json(const osp__run *r) {
     if (cfg->freeze_until) cJSON_AddStringToObject(o, "freeze_until", cfg->freeze_until);
     if (cfg->head_layer) cJSON_AddStringToObject(o, "head_layer", cfg->head_layer);
     if (cfg->lr_backbone > 0) cJSON_AddNumberToObject(o, "lr_backbone", cfg->lr_backbone);
-    if (r->targets) cJSON_AddStringToObject(o, "loss", "bce");
+    if (r->data && r->data->multi_label) cJSON_AddStringToObject(o, "loss", "bce");
     /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
      * after it was written is not taken for a valid checkpoint. */
     cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
@@ -504,9 +504,6 @@ static int check_loss(const osp_net *net, const osp_dataset *data, const osp_dat
     if (!multi) return OSP_OK;
     if (!data->labels_multi)
         return osp_error(OSP_EINVAL, "%s: a multi-label dataset without its labels", src);
-    if (cfg->hogwild > 1 || osp_dist_size(cfg->dist) > 1)
-        return osp_error(OSP_ENOTSUP, "multi-label training runs in one process, without Hogwild "
-                         "or MPI, for now");
     if (data->n_classes != net->n_classes)
         return osp_error(OSP_ESHAPE, "%s: %d labels but the network has %d outputs: a multi-label "
                          "model has one output per label", src, data->n_classes, net->n_classes);

@@ -111,6 +111,39 @@ a, b = (json.load(open(p)) for p in sys.argv[1:])
 assert a["count"] == b["count"] == 900 and a["top1"] > 0.8, a
 assert abs(a["top1"] - b["top1"]) < 1e-9 and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
 PY
+# ... and a multi-label model's flag and per-label thresholds (a copy of a.osp
+# marked multi-label, its file's metadata edited); a single-label export
+# carries neither
+$py - "$work/a.osp" "$work/ml.osp" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h["__metadata__"].update(multi_label="1", thresholds="[0.25, 0.5, 0.8125]")
+t = json.dumps(h, separators=(",", ":")).encode()
+t += b" " * (-len(t) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(t)) + t + b[8 + n:])
+PY
+"$osprey" export "$work/ml.osp" --out "$work/ml.onnx" >/dev/null
+"$osprey" import "$work/ml.onnx" --out "$work/ml2.osp" >/dev/null
+for m in ml ml2 b; do "$osprey" info "$work/$m.osp" --json >"$work/$m.json"; done
+$py - "$work/ml.json" "$work/ml2.json" "$work/b.json" <<'PY'
+import json, sys
+a, b, single = (json.load(open(p)) for p in sys.argv[1:])
+assert a.get("multi_label") is True and a["thresholds"] == [0.25, 0.5, 0.8125], a
+assert b.get("multi_label") is True and b["thresholds"] == a["thresholds"], b
+assert b["labels"] == a["labels"] == ["circle", "cross", "square"], b["labels"]
+assert "multi_label" not in single and "thresholds" not in single, single
+PY
+if $py -c "import onnx" 2>/dev/null; then
+    $py - "$work/ml.onnx" "$work/a.onnx" <<'PY'
+import json, sys
+import onnx
+ml, single = ({p.key: p.value for p in onnx.load(f).metadata_props} for f in sys.argv[1:])
+assert ml["osprey.multi_label"] == "1" and json.loads(ml["osprey.thresholds"]) == [0.25, 0.5, 0.8125], ml
+assert "osprey.multi_label" not in single and "osprey.thresholds" not in single, single
+PY
+fi
 # --labels sets them for any model (here over the exported ones)
 printf 'round\nplus\nbox\n' >"$work/labels.txt"
 "$osprey" import "$work/a.onnx" --labels "$work/labels.txt" --out "$work/c.osp" >/dev/null

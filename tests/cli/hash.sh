@@ -150,4 +150,67 @@ expect_error "gives no label for" "$osprey" hash train --vectors "$work/emb" --l
 printf 'no tab here\n' >"$work/notab.tsv"
 expect_error "not path<TAB>label" "$osprey" hash train --vectors "$work/emb" --labels "$work/notab.tsv" --bits 16 --out "$work/x.osh"
 expect_error "is a file" "$osprey" hash apply --hash "$work/f.osh" --vectors "$work/q.npy" --out "$work/x.npy" --ids-out "$work/i.npy"
+
+# stored in the model: --out NAME.osp writes a copy of the folder's model with
+# the head (its layer and normalisation), which 'embed --binary' then uses
+"$osprey" hash train --vectors "$work/emb" --bits 32 --out "$work/mh.osp" --epochs 5 --threads 2 --quiet
+"$osprey" hash train --vectors "$work/emb" --bits 32 --out "$work/mh.osh" --epochs 5 --threads 2 --quiet
+"$osprey" info "$work/mh.osp" | grep -q "^hash *32 bits from layer relu7 (32 values)" ||
+    fail "info does not show the hash head: $("$osprey" info "$work/mh.osp" | head -6)"
+"$osprey" info "$work/mh.osp" --json | $py -c '
+import json, sys
+h = json.load(sys.stdin)["hash"]
+assert h == {"bits": 32, "dim": 32, "layer": "relu7", "normalize": False, "method": "dsh"}, h'
+"$osprey" info "$work/m.osp" --json | $py -c 'import json, sys; assert "hash" not in json.load(sys.stdin)'
+"$osprey" hash info "$work/mh.osp" --json | grep -q '"layer": "relu7", "method": "dsh", "normalize": false' ||
+    fail "hash info of a model's head: $("$osprey" hash info "$work/mh.osp" --json)"
+"$osprey" embed --model "$work/mh.osp" --binary --out "$work/mcodes" --threads 2 --quiet "$work/photos"
+"$osprey" embed --model "$work/m.osp" --layer relu7 --hash "$work/mh.osh" --out "$work/fcodes" --threads 2 --quiet \
+    "$work/photos"
+"$osprey" hash apply --hash "$work/mh.osp" --vectors "$work/emb" --out "$work/mc.npy" --ids-out "$work/mids.npy"
+$py - "$work/mcodes" "$work/fcodes" "$work/mc.npy" "$work/mids.npy" <<'PY'
+import sys, numpy as np
+def rows(codes, ids):
+    return {i: c.tobytes() for i, c in zip(np.load(ids).tolist(), np.load(codes))}
+m = rows(sys.argv[1] + "/vectors.npy", sys.argv[1] + "/ids.npy")
+f = rows(sys.argv[2] + "/vectors.npy", sys.argv[2] + "/ids.npy")
+a = rows(sys.argv[3], sys.argv[4])
+assert len(m) == 120 and m == f == a, (len(m), len(f), len(a))
+assert len(next(iter(m.values()))) == 4
+PY
+# the head travels with a relabelled copy; new normalisation or training drops it
+printf 'a\nb\nc\nd\ne\n' >"$work/names.txt"
+"$osprey" import "$work/mh.osp" --labels "$work/names.txt" --out "$work/relabelled.osp" >/dev/null
+"$osprey" info "$work/relabelled.osp" | grep -q "^hash *32 bits" || fail "import --labels dropped the hash head"
+"$osprey" import "$work/mh.osp" --mean 0.4 --out "$work/renorm.osp" >/dev/null 2>"$work/renorm.err"
+grep -q "hash head is dropped" "$work/renorm.err" || fail "import --mean: no note that the head is dropped"
+"$osprey" info "$work/renorm.osp" | grep -q "^hash" && fail "import --mean kept a hash head that no longer fits"
+"$osprey" train --init "$work/mh.osp" --data "$work/photos" --epochs 1 --batch 32 --threads 2 --out "$work/tuned.osp" \
+    >/dev/null 2>"$work/tuned.err"
+grep -q "hash head is not carried over" "$work/tuned.err" || fail "train --init: no note that the head is dropped"
+"$osprey" info "$work/tuned.osp" | grep -q "^hash" && fail "train --init kept a stale hash head"
+# mistakes, each named
+expect_error "has no hash head" "$osprey" embed --model "$work/m.osp" --binary --out "$work/x" "$work/photos"
+expect_error "give it with --hash" "$osprey" embed --model "$work/mh.osp" --binary "$work/mh.osh" --out "$work/x" "$work/photos"
+expect_error "trained on layer 'relu7', not 'maxpool8'" "$osprey" embed --model "$work/mh.osp" --binary --layer maxpool8 \
+    --out "$work/x" "$work/photos"
+expect_error "drop --normalize" "$osprey" embed --model "$work/mh.osp" --binary --normalize --out "$work/x" "$work/photos"
+expect_error "give --out NAME.osp" "$osprey" hash train --vectors "$work/emb" --bits 8 --model "$work/m.osp" --out "$work/x.osh"
+expect_error "not the model the vectors" "$osprey" hash train --vectors "$work/emb" --bits 8 --model "$work/relabelled.osp" \
+    --out "$work/x.osp"
+expect_error "with --model MODEL" "$osprey" hash train --vectors "$work/base.npy" --labels "$work/labels.npy" --bits 8 \
+    --out "$work/x.osp"
+expect_error "give --layer NAME" "$osprey" hash train --vectors "$work/base.npy" --labels "$work/labels.npy" --bits 8 \
+    --model "$work/m.osp" --out "$work/x.osp"
+expect_error "gives vectors of 32 values, but" "$osprey" hash train --vectors "$work/base.npy" --labels "$work/labels.npy" \
+    --bits 8 --model "$work/m.osp" --layer relu7 --out "$work/x.osp"
+[ ! -e "$work/x.osp" ] || fail "a refused hash train wrote its output"
+# a model whose head disagrees with its tensors is refused, naming the file
+$py - "$work/mh.osp" "$work/badhead.osp" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+assert b.count(b'\\"bits\\":32') == 1, "the head's metadata not found"
+open(sys.argv[2], "wb").write(b.replace(b'\\"bits\\":32', b'\\"bits\\":40'))
+PY
+expect_error "badhead.osp: tensor 'hash.weight' is F32 32x32, expected F32 40x32" "$osprey" info "$work/badhead.osp"
 echo "hash: ok"

@@ -121,6 +121,40 @@ small=(--net "$d/net.cfg" --data "$d/val.jsonl" --epochs 2 --batch 32 --lr 0.05 
     --quiet --out "$work/part.osp"
 cmp -s "$work/full.osp" "$work/part.osp" || fail "the resumed multi-label run differs"
 
+# Hogwild: workers share the weights, each with its multi-hot batches.
+"$osprey" train "${small[@]}" --hogwild --val "$d/val.jsonl" --out "$work/hw.osp" --json >"$work/hw.json"
+"$osprey" info --json "$work/hw.osp" | $py -c '
+import json, sys
+m = json.load(sys.stdin)
+assert m["multi_label"] is True and len(m["thresholds"]) == 3, m'
+$py - "$work/hw.json" <<'PY'
+import json, sys
+p = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert len(p) == 2 and p[0]["hogwild_workers"] == 2, p
+assert p[1]["loss"] < p[0]["loss"] and p[1]["val_top5"] is None, p
+PY
+# MPI: 2 ranks with half the batch each take the steps one process takes
+# (weights and optimizer state within 1e-5), as single-label runs do; the
+# network without its batch norms, whose batch statistics are per rank.
+if command -v mpirun >/dev/null; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    grep -v '^\[batchnorm\]' "$d/net.cfg" >"$work/nobn.cfg"
+    mpi=(--net "$work/nobn.cfg" --data "$d/val.jsonl" --epochs 1 --lr 0.05 --seed 5 --threads 1 --quiet
+         --stop-after 4)
+    "$osprey" train "${mpi[@]}" --batch 32 --checkpoint "$work/one.ckpt"
+    mpirun --oversubscribe -np 2 --bind-to none "$osprey" train "${mpi[@]}" --batch 16 --checkpoint "$work/two.ckpt"
+    $py "$src/tests/cli/weights_diff.py" "$work/one.ckpt" "$work/two.ckpt" --optim --max 1e-5 ||
+        fail "2 ranks trained the multi-label model otherwise than one process"
+    $py - "$work/two.ckpt" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+meta = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+assert meta["multi_label"] == "1" and json.loads(meta["config"])["loss"] == "bce", meta.get("config")
+PY
+else
+    echo "mpirun is missing: the multi-label MPI check is skipped"
+fi
+
 # Bad input: clear errors before training starts.
 common=(--net "$d/net.cfg" --epochs 1 --batch 32 --threads 2 --quiet)
 expect_error "multi-label data .* --loss bce" \

@@ -159,8 +159,13 @@ cp "$work/photos/star/0004.jpg" "$work/outside.jpg"
     fail "an outside copy of an image did not find it"
 
 # binary codes from a learned hash, written by the pipeline, as 'hash apply' makes them
+# (sort_codes: a folder's codes ordered by image id, as text)
+sort_codes() {
+    $py -c 'import sys, numpy as np; c, i = np.load(sys.argv[1] + "/vectors.npy"), np.load(sys.argv[1] + "/ids.npy")
+for k in np.argsort(i): print(i[k], c[k].tobytes().hex())' "$1"
+}
 "$osprey" hash train --vectors "$out" --bits 32 --epochs 5 --out "$work/h.osh" >/dev/null 2>&1
-"$osprey" embed --model "$work/m.osp" --layer relu7 --normalize --binary "$work/h.osh" --out "$work/codes" \
+"$osprey" embed --model "$work/m.osp" --layer relu7 --normalize --hash "$work/h.osh" --out "$work/codes" \
     --threads 2 --quiet "$work/photos"
 "$osprey" hash apply --hash "$work/h.osh" --vectors "$out" --out "$work/applied.npy" --ids-out "$work/applied-ids.npy" >/dev/null
 $py - "$work/codes" "$work/applied.npy" "$work/applied-ids.npy" <<'PY'
@@ -175,10 +180,41 @@ assert len(same) > 250 and all(same), (len(same), sum(same))
 PY
 "$osprey" index build --from "$work/codes" --type binary --out "$work/codes.idx" >/dev/null
 "$osprey" index info "$work/codes.idx" --json | grep -q '"count": 30[0-9]' || fail "the binary index from --from"
-expect_error "is a binary index" "$osprey" similar --index "$work/codes.idx" --catalog "$work/codes" "$path"
+# similar over the codes: a catalogued image by its stored code, another
+# image coded now with the hash file the folder records
+"$osprey" similar --index "$work/codes.idx" --catalog "$work/codes" -k 5 --json "$path" "$work/outside.jpg" \
+    >"$work/bsim.json"
+$py - "$work/bsim.json" "$path" <<'PY'
+import json, sys
+a, b = map(json.loads, open(sys.argv[1]))
+# equal codes tie at 0: the image itself is among them
+zero = lambda q: [r["path"] for r in q["results"] if r["score"] == 0]
+assert a["metric"] == "hamming" and sys.argv[2] in zero(a), a
+assert any(p.endswith("star/0004.jpg") for p in zero(b)), b
+PY
+# the same with the head stored in the model: embed --binary takes its layer
+# and normalisation, similar codes the outside image with it
+"$osprey" hash train --vectors "$out" --bits 32 --epochs 5 --out "$work/mh.osp" >/dev/null 2>&1
+"$osprey" embed --model "$work/mh.osp" --binary --out "$work/mcodes" --threads 2 --quiet "$work/photos"
+cmp -s <(sort_codes "$work/codes") <(sort_codes "$work/mcodes") || fail "the model's head and the same hash as a file differ"
+"$osprey" index build --from "$work/mcodes" --type binary --out "$work/mcodes.idx" >/dev/null
+"$osprey" similar --index "$work/mcodes.idx" --catalog "$work/mcodes" -k 5 "$work/outside.jpg" | grep -q "^0	.*star/0004.jpg" ||
+    fail "an outside copy of an image did not find it through the model's hash head"
+expect_error "is a binary index, .* holds float vectors" "$osprey" similar --index "$work/codes.idx" --catalog "$out" "$path"
+expect_error "holds binary codes" "$osprey" similar --index "$work/photos.idx" --catalog "$work/codes" "$path"
+# a hash file changed since the folder was made is refused
+"$osprey" hash train --vectors "$out" --bits 32 --epochs 2 --seed 7 --out "$work/h.osh" >/dev/null 2>&1
+expect_error "is not the one .* was made with" "$osprey" similar --index "$work/codes.idx" --catalog "$work/codes" \
+    "$work/outside.jpg"
+# a folder that does not record its hash file (an older osprey's) says so
+cp -r "$work/codes" "$work/oldcodes"
+$py -c 'import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("DELETE FROM settings WHERE key = ?", ("hash_file",)); d.commit()' \
+    "$work/oldcodes/catalog.db"
+expect_error "records no hash file and .* has no hash head" "$osprey" similar --index "$work/codes.idx" \
+    --catalog "$work/oldcodes" "$work/outside.jpg"
 expect_error "holds float vectors" "$osprey" index build --from "$out" --type binary --out "$work/x.idx"
-expect_error "not with --dtype" "$osprey" embed --model "$work/m.osp" --layer relu7 --binary "$work/h.osh" --dtype float16 --out "$work/x" "$work/photos"
-expect_error "the hash takes vectors of 32 values, layer 'relu10' gives 64" "$osprey" embed --model "$work/m.osp" --layer relu10 --binary "$work/h.osh" --out "$work/x" "$work/photos"
+expect_error "not with --dtype" "$osprey" embed --model "$work/m.osp" --layer relu7 --hash "$work/h.osh" --dtype float16 --out "$work/x" "$work/photos"
+expect_error "the hash takes vectors of 32 values, layer 'relu10' gives 64" "$osprey" embed --model "$work/m.osp" --layer relu10 --hash "$work/h.osh" --out "$work/x" "$work/photos"
 
 # an ensemble's scores are the mean of its models' scores
 "$osprey" train --net "$work/shapes.cfg" --data "$work/train" --epochs 1 --batch 32 --threads 2 --seed 9 \

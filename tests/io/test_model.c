@@ -180,3 +180,173 @@ Test(model, other_files_named) {
                                       NULL, NULL), OSP_EFORMAT);
     cr_assert(strstr(osp_last_error(), "header length"), "%s", osp_last_error());
 }
+
+/* ---- a hash head stored in the model ---------------------------------------- */
+
+#include <math.h>
+
+#include "osprey/hash.h"
+
+/* Layer "c" (the conv) gives 3 channels: a 16-bit head over it. */
+static osp_net_hash make_head(float *w, float *b) {
+    for (int i = 0; i < 16 * 3; i++) w[i] = (float)((i * 7) % 11) - 5.0f;
+    for (int i = 0; i < 16; i++) b[i] = 0.25f * (float)(i % 3) - 0.25f;
+    osp_net_hash h = {.bits = 16, .dim = 3, .layer = "c", .normalize = 1, .weight = w, .bias = b};
+    strcpy(h.method, "dsh");
+    return h;
+}
+
+Test(model, hash_head_round_trip) {
+    char path[] = "/tmp/osp-hashm-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    osp_net *net = make_net();
+    float w[48], b[16];
+    osp_net_hash h = make_head(w, b);
+    cr_assert_eq(osp_net_set_hash(net, &h), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_model_save(net, path), 0, "%s", osp_last_error());
+    osp_net *back;
+    cr_assert_eq(osp_model_load(path, &back), 0, "%s", osp_last_error());
+    same_params(net, back);
+    const osp_net_hash *g = osp_net_get_hash(back);
+    cr_assert_not_null(g);
+    cr_assert_eq(g->bits, 16);
+    cr_assert_eq(g->dim, 3);
+    cr_assert_str_eq(g->layer, "c");
+    cr_assert_eq(g->normalize, 1);
+    cr_assert_str_eq(g->method, "dsh");
+    cr_assert(!memcmp(g->weight, w, sizeof w) && !memcmp(g->bias, b, sizeof b));
+    /* the same codes from the head as from a hash made of it */
+    osp_hash *hh;
+    cr_assert_eq(osp_hash_from_net(back, path, &hh), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_hash_bits(hh), 16);
+    cr_assert_eq(osp_hash_normalize(hh), 1);
+    cr_assert_str_eq(osp_hash_layer(hh), "c");
+    const float x[3] = {0.6f, -0.8f, 0.0f};
+    uint8_t code[2], want[2] = {0, 0};
+    cr_assert_eq(osp_hash_codes(hh, x, 1, code), 0);
+    for (int k = 0; k < 16; k++) {
+        float z = b[k];
+        for (int j = 0; j < 3; j++) z += w[k * 3 + j] * x[j];
+        if (z > 0) want[k / 8] |= (uint8_t)(1u << (k % 8));
+    }
+    cr_assert(!memcmp(code, want, 2));
+    /* and back into another network */
+    osp_net *other = make_net();
+    cr_assert_eq(osp_hash_to_net(hh, other), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_net_get_hash(other)->normalize, 1);
+    osp_hash_free(hh);
+    osp_net_free(other);
+    /* removed, the file is as without one */
+    osp_net_set_hash(back, NULL);
+    cr_assert_eq(osp_hash_from_net(back, "plain.osp", &hh), OSP_ENOENT);
+    cr_assert(strstr(osp_last_error(), "plain.osp has no hash head") && strstr(osp_last_error(), "hash train"),
+              "%s", osp_last_error());
+    cr_assert_eq(osp_model_save(back, path), 0);
+    osp_safetensors *st;
+    cr_assert_eq(osp_st_load(path, &st), 0);
+    cr_assert_null(osp_st_meta(st, "hash"));
+    cr_assert_null(osp_st_find(st, "hash.weight"));
+    osp_st_free(st);
+    osp_net_free(net);
+    osp_net_free(back);
+    unlink(path);
+}
+
+Test(model, hash_head_checked_when_set) {
+    osp_net *net = make_net();
+    float w[48], b[16];
+    osp_net_hash h = make_head(w, b);
+    h.layer = "nope";
+    cr_assert_neq(osp_net_set_hash(net, &h), 0);
+    cr_assert(strstr(osp_last_error(), "nope"), "%s", osp_last_error());
+    h = make_head(w, b);
+    h.dim = 4;
+    cr_assert_neq(osp_net_set_hash(net, &h), 0);
+    cr_assert(strstr(osp_last_error(), "gives 3"), "%s", osp_last_error());
+    h = make_head(w, b);
+    h.bits = 12;
+    cr_assert_neq(osp_net_set_hash(net, &h), 0);
+    h = make_head(w, b);
+    w[5] = NAN;
+    cr_assert_neq(osp_net_set_hash(net, &h), 0);
+    cr_assert_null(osp_net_get_hash(net));
+    osp_net_free(net);
+}
+
+/* A model file with the head's parts as given: meta (NULL: none), the
+ * weight's and the bias's shapes (ndim 0: no tensor). */
+static int parse_with_head(const char *meta, osp_shape ws, osp_shape bs, int nan) {
+    osp_net *net = make_net();
+    float w[64 * 4] = {0}, b[64] = {0};
+    if (nan) w[2] = NAN;
+    osp_st_writer *st = osp_st_writer_new();
+    char *labels = "[\"cat\",\"dog\",\"bird\",\"fish\"]";
+    osp_st_writer_meta(st, "format", "osprey");
+    osp_st_writer_meta(st, "version", "1");
+    osp_st_writer_meta(st, "kind", "model");
+    osp_st_writer_meta(st, "spec", SPEC);
+    osp_st_writer_meta(st, "input", "1x6x6");
+    osp_st_writer_meta(st, "mean", "[0,0,0,0]");
+    osp_st_writer_meta(st, "std", "[1,1,1,1]");
+    osp_st_writer_meta(st, "labels", labels);
+    if (meta) osp_st_writer_meta(st, "hash", meta);
+    if (ws.ndim) osp_st_writer_add(st, "hash.weight", OSP_DTYPE_F32, &ws, w);
+    if (bs.ndim) osp_st_writer_add(st, "hash.bias", OSP_DTYPE_F32, &bs, b);
+    for (int i = 0; i < osp_graph_param_count(net->graph); i++) {
+        const osp_param *p = osp_graph_param(net->graph, i);
+        osp_st_writer_add(st, p->name, OSP_DTYPE_F32, &p->shape, osp_graph_param_data(net->graph, i));
+    }
+    char path[] = "/tmp/osp-hashbad-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    cr_assert_eq(osp_st_writer_save(st, path), 0, "%s", osp_last_error());
+    osp_st_writer_free(st);
+    osp_net *back = NULL;
+    int rc = osp_model_load(path, &back);
+    if (!rc) osp_net_free(back);
+    else cr_assert_null(back);
+    osp_net_free(net);
+    unlink(path);
+    return rc;
+}
+
+#define GOOD "{\"bits\":16,\"dim\":3,\"layer\":\"c\",\"normalize\":0,\"method\":\"dsh\"}"
+
+Test(model, hash_head_refused_when_damaged) {
+    const osp_shape w16 = {.ndim = 2, .dim = {16, 3}}, b16 = {.ndim = 1, .dim = {16}}, none = {0};
+    cr_assert_eq(parse_with_head(GOOD, w16, b16, 0), 0, "%s", osp_last_error());
+    static const struct {
+        const char *meta;
+        int w, b; /* 1: right shape, 0: absent, 2: wrong shape */
+        int nan;
+        const char *words;
+    } cases[] = {
+        {NULL, 1, 1, 0, "without the 'hash' metadata"},
+        {GOOD, 0, 1, 0, "without the tensor 'hash.weight'"},
+        {GOOD, 1, 0, 0, "without the tensor 'hash.bias'"},
+        {GOOD, 2, 1, 0, "hash.weight"},
+        {GOOD, 1, 2, 0, "hash.bias"},
+        {GOOD, 1, 1, 1, "not finite"},
+        {"[16, 3]", 1, 1, 0, "must be a JSON object"},
+        {"{\"bits\":12,\"dim\":3,\"layer\":\"c\",\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "multiple of 8"},
+        {"{\"bits\":16.5,\"dim\":3,\"layer\":\"c\",\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "multiple of 8"},
+        {"{\"bits\":16,\"dim\":0,\"layer\":\"c\",\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "dim"},
+        {"{\"bits\":16,\"dim\":3,\"layer\":\"c\",\"normalize\":2,\"method\":\"dsh\"}", 1, 1, 0, "normalize"},
+        {"{\"bits\":16,\"dim\":3,\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "no layer"},
+        {"{\"bits\":16,\"dim\":3,\"layer\":\"zz\",\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "zz"},
+        {"{\"bits\":16,\"dim\":3,\"layer\":\"out\",\"normalize\":0,\"method\":\"dsh\"}", 1, 1, 0, "gives 4"},
+        {"{\"bits\":16,\"dim\":3,\"layer\":\"c\",\"normalize\":0,\"method\":\"pca\"}", 1, 1, 0, "pca"},
+        {"{\"bits\":16,\"dim\":3,\"layer\":\"c\",\"normalize\":0}", 1, 1, 0, "no method"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        osp_shape ws = cases[i].w == 0 ? none : cases[i].w == 1 ? w16 : (osp_shape){.ndim = 2, .dim = {16, 4}};
+        osp_shape bs = cases[i].b == 0 ? none : cases[i].b == 1 ? b16 : (osp_shape){.ndim = 1, .dim = {8}};
+        int rc = parse_with_head(cases[i].meta, ws, bs, cases[i].nan);
+        cr_assert_eq(rc, OSP_EFORMAT, "case %zu accepted (%d)", i, rc);
+        cr_assert(strstr(osp_last_error(), cases[i].words), "case %zu: '%s' lacks '%s'", i, osp_last_error(),
+                  cases[i].words);
+        cr_assert(strstr(osp_last_error(), "/tmp/osp-hashbad-"), "case %zu: '%s' names no file", i,
+                  osp_last_error());
+    }
+}
