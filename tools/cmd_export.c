@@ -44,6 +44,9 @@ int cmd_export(int argc, char **argv) {
     const char *path = argv[optind];
     osp_net *net;
     if (osp_model_load(path, &net)) return cli_fail_lib(CMD, NULL);
+    if (net->quantization)
+        fprintf(stderr, "osprey export: note: %s is an int8 model; the ONNX file holds its "
+                        "float32 network (docs/quantization.md)\n", path);
     void *buf = NULL;
     size_t len = 0;
     int status = 0;

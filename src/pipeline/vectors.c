@@ -265,6 +265,9 @@ int osp_model_content_hash(const osp_net *net, char hex[65]) {
         const char *l = net->labels[i] ? net->labels[i] : "";
         ok = EVP_DigestUpdate(ctx, l, strlen(l) + 1);
     }
+    /* an int8 model answers differently from its float32 original: another
+     * model (float32 models hash as before) */
+    if (ok && net->quantization) ok = EVP_DigestUpdate(ctx, net->quantization, strlen(net->quantization));
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     if (ok) ok = EVP_DigestFinal_ex(ctx, d, &n);
