@@ -31,6 +31,18 @@ typedef struct osp_node osp_node;
 
 typedef enum osp_mode { OSP_MODE_INFER = 0, OSP_MODE_TRAIN = 1 } osp_mode;
 
+/* Seconds spent in each node's op, for profiling (osprey bench --layers).
+ * Each array, where not NULL, has one double per node
+ * (osp_graph_node_count), and the executor adds to it: forward[id] the
+ * time of the node's forward, backward[id] that of its backward. A node
+ * fused into another (inference plans) adds nothing to forward: the
+ * chain's head computes it and counts it. The caller zeroes the arrays
+ * and divides by the steps it ran. */
+typedef struct osp_node_times {
+    double *forward;
+    double *backward;
+} osp_node_times;
+
 /* Everything an op needs at run time besides its node. */
 typedef struct osp_exec {
     const osp_backend *be;
@@ -39,6 +51,9 @@ typedef struct osp_exec {
     uint64_t seed; /* with step, seeds the random ops (dropout) */
     uint64_t step;
     void *workspace; /* shared scratch, size = max over ops of workspace_bytes */
+    /* Optional: where osp_graph_forward and osp_graph_backward* add each
+     * node's time (borrowed); NULL, as usual, times nothing. */
+    osp_node_times *times;
 } osp_exec;
 
 /* How a parameter starts (PyTorch's defaults for each layer). */
