@@ -28,13 +28,13 @@ static onnx_value *slot_for(onnx_value *table, int64_t cap, const char *name) {
     return &table[i];
 }
 
-onnx_value *onnx_value_find(onnx_importer *im, const char *name) {
+onnx_value *osp__onnx_value_find(onnx_importer *im, const char *name) {
     if (!name || !*name || !im->cap_values) return NULL;
     onnx_value *v = slot_for(im->values, im->cap_values, name);
     return v->name ? v : NULL;
 }
 
-onnx_value *onnx_value_add(onnx_importer *im, const char *name) {
+onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name) {
     if (2 * (im->n_values + 1) > im->cap_values) {
         int64_t cap = im->cap_values ? 2 * im->cap_values : 256;
         onnx_value *t = osp_calloc((size_t)cap, sizeof *t);
@@ -54,27 +54,28 @@ onnx_value *onnx_value_add(onnx_importer *im, const char *name) {
     return v;
 }
 
-onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    return i < n->n_input ? onnx_value_find(im, n->input[i]) : NULL;
+onnx_value *osp__onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+    return i < n->n_input ? osp__onnx_value_find(im, n->input[i]) : NULL;
 }
 
-const onnx_const *onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    onnx_value *v = onnx_input(im, n, i);
+const onnx_const *osp__onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+    onnx_value *v = osp__onnx_input(im, n, i);
     return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
 }
 
-int onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...) {
+int osp__onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt,
+                         ...) {
     char msg[512], desc[200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
+    return osp_error(code, "%s: %s: %s", im->file, osp__onnx_node_desc(n, desc, sizeof desc), msg);
 }
 
 /* ---- the network being written ---- */
 
-const osp_node *onnx_layer(const onnx_importer *im, int node) {
+const osp_node *osp__onnx_layer(const onnx_importer *im, int node) {
     return osp_graph_node_const(im->shapes, node);
 }
 
@@ -142,8 +143,8 @@ static int add_to_shapes(onnx_importer *im, const char *section, const char *nam
     return rc < 0 ? rc : OSP_OK;
 }
 
-int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, const char *type,
-              const int *inputs, int n_inputs, const char *keys) {
+int osp__onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix,
+                   const char *type, const int *inputs, int n_inputs, const char *keys) {
     char name[OSP_NAME_MAX], desc[200];
     layer_name(im, n, suffix, name);
     size_t cap = 256 + strlen(keys) + (size_t)n_inputs * OSP_NAME_MAX;
@@ -160,8 +161,8 @@ int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, c
         osp_free(text);
         char msg[512];
         snprintf(msg, sizeof msg, "%s", osp_last_error());
-        return osp_error(rc, "%s: %s: as [%s]: %s", im->file, onnx_node_desc(n, desc, sizeof desc),
-                         type, msg);
+        return osp_error(rc, "%s: %s: as [%s]: %s", im->file,
+                         osp__onnx_node_desc(n, desc, sizeof desc), type, msg);
     }
     if ((rc = push_section(im, text))) {
         osp_free(text);
@@ -170,7 +171,7 @@ int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, c
     return osp_graph_node_count(im->shapes) - 1;
 }
 
-int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text) {
+int osp__onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text) {
     char *s = im->sections[node], *at = strstr(s, old_text);
     if (!at) return osp_error(OSP_EINVAL, "internal: '%s' not in layer %d", old_text, node);
     size_t len = strlen(s) - strlen(old_text) + strlen(new_text);
@@ -182,7 +183,8 @@ int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *n
     return OSP_OK;
 }
 
-int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, int64_t numel) {
+int osp__onnx_weight_add(onnx_importer *im, int node, const char *what, float *data,
+                         int64_t numel) {
     if (im->n_weights == im->cap_weights) {
         int cap = im->cap_weights ? 2 * im->cap_weights : 64;
         onnx_weight *w = osp_calloc((size_t)cap, sizeof *w);
@@ -196,26 +198,26 @@ int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, 
         im->cap_weights = cap;
     }
     onnx_weight *w = &im->weights[im->n_weights++];
-    snprintf(w->name, sizeof w->name, "%s.%s", onnx_layer(im, node)->name, what);
+    snprintf(w->name, sizeof w->name, "%s.%s", osp__onnx_layer(im, node)->name, what);
     w->data = data;
     w->numel = numel;
     return OSP_OK;
 }
 
-onnx_weight *onnx_weight_find(onnx_importer *im, int node, const char *what) {
+onnx_weight *osp__onnx_weight_find(onnx_importer *im, int node, const char *what) {
     char name[2 * OSP_NAME_MAX];
-    snprintf(name, sizeof name, "%s.%s", onnx_layer(im, node)->name, what);
+    snprintf(name, sizeof name, "%s.%s", osp__onnx_layer(im, node)->name, what);
     for (int i = 0; i < im->n_weights; i++)
         if (!strcmp(im->weights[i].name, name)) return &im->weights[i];
     return NULL;
 }
 
-int onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
+int osp__onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
     char desc[200];
     if (n->n_output < 1 || !n->output[0] || !*n->output[0])
         return osp_error(OSP_EFORMAT, "%s: %s has no output", im->file,
-                         onnx_node_desc(n, desc, sizeof desc));
-    onnx_value *v = onnx_value_add(im, n->output[0]);
+                         osp__onnx_node_desc(n, desc, sizeof desc));
+    onnx_value *v = osp__onnx_value_add(im, n->output[0]);
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = node;
@@ -249,11 +251,11 @@ static int register_initializers(onnx_importer *im) {
         const Onnx__TensorProto *t = g->initializer[i];
         if (!t->name || !*t->name)
             return osp_error(OSP_EFORMAT, "%s: initializer %zu has no name", im->file, i);
-        if (onnx_value_find(im, t->name))
+        if (osp__onnx_value_find(im, t->name))
             return osp_error(OSP_EFORMAT, "%s: initializer '%s' is defined twice", im->file, t->name);
-        onnx_value *v = onnx_value_add(im, t->name);
+        onnx_value *v = osp__onnx_value_add(im, t->name);
         if (!v) return OSP_ENOMEM;
-        int rc = onnx_const_from_tensor(im, t, &v->c);
+        int rc = osp__onnx_const_from_tensor(im, t, &v->c);
         if (rc) return rc;
         v->kind = ONNX_VAL_CONST;
     }
@@ -274,7 +276,7 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
     for (size_t i = 0; i < g->n_input; i++) {
         if (!g->input[i]->name || !*g->input[i]->name)
             return osp_error(OSP_EFORMAT, "%s: graph input %zu has no name", im->file, i);
-        if (onnx_value_find(im, g->input[i]->name)) continue; /* an initializer */
+        if (osp__onnx_value_find(im, g->input[i]->name)) continue; /* an initializer */
         if (in)
             return osp_error(OSP_ENOTSUP, "%s: the model has several inputs ('%s', '%s'); "
                              "osprey networks have one", im->file, in->name, g->input[i]->name);
@@ -337,7 +339,7 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          "has %lld channels), not %d", im->file, opt, (long long)channels,
                          (long long)channels, n);
     }
-    onnx_value *v = onnx_value_add(im, in->name);
+    onnx_value *v = osp__onnx_value_add(im, in->name);
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = 0;
@@ -368,13 +370,13 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         }
         for (size_t o = 0; o < n->n_output; o++) {
             if (!n->output[o] || !*n->output[o]) continue;
-            onnx_value *v = onnx_value_find(im, n->output[o]);
+            onnx_value *v = osp__onnx_value_find(im, n->output[o]);
             if (v && (v->producer >= 0 || v->kind != ONNX_VAL_UNKNOWN)) {
                 rc = osp_error(OSP_EFORMAT, "%s: value '%s' is defined twice (by %s)", im->file,
-                               n->output[o], onnx_node_desc(n, desc, sizeof desc));
+                               n->output[o], osp__onnx_node_desc(n, desc, sizeof desc));
                 break;
             }
-            if (!(v = onnx_value_add(im, n->output[o]))) {
+            if (!(v = osp__onnx_value_add(im, n->output[o]))) {
                 rc = OSP_ENOMEM;
                 break;
             }
@@ -382,7 +384,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         }
     }
     if (rc) goto done;
-    onnx_value *out = onnx_value_find(im, output);
+    onnx_value *out = osp__onnx_value_find(im, output);
     if (!out || (out->producer < 0 && out->kind != ONNX_VAL_LAYER)) {
         rc = osp_error(OSP_EFORMAT, "%s: output '%s' is computed by no node", im->file, output);
         goto done;
@@ -397,10 +399,10 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         const Onnx__NodeProto *n = g->node[stack[--top]];
         for (size_t i = 0; i < n->n_input; i++) {
             if (!n->input[i] || !*n->input[i]) continue;
-            onnx_value *v = onnx_value_find(im, n->input[i]);
+            onnx_value *v = osp__onnx_value_find(im, n->input[i]);
             if (!v) {
                 rc = osp_error(OSP_EFORMAT, "%s: %s reads '%s', which nothing defines", im->file,
-                               onnx_node_desc(n, desc, sizeof desc), n->input[i]);
+                               osp__onnx_node_desc(n, desc, sizeof desc), n->input[i]);
                 goto done;
             }
             v->uses++;
@@ -417,7 +419,8 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         if (!need[i]) continue;
         const Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
-            onnx_value *v = n->input[k] && *n->input[k] ? onnx_value_find(im, n->input[k]) : NULL;
+            onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
+                                                        : NULL;
             if (v && v->producer >= 0) {
                 indeg[i]++;
                 first[v->producer + 1]++;
@@ -435,7 +438,8 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         if (!need[i]) continue;
         const Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
-            onnx_value *v = n->input[k] && *n->input[k] ? onnx_value_find(im, n->input[k]) : NULL;
+            onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
+                                                        : NULL;
             if (v && v->producer >= 0) readers[first[v->producer] + fill[v->producer]++] = (int)i;
         }
     }
@@ -519,7 +523,7 @@ static int build_net(onnx_importer *im, osp_net **out) {
 
 static void importer_free(onnx_importer *im) {
     for (int64_t i = 0; i < im->cap_values; i++)
-        if (im->values[i].name) onnx_const_free(&im->values[i].c);
+        if (im->values[i].name) osp__onnx_const_free(&im->values[i].c);
     osp_free(im->values);
     for (int i = 0; i < im->n_sections; i++) osp_free(im->sections[i]);
     osp_free(im->sections);
@@ -549,20 +553,21 @@ static int import_model(onnx_importer *im, osp_net **out) {
         char desc[200];
         if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx")) {
             rc = osp_error(OSP_ENOTSUP, "%s: %s is from operator domain '%s', which osprey does "
-                           "not implement", im->file, onnx_node_desc(n, desc, sizeof desc), n->domain);
+                           "not implement", im->file, osp__onnx_node_desc(n, desc, sizeof desc),
+                           n->domain);
             break;
         }
-        int all_const = onnx_is_foldable(n->op_type);
+        int all_const = osp__onnx_is_foldable(n->op_type);
         for (size_t i = 0; i < n->n_input && all_const; i++) {
-            onnx_value *v = onnx_input(im, n, i);
+            onnx_value *v = osp__onnx_input(im, n, i);
             if (v && v->kind != ONNX_VAL_CONST && !(i == 0 && !strcmp(n->op_type, "Shape")))
                 all_const = 0;
         }
-        rc = all_const ? onnx_fold(im, n) : onnx_map_node(im, n);
+        rc = all_const ? osp__onnx_fold(im, n) : osp__onnx_map_node(im, n);
     }
     osp_free(order);
     if (rc) return rc;
-    onnx_value *v = onnx_value_find(im, output);
+    onnx_value *v = osp__onnx_value_find(im, output);
     if (!v || v->kind != ONNX_VAL_LAYER || v->node == 0)
         return osp_error(OSP_ENOTSUP, "%s: output '%s' is a constant or the input itself; "
                          "nothing to compute", im->file, output);
