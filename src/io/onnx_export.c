@@ -42,7 +42,7 @@ typedef struct exporter {
     size_t n_allocs, cap_allocs;
     int oom;
 
-    Onnx__GraphProto *graph;
+    Osp__Onnx__GraphProto *graph;
     size_t cap_nodes, cap_inits, cap_infos;
     char **values; /* per graph node: the ONNX value holding its output */
     char **consts; /* per graph node: a [constant]'s [1, shape] initializer */
@@ -97,13 +97,13 @@ static char *ex_printf(exporter *e, const char *fmt, ...) {
 
 /* ---- building messages ----------------------------------------------------- */
 
-static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *name, int n_in,
-                                 char *const *in, char *out) {
-    Onnx__GraphProto *gp = e->graph;
-    Onnx__NodeProto *n = ex_alloc(e, 1, sizeof *n);
+static Osp__Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *name,
+                                      int n_in, char *const *in, char *out) {
+    Osp__Onnx__GraphProto *gp = e->graph;
+    Osp__Onnx__NodeProto *n = ex_alloc(e, 1, sizeof *n);
     char **inputs = ex_alloc(e, (size_t)n_in, sizeof *inputs);
     char **outputs = ex_alloc(e, 1, sizeof *outputs);
-    Onnx__AttributeProto **attrs = ex_alloc(e, NODE_MAX_ATTRS, sizeof *attrs);
+    Osp__Onnx__AttributeProto **attrs = ex_alloc(e, NODE_MAX_ATTRS, sizeof *attrs);
     char *op = ex_printf(e, "%s", op_type), *nm = ex_printf(e, "%s", name);
     if (!n || !inputs || !outputs || !attrs || !op || !nm) return NULL;
     /* The node arrays are sized for the network up front (LAYER_MAX_NODES
@@ -112,7 +112,7 @@ static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *n
         e->oom = 1;
         return NULL;
     }
-    onnx__node_proto__init(n);
+    osp__onnx__node_proto__init(n);
     for (int i = 0; i < n_in; i++) inputs[i] = in[i];
     outputs[0] = out;
     n->n_input = (size_t)n_in;
@@ -126,17 +126,18 @@ static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *n
     return n;
 }
 
-static Onnx__AttributeProto *add_attr(exporter *e, Onnx__NodeProto *n, const char *name,
-                                      Onnx__AttributeProto__AttributeType type) {
+static Osp__Onnx__AttributeProto *add_attr(exporter *e, Osp__Onnx__NodeProto *n,
+                                           const char *name,
+                                           Osp__Onnx__AttributeProto__AttributeType type) {
     if (!n) return NULL;
-    Onnx__AttributeProto *a = ex_alloc(e, 1, sizeof *a);
+    Osp__Onnx__AttributeProto *a = ex_alloc(e, 1, sizeof *a);
     char *nm = ex_printf(e, "%s", name);
     if (!a || !nm) return NULL;
     if (n->n_attribute == NODE_MAX_ATTRS) {
         e->oom = 1;
         return NULL;
     }
-    onnx__attribute_proto__init(a);
+    osp__onnx__attribute_proto__init(a);
     a->name = nm;
     a->has_type = 1;
     a->type = type;
@@ -144,22 +145,25 @@ static Onnx__AttributeProto *add_attr(exporter *e, Onnx__NodeProto *n, const cha
     return a;
 }
 
-static void attr_int(exporter *e, Onnx__NodeProto *n, const char *name, int64_t v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+static void attr_int(exporter *e, Osp__Onnx__NodeProto *n, const char *name, int64_t v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     if (!a) return;
     a->has_i = 1;
     a->i = v;
 }
 
-static void attr_float(exporter *e, Onnx__NodeProto *n, const char *name, float v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+static void attr_float(exporter *e, Osp__Onnx__NodeProto *n, const char *name, float v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     if (!a) return;
     a->has_f = 1;
     a->f = v;
 }
 
-static void attr_ints(exporter *e, Onnx__NodeProto *n, const char *name, int count, ...) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+static void attr_ints(exporter *e, Osp__Onnx__NodeProto *n, const char *name, int count, ...) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *v = ex_alloc(e, (size_t)count, sizeof *v);
     if (!a || !v) return;
     va_list ap;
@@ -170,8 +174,9 @@ static void attr_ints(exporter *e, Onnx__NodeProto *n, const char *name, int cou
     a->ints = v;
 }
 
-static void attr_string(exporter *e, Onnx__NodeProto *n, const char *name, const char *v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+static void attr_string(exporter *e, Osp__Onnx__NodeProto *n, const char *name, const char *v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
     char *copy = ex_printf(e, "%s", v);
     if (!a || !copy) return;
     a->has_s = 1;
@@ -183,8 +188,8 @@ static void attr_string(exporter *e, Onnx__NodeProto *n, const char *name, const
  * data (elem_size 4 or 8). */
 static char *add_init(exporter *e, const char *name, int32_t type, const int64_t *dims, int ndim,
                       const void *data, size_t elem_size) {
-    Onnx__GraphProto *gp = e->graph;
-    Onnx__TensorProto *t = ex_alloc(e, 1, sizeof *t);
+    Osp__Onnx__GraphProto *gp = e->graph;
+    Osp__Onnx__TensorProto *t = ex_alloc(e, 1, sizeof *t);
     int64_t *d = ex_alloc(e, (size_t)ndim, sizeof *d);
     char *nm = ex_printf(e, "%s", name);
     if (!t || !d || !nm) return NULL;
@@ -197,7 +202,7 @@ static char *add_init(exporter *e, const char *name, int32_t type, const int64_t
         d[i] = dims[i];
         numel *= (size_t)dims[i];
     }
-    onnx__tensor_proto__init(t);
+    osp__onnx__tensor_proto__init(t);
     t->name = nm;
     t->n_dims = (size_t)ndim;
     t->dims = d;
@@ -223,7 +228,8 @@ static char *add_init(exporter *e, const char *name, int32_t type, const int64_t
 
 static char *init_f32(exporter *e, const char *name, const int64_t *dims, int ndim,
                       const float *data) {
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndim, data, sizeof(float));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndim, data,
+                    sizeof(float));
 }
 
 /* A scalar float constant (the data is copied into the arena). */
@@ -241,7 +247,8 @@ static char *init_shape(exporter *e, const char *name, const osp_shape *s) {
     v[0] = 0;
     for (int i = 0; i < s->ndim; i++) v[i + 1] = s->dim[i];
     int64_t len = s->ndim + 1;
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v, sizeof(int64_t));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v,
+                    sizeof(int64_t));
 }
 
 /* A 1-D int64 constant (the data is copied into the arena). */
@@ -250,41 +257,42 @@ static char *init_i64s(exporter *e, const char *name, const int64_t *v, int coun
     if (!copy) return NULL;
     memcpy(copy, v, (size_t)count * sizeof *copy);
     int64_t len = count;
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, copy, sizeof(int64_t));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, copy,
+                    sizeof(int64_t));
 }
 
 /* A float tensor value of shape [batch, per-sample shape]. */
-static Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_shape *s) {
-    Onnx__ValueInfoProto *vi = ex_alloc(e, 1, sizeof *vi);
-    Onnx__TypeProto *tp = ex_alloc(e, 1, sizeof *tp);
-    Onnx__TypeProto__Tensor *tt = ex_alloc(e, 1, sizeof *tt);
-    Onnx__TensorShapeProto *sp = ex_alloc(e, 1, sizeof *sp);
-    Onnx__TensorShapeProto__Dimension **dims = ex_alloc(e, (size_t)s->ndim + 1, sizeof *dims);
+static Osp__Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_shape *s) {
+    Osp__Onnx__ValueInfoProto *vi = ex_alloc(e, 1, sizeof *vi);
+    Osp__Onnx__TypeProto *tp = ex_alloc(e, 1, sizeof *tp);
+    Osp__Onnx__TypeProto__Tensor *tt = ex_alloc(e, 1, sizeof *tt);
+    Osp__Onnx__TensorShapeProto *sp = ex_alloc(e, 1, sizeof *sp);
+    Osp__Onnx__TensorShapeProto__Dimension **dims = ex_alloc(e, (size_t)s->ndim + 1, sizeof *dims);
     if (!vi || !tp || !tt || !sp || !dims) return NULL;
     for (int i = 0; i <= s->ndim; i++) {
-        Onnx__TensorShapeProto__Dimension *d = ex_alloc(e, 1, sizeof *d);
+        Osp__Onnx__TensorShapeProto__Dimension *d = ex_alloc(e, 1, sizeof *d);
         if (!d) return NULL;
-        onnx__tensor_shape_proto__dimension__init(d);
+        osp__onnx__tensor_shape_proto__dimension__init(d);
         if (i == 0) {
-            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            d->value_case = OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
             d->dim_param = "batch";
         } else {
-            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            d->value_case = OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
             d->dim_value = s->dim[i - 1];
         }
         dims[i] = d;
     }
-    onnx__tensor_shape_proto__init(sp);
+    osp__onnx__tensor_shape_proto__init(sp);
     sp->n_dim = (size_t)s->ndim + 1;
     sp->dim = dims;
-    onnx__type_proto__tensor__init(tt);
+    osp__onnx__type_proto__tensor__init(tt);
     tt->has_elem_type = 1;
-    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tt->elem_type = OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
     tt->shape = sp;
-    onnx__type_proto__init(tp);
-    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    osp__onnx__type_proto__init(tp);
+    tp->value_case = OSP__ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
     tp->tensor_type = tt;
-    onnx__value_info_proto__init(vi);
+    osp__onnx__value_info_proto__init(vi);
     vi->name = name;
     vi->type = tp;
     return vi;
@@ -327,7 +335,7 @@ static int export_conv(exporter *e, const osp_node *n, char **in, char *out) {
     int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
     if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
     char *args[3] = {in[0], p[w], b >= 0 ? p[b] : NULL};
-    Onnx__NodeProto *c = add_node(e, "Conv", n->name, b >= 0 ? 3 : 2, args, out);
+    Osp__Onnx__NodeProto *c = add_node(e, "Conv", n->name, b >= 0 ? 3 : 2, args, out);
     attr_ints(e, c, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
     attr_ints(e, c, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
     attr_ints(e, c, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
@@ -345,8 +353,8 @@ static int export_pool(exporter *e, const osp_node *n, char **in, char *out) {
         add_node(e, "GlobalAveragePool", n->name, 1, in, out);
         return OSP_OK;
     }
-    Onnx__NodeProto *p = add_node(e, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name, 1,
-                                  in, out);
+    Osp__Onnx__NodeProto *p = add_node(e, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name,
+                                       1, in, out);
     attr_ints(e, p, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
     attr_ints(e, p, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
     attr_ints(e, p, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
@@ -387,7 +395,7 @@ static int export_batchnorm(exporter *e, const osp_node *n, char **in, char *out
     const bn_attrs *a = n->attrs;
     float eps = a ? a->eps : 1e-5f, momentum = a ? a->momentum : 0.1f;
     char *args[5] = {in[0], p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
-    Onnx__NodeProto *bn = add_node(e, "BatchNormalization", n->name, 5, args, out);
+    Osp__Onnx__NodeProto *bn = add_node(e, "BatchNormalization", n->name, 5, args, out);
     attr_float(e, bn, "epsilon", eps);
     /* ONNX weighs the running value by momentum, osprey (as PyTorch) the batch. */
     attr_float(e, bn, "momentum", 1.0f - momentum);
@@ -428,7 +436,7 @@ static int export_l2norm(exporter *e, const osp_node *n, char **in, char *out) {
     float eps = a ? a->eps : L2NORM_DEFAULT_EPS;
     char *flat = flat_input(e, n, in[0]);
     char *norm = ex_printf(e, "%s/norm", n->name);
-    Onnx__NodeProto *r = add_node(e, "ReduceL2", norm, 1, &flat, norm);
+    Osp__Onnx__NodeProto *r = add_node(e, "ReduceL2", norm, 1, &flat, norm);
     attr_ints(e, r, "axes", 1, (int64_t)1);
     attr_int(e, r, "keepdims", 1);
     char *clamped = ex_printf(e, "%s/clamped", n->name);
@@ -542,13 +550,13 @@ static int export_extra(exporter *e, const osp_node *n, char **in, char *out) {
     const extra_attrs *a = n->attrs;
     if (!strcmp(t, "hardsigmoid")) {
         /* NULL attrs: op_activation_extra.c's defaults (nn.Hardsigmoid) */
-        Onnx__NodeProto *h = add_node(e, "HardSigmoid", n->name, 1, in, out);
+        Osp__Onnx__NodeProto *h = add_node(e, "HardSigmoid", n->name, 1, in, out);
         attr_float(e, h, "alpha", a ? a->alpha : 1.0f / 6.0f);
         attr_float(e, h, "beta", a ? a->beta : 0.5f);
     } else if (!strcmp(t, "hardswish")) {
         /* HardSwish is opset 14: x * HardSigmoid(x) with alpha 1/6, beta 1/2 */
         char *hs = ex_printf(e, "%s/hardsigmoid", n->name);
-        Onnx__NodeProto *h = add_node(e, "HardSigmoid", hs, 1, in, hs);
+        Osp__Onnx__NodeProto *h = add_node(e, "HardSigmoid", hs, 1, in, hs);
         attr_float(e, h, "alpha", 1.0f / 6.0f);
         attr_float(e, h, "beta", 0.5f);
         char *args[2] = {in[0], hs};
@@ -574,7 +582,7 @@ static int export_pad(exporter *e, const osp_node *n, char **in, char *out) {
     int n_args = 2;
     if (a->mode == PAD_CONSTANT)
         args[n_args++] = init_scalar(e, ex_printf(e, "%s/value", n->name), a->value);
-    Onnx__NodeProto *p = add_node(e, "Pad", n->name, n_args, args, out);
+    Osp__Onnx__NodeProto *p = add_node(e, "Pad", n->name, n_args, args, out);
     attr_string(e, p, "mode", a->mode == PAD_REFLECT ? "reflect" : a->mode == PAD_EDGE ? "edge"
                                                                                      : "constant");
     return OSP_OK;
@@ -584,8 +592,9 @@ static int export_transpose(exporter *e, const osp_node *n, char **in, char *out
     int rc = need_attrs(n);
     if (rc) return rc;
     const transpose_attrs *a = n->attrs;
-    Onnx__NodeProto *t = add_node(e, "Transpose", n->name, 1, in, out);
-    Onnx__AttributeProto *perm = add_attr(e, t, "perm", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    Osp__Onnx__NodeProto *t = add_node(e, "Transpose", n->name, 1, in, out);
+    Osp__Onnx__AttributeProto *perm = add_attr(e, t, "perm",
+                                               OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *v = ex_alloc(e, (size_t)a->ndim + 1, sizeof *v);
     if (!perm || !v) return OSP_ENOMEM;
     v[0] = 0; /* the batch stays first */
@@ -651,7 +660,7 @@ static int cmp_str(const void *a, const void *b) {
 /* Every value name (node outputs, initializers, the input) must be unique:
  * a layer named like a parameter ("conv1.weight") would clash. */
 static int check_unique(exporter *e) {
-    const Onnx__GraphProto *gp = e->graph;
+    const Osp__Onnx__GraphProto *gp = e->graph;
     size_t n = gp->n_node + gp->n_initializer + 1, k = 0;
     char **names = malloc(n * sizeof *names);
     if (!names) return OSP_ENOMEM;
@@ -672,15 +681,15 @@ static int check_unique(exporter *e) {
     return rc;
 }
 
-static Onnx__StringStringEntryProto *meta(exporter *e, const char *key, char *json) {
-    Onnx__StringStringEntryProto *p = ex_alloc(e, 1, sizeof *p);
+static Osp__Onnx__StringStringEntryProto *meta(exporter *e, const char *key, char *json) {
+    Osp__Onnx__StringStringEntryProto *p = ex_alloc(e, 1, sizeof *p);
     char *k = ex_printf(e, "%s", key), *v = json ? ex_printf(e, "%s", json) : NULL;
     free(json);
     if (!p || !k || !v) {
         e->oom = 1;
         return NULL;
     }
-    onnx__string_string_entry_proto__init(p);
+    osp__onnx__string_string_entry_proto__init(p);
     p->key = k;
     p->value = v;
     return p;
@@ -706,17 +715,17 @@ static char *json_floats(const float *v, int n) {
 }
 
 /* Builds the model in e; its messages live in e's arena. */
-static int build(exporter *e, Onnx__ModelProto *m) {
+static int build(exporter *e, Osp__Onnx__ModelProto *m) {
     const osp_net *net = e->net;
     osp_graph *g = e->g;
     const int nn = osp_graph_node_count(g);
     if (nn < 2) return osp_error(OSP_EINVAL, "ONNX export: the network has no layers");
     if (!osp_graph_weights(g, NULL)) return osp_error(OSP_ESTATE, "ONNX export: weights not initialised");
 
-    Onnx__GraphProto *gp = ex_alloc(e, 1, sizeof *gp);
+    Osp__Onnx__GraphProto *gp = ex_alloc(e, 1, sizeof *gp);
     e->graph = gp;
     if (!gp) return OSP_ENOMEM;
-    onnx__graph_proto__init(gp);
+    osp__onnx__graph_proto__init(gp);
     gp->name = "osprey";
     e->cap_nodes = (size_t)nn * LAYER_MAX_NODES;
     e->cap_inits = (size_t)nn * LAYER_MAX_INITS;
@@ -741,7 +750,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
         int rc = export_layer(e, n, in, e->values[id]);
         if (rc) return rc;
         if (id < nn - 1) {
-            Onnx__ValueInfoProto *vi = value_info(e, e->values[id], &n->shape);
+            Osp__Onnx__ValueInfoProto *vi = value_info(e, e->values[id], &n->shape);
             if (vi) gp->value_info[gp->n_value_info++] = vi;
         }
     }
@@ -752,11 +761,11 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     int rc = check_unique(e);
     if (rc) return rc;
 
-    Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
-    Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
-    Onnx__StringStringEntryProto **props = ex_alloc(e, 3, sizeof *props);
+    Osp__Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
+    Osp__Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
+    Osp__Onnx__StringStringEntryProto **props = ex_alloc(e, 3, sizeof *props);
     if (e->oom) return OSP_ENOMEM;
-    onnx__operator_set_id_proto__init(opset);
+    osp__onnx__operator_set_id_proto__init(opset);
     opset->domain = "";
     opset->has_version = 1;
     opset->version = EXPORT_OPSET;
@@ -769,7 +778,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     props[2] = meta(e, "osprey.labels", osp__json_labels(net));
     if (e->oom) return OSP_ENOMEM;
 
-    onnx__model_proto__init(m);
+    osp__onnx__model_proto__init(m);
     m->has_ir_version = 1;
     m->ir_version = EXPORT_IR_VERSION;
     m->n_opset_import = 1;
@@ -789,12 +798,12 @@ int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
     *size = 0;
     if (!net || !net->graph) return osp_error(OSP_EINVAL, "ONNX export: no network");
     exporter e = {.net = net, .g = net->graph};
-    Onnx__ModelProto m;
+    Osp__Onnx__ModelProto m;
     int rc = build(&e, &m);
     if (!rc && e.oom) rc = OSP_ENOMEM;
     if (rc == OSP_ENOMEM) osp_error(OSP_ENOMEM, "ONNX export: out of memory");
     if (!rc) {
-        size_t len = onnx__model_proto__get_packed_size(&m);
+        size_t len = osp__onnx__model_proto__get_packed_size(&m);
         /* protobuf's own limit: a message over 2 GiB cannot be read back. */
         if (len > ((size_t)1 << 31) - 1) {
             rc = osp_error(OSP_ERANGE, "ONNX export: the model is %zu bytes, over protobuf's 2 GiB",
@@ -804,7 +813,7 @@ int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
             if (!buf) {
                 rc = osp_error(OSP_ENOMEM, "ONNX export: out of memory for %zu bytes", len);
             } else {
-                size_t packed = onnx__model_proto__pack(&m, buf);
+                size_t packed = osp__onnx__model_proto__pack(&m, buf);
                 if (packed != len) {
                     osp_free(buf);
                     rc = osp_error(OSP_EIO, "ONNX export: packed %zu bytes of %zu", packed, len);

@@ -46,7 +46,7 @@ static int normalize_axis(int64_t axis, int rank, int *out) {
 }
 
 /* The node's axes: attribute (older opsets) or input `idx` (newer). */
-static int node_axes(onnx_importer *im, const Onnx__NodeProto *n, size_t idx, int64_t *axes,
+static int node_axes(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t idx, int64_t *axes,
                      int *count) {
     size_t na;
     const int64_t *a = osp__onnx_attr_ints(n, "axes", &na);
@@ -66,7 +66,7 @@ static int node_axes(onnx_importer *im, const Onnx__NodeProto *n, size_t idx, in
     return OSP_OK;
 }
 
-static int set_result(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *c) {
+static int set_result(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *c) {
     if (n->n_output < 1 || !n->output[0] || !*n->output[0]) {
         osp__onnx_const_free(c);
         FAIL(OSP_EFORMAT, "has no output");
@@ -90,8 +90,8 @@ static int copy_const(const onnx_const *src, onnx_const *dst) {
     return OSP_OK;
 }
 
-static int fold_constant(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const Onnx__AttributeProto *a;
+static int fold_constant(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const Osp__Onnx__AttributeProto *a;
     if ((a = osp__onnx_attr(n, "value")) && a->t) return osp__onnx_const_from_tensor(im, a->t, out);
     if ((a = osp__onnx_attr(n, "value_float")) && a->has_f) {
         int rc = fold_alloc(out, 0, NULL, 0);
@@ -118,7 +118,7 @@ static int fold_constant(onnx_importer *im, const Onnx__NodeProto *n, onnx_const
     FAIL(OSP_ENOTSUP, "a Constant without a tensor, float or int value");
 }
 
-static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_shape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     onnx_value *x = osp__onnx_input(im, n, 0);
     if (!x) FAIL(OSP_EFORMAT, "has no input");
     int64_t dims[ONNX_MAX_RANK];
@@ -145,7 +145,7 @@ static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
     return OSP_OK;
 }
 
-static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_gather(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *data = osp__onnx_const_input(im, n, 0),
                      *idx = osp__onnx_const_input(im, n, 1);
     if (!data || !idx) FAIL(OSP_ENOTSUP, "Gather is supported on constants only");
@@ -183,7 +183,7 @@ static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     return OSP_OK;
 }
 
-static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_unsqueeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
@@ -204,7 +204,7 @@ static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
     return OSP_OK;
 }
 
-static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
@@ -225,7 +225,7 @@ static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
     return OSP_OK;
 }
 
-static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     if (n->n_input < 1) FAIL(OSP_EFORMAT, "has no input");
     const onnx_const *first = osp__onnx_const_input(im, n, 0);
     int axis, is_int = 1;
@@ -265,13 +265,15 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     return OSP_OK;
 }
 
-static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_cast(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t to = osp__onnx_attr_int(n, "to", 0);
     int is_int;
-    if (to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || to == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
+    if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ||
+        to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
         is_int = 0;
-    else if (to == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 || to == ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
+    else if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ||
+             to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
         is_int = 1;
     else FAIL(OSP_ENOTSUP, "Cast to type %lld", (long long)to);
     int rc = fold_alloc(out, x->ndim, x->dim, is_int);
@@ -288,7 +290,7 @@ static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *ou
 }
 
 /* The target shape of a Reshape of a constant. */
-static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0), *shape = osp__onnx_const_input(im, n, 1);
     if (!shape || !shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a constant 1-D integer tensor of rank <= %d",
@@ -324,7 +326,7 @@ static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
     return OSP_OK;
 }
 
-static int fold_flatten(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_flatten(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int axis;
     if (normalize_axis(osp__onnx_attr_int(n, "axis", 1), x->ndim + 1, &axis))
@@ -359,7 +361,7 @@ static int64_t source_index(const onnx_const *x, const int64_t *out_dim, const i
 
 /* Slice of a constant: any axes, steps of either sign (PyTorch's pads are
  * reversed with a step of -1). */
-static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     const onnx_const *starts = osp__onnx_const_input(im, n, 1),
                      *ends = osp__onnx_const_input(im, n, 2);
@@ -411,7 +413,7 @@ static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
     return OSP_OK;
 }
 
-static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     size_t np;
     const int64_t *p = osp__onnx_attr_ints(n, "perm", &np);
@@ -435,14 +437,15 @@ static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
     return OSP_OK;
 }
 
-static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_constant_of_shape(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                  onnx_const *out) {
     const onnx_const *shape = osp__onnx_const_input(im, n, 0);
     if (!shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a 1-D integer tensor");
     for (int64_t k = 0; k < shape->numel; k++)
         if (shape->i[k] == ONNX_BATCH) FAIL(OSP_ENOTSUP, "a constant as large as the batch");
     onnx_const value = {0};
-    const Onnx__AttributeProto *a = osp__onnx_attr(n, "value");
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, "value");
     int rc;
     if (a && a->t) {
         if ((rc = osp__onnx_const_from_tensor(im, a->t, &value))) return rc;
@@ -462,7 +465,7 @@ static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, o
 }
 
 /* Add, Sub, Mul, Div of two constants, with numpy broadcasting. */
-static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *a = osp__onnx_const_input(im, n, 0), *b = osp__onnx_const_input(im, n, 1);
     if (!a || !b) FAIL(OSP_EFORMAT, "needs two inputs");
     int rank = a->ndim > b->ndim ? a->ndim : b->ndim;
@@ -509,7 +512,7 @@ static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     return OSP_OK;
 }
 
-int osp__onnx_fold(onnx_importer *im, const Onnx__NodeProto *n) {
+int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     for (size_t i = 0; i < n->n_input; i++) {
         onnx_value *v = osp__onnx_input(im, n, i);

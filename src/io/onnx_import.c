@@ -54,17 +54,18 @@ onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name) {
     return v;
 }
 
-onnx_value *osp__onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+onnx_value *osp__onnx_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
     return i < n->n_input ? osp__onnx_value_find(im, n->input[i]) : NULL;
 }
 
-const onnx_const *osp__onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+const onnx_const *osp__onnx_const_input(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                        size_t i) {
     onnx_value *v = osp__onnx_input(im, n, i);
     return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
 }
 
-int osp__onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt,
-                         ...) {
+int osp__onnx_node_error(onnx_importer *im, const Osp__Onnx__NodeProto *n, int code,
+                         const char *fmt, ...) {
     char msg[512], desc[200];
     va_list ap;
     va_start(ap, fmt);
@@ -82,7 +83,7 @@ const osp_node *osp__onnx_layer(const onnx_importer *im, int node) {
 /* A layer name from the ONNX node: "/layer1/layer1.0/conv1/Conv" becomes
  * "layer1.layer1.0.conv1.Conv"; other characters a spec name cannot hold
  * become '_'; a name already taken gets "_2", "_3"... */
-static void layer_name(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix,
+static void layer_name(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *suffix,
                        char *out) {
     const char *src = n->name && *n->name ? n->name : n->n_output && n->output[0] ? n->output[0] : "";
     while (*src == '/') src++;
@@ -143,7 +144,7 @@ static int add_to_shapes(onnx_importer *im, const char *section, const char *nam
     return rc < 0 ? rc : OSP_OK;
 }
 
-int osp__onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix,
+int osp__onnx_emit(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *suffix,
                    const char *type, const int *inputs, int n_inputs, const char *keys) {
     char name[OSP_NAME_MAX], desc[200];
     layer_name(im, n, suffix, name);
@@ -212,7 +213,7 @@ onnx_weight *osp__onnx_weight_find(onnx_importer *im, int node, const char *what
     return NULL;
 }
 
-int osp__onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
+int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int node) {
     char desc[200];
     if (n->n_output < 1 || !n->output[0] || !*n->output[0])
         return osp_error(OSP_EFORMAT, "%s: %s has no output", im->file,
@@ -229,7 +230,7 @@ int osp__onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
 static int check_opset(onnx_importer *im) {
     im->opset = -1;
     for (size_t i = 0; i < im->model->n_opset_import; i++) {
-        const Onnx__OperatorSetIdProto *o = im->model->opset_import[i];
+        const Osp__Onnx__OperatorSetIdProto *o = im->model->opset_import[i];
         if (!o->domain || !*o->domain || !strcmp(o->domain, "ai.onnx"))
             im->opset = o->has_version ? (int)o->version : -1;
     }
@@ -244,11 +245,11 @@ static int check_opset(onnx_importer *im) {
 }
 
 static int register_initializers(onnx_importer *im) {
-    const Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__GraphProto *g = im->graph;
     if (g->n_sparse_initializer)
         return osp_error(OSP_ENOTSUP, "%s: sparse initializers are not supported", im->file);
     for (size_t i = 0; i < g->n_initializer; i++) {
-        const Onnx__TensorProto *t = g->initializer[i];
+        const Osp__Onnx__TensorProto *t = g->initializer[i];
         if (!t->name || !*t->name)
             return osp_error(OSP_EFORMAT, "%s: initializer %zu has no name", im->file, i);
         if (osp__onnx_value_find(im, t->name))
@@ -262,17 +263,18 @@ static int register_initializers(onnx_importer *im) {
     return OSP_OK;
 }
 
-static int dim_of(const Onnx__TensorShapeProto *s, int k, int64_t *out) {
-    const Onnx__TensorShapeProto__Dimension *d = s->dim[k];
-    *out = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ? d->dim_value : 0;
+static int dim_of(const Osp__Onnx__TensorShapeProto *s, int k, int64_t *out) {
+    const Osp__Onnx__TensorShapeProto__Dimension *d = s->dim[k];
+    const int known = d->value_case == OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+    *out = known ? d->dim_value : 0;
     return *out > 0;
 }
 
 /* The one graph input that is not an initializer becomes the network's
  * input: N x C x H x W (or N x D) with the batch N fixed or symbolic. */
 static int read_input(onnx_importer *im, osp_shape *shape) {
-    const Onnx__GraphProto *g = im->graph;
-    const Onnx__ValueInfoProto *in = NULL;
+    const Osp__Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__ValueInfoProto *in = NULL;
     for (size_t i = 0; i < g->n_input; i++) {
         if (!g->input[i]->name || !*g->input[i]->name)
             return osp_error(OSP_EFORMAT, "%s: graph input %zu has no name", im->file, i);
@@ -283,14 +285,15 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
         in = g->input[i];
     }
     if (!in) return osp_error(OSP_EFORMAT, "%s: the model has no input", im->file);
-    const Onnx__TypeProto *t = in->type;
-    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape)
+    const Osp__Onnx__TypeProto *t = in->type;
+    if (!t || t->value_case != OSP__ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape)
         return osp_error(OSP_EFORMAT, "%s: input '%s' is not a tensor of known rank", im->file,
                          in->name);
-    if (t->tensor_type->has_elem_type && t->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+    if (t->tensor_type->has_elem_type &&
+        t->tensor_type->elem_type != OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has element type %d; osprey runs float32",
                          im->file, in->name, (int)t->tensor_type->elem_type);
-    const Onnx__TensorShapeProto *s = t->tensor_type->shape;
+    const Osp__Onnx__TensorShapeProto *s = t->tensor_type->shape;
     int rank = (int)s->n_dim;
     if (rank != 4 && rank != 2)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes N x C x H x W "
@@ -349,7 +352,7 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
 /* Which nodes the output needs, in an order where each comes after the
  * nodes it reads; cycles and dangling names are errors. */
 static int order_nodes(onnx_importer *im, const char *output, int **order_out, int *n_order) {
-    const Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__GraphProto *g = im->graph;
     size_t nn = g->n_node;
     char desc[200];
     int *need = osp_calloc(nn + 1, sizeof *need), *stack = osp_calloc(nn + 1, sizeof *stack);
@@ -363,7 +366,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     }
     /* Producers. */
     for (size_t i = 0; i < nn && !rc; i++) {
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         if (!n->op_type) {
             rc = osp_error(OSP_EFORMAT, "%s: node %zu has no operator", im->file, i);
             break;
@@ -396,7 +399,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         stack[top++] = out->producer;
     }
     while (top) {
-        const Onnx__NodeProto *n = g->node[stack[--top]];
+        const Osp__Onnx__NodeProto *n = g->node[stack[--top]];
         for (size_t i = 0; i < n->n_input; i++) {
             if (!n->input[i] || !*n->input[i]) continue;
             onnx_value *v = osp__onnx_value_find(im, n->input[i]);
@@ -417,7 +420,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     int64_t n_edges = 0;
     for (size_t i = 0; i < nn; i++) {
         if (!need[i]) continue;
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
             onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
                                                         : NULL;
@@ -436,7 +439,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     }
     for (size_t i = 0; i < nn; i++) {
         if (!need[i]) continue;
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
             onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
                                                         : NULL;
@@ -549,7 +552,7 @@ static int import_model(onnx_importer *im, osp_net **out) {
     int *order = NULL, n_order = 0;
     if ((rc = order_nodes(im, output, &order, &n_order))) return rc;
     for (int k = 0; k < n_order && !rc; k++) {
-        const Onnx__NodeProto *n = im->graph->node[order[k]];
+        const Osp__Onnx__NodeProto *n = im->graph->node[order[k]];
         char desc[200];
         if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx")) {
             rc = osp_error(OSP_ENOTSUP, "%s: %s is from operator domain '%s', which osprey does "
@@ -577,7 +580,7 @@ static int import_model(onnx_importer *im, osp_net **out) {
 }
 
 /* metadata_props[key] of the model, or NULL. */
-static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
+static const char *model_meta(const Osp__Onnx__ModelProto *m, const char *key) {
     for (size_t i = 0; i < m->n_metadata_props; i++)
         if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
             !strcmp(m->metadata_props[i]->key, key))
@@ -587,7 +590,7 @@ static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
 
 /* "osprey.mean" / "osprey.std" (a JSON array of 1 to OSP_MAX_CHANNELS
  * finite numbers, std positive) into v; 0 if absent or unusable. */
-static int meta_floats(const Onnx__ModelProto *m, const char *key, int positive, float *v) {
+static int meta_floats(const Osp__Onnx__ModelProto *m, const char *key, int positive, float *v) {
     const char *s = model_meta(m, key);
     cJSON *a = s ? cJSON_Parse(s) : NULL;
     int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
@@ -607,7 +610,7 @@ static int meta_floats(const Onnx__ModelProto *m, const char *key, int positive,
 
 /* "osprey.labels": a JSON array of strings, one per output, kept when it
  * fits the network (an exported osprey model's class names). */
-static int meta_labels(const Onnx__ModelProto *m, const char *name, osp_net *net) {
+static int meta_labels(const Osp__Onnx__ModelProto *m, const char *name, osp_net *net) {
     const char *s = model_meta(m, "osprey.labels");
     if (!s || net->labels) return OSP_OK;
     cJSON *a = cJSON_Parse(s);
@@ -642,7 +645,7 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     size_t max = opt->max_bytes ? opt->max_bytes : DEFAULT_MAX_BYTES;
     if (size > max)
         return osp_error(OSP_ERANGE, "%s: %zu bytes, more than the %zu allowed", name, size, max);
-    Onnx__ModelProto *model = onnx__model_proto__unpack(NULL, size, data);
+    Osp__Onnx__ModelProto *model = osp__onnx__model_proto__unpack(NULL, size, data);
     if (!model)
         return osp_error(OSP_EFORMAT, "%s: not an ONNX model (the protobuf does not parse: "
                          "truncated or another format)", name);
@@ -658,7 +661,7 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
         *out = NULL;
     }
     importer_free(&im);
-    onnx__model_proto__free_unpacked(model, NULL);
+    osp__onnx__model_proto__free_unpacked(model, NULL);
     return rc;
 }
 

@@ -26,7 +26,7 @@ static void key(keybuf *k, const char *fmt, ...) {
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
 /* Input i, which must be computed by a layer: its node id, or an error. */
-static int layer_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
+static int layer_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
     onnx_value *v = osp__onnx_input(im, n, i);
     if (!v) FAIL(OSP_EFORMAT, "input %zu is missing", i);
     if (v->kind != ONNX_VAL_LAYER)
@@ -47,7 +47,7 @@ static float *copy_floats(const onnx_const *c) {
 }
 
 /* Outputs after the first must not be read by the rest of the graph. */
-static int only_first_output(onnx_importer *im, const Onnx__NodeProto *n) {
+static int only_first_output(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     for (size_t o = 1; o < n->n_output; o++) {
         onnx_value *v = n->output[o] && *n->output[o] ? osp__onnx_value_find(im, n->output[o])
                                                       : NULL;
@@ -57,13 +57,13 @@ static int only_first_output(onnx_importer *im, const Onnx__NodeProto *n) {
     return OSP_OK;
 }
 
-static int alias(onnx_importer *im, const Onnx__NodeProto *n) {
+static int alias(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     return x < 0 ? x : osp__onnx_set_layer(im, n, x);
 }
 
 /* Emits a layer on one input and binds the node's output to it. */
-static int emit1(onnx_importer *im, const Onnx__NodeProto *n, const char *type, int x,
+static int emit1(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *type, int x,
                  const char *keys) {
     int id = osp__onnx_emit(im, n, NULL, type, &x, 1, keys);
     return id < 0 ? id : osp__onnx_set_layer(im, n, id);
@@ -75,7 +75,7 @@ typedef struct window {
     int64_t k[2], s[2], d[2], pad_begin[2], pad_end[2];
 } window;
 
-static int read_window(onnx_importer *im, const Onnx__NodeProto *n, const osp_shape *x,
+static int read_window(onnx_importer *im, const Osp__Onnx__NodeProto *n, const osp_shape *x,
                        const int64_t *kernel, window *w) {
     size_t ns, nd, np;
     const int64_t *s = osp__onnx_attr_ints(n, "strides", &ns),
@@ -119,7 +119,7 @@ static int symmetric(const window *w) {
 }
 
 /* An explicit [pad] layer before a window whose padding is lopsided. */
-static int emit_pad(onnx_importer *im, const Onnx__NodeProto *n, int x, const window *w,
+static int emit_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x, const window *w,
                     const char *value) {
     keybuf k = {.len = 0};
     key(&k, "pad = %lld, %lld, %lld, %lld\n", (long long)w->pad_begin[0], (long long)w->pad_begin[1],
@@ -130,7 +130,7 @@ static int emit_pad(onnx_importer *im, const Onnx__NodeProto *n, int x, const wi
 
 /* ---- operators ---- */
 
-static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_conv(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -180,7 +180,7 @@ static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
 /* A batch norm right after a convolution whose output nothing else reads is
  * folded into the convolution's weights and bias (in double precision);
  * otherwise it becomes a [batchnorm] layer with the model's statistics. */
-static int map_batchnorm(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_batchnorm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     if ((rc = only_first_output(im, n))) return rc;
@@ -234,7 +234,7 @@ static int map_batchnorm(onnx_importer *im, const Onnx__NodeProto *n) {
 }
 
 /* Clip's bounds: inputs 1 and 2 from opset 11 (either may be absent). */
-static int map_clip(onnx_importer *im, const Onnx__NodeProto *n, int x) {
+static int map_clip(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x) {
     double lo = -INFINITY, hi = INFINITY;
     for (size_t i = 1; i <= 2; i++) {
         onnx_value *v = osp__onnx_input(im, n, i);
@@ -252,7 +252,7 @@ static int map_clip(onnx_importer *im, const Onnx__NodeProto *n, int x) {
 
 /* A constant operand becomes a [constant] layer of its per-sample shape: a
  * leading axis of 1 is the batch's. */
-static int constant_layer(onnx_importer *im, const Onnx__NodeProto *n, const onnx_const *c,
+static int constant_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx_const *c,
                           int sample_rank) {
     int skip = 0;
     if (c->ndim == sample_rank + 1) {
@@ -272,7 +272,7 @@ static int constant_layer(onnx_importer *im, const Onnx__NodeProto *n, const onn
     return rc ? rc : id;
 }
 
-static int map_binary(onnx_importer *im, const Onnx__NodeProto *n, const char *type) {
+static int map_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *type) {
     int ids[2], rc;
     int sample_rank = -1;
     for (int i = 0; i < 2; i++) {
@@ -290,7 +290,7 @@ static int map_binary(onnx_importer *im, const Onnx__NodeProto *n, const char *t
     return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
-static int map_pool(onnx_importer *im, const Onnx__NodeProto *n, int is_max) {
+static int map_pool(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_max) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     if ((rc = only_first_output(im, n))) return rc;
@@ -323,7 +323,7 @@ static int map_pool(onnx_importer *im, const Onnx__NodeProto *n, int is_max) {
     return emit1(im, n, is_max ? "maxpool" : "avgpool", x, k.text);
 }
 
-static int map_reduce_mean(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_reduce_mean(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -341,7 +341,7 @@ static int map_reduce_mean(onnx_importer *im, const Onnx__NodeProto *n) {
 }
 
 /* Gemm (A x B' x alpha + C x beta) and MatMul by a constant: [fc]. */
-static int map_fc(onnx_importer *im, const Onnx__NodeProto *n, int is_gemm) {
+static int map_fc(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_gemm) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -380,7 +380,7 @@ static int map_fc(onnx_importer *im, const Onnx__NodeProto *n, int is_gemm) {
     return osp__onnx_set_layer(im, n, id);
 }
 
-static int map_flatten(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_flatten(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -396,7 +396,7 @@ static int map_flatten(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "reshape", x, k.text);
 }
 
-static int map_reshape(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -436,7 +436,7 @@ static int map_reshape(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "reshape", x, k.text);
 }
 
-static int map_transpose(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -456,7 +456,7 @@ static int map_transpose(onnx_importer *im, const Onnx__NodeProto *n) {
     return identity ? osp__onnx_set_layer(im, n, x) : emit1(im, n, "transpose", x, k.text);
 }
 
-static int map_concat(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int ids[OSP_MAX_INPUTS];
     if (n->n_input < 1 || n->n_input > OSP_MAX_INPUTS)
         FAIL(OSP_ENOTSUP, "%zu inputs (1 to %d)", n->n_input, OSP_MAX_INPUTS);
@@ -472,7 +472,7 @@ static int map_concat(onnx_importer *im, const Onnx__NodeProto *n) {
     return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
-static int map_pad(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -502,7 +502,7 @@ static int map_pad(onnx_importer *im, const Onnx__NodeProto *n) {
 
 /* osprey's softmax runs over all of a sample's values: the ONNX one must
  * cover the same values. */
-static int map_softmax(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -520,7 +520,7 @@ static int map_softmax(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "softmax", x, "");
 }
 
-static int map_dropout(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int rc = only_first_output(im, n);
     if (rc) return rc;
     onnx_value *mode = osp__onnx_input(im, n, 2);
@@ -530,7 +530,7 @@ static int map_dropout(onnx_importer *im, const Onnx__NodeProto *n) {
     return alias(im, n);
 }
 
-int osp__onnx_map_node(onnx_importer *im, const Onnx__NodeProto *n) {
+int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     keybuf k = {.len = 0};
     if (!strcmp(op, "Conv")) return map_conv(im, n);
