@@ -28,6 +28,7 @@ extern "C" {
 
 typedef struct osp_graph osp_graph;
 typedef struct osp_node osp_node;
+typedef struct osp_onnx_writer osp_onnx_writer; /* osprey/onnx.h */
 
 typedef enum osp_mode { OSP_MODE_INFER = 0, OSP_MODE_TRAIN = 1 } osp_mode;
 
@@ -113,6 +114,12 @@ typedef struct osp_op {
     /* 1 for an op that reads no other node (a [constant]): its nodes have
      * n_inputs = 0, and a spec section of it may not name an `input`. */
     int no_inputs;
+    /* ONNX export (optional): writes n as ONNX nodes through w
+     * (osprey/onnx.h) from its inputs' values in[] to the value out.
+     * Returns 0 or an error. NULL: networks with the op cannot be
+     * exported. */
+    int (*onnx_export)(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                       char *const *in, char *out);
 } osp_op;
 
 struct osp_node {

@@ -7,20 +7,21 @@
  * output value has the layer's name, or a short chain of nodes when ONNX
  * has no single operator for it (a [swish] is Sigmoid then Mul); the helper
  * values of a chain are named "<layer>/<what>", which no layer name can be
- * ('/' is not allowed in names). Parameters are initializers under their
- * osprey names ("conv1.weight"), float32 little-endian raw data. The input
- * normalisation and the label names go into metadata_props as JSON
- * ("osprey.mean", "osprey.std", "osprey.labels"): they are informational,
- * as the graph takes the normalised input, as osprey's does. */
+ * ('/' is not allowed in names). Each op writes its own layers
+ * (osp_op.onnx_export) through the writer of osprey/onnx.h, which this
+ * file fills; it walks the graph and assembles the model. Parameters are
+ * initializers under their osprey names ("conv1.weight"), float32
+ * little-endian raw data. The input normalisation and the label names go
+ * into metadata_props as JSON ("osprey.mean", "osprey.std",
+ * "osprey.labels"): they are informational, as the graph takes the
+ * normalised input, as osprey's does. */
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "io/io_impl.h"
-#include "nn/attrs.h"
 #include "onnx.pb-c.h"
 #include "osprey/onnx.h"
 #include "osprey/osprey.h"
@@ -36,6 +37,7 @@
 /* Everything the model's messages point to is allocated here and freed at
  * once when the model has been packed. */
 typedef struct exporter {
+    osp_onnx_writer w; /* first: the writer handed to the ops is the exporter */
     const osp_net *net;
     osp_graph *g;
     void **allocs;
@@ -77,20 +79,27 @@ static void ex_free_all(exporter *e) {
     e->n_allocs = e->cap_allocs = 0;
 }
 
-static char *ex_printf(exporter *e, const char *fmt, ...) OSP_PRINTF(2, 3);
-static char *ex_printf(exporter *e, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static char *ex_vprintf(exporter *e, const char *fmt, va_list ap) OSP_PRINTF(2, 0);
+static char *ex_vprintf(exporter *e, const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
     int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
     if (len < 0) {
+        va_end(again);
         e->oom = 1;
         return NULL;
     }
     char *s = ex_alloc(e, (size_t)len + 1, 1);
-    if (!s) return NULL;
+    if (s) vsnprintf(s, (size_t)len + 1, fmt, again);
+    va_end(again);
+    return s;
+}
+
+static char *ex_printf(exporter *e, const char *fmt, ...) OSP_PRINTF(2, 3);
+static char *ex_printf(exporter *e, const char *fmt, ...) {
+    va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    char *s = ex_vprintf(e, fmt, ap);
     va_end(ap);
     return s;
 }
@@ -161,17 +170,15 @@ static void attr_float(exporter *e, Osp__Onnx__NodeProto *n, const char *name, f
     a->f = v;
 }
 
-static void attr_ints(exporter *e, Osp__Onnx__NodeProto *n, const char *name, int count, ...) {
+static void attr_ints(exporter *e, Osp__Onnx__NodeProto *n, const char *name, const int64_t *v,
+                      int count) {
     Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
                                             OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    int64_t *v = ex_alloc(e, (size_t)count, sizeof *v);
-    if (!a || !v) return;
-    va_list ap;
-    va_start(ap, count);
-    for (int i = 0; i < count; i++) v[i] = va_arg(ap, int64_t);
-    va_end(ap);
+    int64_t *copy = ex_alloc(e, (size_t)count, sizeof *copy);
+    if (!a || !copy) return;
+    memcpy(copy, v, (size_t)count * sizeof *copy);
     a->n_ints = (size_t)count;
-    a->ints = v;
+    a->ints = copy;
 }
 
 static void attr_string(exporter *e, Osp__Onnx__NodeProto *n, const char *name, const char *v) {
@@ -298,7 +305,7 @@ static Osp__Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_
     return vi;
 }
 
-/* ---- layers -------------------------------------------------------------- */
+/* ---- the layers: each op writes its own (osp_op.onnx_export) ------------------ */
 
 /* Initializers for every parameter of the layer; names[i] gets parameter
  * i's. */
@@ -310,60 +317,6 @@ static void param_inits(exporter *e, const osp_node *n, char **names) {
     }
 }
 
-/* The param of n whose name ends in ".what", or -1. */
-static int param_index(exporter *e, const osp_node *n, const char *what) {
-    for (int i = 0; i < n->n_params; i++) {
-        const char *name = osp_graph_param(e->g, n->params[i])->name;
-        size_t len = strlen(name), wl = strlen(what);
-        if (len > wl && name[len - wl - 1] == '.' && !strcmp(name + len - wl, what)) return i;
-    }
-    return -1;
-}
-
-static int need_attrs(const osp_node *n) {
-    if (n->attrs) return OSP_OK;
-    return osp_error(OSP_EINVAL, "layer '%s' ([%s]) has no attributes to export", n->name,
-                     n->op->name);
-}
-
-static int export_conv(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const conv_attrs *a = n->attrs;
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
-    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
-    char *args[3] = {in[0], p[w], b >= 0 ? p[b] : NULL};
-    Osp__Onnx__NodeProto *c = add_node(e, "Conv", n->name, b >= 0 ? 3 : 2, args, out);
-    attr_ints(e, c, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
-    attr_ints(e, c, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
-    attr_ints(e, c, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
-              (int64_t)a->pad_w);
-    attr_ints(e, c, "dilations", 2, (int64_t)a->dil_h, (int64_t)a->dil_w);
-    attr_int(e, c, "group", a->groups);
-    return OSP_OK;
-}
-
-static int export_pool(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const pool_attrs *a = n->attrs;
-    if (a->kind == POOL_GLOBAL_AVG) {
-        add_node(e, "GlobalAveragePool", n->name, 1, in, out);
-        return OSP_OK;
-    }
-    Osp__Onnx__NodeProto *p = add_node(e, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name,
-                                       1, in, out);
-    attr_ints(e, p, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
-    attr_ints(e, p, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
-    attr_ints(e, p, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
-              (int64_t)a->pad_w);
-    attr_int(e, p, "ceil_mode", a->ceil);
-    if (a->kind == POOL_AVG) attr_int(e, p, "count_include_pad", !a->exclude_pad);
-    return OSP_OK;
-}
-
 /* The input as [batch, D]: the value itself when it is 1-D per sample,
  * else a Flatten "<layer>/flat". */
 static char *flat_input(exporter *e, const osp_node *n, char *in) {
@@ -373,115 +326,6 @@ static char *flat_input(exporter *e, const osp_node *n, char *in) {
     attr_int(e, add_node(e, "Flatten", flat, 1, &in, flat), "axis", 1);
     return flat;
 }
-
-static int export_fc(exporter *e, const osp_node *n, char **in, char *out) {
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
-    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
-    char *args[3] = {flat_input(e, n, in[0]), p[w], b >= 0 ? p[b] : NULL};
-    attr_int(e, add_node(e, "Gemm", n->name, b >= 0 ? 3 : 2, args, out), "transB", 1);
-    return OSP_OK;
-}
-
-static int export_batchnorm(exporter *e, const osp_node *n, char **in, char *out) {
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int idx[4] = {param_index(e, n, "weight"), param_index(e, n, "bias"),
-                  param_index(e, n, "running_mean"), param_index(e, n, "running_var")};
-    for (int i = 0; i < 4; i++)
-        if (idx[i] < 0) return osp_error(OSP_EINVAL, "layer '%s' lacks a batch norm parameter", n->name);
-    /* NULL attrs: op_batchnorm.c's defaults (PyTorch's). */
-    const bn_attrs *a = n->attrs;
-    float eps = a ? a->eps : 1e-5f, momentum = a ? a->momentum : 0.1f;
-    char *args[5] = {in[0], p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
-    Osp__Onnx__NodeProto *bn = add_node(e, "BatchNormalization", n->name, 5, args, out);
-    attr_float(e, bn, "epsilon", eps);
-    /* ONNX weighs the running value by momentum, osprey (as PyTorch) the batch. */
-    attr_float(e, bn, "momentum", 1.0f - momentum);
-    return OSP_OK;
-}
-
-static int export_add(exporter *e, const osp_node *n, char **in, char *out) {
-    /* ((a + b) + c) + ...: the order osprey sums in. */
-    char *acc = in[0];
-    for (int i = 1; i < n->n_inputs; i++) {
-        int last = i == n->n_inputs - 1;
-        char *dst = last ? out : ex_printf(e, "%s/sum%d", n->name, i);
-        char *name = last ? (char *)n->name : dst;
-        char *args[2] = {acc, in[i]};
-        add_node(e, "Add", name, 2, args, dst);
-        acc = dst;
-    }
-    return OSP_OK;
-}
-
-/* Softmax over each sample's values, all of them. */
-static int export_softmax(exporter *e, const osp_node *n, char **in, char *out) {
-    if (n->shape.ndim == 1) {
-        attr_int(e, add_node(e, "Softmax", n->name, 1, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    char *flat = flat_input(e, n, in[0]);
-    char *soft = ex_printf(e, "%s/softmax", n->name);
-    attr_int(e, add_node(e, "Softmax", soft, 1, &flat, soft), "axis", 1);
-    char *args[2] = {soft, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-    add_node(e, "Reshape", n->name, 2, args, out);
-    return OSP_OK;
-}
-
-/* y = x / max(||x||, eps) over each sample's values, all of them. */
-static int export_l2norm(exporter *e, const osp_node *n, char **in, char *out) {
-    const l2norm_attrs *a = n->attrs;
-    float eps = a ? a->eps : L2NORM_DEFAULT_EPS;
-    char *flat = flat_input(e, n, in[0]);
-    char *norm = ex_printf(e, "%s/norm", n->name);
-    Osp__Onnx__NodeProto *r = add_node(e, "ReduceL2", norm, 1, &flat, norm);
-    attr_ints(e, r, "axes", 1, (int64_t)1);
-    attr_int(e, r, "keepdims", 1);
-    char *clamped = ex_printf(e, "%s/clamped", n->name);
-    char *max_args[2] = {norm, init_scalar(e, ex_printf(e, "%s/eps", n->name), eps)};
-    add_node(e, "Max", clamped, 2, max_args, clamped);
-    char *div_args[2] = {flat, clamped};
-    if (n->shape.ndim == 1) {
-        add_node(e, "Div", n->name, 2, div_args, out);
-        return OSP_OK;
-    }
-    char *quot = ex_printf(e, "%s/div", n->name);
-    add_node(e, "Div", quot, 2, div_args, quot);
-    char *args[2] = {quot, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-    add_node(e, "Reshape", n->name, 2, args, out);
-    return OSP_OK;
-}
-
-static int export_activation(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    if (!strcmp(t, "relu")) {
-        add_node(e, "Relu", n->name, 1, in, out);
-    } else if (!strcmp(t, "leakyrelu")) {
-        const leaky_attrs *a = n->attrs;
-        attr_float(e, add_node(e, "LeakyRelu", n->name, 1, in, out), "alpha",
-                   a ? a->alpha : LEAKY_DEFAULT_ALPHA);
-    } else if (!strcmp(t, "relu6")) {
-        char *args[3] = {in[0], init_scalar(e, ex_printf(e, "%s/min", n->name), 0.0f),
-                         init_scalar(e, ex_printf(e, "%s/max", n->name), 6.0f)};
-        add_node(e, "Clip", n->name, 3, args, out);
-    } else if (!strcmp(t, "sigmoid")) {
-        add_node(e, "Sigmoid", n->name, 1, in, out);
-    } else if (!strcmp(t, "tanh")) {
-        add_node(e, "Tanh", n->name, 1, in, out);
-    } else if (!strcmp(t, "swish")) {
-        char *sig = ex_printf(e, "%s/sigmoid", n->name);
-        add_node(e, "Sigmoid", sig, 1, in, sig);
-        char *args[2] = {in[0], sig};
-        add_node(e, "Mul", n->name, 2, args, out);
-    } else {
-        return 1; /* not an activation */
-    }
-    return OSP_OK;
-}
-
-/* ---- the layers ONNX import brings in -------------------------------------- */
 
 /* The batch size as an int64 [1] value: Shape(input)[0:1], made once. */
 static char *batch_size(exporter *e) {
@@ -497,13 +341,11 @@ static char *batch_size(exporter *e) {
     return e->batch;
 }
 
-static int is_constant(const osp_node *n) { return n->op && !strcmp(n->op->name, "constant"); }
-
-/* A [constant] is its value (`<layer>.value`, an initializer of shape
- * [1, shape]) repeated over the batch: Expand to [batch, shape]. Binary
- * layers read the initializer itself and let ONNX broadcast it. */
-static int export_constant(exporter *e, const osp_node *n, char *out) {
-    if (n->n_params != 1) return osp_error(OSP_EINVAL, "layer '%s' has no value", n->name);
+/* A [constant]'s value (`<layer>.value`) as an initializer of shape
+ * [1, shape], which binary operators read and let ONNX broadcast; the
+ * layer's own output repeats it over the batch (op_constant.c). */
+static char *constant_value(exporter *e, const osp_node *n) {
+    if (n->n_params < 1) return NULL;
     const osp_param *p = osp_graph_param(e->g, n->params[0]);
     int64_t dims[OSP_MAX_DIMS + 1];
     dims[0] = 1;
@@ -511,13 +353,7 @@ static int export_constant(exporter *e, const osp_node *n, char *out) {
     char *value = init_f32(e, p->name, dims, n->shape.ndim + 1,
                            osp_graph_param_data(e->g, n->params[0]));
     e->consts[n->id] = value;
-    char *cat[2] = {batch_size(e), init_i64s(e, ex_printf(e, "%s/dims", n->name), n->shape.dim,
-                                             n->shape.ndim)};
-    char *shape = ex_printf(e, "%s/shape", n->name);
-    attr_int(e, add_node(e, "Concat", shape, 2, cat, shape), "axis", 0);
-    char *args[2] = {value, shape};
-    add_node(e, "Expand", n->name, 2, args, out);
-    return OSP_OK;
+    return value;
 }
 
 /* Input i of a broadcasting layer as a value of rank `rank` + 1: osprey
@@ -527,7 +363,7 @@ static int export_constant(exporter *e, const osp_node *n, char *out) {
 static char *broadcast_input(exporter *e, const osp_node *n, int i, char *in, int rank) {
     const osp_node *src = osp_graph_node_const(e->g, n->inputs[i]);
     char *value = in;
-    if (is_constant(src) && e->consts[src->id]) value = e->consts[src->id];
+    if (e->consts[src->id]) value = e->consts[src->id];
     if (src->shape.ndim == rank) return value;
     osp_shape padded = {.ndim = rank};
     int lead = rank - src->shape.ndim;
@@ -538,117 +374,107 @@ static char *broadcast_input(exporter *e, const osp_node *n, int i, char *in, in
     return name;
 }
 
-static int export_binary(exporter *e, const osp_node *n, const char *op_type, char **in, char *out) {
+/* The writer the ops see: each entry is one of the helpers above on the
+ * exporter, which starts with the writer. */
+static exporter *ex_of(osp_onnx_writer *w) { return (exporter *)(void *)w; }
+static Osp__Onnx__NodeProto *proto_of(osp_onnx_node *n) {
+    return (Osp__Onnx__NodeProto *)(void *)n;
+}
+
+static char *w_name(osp_onnx_writer *w, const char *fmt, ...) OSP_PRINTF(2, 3);
+static char *w_name(osp_onnx_writer *w, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = ex_vprintf(ex_of(w), fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static osp_onnx_node *w_node(osp_onnx_writer *w, const char *op_type, const char *name, int n_in,
+                             char *const *in, char *out) {
+    return (osp_onnx_node *)(void *)add_node(ex_of(w), op_type, name, n_in, in, out);
+}
+
+static void w_attr_int(osp_onnx_writer *w, osp_onnx_node *node, const char *name, int64_t v) {
+    attr_int(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_attr_float(osp_onnx_writer *w, osp_onnx_node *node, const char *name, float v) {
+    attr_float(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_attr_ints(osp_onnx_writer *w, osp_onnx_node *node, const char *name,
+                        const int64_t *v, int count) {
+    attr_ints(ex_of(w), proto_of(node), name, v, count);
+}
+
+static void w_attr_string(osp_onnx_writer *w, osp_onnx_node *node, const char *name,
+                          const char *v) {
+    attr_string(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_params(osp_onnx_writer *w, const osp_node *n, char **names) {
+    param_inits(ex_of(w), n, names);
+}
+
+static char *w_init_scalar(osp_onnx_writer *w, const char *name, float v) {
+    return init_scalar(ex_of(w), name, v);
+}
+
+static char *w_init_ints(osp_onnx_writer *w, const char *name, const int64_t *v, int count) {
+    return init_i64s(ex_of(w), name, v, count);
+}
+
+static char *w_init_shape(osp_onnx_writer *w, const char *name, const osp_shape *s) {
+    return init_shape(ex_of(w), name, s);
+}
+
+static char *w_flat(osp_onnx_writer *w, const osp_node *n, char *in) {
+    return flat_input(ex_of(w), n, in);
+}
+
+static osp_onnx_node *w_binary(osp_onnx_writer *w, const osp_node *n, const char *op_type,
+                               char *const *in, char *out) {
+    exporter *e = ex_of(w);
     char *args[2] = {broadcast_input(e, n, 0, in[0], n->shape.ndim),
                      broadcast_input(e, n, 1, in[1], n->shape.ndim)};
-    add_node(e, op_type, n->name, 2, args, out);
-    return OSP_OK;
+    return (osp_onnx_node *)(void *)add_node(e, op_type, n->name, 2, args, out);
 }
 
-static int export_extra(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    const extra_attrs *a = n->attrs;
-    if (!strcmp(t, "hardsigmoid")) {
-        /* NULL attrs: op_activation_extra.c's defaults (nn.Hardsigmoid) */
-        Osp__Onnx__NodeProto *h = add_node(e, "HardSigmoid", n->name, 1, in, out);
-        attr_float(e, h, "alpha", a ? a->alpha : 1.0f / 6.0f);
-        attr_float(e, h, "beta", a ? a->beta : 0.5f);
-    } else if (!strcmp(t, "hardswish")) {
-        /* HardSwish is opset 14: x * HardSigmoid(x) with alpha 1/6, beta 1/2 */
-        char *hs = ex_printf(e, "%s/hardsigmoid", n->name);
-        Osp__Onnx__NodeProto *h = add_node(e, "HardSigmoid", hs, 1, in, hs);
-        attr_float(e, h, "alpha", 1.0f / 6.0f);
-        attr_float(e, h, "beta", 0.5f);
-        char *args[2] = {in[0], hs};
-        add_node(e, "Mul", n->name, 2, args, out);
-    } else { /* clip: an infinite bound is an absent input */
-        float lo = a ? a->lo : -INFINITY, hi = a ? a->hi : INFINITY;
-        char *args[3] = {in[0], "", ""};
-        int n_args = 1;
-        if (!isinf(lo)) args[n_args = 1] = init_scalar(e, ex_printf(e, "%s/min", n->name), lo);
-        if (!isinf(hi)) args[n_args = 2] = init_scalar(e, ex_printf(e, "%s/max", n->name), hi);
-        add_node(e, "Clip", n->name, n_args + 1, args, out);
-    }
-    return OSP_OK;
+static char *w_constant(osp_onnx_writer *w, const osp_node *n) {
+    return constant_value(ex_of(w), n);
 }
 
-static int export_pad(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const pad_attrs *a = n->attrs;
-    /* [N, C, H, W]: begins then ends */
-    int64_t pads[8] = {0, 0, a->top, a->left, 0, 0, a->bottom, a->right};
-    char *args[3] = {in[0], init_i64s(e, ex_printf(e, "%s/pads", n->name), pads, 8), NULL};
-    int n_args = 2;
-    if (a->mode == PAD_CONSTANT)
-        args[n_args++] = init_scalar(e, ex_printf(e, "%s/value", n->name), a->value);
-    Osp__Onnx__NodeProto *p = add_node(e, "Pad", n->name, n_args, args, out);
-    attr_string(e, p, "mode", a->mode == PAD_REFLECT ? "reflect" : a->mode == PAD_EDGE ? "edge"
-                                                                                     : "constant");
-    return OSP_OK;
+static int w_is_constant(osp_onnx_writer *w, int node) {
+    const exporter *e = ex_of(w);
+    return node >= 0 && node < osp_graph_node_count(e->g) && e->consts[node] != NULL;
 }
 
-static int export_transpose(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const transpose_attrs *a = n->attrs;
-    Osp__Onnx__NodeProto *t = add_node(e, "Transpose", n->name, 1, in, out);
-    Osp__Onnx__AttributeProto *perm = add_attr(e, t, "perm",
-                                               OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    int64_t *v = ex_alloc(e, (size_t)a->ndim + 1, sizeof *v);
-    if (!perm || !v) return OSP_ENOMEM;
-    v[0] = 0; /* the batch stays first */
-    for (int i = 0; i < a->ndim; i++) v[i + 1] = a->perm[i] + 1;
-    perm->n_ints = (size_t)a->ndim + 1;
-    perm->ints = v;
-    return OSP_OK;
-}
+static char *w_batch(osp_onnx_writer *w) { return batch_size(ex_of(w)); }
+
+static const osp_onnx_writer writer = {
+    .name = w_name,
+    .node = w_node,
+    .attr_int = w_attr_int,
+    .attr_float = w_attr_float,
+    .attr_ints = w_attr_ints,
+    .attr_string = w_attr_string,
+    .params = w_params,
+    .init_scalar = w_init_scalar,
+    .init_ints = w_init_ints,
+    .init_shape = w_init_shape,
+    .flat = w_flat,
+    .binary = w_binary,
+    .constant = w_constant,
+    .is_constant = w_is_constant,
+    .batch = w_batch,
+};
 
 static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    int rc = export_activation(e, n, in, out);
-    if (rc <= 0) return rc;
-    if (!strcmp(t, "conv")) return export_conv(e, n, in, out);
-    if (!strcmp(t, "maxpool") || !strcmp(t, "avgpool") || !strcmp(t, "globalavgpool"))
-        return export_pool(e, n, in, out);
-    if (!strcmp(t, "fc")) return export_fc(e, n, in, out);
-    if (!strcmp(t, "batchnorm")) return export_batchnorm(e, n, in, out);
-    if (!strcmp(t, "add")) {
-        const osp_node *a = osp_graph_node_const(e->g, n->inputs[0]);
-        const osp_node *b = osp_graph_node_const(e->g, n->inputs[1]);
-        if (n->n_inputs == 2 && (!osp_shape_equal(&a->shape, &b->shape) || is_constant(a) ||
-                                 is_constant(b)))
-            return export_binary(e, n, "Add", in, out);
-        return export_add(e, n, in, out);
-    }
-    if (!strcmp(t, "sub")) return export_binary(e, n, "Sub", in, out);
-    if (!strcmp(t, "mul")) return export_binary(e, n, "Mul", in, out);
-    if (!strcmp(t, "div")) return export_binary(e, n, "Div", in, out);
-    if (!strcmp(t, "hardsigmoid") || !strcmp(t, "hardswish") || !strcmp(t, "clip"))
-        return export_extra(e, n, in, out);
-    if (!strcmp(t, "constant")) return export_constant(e, n, out);
-    if (!strcmp(t, "pad")) return export_pad(e, n, in, out);
-    if (!strcmp(t, "transpose")) return export_transpose(e, n, in, out);
-    if (!strcmp(t, "softmax")) return export_softmax(e, n, in, out);
-    if (!strcmp(t, "l2norm")) return export_l2norm(e, n, in, out);
-    if (!strcmp(t, "dropout")) {
-        add_node(e, "Identity", n->name, 1, in, out); /* inference: the identity */
-        return OSP_OK;
-    }
-    if (!strcmp(t, "concat")) {
-        attr_int(e, add_node(e, "Concat", n->name, n->n_inputs, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    if (!strcmp(t, "flatten")) {
-        attr_int(e, add_node(e, "Flatten", n->name, 1, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    if (!strcmp(t, "reshape")) {
-        char *args[2] = {in[0], init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-        add_node(e, "Reshape", n->name, 2, args, out);
-        return OSP_OK;
-    }
-    return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers", n->name, t);
+    if (!n->op->onnx_export)
+        return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers",
+                         n->name, n->op->name);
+    return n->op->onnx_export(&e->w, e->g, n, in, out);
 }
 
 /* ---- the model ------------------------------------------------------------- */
@@ -797,7 +623,7 @@ int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
     *data = NULL;
     *size = 0;
     if (!net || !net->graph) return osp_error(OSP_EINVAL, "ONNX export: no network");
-    exporter e = {.net = net, .g = net->graph};
+    exporter e = {.w = writer, .net = net, .g = net->graph};
     Osp__Onnx__ModelProto m;
     int rc = build(&e, &m);
     if (!rc && e.oom) rc = OSP_ENOMEM;
