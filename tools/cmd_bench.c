@@ -9,7 +9,6 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "graph/graph_impl.h"
 
 static const char *const CMD = "bench";
 
@@ -44,12 +43,13 @@ typedef struct bench_run {
     float *x;
     int32_t *labels;
     int batch, train;
+    osp_node_times *times; /* --layers: each node's time, added by the executor */
 } bench_run;
 
 static int step(bench_run *b, uint64_t i) {
     osp_graph *g = b->net->graph;
     osp_exec ex = {.be = osp_backend_default(), .mode = b->train ? OSP_MODE_TRAIN : OSP_MODE_INFER,
-                   .batch = b->batch, .seed = 1, .step = i};
+                   .batch = b->batch, .seed = 1, .step = i, .times = b->times};
     int rc = osp_graph_forward(g, b->x, &ex);
     if (rc || !b->train) return rc;
     osp_node *logits = osp_graph_node(g, b->net->logits_node);
@@ -69,53 +69,31 @@ static double node_flops(const osp_graph *g, const osp_node *n, int batch) {
     return 2.0 * batch * positions * (double)w->numel;
 }
 
-/* Per-layer times of `steps` steps, run as osp_graph_forward and
- * osp_graph_backward_from do but with a clock around every op. */
+/* Per-layer times of `steps` steps: the steps timed above, with the
+ * executor clocking every op (osp_exec.times); what a step spends outside
+ * the ops (the input copy, the loss, zeroing gradients, the optimizer) is
+ * the rest of its time. */
 static int profile_layers(bench_run *b, int steps) {
     osp_graph *g = b->net->graph;
-    const int nn = g->n_nodes;
+    const int nn = osp_graph_node_count(g);
     double *fwd = osp_calloc((size_t)nn * 2, sizeof(double)), *bwd = fwd ? fwd + nn : NULL;
     if (!fwd) return OSP_ENOMEM;
-    osp_exec ex = {.be = osp_backend_default(), .mode = b->train ? OSP_MODE_TRAIN : OSP_MODE_INFER,
-                   .batch = b->batch, .seed = 1, .workspace = g->workspace};
-    osp_node *logits = osp_graph_node(g, b->net->logits_node);
-    double other = 0, total0 = osp_now();
-    for (int s = 0; s < steps; s++) {
-        ex.step = (uint64_t)s;
-        double t = osp_now();
-        memcpy(g->nodes[0].out, b->x, (size_t)b->batch * (size_t)g->nodes[0].size * sizeof(float));
-        other += osp_now() - t;
-        for (int i = 1; i < nn; i++) {
-            if (g->nodes[i].fused_into) continue; /* computed by its chain head */
-            t = osp_now();
-            g->nodes[i].op->forward(g, &g->nodes[i], &ex);
-            fwd[i] += osp_now() - t;
-        }
-        if (!b->train) continue;
-        t = osp_now();
-        ex.be->softmax_xent(b->batch, (int)logits->size, logits->out, b->labels, NULL, logits->dout);
-        memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
-        for (int i = 0; i < logits->id; i++)
-            if (g->nodes[i].dout)
-                memset(g->nodes[i].dout, 0, (size_t)b->batch * (size_t)g->nodes[i].size * sizeof(float));
-        other += osp_now() - t;
-        for (int i = logits->id; i > 0; i--) {
-            osp_node *n = &g->nodes[i];
-            if (!n->needs_grad) continue;
-            t = osp_now();
-            n->op->backward(g, n, &ex);
-            bwd[i] += osp_now() - t;
-        }
-        t = osp_now();
-        osp_optimizer_step(b->opt, g->weights, g->grads, 1e-4f);
-        other += osp_now() - t;
+    osp_node_times times = {.forward = fwd, .backward = bwd};
+    b->times = &times;
+    int rc = OSP_OK;
+    double total0 = osp_now();
+    for (int s = 0; s < steps && !rc; s++) rc = step(b, (uint64_t)s);
+    b->times = NULL;
+    if (rc) {
+        osp_free(fwd);
+        return rc;
     }
     double total = osp_now() - total0;
     printf("%-14s %-13s %-12s %9s %9s %8s %8s\n", "layer", "op", "output", "fwd ms", "bwd ms",
            "fwd GF/s", "bwd GF/s");
     double sum_f = 0, sum_b = 0;
     for (int i = 1; i < nn; i++) {
-        const osp_node *n = &g->nodes[i];
+        const osp_node *n = osp_graph_node(g, i);
         char shape[48];
         osp_shape_format(&n->shape, shape, sizeof shape);
         double f = fwd[i] / steps, bk = bwd[i] / steps, fl = node_flops(g, n, b->batch);
@@ -125,7 +103,7 @@ static int profile_layers(bench_run *b, int steps) {
         sum_b += bk;
         if (n->fused_into) {
             printf("%-14s %-13s %-12s %9s %9.3f   (fused into %s)\n", n->name, n->op->name, shape,
-                   "-", bk * 1e3, g->nodes[n->fused_into].name);
+                   "-", bk * 1e3, osp_graph_node(g, n->fused_into)->name);
             continue;
         }
         printf("%-14s %-13s %-12s %9.3f %9.3f", n->name, n->op->name, shape, f * 1e3, bk * 1e3);
@@ -133,7 +111,8 @@ static int profile_layers(bench_run *b, int steps) {
         printf("\n");
     }
     printf("%-40s %9.3f %9.3f\n", "sum of layers", sum_f * 1e3, sum_b * 1e3);
-    printf("%-40s %9.3f   (input copy, loss, zeroing, optimizer)\n", "other", other / steps * 1e3);
+    double other = total / steps - sum_f - sum_b;
+    printf("%-40s %9.3f   (input copy, loss, zeroing, optimizer)\n", "other", other * 1e3);
     printf("%-40s %9.3f   = %.1f images/s\n", "step", total / steps * 1e3,
            steps * (double)b->batch / total);
     osp_free(fwd);

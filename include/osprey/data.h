@@ -194,6 +194,12 @@ OSP_API int osp_loader_next(osp_loader *l, float *x, int32_t *labels, int *n);
 OSP_API int osp_loader_next_hot(osp_loader *l, float *x, float *targets, int *n);
 /* Samples replaced or left out so far in this pass. */
 OSP_API int64_t osp_loader_skipped(const osp_loader *l);
+/* When the loader's dataset has unreadable files not named yet: logs a
+ * warning with how many samples of this pass were unreadable (replaced or
+ * left out, as cfg->drop_unreadable says), then names those files, each
+ * once (osp_dataset_report_skipped). what says where ("epoch 3"). Quiet
+ * otherwise, so that it can be called after every pass. */
+OSP_API void osp_loader_report(osp_loader *l, const char *what);
 /* Stops the workers and frees the loader (the dataset stays). */
 OSP_API void osp_loader_free(osp_loader *l);
 

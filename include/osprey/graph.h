@@ -28,8 +28,21 @@ extern "C" {
 
 typedef struct osp_graph osp_graph;
 typedef struct osp_node osp_node;
+typedef struct osp_onnx_writer osp_onnx_writer; /* osprey/onnx.h */
 
 typedef enum osp_mode { OSP_MODE_INFER = 0, OSP_MODE_TRAIN = 1 } osp_mode;
+
+/* Seconds spent in each node's op, for profiling (osprey bench --layers).
+ * Each array, where not NULL, has one double per node
+ * (osp_graph_node_count), and the executor adds to it: forward[id] the
+ * time of the node's forward, backward[id] that of its backward. A node
+ * fused into another (inference plans) adds nothing to forward: the
+ * chain's head computes it and counts it. The caller zeroes the arrays
+ * and divides by the steps it ran. */
+typedef struct osp_node_times {
+    double *forward;
+    double *backward;
+} osp_node_times;
 
 /* Everything an op needs at run time besides its node. */
 typedef struct osp_exec {
@@ -39,6 +52,9 @@ typedef struct osp_exec {
     uint64_t seed; /* with step, seeds the random ops (dropout) */
     uint64_t step;
     void *workspace; /* shared scratch, size = max over ops of workspace_bytes */
+    /* Optional: where osp_graph_forward and osp_graph_backward* add each
+     * node's time (borrowed); NULL, as usual, times nothing. */
+    osp_node_times *times;
 } osp_exec;
 
 /* How a parameter starts (PyTorch's defaults for each layer). */
@@ -98,6 +114,12 @@ typedef struct osp_op {
     /* 1 for an op that reads no other node (a [constant]): its nodes have
      * n_inputs = 0, and a spec section of it may not name an `input`. */
     int no_inputs;
+    /* ONNX export (optional): writes n as ONNX nodes through w
+     * (osprey/onnx.h) from its inputs' values in[] to the value out.
+     * Returns 0 or an error. NULL: networks with the op cannot be
+     * exported. */
+    int (*onnx_export)(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                       char *const *in, char *out);
 } osp_op;
 
 struct osp_node {

@@ -65,6 +65,11 @@ typedef struct osp_decode_options {
  * consulted, so a PNG named photo.jpg decodes as the PNG it is. */
 OSP_API osp_image_format osp_image_sniff(const void *buf, size_t len);
 OSP_API const char *osp_image_format_name(osp_image_format f);
+/* 1 if the file name ends in .jpg, .jpeg, .png or .webp, in any case: the
+ * files an image folder holds as samples (osp_dataset_open_folder) and a
+ * folder given to the batch pipeline reads. Listing only: decoding goes
+ * by the bytes, as above. */
+OSP_API int osp_image_name_known(const char *name);
 
 /* Reads the header only (no pixels). name is for messages ("cat.jpg:
  * truncated JPEG"). Fails with OSP_ERANGE when width x height is over

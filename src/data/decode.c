@@ -1,6 +1,7 @@
 /* Format-independent decoding: recognise the format from the bytes, hand
  * off to the format's decoder, apply the EXIF orientation. */
 #include <string.h>
+#include <strings.h>
 
 #include "decode_impl.h"
 
@@ -20,6 +21,16 @@ const char *osp_image_format_name(osp_image_format f) {
     case OSP_IMAGE_WEBP: return "WebP";
     default: return "unknown";
     }
+}
+
+int osp_image_name_known(const char *name) {
+    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".webp"};
+    size_t n = name ? strlen(name) : 0;
+    for (size_t k = 0; k < sizeof ext / sizeof ext[0]; k++) {
+        size_t e = strlen(ext[k]);
+        if (n > e && !strcasecmp(name + n - e, ext[k])) return 1;
+    }
+    return 0;
 }
 
 /* Names the formats people do meet, so that the message says more than

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "imagelist.h"
@@ -59,16 +58,6 @@ static int list_dir(const char *dir, names *out) {
     closedir(d);
     if (!rc && out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_name);
     return rc;
-}
-
-static int is_image_name(const char *name) {
-    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".webp"};
-    size_t n = strlen(name);
-    for (size_t k = 0; k < sizeof ext / sizeof ext[0]; k++) {
-        size_t e = strlen(ext[k]);
-        if (n > e && !strcasecmp(name + n - e, ext[k])) return 1;
-    }
-    return 0;
 }
 
 static const char NOT_AN_IMAGE[] = "not a .jpg, .jpeg, .png or .webp name";
@@ -149,7 +138,7 @@ static int walk_dir(walk *w, const char *dir, int depth, int32_t klass, const st
         }
         if (S_ISDIR(s.st_mode)) {
             if (depth < MAX_DEPTH) rc = walk_dir(w, path, depth + 1, klass, &s);
-        } else if (S_ISREG(s.st_mode) && is_image_name(entries.v[i])) {
+        } else if (S_ISREG(s.st_mode) && osp_image_name_known(entries.v[i])) {
             rc = osp__builder_add(w->b, path, strlen(path), klass);
         } else {
             leave_out(w, path, S_ISREG(s.st_mode) ? NOT_AN_IMAGE : NOT_A_FILE);

@@ -7,23 +7,24 @@
  * output value has the layer's name, or a short chain of nodes when ONNX
  * has no single operator for it (a [swish] is Sigmoid then Mul); the helper
  * values of a chain are named "<layer>/<what>", which no layer name can be
- * ('/' is not allowed in names). Parameters are initializers under their
- * osprey names ("conv1.weight"), float32 little-endian raw data. The input
- * normalisation and the label names go into metadata_props as JSON
- * ("osprey.mean", "osprey.std", "osprey.labels"): they are informational,
- * as the graph takes the normalised input, as osprey's does. A multi-label
- * model adds "osprey.multi_label" ("1") and, once chosen, its per-label
- * thresholds "osprey.thresholds" (JSON): the graph gives logits either
- * way, and these say how to read them. */
+ * ('/' is not allowed in names). Each op writes its own layers
+ * (osp_op.onnx_export) through the writer of osprey/onnx.h, which this
+ * file fills; it walks the graph and assembles the model. Parameters are
+ * initializers under their osprey names ("conv1.weight"), float32
+ * little-endian raw data. The input normalisation and the label names go
+ * into metadata_props as JSON ("osprey.mean", "osprey.std",
+ * "osprey.labels"): they are informational, as the graph takes the
+ * normalised input, as osprey's does. A multi-label model adds
+ * "osprey.multi_label" ("1") and, once chosen, its per-label thresholds
+ * "osprey.thresholds" (JSON): the graph gives logits either way, and these
+ * say how to read them. */
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "io/io_impl.h"
-#include "nn/attrs.h"
 #include "onnx.pb-c.h"
 #include "osprey/onnx.h"
 #include "osprey/osprey.h"
@@ -39,13 +40,14 @@
 /* Everything the model's messages point to is allocated here and freed at
  * once when the model has been packed. */
 typedef struct exporter {
+    osp_onnx_writer w; /* first: the writer handed to the ops is the exporter */
     const osp_net *net;
     osp_graph *g;
     void **allocs;
     size_t n_allocs, cap_allocs;
     int oom;
 
-    Onnx__GraphProto *graph;
+    Osp__Onnx__GraphProto *graph;
     size_t cap_nodes, cap_inits, cap_infos;
     char **values; /* per graph node: the ONNX value holding its output */
     char **consts; /* per graph node: a [constant]'s [1, shape] initializer */
@@ -80,33 +82,40 @@ static void ex_free_all(exporter *e) {
     e->n_allocs = e->cap_allocs = 0;
 }
 
-static char *ex_printf(exporter *e, const char *fmt, ...) OSP_PRINTF(2, 3);
-static char *ex_printf(exporter *e, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static char *ex_vprintf(exporter *e, const char *fmt, va_list ap) OSP_PRINTF(2, 0);
+static char *ex_vprintf(exporter *e, const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
     int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
     if (len < 0) {
+        va_end(again);
         e->oom = 1;
         return NULL;
     }
     char *s = ex_alloc(e, (size_t)len + 1, 1);
-    if (!s) return NULL;
+    if (s) vsnprintf(s, (size_t)len + 1, fmt, again);
+    va_end(again);
+    return s;
+}
+
+static char *ex_printf(exporter *e, const char *fmt, ...) OSP_PRINTF(2, 3);
+static char *ex_printf(exporter *e, const char *fmt, ...) {
+    va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    char *s = ex_vprintf(e, fmt, ap);
     va_end(ap);
     return s;
 }
 
 /* ---- building messages ----------------------------------------------------- */
 
-static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *name, int n_in,
-                                 char *const *in, char *out) {
-    Onnx__GraphProto *gp = e->graph;
-    Onnx__NodeProto *n = ex_alloc(e, 1, sizeof *n);
+static Osp__Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *name,
+                                      int n_in, char *const *in, char *out) {
+    Osp__Onnx__GraphProto *gp = e->graph;
+    Osp__Onnx__NodeProto *n = ex_alloc(e, 1, sizeof *n);
     char **inputs = ex_alloc(e, (size_t)n_in, sizeof *inputs);
     char **outputs = ex_alloc(e, 1, sizeof *outputs);
-    Onnx__AttributeProto **attrs = ex_alloc(e, NODE_MAX_ATTRS, sizeof *attrs);
+    Osp__Onnx__AttributeProto **attrs = ex_alloc(e, NODE_MAX_ATTRS, sizeof *attrs);
     char *op = ex_printf(e, "%s", op_type), *nm = ex_printf(e, "%s", name);
     if (!n || !inputs || !outputs || !attrs || !op || !nm) return NULL;
     /* The node arrays are sized for the network up front (LAYER_MAX_NODES
@@ -115,7 +124,7 @@ static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *n
         e->oom = 1;
         return NULL;
     }
-    onnx__node_proto__init(n);
+    osp__onnx__node_proto__init(n);
     for (int i = 0; i < n_in; i++) inputs[i] = in[i];
     outputs[0] = out;
     n->n_input = (size_t)n_in;
@@ -129,17 +138,18 @@ static Onnx__NodeProto *add_node(exporter *e, const char *op_type, const char *n
     return n;
 }
 
-static Onnx__AttributeProto *add_attr(exporter *e, Onnx__NodeProto *n, const char *name,
-                                      Onnx__AttributeProto__AttributeType type) {
+static Osp__Onnx__AttributeProto *add_attr(exporter *e, Osp__Onnx__NodeProto *n,
+                                           const char *name,
+                                           Osp__Onnx__AttributeProto__AttributeType type) {
     if (!n) return NULL;
-    Onnx__AttributeProto *a = ex_alloc(e, 1, sizeof *a);
+    Osp__Onnx__AttributeProto *a = ex_alloc(e, 1, sizeof *a);
     char *nm = ex_printf(e, "%s", name);
     if (!a || !nm) return NULL;
     if (n->n_attribute == NODE_MAX_ATTRS) {
         e->oom = 1;
         return NULL;
     }
-    onnx__attribute_proto__init(a);
+    osp__onnx__attribute_proto__init(a);
     a->name = nm;
     a->has_type = 1;
     a->type = type;
@@ -147,34 +157,36 @@ static Onnx__AttributeProto *add_attr(exporter *e, Onnx__NodeProto *n, const cha
     return a;
 }
 
-static void attr_int(exporter *e, Onnx__NodeProto *n, const char *name, int64_t v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+static void attr_int(exporter *e, Osp__Onnx__NodeProto *n, const char *name, int64_t v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     if (!a) return;
     a->has_i = 1;
     a->i = v;
 }
 
-static void attr_float(exporter *e, Onnx__NodeProto *n, const char *name, float v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+static void attr_float(exporter *e, Osp__Onnx__NodeProto *n, const char *name, float v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     if (!a) return;
     a->has_f = 1;
     a->f = v;
 }
 
-static void attr_ints(exporter *e, Onnx__NodeProto *n, const char *name, int count, ...) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    int64_t *v = ex_alloc(e, (size_t)count, sizeof *v);
-    if (!a || !v) return;
-    va_list ap;
-    va_start(ap, count);
-    for (int i = 0; i < count; i++) v[i] = va_arg(ap, int64_t);
-    va_end(ap);
+static void attr_ints(exporter *e, Osp__Onnx__NodeProto *n, const char *name, const int64_t *v,
+                      int count) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    int64_t *copy = ex_alloc(e, (size_t)count, sizeof *copy);
+    if (!a || !copy) return;
+    memcpy(copy, v, (size_t)count * sizeof *copy);
     a->n_ints = (size_t)count;
-    a->ints = v;
+    a->ints = copy;
 }
 
-static void attr_string(exporter *e, Onnx__NodeProto *n, const char *name, const char *v) {
-    Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+static void attr_string(exporter *e, Osp__Onnx__NodeProto *n, const char *name, const char *v) {
+    Osp__Onnx__AttributeProto *a = add_attr(e, n, name,
+                                            OSP__ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
     char *copy = ex_printf(e, "%s", v);
     if (!a || !copy) return;
     a->has_s = 1;
@@ -186,8 +198,8 @@ static void attr_string(exporter *e, Onnx__NodeProto *n, const char *name, const
  * data (elem_size 4 or 8). */
 static char *add_init(exporter *e, const char *name, int32_t type, const int64_t *dims, int ndim,
                       const void *data, size_t elem_size) {
-    Onnx__GraphProto *gp = e->graph;
-    Onnx__TensorProto *t = ex_alloc(e, 1, sizeof *t);
+    Osp__Onnx__GraphProto *gp = e->graph;
+    Osp__Onnx__TensorProto *t = ex_alloc(e, 1, sizeof *t);
     int64_t *d = ex_alloc(e, (size_t)ndim, sizeof *d);
     char *nm = ex_printf(e, "%s", name);
     if (!t || !d || !nm) return NULL;
@@ -200,7 +212,7 @@ static char *add_init(exporter *e, const char *name, int32_t type, const int64_t
         d[i] = dims[i];
         numel *= (size_t)dims[i];
     }
-    onnx__tensor_proto__init(t);
+    osp__onnx__tensor_proto__init(t);
     t->name = nm;
     t->n_dims = (size_t)ndim;
     t->dims = d;
@@ -226,7 +238,8 @@ static char *add_init(exporter *e, const char *name, int32_t type, const int64_t
 
 static char *init_f32(exporter *e, const char *name, const int64_t *dims, int ndim,
                       const float *data) {
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndim, data, sizeof(float));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndim, data,
+                    sizeof(float));
 }
 
 /* A scalar float constant (the data is copied into the arena). */
@@ -244,7 +257,8 @@ static char *init_shape(exporter *e, const char *name, const osp_shape *s) {
     v[0] = 0;
     for (int i = 0; i < s->ndim; i++) v[i + 1] = s->dim[i];
     int64_t len = s->ndim + 1;
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v, sizeof(int64_t));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, v,
+                    sizeof(int64_t));
 }
 
 /* A 1-D int64 constant (the data is copied into the arena). */
@@ -253,47 +267,48 @@ static char *init_i64s(exporter *e, const char *name, const int64_t *v, int coun
     if (!copy) return NULL;
     memcpy(copy, v, (size_t)count * sizeof *copy);
     int64_t len = count;
-    return add_init(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, copy, sizeof(int64_t));
+    return add_init(e, name, OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &len, 1, copy,
+                    sizeof(int64_t));
 }
 
 /* A float tensor value of shape [batch, per-sample shape]. */
-static Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_shape *s) {
-    Onnx__ValueInfoProto *vi = ex_alloc(e, 1, sizeof *vi);
-    Onnx__TypeProto *tp = ex_alloc(e, 1, sizeof *tp);
-    Onnx__TypeProto__Tensor *tt = ex_alloc(e, 1, sizeof *tt);
-    Onnx__TensorShapeProto *sp = ex_alloc(e, 1, sizeof *sp);
-    Onnx__TensorShapeProto__Dimension **dims = ex_alloc(e, (size_t)s->ndim + 1, sizeof *dims);
+static Osp__Onnx__ValueInfoProto *value_info(exporter *e, char *name, const osp_shape *s) {
+    Osp__Onnx__ValueInfoProto *vi = ex_alloc(e, 1, sizeof *vi);
+    Osp__Onnx__TypeProto *tp = ex_alloc(e, 1, sizeof *tp);
+    Osp__Onnx__TypeProto__Tensor *tt = ex_alloc(e, 1, sizeof *tt);
+    Osp__Onnx__TensorShapeProto *sp = ex_alloc(e, 1, sizeof *sp);
+    Osp__Onnx__TensorShapeProto__Dimension **dims = ex_alloc(e, (size_t)s->ndim + 1, sizeof *dims);
     if (!vi || !tp || !tt || !sp || !dims) return NULL;
     for (int i = 0; i <= s->ndim; i++) {
-        Onnx__TensorShapeProto__Dimension *d = ex_alloc(e, 1, sizeof *d);
+        Osp__Onnx__TensorShapeProto__Dimension *d = ex_alloc(e, 1, sizeof *d);
         if (!d) return NULL;
-        onnx__tensor_shape_proto__dimension__init(d);
+        osp__onnx__tensor_shape_proto__dimension__init(d);
         if (i == 0) {
-            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            d->value_case = OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
             d->dim_param = "batch";
         } else {
-            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            d->value_case = OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
             d->dim_value = s->dim[i - 1];
         }
         dims[i] = d;
     }
-    onnx__tensor_shape_proto__init(sp);
+    osp__onnx__tensor_shape_proto__init(sp);
     sp->n_dim = (size_t)s->ndim + 1;
     sp->dim = dims;
-    onnx__type_proto__tensor__init(tt);
+    osp__onnx__type_proto__tensor__init(tt);
     tt->has_elem_type = 1;
-    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tt->elem_type = OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
     tt->shape = sp;
-    onnx__type_proto__init(tp);
-    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    osp__onnx__type_proto__init(tp);
+    tp->value_case = OSP__ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
     tp->tensor_type = tt;
-    onnx__value_info_proto__init(vi);
+    osp__onnx__value_info_proto__init(vi);
     vi->name = name;
     vi->type = tp;
     return vi;
 }
 
-/* ---- layers -------------------------------------------------------------- */
+/* ---- the layers: each op writes its own (osp_op.onnx_export) ------------------ */
 
 /* Initializers for every parameter of the layer; names[i] gets parameter
  * i's. */
@@ -305,60 +320,6 @@ static void param_inits(exporter *e, const osp_node *n, char **names) {
     }
 }
 
-/* The param of n whose name ends in ".what", or -1. */
-static int param_index(exporter *e, const osp_node *n, const char *what) {
-    for (int i = 0; i < n->n_params; i++) {
-        const char *name = osp_graph_param(e->g, n->params[i])->name;
-        size_t len = strlen(name), wl = strlen(what);
-        if (len > wl && name[len - wl - 1] == '.' && !strcmp(name + len - wl, what)) return i;
-    }
-    return -1;
-}
-
-static int need_attrs(const osp_node *n) {
-    if (n->attrs) return OSP_OK;
-    return osp_error(OSP_EINVAL, "layer '%s' ([%s]) has no attributes to export", n->name,
-                     n->op->name);
-}
-
-static int export_conv(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const conv_attrs *a = n->attrs;
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
-    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
-    char *args[3] = {in[0], p[w], b >= 0 ? p[b] : NULL};
-    Onnx__NodeProto *c = add_node(e, "Conv", n->name, b >= 0 ? 3 : 2, args, out);
-    attr_ints(e, c, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
-    attr_ints(e, c, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
-    attr_ints(e, c, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
-              (int64_t)a->pad_w);
-    attr_ints(e, c, "dilations", 2, (int64_t)a->dil_h, (int64_t)a->dil_w);
-    attr_int(e, c, "group", a->groups);
-    return OSP_OK;
-}
-
-static int export_pool(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const pool_attrs *a = n->attrs;
-    if (a->kind == POOL_GLOBAL_AVG) {
-        add_node(e, "GlobalAveragePool", n->name, 1, in, out);
-        return OSP_OK;
-    }
-    Onnx__NodeProto *p = add_node(e, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name, 1,
-                                  in, out);
-    attr_ints(e, p, "kernel_shape", 2, (int64_t)a->kh, (int64_t)a->kw);
-    attr_ints(e, p, "strides", 2, (int64_t)a->stride_h, (int64_t)a->stride_w);
-    attr_ints(e, p, "pads", 4, (int64_t)a->pad_h, (int64_t)a->pad_w, (int64_t)a->pad_h,
-              (int64_t)a->pad_w);
-    attr_int(e, p, "ceil_mode", a->ceil);
-    if (a->kind == POOL_AVG) attr_int(e, p, "count_include_pad", !a->exclude_pad);
-    return OSP_OK;
-}
-
 /* The input as [batch, D]: the value itself when it is 1-D per sample,
  * else a Flatten "<layer>/flat". */
 static char *flat_input(exporter *e, const osp_node *n, char *in) {
@@ -368,115 +329,6 @@ static char *flat_input(exporter *e, const osp_node *n, char *in) {
     attr_int(e, add_node(e, "Flatten", flat, 1, &in, flat), "axis", 1);
     return flat;
 }
-
-static int export_fc(exporter *e, const osp_node *n, char **in, char *out) {
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int w = param_index(e, n, "weight"), b = param_index(e, n, "bias");
-    if (w < 0) return osp_error(OSP_EINVAL, "layer '%s' has no weight", n->name);
-    char *args[3] = {flat_input(e, n, in[0]), p[w], b >= 0 ? p[b] : NULL};
-    attr_int(e, add_node(e, "Gemm", n->name, b >= 0 ? 3 : 2, args, out), "transB", 1);
-    return OSP_OK;
-}
-
-static int export_batchnorm(exporter *e, const osp_node *n, char **in, char *out) {
-    char *p[OSP_MAX_NODE_PARAMS] = {0};
-    param_inits(e, n, p);
-    int idx[4] = {param_index(e, n, "weight"), param_index(e, n, "bias"),
-                  param_index(e, n, "running_mean"), param_index(e, n, "running_var")};
-    for (int i = 0; i < 4; i++)
-        if (idx[i] < 0) return osp_error(OSP_EINVAL, "layer '%s' lacks a batch norm parameter", n->name);
-    /* NULL attrs: op_batchnorm.c's defaults (PyTorch's). */
-    const bn_attrs *a = n->attrs;
-    float eps = a ? a->eps : 1e-5f, momentum = a ? a->momentum : 0.1f;
-    char *args[5] = {in[0], p[idx[0]], p[idx[1]], p[idx[2]], p[idx[3]]};
-    Onnx__NodeProto *bn = add_node(e, "BatchNormalization", n->name, 5, args, out);
-    attr_float(e, bn, "epsilon", eps);
-    /* ONNX weighs the running value by momentum, osprey (as PyTorch) the batch. */
-    attr_float(e, bn, "momentum", 1.0f - momentum);
-    return OSP_OK;
-}
-
-static int export_add(exporter *e, const osp_node *n, char **in, char *out) {
-    /* ((a + b) + c) + ...: the order osprey sums in. */
-    char *acc = in[0];
-    for (int i = 1; i < n->n_inputs; i++) {
-        int last = i == n->n_inputs - 1;
-        char *dst = last ? out : ex_printf(e, "%s/sum%d", n->name, i);
-        char *name = last ? (char *)n->name : dst;
-        char *args[2] = {acc, in[i]};
-        add_node(e, "Add", name, 2, args, dst);
-        acc = dst;
-    }
-    return OSP_OK;
-}
-
-/* Softmax over each sample's values, all of them. */
-static int export_softmax(exporter *e, const osp_node *n, char **in, char *out) {
-    if (n->shape.ndim == 1) {
-        attr_int(e, add_node(e, "Softmax", n->name, 1, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    char *flat = flat_input(e, n, in[0]);
-    char *soft = ex_printf(e, "%s/softmax", n->name);
-    attr_int(e, add_node(e, "Softmax", soft, 1, &flat, soft), "axis", 1);
-    char *args[2] = {soft, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-    add_node(e, "Reshape", n->name, 2, args, out);
-    return OSP_OK;
-}
-
-/* y = x / max(||x||, eps) over each sample's values, all of them. */
-static int export_l2norm(exporter *e, const osp_node *n, char **in, char *out) {
-    const l2norm_attrs *a = n->attrs;
-    float eps = a ? a->eps : L2NORM_DEFAULT_EPS;
-    char *flat = flat_input(e, n, in[0]);
-    char *norm = ex_printf(e, "%s/norm", n->name);
-    Onnx__NodeProto *r = add_node(e, "ReduceL2", norm, 1, &flat, norm);
-    attr_ints(e, r, "axes", 1, (int64_t)1);
-    attr_int(e, r, "keepdims", 1);
-    char *clamped = ex_printf(e, "%s/clamped", n->name);
-    char *max_args[2] = {norm, init_scalar(e, ex_printf(e, "%s/eps", n->name), eps)};
-    add_node(e, "Max", clamped, 2, max_args, clamped);
-    char *div_args[2] = {flat, clamped};
-    if (n->shape.ndim == 1) {
-        add_node(e, "Div", n->name, 2, div_args, out);
-        return OSP_OK;
-    }
-    char *quot = ex_printf(e, "%s/div", n->name);
-    add_node(e, "Div", quot, 2, div_args, quot);
-    char *args[2] = {quot, init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-    add_node(e, "Reshape", n->name, 2, args, out);
-    return OSP_OK;
-}
-
-static int export_activation(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    if (!strcmp(t, "relu")) {
-        add_node(e, "Relu", n->name, 1, in, out);
-    } else if (!strcmp(t, "leakyrelu")) {
-        const leaky_attrs *a = n->attrs;
-        attr_float(e, add_node(e, "LeakyRelu", n->name, 1, in, out), "alpha",
-                   a ? a->alpha : LEAKY_DEFAULT_ALPHA);
-    } else if (!strcmp(t, "relu6")) {
-        char *args[3] = {in[0], init_scalar(e, ex_printf(e, "%s/min", n->name), 0.0f),
-                         init_scalar(e, ex_printf(e, "%s/max", n->name), 6.0f)};
-        add_node(e, "Clip", n->name, 3, args, out);
-    } else if (!strcmp(t, "sigmoid")) {
-        add_node(e, "Sigmoid", n->name, 1, in, out);
-    } else if (!strcmp(t, "tanh")) {
-        add_node(e, "Tanh", n->name, 1, in, out);
-    } else if (!strcmp(t, "swish")) {
-        char *sig = ex_printf(e, "%s/sigmoid", n->name);
-        add_node(e, "Sigmoid", sig, 1, in, sig);
-        char *args[2] = {in[0], sig};
-        add_node(e, "Mul", n->name, 2, args, out);
-    } else {
-        return 1; /* not an activation */
-    }
-    return OSP_OK;
-}
-
-/* ---- the layers ONNX import brings in -------------------------------------- */
 
 /* The batch size as an int64 [1] value: Shape(input)[0:1], made once. */
 static char *batch_size(exporter *e) {
@@ -492,13 +344,11 @@ static char *batch_size(exporter *e) {
     return e->batch;
 }
 
-static int is_constant(const osp_node *n) { return n->op && !strcmp(n->op->name, "constant"); }
-
-/* A [constant] is its value (`<layer>.value`, an initializer of shape
- * [1, shape]) repeated over the batch: Expand to [batch, shape]. Binary
- * layers read the initializer itself and let ONNX broadcast it. */
-static int export_constant(exporter *e, const osp_node *n, char *out) {
-    if (n->n_params != 1) return osp_error(OSP_EINVAL, "layer '%s' has no value", n->name);
+/* A [constant]'s value (`<layer>.value`) as an initializer of shape
+ * [1, shape], which binary operators read and let ONNX broadcast; the
+ * layer's own output repeats it over the batch (op_constant.c). */
+static char *constant_value(exporter *e, const osp_node *n) {
+    if (n->n_params < 1) return NULL;
     const osp_param *p = osp_graph_param(e->g, n->params[0]);
     int64_t dims[OSP_MAX_DIMS + 1];
     dims[0] = 1;
@@ -506,13 +356,7 @@ static int export_constant(exporter *e, const osp_node *n, char *out) {
     char *value = init_f32(e, p->name, dims, n->shape.ndim + 1,
                            osp_graph_param_data(e->g, n->params[0]));
     e->consts[n->id] = value;
-    char *cat[2] = {batch_size(e), init_i64s(e, ex_printf(e, "%s/dims", n->name), n->shape.dim,
-                                             n->shape.ndim)};
-    char *shape = ex_printf(e, "%s/shape", n->name);
-    attr_int(e, add_node(e, "Concat", shape, 2, cat, shape), "axis", 0);
-    char *args[2] = {value, shape};
-    add_node(e, "Expand", n->name, 2, args, out);
-    return OSP_OK;
+    return value;
 }
 
 /* Input i of a broadcasting layer as a value of rank `rank` + 1: osprey
@@ -522,7 +366,7 @@ static int export_constant(exporter *e, const osp_node *n, char *out) {
 static char *broadcast_input(exporter *e, const osp_node *n, int i, char *in, int rank) {
     const osp_node *src = osp_graph_node_const(e->g, n->inputs[i]);
     char *value = in;
-    if (is_constant(src) && e->consts[src->id]) value = e->consts[src->id];
+    if (e->consts[src->id]) value = e->consts[src->id];
     if (src->shape.ndim == rank) return value;
     osp_shape padded = {.ndim = rank};
     int lead = rank - src->shape.ndim;
@@ -533,116 +377,107 @@ static char *broadcast_input(exporter *e, const osp_node *n, int i, char *in, in
     return name;
 }
 
-static int export_binary(exporter *e, const osp_node *n, const char *op_type, char **in, char *out) {
+/* The writer the ops see: each entry is one of the helpers above on the
+ * exporter, which starts with the writer. */
+static exporter *ex_of(osp_onnx_writer *w) { return (exporter *)(void *)w; }
+static Osp__Onnx__NodeProto *proto_of(osp_onnx_node *n) {
+    return (Osp__Onnx__NodeProto *)(void *)n;
+}
+
+static char *w_name(osp_onnx_writer *w, const char *fmt, ...) OSP_PRINTF(2, 3);
+static char *w_name(osp_onnx_writer *w, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = ex_vprintf(ex_of(w), fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static osp_onnx_node *w_node(osp_onnx_writer *w, const char *op_type, const char *name, int n_in,
+                             char *const *in, char *out) {
+    return (osp_onnx_node *)(void *)add_node(ex_of(w), op_type, name, n_in, in, out);
+}
+
+static void w_attr_int(osp_onnx_writer *w, osp_onnx_node *node, const char *name, int64_t v) {
+    attr_int(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_attr_float(osp_onnx_writer *w, osp_onnx_node *node, const char *name, float v) {
+    attr_float(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_attr_ints(osp_onnx_writer *w, osp_onnx_node *node, const char *name,
+                        const int64_t *v, int count) {
+    attr_ints(ex_of(w), proto_of(node), name, v, count);
+}
+
+static void w_attr_string(osp_onnx_writer *w, osp_onnx_node *node, const char *name,
+                          const char *v) {
+    attr_string(ex_of(w), proto_of(node), name, v);
+}
+
+static void w_params(osp_onnx_writer *w, const osp_node *n, char **names) {
+    param_inits(ex_of(w), n, names);
+}
+
+static char *w_init_scalar(osp_onnx_writer *w, const char *name, float v) {
+    return init_scalar(ex_of(w), name, v);
+}
+
+static char *w_init_ints(osp_onnx_writer *w, const char *name, const int64_t *v, int count) {
+    return init_i64s(ex_of(w), name, v, count);
+}
+
+static char *w_init_shape(osp_onnx_writer *w, const char *name, const osp_shape *s) {
+    return init_shape(ex_of(w), name, s);
+}
+
+static char *w_flat(osp_onnx_writer *w, const osp_node *n, char *in) {
+    return flat_input(ex_of(w), n, in);
+}
+
+static osp_onnx_node *w_binary(osp_onnx_writer *w, const osp_node *n, const char *op_type,
+                               char *const *in, char *out) {
+    exporter *e = ex_of(w);
     char *args[2] = {broadcast_input(e, n, 0, in[0], n->shape.ndim),
                      broadcast_input(e, n, 1, in[1], n->shape.ndim)};
-    add_node(e, op_type, n->name, 2, args, out);
-    return OSP_OK;
+    return (osp_onnx_node *)(void *)add_node(e, op_type, n->name, 2, args, out);
 }
 
-static int export_extra(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    const extra_attrs *a = n->attrs;
-    if (!strcmp(t, "hardsigmoid")) {
-        /* NULL attrs: op_activation_extra.c's defaults (nn.Hardsigmoid) */
-        Onnx__NodeProto *h = add_node(e, "HardSigmoid", n->name, 1, in, out);
-        attr_float(e, h, "alpha", a ? a->alpha : 1.0f / 6.0f);
-        attr_float(e, h, "beta", a ? a->beta : 0.5f);
-    } else if (!strcmp(t, "hardswish")) {
-        /* HardSwish is opset 14: x * HardSigmoid(x) with alpha 1/6, beta 1/2 */
-        char *hs = ex_printf(e, "%s/hardsigmoid", n->name);
-        Onnx__NodeProto *h = add_node(e, "HardSigmoid", hs, 1, in, hs);
-        attr_float(e, h, "alpha", 1.0f / 6.0f);
-        attr_float(e, h, "beta", 0.5f);
-        char *args[2] = {in[0], hs};
-        add_node(e, "Mul", n->name, 2, args, out);
-    } else { /* clip: an infinite bound is an absent input */
-        float lo = a ? a->lo : -INFINITY, hi = a ? a->hi : INFINITY;
-        char *args[3] = {in[0], "", ""};
-        int n_args = 1;
-        if (!isinf(lo)) args[n_args = 1] = init_scalar(e, ex_printf(e, "%s/min", n->name), lo);
-        if (!isinf(hi)) args[n_args = 2] = init_scalar(e, ex_printf(e, "%s/max", n->name), hi);
-        add_node(e, "Clip", n->name, n_args + 1, args, out);
-    }
-    return OSP_OK;
+static char *w_constant(osp_onnx_writer *w, const osp_node *n) {
+    return constant_value(ex_of(w), n);
 }
 
-static int export_pad(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const pad_attrs *a = n->attrs;
-    /* [N, C, H, W]: begins then ends */
-    int64_t pads[8] = {0, 0, a->top, a->left, 0, 0, a->bottom, a->right};
-    char *args[3] = {in[0], init_i64s(e, ex_printf(e, "%s/pads", n->name), pads, 8), NULL};
-    int n_args = 2;
-    if (a->mode == PAD_CONSTANT)
-        args[n_args++] = init_scalar(e, ex_printf(e, "%s/value", n->name), a->value);
-    Onnx__NodeProto *p = add_node(e, "Pad", n->name, n_args, args, out);
-    attr_string(e, p, "mode", a->mode == PAD_REFLECT ? "reflect" : a->mode == PAD_EDGE ? "edge"
-                                                                                     : "constant");
-    return OSP_OK;
+static int w_is_constant(osp_onnx_writer *w, int node) {
+    const exporter *e = ex_of(w);
+    return node >= 0 && node < osp_graph_node_count(e->g) && e->consts[node] != NULL;
 }
 
-static int export_transpose(exporter *e, const osp_node *n, char **in, char *out) {
-    int rc = need_attrs(n);
-    if (rc) return rc;
-    const transpose_attrs *a = n->attrs;
-    Onnx__NodeProto *t = add_node(e, "Transpose", n->name, 1, in, out);
-    Onnx__AttributeProto *perm = add_attr(e, t, "perm", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    int64_t *v = ex_alloc(e, (size_t)a->ndim + 1, sizeof *v);
-    if (!perm || !v) return OSP_ENOMEM;
-    v[0] = 0; /* the batch stays first */
-    for (int i = 0; i < a->ndim; i++) v[i + 1] = a->perm[i] + 1;
-    perm->n_ints = (size_t)a->ndim + 1;
-    perm->ints = v;
-    return OSP_OK;
-}
+static char *w_batch(osp_onnx_writer *w) { return batch_size(ex_of(w)); }
+
+static const osp_onnx_writer writer = {
+    .name = w_name,
+    .node = w_node,
+    .attr_int = w_attr_int,
+    .attr_float = w_attr_float,
+    .attr_ints = w_attr_ints,
+    .attr_string = w_attr_string,
+    .params = w_params,
+    .init_scalar = w_init_scalar,
+    .init_ints = w_init_ints,
+    .init_shape = w_init_shape,
+    .flat = w_flat,
+    .binary = w_binary,
+    .constant = w_constant,
+    .is_constant = w_is_constant,
+    .batch = w_batch,
+};
 
 static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {
-    const char *t = n->op->name;
-    int rc = export_activation(e, n, in, out);
-    if (rc <= 0) return rc;
-    if (!strcmp(t, "conv")) return export_conv(e, n, in, out);
-    if (!strcmp(t, "maxpool") || !strcmp(t, "avgpool") || !strcmp(t, "globalavgpool"))
-        return export_pool(e, n, in, out);
-    if (!strcmp(t, "fc")) return export_fc(e, n, in, out);
-    if (!strcmp(t, "batchnorm")) return export_batchnorm(e, n, in, out);
-    if (!strcmp(t, "add")) {
-        const osp_node *a = osp_graph_node_const(e->g, n->inputs[0]);
-        const osp_node *b = osp_graph_node_const(e->g, n->inputs[1]);
-        if (n->n_inputs == 2 && (!osp_shape_equal(&a->shape, &b->shape) || is_constant(a) ||
-                                 is_constant(b)))
-            return export_binary(e, n, "Add", in, out);
-        return export_add(e, n, in, out);
-    }
-    if (!strcmp(t, "sub")) return export_binary(e, n, "Sub", in, out);
-    if (!strcmp(t, "mul")) return export_binary(e, n, "Mul", in, out);
-    if (!strcmp(t, "div")) return export_binary(e, n, "Div", in, out);
-    if (!strcmp(t, "hardsigmoid") || !strcmp(t, "hardswish") || !strcmp(t, "clip"))
-        return export_extra(e, n, in, out);
-    if (!strcmp(t, "constant")) return export_constant(e, n, out);
-    if (!strcmp(t, "pad")) return export_pad(e, n, in, out);
-    if (!strcmp(t, "transpose")) return export_transpose(e, n, in, out);
-    if (!strcmp(t, "softmax")) return export_softmax(e, n, in, out);
-    if (!strcmp(t, "l2norm")) return export_l2norm(e, n, in, out);
-    if (!strcmp(t, "dropout")) {
-        add_node(e, "Identity", n->name, 1, in, out); /* inference: the identity */
-        return OSP_OK;
-    }
-    if (!strcmp(t, "concat")) {
-        attr_int(e, add_node(e, "Concat", n->name, n->n_inputs, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    if (!strcmp(t, "flatten")) {
-        attr_int(e, add_node(e, "Flatten", n->name, 1, in, out), "axis", 1);
-        return OSP_OK;
-    }
-    if (!strcmp(t, "reshape")) {
-        char *args[2] = {in[0], init_shape(e, ex_printf(e, "%s/shape", n->name), &n->shape)};
-        add_node(e, "Reshape", n->name, 2, args, out);
-        return OSP_OK;
-    }
-    return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers", n->name, t);
+    if (!n->op->onnx_export)
+        return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers",
+                         n->name, n->op->name);
+    return n->op->onnx_export(&e->w, e->g, n, in, out);
 }
 
 /* ---- the model ------------------------------------------------------------- */
@@ -654,7 +489,7 @@ static int cmp_str(const void *a, const void *b) {
 /* Every value name (node outputs, initializers, the input) must be unique:
  * a layer named like a parameter ("conv1.weight") would clash. */
 static int check_unique(exporter *e) {
-    const Onnx__GraphProto *gp = e->graph;
+    const Osp__Onnx__GraphProto *gp = e->graph;
     size_t n = gp->n_node + gp->n_initializer + 1, k = 0;
     char **names = malloc(n * sizeof *names);
     if (!names) return OSP_ENOMEM;
@@ -675,15 +510,15 @@ static int check_unique(exporter *e) {
     return rc;
 }
 
-static Onnx__StringStringEntryProto *meta(exporter *e, const char *key, char *json) {
-    Onnx__StringStringEntryProto *p = ex_alloc(e, 1, sizeof *p);
+static Osp__Onnx__StringStringEntryProto *meta(exporter *e, const char *key, char *json) {
+    Osp__Onnx__StringStringEntryProto *p = ex_alloc(e, 1, sizeof *p);
     char *k = ex_printf(e, "%s", key), *v = json ? ex_printf(e, "%s", json) : NULL;
     free(json);
     if (!p || !k || !v) {
         e->oom = 1;
         return NULL;
     }
-    onnx__string_string_entry_proto__init(p);
+    osp__onnx__string_string_entry_proto__init(p);
     p->key = k;
     p->value = v;
     return p;
@@ -709,17 +544,17 @@ static char *json_floats(const float *v, int n) {
 }
 
 /* Builds the model in e; its messages live in e's arena. */
-static int build(exporter *e, Onnx__ModelProto *m) {
+static int build(exporter *e, Osp__Onnx__ModelProto *m) {
     const osp_net *net = e->net;
     osp_graph *g = e->g;
     const int nn = osp_graph_node_count(g);
     if (nn < 2) return osp_error(OSP_EINVAL, "ONNX export: the network has no layers");
     if (!osp_graph_weights(g, NULL)) return osp_error(OSP_ESTATE, "ONNX export: weights not initialised");
 
-    Onnx__GraphProto *gp = ex_alloc(e, 1, sizeof *gp);
+    Osp__Onnx__GraphProto *gp = ex_alloc(e, 1, sizeof *gp);
     e->graph = gp;
     if (!gp) return OSP_ENOMEM;
-    onnx__graph_proto__init(gp);
+    osp__onnx__graph_proto__init(gp);
     gp->name = "osprey";
     e->cap_nodes = (size_t)nn * LAYER_MAX_NODES;
     e->cap_inits = (size_t)nn * LAYER_MAX_INITS;
@@ -744,7 +579,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
         int rc = export_layer(e, n, in, e->values[id]);
         if (rc) return rc;
         if (id < nn - 1) {
-            Onnx__ValueInfoProto *vi = value_info(e, e->values[id], &n->shape);
+            Osp__Onnx__ValueInfoProto *vi = value_info(e, e->values[id], &n->shape);
             if (vi) gp->value_info[gp->n_value_info++] = vi;
         }
     }
@@ -755,11 +590,11 @@ static int build(exporter *e, Onnx__ModelProto *m) {
     int rc = check_unique(e);
     if (rc) return rc;
 
-    Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
-    Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
-    Onnx__StringStringEntryProto **props = ex_alloc(e, 5, sizeof *props);
+    Osp__Onnx__OperatorSetIdProto *opset = ex_alloc(e, 1, sizeof *opset);
+    Osp__Onnx__OperatorSetIdProto **opsets = ex_alloc(e, 1, sizeof *opsets);
+    Osp__Onnx__StringStringEntryProto **props = ex_alloc(e, 5, sizeof *props);
     if (e->oom) return OSP_ENOMEM;
-    onnx__operator_set_id_proto__init(opset);
+    osp__onnx__operator_set_id_proto__init(opset);
     opset->domain = "";
     opset->has_version = 1;
     opset->version = EXPORT_OPSET;
@@ -777,7 +612,7 @@ static int build(exporter *e, Onnx__ModelProto *m) {
         props[n_props++] = meta(e, "osprey.thresholds", json_floats(net->thresholds, net->n_classes));
     if (e->oom) return OSP_ENOMEM;
 
-    onnx__model_proto__init(m);
+    osp__onnx__model_proto__init(m);
     m->has_ir_version = 1;
     m->ir_version = EXPORT_IR_VERSION;
     m->n_opset_import = 1;
@@ -796,13 +631,13 @@ int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
     *data = NULL;
     *size = 0;
     if (!net || !net->graph) return osp_error(OSP_EINVAL, "ONNX export: no network");
-    exporter e = {.net = net, .g = net->graph};
-    Onnx__ModelProto m;
+    exporter e = {.w = writer, .net = net, .g = net->graph};
+    Osp__Onnx__ModelProto m;
     int rc = build(&e, &m);
     if (!rc && e.oom) rc = OSP_ENOMEM;
     if (rc == OSP_ENOMEM) osp_error(OSP_ENOMEM, "ONNX export: out of memory");
     if (!rc) {
-        size_t len = onnx__model_proto__get_packed_size(&m);
+        size_t len = osp__onnx__model_proto__get_packed_size(&m);
         /* protobuf's own limit: a message over 2 GiB cannot be read back. */
         if (len > ((size_t)1 << 31) - 1) {
             rc = osp_error(OSP_ERANGE, "ONNX export: the model is %zu bytes, over protobuf's 2 GiB",
@@ -812,7 +647,7 @@ int osp_onnx_export_buffer(const osp_net *net, void **data, size_t *size) {
             if (!buf) {
                 rc = osp_error(OSP_ENOMEM, "ONNX export: out of memory for %zu bytes", len);
             } else {
-                size_t packed = onnx__model_proto__pack(&m, buf);
+                size_t packed = osp__onnx__model_proto__pack(&m, buf);
                 if (packed != len) {
                     osp_free(buf);
                     rc = osp_error(OSP_EIO, "ONNX export: packed %zu bytes of %zu", packed, len);

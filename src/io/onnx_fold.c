@@ -16,13 +16,13 @@ static const char *const foldable[] = {"Constant", "Identity", "Shape", "Gather"
                                        "Sub", "Mul", "Div", "ConstantOfShape", "Flatten", "Transpose",
                                        NULL};
 
-int onnx_is_foldable(const char *op) {
+int osp__onnx_is_foldable(const char *op) {
     for (int i = 0; foldable[i]; i++)
         if (!strcmp(op, foldable[i])) return 1;
     return 0;
 }
 
-#define FAIL(code, ...) return onnx_node_error(im, n, code, __VA_ARGS__)
+#define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
 /* Folded constants are shapes, indices and small tensors: a limit far
  * below an initializer's keeps a hostile graph from inflating them. */
@@ -36,7 +36,7 @@ static int fold_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int) {
                              (long long)ONNX_MAX_FOLDED);
         numel *= dim[k];
     }
-    return onnx_const_alloc(c, ndim, dim, is_int);
+    return osp__onnx_const_alloc(c, ndim, dim, is_int);
 }
 
 static int normalize_axis(int64_t axis, int rank, int *out) {
@@ -46,12 +46,12 @@ static int normalize_axis(int64_t axis, int rank, int *out) {
 }
 
 /* The node's axes: attribute (older opsets) or input `idx` (newer). */
-static int node_axes(onnx_importer *im, const Onnx__NodeProto *n, size_t idx, int64_t *axes,
+static int node_axes(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t idx, int64_t *axes,
                      int *count) {
     size_t na;
-    const int64_t *a = onnx_attr_ints(n, "axes", &na);
+    const int64_t *a = osp__onnx_attr_ints(n, "axes", &na);
     if (!a) {
-        const onnx_const *c = onnx_const_input(im, n, idx);
+        const onnx_const *c = osp__onnx_const_input(im, n, idx);
         if (!c) {
             *count = -1; /* none given */
             return OSP_OK;
@@ -66,14 +66,14 @@ static int node_axes(onnx_importer *im, const Onnx__NodeProto *n, size_t idx, in
     return OSP_OK;
 }
 
-static int set_result(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *c) {
+static int set_result(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *c) {
     if (n->n_output < 1 || !n->output[0] || !*n->output[0]) {
-        onnx_const_free(c);
+        osp__onnx_const_free(c);
         FAIL(OSP_EFORMAT, "has no output");
     }
-    onnx_value *v = onnx_value_add(im, n->output[0]);
+    onnx_value *v = osp__onnx_value_add(im, n->output[0]);
     if (!v) {
-        onnx_const_free(c);
+        osp__onnx_const_free(c);
         return OSP_ENOMEM;
     }
     v->kind = ONNX_VAL_CONST;
@@ -82,7 +82,7 @@ static int set_result(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *c
 }
 
 static int copy_const(const onnx_const *src, onnx_const *dst) {
-    int rc = onnx_const_alloc(dst, src->ndim, src->dim, src->is_int);
+    int rc = osp__onnx_const_alloc(dst, src->ndim, src->dim, src->is_int);
     if (rc) return rc;
     size_t es = src->is_int ? sizeof(int64_t) : sizeof(float);
     if (src->numel) memcpy(src->is_int ? (void *)dst->i : (void *)dst->f,
@@ -90,26 +90,26 @@ static int copy_const(const onnx_const *src, onnx_const *dst) {
     return OSP_OK;
 }
 
-static int fold_constant(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const Onnx__AttributeProto *a;
-    if ((a = onnx_attr(n, "value")) && a->t) return onnx_const_from_tensor(im, a->t, out);
-    if ((a = onnx_attr(n, "value_float")) && a->has_f) {
+static int fold_constant(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const Osp__Onnx__AttributeProto *a;
+    if ((a = osp__onnx_attr(n, "value")) && a->t) return osp__onnx_const_from_tensor(im, a->t, out);
+    if ((a = osp__onnx_attr(n, "value_float")) && a->has_f) {
         int rc = fold_alloc(out, 0, NULL, 0);
         if (!rc) out->f[0] = a->f;
         return rc;
     }
-    if ((a = onnx_attr(n, "value_int")) && a->has_i) {
+    if ((a = osp__onnx_attr(n, "value_int")) && a->has_i) {
         int rc = fold_alloc(out, 0, NULL, 1);
         if (!rc) out->i[0] = a->i;
         return rc;
     }
-    if ((a = onnx_attr(n, "value_floats"))) {
+    if ((a = osp__onnx_attr(n, "value_floats"))) {
         int64_t d = (int64_t)a->n_floats;
         int rc = fold_alloc(out, 1, &d, 0);
         if (!rc && d) memcpy(out->f, a->floats, (size_t)d * sizeof(float));
         return rc;
     }
-    if ((a = onnx_attr(n, "value_ints"))) {
+    if ((a = osp__onnx_attr(n, "value_ints"))) {
         int64_t d = (int64_t)a->n_ints;
         int rc = fold_alloc(out, 1, &d, 1);
         if (!rc && d) memcpy(out->i, a->ints, (size_t)d * sizeof(int64_t));
@@ -118,8 +118,8 @@ static int fold_constant(onnx_importer *im, const Onnx__NodeProto *n, onnx_const
     FAIL(OSP_ENOTSUP, "a Constant without a tensor, float or int value");
 }
 
-static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    onnx_value *x = onnx_input(im, n, 0);
+static int fold_shape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    onnx_value *x = osp__onnx_input(im, n, 0);
     if (!x) FAIL(OSP_EFORMAT, "has no input");
     int64_t dims[ONNX_MAX_RANK];
     int rank;
@@ -127,13 +127,13 @@ static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
         rank = x->c.ndim;
         memcpy(dims, x->c.dim, sizeof(int64_t) * (size_t)rank);
     } else {
-        const osp_node *node = onnx_layer(im, x->node);
+        const osp_node *node = osp__onnx_layer(im, x->node);
         rank = node->shape.ndim + 1;
         if (rank > ONNX_MAX_RANK) FAIL(OSP_ERANGE, "input of rank %d", rank);
         dims[0] = ONNX_BATCH;
         for (int k = 1; k < rank; k++) dims[k] = node->shape.dim[k - 1];
     }
-    int64_t start = onnx_attr_int(n, "start", 0), end = onnx_attr_int(n, "end", rank);
+    int64_t start = osp__onnx_attr_int(n, "start", 0), end = osp__onnx_attr_int(n, "end", rank);
     if (start < 0) start += rank;
     if (end < 0) end += rank;
     start = start < 0 ? 0 : start > rank ? rank : start;
@@ -145,12 +145,13 @@ static int fold_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
     return OSP_OK;
 }
 
-static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *data = onnx_const_input(im, n, 0), *idx = onnx_const_input(im, n, 1);
+static int fold_gather(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *data = osp__onnx_const_input(im, n, 0),
+                     *idx = osp__onnx_const_input(im, n, 1);
     if (!data || !idx) FAIL(OSP_ENOTSUP, "Gather is supported on constants only");
     if (!idx->is_int) FAIL(OSP_EFORMAT, "indices must be integers");
     int axis;
-    if (data->ndim < 1 || normalize_axis(onnx_attr_int(n, "axis", 0), data->ndim, &axis))
+    if (data->ndim < 1 || normalize_axis(osp__onnx_attr_int(n, "axis", 0), data->ndim, &axis))
         FAIL(OSP_EFORMAT, "bad axis for data of rank %d", data->ndim);
     int rank = data->ndim - 1 + idx->ndim;
     if (rank > ONNX_MAX_RANK) FAIL(OSP_ERANGE, "result of rank %d", rank);
@@ -169,7 +170,7 @@ static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
         for (int64_t j = 0; j < idx->numel; j++) {
             int64_t at = idx->i[j] < 0 ? idx->i[j] + len : idx->i[j];
             if (at < 0 || at >= len) {
-                onnx_const_free(out);
+                osp__onnx_const_free(out);
                 FAIL(OSP_ERANGE, "index %lld out of range for an axis of %lld",
                      (long long)idx->i[j], (long long)len);
             }
@@ -182,8 +183,8 @@ static int fold_gather(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     return OSP_OK;
 }
 
-static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
+static int fold_unsqueeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
     if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
@@ -203,8 +204,8 @@ static int fold_unsqueeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
     return OSP_OK;
 }
 
-static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
+static int fold_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
     if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
@@ -224,17 +225,17 @@ static int fold_squeeze(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
     return OSP_OK;
 }
 
-static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
+static int fold_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     if (n->n_input < 1) FAIL(OSP_EFORMAT, "has no input");
-    const onnx_const *first = onnx_const_input(im, n, 0);
+    const onnx_const *first = osp__onnx_const_input(im, n, 0);
     int axis, is_int = 1;
-    if (first->ndim < 1 || normalize_axis(onnx_attr_int(n, "axis", 0), first->ndim, &axis))
+    if (first->ndim < 1 || normalize_axis(osp__onnx_attr_int(n, "axis", 0), first->ndim, &axis))
         FAIL(OSP_EFORMAT, "bad axis");
     int64_t dims[ONNX_MAX_RANK];
     memcpy(dims, first->dim, sizeof dims);
     dims[axis] = 0;
     for (size_t i = 0; i < n->n_input; i++) {
-        const onnx_const *c = onnx_const_input(im, n, i);
+        const onnx_const *c = osp__onnx_const_input(im, n, i);
         if (!c || c->ndim != first->ndim) FAIL(OSP_EFORMAT, "inputs of different ranks");
         for (int k = 0; k < c->ndim; k++)
             if (k != axis && c->dim[k] != first->dim[k]) FAIL(OSP_EFORMAT, "mismatched shapes");
@@ -250,45 +251,47 @@ static int fold_concat(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
     int64_t o = 0;
     for (int64_t a = 0; a < outer; a++)
         for (size_t i = 0; i < n->n_input; i++) {
-            const onnx_const *c = onnx_const_input(im, n, i);
+            const onnx_const *c = osp__onnx_const_input(im, n, i);
             int64_t len = c->dim[axis] * inner;
             for (int64_t b = 0; b < len; b++, o++) {
                 int64_t from = a * len + b;
                 if (is_int) out->i[o] = c->i[from];
                 else if (c->is_int && c->i[from] == ONNX_BATCH) {
-                    onnx_const_free(out);
+                    osp__onnx_const_free(out);
                     FAIL(OSP_ENOTSUP, "uses the batch size as a number");
-                } else out->f[o] = (float)onnx_const_get(c, from);
+                } else out->f[o] = (float)osp__onnx_const_get(c, from);
             }
         }
     return OSP_OK;
 }
 
-static int fold_cast(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
-    int64_t to = onnx_attr_int(n, "to", 0);
+static int fold_cast(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
+    int64_t to = osp__onnx_attr_int(n, "to", 0);
     int is_int;
-    if (to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || to == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
+    if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ||
+        to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
         is_int = 0;
-    else if (to == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 || to == ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
+    else if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ||
+             to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
         is_int = 1;
     else FAIL(OSP_ENOTSUP, "Cast to type %lld", (long long)to);
     int rc = fold_alloc(out, x->ndim, x->dim, is_int);
     if (rc) return rc;
     for (int64_t k = 0; k < x->numel; k++) {
         if (x->is_int && x->i[k] == ONNX_BATCH && !is_int) {
-            onnx_const_free(out);
+            osp__onnx_const_free(out);
             FAIL(OSP_ENOTSUP, "uses the batch size as a number");
         }
         if (is_int) out->i[k] = x->is_int ? x->i[k] : (int64_t)x->f[k];
-        else out->f[k] = (float)onnx_const_get(x, k);
+        else out->f[k] = (float)osp__onnx_const_get(x, k);
     }
     return OSP_OK;
 }
 
 /* The target shape of a Reshape of a constant. */
-static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0), *shape = onnx_const_input(im, n, 1);
+static int fold_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0), *shape = osp__onnx_const_input(im, n, 1);
     if (!shape || !shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a constant 1-D integer tensor of rank <= %d",
              ONNX_MAX_RANK);
@@ -296,7 +299,7 @@ static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
     int infer = -1, rank = (int)shape->numel;
     for (int k = 0; k < rank; k++) {
         int64_t d = shape->i[k];
-        if (d == 0 && !onnx_attr_int(n, "allowzero", 0)) {
+        if (d == 0 && !osp__onnx_attr_int(n, "allowzero", 0)) {
             if (k >= x->ndim) FAIL(OSP_EFORMAT, "copies a dimension the input lacks");
             d = x->dim[k];
         }
@@ -323,10 +326,11 @@ static int fold_reshape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const 
     return OSP_OK;
 }
 
-static int fold_flatten(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
+static int fold_flatten(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int axis;
-    if (normalize_axis(onnx_attr_int(n, "axis", 1), x->ndim + 1, &axis)) FAIL(OSP_EFORMAT, "bad axis");
+    if (normalize_axis(osp__onnx_attr_int(n, "axis", 1), x->ndim + 1, &axis))
+        FAIL(OSP_EFORMAT, "bad axis");
     int64_t a = 1, b = 1;
     for (int k = 0; k < x->ndim; k++) *(k < axis ? &a : &b) *= x->dim[k];
     int rc = copy_const(x, out);
@@ -357,11 +361,14 @@ static int64_t source_index(const onnx_const *x, const int64_t *out_dim, const i
 
 /* Slice of a constant: any axes, steps of either sign (PyTorch's pads are
  * reversed with a step of -1). */
-static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
-    const onnx_const *starts = onnx_const_input(im, n, 1), *ends = onnx_const_input(im, n, 2);
-    const onnx_const *axes = onnx_const_input(im, n, 3), *steps = onnx_const_input(im, n, 4);
-    if ((onnx_input(im, n, 3) && !axes) || (onnx_input(im, n, 4) && !steps) || !starts || !ends)
+static int fold_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
+    const onnx_const *starts = osp__onnx_const_input(im, n, 1),
+                     *ends = osp__onnx_const_input(im, n, 2);
+    const onnx_const *axes = osp__onnx_const_input(im, n, 3),
+                     *steps = osp__onnx_const_input(im, n, 4);
+    if ((osp__onnx_input(im, n, 3) && !axes) || (osp__onnx_input(im, n, 4) && !steps) || !starts ||
+        !ends)
         FAIL(OSP_ENOTSUP, "Slice needs constant starts, ends, axes and steps");
     int64_t count = starts->numel;
     if (!starts->is_int || !ends->is_int || ends->numel != count || count > x->ndim ||
@@ -406,10 +413,10 @@ static int fold_slice(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *o
     return OSP_OK;
 }
 
-static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *x = onnx_const_input(im, n, 0);
+static int fold_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
     size_t np;
-    const int64_t *p = onnx_attr_ints(n, "perm", &np);
+    const int64_t *p = osp__onnx_attr_ints(n, "perm", &np);
     int perm[ONNX_MAX_RANK], used[ONNX_MAX_RANK] = {0};
     int64_t dims[ONNX_MAX_RANK];
     if (p && (int)np != x->ndim) FAIL(OSP_EFORMAT, "perm of %zu axes for rank %d", np, x->ndim);
@@ -430,19 +437,20 @@ static int fold_transpose(onnx_importer *im, const Onnx__NodeProto *n, onnx_cons
     return OSP_OK;
 }
 
-static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *shape = onnx_const_input(im, n, 0);
+static int fold_constant_of_shape(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                  onnx_const *out) {
+    const onnx_const *shape = osp__onnx_const_input(im, n, 0);
     if (!shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a 1-D integer tensor");
     for (int64_t k = 0; k < shape->numel; k++)
         if (shape->i[k] == ONNX_BATCH) FAIL(OSP_ENOTSUP, "a constant as large as the batch");
     onnx_const value = {0};
-    const Onnx__AttributeProto *a = onnx_attr(n, "value");
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, "value");
     int rc;
     if (a && a->t) {
-        if ((rc = onnx_const_from_tensor(im, a->t, &value))) return rc;
+        if ((rc = osp__onnx_const_from_tensor(im, a->t, &value))) return rc;
         if (value.numel != 1) {
-            onnx_const_free(&value);
+            osp__onnx_const_free(&value);
             FAIL(OSP_EFORMAT, "the value must hold one element");
         }
     } else if ((rc = fold_alloc(&value, 0, NULL, 0))) return rc;
@@ -452,13 +460,13 @@ static int fold_constant_of_shape(onnx_importer *im, const Onnx__NodeProto *n, o
             if (value.is_int) out->i[k] = value.i[0];
             else out->f[k] = value.f[0];
         }
-    onnx_const_free(&value);
+    osp__onnx_const_free(&value);
     return rc;
 }
 
 /* Add, Sub, Mul, Div of two constants, with numpy broadcasting. */
-static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *out) {
-    const onnx_const *a = onnx_const_input(im, n, 0), *b = onnx_const_input(im, n, 1);
+static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
+    const onnx_const *a = osp__onnx_const_input(im, n, 0), *b = osp__onnx_const_input(im, n, 1);
     if (!a || !b) FAIL(OSP_EFORMAT, "needs two inputs");
     int rank = a->ndim > b->ndim ? a->ndim : b->ndim;
     int64_t dims[ONNX_MAX_RANK], sa[ONNX_MAX_RANK], sb[ONNX_MAX_RANK];
@@ -486,28 +494,28 @@ static int fold_binary(onnx_importer *im, const Onnx__NodeProto *n, onnx_const *
             ib += c * sb[k];
         }
         if ((a->is_int && a->i[ia] == ONNX_BATCH) || (b->is_int && b->i[ib] == ONNX_BATCH)) {
-            onnx_const_free(out);
+            osp__onnx_const_free(out);
             FAIL(OSP_ENOTSUP, "uses the batch size in arithmetic");
         }
         if (is_int) {
             int64_t x = a->i[ia], y = b->i[ib];
             if (op == 'D' && y == 0) {
-                onnx_const_free(out);
+                osp__onnx_const_free(out);
                 FAIL(OSP_EINVAL, "integer division by zero");
             }
             out->i[o] = op == 'A' ? x + y : op == 'S' ? x - y : op == 'M' ? x * y : x / y;
         } else {
-            double x = onnx_const_get(a, ia), y = onnx_const_get(b, ib);
+            double x = osp__onnx_const_get(a, ia), y = osp__onnx_const_get(b, ib);
             out->f[o] = (float)(op == 'A' ? x + y : op == 'S' ? x - y : op == 'M' ? x * y : x / y);
         }
     }
     return OSP_OK;
 }
 
-int onnx_fold(onnx_importer *im, const Onnx__NodeProto *n) {
+int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     for (size_t i = 0; i < n->n_input; i++) {
-        onnx_value *v = onnx_input(im, n, i);
+        onnx_value *v = osp__onnx_input(im, n, i);
         /* Shape reads only the shape of a layer; the rest need constants. */
         if (v && v->kind != ONNX_VAL_CONST && strcmp(op, "Shape"))
             FAIL(OSP_EINVAL, "internal: folding a node with a computed input");
@@ -516,11 +524,11 @@ int onnx_fold(onnx_importer *im, const Onnx__NodeProto *n) {
     int rc;
     if (!strcmp(op, "Constant")) rc = fold_constant(im, n, &c);
     else if (!strcmp(op, "Identity")) {
-        const onnx_const *x = onnx_const_input(im, n, 0);
+        const onnx_const *x = osp__onnx_const_input(im, n, 0);
         if (!x) FAIL(OSP_EFORMAT, "has no input");
         rc = copy_const(x, &c);
     } else if (!strcmp(op, "Shape")) rc = fold_shape(im, n, &c);
-    else if (n->n_input < 1 || !onnx_const_input(im, n, 0)) FAIL(OSP_EFORMAT, "has no input");
+    else if (n->n_input < 1 || !osp__onnx_const_input(im, n, 0)) FAIL(OSP_EFORMAT, "has no input");
     else if (!strcmp(op, "Gather")) rc = fold_gather(im, n, &c);
     else if (!strcmp(op, "Unsqueeze")) rc = fold_unsqueeze(im, n, &c);
     else if (!strcmp(op, "Squeeze")) rc = fold_squeeze(im, n, &c);

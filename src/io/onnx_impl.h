@@ -49,8 +49,8 @@ typedef struct onnx_weight {
 
 typedef struct onnx_importer {
     const char *file; /* for messages */
-    const Onnx__ModelProto *model;
-    const Onnx__GraphProto *graph;
+    const Osp__Onnx__ModelProto *model;
+    const Osp__Onnx__GraphProto *graph;
     int opset;
     const osp_onnx_import_options *opt;
 
@@ -68,52 +68,55 @@ typedef struct onnx_importer {
 } onnx_importer;
 
 /* ---- onnx_tensor.c ---- */
-int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, onnx_const *out);
-int onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int);
-void onnx_const_free(onnx_const *c);
-double onnx_const_get(const onnx_const *c, int64_t i);
-const Onnx__AttributeProto *onnx_attr(const Onnx__NodeProto *n, const char *name);
-int64_t onnx_attr_int(const Onnx__NodeProto *n, const char *name, int64_t def);
-float onnx_attr_float(const Onnx__NodeProto *n, const char *name, float def);
+int osp__onnx_const_from_tensor(const onnx_importer *im, const Osp__Onnx__TensorProto *t,
+                                onnx_const *out);
+int osp__onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int);
+void osp__onnx_const_free(onnx_const *c);
+double osp__onnx_const_get(const onnx_const *c, int64_t i);
+const Osp__Onnx__AttributeProto *osp__onnx_attr(const Osp__Onnx__NodeProto *n, const char *name);
+int64_t osp__onnx_attr_int(const Osp__Onnx__NodeProto *n, const char *name, int64_t def);
+float osp__onnx_attr_float(const Osp__Onnx__NodeProto *n, const char *name, float def);
 /* The attribute's ints (borrowed), or NULL with *count = 0 when absent. */
-const int64_t *onnx_attr_ints(const Onnx__NodeProto *n, const char *name, size_t *count);
+const int64_t *osp__onnx_attr_ints(const Osp__Onnx__NodeProto *n, const char *name,
+                                   size_t *count);
 /* The string attribute into buf, or def. */
-const char *onnx_attr_string(const Onnx__NodeProto *n, const char *name, const char *def,
-                             char *buf, size_t len);
+const char *osp__onnx_attr_string(const Osp__Onnx__NodeProto *n, const char *name, const char *def,
+                                  char *buf, size_t len);
 /* "node 'name' (Op)" for messages. */
-const char *onnx_node_desc(const Onnx__NodeProto *n, char *buf, size_t len);
+const char *osp__onnx_node_desc(const Osp__Onnx__NodeProto *n, char *buf, size_t len);
 
 /* ---- onnx_import.c ---- */
-onnx_value *onnx_value_find(onnx_importer *im, const char *name);
-onnx_value *onnx_value_add(onnx_importer *im, const char *name);
+onnx_value *osp__onnx_value_find(onnx_importer *im, const char *name);
+onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name);
 /* The node's input i: NULL when absent or given as "". */
-onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i);
+onnx_value *osp__onnx_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i);
 /* Input i when it is a constant, else NULL. */
-const onnx_const *onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i);
+const onnx_const *osp__onnx_const_input(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                        size_t i);
 /* The error code, with "file: node 'name' (Op): message" set. */
-int onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...)
-    OSP_PRINTF(4, 5);
+int osp__onnx_node_error(onnx_importer *im, const Osp__Onnx__NodeProto *n, int code,
+                         const char *fmt, ...) OSP_PRINTF(4, 5);
 /* Adds a layer: a spec section "[type]" with its name, inputs and keys
  * (lines "key = value\n"). Returns the node id (>= 0) or an error. The name
  * comes from the ONNX node, with suffix appended when not NULL. */
-int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, const char *type,
-              const int *inputs, int n_inputs, const char *keys);
+int osp__onnx_emit(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *suffix,
+                   const char *type, const int *inputs, int n_inputs, const char *keys);
 /* Replaces text in an emitted layer's section (folding a batch norm into a
  * convolution turns its "bias = 0" into "bias = 1"). */
-int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text);
+int osp__onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text);
 /* Queues a weight for "<layer name>.<what>"; takes ownership of data. */
-int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, int64_t numel);
-onnx_weight *onnx_weight_find(onnx_importer *im, int node, const char *what);
+int osp__onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, int64_t numel);
+onnx_weight *osp__onnx_weight_find(onnx_importer *im, int node, const char *what);
 /* Marks the node's output value as the given layer. */
-int onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node);
-const osp_node *onnx_layer(const onnx_importer *im, int node);
+int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int node);
+const osp_node *osp__onnx_layer(const onnx_importer *im, int node);
 
 /* ---- onnx_fold.c ---- */
 /* 1 if the op is evaluated at import whenever its inputs are constant. */
-int onnx_is_foldable(const char *op_type);
-int onnx_fold(onnx_importer *im, const Onnx__NodeProto *n);
+int osp__onnx_is_foldable(const char *op_type);
+int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
 /* ---- onnx_ops.c ---- */
-int onnx_map_node(onnx_importer *im, const Onnx__NodeProto *n);
+int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
 #endif

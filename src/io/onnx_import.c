@@ -28,13 +28,13 @@ static onnx_value *slot_for(onnx_value *table, int64_t cap, const char *name) {
     return &table[i];
 }
 
-onnx_value *onnx_value_find(onnx_importer *im, const char *name) {
+onnx_value *osp__onnx_value_find(onnx_importer *im, const char *name) {
     if (!name || !*name || !im->cap_values) return NULL;
     onnx_value *v = slot_for(im->values, im->cap_values, name);
     return v->name ? v : NULL;
 }
 
-onnx_value *onnx_value_add(onnx_importer *im, const char *name) {
+onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name) {
     if (2 * (im->n_values + 1) > im->cap_values) {
         int64_t cap = im->cap_values ? 2 * im->cap_values : 256;
         onnx_value *t = osp_calloc((size_t)cap, sizeof *t);
@@ -54,34 +54,36 @@ onnx_value *onnx_value_add(onnx_importer *im, const char *name) {
     return v;
 }
 
-onnx_value *onnx_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    return i < n->n_input ? onnx_value_find(im, n->input[i]) : NULL;
+onnx_value *osp__onnx_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
+    return i < n->n_input ? osp__onnx_value_find(im, n->input[i]) : NULL;
 }
 
-const onnx_const *onnx_const_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    onnx_value *v = onnx_input(im, n, i);
+const onnx_const *osp__onnx_const_input(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                        size_t i) {
+    onnx_value *v = osp__onnx_input(im, n, i);
     return v && v->kind == ONNX_VAL_CONST ? &v->c : NULL;
 }
 
-int onnx_node_error(onnx_importer *im, const Onnx__NodeProto *n, int code, const char *fmt, ...) {
+int osp__onnx_node_error(onnx_importer *im, const Osp__Onnx__NodeProto *n, int code,
+                         const char *fmt, ...) {
     char msg[512], desc[200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return osp_error(code, "%s: %s: %s", im->file, onnx_node_desc(n, desc, sizeof desc), msg);
+    return osp_error(code, "%s: %s: %s", im->file, osp__onnx_node_desc(n, desc, sizeof desc), msg);
 }
 
 /* ---- the network being written ---- */
 
-const osp_node *onnx_layer(const onnx_importer *im, int node) {
+const osp_node *osp__onnx_layer(const onnx_importer *im, int node) {
     return osp_graph_node_const(im->shapes, node);
 }
 
 /* A layer name from the ONNX node: "/layer1/layer1.0/conv1/Conv" becomes
  * "layer1.layer1.0.conv1.Conv"; other characters a spec name cannot hold
  * become '_'; a name already taken gets "_2", "_3"... */
-static void layer_name(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix,
+static void layer_name(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *suffix,
                        char *out) {
     const char *src = n->name && *n->name ? n->name : n->n_output && n->output[0] ? n->output[0] : "";
     while (*src == '/') src++;
@@ -142,8 +144,8 @@ static int add_to_shapes(onnx_importer *im, const char *section, const char *nam
     return rc < 0 ? rc : OSP_OK;
 }
 
-int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, const char *type,
-              const int *inputs, int n_inputs, const char *keys) {
+int osp__onnx_emit(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *suffix,
+                   const char *type, const int *inputs, int n_inputs, const char *keys) {
     char name[OSP_NAME_MAX], desc[200];
     layer_name(im, n, suffix, name);
     size_t cap = 256 + strlen(keys) + (size_t)n_inputs * OSP_NAME_MAX;
@@ -160,8 +162,8 @@ int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, c
         osp_free(text);
         char msg[512];
         snprintf(msg, sizeof msg, "%s", osp_last_error());
-        return osp_error(rc, "%s: %s: as [%s]: %s", im->file, onnx_node_desc(n, desc, sizeof desc),
-                         type, msg);
+        return osp_error(rc, "%s: %s: as [%s]: %s", im->file,
+                         osp__onnx_node_desc(n, desc, sizeof desc), type, msg);
     }
     if ((rc = push_section(im, text))) {
         osp_free(text);
@@ -170,7 +172,7 @@ int onnx_emit(onnx_importer *im, const Onnx__NodeProto *n, const char *suffix, c
     return osp_graph_node_count(im->shapes) - 1;
 }
 
-int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text) {
+int osp__onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *new_text) {
     char *s = im->sections[node], *at = strstr(s, old_text);
     if (!at) return osp_error(OSP_EINVAL, "internal: '%s' not in layer %d", old_text, node);
     size_t len = strlen(s) - strlen(old_text) + strlen(new_text);
@@ -182,7 +184,8 @@ int onnx_reemit(onnx_importer *im, int node, const char *old_text, const char *n
     return OSP_OK;
 }
 
-int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, int64_t numel) {
+int osp__onnx_weight_add(onnx_importer *im, int node, const char *what, float *data,
+                         int64_t numel) {
     if (im->n_weights == im->cap_weights) {
         int cap = im->cap_weights ? 2 * im->cap_weights : 64;
         onnx_weight *w = osp_calloc((size_t)cap, sizeof *w);
@@ -196,26 +199,26 @@ int onnx_weight_add(onnx_importer *im, int node, const char *what, float *data, 
         im->cap_weights = cap;
     }
     onnx_weight *w = &im->weights[im->n_weights++];
-    snprintf(w->name, sizeof w->name, "%s.%s", onnx_layer(im, node)->name, what);
+    snprintf(w->name, sizeof w->name, "%s.%s", osp__onnx_layer(im, node)->name, what);
     w->data = data;
     w->numel = numel;
     return OSP_OK;
 }
 
-onnx_weight *onnx_weight_find(onnx_importer *im, int node, const char *what) {
+onnx_weight *osp__onnx_weight_find(onnx_importer *im, int node, const char *what) {
     char name[2 * OSP_NAME_MAX];
-    snprintf(name, sizeof name, "%s.%s", onnx_layer(im, node)->name, what);
+    snprintf(name, sizeof name, "%s.%s", osp__onnx_layer(im, node)->name, what);
     for (int i = 0; i < im->n_weights; i++)
         if (!strcmp(im->weights[i].name, name)) return &im->weights[i];
     return NULL;
 }
 
-int onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
+int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int node) {
     char desc[200];
     if (n->n_output < 1 || !n->output[0] || !*n->output[0])
         return osp_error(OSP_EFORMAT, "%s: %s has no output", im->file,
-                         onnx_node_desc(n, desc, sizeof desc));
-    onnx_value *v = onnx_value_add(im, n->output[0]);
+                         osp__onnx_node_desc(n, desc, sizeof desc));
+    onnx_value *v = osp__onnx_value_add(im, n->output[0]);
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = node;
@@ -227,7 +230,7 @@ int onnx_set_layer(onnx_importer *im, const Onnx__NodeProto *n, int node) {
 static int check_opset(onnx_importer *im) {
     im->opset = -1;
     for (size_t i = 0; i < im->model->n_opset_import; i++) {
-        const Onnx__OperatorSetIdProto *o = im->model->opset_import[i];
+        const Osp__Onnx__OperatorSetIdProto *o = im->model->opset_import[i];
         if (!o->domain || !*o->domain || !strcmp(o->domain, "ai.onnx"))
             im->opset = o->has_version ? (int)o->version : -1;
     }
@@ -242,53 +245,55 @@ static int check_opset(onnx_importer *im) {
 }
 
 static int register_initializers(onnx_importer *im) {
-    const Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__GraphProto *g = im->graph;
     if (g->n_sparse_initializer)
         return osp_error(OSP_ENOTSUP, "%s: sparse initializers are not supported", im->file);
     for (size_t i = 0; i < g->n_initializer; i++) {
-        const Onnx__TensorProto *t = g->initializer[i];
+        const Osp__Onnx__TensorProto *t = g->initializer[i];
         if (!t->name || !*t->name)
             return osp_error(OSP_EFORMAT, "%s: initializer %zu has no name", im->file, i);
-        if (onnx_value_find(im, t->name))
+        if (osp__onnx_value_find(im, t->name))
             return osp_error(OSP_EFORMAT, "%s: initializer '%s' is defined twice", im->file, t->name);
-        onnx_value *v = onnx_value_add(im, t->name);
+        onnx_value *v = osp__onnx_value_add(im, t->name);
         if (!v) return OSP_ENOMEM;
-        int rc = onnx_const_from_tensor(im, t, &v->c);
+        int rc = osp__onnx_const_from_tensor(im, t, &v->c);
         if (rc) return rc;
         v->kind = ONNX_VAL_CONST;
     }
     return OSP_OK;
 }
 
-static int dim_of(const Onnx__TensorShapeProto *s, int k, int64_t *out) {
-    const Onnx__TensorShapeProto__Dimension *d = s->dim[k];
-    *out = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ? d->dim_value : 0;
+static int dim_of(const Osp__Onnx__TensorShapeProto *s, int k, int64_t *out) {
+    const Osp__Onnx__TensorShapeProto__Dimension *d = s->dim[k];
+    const int known = d->value_case == OSP__ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+    *out = known ? d->dim_value : 0;
     return *out > 0;
 }
 
 /* The one graph input that is not an initializer becomes the network's
  * input: N x C x H x W (or N x D) with the batch N fixed or symbolic. */
 static int read_input(onnx_importer *im, osp_shape *shape) {
-    const Onnx__GraphProto *g = im->graph;
-    const Onnx__ValueInfoProto *in = NULL;
+    const Osp__Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__ValueInfoProto *in = NULL;
     for (size_t i = 0; i < g->n_input; i++) {
         if (!g->input[i]->name || !*g->input[i]->name)
             return osp_error(OSP_EFORMAT, "%s: graph input %zu has no name", im->file, i);
-        if (onnx_value_find(im, g->input[i]->name)) continue; /* an initializer */
+        if (osp__onnx_value_find(im, g->input[i]->name)) continue; /* an initializer */
         if (in)
             return osp_error(OSP_ENOTSUP, "%s: the model has several inputs ('%s', '%s'); "
                              "osprey networks have one", im->file, in->name, g->input[i]->name);
         in = g->input[i];
     }
     if (!in) return osp_error(OSP_EFORMAT, "%s: the model has no input", im->file);
-    const Onnx__TypeProto *t = in->type;
-    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape)
+    const Osp__Onnx__TypeProto *t = in->type;
+    if (!t || t->value_case != OSP__ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape)
         return osp_error(OSP_EFORMAT, "%s: input '%s' is not a tensor of known rank", im->file,
                          in->name);
-    if (t->tensor_type->has_elem_type && t->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+    if (t->tensor_type->has_elem_type &&
+        t->tensor_type->elem_type != OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has element type %d; osprey runs float32",
                          im->file, in->name, (int)t->tensor_type->elem_type);
-    const Onnx__TensorShapeProto *s = t->tensor_type->shape;
+    const Osp__Onnx__TensorShapeProto *s = t->tensor_type->shape;
     int rank = (int)s->n_dim;
     if (rank != 4 && rank != 2)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes N x C x H x W "
@@ -337,7 +342,7 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          "has %lld channels), not %d", im->file, opt, (long long)channels,
                          (long long)channels, n);
     }
-    onnx_value *v = onnx_value_add(im, in->name);
+    onnx_value *v = osp__onnx_value_add(im, in->name);
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = 0;
@@ -347,7 +352,7 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
 /* Which nodes the output needs, in an order where each comes after the
  * nodes it reads; cycles and dangling names are errors. */
 static int order_nodes(onnx_importer *im, const char *output, int **order_out, int *n_order) {
-    const Onnx__GraphProto *g = im->graph;
+    const Osp__Onnx__GraphProto *g = im->graph;
     size_t nn = g->n_node;
     char desc[200];
     int *need = osp_calloc(nn + 1, sizeof *need), *stack = osp_calloc(nn + 1, sizeof *stack);
@@ -361,20 +366,20 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     }
     /* Producers. */
     for (size_t i = 0; i < nn && !rc; i++) {
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         if (!n->op_type) {
             rc = osp_error(OSP_EFORMAT, "%s: node %zu has no operator", im->file, i);
             break;
         }
         for (size_t o = 0; o < n->n_output; o++) {
             if (!n->output[o] || !*n->output[o]) continue;
-            onnx_value *v = onnx_value_find(im, n->output[o]);
+            onnx_value *v = osp__onnx_value_find(im, n->output[o]);
             if (v && (v->producer >= 0 || v->kind != ONNX_VAL_UNKNOWN)) {
                 rc = osp_error(OSP_EFORMAT, "%s: value '%s' is defined twice (by %s)", im->file,
-                               n->output[o], onnx_node_desc(n, desc, sizeof desc));
+                               n->output[o], osp__onnx_node_desc(n, desc, sizeof desc));
                 break;
             }
-            if (!(v = onnx_value_add(im, n->output[o]))) {
+            if (!(v = osp__onnx_value_add(im, n->output[o]))) {
                 rc = OSP_ENOMEM;
                 break;
             }
@@ -382,7 +387,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         }
     }
     if (rc) goto done;
-    onnx_value *out = onnx_value_find(im, output);
+    onnx_value *out = osp__onnx_value_find(im, output);
     if (!out || (out->producer < 0 && out->kind != ONNX_VAL_LAYER)) {
         rc = osp_error(OSP_EFORMAT, "%s: output '%s' is computed by no node", im->file, output);
         goto done;
@@ -394,13 +399,13 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         stack[top++] = out->producer;
     }
     while (top) {
-        const Onnx__NodeProto *n = g->node[stack[--top]];
+        const Osp__Onnx__NodeProto *n = g->node[stack[--top]];
         for (size_t i = 0; i < n->n_input; i++) {
             if (!n->input[i] || !*n->input[i]) continue;
-            onnx_value *v = onnx_value_find(im, n->input[i]);
+            onnx_value *v = osp__onnx_value_find(im, n->input[i]);
             if (!v) {
                 rc = osp_error(OSP_EFORMAT, "%s: %s reads '%s', which nothing defines", im->file,
-                               onnx_node_desc(n, desc, sizeof desc), n->input[i]);
+                               osp__onnx_node_desc(n, desc, sizeof desc), n->input[i]);
                 goto done;
             }
             v->uses++;
@@ -415,9 +420,10 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     int64_t n_edges = 0;
     for (size_t i = 0; i < nn; i++) {
         if (!need[i]) continue;
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
-            onnx_value *v = n->input[k] && *n->input[k] ? onnx_value_find(im, n->input[k]) : NULL;
+            onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
+                                                        : NULL;
             if (v && v->producer >= 0) {
                 indeg[i]++;
                 first[v->producer + 1]++;
@@ -433,9 +439,10 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
     }
     for (size_t i = 0; i < nn; i++) {
         if (!need[i]) continue;
-        const Onnx__NodeProto *n = g->node[i];
+        const Osp__Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
-            onnx_value *v = n->input[k] && *n->input[k] ? onnx_value_find(im, n->input[k]) : NULL;
+            onnx_value *v = n->input[k] && *n->input[k] ? osp__onnx_value_find(im, n->input[k])
+                                                        : NULL;
             if (v && v->producer >= 0) readers[first[v->producer] + fill[v->producer]++] = (int)i;
         }
     }
@@ -519,7 +526,7 @@ static int build_net(onnx_importer *im, osp_net **out) {
 
 static void importer_free(onnx_importer *im) {
     for (int64_t i = 0; i < im->cap_values; i++)
-        if (im->values[i].name) onnx_const_free(&im->values[i].c);
+        if (im->values[i].name) osp__onnx_const_free(&im->values[i].c);
     osp_free(im->values);
     for (int i = 0; i < im->n_sections; i++) osp_free(im->sections[i]);
     osp_free(im->sections);
@@ -545,24 +552,25 @@ static int import_model(onnx_importer *im, osp_net **out) {
     int *order = NULL, n_order = 0;
     if ((rc = order_nodes(im, output, &order, &n_order))) return rc;
     for (int k = 0; k < n_order && !rc; k++) {
-        const Onnx__NodeProto *n = im->graph->node[order[k]];
+        const Osp__Onnx__NodeProto *n = im->graph->node[order[k]];
         char desc[200];
         if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx")) {
             rc = osp_error(OSP_ENOTSUP, "%s: %s is from operator domain '%s', which osprey does "
-                           "not implement", im->file, onnx_node_desc(n, desc, sizeof desc), n->domain);
+                           "not implement", im->file, osp__onnx_node_desc(n, desc, sizeof desc),
+                           n->domain);
             break;
         }
-        int all_const = onnx_is_foldable(n->op_type);
+        int all_const = osp__onnx_is_foldable(n->op_type);
         for (size_t i = 0; i < n->n_input && all_const; i++) {
-            onnx_value *v = onnx_input(im, n, i);
+            onnx_value *v = osp__onnx_input(im, n, i);
             if (v && v->kind != ONNX_VAL_CONST && !(i == 0 && !strcmp(n->op_type, "Shape")))
                 all_const = 0;
         }
-        rc = all_const ? onnx_fold(im, n) : onnx_map_node(im, n);
+        rc = all_const ? osp__onnx_fold(im, n) : osp__onnx_map_node(im, n);
     }
     osp_free(order);
     if (rc) return rc;
-    onnx_value *v = onnx_value_find(im, output);
+    onnx_value *v = osp__onnx_value_find(im, output);
     if (!v || v->kind != ONNX_VAL_LAYER || v->node == 0)
         return osp_error(OSP_ENOTSUP, "%s: output '%s' is a constant or the input itself; "
                          "nothing to compute", im->file, output);
@@ -572,7 +580,7 @@ static int import_model(onnx_importer *im, osp_net **out) {
 }
 
 /* metadata_props[key] of the model, or NULL. */
-static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
+static const char *model_meta(const Osp__Onnx__ModelProto *m, const char *key) {
     for (size_t i = 0; i < m->n_metadata_props; i++)
         if (m->metadata_props[i]->key && m->metadata_props[i]->value &&
             !strcmp(m->metadata_props[i]->key, key))
@@ -582,7 +590,7 @@ static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
 
 /* "osprey.mean" / "osprey.std" (a JSON array of 1 to OSP_MAX_CHANNELS
  * finite numbers, std positive) into v; 0 if absent or unusable. */
-static int meta_floats(const Onnx__ModelProto *m, const char *key, int positive, float *v) {
+static int meta_floats(const Osp__Onnx__ModelProto *m, const char *key, int positive, float *v) {
     const char *s = model_meta(m, key);
     cJSON *a = s ? cJSON_Parse(s) : NULL;
     int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
@@ -602,7 +610,7 @@ static int meta_floats(const Onnx__ModelProto *m, const char *key, int positive,
 
 /* "osprey.labels": a JSON array of strings, one per output, kept when it
  * fits the network (an exported osprey model's class names). */
-static int meta_labels(const Onnx__ModelProto *m, const char *name, osp_net *net) {
+static int meta_labels(const Osp__Onnx__ModelProto *m, const char *name, osp_net *net) {
     const char *s = model_meta(m, "osprey.labels");
     if (!s || net->labels) return OSP_OK;
     cJSON *a = cJSON_Parse(s);
@@ -633,7 +641,7 @@ static int meta_labels(const Onnx__ModelProto *m, const char *name, osp_net *net
  * threshold in (0, 1) per output): an exported multi-label model's way of
  * reading its logits. Like the labels they are kept when they fit the
  * network, and ignored with a warning when they do not. */
-static void meta_multi_label(const Onnx__ModelProto *m, const char *name, osp_net *net) {
+static void meta_multi_label(const Osp__Onnx__ModelProto *m, const char *name, osp_net *net) {
     const char *flag = model_meta(m, "osprey.multi_label"), *t = model_meta(m, "osprey.thresholds");
     if (!flag || strcmp(flag, "1")) {
         if (flag && strcmp(flag, "0"))
@@ -667,7 +675,7 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     size_t max = opt->max_bytes ? opt->max_bytes : DEFAULT_MAX_BYTES;
     if (size > max)
         return osp_error(OSP_ERANGE, "%s: %zu bytes, more than the %zu allowed", name, size, max);
-    Onnx__ModelProto *model = onnx__model_proto__unpack(NULL, size, data);
+    Osp__Onnx__ModelProto *model = osp__onnx__model_proto__unpack(NULL, size, data);
     if (!model)
         return osp_error(OSP_EFORMAT, "%s: not an ONNX model (the protobuf does not parse: "
                          "truncated or another format)", name);
@@ -684,7 +692,7 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     }
     if (!rc) meta_multi_label(model, name, *out);
     importer_free(&im);
-    onnx__model_proto__free_unpacked(model, NULL);
+    osp__onnx__model_proto__free_unpacked(model, NULL);
     return rc;
 }
 

@@ -23,11 +23,11 @@ static void key(keybuf *k, const char *fmt, ...) {
     if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
 }
 
-#define FAIL(code, ...) return onnx_node_error(im, n, code, __VA_ARGS__)
+#define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
 /* Input i, which must be computed by a layer: its node id, or an error. */
-static int layer_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
-    onnx_value *v = onnx_input(im, n, i);
+static int layer_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
+    onnx_value *v = osp__onnx_input(im, n, i);
     if (!v) FAIL(OSP_EFORMAT, "input %zu is missing", i);
     if (v->kind != ONNX_VAL_LAYER)
         FAIL(OSP_ENOTSUP, "input %zu ('%s') is a constant where osprey needs a computed value", i,
@@ -36,36 +36,37 @@ static int layer_input(onnx_importer *im, const Onnx__NodeProto *n, size_t i) {
 }
 
 static const osp_shape *shape_of(onnx_importer *im, int node) {
-    return &onnx_layer(im, node)->shape;
+    return &osp__onnx_layer(im, node)->shape;
 }
 
 static float *copy_floats(const onnx_const *c) {
     float *p = osp_alloc(sizeof(float) * (size_t)(c->numel ? c->numel : 1));
     if (p)
-        for (int64_t k = 0; k < c->numel; k++) p[k] = (float)onnx_const_get(c, k);
+        for (int64_t k = 0; k < c->numel; k++) p[k] = (float)osp__onnx_const_get(c, k);
     return p;
 }
 
 /* Outputs after the first must not be read by the rest of the graph. */
-static int only_first_output(onnx_importer *im, const Onnx__NodeProto *n) {
+static int only_first_output(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     for (size_t o = 1; o < n->n_output; o++) {
-        onnx_value *v = n->output[o] && *n->output[o] ? onnx_value_find(im, n->output[o]) : NULL;
+        onnx_value *v = n->output[o] && *n->output[o] ? osp__onnx_value_find(im, n->output[o])
+                                                      : NULL;
         if (v && v->uses) FAIL(OSP_ENOTSUP, "its output %zu ('%s') is used; osprey computes only "
                                "the first", o, n->output[o]);
     }
     return OSP_OK;
 }
 
-static int alias(onnx_importer *im, const Onnx__NodeProto *n) {
+static int alias(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
-    return x < 0 ? x : onnx_set_layer(im, n, x);
+    return x < 0 ? x : osp__onnx_set_layer(im, n, x);
 }
 
 /* Emits a layer on one input and binds the node's output to it. */
-static int emit1(onnx_importer *im, const Onnx__NodeProto *n, const char *type, int x,
+static int emit1(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *type, int x,
                  const char *keys) {
-    int id = onnx_emit(im, n, NULL, type, &x, 1, keys);
-    return id < 0 ? id : onnx_set_layer(im, n, id);
+    int id = osp__onnx_emit(im, n, NULL, type, &x, 1, keys);
+    return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
 /* ---- windows: pads, strides, auto_pad ---- */
@@ -74,15 +75,16 @@ typedef struct window {
     int64_t k[2], s[2], d[2], pad_begin[2], pad_end[2];
 } window;
 
-static int read_window(onnx_importer *im, const Onnx__NodeProto *n, const osp_shape *x,
+static int read_window(onnx_importer *im, const Osp__Onnx__NodeProto *n, const osp_shape *x,
                        const int64_t *kernel, window *w) {
     size_t ns, nd, np;
-    const int64_t *s = onnx_attr_ints(n, "strides", &ns), *d = onnx_attr_ints(n, "dilations", &nd);
-    const int64_t *p = onnx_attr_ints(n, "pads", &np);
+    const int64_t *s = osp__onnx_attr_ints(n, "strides", &ns),
+                  *d = osp__onnx_attr_ints(n, "dilations", &nd);
+    const int64_t *p = osp__onnx_attr_ints(n, "pads", &np);
     if ((s && ns != 2) || (d && nd != 2) || (p && np != 4))
         FAIL(OSP_ENOTSUP, "2-D windows only (strides, dilations and pads of 2, 2 and 4 values)");
     char ap[32];
-    const char *auto_pad = onnx_attr_string(n, "auto_pad", "NOTSET", ap, sizeof ap);
+    const char *auto_pad = osp__onnx_attr_string(n, "auto_pad", "NOTSET", ap, sizeof ap);
     for (int a = 0; a < 2; a++) {
         w->k[a] = kernel[a];
         w->s[a] = s ? s[a] : 1;
@@ -117,26 +119,26 @@ static int symmetric(const window *w) {
 }
 
 /* An explicit [pad] layer before a window whose padding is lopsided. */
-static int emit_pad(onnx_importer *im, const Onnx__NodeProto *n, int x, const window *w,
+static int emit_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x, const window *w,
                     const char *value) {
     keybuf k = {.len = 0};
     key(&k, "pad = %lld, %lld, %lld, %lld\n", (long long)w->pad_begin[0], (long long)w->pad_begin[1],
         (long long)w->pad_end[0], (long long)w->pad_end[1]);
     if (value) key(&k, "value = %s\n", value);
-    return onnx_emit(im, n, "_pad", "pad", &x, 1, k.text);
+    return osp__onnx_emit(im, n, "_pad", "pad", &x, 1, k.text);
 }
 
 /* ---- operators ---- */
 
-static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_conv(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *W = onnx_const_input(im, n, 1), *B = onnx_const_input(im, n, 2);
+    const onnx_const *W = osp__onnx_const_input(im, n, 1), *B = osp__onnx_const_input(im, n, 2);
     if (!W) FAIL(OSP_ENOTSUP, "the weights must be an initializer or a constant");
-    if (onnx_input(im, n, 2) && !B) FAIL(OSP_ENOTSUP, "the bias must be constant");
+    if (osp__onnx_input(im, n, 2) && !B) FAIL(OSP_ENOTSUP, "the bias must be constant");
     if (xs->ndim != 3 || W->ndim != 4) FAIL(OSP_ENOTSUP, "2-D convolutions only");
-    int64_t group = onnx_attr_int(n, "group", 1), K = W->dim[0], C = xs->dim[0];
+    int64_t group = osp__onnx_attr_int(n, "group", 1), K = W->dim[0], C = xs->dim[0];
     if (group < 1 || group > 65536 || C % group || K % group || W->dim[1] * group != C)
         FAIL(OSP_ESHAPE, "weights %lldx%lldx%lldx%lld with %lld groups do not fit %lld input "
              "channels", (long long)W->dim[0], (long long)W->dim[1], (long long)W->dim[2],
@@ -144,7 +146,7 @@ static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
     if (B && (B->numel != K)) FAIL(OSP_ESHAPE, "bias of %lld values for %lld filters",
                                    (long long)B->numel, (long long)K);
     size_t nk;
-    const int64_t *ks = onnx_attr_ints(n, "kernel_shape", &nk);
+    const int64_t *ks = osp__onnx_attr_ints(n, "kernel_shape", &nk);
     if (ks && (nk != 2 || ks[0] != W->dim[2] || ks[1] != W->dim[3]))
         FAIL(OSP_ESHAPE, "kernel_shape does not match the weights");
     window w;
@@ -162,81 +164,83 @@ static int map_conv(onnx_importer *im, const Onnx__NodeProto *n) {
     if (w.d[0] != 1 || w.d[1] != 1) key(&k, "dilation = %lldx%lld\n", (long long)w.d[0], (long long)w.d[1]);
     if (group != 1) key(&k, "groups = %lld\n", (long long)group);
     key(&k, "bias = %d\n", B ? 1 : 0);
-    int id = onnx_emit(im, n, NULL, "conv", &x, 1, k.text);
+    int id = osp__onnx_emit(im, n, NULL, "conv", &x, 1, k.text);
     if (id < 0) return id;
     float *wd = copy_floats(W);
-    if (!wd || (rc = onnx_weight_add(im, id, "weight", wd, W->numel))) return wd ? rc : OSP_ENOMEM;
+    if (!wd || (rc = osp__onnx_weight_add(im, id, "weight", wd, W->numel)))
+        return wd ? rc : OSP_ENOMEM;
     if (B) {
         float *bd = copy_floats(B);
-        if (!bd || (rc = onnx_weight_add(im, id, "bias", bd, B->numel))) return bd ? rc : OSP_ENOMEM;
+        if (!bd || (rc = osp__onnx_weight_add(im, id, "bias", bd, B->numel)))
+            return bd ? rc : OSP_ENOMEM;
     }
-    return onnx_set_layer(im, n, id);
+    return osp__onnx_set_layer(im, n, id);
 }
 
 /* A batch norm right after a convolution whose output nothing else reads is
  * folded into the convolution's weights and bias (in double precision);
  * otherwise it becomes a [batchnorm] layer with the model's statistics. */
-static int map_batchnorm(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_batchnorm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     if ((rc = only_first_output(im, n))) return rc;
-    if (onnx_attr_int(n, "training_mode", 0)) FAIL(OSP_ENOTSUP, "training mode");
+    if (osp__onnx_attr_int(n, "training_mode", 0)) FAIL(OSP_ENOTSUP, "training mode");
     const onnx_const *p[4];
     for (int i = 0; i < 4; i++)
-        if (!(p[i] = onnx_const_input(im, n, (size_t)i + 1)))
+        if (!(p[i] = osp__onnx_const_input(im, n, (size_t)i + 1)))
             FAIL(OSP_ENOTSUP, "scale, bias, mean and variance must be constants");
     const osp_shape *xs = shape_of(im, x);
     int64_t C = xs->dim[0];
     for (int i = 0; i < 4; i++)
         if (p[i]->numel != C) FAIL(OSP_ESHAPE, "parameters of %lld values for %lld channels",
                                    (long long)p[i]->numel, (long long)C);
-    float eps = onnx_attr_float(n, "epsilon", 1e-5f);
+    float eps = osp__onnx_attr_float(n, "epsilon", 1e-5f);
     if (!(eps > 0.0f) || eps > 1.0f) FAIL(OSP_ERANGE, "epsilon %g", (double)eps);
-    onnx_value *in = onnx_input(im, n, 0);
-    const osp_node *producer = onnx_layer(im, x);
+    onnx_value *in = osp__onnx_input(im, n, 0);
+    const osp_node *producer = osp__onnx_layer(im, x);
     if (in->uses == 1 && x > 0 && producer->op && !strcmp(producer->op->name, "conv")) {
-        onnx_weight *w = onnx_weight_find(im, x, "weight");
-        onnx_weight *b = onnx_weight_find(im, x, "bias");
+        onnx_weight *w = osp__onnx_weight_find(im, x, "weight");
+        onnx_weight *b = osp__onnx_weight_find(im, x, "bias");
         if (!b) {
             float *zero = osp_calloc((size_t)C, sizeof(float));
             if (!zero) return OSP_ENOMEM;
-            if ((rc = onnx_weight_add(im, x, "bias", zero, C)) ||
-                (rc = onnx_reemit(im, x, "bias = 0\n", "bias = 1\n")))
+            if ((rc = osp__onnx_weight_add(im, x, "bias", zero, C)) ||
+                (rc = osp__onnx_reemit(im, x, "bias = 0\n", "bias = 1\n")))
                 return rc;
-            w = onnx_weight_find(im, x, "weight");
-            b = onnx_weight_find(im, x, "bias");
+            w = osp__onnx_weight_find(im, x, "weight");
+            b = osp__onnx_weight_find(im, x, "bias");
         }
         int64_t per = w->numel / C;
         for (int64_t c = 0; c < C; c++) {
-            double var = onnx_const_get(p[3], c) + eps;
+            double var = osp__onnx_const_get(p[3], c) + eps;
             if (!(var > 0.0)) FAIL(OSP_ERANGE, "variance %g in channel %lld", var - eps, (long long)c);
-            double scale = onnx_const_get(p[0], c) / sqrt(var);
+            double scale = osp__onnx_const_get(p[0], c) / sqrt(var);
             for (int64_t j = 0; j < per; j++) w->data[c * per + j] = (float)(w->data[c * per + j] * scale);
-            b->data[c] = (float)((b->data[c] - onnx_const_get(p[2], c)) * scale +
-                                 onnx_const_get(p[1], c));
+            b->data[c] = (float)((b->data[c] - osp__onnx_const_get(p[2], c)) * scale +
+                                 osp__onnx_const_get(p[1], c));
         }
-        return onnx_set_layer(im, n, x);
+        return osp__onnx_set_layer(im, n, x);
     }
     keybuf k = {.len = 0};
     key(&k, "eps = %.9g\n", (double)eps);
-    int id = onnx_emit(im, n, NULL, "batchnorm", &x, 1, k.text);
+    int id = osp__onnx_emit(im, n, NULL, "batchnorm", &x, 1, k.text);
     if (id < 0) return id;
     static const char *const what[4] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++) {
         float *d = copy_floats(p[i]);
-        if (!d || (rc = onnx_weight_add(im, id, what[i], d, C))) return d ? rc : OSP_ENOMEM;
+        if (!d || (rc = osp__onnx_weight_add(im, id, what[i], d, C))) return d ? rc : OSP_ENOMEM;
     }
-    return onnx_set_layer(im, n, id);
+    return osp__onnx_set_layer(im, n, id);
 }
 
 /* Clip's bounds: inputs 1 and 2 from opset 11 (either may be absent). */
-static int map_clip(onnx_importer *im, const Onnx__NodeProto *n, int x) {
+static int map_clip(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x) {
     double lo = -INFINITY, hi = INFINITY;
     for (size_t i = 1; i <= 2; i++) {
-        onnx_value *v = onnx_input(im, n, i);
+        onnx_value *v = osp__onnx_input(im, n, i);
         if (!v) continue;
         if (v->kind != ONNX_VAL_CONST || v->c.numel != 1) FAIL(OSP_ENOTSUP, "bounds must be constant scalars");
-        *(i == 1 ? &lo : &hi) = onnx_const_get(&v->c, 0);
+        *(i == 1 ? &lo : &hi) = osp__onnx_const_get(&v->c, 0);
     }
     if (lo == 0.0 && hi == 6.0) return emit1(im, n, "relu6", x, "");
     if (lo == 0.0 && isinf(hi) && hi > 0) return emit1(im, n, "relu", x, "");
@@ -248,7 +252,7 @@ static int map_clip(onnx_importer *im, const Onnx__NodeProto *n, int x) {
 
 /* A constant operand becomes a [constant] layer of its per-sample shape: a
  * leading axis of 1 is the batch's. */
-static int constant_layer(onnx_importer *im, const Onnx__NodeProto *n, const onnx_const *c,
+static int constant_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx_const *c,
                           int sample_rank) {
     int skip = 0;
     if (c->ndim == sample_rank + 1) {
@@ -260,47 +264,47 @@ static int constant_layer(onnx_importer *im, const Onnx__NodeProto *n, const onn
     if (c->ndim - skip == 0) key(&k, "1");
     for (int a = skip; a < c->ndim; a++) key(&k, "%s%lld", a > skip ? "x" : "", (long long)c->dim[a]);
     key(&k, "\n");
-    int id = onnx_emit(im, n, "_const", "constant", NULL, 0, k.text);
+    int id = osp__onnx_emit(im, n, "_const", "constant", NULL, 0, k.text);
     if (id < 0) return id;
     float *d = copy_floats(c);
     if (!d) return OSP_ENOMEM;
-    int rc = onnx_weight_add(im, id, "value", d, c->numel);
+    int rc = osp__onnx_weight_add(im, id, "value", d, c->numel);
     return rc ? rc : id;
 }
 
-static int map_binary(onnx_importer *im, const Onnx__NodeProto *n, const char *type) {
+static int map_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *type) {
     int ids[2], rc;
     int sample_rank = -1;
     for (int i = 0; i < 2; i++) {
-        onnx_value *v = onnx_input(im, n, (size_t)i);
+        onnx_value *v = osp__onnx_input(im, n, (size_t)i);
         if (!v) FAIL(OSP_EFORMAT, "needs two inputs");
         if (v->kind == ONNX_VAL_LAYER) sample_rank = shape_of(im, v->node)->ndim;
     }
     for (int i = 0; i < 2; i++) {
-        onnx_value *v = onnx_input(im, n, (size_t)i);
+        onnx_value *v = osp__onnx_input(im, n, (size_t)i);
         if (v->kind == ONNX_VAL_LAYER) ids[i] = v->node;
         else if ((rc = constant_layer(im, n, &v->c, sample_rank)) < 0) return rc;
         else ids[i] = rc;
     }
-    int id = onnx_emit(im, n, NULL, type, ids, 2, "");
-    return id < 0 ? id : onnx_set_layer(im, n, id);
+    int id = osp__onnx_emit(im, n, NULL, type, ids, 2, "");
+    return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
-static int map_pool(onnx_importer *im, const Onnx__NodeProto *n, int is_max) {
+static int map_pool(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_max) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     if ((rc = only_first_output(im, n))) return rc;
     const osp_shape *xs = shape_of(im, x);
     if (xs->ndim != 3) FAIL(OSP_ENOTSUP, "2-D pooling only");
     size_t nk;
-    const int64_t *ks = onnx_attr_ints(n, "kernel_shape", &nk);
+    const int64_t *ks = osp__onnx_attr_ints(n, "kernel_shape", &nk);
     if (!ks || nk != 2) FAIL(OSP_ENOTSUP, "2-D pooling needs kernel_shape of 2 values");
     window w;
     if ((rc = read_window(im, n, xs, ks, &w))) return rc;
     if (w.d[0] != 1 || w.d[1] != 1) FAIL(OSP_ENOTSUP, "dilated pooling");
-    if (onnx_attr_int(n, "storage_order", 0)) FAIL(OSP_ENOTSUP, "column-major storage_order");
-    int64_t ceil_mode = onnx_attr_int(n, "ceil_mode", 0);
-    int64_t include_pad = onnx_attr_int(n, "count_include_pad", 0);
+    if (osp__onnx_attr_int(n, "storage_order", 0)) FAIL(OSP_ENOTSUP, "column-major storage_order");
+    int64_t ceil_mode = osp__onnx_attr_int(n, "ceil_mode", 0);
+    int64_t include_pad = osp__onnx_attr_int(n, "count_include_pad", 0);
     int lopsided = !symmetric(&w);
     if (!lopsided && (w.pad_begin[0] >= w.k[0] || w.pad_begin[1] >= w.k[1])) lopsided = 1;
     if (lopsided) {
@@ -319,37 +323,38 @@ static int map_pool(onnx_importer *im, const Onnx__NodeProto *n, int is_max) {
     return emit1(im, n, is_max ? "maxpool" : "avgpool", x, k.text);
 }
 
-static int map_reduce_mean(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_reduce_mean(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
     size_t na;
-    const int64_t *axes = onnx_attr_ints(n, "axes", &na);
+    const int64_t *axes = osp__onnx_attr_ints(n, "axes", &na);
     int spatial = xs->ndim == 3 && axes && na == 2;
     for (size_t i = 0; spatial && i < na; i++) {
         int64_t a = axes[i] < 0 ? axes[i] + 4 : axes[i];
         spatial = (a == 2 || a == 3) && (i == 0 || a != (axes[0] < 0 ? axes[0] + 4 : axes[0]));
     }
     if (!spatial) FAIL(OSP_ENOTSUP, "ReduceMean over the two spatial axes of N x C x H x W only");
-    if (onnx_attr_int(n, "keepdims", 1)) return emit1(im, n, "globalavgpool", x, "");
-    int id = onnx_emit(im, n, "_pool", "globalavgpool", &x, 1, "");
+    if (osp__onnx_attr_int(n, "keepdims", 1)) return emit1(im, n, "globalavgpool", x, "");
+    int id = osp__onnx_emit(im, n, "_pool", "globalavgpool", &x, 1, "");
     return id < 0 ? id : emit1(im, n, "flatten", id, "");
 }
 
 /* Gemm (A x B' x alpha + C x beta) and MatMul by a constant: [fc]. */
-static int map_fc(onnx_importer *im, const Onnx__NodeProto *n, int is_gemm) {
+static int map_fc(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_gemm) {
     int x = layer_input(im, n, 0), rc;
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *B = onnx_const_input(im, n, 1), *C = is_gemm ? onnx_const_input(im, n, 2) : NULL;
+    const onnx_const *B = osp__onnx_const_input(im, n, 1),
+                     *C = is_gemm ? osp__onnx_const_input(im, n, 2) : NULL;
     if (!B || B->ndim != 2) FAIL(OSP_ENOTSUP, "the second operand must be a constant matrix");
-    if (is_gemm && onnx_input(im, n, 2) && !C) FAIL(OSP_ENOTSUP, "C must be constant");
+    if (is_gemm && osp__onnx_input(im, n, 2) && !C) FAIL(OSP_ENOTSUP, "C must be constant");
     if (xs->ndim != 1) FAIL(OSP_ENOTSUP, "the first operand must be N x D (it is N x %lld x ...)",
                             (long long)xs->dim[0]);
-    if (is_gemm && onnx_attr_int(n, "transA", 0)) FAIL(OSP_ENOTSUP, "transA = 1");
-    int trans_b = is_gemm && onnx_attr_int(n, "transB", 0);
-    double alpha = is_gemm ? onnx_attr_float(n, "alpha", 1.0f) : 1.0;
-    double beta = is_gemm ? onnx_attr_float(n, "beta", 1.0f) : 1.0;
+    if (is_gemm && osp__onnx_attr_int(n, "transA", 0)) FAIL(OSP_ENOTSUP, "transA = 1");
+    int trans_b = is_gemm && osp__onnx_attr_int(n, "transB", 0);
+    double alpha = is_gemm ? osp__onnx_attr_float(n, "alpha", 1.0f) : 1.0;
+    double beta = is_gemm ? osp__onnx_attr_float(n, "beta", 1.0f) : 1.0;
     int64_t K = trans_b ? B->dim[0] : B->dim[1], D = trans_b ? B->dim[1] : B->dim[0];
     if (D != xs->dim[0]) FAIL(OSP_ESHAPE, "a %lldx%lld matrix for %lld inputs", (long long)B->dim[0],
                               (long long)B->dim[1], (long long)xs->dim[0]);
@@ -357,28 +362,29 @@ static int map_fc(onnx_importer *im, const Onnx__NodeProto *n, int is_gemm) {
         FAIL(OSP_ENOTSUP, "C must be a scalar or a row of %lld values", (long long)K);
     keybuf k = {.len = 0};
     key(&k, "outputs = %lld\nbias = %d\n", (long long)K, C ? 1 : 0);
-    int id = onnx_emit(im, n, NULL, "fc", &x, 1, k.text);
+    int id = osp__onnx_emit(im, n, NULL, "fc", &x, 1, k.text);
     if (id < 0) return id;
     float *w = osp_alloc(sizeof(float) * (size_t)(K * D));
     if (!w) return OSP_ENOMEM;
     for (int64_t o = 0; o < K; o++)
         for (int64_t d = 0; d < D; d++)
-            w[o * D + d] = (float)(alpha * onnx_const_get(B, trans_b ? o * D + d : d * K + o));
-    if ((rc = onnx_weight_add(im, id, "weight", w, K * D))) return rc;
+            w[o * D + d] = (float)(alpha * osp__onnx_const_get(B, trans_b ? o * D + d : d * K + o));
+    if ((rc = osp__onnx_weight_add(im, id, "weight", w, K * D))) return rc;
     if (C) {
         float *b = osp_alloc(sizeof(float) * (size_t)K);
         if (!b) return OSP_ENOMEM;
-        for (int64_t o = 0; o < K; o++) b[o] = (float)(beta * onnx_const_get(C, C->numel == 1 ? 0 : o));
-        if ((rc = onnx_weight_add(im, id, "bias", b, K))) return rc;
+        for (int64_t o = 0; o < K; o++)
+            b[o] = (float)(beta * osp__onnx_const_get(C, C->numel == 1 ? 0 : o));
+        if ((rc = osp__onnx_weight_add(im, id, "bias", b, K))) return rc;
     }
-    return onnx_set_layer(im, n, id);
+    return osp__onnx_set_layer(im, n, id);
 }
 
-static int map_flatten(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_flatten(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    int64_t axis = onnx_attr_int(n, "axis", 1);
+    int64_t axis = osp__onnx_attr_int(n, "axis", 1);
     if (axis < 0) axis += xs->ndim + 1;
     if (axis == 1) return emit1(im, n, "flatten", x, "");
     if (axis < 1 || axis > xs->ndim) FAIL(OSP_ENOTSUP, "Flatten that mixes samples (axis %lld)",
@@ -390,15 +396,15 @@ static int map_flatten(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "reshape", x, k.text);
 }
 
-static int map_reshape(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *s = onnx_const_input(im, n, 1);
+    const onnx_const *s = osp__onnx_const_input(im, n, 1);
     if (!s || !s->is_int || s->ndim != 1 || s->numel < 1 || s->numel > OSP_MAX_DIMS)
         FAIL(OSP_ENOTSUP, "the target shape must be a constant list of 1 to %d integers "
              "(after folding)", OSP_MAX_DIMS);
-    int allow_zero = (int)onnx_attr_int(n, "allowzero", 0);
+    int allow_zero = (int)osp__onnx_attr_int(n, "allowzero", 0);
     int64_t first = s->i[0];
     int64_t rest_known = 1;
     int rest_infer = 0;
@@ -430,12 +436,12 @@ static int map_reshape(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "reshape", x, k.text);
 }
 
-static int map_transpose(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
     size_t np;
-    const int64_t *perm = onnx_attr_ints(n, "perm", &np);
+    const int64_t *perm = osp__onnx_attr_ints(n, "perm", &np);
     if (!perm || (int)np != xs->ndim + 1 || perm[0] != 0)
         FAIL(OSP_ENOTSUP, "a Transpose must keep the batch first and list every axis");
     int identity = 1;
@@ -447,46 +453,47 @@ static int map_transpose(onnx_importer *im, const Onnx__NodeProto *n) {
         key(&k, "%s%lld", a > 1 ? ", " : "", (long long)(perm[a] - 1));
     }
     key(&k, "\n");
-    return identity ? onnx_set_layer(im, n, x) : emit1(im, n, "transpose", x, k.text);
+    return identity ? osp__onnx_set_layer(im, n, x) : emit1(im, n, "transpose", x, k.text);
 }
 
-static int map_concat(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int ids[OSP_MAX_INPUTS];
     if (n->n_input < 1 || n->n_input > OSP_MAX_INPUTS)
         FAIL(OSP_ENOTSUP, "%zu inputs (1 to %d)", n->n_input, OSP_MAX_INPUTS);
     for (size_t i = 0; i < n->n_input; i++)
         if ((ids[i] = layer_input(im, n, i)) < 0) return ids[i];
     int rank = shape_of(im, ids[0])->ndim + 1;
-    int64_t axis = onnx_attr_int(n, "axis", 1);
+    int64_t axis = osp__onnx_attr_int(n, "axis", 1);
     if (axis < 0) axis += rank;
     if (axis != 1) FAIL(OSP_ENOTSUP, "concatenation along axis %lld (channels, axis 1, only)",
                         (long long)axis);
-    if (n->n_input == 1) return onnx_set_layer(im, n, ids[0]);
-    int id = onnx_emit(im, n, NULL, "concat", ids, (int)n->n_input, "");
-    return id < 0 ? id : onnx_set_layer(im, n, id);
+    if (n->n_input == 1) return osp__onnx_set_layer(im, n, ids[0]);
+    int id = osp__onnx_emit(im, n, NULL, "concat", ids, (int)n->n_input, "");
+    return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
-static int map_pad(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *pads = onnx_const_input(im, n, 1), *value = onnx_const_input(im, n, 2);
+    const onnx_const *pads = osp__onnx_const_input(im, n, 1),
+                     *value = osp__onnx_const_input(im, n, 2);
     if (!pads || !pads->is_int || pads->numel != 8 || xs->ndim != 3)
         FAIL(OSP_ENOTSUP, "padding of N x C x H x W data with 8 constant pads only");
-    if (onnx_input(im, n, 3)) FAIL(OSP_ENOTSUP, "the axes input");
+    if (osp__onnx_input(im, n, 3)) FAIL(OSP_ENOTSUP, "the axes input");
     const int64_t *p = pads->i;
     if (p[0] || p[1] || p[4] || p[5]) FAIL(OSP_ENOTSUP, "padding of the batch or channel axes");
     for (int a = 0; a < 8; a++)
         if (p[a] < 0 || p[a] > 1024) FAIL(OSP_ENOTSUP, "pad %lld (0 to 1024)", (long long)p[a]);
     char mode_buf[32];
-    const char *mode = onnx_attr_string(n, "mode", "constant", mode_buf, sizeof mode_buf);
+    const char *mode = osp__onnx_attr_string(n, "mode", "constant", mode_buf, sizeof mode_buf);
     if (strcmp(mode, "constant") && strcmp(mode, "reflect") && strcmp(mode, "edge"))
         FAIL(OSP_ENOTSUP, "mode '%s'", mode);
     keybuf k = {.len = 0};
     key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[2], (long long)p[3],
         (long long)p[6], (long long)p[7], mode);
-    if (value && value->numel == 1 && onnx_const_get(value, 0) != 0.0) {
-        double v = onnx_const_get(value, 0);
+    if (value && value->numel == 1 && osp__onnx_const_get(value, 0) != 0.0) {
+        double v = osp__onnx_const_get(value, 0);
         if (isinf(v)) key(&k, "value = %s\n", v < 0 ? "-inf" : "inf");
         else key(&k, "value = %.9g\n", v);
     }
@@ -495,12 +502,12 @@ static int map_pad(onnx_importer *im, const Onnx__NodeProto *n) {
 
 /* osprey's softmax runs over all of a sample's values: the ONNX one must
  * cover the same values. */
-static int map_softmax(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
     int rank = xs->ndim + 1;
-    int64_t axis = onnx_attr_int(n, "axis", im->opset >= 13 ? -1 : 1);
+    int64_t axis = osp__onnx_attr_int(n, "axis", im->opset >= 13 ? -1 : 1);
     if (axis < 0) axis += rank;
     int ok;
     if (im->opset < 13) ok = axis == 1; /* over the flattened axes from `axis` on */
@@ -513,16 +520,17 @@ static int map_softmax(onnx_importer *im, const Onnx__NodeProto *n) {
     return emit1(im, n, "softmax", x, "");
 }
 
-static int map_dropout(onnx_importer *im, const Onnx__NodeProto *n) {
+static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int rc = only_first_output(im, n);
     if (rc) return rc;
-    onnx_value *mode = onnx_input(im, n, 2);
-    if (mode && !(mode->kind == ONNX_VAL_CONST && mode->c.numel == 1 && !onnx_const_get(&mode->c, 0)))
+    onnx_value *mode = osp__onnx_input(im, n, 2);
+    if (mode &&
+        !(mode->kind == ONNX_VAL_CONST && mode->c.numel == 1 && !osp__onnx_const_get(&mode->c, 0)))
         FAIL(OSP_ENOTSUP, "dropout in training mode");
     return alias(im, n);
 }
 
-int onnx_map_node(onnx_importer *im, const Onnx__NodeProto *n) {
+int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     keybuf k = {.len = 0};
     if (!strcmp(op, "Conv")) return map_conv(im, n);
@@ -557,12 +565,12 @@ int onnx_map_node(onnx_importer *im, const Onnx__NodeProto *n) {
     if (!strcmp(op, "HardSwish")) return emit1(im, n, "hardswish", x, "");
     if (!strcmp(op, "Clip")) return map_clip(im, n, x);
     if (!strcmp(op, "LeakyRelu")) {
-        key(&k, "alpha = %.9g\n", (double)onnx_attr_float(n, "alpha", 0.01f));
+        key(&k, "alpha = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.01f));
         return emit1(im, n, "leakyrelu", x, k.text);
     }
     if (!strcmp(op, "HardSigmoid")) {
-        key(&k, "alpha = %.9g\nbeta = %.9g\n", (double)onnx_attr_float(n, "alpha", 0.2f),
-            (double)onnx_attr_float(n, "beta", 0.5f));
+        key(&k, "alpha = %.9g\nbeta = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.2f),
+            (double)osp__onnx_attr_float(n, "beta", 0.5f));
         return emit1(im, n, "hardsigmoid", x, k.text);
     }
     if (!strcmp(op, "GlobalAveragePool")) {

@@ -6,7 +6,7 @@
 
 #include "io/onnx_impl.h"
 
-int onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int) {
+int osp__onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int) {
     memset(c, 0, sizeof *c);
     if (ndim < 0 || ndim > ONNX_MAX_RANK)
         return osp_error(OSP_ERANGE, "a constant of rank %d (at most %d)", ndim, ONNX_MAX_RANK);
@@ -31,31 +31,32 @@ int onnx_const_alloc(onnx_const *c, int ndim, const int64_t *dim, int is_int) {
     return OSP_OK;
 }
 
-void onnx_const_free(onnx_const *c) {
+void osp__onnx_const_free(onnx_const *c) {
     osp_free(c->f);
     osp_free(c->i);
     memset(c, 0, sizeof *c);
 }
 
-double onnx_const_get(const onnx_const *c, int64_t i) {
+double osp__onnx_const_get(const onnx_const *c, int64_t i) {
     return c->is_int ? (double)c->i[i] : (double)c->f[i];
 }
 
 /* Bytes per element of the types a constant may have. */
 static size_t elem_size(int32_t type) {
     switch (type) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return 4;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return 8;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return 8;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return 4;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return 1;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return 1;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return 1;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return 4;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return 8;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return 8;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return 4;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return 1;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return 1;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return 1;
     default: return 0;
     }
 }
 
-int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, onnx_const *out) {
+int osp__onnx_const_from_tensor(const onnx_importer *im, const Osp__Onnx__TensorProto *t,
+                                onnx_const *out) {
     const char *name = t->name ? t->name : "(unnamed)";
     memset(out, 0, sizeof *out);
     int32_t type = t->has_data_type ? t->data_type : 0;
@@ -63,7 +64,8 @@ int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, 
     if (!es)
         return osp_error(OSP_ENOTSUP, "%s: tensor '%s' has data type %d; osprey reads float, "
                          "double and integer tensors", im->file, name, (int)type);
-    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+    if (t->has_data_location &&
+        t->data_location == OSP__ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
         return osp_error(OSP_ENOTSUP, "%s: tensor '%s' keeps its data in an external file; "
                          "save the model with its weights inside", im->file, name);
     if (t->segment)
@@ -71,14 +73,14 @@ int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, 
     if (t->n_dims > ONNX_MAX_RANK)
         return osp_error(OSP_ERANGE, "%s: tensor '%s' has %zu dimensions (at most %d)", im->file,
                          name, t->n_dims, ONNX_MAX_RANK);
-    int is_int = type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
-                 type != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
-    int rc = onnx_const_alloc(out, (int)t->n_dims, t->dims, is_int);
+    int is_int = type != OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
+                 type != OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
+    int rc = osp__onnx_const_alloc(out, (int)t->n_dims, t->dims, is_int);
     if (rc) return osp_error(rc, "%s: tensor '%s': %s", im->file, name, osp_last_error());
     int64_t n = out->numel;
     if (t->has_raw_data) {
         if ((uint64_t)t->raw_data.len != (uint64_t)n * es) {
-            onnx_const_free(out);
+            osp__onnx_const_free(out);
             return osp_error(OSP_ECORRUPT, "%s: tensor '%s' declares %lld elements but holds "
                              "%zu bytes of data", im->file, name, (long long)n, t->raw_data.len);
         }
@@ -86,21 +88,21 @@ int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, 
         const uint8_t *p = t->raw_data.data;
         for (int64_t k = 0; k < n; k++, p += es) {
             switch (type) {
-            case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: memcpy(&out->f[k], p, 4); break;
-            case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: {
+            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: memcpy(&out->f[k], p, 4); break;
+            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: {
                 double d;
                 memcpy(&d, p, 8);
                 out->f[k] = (float)d;
                 break;
             }
-            case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: memcpy(&out->i[k], p, 8); break;
-            case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: {
+            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: memcpy(&out->i[k], p, 8); break;
+            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32: {
                 int32_t v;
                 memcpy(&v, p, 4);
                 out->i[k] = v;
                 break;
             }
-            case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: out->i[k] = (int8_t)*p; break;
+            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT8: out->i[k] = (int8_t)*p; break;
             default: out->i[k] = *p; break;
             }
         }
@@ -108,52 +110,55 @@ int onnx_const_from_tensor(const onnx_importer *im, const Onnx__TensorProto *t, 
     }
     size_t have;
     switch (type) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: have = t->n_float_data; break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: have = t->n_double_data; break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: have = t->n_int64_data; break;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: have = t->n_float_data; break;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: have = t->n_double_data; break;
+    case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: have = t->n_int64_data; break;
     default: have = t->n_int32_data; break; /* int32, int8, uint8, bool */
     }
     if ((uint64_t)have != (uint64_t)n) {
-        onnx_const_free(out);
+        osp__onnx_const_free(out);
         return osp_error(OSP_ECORRUPT, "%s: tensor '%s' declares %lld elements but holds %zu",
                          im->file, name, (long long)n, have);
     }
     for (int64_t k = 0; k < n; k++) {
         switch (type) {
-        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: out->f[k] = t->float_data[k]; break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: out->f[k] = (float)t->double_data[k]; break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: out->i[k] = t->int64_data[k]; break;
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: out->f[k] = t->float_data[k]; break;
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+            out->f[k] = (float)t->double_data[k];
+            break;
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: out->i[k] = t->int64_data[k]; break;
         default: out->i[k] = t->int32_data[k]; break;
         }
     }
     return OSP_OK;
 }
 
-const Onnx__AttributeProto *onnx_attr(const Onnx__NodeProto *n, const char *name) {
+const Osp__Onnx__AttributeProto *osp__onnx_attr(const Osp__Onnx__NodeProto *n, const char *name) {
     for (size_t i = 0; i < n->n_attribute; i++)
         if (n->attribute[i]->name && !strcmp(n->attribute[i]->name, name)) return n->attribute[i];
     return NULL;
 }
 
-int64_t onnx_attr_int(const Onnx__NodeProto *n, const char *name, int64_t def) {
-    const Onnx__AttributeProto *a = onnx_attr(n, name);
+int64_t osp__onnx_attr_int(const Osp__Onnx__NodeProto *n, const char *name, int64_t def) {
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, name);
     return a && a->has_i ? a->i : def;
 }
 
-float onnx_attr_float(const Onnx__NodeProto *n, const char *name, float def) {
-    const Onnx__AttributeProto *a = onnx_attr(n, name);
+float osp__onnx_attr_float(const Osp__Onnx__NodeProto *n, const char *name, float def) {
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, name);
     return a && a->has_f ? a->f : def;
 }
 
-const int64_t *onnx_attr_ints(const Onnx__NodeProto *n, const char *name, size_t *count) {
-    const Onnx__AttributeProto *a = onnx_attr(n, name);
+const int64_t *osp__onnx_attr_ints(const Osp__Onnx__NodeProto *n, const char *name,
+                                   size_t *count) {
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, name);
     *count = a ? a->n_ints : 0;
     return a && a->n_ints ? a->ints : NULL;
 }
 
-const char *onnx_attr_string(const Onnx__NodeProto *n, const char *name, const char *def,
-                             char *buf, size_t len) {
-    const Onnx__AttributeProto *a = onnx_attr(n, name);
+const char *osp__onnx_attr_string(const Osp__Onnx__NodeProto *n, const char *name, const char *def,
+                                  char *buf, size_t len) {
+    const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, name);
     if (!a || !a->has_s) return def;
     size_t k = a->s.len < len - 1 ? a->s.len : len - 1;
     memcpy(buf, a->s.data, k);
@@ -161,7 +166,7 @@ const char *onnx_attr_string(const Onnx__NodeProto *n, const char *name, const c
     return buf;
 }
 
-const char *onnx_node_desc(const Onnx__NodeProto *n, char *buf, size_t len) {
+const char *osp__onnx_node_desc(const Osp__Onnx__NodeProto *n, char *buf, size_t len) {
     const char *name = n->name && *n->name ? n->name
                        : n->n_output && n->output[0] ? n->output[0] : "(unnamed)";
     snprintf(buf, len, "node '%.100s' (%.40s)", name, n->op_type ? n->op_type : "?");

@@ -1,14 +1,24 @@
 /* The attributes of the layers whose spec keys are not visible in their
  * shapes and parameters (a convolution's stride, a pool's window), as their
- * ops store them in osp_node.attrs. Readers outside src/nn (the ONNX
- * exporter) include this; only the owning op file writes them. A node built
- * without a spec section may have attrs == NULL: its op then uses the
- * defaults given here. */
+ * ops store them in osp_node.attrs. Only src/nn reads them (its fusion and
+ * heads), and only the owning op file writes them. A node built without a
+ * spec section may have attrs == NULL: its op then uses the defaults given
+ * here. */
 #ifndef OSPREY_NN_ATTRS_H
 #define OSPREY_NN_ATTRS_H
 
 #include "osprey/core.h"
+#include "osprey/graph.h"
 #include "osprey/kernels.h"
+#include "osprey/onnx.h" /* the ops' onnx_export, which read these */
+
+/* For an op's ONNX export of a layer whose attributes have no defaults
+ * (a convolution's window): OSP_OK, or OSP_EINVAL when n has none. */
+static inline int osp__export_needs_attrs(const osp_node *n) {
+    if (n->attrs) return OSP_OK;
+    return osp_error(OSP_EINVAL, "layer '%s' ([%s]) has no attributes to export", n->name,
+                     n->op->name);
+}
 
 /* [conv] (op_conv.c) */
 typedef struct conv_attrs {

@@ -7,6 +7,7 @@
 #include "attrs.h"
 #include "op_fuse.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 typedef struct act_op {
     osp_op op; /* first: a node's op pointer is also its act_op's */
@@ -40,10 +41,41 @@ static void act_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                                 n->out, n->dout, in->dout);
 }
 
+/* ONNX: the operator of the same name where ONNX has one; [relu6] is Clip
+ * to [0, 6], [swish] Sigmoid then Mul. */
+static int act_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                    char *out) {
+    switch (act_of(n)->act) {
+    case OSP_ACT_RELU: w->node(w, "Relu", n->name, 1, in, out); break;
+    case OSP_ACT_LEAKY_RELU:
+        w->attr_float(w, w->node(w, "LeakyRelu", n->name, 1, in, out), "alpha", alpha_of(n));
+        break;
+    case OSP_ACT_RELU6: {
+        char *args[3] = {in[0], w->init_scalar(w, w->name(w, "%s/min", n->name), 0.0f),
+                         w->init_scalar(w, w->name(w, "%s/max", n->name), 6.0f)};
+        w->node(w, "Clip", n->name, 3, args, out);
+        break;
+    }
+    case OSP_ACT_SIGMOID: w->node(w, "Sigmoid", n->name, 1, in, out); break;
+    case OSP_ACT_TANH: w->node(w, "Tanh", n->name, 1, in, out); break;
+    case OSP_ACT_SWISH: {
+        char *sig = w->name(w, "%s/sigmoid", n->name);
+        w->node(w, "Sigmoid", sig, 1, in, sig);
+        char *args[2] = {in[0], sig};
+        w->node(w, "Mul", n->name, 2, args, out);
+        break;
+    }
+    default:
+        return osp_error(OSP_ENOTSUP, "layer '%s': ONNX export does not support [%s] layers",
+                         n->name, n->op->name);
+    }
+    return OSP_OK;
+}
+
 #define ACT_OP(var, spec_name, kind)                                                       \
     static const act_op var = {                                                           \
         .op = {.name = spec_name, .setup = act_setup, .forward = act_forward,              \
-               .backward = act_backward},                                                  \
+               .backward = act_backward, .onnx_export = act_onnx},                         \
         .act = kind,                                                                       \
     }
 

@@ -12,6 +12,7 @@
 
 #include "attrs.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 /* Below this many values a parallel region costs more than it saves. */
 #define PARALLEL_MIN (1 << 15)
@@ -102,10 +103,46 @@ static void extra_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     }
 }
 
+/* ONNX: HardSigmoid; [hardswish] (opset 14's HardSwish) as x times
+ * HardSigmoid(x) with alpha 1/6 and beta 1/2; Clip, an infinite bound
+ * being an input left out. */
+static int extra_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                      char *out) {
+    const extra_attrs *a = n->attrs ? n->attrs : &extra_defaults;
+    switch (kind_of(n)) {
+    case EXTRA_HARDSIGMOID: {
+        osp_onnx_node *h = w->node(w, "HardSigmoid", n->name, 1, in, out);
+        w->attr_float(w, h, "alpha", a->alpha);
+        w->attr_float(w, h, "beta", a->beta);
+        break;
+    }
+    case EXTRA_HARDSWISH: {
+        char *hs = w->name(w, "%s/hardsigmoid", n->name);
+        osp_onnx_node *h = w->node(w, "HardSigmoid", hs, 1, in, hs);
+        w->attr_float(w, h, "alpha", 1.0f / 6.0f);
+        w->attr_float(w, h, "beta", 0.5f);
+        char *args[2] = {in[0], hs};
+        w->node(w, "Mul", n->name, 2, args, out);
+        break;
+    }
+    case EXTRA_CLIP: {
+        char *args[3] = {in[0], "", ""};
+        int n_args = 1;
+        if (!isinf(a->lo))
+            args[n_args = 1] = w->init_scalar(w, w->name(w, "%s/min", n->name), a->lo);
+        if (!isinf(a->hi))
+            args[n_args = 2] = w->init_scalar(w, w->name(w, "%s/max", n->name), a->hi);
+        w->node(w, "Clip", n->name, n_args + 1, args, out);
+        break;
+    }
+    }
+    return OSP_OK;
+}
+
 #define EXTRA_OP(var, spec_name, k)                                                         \
     static const extra_op var = {                                                          \
         .op = {.name = spec_name, .setup = extra_setup, .forward = extra_forward,           \
-               .backward = extra_backward},                                                 \
+               .backward = extra_backward, .onnx_export = extra_onnx},                      \
         .kind = k,                                                                          \
     }
 

@@ -8,6 +8,7 @@
 #include "op_fuse.h"
 #include "osprey/kernels.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 /* Inference fuses an activation that follows the sum (a ResNet's ReLU
  * after the residual add) into the same pass over the values. */
@@ -106,12 +107,39 @@ static void add_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     }
 }
 
+/* ONNX: inputs of one shape are summed ((a + b) + c) + ..., the order
+ * osprey sums in; two inputs that broadcast, or a [constant] (an
+ * initializer of shape [1, ...]), make one Add that ONNX broadcasts. */
+static int add_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                    char *out) {
+    if (n->n_inputs == 2) {
+        const osp_node *a = osp_graph_node_const(g, n->inputs[0]);
+        const osp_node *b = osp_graph_node_const(g, n->inputs[1]);
+        if (!osp_shape_equal(&a->shape, &b->shape) || w->is_constant(w, a->id) ||
+            w->is_constant(w, b->id)) {
+            w->binary(w, n, "Add", in, out);
+            return OSP_OK;
+        }
+    }
+    char *acc = in[0];
+    for (int i = 1; i < n->n_inputs; i++) {
+        int last = i == n->n_inputs - 1;
+        char *dst = last ? out : w->name(w, "%s/sum%d", n->name, i);
+        const char *name = last ? n->name : dst;
+        char *args[2] = {acc, in[i]};
+        w->node(w, "Add", name, 2, args, dst);
+        acc = dst;
+    }
+    return OSP_OK;
+}
+
 static const osp_op add_op = {
     .name = "add",
     .setup = add_setup,
     .forward = add_forward,
     .backward = add_backward,
     .fuse = add_fuse,
+    .onnx_export = add_onnx,
 };
 
 static int add_parse(osp_spec_section *s, void **attrs) {

@@ -6,6 +6,7 @@
 #include "attrs.h"
 #include "op_fuse.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 /* PyTorch's defaults, for nodes built without a spec section. */
 static const bn_attrs bn_defaults = {1e-5f, 0.1f};
@@ -72,12 +73,27 @@ static void bn_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                                osp_node_grad(g, n, BN_BIAS));
 }
 
+/* ONNX: BatchNormalization (inference: the running statistics). */
+static int bn_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                   char *out) {
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    w->params(w, n, p); /* weight, bias, running_mean, running_var (bn_setup) */
+    const bn_attrs *a = n->attrs ? n->attrs : &bn_defaults;
+    char *args[5] = {in[0], p[0], p[1], p[2], p[3]};
+    osp_onnx_node *bn = w->node(w, "BatchNormalization", n->name, 5, args, out);
+    w->attr_float(w, bn, "epsilon", a->eps);
+    /* ONNX weighs the running value by momentum, osprey (as PyTorch) the batch. */
+    w->attr_float(w, bn, "momentum", 1.0f - a->momentum);
+    return OSP_OK;
+}
+
 static const osp_op bn_op = {
     .name = "batchnorm",
     .setup = bn_setup,
     .saved_bytes = bn_saved_bytes,
     .forward = bn_forward,
     .backward = bn_backward,
+    .onnx_export = bn_onnx,
 };
 
 static int bn_parse(osp_spec_section *s, void **attrs) {

@@ -6,6 +6,7 @@
  * the activations do, so no attrs are needed. */
 #include "broadcast.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 typedef struct binary_op {
     osp_op op; /* first: a node's op pointer is also its binary_op's */
@@ -35,10 +36,20 @@ static void binary_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                             a->dout, b->dout);
 }
 
+/* ONNX: Sub, Mul or Div, which broadcast as osprey does once per-sample
+ * shapes are aligned (the writer's binary). */
+static int binary_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                       char *const *in, char *out) {
+    static const char *const onnx_names[] = {[OSP_BIN_ADD] = "Add", [OSP_BIN_SUB] = "Sub",
+                                             [OSP_BIN_MUL] = "Mul", [OSP_BIN_DIV] = "Div"};
+    w->binary(w, n, onnx_names[kind_of(n)], in, out);
+    return OSP_OK;
+}
+
 #define BINARY_OP(var, spec_name, k)                                                        \
     static const binary_op var = {                                                         \
         .op = {.name = spec_name, .setup = binary_setup, .forward = binary_forward,         \
-               .backward = binary_backward},                                                \
+               .backward = binary_backward, .onnx_export = binary_onnx},                    \
         .kind = k,                                                                          \
     }
 

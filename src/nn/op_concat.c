@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 static int concat_setup(osp_graph *g, osp_node *n) {
     if (n->n_inputs < 2)
@@ -57,11 +58,19 @@ static void concat_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     }
 }
 
+/* ONNX: Concat on the channel axis (1: the batch comes first). */
+static int concat_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                       char *const *in, char *out) {
+    w->attr_int(w, w->node(w, "Concat", n->name, n->n_inputs, in, out), "axis", 1);
+    return OSP_OK;
+}
+
 static const osp_op concat_op = {
     .name = "concat",
     .setup = concat_setup,
     .forward = concat_forward,
     .backward = concat_backward,
+    .onnx_export = concat_onnx,
 };
 
 static int concat_parse(osp_spec_section *s, void **attrs) {

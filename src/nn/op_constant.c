@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 #define CONST_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
 #define CONST_MAX_VALUES ((int64_t)1 << 28)
@@ -42,11 +43,27 @@ static void const_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
 }
 
 /* No backward: the value is not trained, and nothing flows further. */
+/* ONNX: the value as a [1, shape] initializer (which binary layers read
+ * directly), repeated over the batch: Expand to [batch, shape]. */
+static int const_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                      char *const *in, char *out) {
+    if (n->n_params != 1) return osp_error(OSP_EINVAL, "layer '%s' has no value", n->name);
+    char *value = w->constant(w, n);
+    char *cat[2] = {w->batch(w), w->init_ints(w, w->name(w, "%s/dims", n->name), n->shape.dim,
+                                              n->shape.ndim)};
+    char *shape = w->name(w, "%s/shape", n->name);
+    w->attr_int(w, w->node(w, "Concat", shape, 2, cat, shape), "axis", 0);
+    char *args[2] = {value, shape};
+    w->node(w, "Expand", n->name, 2, args, out);
+    return OSP_OK;
+}
+
 static const osp_op const_op = {
     .name = "constant",
     .setup = const_setup,
     .forward = const_forward,
     .no_inputs = 1,
+    .onnx_export = const_onnx,
 };
 
 static int const_parse(osp_spec_section *s, void **attrs) {

@@ -324,6 +324,28 @@ static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                                    a->bias ? osp_node_grad(g, n, 1) : NULL, ex->workspace);
 }
 
+/* ONNX: one Conv, its padding symmetric as osprey's. */
+static int conv_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                     char *out) {
+    int rc = osp__export_needs_attrs(n);
+    if (rc) return rc;
+    const conv_attrs *a = n->attrs;
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    w->params(w, n, p); /* weight, then the bias where there is one */
+    const int bias = n->n_params > 1;
+    char *args[3] = {in[0], p[0], bias ? p[1] : NULL};
+    osp_onnx_node *c = w->node(w, "Conv", n->name, bias ? 3 : 2, args, out);
+    const int64_t kernel[2] = {a->kh, a->kw}, strides[2] = {a->stride_h, a->stride_w};
+    const int64_t pads[4] = {a->pad_h, a->pad_w, a->pad_h, a->pad_w};
+    const int64_t dilations[2] = {a->dil_h, a->dil_w};
+    w->attr_ints(w, c, "kernel_shape", kernel, 2);
+    w->attr_ints(w, c, "strides", strides, 2);
+    w->attr_ints(w, c, "pads", pads, 4);
+    w->attr_ints(w, c, "dilations", dilations, 2);
+    w->attr_int(w, c, "group", a->groups);
+    return OSP_OK;
+}
+
 static const osp_op conv_op = {
     .name = "conv",
     .setup = setup,
@@ -332,6 +354,7 @@ static const osp_op conv_op = {
     .backward = backward,
     .free_attrs = conv_free_attrs,
     .fuse = conv_fuse,
+    .onnx_export = conv_onnx,
 };
 
 const osp_layer_type osp__layer_conv = {&conv_op, parse};

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 typedef struct dropout_attrs {
     float p; /* probability of dropping, in [0, 1) */
@@ -63,12 +64,21 @@ static void dropout_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         if (mask[i]) in->dout[i] += n->dout[i] * scale;
 }
 
+/* ONNX: an exported model is for inference, where dropout passes its
+ * input through. */
+static int dropout_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                        char *const *in, char *out) {
+    w->node(w, "Identity", n->name, 1, in, out);
+    return OSP_OK;
+}
+
 static const osp_op dropout_op = {
     .name = "dropout",
     .setup = dropout_setup,
     .saved_bytes = dropout_saved_bytes,
     .forward = dropout_forward,
     .backward = dropout_backward,
+    .onnx_export = dropout_onnx,
 };
 
 static int dropout_parse(osp_spec_section *s, void **attrs) {

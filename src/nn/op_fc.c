@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 typedef struct fc_attrs {
     int outputs;
@@ -63,11 +64,23 @@ static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                         a->bias ? osp_node_grad(g, n, 1) : NULL);
 }
 
+/* ONNX: Gemm with the weight transposed, on the input flattened. */
+static int fc_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                   char *out) {
+    char *p[OSP_MAX_NODE_PARAMS] = {0};
+    w->params(w, n, p); /* weight, then the bias where there is one */
+    const int bias = n->n_params > 1;
+    char *args[3] = {w->flat(w, n, in[0]), p[0], bias ? p[1] : NULL};
+    w->attr_int(w, w->node(w, "Gemm", n->name, bias ? 3 : 2, args, out), "transB", 1);
+    return OSP_OK;
+}
+
 static const osp_op fc_op = {
     .name = "fc",
     .setup = setup,
     .forward = forward,
     .backward = backward,
+    .onnx_export = fc_onnx,
 };
 
 const osp_layer_type osp__layer_fc = {&fc_op, parse};

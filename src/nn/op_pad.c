@@ -10,6 +10,7 @@
 
 #include "attrs.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 #define PARALLEL_MIN (1 << 15)
 #define PAD_MAX 1024
@@ -108,11 +109,30 @@ static void pad_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     }
 }
 
+/* ONNX: Pad, its pads [N, C, H, W] begins then ends. */
+static int pad_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                    char *out) {
+    int rc = osp__export_needs_attrs(n);
+    if (rc) return rc;
+    const pad_attrs *a = n->attrs;
+    int64_t pads[8] = {0, 0, a->top, a->left, 0, 0, a->bottom, a->right};
+    char *args[3] = {in[0], w->init_ints(w, w->name(w, "%s/pads", n->name), pads, 8), NULL};
+    int n_args = 2;
+    if (a->mode == PAD_CONSTANT)
+        args[n_args++] = w->init_scalar(w, w->name(w, "%s/value", n->name), a->value);
+    osp_onnx_node *p = w->node(w, "Pad", n->name, n_args, args, out);
+    w->attr_string(w, p, "mode", a->mode == PAD_REFLECT ? "reflect"
+                                 : a->mode == PAD_EDGE  ? "edge"
+                                                        : "constant");
+    return OSP_OK;
+}
+
 static const osp_op pad_op = {
     .name = "pad",
     .setup = pad_setup,
     .forward = pad_forward,
     .backward = pad_backward,
+    .onnx_export = pad_onnx,
 };
 
 static int pad_parse(osp_spec_section *s, void **attrs) {

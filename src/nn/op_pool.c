@@ -11,6 +11,7 @@
 
 #include "attrs.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 static int read_pair(osp_spec_section *s, const char *key, int def_h, int def_w, int min, int max,
                      int *h, int *w) {
@@ -121,12 +122,35 @@ static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     else ex->be->avgpool_backward(&d, a->exclude_pad, n->dout, in->dout);
 }
 
+/* ONNX: MaxPool, AveragePool or GlobalAveragePool. */
+static int pool_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, char *const *in,
+                     char *out) {
+    int rc = osp__export_needs_attrs(n);
+    if (rc) return rc;
+    const pool_attrs *a = n->attrs;
+    if (a->kind == POOL_GLOBAL_AVG) {
+        w->node(w, "GlobalAveragePool", n->name, 1, in, out);
+        return OSP_OK;
+    }
+    osp_onnx_node *p = w->node(w, a->kind == POOL_MAX ? "MaxPool" : "AveragePool", n->name, 1,
+                               in, out);
+    const int64_t kernel[2] = {a->kh, a->kw}, strides[2] = {a->stride_h, a->stride_w};
+    const int64_t pads[4] = {a->pad_h, a->pad_w, a->pad_h, a->pad_w};
+    w->attr_ints(w, p, "kernel_shape", kernel, 2);
+    w->attr_ints(w, p, "strides", strides, 2);
+    w->attr_ints(w, p, "pads", pads, 4);
+    w->attr_int(w, p, "ceil_mode", a->ceil);
+    if (a->kind == POOL_AVG) w->attr_int(w, p, "count_include_pad", !a->exclude_pad);
+    return OSP_OK;
+}
+
 static const osp_op maxpool_op = {
     .name = "maxpool",
     .setup = setup,
     .saved_bytes = max_saved_bytes,
     .forward = forward,
     .backward = backward,
+    .onnx_export = pool_onnx,
 };
 
 static const osp_op avgpool_op = {
@@ -134,6 +158,7 @@ static const osp_op avgpool_op = {
     .setup = setup,
     .forward = forward,
     .backward = backward,
+    .onnx_export = pool_onnx,
 };
 
 static const osp_op globalavgpool_op = {
@@ -141,6 +166,7 @@ static const osp_op globalavgpool_op = {
     .setup = setup,
     .forward = forward,
     .backward = backward,
+    .onnx_export = pool_onnx,
 };
 
 const osp_layer_type osp__layer_maxpool = {&maxpool_op, parse_max};

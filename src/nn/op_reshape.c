@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 #define RESHAPE_MAX_DIMS (OSP_MAX_DIMS - 1) /* the batch takes one axis */
 
@@ -72,11 +73,27 @@ static void copy_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     for (int64_t i = 0; i < count; i++) dx[i] += n->dout[i];
 }
 
+/* ONNX: Flatten from axis 1 (the batch stays). */
+static int flatten_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                        char *const *in, char *out) {
+    w->attr_int(w, w->node(w, "Flatten", n->name, 1, in, out), "axis", 1);
+    return OSP_OK;
+}
+
+/* ONNX: Reshape to [0, shape] (0 keeps the batch). */
+static int reshape_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                        char *const *in, char *out) {
+    char *args[2] = {in[0], w->init_shape(w, w->name(w, "%s/shape", n->name), &n->shape)};
+    w->node(w, "Reshape", n->name, 2, args, out);
+    return OSP_OK;
+}
+
 static const osp_op flatten_op = {
     .name = "flatten",
     .setup = flatten_setup,
     .forward = copy_forward,
     .backward = copy_backward,
+    .onnx_export = flatten_onnx,
 };
 
 static const osp_op reshape_op = {
@@ -84,6 +101,7 @@ static const osp_op reshape_op = {
     .setup = reshape_setup,
     .forward = copy_forward,
     .backward = copy_backward,
+    .onnx_export = reshape_onnx,
 };
 
 static int flatten_parse(osp_spec_section *s, void **attrs) {

@@ -8,6 +8,7 @@
 
 #include "attrs.h"
 #include "osprey/nn.h"
+#include "osprey/onnx.h"
 
 #define PARALLEL_MIN (1 << 15)
 static int transpose_setup(osp_graph *g, osp_node *n) {
@@ -89,11 +90,25 @@ static void transpose_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     }
 }
 
+/* ONNX: Transpose, the batch axis staying first. */
+static int transpose_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
+                          char *const *in, char *out) {
+    int rc = osp__export_needs_attrs(n);
+    if (rc) return rc;
+    const transpose_attrs *a = n->attrs;
+    int64_t perm[PERM_MAX_DIMS + 1];
+    perm[0] = 0;
+    for (int i = 0; i < a->ndim; i++) perm[i + 1] = a->perm[i] + 1;
+    w->attr_ints(w, w->node(w, "Transpose", n->name, 1, in, out), "perm", perm, a->ndim + 1);
+    return OSP_OK;
+}
+
 static const osp_op transpose_op = {
     .name = "transpose",
     .setup = transpose_setup,
     .forward = transpose_forward,
     .backward = transpose_backward,
+    .onnx_export = transpose_onnx,
 };
 
 static int transpose_parse(osp_spec_section *s, void **attrs) {

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "osprey/image.h"
@@ -50,16 +49,6 @@ int64_t osp_image_id(const char *path) {
     return (int64_t)(v & INT64_MAX);
 }
 
-static int is_image_name(const char *name) {
-    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".webp"};
-    size_t n = strlen(name);
-    for (size_t k = 0; k < sizeof ext / sizeof ext[0]; k++) {
-        size_t e = strlen(ext[k]);
-        if (n > e && !strcasecmp(name + n - e, ext[k])) return 1;
-    }
-    return 0;
-}
-
 /* An image by its first bytes, else a list if it reads as text. */
 static int classify_file(const char *path, kind *out) {
     FILE *f = fopen(path, "rb");
@@ -68,7 +57,7 @@ static int classify_file(const char *path, kind *out) {
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     if (osp_image_sniff(buf, n) != OSP_IMAGE_UNKNOWN || n == 0 || memchr(buf, 0, n) ||
-        is_image_name(path)) {
+        osp_image_name_known(path)) {
         *out = SRC_IMAGE; /* unreadable ones become error rows, named */
         return OSP_OK;
     }
@@ -195,7 +184,7 @@ static int next_in_folder(osp_inputs *in, const char **path) {
             if (rc) return rc;
             continue;
         }
-        if (S_ISREG(st.st_mode) && is_image_name(name)) {
+        if (S_ISREG(st.st_mode) && osp_image_name_known(name)) {
             *path = in->path;
             return OSP_OK;
         }

@@ -100,7 +100,7 @@ static int check_search(rt_call *call, void *ctx) {
     const int n_queries = *(const int *)ctx;
     call->json = cJSON_ParseWithLength(call->answer, call->answer_len);
     if (!call->json) return osp_error(OSP_EFORMAT, "not JSON");
-    return rt_check_search_answer(call->json, n_queries);
+    return osp__rt_check_search_answer(call->json, n_queries);
 }
 
 static int check_annotate(rt_call *call, void *ctx) {
@@ -157,7 +157,7 @@ static int search_shards(router *rt, osp__http_request *req, const char *body, s
         calls[s].check = check_search;
         calls[s].check_ctx = &n_queries;
     }
-    rt_run(r, calls, n, deadline);
+    osp__rt_run(r, calls, n, deadline);
     int done = 0;
     cJSON *missing = cJSON_CreateArray();
     for (int s = 0; s < n && !done; s++) {
@@ -168,7 +168,7 @@ static int search_shards(router *rt, osp__http_request *req, const char *body, s
         } else if (c->ok) {
             *res = pass_on(req, c);
             done = 1;
-        } else if (rt_shard_live(r, s) == 0) {
+        } else if (osp__rt_shard_live(r, s) == 0) {
             cJSON_AddItemToArray(missing, cJSON_CreateNumber(s));
         } else {
             char what[64];
@@ -182,7 +182,7 @@ static int search_shards(router *rt, osp__http_request *req, const char *body, s
         done = 1;
     }
     if (!done) {
-        *merged = rt_merge_search(answers, n, k, n_queries);
+        *merged = osp__rt_merge_search(answers, n, k, n_queries);
         if (!*merged) {
             *res = osp__http_send_error(req, 500, "out of memory");
             done = 1;
@@ -190,11 +190,11 @@ static int search_shards(router *rt, osp__http_request *req, const char *body, s
             cJSON_AddBoolToObject(*merged, "partial", 1);
             cJSON_AddItemToObject(*merged, "missingShards", missing);
             missing = NULL;
-            rt_metrics_partial(&rt->metrics);
+            osp__rt_metrics_partial(&rt->metrics);
         }
     }
     cJSON_Delete(missing);
-    for (int s = 0; s < n; s++) rt_call_clear(&calls[s]);
+    for (int s = 0; s < n; s++) osp__rt_call_clear(&calls[s]);
     free(calls);
     free(answers);
     return done;
@@ -203,7 +203,7 @@ static int search_shards(router *rt, osp__http_request *req, const char *body, s
 static enum MHD_Result handle_search(router *rt, osp__http_request *req) {
     req->route = "search";
     if (strcmp(req->method, "POST")) return osp__http_send_method_not_allowed(req, "POST");
-    const int64_t deadline = rt_now_ms() + rt->timeout_ms;
+    const int64_t deadline = osp__rt_now_ms() + rt->timeout_ms;
     enum MHD_Result res;
     cJSON *j = parse_body(req, &res);
     if (!j) return res;
@@ -250,7 +250,7 @@ static int feature_is(const cJSON *f, const char *type) {
 static enum MHD_Result handle_annotate(router *rt, osp__http_request *req) {
     req->route = "annotate";
     if (strcmp(req->method, "POST")) return osp__http_send_method_not_allowed(req, "POST");
-    const int64_t deadline = rt_now_ms() + rt->timeout_ms;
+    const int64_t deadline = osp__rt_now_ms() + rt->timeout_ms;
     enum MHD_Result res;
     cJSON *j = parse_body(req, &res);
     if (!j) return res;
@@ -321,21 +321,21 @@ static enum MHD_Result handle_annotate(router *rt, osp__http_request *req) {
                     .target = RT_ANY_WORKER,
                     .check = check_annotate,
                     .check_ctx = (void *)&n};
-    rt_run(&rt->r, &call, 1, deadline);
+    osp__rt_run(&rt->r, &call, 1, deadline);
     free(body);
     if (!call.ok) {
         res = send_failed(req, &call, "no worker could annotate the images");
-        rt_call_clear(&call);
+        osp__rt_call_clear(&call);
         return res;
     }
     if (call.status < 200 || call.status >= 300 || !any_web) {
         res = pass_on(req, &call);
-        rt_call_clear(&call);
+        osp__rt_call_clear(&call);
         return res;
     }
     cJSON *answer = call.json;
     call.json = NULL;
-    rt_call_clear(&call);
+    osp__rt_call_clear(&call);
     cJSON *responses = cJSON_GetObjectItemCaseSensitive(answer, "responses");
 
     /* One search of every shard for all the images that asked. */
@@ -494,7 +494,7 @@ bad:
  * their answers joined in the request's order. */
 static enum MHD_Result answer_writes(router *rt, osp__http_request *req, rt_call *calls, int n, int64_t deadline,
                                      const int *item_shard, int n_items) {
-    rt_run(&rt->r, calls, n, deadline);
+    osp__rt_run(&rt->r, calls, n, deadline);
     const int w = worst_call(calls, n);
     int split = 0;
     for (int i = 1; item_shard && i < n_items; i++) split |= item_shard[i] != item_shard[0];
@@ -511,7 +511,7 @@ static enum MHD_Result answer_writes(router *rt, osp__http_request *req, rt_call
     } else {
         res = pass_on(req, &calls[w]);
     }
-    for (int i = 0; i < n; i++) rt_call_clear(&calls[i]);
+    for (int i = 0; i < n; i++) osp__rt_call_clear(&calls[i]);
     return res;
 }
 
@@ -534,7 +534,7 @@ static const char *write_auth(osp__http_request *req, enum MHD_Result *res) {
 
 static enum MHD_Result handle_add(router *rt, osp__http_request *req) {
     req->route = "images_add";
-    const int64_t deadline = rt_now_ms() + rt->timeout_ms;
+    const int64_t deadline = osp__rt_now_ms() + rt->timeout_ms;
     enum MHD_Result res;
     const char *auth = write_auth(req, &res);
     if (!auth) return res;
@@ -621,7 +621,7 @@ oom:
 
 static enum MHD_Result handle_delete(router *rt, osp__http_request *req, const char *id_s) {
     req->route = "images_delete";
-    const int64_t deadline = rt_now_ms() + rt->timeout_ms;
+    const int64_t deadline = osp__rt_now_ms() + rt->timeout_ms;
     enum MHD_Result res;
     const char *auth = write_auth(req, &res);
     if (!auth) return res;
@@ -665,7 +665,7 @@ static enum MHD_Result handle_healthz(router *rt, osp__http_request *req) {
         cJSON *sh = cJSON_CreateObject();
         cJSON_AddItemToArray(shards, sh);
         cJSON_AddNumberToObject(sh, "shard", s);
-        const int live = rt_shard_live(r, s);
+        const int live = osp__rt_shard_live(r, s);
         covered += live > 0;
         up += live;
         cJSON_AddNumberToObject(sh, "live", live);
@@ -696,7 +696,7 @@ static enum MHD_Result handle_metrics(router *rt, osp__http_request *req) {
     req->route = "metrics";
     if (strcmp(req->method, "GET")) return osp__http_send_method_not_allowed(req, "GET");
     size_t len = 0;
-    char *text = rt_metrics_render(&rt->r, &len);
+    char *text = osp__rt_metrics_render(&rt->r, &len);
     if (!text) return osp__http_send_error(req, 500, "out of memory");
     enum MHD_Result res = osp__http_send_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);
@@ -724,13 +724,13 @@ static enum MHD_Result handle(void *ctx, osp__http_request *req) {
         req->route = "page";
         if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
             return osp__http_send_method_not_allowed(req, "GET");
-        return rt_send_page(req);
+        return osp__rt_send_page(req);
     }
     if (!strcmp(p, "/v1/catalog/image")) {
         req->route = "catalog_image";
         if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
             return osp__http_send_method_not_allowed(req, "GET");
-        return rt_send_catalog_image(req, rt->allow_root);
+        return osp__rt_send_catalog_image(req, rt->allow_root);
     }
     return osp__http_send_error(req, 404, "no such endpoint: %s %.200s", req->method, p);
 }
@@ -751,7 +751,7 @@ static void *health_main(void *arg) {
         }
         if (rt->stop) break;
         pthread_mutex_unlock(&rt->lock);
-        rt_health_round(&rt->r, timeout);
+        osp__rt_health_round(&rt->r, timeout);
         pthread_mutex_lock(&rt->lock);
     }
     pthread_mutex_unlock(&rt->lock);
@@ -773,7 +773,7 @@ int osp_serve_router_run(const osp_serve_router_config *cfg) {
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->wake, NULL);
     osp__http_server *server = NULL;
-    int err = rt_router_init(&rt->r, cfg->shards, cfg->n_shards);
+    int err = osp__rt_router_init(&rt->r, cfg->shards, cfg->n_shards);
     if (err) goto done;
     rt->timeout_ms = cfg->timeout_ms;
     rt->r.health_ms = cfg->health_ms;
@@ -785,14 +785,16 @@ int osp_serve_router_run(const osp_serve_router_config *cfg) {
             goto done;
         }
     }
-    rt->metrics.http = osp__metrics_new("osprey_router", rt_metric_routes, rt_metric_n_routes);
+    rt->metrics.http = osp__metrics_new("osprey_router", osp__rt_metric_routes,
+                                        osp__rt_metric_n_routes);
     if (!rt->metrics.http) {
         err = OSP_ENOMEM;
         goto done;
     }
     rt->r.metrics = &rt->metrics;
     /* where the workers stand before the first request */
-    rt_health_round(&rt->r, cfg->health_ms < 1000 ? 1000 : cfg->health_ms > 2000 ? 2000 : cfg->health_ms);
+    int first_round = cfg->health_ms < 1000 ? 1000 : cfg->health_ms > 2000 ? 2000 : cfg->health_ms;
+    osp__rt_health_round(&rt->r, first_round);
     if (pthread_create(&rt->health, NULL, health_main, rt)) {
         err = osp_error(OSP_ENOMEM, "cannot start the health checker");
         goto done;
@@ -826,7 +828,7 @@ done:
         pthread_mutex_unlock(&rt->lock);
         pthread_join(rt->health, NULL);
     }
-    rt_router_free(&rt->r);
+    osp__rt_router_free(&rt->r);
     osp__metrics_free(rt->metrics.http);
     free(rt->allow_root);
     pthread_cond_destroy(&rt->wake);

@@ -62,11 +62,11 @@ typedef struct rt_router {
 /* ---- workers ---- */
 
 /* Sets up r's workers from shard specs ("HOST:PORT[,HOST:PORT...]"). */
-int rt_router_init(rt_router *r, const char *const *shards, int n_shards);
-void rt_router_free(rt_router *r);
-void rt_worker_set_up(rt_router *r, rt_worker *w, int up, const char *why);
+int osp__rt_router_init(rt_router *r, const char *const *shards, int n_shards);
+void osp__rt_router_free(rt_router *r);
+void osp__rt_worker_set_up(rt_router *r, rt_worker *w, int up, const char *why);
 /* Live replicas of shard s. */
-int rt_shard_live(const rt_router *r, int s);
+int osp__rt_shard_live(const rt_router *r, int s);
 
 /* ---- calls to workers ---- */
 
@@ -96,7 +96,7 @@ typedef struct rt_call {
     long status;        /* HTTP status of the answer taken */
     char *answer;       /* its body, NUL-terminated (free) */
     size_t answer_len;
-    cJSON *json;        /* for the check's use; freed by rt_call_clear */
+    cJSON *json;        /* for the check's use; freed by osp__rt_call_clear */
     rt_worker *served_by;
     int attempts;
     char error[256];    /* why no answer came (ok == 0) */
@@ -105,27 +105,27 @@ typedef struct rt_call {
 } rt_call;
 
 /* Runs the calls at once and returns when each has an answer or has run
- * out of workers or time (deadline: rt_now_ms() clock). An answer with a
+ * out of workers or time (deadline: osp__rt_now_ms() clock). An answer with a
  * 4xx status is final; no connection, a timeout, a 5xx or an answer the
  * check refuses makes the call try another live worker of its target
  * (the worker is marked down unless it answered at all). */
-void rt_run(rt_router *r, rt_call *calls, int n, int64_t deadline);
-void rt_call_clear(rt_call *call);
-void rt_clients_free(rt_router *r);
-int64_t rt_now_ms(void);
+void osp__rt_run(rt_router *r, rt_call *calls, int n, int64_t deadline);
+void osp__rt_call_clear(rt_call *call);
+void osp__rt_clients_free(rt_router *r);
+int64_t osp__rt_now_ms(void);
 
 /* ---- health ---- */
 
 /* One round of health checks of every worker (GET /healthz, timeout_ms
  * each, all at once), setting each one's state. */
-void rt_health_round(rt_router *r, int timeout_ms);
+void osp__rt_health_round(rt_router *r, int timeout_ms);
 
 /* ---- answers ---- */
 
 /* 0 if answer is a well-formed vectors:search answer to n_queries queries:
  * {"results": [{"hits": [{"id": "<decimal>", "score": number, ...}]}]};
  * else an OSP_EFORMAT with why. */
-int rt_check_search_answer(const cJSON *answer, int n_queries);
+int osp__rt_check_search_answer(const cJSON *answer, int n_queries);
 
 /* Merges the shards' answers into one: for each query the k[q] best hits
  * over all shards by score (higher first), then id (smaller first), which
@@ -133,9 +133,10 @@ int rt_check_search_answer(const cJSON *answer, int n_queries);
  * answers[s] is shard s's checked answer, or NULL for a missing shard.
  * Returns a new {"results": [{"hits": [...]}]} (hits copied), or NULL if
  * out of memory. */
-cJSON *rt_merge_search(const cJSON *const *answers, int n_shards, const int *k, int n_queries);
+cJSON *osp__rt_merge_search(const cJSON *const *answers, int n_shards, const int *k,
+                            int n_queries);
 
 /* The hit's id, parsed from its decimal string; -1 if it is not one. */
-int64_t rt_hit_id(const cJSON *hit);
+int64_t osp__rt_hit_id(const cJSON *hit);
 
 #endif

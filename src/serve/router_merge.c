@@ -10,7 +10,7 @@
 #include "osprey/core.h"
 #include "serve/router.h"
 
-int64_t rt_hit_id(const cJSON *hit) {
+int64_t osp__rt_hit_id(const cJSON *hit) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(hit, "id");
     if (!cJSON_IsString(id) || !id->valuestring) return -1;
     const char *s = id->valuestring;
@@ -25,7 +25,7 @@ int64_t rt_hit_id(const cJSON *hit) {
     return v;
 }
 
-int rt_check_search_answer(const cJSON *answer, int n_queries) {
+int osp__rt_check_search_answer(const cJSON *answer, int n_queries) {
     const cJSON *results = cJSON_GetObjectItemCaseSensitive(answer, "results");
     if (!cJSON_IsArray(results)) return osp_error(OSP_EFORMAT, "the answer has no \"results\" array");
     if (cJSON_GetArraySize(results) != n_queries)
@@ -40,7 +40,7 @@ int rt_check_search_answer(const cJSON *answer, int n_queries) {
         const cJSON *hit;
         cJSON_ArrayForEach(hit, hits) {
             const cJSON *score = cJSON_GetObjectItemCaseSensitive(hit, "score");
-            if (!cJSON_IsObject(hit) || rt_hit_id(hit) < 0)
+            if (!cJSON_IsObject(hit) || osp__rt_hit_id(hit) < 0)
                 return osp_error(OSP_EFORMAT, "results[%d].hits[%d] has no decimal string \"id\"", q, h);
             if (!cJSON_IsNumber(score) || !isfinite(score->valuedouble))
                 return osp_error(OSP_EFORMAT, "results[%d].hits[%d] has no numeric \"score\"", q, h);
@@ -64,7 +64,8 @@ static int hit_order(const void *pa, const void *pb) {
     return 0;
 }
 
-cJSON *rt_merge_search(const cJSON *const *answers, int n_shards, const int *k, int n_queries) {
+cJSON *osp__rt_merge_search(const cJSON *const *answers, int n_shards, const int *k,
+                            int n_queries) {
     cJSON *out = cJSON_CreateObject();
     cJSON *results = out ? cJSON_AddArrayToObject(out, "results") : NULL;
     if (!results) goto oom;
@@ -88,7 +89,7 @@ cJSON *rt_merge_search(const cJSON *const *answers, int n_shards, const int *k, 
                     cap = ncap;
                 }
                 hits[n].score = cJSON_GetObjectItemCaseSensitive(hit, "score")->valuedouble;
-                hits[n].id = rt_hit_id(hit);
+                hits[n].id = osp__rt_hit_id(hit);
                 hits[n].json = hit;
                 n++;
             }

@@ -7,26 +7,27 @@
 #include "serve/router.h"
 #include "serve/router_metrics.h"
 
-const char *const rt_metric_routes[] = {"search", "annotate", "images_add", "images_delete",
+const char *const osp__rt_metric_routes[] = {"search", "annotate", "images_add", "images_delete",
                                         "healthz", "metrics", "page", "catalog_image"};
-const int rt_metric_n_routes = (int)(sizeof rt_metric_routes / sizeof rt_metric_routes[0]);
+const int osp__rt_metric_n_routes = (int)(sizeof osp__rt_metric_routes /
+                                          sizeof osp__rt_metric_routes[0]);
 
-void rt_metrics_retry(rt_metrics *m) {
+void osp__rt_metrics_retry(rt_metrics *m) {
     if (m) atomic_fetch_add(&m->retries, 1);
 }
 
-void rt_metrics_partial(rt_metrics *m) {
+void osp__rt_metrics_partial(rt_metrics *m) {
     if (m) atomic_fetch_add(&m->partial, 1);
 }
 
-void rt_metrics_upstream(rt_metrics *m, rt_worker *w, long status, int answered, int64_t ms) {
+void osp__rt_metrics_upstream(rt_metrics *m, rt_worker *w, long status, int answered, int64_t ms) {
     (void)m;
     (void)status;
     (void)answered;
     atomic_fetch_add(&w->call_ms, (long long)ms);
 }
 
-void rt_metrics_worker_up(rt_metrics *m, rt_worker *w, int up) {
+void osp__rt_metrics_worker_up(rt_metrics *m, rt_worker *w, int up) {
     (void)m;
     if (!up) atomic_fetch_add(&w->downs, 1);
 }
@@ -60,7 +61,7 @@ static void put(char **buf, size_t *len, size_t *cap, int *failed, const char *f
     }
 }
 
-char *rt_metrics_render(rt_router *r, size_t *out_len) {
+char *osp__rt_metrics_render(rt_router *r, size_t *out_len) {
     rt_metrics *m = r->metrics;
     size_t len = 0, cap = 0;
     char *buf = m && m->http ? osp__metrics_render(m->http, &len) : NULL;

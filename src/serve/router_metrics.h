@@ -19,16 +19,17 @@ typedef struct rt_metrics {
 } rt_metrics;
 
 /* The routes the router counts its requests under. */
-extern const char *const rt_metric_routes[];
-extern const int rt_metric_n_routes;
+extern const char *const osp__rt_metric_routes[];
+extern const int osp__rt_metric_n_routes;
 
 /* NULL metrics: these do nothing. */
-void rt_metrics_retry(rt_metrics *m);
-void rt_metrics_partial(rt_metrics *m);
-void rt_metrics_upstream(rt_metrics *m, struct rt_worker *w, long status, int answered, int64_t ms);
-void rt_metrics_worker_up(rt_metrics *m, struct rt_worker *w, int up);
+void osp__rt_metrics_retry(rt_metrics *m);
+void osp__rt_metrics_partial(rt_metrics *m);
+void osp__rt_metrics_upstream(rt_metrics *m, struct rt_worker *w, long status, int answered,
+                              int64_t ms);
+void osp__rt_metrics_worker_up(rt_metrics *m, struct rt_worker *w, int up);
 
 /* The exposition text (free()), NULL when out of memory. */
-char *rt_metrics_render(struct rt_router *r, size_t *len);
+char *osp__rt_metrics_render(struct rt_router *r, size_t *len);
 
 #endif

@@ -12,7 +12,7 @@
 /* Images larger than this are not served (Cloud Vision's image limit). */
 #define MAX_IMAGE_BYTES ((off_t)20 * 1000 * 1000)
 
-enum MHD_Result rt_send_page(osp__http_request *req) {
+enum MHD_Result osp__rt_send_page(osp__http_request *req) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(osp__router_page_len, (void *)osp__router_page, MHD_RESPMEM_PERSISTENT);
     if (!resp) return osp__http_send_error(req, 500, "out of memory");
@@ -28,7 +28,7 @@ enum MHD_Result rt_send_page(osp__http_request *req) {
     return res;
 }
 
-int rt_path_below(const char *real, const char *root) {
+int osp__rt_path_below(const char *real, const char *root) {
     const size_t n = strlen(root);
     if (n == 1 && root[0] == '/') return real[0] == '/';
     return !strncmp(real, root, n) && (real[n] == '\0' || real[n] == '/');
@@ -41,14 +41,14 @@ static const char *image_type(const unsigned char *b, ssize_t n) {
     return NULL;
 }
 
-enum MHD_Result rt_send_catalog_image(osp__http_request *req, const char *allow_root) {
+enum MHD_Result osp__rt_send_catalog_image(osp__http_request *req, const char *allow_root) {
     const char *path = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "path");
     if (!path || !*path) return osp__http_send_error(req, 400, "give the image as ?path=PATH");
     if (!allow_root)
         return osp__http_send_error(req, 404, "this router serves no catalogue images (it has no --allow-root)");
     char *real = realpath(path, NULL);
     if (!real) return osp__http_send_error(req, 404, "no such image: %.300s", path);
-    if (!rt_path_below(real, allow_root)) {
+    if (!osp__rt_path_below(real, allow_root)) {
         free(real);
         return osp__http_send_error(req, 403, "%.300s is outside the catalogue's root", path);
     }

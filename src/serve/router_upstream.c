@@ -17,7 +17,7 @@
 #include "serve/router.h"
 #include "serve/router_metrics.h"
 
-int64_t rt_now_ms(void) {
+int64_t osp__rt_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -51,7 +51,7 @@ static int parse_addr(const char *s, size_t n, rt_worker *w) {
     return 0;
 }
 
-int rt_router_init(rt_router *r, const char *const *shards, int n_shards) {
+int osp__rt_router_init(rt_router *r, const char *const *shards, int n_shards) {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->pool_lock, NULL);
     if (n_shards < 1 || n_shards > 4096) return osp_error(OSP_EINVAL, "the router needs 1 to 4096 shards");
@@ -94,8 +94,8 @@ int rt_router_init(rt_router *r, const char *const *shards, int n_shards) {
     return 0;
 }
 
-void rt_router_free(rt_router *r) {
-    rt_clients_free(r);
+void osp__rt_router_free(rt_router *r) {
+    osp__rt_clients_free(r);
     for (int s = 0; s < r->n_shards; s++) free(r->shards[s].replicas);
     for (int i = 0; i < r->n_workers; i++) pthread_mutex_destroy(&r->workers[i].lock);
     free(r->shards);
@@ -104,7 +104,7 @@ void rt_router_free(rt_router *r) {
     memset(r, 0, sizeof *r);
 }
 
-void rt_worker_set_up(rt_router *r, rt_worker *w, int up, const char *why) {
+void osp__rt_worker_set_up(rt_router *r, rt_worker *w, int up, const char *why) {
     if (why) {
         pthread_mutex_lock(&w->lock);
         snprintf(w->last_error, sizeof w->last_error, "%.255s", why);
@@ -116,10 +116,10 @@ void rt_worker_set_up(rt_router *r, rt_worker *w, int up, const char *why) {
         osp_log(OSP_LOG_INFO, "route: worker %s (shard %d) is up", w->addr, w->shard);
     else
         osp_log(OSP_LOG_WARN, "route: worker %s (shard %d) is down: %s", w->addr, w->shard, why ? why : "");
-    rt_metrics_worker_up(r->metrics, w, up);
+    osp__rt_metrics_worker_up(r->metrics, w, up);
 }
 
-int rt_shard_live(const rt_router *r, int s) {
+int osp__rt_shard_live(const rt_router *r, int s) {
     int n = 0;
     for (int i = 0; i < r->shards[s].n; i++) n += atomic_load(&r->shards[s].replicas[i]->up) != 0;
     return n;
@@ -159,7 +159,7 @@ static void client_put(rt_router *r, rt_client *c) {
     pthread_mutex_unlock(&r->pool_lock);
 }
 
-void rt_clients_free(rt_router *r) {
+void osp__rt_clients_free(rt_router *r) {
     rt_client *c = r->idle;
     while (c) {
         rt_client *next = c->next;
@@ -227,7 +227,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     return n;
 }
 
-void rt_call_clear(rt_call *call) {
+void osp__rt_call_clear(rt_call *call) {
     free(call->answer);
     cJSON_Delete(call->json);
     free(call->tried);
@@ -277,7 +277,7 @@ static int pick_peek(rt_router *r, const rt_call *call) {
 /* Starts the call's next attempt; 0, or -1 when no worker is left or the
  * deadline passed (call->error says why). */
 static int start(rt_router *r, rt_client *c, rt_call *call, int64_t deadline) {
-    const int64_t left = deadline - rt_now_ms();
+    const int64_t left = deadline - osp__rt_now_ms();
     if (left <= 0) {
         if (!call->error[0]) snprintf(call->error, sizeof call->error, "the request's deadline passed");
         return -1;
@@ -292,7 +292,7 @@ static int start(rt_router *r, rt_client *c, rt_call *call, int64_t deadline) {
     }
     call->tried[w->index] = 1;
     call->attempts++;
-    if (call->attempts > 1) rt_metrics_retry(r->metrics);
+    if (call->attempts > 1) osp__rt_metrics_retry(r->metrics);
     attempt *a = calloc(1, sizeof *a);
     CURL *e = a ? easy_get(c) : NULL;
     if (!e) {
@@ -303,7 +303,7 @@ static int start(rt_router *r, rt_client *c, rt_call *call, int64_t deadline) {
     a->call = call;
     a->worker = w;
     a->easy = e;
-    a->started = rt_now_ms();
+    a->started = osp__rt_now_ms();
     char url[sizeof w->url + 1024];
     snprintf(url, sizeof url, "%s%s", w->url, call->path);
     a->headers = curl_slist_append(a->headers, "Expect:");
@@ -379,14 +379,14 @@ static int finish(rt_router *r, rt_client *c, attempt *a, CURLcode cc, int64_t d
             snprintf(why, sizeof why, "%.128s gave a malformed answer: %.100s", w->addr,
                      call->answer ? osp_last_error() : "out of memory");
     }
-    rt_metrics_upstream(r->metrics, w, status, answered, rt_now_ms() - a->started);
+    osp__rt_metrics_upstream(r->metrics, w, status, answered, osp__rt_now_ms() - a->started);
     if (why[0]) {
         atomic_fetch_add(&w->failures, 1);
         snprintf(call->error, sizeof call->error, "%.255s", why);
         call->status = status;
         /* a worker that did not answer, or answered that it cannot serve,
          * is down until a health check finds it up */
-        if (!answered || status == 503) rt_worker_set_up(r, w, 0, why);
+        if (!answered || status == 503) osp__rt_worker_set_up(r, w, 0, why);
         else osp_log(OSP_LOG_WARN, "route: %s", why);
     } else {
         call->ok = 1;
@@ -403,7 +403,7 @@ static int finish(rt_router *r, rt_client *c, attempt *a, CURLcode cc, int64_t d
     return start(r, c, call, deadline) ? 1 : 0;
 }
 
-void rt_run(rt_router *r, rt_call *calls, int n, int64_t deadline) {
+void osp__rt_run(rt_router *r, rt_call *calls, int n, int64_t deadline) {
     rt_client *c = client_get(r);
     int pending = 0;
     for (int i = 0; i < n; i++) {
@@ -459,7 +459,7 @@ static int shard_matches(const rt_router *r, const rt_worker *w, const char *bod
     return ok;
 }
 
-void rt_health_round(rt_router *r, int timeout_ms) {
+void osp__rt_health_round(rt_router *r, int timeout_ms) {
     rt_call *calls = calloc((size_t)r->n_workers, sizeof *calls);
     if (!calls) return;
     for (int i = 0; i < r->n_workers; i++) {
@@ -468,23 +468,23 @@ void rt_health_round(rt_router *r, int timeout_ms) {
         calls[i].target = RT_FIXED_WORKER;
         calls[i].fixed = &r->workers[i];
     }
-    rt_run(r, calls, r->n_workers, rt_now_ms() + timeout_ms);
+    osp__rt_run(r, calls, r->n_workers, osp__rt_now_ms() + timeout_ms);
     for (int i = 0; i < r->n_workers; i++) {
         rt_worker *w = &r->workers[i];
         char wrong[160] = "";
         if (calls[i].ok && calls[i].status == 200 && !shard_matches(r, w, calls[i].answer, wrong, sizeof wrong)) {
-            rt_worker_set_up(r, w, 0, wrong);
+            osp__rt_worker_set_up(r, w, 0, wrong);
         } else if (calls[i].ok && calls[i].status == 200) {
-            rt_worker_set_up(r, w, 1, NULL);
+            osp__rt_worker_set_up(r, w, 1, NULL);
         } else {
             char why[256];
             if (calls[i].ok)
                 snprintf(why, sizeof why, "health check: %.128s answered %ld", w->addr, calls[i].status);
             else
                 snprintf(why, sizeof why, "health check: %.200s", calls[i].error);
-            rt_worker_set_up(r, w, 0, why);
+            osp__rt_worker_set_up(r, w, 0, why);
         }
-        rt_call_clear(&calls[i]);
+        osp__rt_call_clear(&calls[i]);
     }
     free(calls);
 }

@@ -1,6 +1,5 @@
 /* What the trainer and the evaluator share about loading: a loader set up
- * for a network (its normalisation and output count), and the report of
- * unreadable samples. */
+ * for a network (its normalisation and output count). */
 #ifndef OSPREY_TRAIN_LOADER_H
 #define OSPREY_TRAIN_LOADER_H
 
@@ -11,9 +10,5 @@
  * out (evaluation). Workers and prefetch depth come from the dataset. */
 osp_loader_config osp__loader_config(const osp_net *net, const osp_dataset *ds, int batch,
                                      uint64_t seed, int training);
-/* When this pass met unreadable files not named before: logs how many
- * samples of the pass were unreadable, then names the new files; what says
- * where ("epoch 3"). */
-void osp__loader_report(osp_loader *l, osp_dataset *ds, const char *what);
 
 #endif

@@ -13,13 +13,20 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
+/* The forward of a training step, whichever the loss: plans the graph
+ * for the batch and runs it; *logits is the node the loss reads. */
+static int forward(osp_net *net, const float *x, const osp_exec *ex, osp_node **logits) {
+    osp_graph *g = net->graph;
+    *logits = osp_graph_node(g, net->logits_node);
+    int rc = osp_graph_plan(g, ex->batch, OSP_MODE_TRAIN);
+    return rc ? rc : osp_graph_forward(g, x, ex);
+}
+
 int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const osp_exec *ex,
                       double *loss, int64_t *correct) {
-    osp_graph *g = net->graph;
-    osp_node *logits = osp_graph_node(g, net->logits_node);
-    int rc;
-    if ((rc = osp_graph_plan(g, ex->batch, OSP_MODE_TRAIN))) return rc;
-    if ((rc = osp_graph_forward(g, x, ex))) return rc;
+    osp_node *logits;
+    int rc = forward(net, x, ex, &logits);
+    if (rc) return rc;
     const int k = (int)logits->size;
     *loss = ex->be->softmax_xent(ex->batch, k, logits->out, labels, NULL, logits->dout);
     int64_t right = 0;
@@ -30,11 +37,9 @@ int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const
 
 int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, const osp_exec *ex,
                           double *loss, int64_t *correct) {
-    osp_graph *g = net->graph;
-    osp_node *logits = osp_graph_node(g, net->logits_node);
-    int rc;
-    if ((rc = osp_graph_plan(g, ex->batch, OSP_MODE_TRAIN))) return rc;
-    if ((rc = osp_graph_forward(g, x, ex))) return rc;
+    osp_node *logits;
+    int rc = forward(net, x, ex, &logits);
+    if (rc) return rc;
     const int k = (int)logits->size;
     *loss = ex->be->sigmoid_bce(ex->batch, k, logits->out, targets, NULL, logits->dout);
     int64_t right = 0;

@@ -18,7 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "data/skips.h"
 #include "loader.h"
 #include "osprey/train.h"
 #include "train_impl.h"
@@ -263,6 +262,10 @@ static const char *view_name(const osp_dataset *ds, int64_t i) {
     return v->base->name ? v->base->name(v->base, v->first + i) : NULL;
 }
 
+/* The view lives on the stack and borrows the rest from its base:
+ * osp_dataset_free releases only the skip log its loader made. */
+static void view_destroy(osp_dataset *ds) { (void)ds; }
+
 int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
     const int batch = r->cfg->batch > 256 ? r->cfg->batch : 256;
     osp_eval_result ev = {0};
@@ -279,12 +282,15 @@ int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
         part.name = val->name ? view_name : NULL;
         part.get_augmented = NULL;
         part.label = NULL;
-        part.destroy = NULL;
+        part.destroy = view_destroy;
         part.skips = NULL;
+        part.n_left_out = 0;
+        part.n_left_out_kept = 0;
+        part.left_out = NULL;
         int ok = 1;
         if (part.count > 0 && osp_evaluate(r->net, &part, batch, &ev)) ok = 0;
-        if (part.skips) osp_dataset_report_skipped(&part);
-        osp__skips_free(part.skips);
+        osp_dataset_report_skipped(&part);
+        osp_dataset_free(&part);
         if (osp_dist_min(r->dist, ok) != 1) {
             if (!ok) return osp_error(OSP_EIO, "validation on rank %d: %s", r->rank, osp_last_error());
             return osp_error(OSP_EIO, "validation failed on another rank");
@@ -386,7 +392,7 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             if (p.epoch_end) { /* after the epoch's line, so the report reads under it */
                 char what[32];
                 snprintf(what, sizeof what, "epoch %d", epoch + 1);
-                osp__loader_report(r->loader, r->data, what);
+                osp_loader_report(r->loader, what);
                 if (val) osp_dataset_report_skipped(val);
             }
         }

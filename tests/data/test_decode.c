@@ -49,6 +49,17 @@ Test(decode, sniffs_by_content) {
     cr_assert_str_eq(osp_image_format_name(OSP_IMAGE_WEBP), "WebP");
 }
 
+/* Which files folders list as images: by name, in any case. */
+Test(decode, image_names) {
+    static const char *const yes[] = {"a.jpg", "b/c.JPEG", "d.png", "e.WebP", "f.tar.jpg"};
+    static const char *const no[] = {".jpg", "a.gif", "a.jpg.txt", "jpg", "", "a.jp"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_expect(osp_image_name_known(yes[i]), "%s", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_expect(!osp_image_name_known(no[i]), "%s", no[i]);
+    cr_expect(!osp_image_name_known(NULL));
+}
+
 Test(decode, jpeg_rgb_and_grey) {
     const int w = 40, h = 30;
     uint8_t *px = gen_rgb(w, h);

@@ -38,11 +38,11 @@ Test(merge, top_k_over_shards_by_score_then_id) {
     const int64_t ia[] = {10, 4, 7}, ib[] = {9, 3, 12};
     const double sa[] = {0.9, 0.5, 0.5}, sb[] = {0.95, 0.5, 0.1};
     cJSON *a = answer1(3, ia, sa), *b = answer1(3, ib, sb);
-    cr_assert_eq(rt_check_search_answer(a, 1), 0);
-    cr_assert_eq(rt_check_search_answer(b, 1), 0);
+    cr_assert_eq(osp__rt_check_search_answer(a, 1), 0);
+    cr_assert_eq(osp__rt_check_search_answer(b, 1), 0);
     const cJSON *answers[] = {a, b};
     const int k[] = {5};
-    cJSON *m = rt_merge_search(answers, 2, k, 1);
+    cJSON *m = osp__rt_merge_search(answers, 2, k, 1);
     cr_assert_not_null(m);
     const cJSON *hits = hits_of(m, 0);
     cr_assert_eq(cJSON_GetArraySize(hits), 5);
@@ -57,7 +57,7 @@ Test(merge, top_k_over_shards_by_score_then_id) {
     /* k larger than all the hits: all of them; a missing shard: left out */
     const int k2[] = {100};
     const cJSON *one[] = {a, NULL};
-    m = rt_merge_search(one, 2, k2, 1);
+    m = osp__rt_merge_search(one, 2, k2, 1);
     cr_assert_eq(cJSON_GetArraySize(hits_of(m, 0)), 3);
     cJSON_Delete(m);
     cJSON_Delete(a);
@@ -104,11 +104,11 @@ Test(merge, equals_one_index) {
                     cJSON_AddItemToArray(hits, h);
                 }
             }
-            cr_assert_eq(rt_check_search_answer(answers[s], Q), 0, "%s", osp_last_error());
+            cr_assert_eq(osp__rt_check_search_answer(answers[s], Q), 0, "%s", osp_last_error());
         }
         int k[Q];
         for (int q = 0; q < Q; q++) k[q] = K;
-        cJSON *m = rt_merge_search((const cJSON *const *)answers, shards, k, Q);
+        cJSON *m = osp__rt_merge_search((const cJSON *const *)answers, shards, k, Q);
         cr_assert_not_null(m);
         for (int q = 0; q < Q; q++) {
             int idx[N];
@@ -125,7 +125,8 @@ Test(merge, equals_one_index) {
             cr_assert_eq(cJSON_GetArraySize(hits), K);
             for (int i = 0; i < K; i++) {
                 const cJSON *h = cJSON_GetArrayItem(hits, i);
-                cr_assert_eq(rt_hit_id(h), ids[idx[i]], "%d shards, query %d, hit %d", shards, q, i);
+                cr_assert_eq(osp__rt_hit_id(h), ids[idx[i]], "%d shards, query %d, hit %d", shards,
+                             q, i);
                 cr_assert_eq(cJSON_GetObjectItem(h, "score")->valuedouble, scores[q][idx[i]]);
             }
         }
@@ -152,39 +153,39 @@ Test(merge, malformed_answers_are_refused) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cJSON *j = cJSON_Parse(bad[i]);
         cr_assert_not_null(j, "%s", bad[i]);
-        cr_assert_eq(rt_check_search_answer(j, 1), OSP_EFORMAT, "accepted %s", bad[i]);
+        cr_assert_eq(osp__rt_check_search_answer(j, 1), OSP_EFORMAT, "accepted %s", bad[i]);
         cJSON_Delete(j);
     }
     cJSON *ok = cJSON_Parse("{\"results\": [{\"hits\": [{\"id\": \"9223372036854775807\", \"score\": -3.5}]}]}");
-    cr_assert_eq(rt_check_search_answer(ok, 1), 0);
-    cr_assert_eq(rt_hit_id(cJSON_GetArrayItem(hits_of(ok, 0), 0)), INT64_MAX);
+    cr_assert_eq(osp__rt_check_search_answer(ok, 1), 0);
+    cr_assert_eq(osp__rt_hit_id(cJSON_GetArrayItem(hits_of(ok, 0), 0)), INT64_MAX);
     cJSON_Delete(ok);
 }
 
 Test(router, worker_addresses) {
     rt_router r;
     const char *good[] = {"127.0.0.1:8001,http://127.0.0.1:8002/", "localhost:9000", "[::1]:7000"};
-    cr_assert_eq(rt_router_init(&r, good, 3), 0, "%s", osp_last_error());
+    cr_assert_eq(osp__rt_router_init(&r, good, 3), 0, "%s", osp_last_error());
     cr_assert_eq(r.n_shards, 3);
     cr_assert_eq(r.n_workers, 4);
     cr_assert_eq(r.shards[0].n, 2);
     cr_assert_str_eq(r.shards[0].replicas[1]->addr, "127.0.0.1:8002");
     cr_assert_str_eq(r.shards[0].replicas[1]->url, "http://127.0.0.1:8002");
     cr_assert_eq(r.shards[2].replicas[0]->shard, 2);
-    rt_router_free(&r);
+    osp__rt_router_free(&r);
     const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "a b:80",
                          "1.2.3.4:80,", "h:80/x", "h:80,h:80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *one[] = {bad[i]};
-        cr_assert_neq(rt_router_init(&r, one, 1), 0, "accepted '%s'", bad[i]);
-        rt_router_free(&r);
+        cr_assert_neq(osp__rt_router_init(&r, one, 1), 0, "accepted '%s'", bad[i]);
+        osp__rt_router_free(&r);
     }
 }
 
 Test(router, catalogue_root) {
-    cr_assert(rt_path_below("/data/photos/a.jpg", "/data/photos"));
-    cr_assert(rt_path_below("/data/photos", "/data/photos"));
-    cr_assert(!rt_path_below("/data/photos2/a.jpg", "/data/photos"));
-    cr_assert(!rt_path_below("/data/a.jpg", "/data/photos"));
-    cr_assert(rt_path_below("/etc/passwd", "/"));
+    cr_assert(osp__rt_path_below("/data/photos/a.jpg", "/data/photos"));
+    cr_assert(osp__rt_path_below("/data/photos", "/data/photos"));
+    cr_assert(!osp__rt_path_below("/data/photos2/a.jpg", "/data/photos"));
+    cr_assert(!osp__rt_path_below("/data/a.jpg", "/data/photos"));
+    cr_assert(osp__rt_path_below("/etc/passwd", "/"));
 }

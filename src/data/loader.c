@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/skips.h"
-#include "loader.h"
+#include "osprey/data.h"
+#include "skips.h"
 
 /* Stream tag for osp_rng_derive: augmentation, in the high half; the epoch
  * goes in the low half, the sample index is the index. */
@@ -64,22 +64,6 @@ osp_loader_config osp_loader_defaults(const osp_dataset *ds) {
     c.prefetch = ds && ds->load_prefetch > 0 ? ds->load_prefetch : 2;
     c.seed = 1;
     for (int k = 0; k < 4; k++) c.std[k] = 1;
-    return c;
-}
-
-osp_loader_config osp__loader_config(const osp_net *net, const osp_dataset *ds, int batch,
-                                     uint64_t seed, int training) {
-    osp_loader_config c = osp_loader_defaults(ds);
-    c.batch = batch;
-    c.seed = seed;
-    c.augment = training;
-    c.drop_unreadable = !training;
-    c.n_classes = net->n_classes;
-    c.normalize = 1;
-    for (int k = 0; k < 4 && k < OSP_MAX_CHANNELS; k++) {
-        c.mean[k] = net->mean[k];
-        c.std[k] = net->std[k];
-    }
     return c;
 }
 
@@ -420,11 +404,11 @@ int64_t osp_loader_skipped(const osp_loader *l) {
 
 /* Quiet once every unreadable file has been named: later epochs meet the
  * same files, and the CLI sums them up at the end. */
-void osp__loader_report(osp_loader *l, osp_dataset *ds, const char *what) {
-    if (osp__skips_pending(ds) == 0) return;
+void osp_loader_report(osp_loader *l, const char *what) {
+    if (!l || osp__skips_pending(l->ds) == 0) return;
     int64_t n = osp_loader_skipped(l);
     osp_log(OSP_LOG_WARN, "%s: %lld unreadable sample%s %s; each file is named once:", what,
             (long long)n, n == 1 ? "" : "s",
             l->cfg.drop_unreadable ? "left out" : "replaced by the next readable ones");
-    osp_dataset_report_skipped(ds);
+    osp_dataset_report_skipped(l->ds);
 }
