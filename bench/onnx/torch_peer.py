@@ -5,6 +5,7 @@ JSON object like `osprey bench --json`: the median images/s over the
 repetitions, each about --seconds long after a warm-up.
 
     /usr/bin/python3 bench/onnx/torch_peer.py --net resnet18 --batch B --threads T
+                                              [--channels-last] [--int8]
 """
 import argparse
 import json
@@ -19,6 +20,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_models import NETS, build  # noqa: E402
 
 
+def quantize(net, x):
+    """PyTorch's own int8: FX graph mode static quantisation, its default
+    per-channel weight and histogram activation observers, calibrated on
+    eight random batches, on the best quantised engine this build has
+    (oneDNN, which uses the CPU's VNNI; Debian's build has no FBGEMM)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    engines = torch.backends.quantized.supported_engines
+    engine = next(e for e in ("fbgemm", "onednn", "x86", "qnnpack") if e in engines)
+    torch.backends.quantized.engine = engine
+    prepared = prepare_fx(net, get_default_qconfig_mapping(engine), (x[:1],))
+    with torch.inference_mode():
+        for _ in range(8):
+            prepared(torch.randn_like(x))
+    return convert_fx(prepared)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--net", required=True, choices=NETS)
@@ -26,10 +44,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="module and input in channels_last memory format")
+    ap.add_argument("--int8", action="store_true",
+                    help="post-training static int8 quantisation (FX graph mode)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     net = build(a.net)
     x = torch.randn(a.batch, 3, 224, 224)
+    if a.int8:
+        net = quantize(net, x)
+    elif a.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         net(x)  # warm-up: first-run allocations
         t0 = time.perf_counter()

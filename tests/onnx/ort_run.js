@@ -3,7 +3,7 @@
 // .npy batch and writes the first output as a float32 .npy.
 //
 //   node tests/onnx/ort_run.js MODEL.onnx IN.npy OUT.npy [--threads N]
-//   node tests/onnx/ort_run.js MODEL.onnx --bench BATCHxCxHxW [--threads N]
+//   node tests/onnx/ort_run.js MODEL.onnx --bench BATCHxCxHxW [--threads N] [--no-spin]
 //        [--seconds S] [--reps R]
 //
 // --bench times inference on random input held in memory and prints one
@@ -90,13 +90,14 @@ function median(v) {
 async function main() {
     const args = process.argv.slice(2);
     const pos = [];
-    const opt = { threads: 0, bench: null, seconds: 2, reps: 5 };
+    const opt = { threads: 0, bench: null, seconds: 2, reps: 5, spin: true };
     for (let i = 0; i < args.length; i++) {
         const a = args[i];
         if (a === '--threads') opt.threads = Number(args[++i]);
         else if (a === '--bench') opt.bench = args[++i];
         else if (a === '--seconds') opt.seconds = Number(args[++i]);
         else if (a === '--reps') opt.reps = Number(args[++i]);
+        else if (a === '--no-spin') opt.spin = false;
         else if (a.startsWith('--')) usage();
         else pos.push(a);
     }
@@ -106,6 +107,9 @@ async function main() {
         so.intraOpNumThreads = opt.threads;
         so.interOpNumThreads = 1;
     }
+    // --no-spin: intra-op threads sleep between ops instead of spinning
+    // (ORT spins by default).
+    if (!opt.spin) so.extra = { session: { intra_op: { allow_spinning: '0' } } };
     const session = await ort.InferenceSession.create(pos[0], so);
     const inName = session.inputNames[0], outName = session.outputNames[0];
 
