@@ -38,18 +38,18 @@ typedef struct osp_train_state {
 /* Writes the network's weights and metadata, atomically. */
 OSP_API int osp_model_save(const osp_net *net, const char *path);
 /* Also the optimizer state and the train state. */
-OSP_API int osp_checkpoint_save(const osp_net *net, const osp_optimizer *opt,
+OSP_API int osp_checkpoint_save(const osp_net *net, const osp_optim *opt,
                                 const osp_train_state *state, const char *path);
 /* Loads a model or a checkpoint's network. Every parameter must be present
  * with its shape; anything malformed is refused with a message. */
 OSP_API int osp_model_load(const char *path, osp_net **out);
 /* Loads a checkpoint: the network, a new optimizer holding the saved state,
  * and the train state (free state->config with osp_free). */
-OSP_API int osp_checkpoint_load(const char *path, osp_net **net, osp_optimizer **opt,
+OSP_API int osp_checkpoint_load(const char *path, osp_net **net, osp_optim **opt,
                                 osp_train_state *state);
 /* The same from memory (for fuzzing); opt and state may be NULL for a model. */
 OSP_API int osp_checkpoint_parse(const void *buf, size_t len, const char *name, osp_net **net,
-                                 osp_optimizer **opt, osp_train_state *state);
+                                 osp_optim **opt, osp_train_state *state);
 
 #ifdef __cplusplus
 }

@@ -12,10 +12,13 @@ const char *osp_optim_name(osp_optim_kind kind) {
     return kind >= OSP_OPTIM_SGD && kind <= OSP_OPTIM_ADAMW ? optim_names[kind] : "?";
 }
 
-int osp_optim_parse(const char *name) {
-    for (int i = 0; optim_names[i]; i++)
-        if (!strcmp(name, optim_names[i])) return i;
-    return -1;
+int osp_optim_parse(const char *name, osp_optim_kind *kind) {
+    for (int i = 0; name && optim_names[i]; i++)
+        if (!strcmp(name, optim_names[i])) {
+            *kind = (osp_optim_kind)i;
+            return OSP_OK;
+        }
+    return osp_error(OSP_EINVAL, "unknown optimizer '%s' (sgd, adam, adamw)", name ? name : "");
 }
 
 osp_optim_config osp_optim_defaults(osp_optim_kind kind) {
@@ -29,37 +32,35 @@ osp_optim_config osp_optim_defaults(osp_optim_kind kind) {
     return c;
 }
 
-osp_optimizer *osp_optimizer_new(const osp_optim_config *cfg, int64_t n) {
-    if (n < 0 || cfg->kind < OSP_OPTIM_SGD || cfg->kind > OSP_OPTIM_ADAMW) {
-        osp_error(OSP_EINVAL, "bad optimizer configuration");
-        return NULL;
-    }
-    if (cfg->nesterov && cfg->momentum <= 0.0f) {
-        osp_error(OSP_EINVAL, "Nesterov momentum needs a momentum above 0");
-        return NULL;
-    }
-    osp_optimizer *o = osp_calloc(1, sizeof *o);
-    if (!o) return NULL;
+int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out) {
+    *out = NULL;
+    if (n < 0 || cfg->kind < OSP_OPTIM_SGD || cfg->kind > OSP_OPTIM_ADAMW)
+        return osp_error(OSP_EINVAL, "bad optimizer configuration");
+    if (cfg->nesterov && cfg->momentum <= 0.0f)
+        return osp_error(OSP_EINVAL, "Nesterov momentum needs a momentum above 0");
+    osp_optim *o = osp_calloc(1, sizeof *o);
+    if (!o) return OSP_ENOMEM;
     o->cfg = *cfg;
     o->n = n;
     size_t count = (size_t)(n ? n : 1);
     o->m = osp_calloc(count, sizeof(float));
     if (cfg->kind != OSP_OPTIM_SGD) o->v = osp_calloc(count, sizeof(float));
     if (!o->m || (cfg->kind != OSP_OPTIM_SGD && !o->v)) {
-        osp_optimizer_free(o);
-        return NULL;
+        osp_optim_free(o);
+        return OSP_ENOMEM;
     }
-    return o;
+    *out = o;
+    return OSP_OK;
 }
 
-void osp_optimizer_free(osp_optimizer *o) {
+void osp_optim_free(osp_optim *o) {
     if (!o) return;
     osp_free(o->m);
     osp_free(o->v);
     osp_free(o);
 }
 
-static void sgd_step(osp_optimizer *o, float *w, const float *g, float lr) {
+static void sgd_step(osp_optim *o, float *w, const float *g, float lr) {
     const float mu = o->cfg.momentum, wd = o->cfg.weight_decay;
     const int nesterov = o->cfg.nesterov;
     float *buf = o->m;
@@ -77,7 +78,7 @@ static void sgd_step(osp_optimizer *o, float *w, const float *g, float lr) {
     }
 }
 
-static void adam_step(osp_optimizer *o, float *w, const float *g, float lr) {
+static void adam_step(osp_optim *o, float *w, const float *g, float lr) {
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
     const float wd = o->cfg.weight_decay;
     const int decoupled = o->cfg.kind == OSP_OPTIM_ADAMW;
@@ -99,23 +100,23 @@ static void adam_step(osp_optimizer *o, float *w, const float *g, float lr) {
     }
 }
 
-void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr) {
+void osp_optim_step(osp_optim *o, float *w, const float *g, float lr) {
     if (o->cfg.kind == OSP_OPTIM_SGD) sgd_step(o, w, g, lr);
     else adam_step(o, w, g, lr);
 }
 
-void osp_optimizer_step_groups(osp_optimizer *o, float *w, const float *g, float lr,
-                               const osp_param_group *groups, int n_groups) {
+void osp_optim_step_groups(osp_optim *o, float *w, const float *g, float lr,
+                           const osp_param_group *groups, int n_groups) {
     const int64_t t = o->t;
     for (int i = 0; i < n_groups; i++) {
         int64_t lo = groups[i].lo < 0 ? 0 : groups[i].lo, hi = groups[i].hi > o->n ? o->n : groups[i].hi;
         if (hi <= lo) continue;
-        osp_optimizer view = *o;
+        osp_optim view = *o;
         view.n = hi - lo;
         view.m = o->m + lo;
         view.v = o->v ? o->v + lo : NULL;
         view.t = t;
-        osp_optimizer_step(&view, w + lo, g + lo, lr * groups[i].lr_scale);
+        osp_optim_step(&view, w + lo, g + lo, lr * groups[i].lr_scale);
     }
     o->t = t + (o->cfg.kind != OSP_OPTIM_SGD);
 }

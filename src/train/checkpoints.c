@@ -93,7 +93,7 @@ void osp__prune_checkpoints(const char *checkpoint, int keep) {
     free(steps);
 }
 
-int osp_checkpoint_verify(const osp_net *net, const osp_optimizer *opt, const osp_train_state *state,
+int osp_checkpoint_verify(const osp_net *net, const osp_optim *opt, const osp_train_state *state,
                           const char *name) {
     if (!state->config) return OSP_OK;
     cJSON *c = cJSON_Parse(state->config);
@@ -157,7 +157,7 @@ int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *st
     for (int i = 0; i < n && !rc; i++) {
         if (c[i].step >= 0 && c[i].step <= best_step) continue;
         osp_net *net = NULL;
-        osp_optimizer *opt = NULL;
+        osp_optim *opt = NULL;
         osp_train_state st = {0};
         int bad = osp_checkpoint_load(c[i].path, &net, &opt, &st);
         if (!bad) bad = osp_checkpoint_verify(net, opt, &st, c[i].path);
@@ -168,7 +168,7 @@ int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *st
             best = c[i].path;
         }
         osp_net_free(net);
-        osp_optimizer_free(opt);
+        osp_optim_free(opt);
         osp_free(st.config);
     }
     if (!rc && best) {

@@ -260,17 +260,17 @@ void osp__reducer_node_done(void *reducer, int node) {
     }
 }
 
-static void update_slice(osp_optimizer *opt, float *w, const float *g, int64_t lo, int64_t hi,
+static void update_slice(osp_optim *opt, float *w, const float *g, int64_t lo, int64_t hi,
                          float lr, int64_t t) {
-    osp_optimizer view = *opt;
+    osp_optim view = *opt;
     view.n = hi - lo;
     view.m = opt->m + lo;
     view.v = opt->v ? opt->v + lo : NULL;
     view.t = t;
-    osp_optimizer_step(&view, w + lo, g + lo, lr);
+    osp_optim_step(&view, w + lo, g + lo, lr);
 }
 
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     while (r->next < r->n_buckets) start_bucket(r, &r->buckets[r->next++]);
@@ -354,7 +354,7 @@ void osp__reducer_begin(osp__reducer *r, float share) {}
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {}
 void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {}
 void osp__reducer_node_done(void *reducer, int node) {}
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     return osp_error(OSP_ENOTSUP, "this build has no MPI");

@@ -13,8 +13,8 @@ typedef struct osp__run {
     osp_net *net;
     osp_dataset *data;
     const osp_train_config *cfg;
-    osp_optimizer *opt;
-    osp_schedule sched;
+    osp_optim *opt;
+    osp_sched sched;
     int64_t steps_per_epoch, total_steps;
     /* the job: rank of ranks; each step's global batch is cut into ranks
      * slices, this rank's being [slice_lo, slice_lo + slice) */
@@ -63,6 +63,6 @@ void osp__checkpoint_step_path(const char *checkpoint, int64_t step, char *out, 
 /* Removes all but the newest keep numbered copies of checkpoint. */
 void osp__prune_checkpoints(const char *checkpoint, int keep);
 /* CRC-32C of the weights, buffers and optimizer state. */
-uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt);
+uint32_t osp__state_crc(const osp_net *net, const osp_optim *opt);
 
 #endif

@@ -83,7 +83,7 @@ int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, in
     return OSP_OK;
 }
 
-uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt) {
+uint32_t osp__state_crc(const osp_net *net, const osp_optim *opt) {
     int64_t nw, nb;
     const float *w = osp_graph_weights(net->graph, &nw);
     const float *b = osp_graph_buffers(net->graph, &nb);
@@ -174,7 +174,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     }
     double t1 = osp_now();
     tm->load_s += t1 - t0;
-    float lr = osp_schedule_lr(&r->sched, r->cfg->lr, step);
+    float lr = osp_sched_lr(&r->sched, r->cfg->lr, step);
     double loss = 0;
     int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
@@ -363,7 +363,7 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             p.total_steps = r->total_steps;
             p.steps_per_epoch = r->steps_per_epoch;
             p.step_in_epoch = in_epoch + 1;
-            p.lr = osp_schedule_lr(&r->sched, cfg->lr, step - 1);
+            p.lr = osp_sched_lr(&r->sched, cfg->lr, step - 1);
             p.step_loss = res.loss;
             p.epoch_loss = loss_sum / (double)steps_here;
             p.epoch_accuracy = (double)right / (double)seen;
@@ -423,8 +423,8 @@ static int share_state(osp__run *r) {
 }
 
 void osp__run_update(const osp__run *r, float *w, const float *g, float lr) {
-    if (r->n_groups) osp_optimizer_step_groups(r->opt, w, g, lr, r->groups, r->n_groups);
-    else osp_optimizer_step(r->opt, w, g, lr);
+    if (r->n_groups) osp_optim_step_groups(r->opt, w, g, lr, r->groups, r->n_groups);
+    else osp_optim_step(r->opt, w, g, lr);
 }
 
 /* The offset of the first weight of a node at or after node `from` (the
@@ -518,7 +518,7 @@ static int check_loss(const osp_net *net, const osp_dataset *data, const osp_dat
 }
 
 int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train_config *cfg,
-              osp_optimizer *opt, int64_t start_step) {
+              osp_optim *opt, int64_t start_step) {
     int frozen = 0, bce = 0;
     osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
     int rc = check_loss(net, data, val, cfg, &bce);
@@ -572,15 +572,14 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_graph_weights(net->graph, &n_weights);
     int own_opt = 0;
     if (!r.opt) {
-        r.opt = osp_optimizer_new(&cfg->optim, n_weights);
-        if (!r.opt) return OSP_ENOMEM;
+        if ((rc = osp_optim_new(&cfg->optim, n_weights, &r.opt))) return rc;
         own_opt = 1;
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");
     }
     if (cfg->hogwild > 1) {
         rc = osp__train_hogwild(&r, val, start_step);
-        if (own_opt) osp_optimizer_free(r.opt);
+        if (own_opt) osp_optim_free(r.opt);
         return rc;
     }
     const int64_t size = osp_shape_numel(&net->input);
@@ -607,6 +606,6 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_free(r.targets);
     osp_free(r.order);
     osp_free(r.rank_order);
-    if (own_opt) osp_optimizer_free(r.opt);
+    if (own_opt) osp_optim_free(r.opt);
     return rc;
 }

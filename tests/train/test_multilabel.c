@@ -200,8 +200,10 @@ Test(multilabel_train, refusals_before_training) {
     osp_net_set_multi_label(net, 1);
     cr_assert_eq(osp_net_set_thresholds(net, (float[]){0.5f, 1.0f, 0.5f}, 3), OSP_EINVAL);
     cr_assert_eq(osp_net_set_thresholds(net, (float[]){0.5f, 0.5f}, 2), OSP_EINVAL);
-    cr_assert_eq(osp_loss_parse("bce"), OSP_LOSS_BCE);
-    cr_assert_eq(osp_loss_parse("nope"), -1);
+    osp_loss l;
+    cr_assert_eq(osp_loss_parse("bce", &l), 0);
+    cr_assert_eq(l, OSP_LOSS_BCE);
+    cr_assert_eq(osp_loss_parse("nope", &l), OSP_EINVAL);
     cr_assert_str_eq(osp_loss_name(OSP_LOSS_SOFTMAX), "softmax");
     osp_net_free(net);
     osp_dataset_free(multi);

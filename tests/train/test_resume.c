@@ -78,7 +78,7 @@ static void check_resume(osp_optim_kind kind) {
     osp_net_free(net);
     cr_assert_eq(part.n, 10);
 
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state st;
     cr_assert_eq(osp_checkpoint_load(path, &net, &opt, &st), 0, "%s", osp_last_error());
     cr_assert_eq(st.step, 10);
@@ -91,7 +91,7 @@ static void check_resume(osp_optim_kind kind) {
     float *w = osp_graph_weights(net->graph, NULL);
     cr_assert(!memcmp(w, w_full, (size_t)n * sizeof(float)), "resumed weights differ");
     osp_net_free(net);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_free(st.config);
     unlink(path);
     rmdir(dir);
