@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     /* The samples' shape must be the input's and the labels within the
      * outputs: checked once here with a clear message, rather than found
      * out at the first step. */
-    if (osp_check_data(net, train)) {
+    if (osp_train_check_data(net, train)) {
         fail();
         goto done;
     }
@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
         /* Reads the batch's samples (on several threads) and normalises
          * them with the network's mean and std: x is then what
          * osp_net_image_input would have made of photos. */
-        if (osp_load_batch(net, train, order + pos, BATCH, x, labels)) {
+        if (osp_train_load_batch(net, train, order + pos, BATCH, x, labels)) {
             fail();
             goto done;
         }
@@ -158,7 +158,7 @@ int main(int argc, char **argv) {
     /* Inference mode (batch norm's running statistics, no dropout) over
      * every held-out sample, 128 at a time. */
     osp_eval_result ev;
-    if (osp_evaluate(net, val, 128, &ev)) {
+    if (osp_train_evaluate(net, val, 128, &ev)) {
         fail();
         goto done;
     }

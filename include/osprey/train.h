@@ -215,8 +215,8 @@ typedef struct osp_eval_result {
 /* Accuracy and loss of net on every sample of data, in batches. On
  * multi-label data: loss is the mean binary cross-entropy, top1 the
  * fraction of samples whose every label is right at the model's
- * thresholds, top5 NaN (osp_evaluate_multilabel says more). */
-OSP_API int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out);
+ * thresholds, top5 NaN (osp_train_evaluate_multilabel says more). */
+OSP_API int osp_train_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out);
 
 /* ---- multi-label evaluation ------------------------------------------------ */
 
@@ -241,8 +241,8 @@ typedef struct osp_multilabel_eval {
 
 /* Evaluates net on data (both multi-label) in batches; *out is freed with
  * osp_multilabel_eval_free. */
-OSP_API int osp_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
-                                    osp_multilabel_eval **out);
+OSP_API int osp_train_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
+                                          osp_multilabel_eval **out);
 OSP_API void osp_multilabel_eval_free(osp_multilabel_eval *e);
 /* Chooses each label's F1-maximising threshold on data (validation data)
  * and stores them in net (osp_net_set_thresholds); labels without a
@@ -252,12 +252,12 @@ OSP_API int osp_multilabel_thresholds(osp_net *net, osp_dataset *data, int batch
 
 /* Checks that the dataset's samples fit the network's input and its labels
  * fit the outputs; a clear message otherwise. */
-OSP_API int osp_check_data(const osp_net *net, const osp_dataset *data);
+OSP_API int osp_train_check_data(const osp_net *net, const osp_dataset *data);
 
 /* Fills x (batch x sample size) and labels with samples idx[0..batch) of
  * data, normalised for net; the samples are decoded in parallel. */
-OSP_API int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch,
-                           float *x, int32_t *labels);
+OSP_API int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx,
+                                 int batch, float *x, int32_t *labels);
 
 #ifdef __cplusplus
 }

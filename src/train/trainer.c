@@ -37,7 +37,7 @@ osp_train_config osp_train_defaults(void) {
     return c;
 }
 
-int osp_check_data(const osp_net *net, const osp_dataset *data) {
+int osp_train_check_data(const osp_net *net, const osp_dataset *data) {
     if (!osp_shape_equal(&data->sample_shape, &net->input)) {
         char want[96], got[96];
         osp_shape_format(&net->input, want, sizeof want);
@@ -53,8 +53,8 @@ int osp_check_data(const osp_net *net, const osp_dataset *data) {
     return OSP_OK;
 }
 
-int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch, float *x,
-                   int32_t *labels) {
+int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch,
+                         float *x, int32_t *labels) {
     const int64_t size = osp_shape_numel(&net->input);
     int failed = 0;
     int64_t failed_at = -1;
@@ -271,7 +271,7 @@ int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
     osp_eval_result ev = {0};
     int rc;
     if (r->ranks == 1) {
-        if ((rc = osp_evaluate(r->net, val, batch, &ev))) return rc;
+        if ((rc = osp_train_evaluate(r->net, val, batch, &ev))) return rc;
     } else {
         int64_t lo = val->count * r->rank / r->ranks, hi = val->count * (r->rank + 1) / r->ranks;
         view v = {val, lo};
@@ -288,7 +288,7 @@ int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
         part.n_left_out_kept = 0;
         part.left_out = NULL;
         int ok = 1;
-        if (part.count > 0 && osp_evaluate(r->net, &part, batch, &ev)) ok = 0;
+        if (part.count > 0 && osp_train_evaluate(r->net, &part, batch, &ev)) ok = 0;
         osp_dataset_report_skipped(&part);
         osp_dataset_free(&part);
         if (osp_dist_min(r->dist, ok) != 1) {
@@ -545,8 +545,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     const osp_train_config *cfg = rp->cfg;
     if (cfg->epochs <= 0 || cfg->batch <= 0 || !(cfg->lr > 0) || !isfinite(cfg->lr))
         return osp_error(OSP_EINVAL, "epochs, batch and learning rate must be positive");
-    int rc = osp_check_data(net, data);
-    if (!rc && val) rc = osp_check_data(net, val);
+    int rc = osp_train_check_data(net, data);
+    if (!rc && val) rc = osp_train_check_data(net, val);
     if (rc) return rc;
     osp__run r = *rp;
     r.dist = cfg->dist;

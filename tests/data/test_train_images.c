@@ -166,7 +166,7 @@ Test(train_images, evaluation_leaves_out_unreadable, .init = make_data, .fini = 
     cr_assert_eq(osp_net_from_spec(SPEC, strlen(SPEC), "spec", 11, &net), 0);
     osp_dataset *ds = open_data(2, 2);
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 16, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 16, &r), 0, "%s", osp_last_error());
     cr_assert_eq(r.count, 40);
     cr_assert_eq(osp_dataset_skipped(ds), 1);
     osp_dataset_free(ds);

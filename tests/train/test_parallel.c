@@ -56,7 +56,7 @@ Test(hogwild, learns_synthetic) {
     cr_expect_eq(s.ranks, 3);
     cr_expect_eq(s.last_step, 5 * 25);
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 64, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 64, &r), 0, "%s", osp_last_error());
     cr_expect_gt(r.top1, 0.9, "top-1 %g", r.top1);
     osp_net_free(net);
     osp_dataset_free(ds);

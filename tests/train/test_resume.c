@@ -114,7 +114,7 @@ Test(train, learns_synthetic) {
     cfg.on_step = NULL;
     cr_assert_eq(osp_train(net, ds, NULL, &cfg, NULL, 0), 0, "%s", osp_last_error());
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 32, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 32, &r), 0, "%s", osp_last_error());
     cr_expect_gt(r.top1, 0.9, "top-1 %g", r.top1);
     cr_expect_eq(r.count, 200);
     cr_expect_eq(r.top5, 1.0); /* 4 classes: always in the top 5 */
