@@ -69,8 +69,8 @@ static int save_hash(osp_st_writer *w, const osp_net_hash *h) {
 static int save(const osp_net *net, const osp_optim *opt, const osp_train_state *state,
                 const char *path) {
     osp_graph *g = net->graph;
-    osp_st_writer *w = osp_st_writer_new();
-    if (!w) return OSP_ENOMEM;
+    osp_st_writer *w;
+    if (osp_st_writer_new(&w)) return OSP_ENOMEM;
     char *mean = json_floats(net->mean, OSP_MAX_CHANNELS);
     char *std = json_floats(net->std, OSP_MAX_CHANNELS);
     char *labels = osp__json_labels(net);

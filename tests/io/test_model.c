@@ -129,7 +129,8 @@ Test(model, wrong_shapes_refused) {
     close(fd);
     osp_net *net = make_net();
     /* a file whose spec says 3 filters but whose tensor has 2 */
-    osp_st_writer *w = osp_st_writer_new();
+    osp_st_writer *w;
+    cr_assert_eq(osp_st_writer_new(&w), 0);
     osp_st_writer_meta(w, "format", "osprey");
     osp_st_writer_meta(w, "version", "1");
     osp_st_writer_meta(w, "kind", "model");
@@ -281,7 +282,8 @@ static int parse_with_head(const char *meta, osp_shape ws, osp_shape bs, int nan
     osp_net *net = make_net();
     float w[64 * 4] = {0}, b[64] = {0};
     if (nan) w[2] = NAN;
-    osp_st_writer *st = osp_st_writer_new();
+    osp_st_writer *st;
+    cr_assert_eq(osp_st_writer_new(&st), 0);
     char *labels = "[\"cat\",\"dog\",\"bird\",\"fish\"]";
     osp_st_writer_meta(st, "format", "osprey");
     osp_st_writer_meta(st, "version", "1");
