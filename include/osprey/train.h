@@ -1,4 +1,5 @@
-/* osprey train: the training loop, evaluation, checkpoints.
+/* osprey train: the training loop and evaluation. The checkpoints it
+ * writes and resumes from are osprey/model.h's.
  *
  * A run is a pure function of (network spec, seed, data, settings, thread
  * count): epoch e visits the data in the order of a permutation derived from
@@ -185,17 +186,6 @@ OSP_API int osp_train_step(osp_net *net, osp_optim *opt, const float *x, const i
  * old_batch that had taken step steps on count samples: the same epoch,
  * and the first batch of it that the old run had not finished. */
 OSP_API int64_t osp_train_convert_step(int64_t count, int old_batch, int new_batch, int64_t step);
-
-/* Newest valid checkpoint among CHECKPOINT and the CHECKPOINT-step<N> files
- * beside it: the one with the highest step that loads and whose tensors
- * match the checksum the trainer recorded. Sets *found (osp_free it) or,
- * when there is none, returns OSP_ENOENT without a message worth showing.
- * Leftover temporary files of interrupted writes are removed. */
-OSP_API int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *step);
-/* Checks a loaded checkpoint against the checksum of its tensors that the
- * trainer recorded in state->config (checkpoints without one pass). */
-OSP_API int osp_checkpoint_verify(const osp_net *net, const osp_optim *opt,
-                                  const osp_train_state *state, const char *name);
 
 /* A synthetic dataset of count samples of the given shape, numbered from
  * first (another first gives other samples of the same classes: a

@@ -83,17 +83,6 @@ int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *i
     return OSP_OK;
 }
 
-uint32_t osp__state_crc(const osp_net *net, const osp_optim *opt) {
-    int64_t nw, nb;
-    const float *w = osp_graph_weights(net->graph, &nw);
-    const float *b = osp_graph_buffers(net->graph, &nb);
-    uint32_t crc = osp_crc32c(0, w, (size_t)nw * sizeof(float));
-    crc = osp_crc32c(crc, b, (size_t)nb * sizeof(float));
-    if (opt && opt->m) crc = osp_crc32c(crc, opt->m, (size_t)opt->n * sizeof(float));
-    if (opt && opt->v) crc = osp_crc32c(crc, opt->v, (size_t)opt->n * sizeof(float));
-    return crc;
-}
-
 static char *config_json(const osp__run *r) {
     const osp_train_config *cfg = r->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -115,7 +104,7 @@ static char *config_json(const osp__run *r) {
     if (r->data && r->data->multi_label) cJSON_AddStringToObject(o, "loss", "bce");
     /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
      * after it was written is not taken for a valid checkpoint. */
-    cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
+    cJSON_AddNumberToObject(o, "crc32c", (double)osp_checkpoint_crc(r->net, r->opt));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -132,10 +121,10 @@ int osp__save_checkpoint(osp__run *r, int64_t step) {
         /* The same bytes under a second name: a hard link is atomic, and
          * costs no second write. */
         char path[4096];
-        osp__checkpoint_step_path(cfg->checkpoint, step, path, sizeof path);
+        osp_checkpoint_step_path(cfg->checkpoint, step, path, sizeof path);
         unlink(path);
         if (link(cfg->checkpoint, path) != 0) rc = osp_checkpoint_save(r->net, r->opt, &st, path);
-        if (!rc) osp__prune_checkpoints(cfg->checkpoint, cfg->keep_checkpoints);
+        if (!rc) osp_checkpoint_prune(cfg->checkpoint, cfg->keep_checkpoints);
     }
     cJSON_free(config);
     if (rc) return osp_error(rc, "saving checkpoint: %s", osp_last_error());
