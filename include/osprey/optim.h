@@ -22,7 +22,11 @@ typedef struct osp_optim_config {
     float momentum;     /* SGD; 0 = plain SGD */
     int nesterov;       /* SGD; needs momentum > 0 */
     float weight_decay;
-    float beta1, beta2, eps; /* Adam/AdamW */
+    /* Adam/AdamW. The betas are doubles, as torch.optim keeps them: in
+     * float, 1 - 0.999f is 1.3e-5 away from 0.001, a second moment that
+     * much smaller than torch's. */
+    double beta1, beta2;
+    float eps;
 } osp_optim_config;
 
 /* Defaults: SGD momentum 0.9; Adam betas (0.9, 0.999), eps 1e-8. */

@@ -213,17 +213,21 @@ static int read_optimizer(const osp_safetensors *st, const char *name, osp_net *
     }
     osp_optim_config cfg = osp_optim_defaults(k);
     const char *fields[] = {"momentum", "weight_decay", "beta1", "beta2", "eps", "t"};
-    float *dst[] = {&cfg.momentum, &cfg.weight_decay, &cfg.beta1, &cfg.beta2, &cfg.eps, NULL};
-    double t = 0;
+    double value[6] = {0};
     for (int i = 0; i < 6; i++) {
         cJSON *v = cJSON_GetObjectItem(o, fields[i]);
         if (!cJSON_IsNumber(v)) {
             rc = osp_error(OSP_EFORMAT, "%s: optimizer field '%s' is missing", name, fields[i]);
             break;
         }
-        if (dst[i]) *dst[i] = (float)v->valuedouble;
-        else t = v->valuedouble;
+        value[i] = v->valuedouble;
     }
+    cfg.momentum = (float)value[0];
+    cfg.weight_decay = (float)value[1];
+    cfg.beta1 = value[2];
+    cfg.beta2 = value[3];
+    cfg.eps = (float)value[4];
+    double t = value[5];
     cfg.nesterov = cJSON_IsTrue(cJSON_GetObjectItem(o, "nesterov"));
     cJSON_Delete(o);
     if (!rc && !(t >= 0 && t <= 1e15))

@@ -25,8 +25,8 @@ osp_optim_config osp_optim_defaults(osp_optim_kind kind) {
     osp_optim_config c = {0};
     c.kind = kind;
     c.momentum = kind == OSP_OPTIM_SGD ? 0.9f : 0.0f;
-    c.beta1 = 0.9f;
-    c.beta2 = 0.999f;
+    c.beta1 = 0.9;
+    c.beta2 = 0.999;
     c.eps = 1e-8f;
     c.weight_decay = kind == OSP_OPTIM_ADAMW ? 0.01f : 0.0f;
     return c;
@@ -79,11 +79,16 @@ static void sgd_step(osp_optim *o, float *w, const float *g, float lr) {
 }
 
 static void adam_step(osp_optim *o, float *w, const float *g, float lr) {
-    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
+    const double beta1 = o->cfg.beta1, beta2 = o->cfg.beta2;
+    /* The factors rounded from their double values, as torch rounds its
+     * Python floats: (float)(1 - beta2), not 1.0f - (float)beta2. */
+    const float b1 = (float)beta1, b2 = (float)beta2, one_b1 = (float)(1.0 - beta1),
+                one_b2 = (float)(1.0 - beta2), eps = o->cfg.eps;
     const float wd = o->cfg.weight_decay;
     const int decoupled = o->cfg.kind == OSP_OPTIM_ADAMW;
+    const float decay = (float)(1.0 - (double)lr * wd); /* AdamW: torch's 1 - lr * weight_decay */
     o->t++;
-    const double c1 = 1.0 - pow(b1, (double)o->t), c2 = 1.0 - pow(b2, (double)o->t);
+    const double c1 = 1.0 - pow(beta1, (double)o->t), c2 = 1.0 - pow(beta2, (double)o->t);
     const float step_size = (float)(lr / c1);
     const float c2_sqrt = (float)sqrt(c2);
     float *m = o->m, *v = o->v;
@@ -91,10 +96,10 @@ static void adam_step(osp_optim *o, float *w, const float *g, float lr) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float d = g[i];
-        if (decoupled) w[i] *= 1.0f - lr * wd;
+        if (decoupled) w[i] *= decay;
         else d += wd * w[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * d;
-        v[i] = b2 * v[i] + (1.0f - b2) * d * d;
+        m[i] = b1 * m[i] + one_b1 * d;
+        v[i] = b2 * v[i] + one_b2 * d * d;
         float denom = sqrtf(v[i]) / c2_sqrt + eps;
         w[i] -= step_size * m[i] / denom;
     }
