@@ -89,10 +89,10 @@ int osp_dist_new(osp_dist **out) {
     if (!inited) {
         int provided = 0;
         /* Open MPI's non-blocking allreduce picks a reduce-then-broadcast
-         * tree below 4 ranks, which moves every byte twice in a row: over
-         * a 100 Mbit/s link that doubled the exchange of LeNet-5 (250 ms a
-         * step against 130 ms with the ring, docs/distributed.md). The ring
-         * is bandwidth-optimal at any size; a setting of the user's wins. */
+         * tree below 4 ranks, which moves every byte twice in a row: on a
+         * slow link that nearly doubles the exchange (docs/distributed.md).
+         * The ring is bandwidth-optimal at any size; a setting of the
+         * user's wins. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         /* Only the thread that called this makes MPI calls. */
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
