@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     }
     int status = 1;
     osp_dataset *train = NULL, *val = NULL;
-    osp_optimizer *opt = NULL;
+    osp_optim *opt = NULL;
     float *x = NULL;
     int32_t *labels = NULL;
     int64_t *order = NULL;
@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     /* The samples' shape must be the input's and the labels within the
      * outputs: checked once here with a clear message, rather than found
      * out at the first step. */
-    if (osp_check_data(net, train)) {
+    if (osp_train_check_data(net, train)) {
         fail();
         goto done;
     }
@@ -87,12 +87,12 @@ int main(int argc, char **argv) {
         goto done;
     }
     const osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_SGD);
-    if (!(opt = osp_optimizer_new(&oc, n_weights))) {
+    if (osp_optim_new(&oc, n_weights, &opt)) {
         fail();
         goto done;
     }
     /* The learning rate falls along a half cosine over the run. */
-    const osp_schedule schedule = {.kind = OSP_SCHED_COSINE, .total_steps = steps};
+    const osp_sched schedule = {.kind = OSP_SCHED_COSINE, .total_steps = steps};
 
     const int64_t in_size = osp_shape_numel(&net->input);
     x = malloc(BATCH * (size_t)in_size * sizeof *x);
@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
         /* Reads the batch's samples (on several threads) and normalises
          * them with the network's mean and std: x is then what
          * osp_net_image_input would have made of photos. */
-        if (osp_load_batch(net, train, order + pos, BATCH, x, labels)) {
+        if (osp_train_load_batch(net, train, order + pos, BATCH, x, labels)) {
             fail();
             goto done;
         }
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
          * step and the seed draw dropout's masks; the result is the
          * batch's loss and right answers before the update. */
         osp_step_result r;
-        const float lr = osp_schedule_lr(&schedule, LR, step);
+        const float lr = osp_sched_lr(&schedule, LR, step);
         if (osp_train_step(net, opt, x, labels, BATCH, lr, step, SEED, &r)) {
             fail();
             goto done;
@@ -158,7 +158,7 @@ int main(int argc, char **argv) {
     /* Inference mode (batch norm's running statistics, no dropout) over
      * every held-out sample, 128 at a time. */
     osp_eval_result ev;
-    if (osp_evaluate(net, val, 128, &ev)) {
+    if (osp_train_evaluate(net, val, 128, &ev)) {
         fail();
         goto done;
     }
@@ -175,7 +175,7 @@ done:
     free(order);
     free(labels);
     free(x);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_dataset_free(val);
     osp_dataset_free(train);
     osp_net_free(net);

@@ -18,11 +18,11 @@ static void use_hash(const osp_net *net) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     osp_net *net;
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state state;
     if (osp_checkpoint_parse(data, size, "fuzz.ckpt", &net, &opt, &state) == OSP_OK) {
         osp_net_free(net);
-        osp_optimizer_free(opt);
+        osp_optim_free(opt);
         osp_free(state.config);
     }
     if (osp_checkpoint_parse(data, size, "fuzz.osp", &net, NULL, NULL) == OSP_OK) {

@@ -39,7 +39,7 @@ static int cmp_double(const void *a, const void *b) {
 
 typedef struct bench_run {
     osp_net *net;
-    osp_optimizer *opt;
+    osp_optim *opt;
     float *x;
     int32_t *labels;
     int batch, train;
@@ -55,7 +55,7 @@ static int step(bench_run *b, uint64_t i) {
     osp_node *logits = osp_graph_node(g, b->net->logits_node);
     ex.be->softmax_xent(b->batch, (int)logits->size, logits->out, b->labels, NULL, logits->dout);
     if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
-    osp_optimizer_step(b->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), 1e-4f);
+    osp_optim_step(b->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), 1e-4f);
     return 0;
 }
 
@@ -213,11 +213,11 @@ int cmd_bench(int argc, char **argv) {
     int64_t size = osp_shape_numel(&b.net->input), n_weights;
     osp_graph_weights(g, &n_weights);
     osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_SGD);
-    b.opt = osp_optimizer_new(&oc, n_weights);
+    int rc_opt = osp_optim_new(&oc, n_weights, &b.opt);
     b.x = osp_alloc((size_t)b.batch * (size_t)size * sizeof(float));
     b.labels = osp_alloc((size_t)b.batch * sizeof(int32_t));
     rates = osp_alloc((size_t)reps * sizeof(double));
-    if (!b.opt || !b.x || !b.labels || !rates) {
+    if (rc_opt || !b.x || !b.labels || !rates) {
         cli_fail_lib(CMD, NULL);
         goto done;
     }
@@ -265,7 +265,7 @@ done:
     osp_free(rates);
     osp_free(b.x);
     osp_free(b.labels);
-    osp_optimizer_free(b.opt);
+    osp_optim_free(b.opt);
     osp_net_free(b.net);
     return status;
 }

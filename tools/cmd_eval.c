@@ -150,7 +150,7 @@ int cmd_eval(int argc, char **argv) {
             rc = osp_error(OSP_EINVAL, "%s has one label per image: --save-thresholds needs "
                            "multi-label data", data_path);
         osp_multilabel_eval *e = NULL;
-        if (!rc) rc = osp_evaluate_multilabel(net, data, batch, &e);
+        if (!rc) rc = osp_train_evaluate_multilabel(net, data, batch, &e);
         int64_t skipped = osp_dataset_skipped(data);
         osp_dataset_report_skipped(data);
         osp_dataset_free(data);
@@ -173,7 +173,7 @@ int cmd_eval(int argc, char **argv) {
         return rc ? cli_fail_lib(CMD, NULL) : 0;
     }
     osp_eval_result r;
-    int rc = osp_evaluate(net, data, batch, &r);
+    int rc = osp_train_evaluate(net, data, batch, &r);
     int64_t skipped = osp_dataset_skipped(data);
     osp_dataset_report_skipped(data);
     osp_dataset_free(data);

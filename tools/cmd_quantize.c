@@ -52,7 +52,7 @@ static int run_samples(osp_net *net, osp_dataset *data, const int64_t *idx, int6
     if (!x || !y || !lab) rc = OSP_ENOMEM;
     for (int64_t at = 0; !rc && at < n; at += batch) {
         const int b = (int)(n - at < batch ? n - at : batch);
-        if ((rc = osp_load_batch(net, data, idx + at, b, x, lab))) break;
+        if ((rc = osp_train_load_batch(net, data, idx + at, b, x, lab))) break;
         float *outs[1] = {y};
         if ((rc = osp_net_run(net, x, b, batch, NULL, 0, outs))) break;
         for (int i = 0; top && i < b; i++) {
@@ -172,7 +172,7 @@ static int check(const char *model, const char *out, const char *data_path,
         rc = 1; /* said why already */
         goto done;
     }
-    if ((rc = osp_check_data(f32, data))) goto done;
+    if ((rc = osp_train_check_data(f32, data))) goto done;
     if (data->multi_label) {
         rc = osp_error(OSP_EINVAL, "%s: --check compares top-1 on single-label data", data_path);
         goto done;

@@ -181,8 +181,9 @@ static int apply_saved_config(train_options *o, const char *json) {
         snprintf(o->saved_head, sizeof o->saved_head, "%s", v->valuestring);
         o->cfg.head_layer = o->saved_head;
     }
-    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "schedule")) && osp_sched_parse(v->valuestring) >= 0)
-        o->cfg.schedule.kind = (osp_sched_kind)osp_sched_parse(v->valuestring);
+    osp_sched_kind sk;
+    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "schedule")) && !osp_sched_parse(v->valuestring, &sk))
+        o->cfg.schedule.kind = sk;
     cJSON_Delete(c);
     return 0;
 }
@@ -193,12 +194,12 @@ static int parse_options(int argc, char **argv, train_options *o) {
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", long_options, &which)) != -1) {
         const char *a = optarg;
-        int bad = 0, k;
+        int bad = 0;
         switch (c) {
         case OPT_NET: o->net = a; break;
         case OPT_LOSS: {
-            int l = osp_loss_parse(a);
-            if (l < 0) bad = cli_fail(CMD, "--loss must be auto, softmax or bce, not '%s'", a);
+            osp_loss l;
+            if (osp_loss_parse(a, &l)) bad = cli_fail(CMD, "--loss must be auto, softmax or bce, not '%s'", a);
             else o->cfg.loss = l;
             break;
         }
@@ -233,8 +234,8 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
-            if ((k = osp_optim_parse(a)) < 0) return cli_fail(CMD, "--optimizer must be sgd, adam or adamw, not '%s'", a);
-            o->cfg.optim.kind = (osp_optim_kind)k;
+            if (osp_optim_parse(a, &o->cfg.optim.kind))
+                return cli_fail(CMD, "--optimizer must be sgd, adam or adamw, not '%s'", a);
             o->optimizer_set = 1;
             break;
         case OPT_MOMENTUM:
@@ -247,8 +248,8 @@ static int parse_options(int argc, char **argv, train_options *o) {
             o->weight_decay_set = 1;
             break;
         case OPT_SCHEDULE:
-            if ((k = osp_sched_parse(a)) < 0) return cli_fail(CMD, "--schedule must be constant, step or cosine, not '%s'", a);
-            o->cfg.schedule.kind = (osp_sched_kind)k;
+            if (osp_sched_parse(a, &o->cfg.schedule.kind))
+                return cli_fail(CMD, "--schedule must be constant, step or cosine, not '%s'", a);
             break;
         case OPT_WARMUP: bad = cli_int(CMD, "--warmup", a, 0, 1000000, &o->cfg.warmup_epochs); break;
         case OPT_STEP_EPOCHS: bad = cli_float(CMD, "--step-epochs", a, 1e-3, 1e6, &o->cfg.step_epochs); break;
@@ -544,7 +545,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
     }
 
     osp_net *net = NULL;
-    osp_optimizer *opt = NULL;
+    osp_optim *opt = NULL;
     osp_train_state state = {0};
     osp_dataset *data = NULL, *val = NULL;
     int status = 1, saved_batch = 0;
@@ -690,7 +691,7 @@ fail:
     osp_dataset_free(data);
     osp_dataset_free(val);
     osp_net_free(net);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_free(state.config);
     return status;
 }

@@ -114,10 +114,11 @@ typedef struct osp_tensor {
     const struct osp_backend *backend; /* who owns the memory; NULL = CPU */
 } osp_tensor;
 
-/* New zero-filled tensor; NULL and an error on bad shape or no memory. */
-OSP_API osp_tensor *osp_tensor_new(const osp_shape *shape);
+/* New zero-filled tensor; OSP_EINVAL or OSP_ERANGE on a bad shape,
+ * OSP_ENOMEM without memory. */
+OSP_API int osp_tensor_new(const osp_shape *shape, osp_tensor **out);
 /* A tensor header over caller memory (borrowed: not freed by the tensor). */
-OSP_API osp_tensor *osp_tensor_wrap(float *data, const osp_shape *shape);
+OSP_API int osp_tensor_wrap(float *data, const osp_shape *shape, osp_tensor **out);
 OSP_API void osp_tensor_free(osp_tensor *t);
 
 /* ---- random numbers ---------------------------------------------------- */

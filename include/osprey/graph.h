@@ -144,8 +144,9 @@ struct osp_node {
     int frozen;  /* osp_graph_freeze: parameters kept fixed, run as in inference */
 };
 
-/* New graph whose input has the per-sample shape given. */
-OSP_API osp_graph *osp_graph_new(const osp_shape *input_shape);
+/* New graph whose input has the per-sample shape given; OSP_EINVAL for a
+ * shape without 1 to OSP_MAX_DIMS - 1 positive dimensions. */
+OSP_API int osp_graph_new(const osp_shape *input_shape, osp_graph **out);
 OSP_API void osp_graph_free(osp_graph *g);
 
 /* Appends a node applying op to the inputs (node ids); the node owns attrs

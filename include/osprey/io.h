@@ -87,7 +87,8 @@ OSP_API int osp_st_meta_count(const osp_safetensors *st);
 OSP_API const char *osp_st_meta_key(const osp_safetensors *st, int i);
 
 typedef struct osp_st_writer osp_st_writer;
-OSP_API osp_st_writer *osp_st_writer_new(void);
+/* An empty writer; OSP_ENOMEM without memory. */
+OSP_API int osp_st_writer_new(osp_st_writer **out);
 /* data is borrowed until osp_st_writer_save returns. */
 OSP_API int osp_st_writer_add(osp_st_writer *w, const char *name, osp_dtype dtype,
                               const osp_shape *shape, const void *data);

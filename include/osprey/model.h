@@ -38,18 +38,44 @@ typedef struct osp_train_state {
 /* Writes the network's weights and metadata, atomically. */
 OSP_API int osp_model_save(const osp_net *net, const char *path);
 /* Also the optimizer state and the train state. */
-OSP_API int osp_checkpoint_save(const osp_net *net, const osp_optimizer *opt,
+OSP_API int osp_checkpoint_save(const osp_net *net, const osp_optim *opt,
                                 const osp_train_state *state, const char *path);
 /* Loads a model or a checkpoint's network. Every parameter must be present
  * with its shape; anything malformed is refused with a message. */
 OSP_API int osp_model_load(const char *path, osp_net **out);
 /* Loads a checkpoint: the network, a new optimizer holding the saved state,
  * and the train state (free state->config with osp_free). */
-OSP_API int osp_checkpoint_load(const char *path, osp_net **net, osp_optimizer **opt,
+OSP_API int osp_checkpoint_load(const char *path, osp_net **net, osp_optim **opt,
                                 osp_train_state *state);
 /* The same from memory (for fuzzing); opt and state may be NULL for a model. */
 OSP_API int osp_checkpoint_parse(const void *buf, size_t len, const char *name, osp_net **net,
-                                 osp_optimizer **opt, osp_train_state *state);
+                                 osp_optim **opt, osp_train_state *state);
+
+/* ---- a run's checkpoints ---------------------------------------------------
+ * The trainer writes CHECKPOINT (and, with keep_checkpoints, numbered
+ * copies CHECKPOINT-step<N> beside it), recording osp_checkpoint_crc of
+ * the tensors as "crc32c" in state->config, so that a file damaged after
+ * it was written is told apart from a valid one. */
+
+/* CRC-32C of the weights, the buffers and the optimizer state (opt may be
+ * NULL). */
+OSP_API uint32_t osp_checkpoint_crc(const osp_net *net, const osp_optim *opt);
+/* Checks a loaded checkpoint against the checksum of its tensors recorded
+ * in state->config (checkpoints without one pass); name is for the
+ * message. */
+OSP_API int osp_checkpoint_verify(const osp_net *net, const osp_optim *opt,
+                                  const osp_train_state *state, const char *name);
+/* The name of the numbered copy of checkpoint at step, in out (cap bytes). */
+OSP_API void osp_checkpoint_step_path(const char *checkpoint, int64_t step, char *out,
+                                      size_t cap);
+/* Removes all but the newest keep numbered copies of checkpoint. */
+OSP_API void osp_checkpoint_prune(const char *checkpoint, int keep);
+/* Newest valid checkpoint among CHECKPOINT and the CHECKPOINT-step<N> files
+ * beside it: the one with the highest step that loads and passes
+ * osp_checkpoint_verify. Sets *found (osp_free it) or, when there is none,
+ * returns OSP_ENOENT without a message worth showing. Leftover temporary
+ * files of interrupted writes are removed. */
+OSP_API int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *step);
 
 #ifdef __cplusplus
 }

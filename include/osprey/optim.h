@@ -22,27 +22,33 @@ typedef struct osp_optim_config {
     float momentum;     /* SGD; 0 = plain SGD */
     int nesterov;       /* SGD; needs momentum > 0 */
     float weight_decay;
-    float beta1, beta2, eps; /* Adam/AdamW */
+    /* Adam/AdamW. The betas are doubles, as torch.optim keeps them: in
+     * float, 1 - 0.999f is 1.3e-5 away from 0.001, a second moment that
+     * much smaller than torch's. */
+    double beta1, beta2;
+    float eps;
 } osp_optim_config;
 
 /* Defaults: SGD momentum 0.9; Adam betas (0.9, 0.999), eps 1e-8. */
 OSP_API osp_optim_config osp_optim_defaults(osp_optim_kind kind);
 OSP_API const char *osp_optim_name(osp_optim_kind kind);
-/* "sgd", "adam", "adamw" -> kind; -1 if unknown. */
-OSP_API int osp_optim_parse(const char *name);
+/* "sgd", "adam", "adamw" -> *kind; 0, or OSP_EINVAL for another name. */
+OSP_API int osp_optim_parse(const char *name, osp_optim_kind *kind);
 
-typedef struct osp_optimizer {
+typedef struct osp_optim {
     osp_optim_config cfg;
     int64_t n;  /* parameters */
     float *m;   /* SGD momentum buffer, or Adam first moment (n) */
     float *v;   /* Adam second moment (n); NULL for SGD */
     int64_t t;  /* steps taken (Adam bias correction) */
-} osp_optimizer;
+} osp_optim;
 
-OSP_API osp_optimizer *osp_optimizer_new(const osp_optim_config *cfg, int64_t n);
-OSP_API void osp_optimizer_free(osp_optimizer *o);
+/* An optimizer for n parameters, its state zero; OSP_EINVAL for a bad
+ * configuration. Free it with osp_optim_free. */
+OSP_API int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out);
+OSP_API void osp_optim_free(osp_optim *o);
 /* One update of w (n) from g (n) at learning rate lr. */
-OSP_API void osp_optimizer_step(osp_optimizer *o, float *w, const float *g, float lr);
+OSP_API void osp_optim_step(osp_optim *o, float *w, const float *g, float lr);
 
 /* A slice [lo, hi) of the flat parameters trained at lr * lr_scale (a
  * network's backbone and its head at their own rates when fine-tuning). */
@@ -55,8 +61,8 @@ typedef struct osp_param_group {
  * optimizer state outside them is never read or written (a frozen
  * layer's stays zero, and its pages are never touched), and Adam counts
  * the step once. n_groups 0 updates nothing but the step count. */
-OSP_API void osp_optimizer_step_groups(osp_optimizer *o, float *w, const float *g, float lr,
-                                       const osp_param_group *groups, int n_groups);
+OSP_API void osp_optim_step_groups(osp_optim *o, float *w, const float *g, float lr,
+                                   const osp_param_group *groups, int n_groups);
 
 typedef enum osp_sched_kind {
     OSP_SCHED_CONSTANT = 0,
@@ -64,19 +70,20 @@ typedef enum osp_sched_kind {
     OSP_SCHED_COSINE = 2, /* lr * (min + (1-min) * (1 + cos(pi * progress)) / 2) */
 } osp_sched_kind;
 
-typedef struct osp_schedule {
+typedef struct osp_sched {
     osp_sched_kind kind;
     int64_t total_steps;  /* cosine: the length of the run */
     int64_t warmup_steps; /* linear warm-up from lr/warmup to lr first (0 = none) */
     int64_t step_size;    /* step: decay every step_size steps */
     float gamma;          /* step: factor */
     float min_factor;     /* cosine: final lr as a fraction of lr */
-} osp_schedule;
+} osp_sched;
 
 /* The learning rate at step (counted from 0). */
-OSP_API float osp_schedule_lr(const osp_schedule *s, float base_lr, int64_t step);
+OSP_API float osp_sched_lr(const osp_sched *s, float base_lr, int64_t step);
 OSP_API const char *osp_sched_name(osp_sched_kind kind);
-OSP_API int osp_sched_parse(const char *name);
+/* "constant", "step", "cosine" -> *kind; 0, or OSP_EINVAL for another name. */
+OSP_API int osp_sched_parse(const char *name, osp_sched_kind *kind);
 
 #ifdef __cplusplus
 }

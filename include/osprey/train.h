@@ -1,4 +1,5 @@
-/* osprey train: the training loop, evaluation, checkpoints.
+/* osprey train: the training loop and evaluation. The checkpoints it
+ * writes and resumes from are osprey/model.h's.
  *
  * A run is a pure function of (network spec, seed, data, settings, thread
  * count): epoch e visits the data in the order of a permutation derived from
@@ -98,16 +99,17 @@ typedef enum osp_loss {
     OSP_LOSS_BCE = 2,     /* sigmoid + binary cross-entropy per label (multi-label data) */
 } osp_loss;
 
-/* "auto", "softmax", "bce"; osp_loss_parse returns -1 for an unknown name. */
+/* "auto", "softmax", "bce"; osp_loss_parse also takes "xent" for softmax
+ * and returns 0, or OSP_EINVAL for another name. */
 OSP_API const char *osp_loss_name(osp_loss loss);
-OSP_API int osp_loss_parse(const char *name);
+OSP_API int osp_loss_parse(const char *name, osp_loss *loss);
 
 typedef struct osp_train_config {
     int epochs;
     int batch;
     float lr;
     osp_optim_config optim;
-    osp_schedule schedule;     /* total_steps is filled in by the trainer */
+    osp_sched schedule;     /* total_steps is filled in by the trainer */
     int warmup_epochs;         /* linear warm-up, in epochs (0 = none) */
     float step_epochs;         /* step schedule: decay every this many epochs */
     uint64_t seed;
@@ -161,7 +163,7 @@ OSP_API osp_train_config osp_train_defaults(void);
  * is then used and stays the caller's); NULL and 0 start a new one. val may
  * be NULL. Returns 0 or an error (message set). */
 OSP_API int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val,
-                      const osp_train_config *cfg, osp_optimizer *opt, int64_t start_step);
+                      const osp_train_config *cfg, osp_optim *opt, int64_t start_step);
 
 typedef struct osp_step_result {
     double loss;     /* mean cross-entropy over the batch, before the update */
@@ -172,29 +174,18 @@ typedef struct osp_step_result {
  * and loop: forward in training mode on x (batch x input size floats,
  * normalised as osp_net_image_input does), softmax cross-entropy against
  * labels (each in [0, outputs)), backward, and one update of the weights
- * by opt at learning rate lr (opt from osp_optimizer_new for the n that
+ * by opt at learning rate lr (opt from osp_optim_new for the n that
  * osp_graph_weights(net->graph, &n) gives: the flat array, padding
  * included). step and seed draw the dropout masks
  * (the trainer passes the step count and the run's seed). out may be NULL.
  * Fails without updating on a non-finite loss. */
-OSP_API int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32_t *labels,
+OSP_API int osp_train_step(osp_net *net, osp_optim *opt, const float *x, const int32_t *labels,
                            int batch, float lr, int64_t step, uint64_t seed, osp_step_result *out);
 
 /* The step at which a run with batch new_batch continues a run with batch
  * old_batch that had taken step steps on count samples: the same epoch,
  * and the first batch of it that the old run had not finished. */
 OSP_API int64_t osp_train_convert_step(int64_t count, int old_batch, int new_batch, int64_t step);
-
-/* Newest valid checkpoint among CHECKPOINT and the CHECKPOINT-step<N> files
- * beside it: the one with the highest step that loads and whose tensors
- * match the checksum the trainer recorded. Sets *found (osp_free it) or,
- * when there is none, returns OSP_ENOENT without a message worth showing.
- * Leftover temporary files of interrupted writes are removed. */
-OSP_API int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *step);
-/* Checks a loaded checkpoint against the checksum of its tensors that the
- * trainer recorded in state->config (checkpoints without one pass). */
-OSP_API int osp_checkpoint_verify(const osp_net *net, const osp_optimizer *opt,
-                                  const osp_train_state *state, const char *name);
 
 /* A synthetic dataset of count samples of the given shape, numbered from
  * first (another first gives other samples of the same classes: a
@@ -214,8 +205,8 @@ typedef struct osp_eval_result {
 /* Accuracy and loss of net on every sample of data, in batches. On
  * multi-label data: loss is the mean binary cross-entropy, top1 the
  * fraction of samples whose every label is right at the model's
- * thresholds, top5 NaN (osp_evaluate_multilabel says more). */
-OSP_API int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out);
+ * thresholds, top5 NaN (osp_train_evaluate_multilabel says more). */
+OSP_API int osp_train_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out);
 
 /* ---- multi-label evaluation ------------------------------------------------ */
 
@@ -240,8 +231,8 @@ typedef struct osp_multilabel_eval {
 
 /* Evaluates net on data (both multi-label) in batches; *out is freed with
  * osp_multilabel_eval_free. */
-OSP_API int osp_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
-                                    osp_multilabel_eval **out);
+OSP_API int osp_train_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
+                                          osp_multilabel_eval **out);
 OSP_API void osp_multilabel_eval_free(osp_multilabel_eval *e);
 /* Chooses each label's F1-maximising threshold on data (validation data)
  * and stores them in net (osp_net_set_thresholds); labels without a
@@ -251,12 +242,12 @@ OSP_API int osp_multilabel_thresholds(osp_net *net, osp_dataset *data, int batch
 
 /* Checks that the dataset's samples fit the network's input and its labels
  * fit the outputs; a clear message otherwise. */
-OSP_API int osp_check_data(const osp_net *net, const osp_dataset *data);
+OSP_API int osp_train_check_data(const osp_net *net, const osp_dataset *data);
 
 /* Fills x (batch x sample size) and labels with samples idx[0..batch) of
  * data, normalised for net; the samples are decoded in parallel. */
-OSP_API int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch,
-                           float *x, int32_t *labels);
+OSP_API int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx,
+                                 int batch, float *x, int32_t *labels);
 
 #ifdef __cplusplus
 }

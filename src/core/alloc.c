@@ -10,8 +10,8 @@
  * start on a 2 MiB boundary and ask for transparent huge pages, where the
  * system leaves them to madvise (Debian's default): a network streams
  * every weight from memory at each step, and with 4 KiB pages resnet50's
- * 100 MB cost a TLB miss every 4 KiB (batch 1 on 2 Zen 4 threads, ten
- * alternated rounds: 18.5 against 17.7 images/s, and runs vary less). */
+ * 100 MB cost a TLB miss every 4 KiB; huge pages made it faster and its
+ * runs vary less (docs/kernels.md). */
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
 
 int osp_mul_size(size_t a, size_t b, size_t *out) {

@@ -40,50 +40,53 @@ osp_shape osp_shape4(int64_t n, int64_t c, int64_t h, int64_t w) {
     return osp_shape_make(4, d);
 }
 
-/* Checks dims and returns the element count, or -1 with an error set. */
-static int64_t checked_numel(const osp_shape *shape) {
-    if (shape->ndim < 0 || shape->ndim > OSP_MAX_DIMS) {
-        osp_error(OSP_EINVAL, "tensor rank %d is outside 0..%d", shape->ndim, OSP_MAX_DIMS);
-        return -1;
-    }
+/* Checks dims and gives the element count in *numel; an error otherwise. */
+static int checked_numel(const osp_shape *shape, int64_t *numel) {
+    if (shape->ndim < 0 || shape->ndim > OSP_MAX_DIMS)
+        return osp_error(OSP_EINVAL, "tensor rank %d is outside 0..%d", shape->ndim, OSP_MAX_DIMS);
     int64_t n = 1;
     for (int i = 0; i < shape->ndim; i++) {
         int64_t d = shape->dim[i];
-        if (d < 0 || (d > 0 && n > INT64_MAX / 4 / d)) {
-            osp_error(OSP_ERANGE, "tensor dimension %d (%lld) is negative or too large", i,
-                      (long long)d);
-            return -1;
-        }
+        if (d < 0 || (d > 0 && n > INT64_MAX / 4 / d))
+            return osp_error(OSP_ERANGE, "tensor dimension %d (%lld) is negative or too large", i,
+                             (long long)d);
         n *= d;
     }
-    return n;
+    *numel = n;
+    return OSP_OK;
 }
 
-osp_tensor *osp_tensor_new(const osp_shape *shape) {
-    int64_t n = checked_numel(shape);
-    if (n < 0) return NULL;
+int osp_tensor_new(const osp_shape *shape, osp_tensor **out) {
+    *out = NULL;
+    int64_t n = 0;
+    int rc = checked_numel(shape, &n);
+    if (rc) return rc;
     osp_tensor *t = osp_calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t) return OSP_ENOMEM;
     t->data = osp_calloc((size_t)n, sizeof(float));
     if (!t->data) {
         osp_free(t);
-        return NULL;
+        return OSP_ENOMEM;
     }
     t->shape = *shape;
     t->numel = n;
     t->owns_data = 1;
-    return t;
+    *out = t;
+    return OSP_OK;
 }
 
-osp_tensor *osp_tensor_wrap(float *data, const osp_shape *shape) {
-    int64_t n = checked_numel(shape);
-    if (n < 0) return NULL;
+int osp_tensor_wrap(float *data, const osp_shape *shape, osp_tensor **out) {
+    *out = NULL;
+    int64_t n = 0;
+    int rc = checked_numel(shape, &n);
+    if (rc) return rc;
     osp_tensor *t = osp_calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t) return OSP_ENOMEM;
     t->data = data;
     t->shape = *shape;
     t->numel = n;
-    return t;
+    *out = t;
+    return OSP_OK;
 }
 
 void osp_tensor_free(osp_tensor *t) {

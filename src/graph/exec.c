@@ -55,8 +55,8 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
 /* Every gradient but the starting node's (written by the caller) starts at
  * zero: ops accumulate into their inputs' gradients. A training step's
  * gradients are hundreds of megabytes (ResNet-20 at batch 128: 270 MB), so
- * every thread clears its share of each buffer: one core did not saturate
- * memory (8.5 GB/s on one thread, 13 on two, on AMD's Zen 1). */
+ * every thread clears its share of each buffer: one core alone does not
+ * reach the memory's write speed. */
 static void zero_gradients(osp_graph *g, int from, int batch) {
     int64_t total = 0;
     for (int i = 0; i < from; i++)

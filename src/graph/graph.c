@@ -11,27 +11,27 @@
 /* Stream tag for osp_rng_derive: parameter initialisation. */
 #define RNG_STREAM_INIT 0x696e6974u
 
-osp_graph *osp_graph_new(const osp_shape *input_shape) {
+int osp_graph_new(const osp_shape *input_shape, osp_graph **out) {
+    *out = NULL;
     if (input_shape->ndim < 1 || input_shape->ndim > OSP_MAX_DIMS - 1 ||
-        osp_shape_numel(input_shape) <= 0) {
-        osp_error(OSP_EINVAL, "graph input shape must have 1 to %d positive dimensions",
-                  OSP_MAX_DIMS - 1);
-        return NULL;
-    }
+        osp_shape_numel(input_shape) <= 0)
+        return osp_error(OSP_EINVAL, "graph input shape must have 1 to %d positive dimensions",
+                         OSP_MAX_DIMS - 1);
     osp_graph *g = osp_calloc(1, sizeof *g);
-    if (!g) return NULL;
+    if (!g) return OSP_ENOMEM;
     g->cap_nodes = 16;
     g->nodes = osp_calloc((size_t)g->cap_nodes, sizeof *g->nodes);
     if (!g->nodes) {
         osp_free(g);
-        return NULL;
+        return OSP_ENOMEM;
     }
     osp_node *in = &g->nodes[0];
     snprintf(in->name, sizeof in->name, "input");
     in->shape = *input_shape;
     in->size = osp_shape_numel(input_shape);
     g->n_nodes = 1;
-    return g;
+    *out = g;
+    return OSP_OK;
 }
 
 void osp_graph_free(osp_graph *g) {

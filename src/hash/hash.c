@@ -406,8 +406,8 @@ int osp_hash_codes(const osp_hash *h, const float *x, int64_t n, uint8_t *codes)
 #define HASH_VERSION 1
 
 int osp_hash_save(const osp_hash *h, const char *path) {
-    osp_st_writer *w = osp_st_writer_new();
-    if (!w) return osp_error(OSP_ENOMEM, "%s: out of memory", path);
+    osp_st_writer *w;
+    if (osp_st_writer_new(&w)) return osp_error(OSP_ENOMEM, "%s: out of memory", path);
     char bits[16], dim[16], ver[16];
     snprintf(bits, sizeof bits, "%d", h->bits);
     snprintf(dim, sizeof dim, "%d", h->dim);

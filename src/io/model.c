@@ -28,7 +28,7 @@ char *osp__json_labels(const osp_net *net) {
     return s;
 }
 
-static char *json_optim(const osp_optimizer *opt) {
+static char *json_optim(const osp_optim *opt) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "kind", osp_optim_name(opt->cfg.kind));
@@ -66,11 +66,11 @@ static int save_hash(osp_st_writer *w, const osp_net_hash *h) {
     return rc;
 }
 
-static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_state *state,
+static int save(const osp_net *net, const osp_optim *opt, const osp_train_state *state,
                 const char *path) {
     osp_graph *g = net->graph;
-    osp_st_writer *w = osp_st_writer_new();
-    if (!w) return OSP_ENOMEM;
+    osp_st_writer *w;
+    if (osp_st_writer_new(&w)) return OSP_ENOMEM;
     char *mean = json_floats(net->mean, OSP_MAX_CHANNELS);
     char *std = json_floats(net->std, OSP_MAX_CHANNELS);
     char *labels = osp__json_labels(net);
@@ -127,7 +127,7 @@ static int save(const osp_net *net, const osp_optimizer *opt, const osp_train_st
 
 int osp_model_save(const osp_net *net, const char *path) { return save(net, NULL, NULL, path); }
 
-int osp_checkpoint_save(const osp_net *net, const osp_optimizer *opt, const osp_train_state *state,
+int osp_checkpoint_save(const osp_net *net, const osp_optim *opt, const osp_train_state *state,
                         const char *path) {
     if (!opt || !state) return osp_error(OSP_EINVAL, "a checkpoint needs the optimizer and state");
     return save(net, opt, state, path);
@@ -200,30 +200,34 @@ static int copy_tensor(const osp_safetensors *st, const char *name, const char *
 }
 
 static int read_optimizer(const osp_safetensors *st, const char *name, osp_net *net,
-                          osp_optimizer **out) {
+                          osp_optim **out) {
     int rc = OSP_OK;
     const char *json = required_meta(st, name, "optimizer", &rc);
     if (rc) return rc;
     cJSON *o = cJSON_Parse(json);
     cJSON *kind = cJSON_GetObjectItem(o, "kind");
-    int k = cJSON_IsString(kind) ? osp_optim_parse(kind->valuestring) : -1;
-    if (k < 0) {
+    osp_optim_kind k;
+    if (!cJSON_IsString(kind) || osp_optim_parse(kind->valuestring, &k)) {
         cJSON_Delete(o);
         return osp_error(OSP_EFORMAT, "%s: metadata 'optimizer' is malformed", name);
     }
-    osp_optim_config cfg = osp_optim_defaults((osp_optim_kind)k);
+    osp_optim_config cfg = osp_optim_defaults(k);
     const char *fields[] = {"momentum", "weight_decay", "beta1", "beta2", "eps", "t"};
-    float *dst[] = {&cfg.momentum, &cfg.weight_decay, &cfg.beta1, &cfg.beta2, &cfg.eps, NULL};
-    double t = 0;
+    double value[6] = {0};
     for (int i = 0; i < 6; i++) {
         cJSON *v = cJSON_GetObjectItem(o, fields[i]);
         if (!cJSON_IsNumber(v)) {
             rc = osp_error(OSP_EFORMAT, "%s: optimizer field '%s' is missing", name, fields[i]);
             break;
         }
-        if (dst[i]) *dst[i] = (float)v->valuedouble;
-        else t = v->valuedouble;
+        value[i] = v->valuedouble;
     }
+    cfg.momentum = (float)value[0];
+    cfg.weight_decay = (float)value[1];
+    cfg.beta1 = value[2];
+    cfg.beta2 = value[3];
+    cfg.eps = (float)value[4];
+    double t = value[5];
     cfg.nesterov = cJSON_IsTrue(cJSON_GetObjectItem(o, "nesterov"));
     cJSON_Delete(o);
     if (!rc && !(t >= 0 && t <= 1e15))
@@ -231,13 +235,13 @@ static int read_optimizer(const osp_safetensors *st, const char *name, osp_net *
     if (rc) return rc;
     int64_t n;
     osp_graph_weights(net->graph, &n);
-    osp_optimizer *opt = osp_optimizer_new(&cfg, n);
-    if (!opt) return osp_error(OSP_EFORMAT, "%s: %s", name, osp_last_error());
+    osp_optim *opt;
+    if (osp_optim_new(&cfg, n, &opt)) return osp_error(OSP_EFORMAT, "%s: %s", name, osp_last_error());
     opt->t = (int64_t)t;
     osp_shape flat = osp_shape_make(1, &n);
     rc = copy_tensor(st, name, "optim.m", &flat, opt->m);
     if (!rc && opt->v) rc = copy_tensor(st, name, "optim.v", &flat, opt->v);
-    if (rc) osp_optimizer_free(opt);
+    if (rc) osp_optim_free(opt);
     else *out = opt;
     return rc;
 }
@@ -353,7 +357,7 @@ static int read_hash(const osp_safetensors *st, const char *name, osp_net *net) 
 }
 
 static int from_safetensors(const osp_safetensors *st, const char *name, osp_net **out,
-                            osp_optimizer **opt, osp_train_state *state) {
+                            osp_optim **opt, osp_train_state *state) {
     int rc = OSP_OK;
     const char *format = required_meta(st, name, "format", &rc);
     const char *version = required_meta(st, name, "version", &rc);
@@ -391,7 +395,7 @@ static int from_safetensors(const osp_safetensors *st, const char *name, osp_net
     if (!rc && state) rc = read_state(st, name, state);
     if (rc) {
         if (opt && *opt) {
-            osp_optimizer_free(*opt);
+            osp_optim_free(*opt);
             *opt = NULL;
         }
         osp_net_free(net);
@@ -402,7 +406,7 @@ static int from_safetensors(const osp_safetensors *st, const char *name, osp_net
 }
 
 int osp_checkpoint_parse(const void *buf, size_t len, const char *name, osp_net **net,
-                         osp_optimizer **opt, osp_train_state *state) {
+                         osp_optim **opt, osp_train_state *state) {
     osp_safetensors *st;
     *net = NULL;
     if (opt) *opt = NULL;
@@ -423,7 +427,7 @@ int osp_model_load(const char *path, osp_net **out) {
     return rc;
 }
 
-int osp_checkpoint_load(const char *path, osp_net **net, osp_optimizer **opt,
+int osp_checkpoint_load(const char *path, osp_net **net, osp_optim **opt,
                         osp_train_state *state) {
     osp_safetensors *st;
     *net = NULL;

@@ -541,7 +541,7 @@ static int import_model(onnx_importer *im, osp_net **out) {
     if ((rc = check_opset(im)) || (rc = register_initializers(im))) return rc;
     osp_shape in;
     if ((rc = read_input(im, &in))) return rc;
-    if (!(im->shapes = osp_graph_new(&in))) return OSP_ENOMEM;
+    if ((rc = osp_graph_new(&in, &im->shapes))) return rc;
     if ((rc = net_section(im, &in))) return rc;
     if (im->graph->n_output < 1 || !im->graph->output[0]->name)
         return osp_error(OSP_EFORMAT, "%s: the model has no output", im->file);

@@ -395,19 +395,17 @@ struct osp_st_writer {
     cJSON *meta; /* object of strings */
 };
 
-osp_st_writer *osp_st_writer_new(void) {
+int osp_st_writer_new(osp_st_writer **out) {
+    *out = NULL;
     osp_st_writer *w = calloc(1, sizeof *w);
-    if (!w) {
-        osp_error(OSP_ENOMEM, "out of memory for a safetensors writer");
-        return NULL;
-    }
+    if (!w) return osp_error(OSP_ENOMEM, "out of memory for a safetensors writer");
     w->meta = cJSON_CreateObject();
     if (!w->meta) {
         free(w);
-        osp_error(OSP_ENOMEM, "out of memory for a safetensors writer");
-        return NULL;
+        return osp_error(OSP_ENOMEM, "out of memory for a safetensors writer");
     }
-    return w;
+    *out = w;
+    return OSP_OK;
 }
 
 void osp_st_writer_free(osp_st_writer *w) {

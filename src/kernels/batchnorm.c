@@ -24,8 +24,8 @@
 /* The AVX-512 and AVX2 copies sum with explicit vectors: a float vector a
  * step, widened to two vectors of doubles, two accumulators per sum. GCC's
  * code for the lane arrays below ran these passes at a third of memory
- * speed (ResNet-20's batch norm took 15% of a training step on AVX-512;
- * on AMD's Zen 1 its first stage's forward took 3.9 ms, 2.5 with these). */
+ * speed, which made batch norm a large share of ResNet-20's training step
+ * (docs/kernels.md). */
 #if defined(__AVX512F__)
 #define STEP 16
 typedef __m512 vf;

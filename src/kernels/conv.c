@@ -68,10 +68,10 @@
 #endif
 
 /* AVX2 and AVX-512 builds run the forward GEMM themselves
- * (conv_gemm_avx2.h: 256-bit vectors, as fast as sgemm's AVX-512 kernels
- * on AMD's Zen 4, whose 512-bit operations take two passes through its
- * 256-bit units: 1x1 layers of resnet50 at 200-214 GFLOP/s on 2 threads);
- * the portable build calls sgemm. Its packing buffer is part of every
+ * (conv_gemm_avx2.h: 256-bit vectors, which match sgemm's AVX-512 kernels
+ * on CPUs whose 512-bit operations take two passes through 256-bit units,
+ * and fuse the bias and activation into the store); the portable build
+ * calls sgemm. Its packing buffer is part of every
  * build's workspace, so that one plan serves every backend. */
 #define PACK_FLOATS ((int64_t)32768)
 #if defined(__AVX2__) && defined(__FMA__)
@@ -92,11 +92,11 @@
 #define PAR_MIN_WORK 32768
 /* The same for a whole convolution, in floating-point operations: with
  * passive waiting a fork wakes sleeping threads (tens of microseconds).
- * Measured at batch 1 on 2 Zen 1 threads, once the AVX2 GEMM
- * (conv_gemm_avx2.h) had replaced sgemm there: ResNet-20 465 images/s with
- * 1e6 against 312 with 1e7, mobilenet_v2 63 against 59. (With sgemm, on
- * the AVX-512 machine, 1e7 had been better: OpenBLAS split small GEMMs at
- * a loss.) */
+ * With the packed GEMM (conv_gemm_avx2.h), which splits small layers well,
+ * a layer of a million FLOPs already gains from a second thread, and a
+ * higher threshold left ResNet-20's small layers of one image on one
+ * thread. (With sgemm a higher one had paid: OpenBLAS split small GEMMs
+ * at a loss.) The measurements are in docs/kernels.md. */
 #define PAR_MIN_FLOPS 1e6
 /* Workspace parts start on a cache line. */
 #define ROUND16(x) (((x) + 15) / 16 * 16)
@@ -123,18 +123,18 @@ static int images_per_gemm(const osp_conv_desc *d, const geom *m) {
 
 /* Winograd's F(2x2, 3x3) (conv_winograd_avx2.h, AVX2 and AVX-512): 3x3
  * "same" windows at stride 1, 64+ channels in and out, planes of 7x7 and
- * up (on 2 Zen 1 threads, GFLOP/s-equivalent against the direct kernel:
- * 512 channels on 7x7 at batch 16 72 against 59, with prepared filters 92;
- * 64 channels on 8x8 at batch 128 77 against 59). The test is on the shape
+ * up: the shapes where its 2.25x fewer multiplications were measured to
+ * outrun the direct kernel, whose own speed there left nothing else to
+ * gain (docs/kernels.md). The test is on the shape
  * alone, so that every build reserves the same workspace. Limits: a split input row within the kernel's buffer
  * (planes up to 2048 wide), and V and M (16 (C + K) T floats per slot)
  * within 32 MiB. */
 #define WINOGRAD_MAX_SLOT_FLOATS ((int64_t)8 << 20)
 /* A lone image without prepared filters (conv2d_prepare) needs planes of
  * 28x28 and up: on 14x14 (49 tiles) the filter transform, made on every
- * call, costs as much as the GEMMs save; resnet18's layer3 at batch 1 ran
- * at 48 GFLOP/s against the direct kernel's 54. With prepared filters:
- * 103-108 against 52-55 (7x7, 512 channels: 84 against 49). */
+ * call, costs as much as the GEMMs save, and the direct kernel is faster
+ * there. Prepared filters pay for the transform once, and then Winograd
+ * wins on every plane down to 7x7. */
 #define WINOGRAD_LONE_MIN_TILES 196
 
 static int winograd_shape(const osp_conv_desc *d) {
@@ -299,9 +299,9 @@ static void gather_stride2(float *row, const float *src, int n) {
  * for q in [lo, hi), zeros elsewhere; reads src[2 lo .. 2 hi - 2] only
  * (src may point before the plane: masked-out lanes are never read). Two
  * masked loads, one permute and one masked store, where the row had been
- * two loops of zeros and a scalar gather: a 3x3/2 layer on 14x14 spent a
- * fifth of its time making 7-column rows (512 channels on one image, one
- * Zen 5 thread). */
+ * two loops of zeros and a scalar gather, which took a fifth of the time
+ * of a 3x3/2 layer on 14x14 planes (its rows are only 7 columns, so the
+ * row making is not amortised). */
 static inline void gather_stride2_row16(float *row, const float *src, int lo, int hi, int n) {
     const __m512i even =
         _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -476,18 +476,13 @@ static float dot_lanes(const float *a, const float *b, int stride, int n) {
 #if defined(__AVX512F__)
 /* On AVX-512 the eight-channel kernel (conv_depthwise_c8_avx2.h) beats
  * the plane-at-a-time one (conv_depthwise_avx512.h) on small output planes,
- * whose rows are one partial 16-lane vector, and on layers too small for
- * that kernel to take two threads. Measured on 2 Zen 4 threads, mobilenet_v2
- * shapes, microseconds, eight-channel against plane-at-a-time: batch 16,
- * 960 x 7x7 256 against 280, 576 x 14x14 -> 7x7 247 against 521, but
- * 384 x 14x14 278 against 206 and 144 x 56x56 2579 against 1151; batch 1,
- * 960 x 7x7 16 against 34, 384 x 14x14 17 against 26, 144 x 56x56 98
- * against 130. Since the plane-at-a-time kernel prefetches its rows and
- * takes two threads from 1 MFLOP, it wins the larger layers of one image
- * (2 Zen 5 threads, mobilenet_v2 at batch 1: 32 x 112x112 122 against
- * 167, 96 x 112x112 -> 56x56 123 against 206, 144 x 56x56 100 against
- * 142, 144 x 56x56 -> 28x28 59 against 87), but not 192 x 28x28 (61-83
- * against 60-69). */
+ * whose rows are one partial 16-lane vector (7x7 and smaller, up to
+ * 14x14 at stride 2), and on layers too small for that kernel to take two
+ * threads.
+ * Since the plane-at-a-time kernel prefetches its rows and takes two
+ * threads from 1 MFLOP, it wins the larger layers, of one image too; the
+ * two run alike around 28x28, hence, at stride 1, a bound in FLOPs. The
+ * mobilenet_v2 timings behind it are in docs/kernels.md. */
 #define DC8_MAX_STRIDE1_FLOPS 5e6
 static int dc8_on_avx512(const osp_conv_desc *d) {
     const int64_t s = (int64_t)d->p * d->q;
@@ -771,9 +766,9 @@ static void fwd_images(const osp_conv_desc *d, const geom *m, const float *x, co
 
 /* A lone image with a small plane (ResNet's last stage: 7x7 = 49 columns)
  * splits its output channels over the threads rather than its rows: 3 or 4
- * rows of 7 made GEMMs of 21-28 columns (95 GFLOP/s on 2 threads). Each
- * thread makes the image's whole column matrix itself, which costs far
- * less than the GEMM it feeds. */
+ * rows of 7 make GEMMs of 21-28 columns, too narrow to keep the GEMM's
+ * tiles busy. Each thread makes the image's whole column matrix itself,
+ * which costs far less than the GEMM it feeds. */
 #define CHANNEL_SPLIT_MAX_S 256
 
 static int split_channels(const osp_conv_desc *d, const geom *m, int nt) {
@@ -835,9 +830,10 @@ static void fwd_columns(const osp_conv_desc *d, const geom *m, const float *b, c
 
 /* A thread's share of a lone image's rows goes through im2col and the GEMM
  * in blocks of rows whose column matrix stays within this many floats
- * (512 KiB, in L2): ResNet's 7x7/2 stem at batch 1 on 2 Zen 4 threads,
- * 1.49-1.67 ms a call against 1.89-2.03 with the thread's whole 3.7 MB
- * matrix at once. */
+ * (512 KiB, in L2), so that the GEMM reads the columns im2col has just
+ * written from cache: a stem such as ResNet's 7x7/2 has a column matrix
+ * of several megabytes per thread, which otherwise goes out to memory and
+ * back (docs/kernels.md). */
 #define ROW_SPLIT_COL_FLOATS ((int64_t)128 << 10)
 
 /* Rows per block for a share of `rows` rows (see ROW_SPLIT_COL_FLOATS). */
@@ -918,8 +914,8 @@ static void bwd_data_images(const osp_conv_desc *d, const geom *m, const float *
 
 /* dwt += corr(x, dy) over images [n0, n1), using slot ws, where dwt holds
  * each group's filter gradient transposed (R x Kg): the GEMM then has the
- * taps as its long side (measured: 64 GFLOP/s against 25 with Kg = 16
- * rows). */
+ * taps as its long side, where with Kg rows (as few as 16) it ran at well
+ * under half the speed. */
 static void bwd_filter_images(const osp_conv_desc *d, const geom *m, const float *x,
                               const float *dy, float *dwt, int n0, int n1, float *ws) {
     float *col = ws, *buf = ws + m->col;
@@ -1054,10 +1050,9 @@ void KFN(conv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
  * back a band of about WG_BAND_TILES tiles at a time, so that its V and M
  * (16 (C + K) floats a tile: 6.4 MB an image on 56x56) are used while
  * they are still in cache, and threads share a lone image's bands; for
- * larger U, reading it once per band costs what the bands save. resnet18's
- * layer1 on 2 Zen 5 threads, alternated four times: batch 1 2.6-2.7
- * against 3.6-3.7 ms, batch 16 35-39 against 44-45 ms (bands of 112 or
- * 300 tiles: between the two). */
+ * larger U, reading it once per band costs what the bands save. 196
+ * tiles beat both smaller and larger bands on resnet18's layer1
+ * (docs/kernels.md). */
 #define WG_BAND_TILES 196
 #define WG_BAND_MAX_U_BYTES ((int64_t)256 << 10)
 
@@ -1195,7 +1190,7 @@ static osp_conv_desc transposed_desc(const osp_conv_desc *d) {
     /* Its column matrix holds Kg x H x W taps per window position against
      * Cg x P x Q for col2im: where the convolution shrinks the image and
      * widens the channels (LeNet's conv2: 7,200 against 1,280), col2im's
-     * smaller GEMM wins (measured: conv2's backward 18.9 ms against 8 ms). */
+     * smaller GEMM wins, by more than twice on that layer. */
     if ((int64_t)(d->k / d->groups) * d->h * d->w * 4 >
         (int64_t)(d->c / d->groups) * d->p * d->q * 5)
         return t;

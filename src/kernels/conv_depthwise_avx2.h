@@ -2,11 +2,12 @@
  * its AVX2 copy (the AVX-512 copy has conv_depthwise_avx512.h, and this
  * kernel only behind it, for wider windows).
  *
- * Why: the portable loops ran mobilenet_v2's depthwise layers at 1.4-6
- * GFLOP/s on AMD's Zen 1, 40% of its inference. The AVX-512 kernel's
- * masked loads at the plane's edges would be slow here (vmaskmovps runs at
- * a third of a plain load's rate on Zen 1), so each plane is first copied
- * into a zero-padded scratch and every load is a plain one:
+ * Why: the portable loops left mobilenet_v2's depthwise layers far below
+ * the vector units' speed, and they were 40% of its inference. The
+ * AVX-512 kernel's masked loads at the plane's edges would be slow here
+ * (vmaskmovps is several times slower than a plain load on some AVX2
+ * CPUs, AMD's among them), so each plane is first copied into a
+ * zero-padded scratch and every load is a plain one:
  *   - stride 1: the plane with its padding, rows wide enough for whole
  *     vectors of output; output (r, q) = sum of w(i, j) xp(r + i, q + j);
  *   - stride 2: the padded plane split into its even and odd columns,
@@ -30,9 +31,10 @@
 /* The scratch of one plane (128 KiB of stack): 112x112 at stride 1 takes
  * 114 x 122 floats. Larger planes keep the portable loops. */
 #define DWA_SCRATCH_FLOATS 32768
-/* Below this many FLOPs one thread. Lower than the AVX-512 kernel's 1e7:
- * at 8 lanes a layer takes twice as long, and with 1e7 mobilenet_v2 at
- * batch 1 on 2 threads ran 34 images/s against 37-41 with 5e5 (Zen 1). */
+/* Below this many FLOPs one thread. Lower than the AVX-512 kernel's: at 8
+ * lanes a layer takes twice as long, so smaller layers already pay for a
+ * second thread (mobilenet_v2 at batch 1 ran faster with this threshold
+ * than with 1e7). */
 #define DWA_PAR_MIN_FLOPS 5e5
 
 typedef struct dwa_geom {
@@ -73,8 +75,8 @@ static int dwa_handles(const osp_conv_desc *d) {
 
 /* in[i .. i + 8), with zeros for the columns outside [0, w). A vector
  * that straddles an edge is the row's first or last whole vector with its
- * lanes moved into place and masked: masked loads (vmaskmovps) took half
- * of the time of a stride-2 layer on Zen 1. */
+ * lanes moved into place and masked: with masked loads (vmaskmovps) the
+ * loads, not the sums, set the pace of a stride-2 layer. */
 static inline __m256 dwa_padded_vec(const float *in, int i, int w) {
     if (i >= 0 && i + 8 <= w) return _mm256_loadu_ps(in + i);
     if (i + 8 <= 0 || i >= w) return _mm256_setzero_ps();

@@ -41,11 +41,10 @@
  * first load (3 and 4 ran the same). */
 #define DW3_AHEAD 2
 /* Below this many FLOPs a parallel region costs more than it saves, as
- * for conv.c's PAR_MIN_FLOPS. (At 1e7: on Zen 4, with threads that slept
- * between regions, mobilenet_v2's layers of one image, up to 8 MFLOP,
- * about 100 us, ran no faster on two threads than on one; inference now
- * spins between regions, and on Zen 5 two threads took these layers in
- * 60-75% of the time, conv.c's dc8_on_avx512.) */
+ * for conv.c's PAR_MIN_FLOPS. (It had been 1e7 while threads slept
+ * between regions, when waking them cost as much as a layer of one image
+ * saved; inference now spins between regions, and two threads take such
+ * layers in well under the time of one: conv.c's dc8_on_avx512.) */
 #define DW3_PAR_MIN_FLOPS 1e6
 
 /* conv.c's epilogue: bias and activation over a finished plane. */
@@ -150,12 +149,11 @@ dw3_block(const dw3_plane *g, const int stride, const int accumulate, const int 
     float *out = o->out + (int64_t)p0 * g->ow + q0;
     /* The input rows that the pass DW3_AHEAD passes down adds, under
      * these columns: the hardware prefetchers kept up with neither the
-     * rows of a pass nor the passes (mobilenet_v2's layers at batch 16 on
-     * 2 Zen 5 threads, alone: 96 channels of 112x112 at stride 2 4.1 ->
-     * 1.9 ms, 32 channels of 112x112 2.7 -> 1.1 ms; memory moves at 70 GB/s
-     * here, these had moved 20-25). Rows past the plane are the start of
-     * the next one when planes follow each other (one channel per group);
-     * a prefetch never faults, so one past the tensor costs nothing. */
+     * rows of a pass nor the passes, and large planes moved their data at
+     * a third of the memory's speed or less (docs/kernels.md). Rows past
+     * the plane are the start of the next one when planes follow each
+     * other (one channel per group); a prefetch never faults, so one past
+     * the tensor costs nothing. */
     const int ahead = r0 + in_rows + (DW3_AHEAD - 1) * DW3_ROWS * stride;
     for (int r = ahead < 0 ? 0 : ahead; r < ahead + DW3_ROWS * stride; r++) {
         const char *src = (const char *)(in + (int64_t)r * g->iw + (c0 < 0 ? 0 : c0));

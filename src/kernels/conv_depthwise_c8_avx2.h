@@ -27,12 +27,9 @@
 #include "act_avx2.h"
 
 /* Every plane size: at stride 2 the plane-at-a-time kernel's even/odd copy
- * cost as much as its sums (56x56 -> 28x28: 0.38 against 0.28 ms); at
- * stride 1 it kept large planes (56x56: 0.59 against 0.65 ms) until the
- * transposes here lost their lane-crossing shuffles (2 threads: 144
- * channels of 56x56 0.54-0.55 against 0.58-0.59 ms at batch 1, 9.1-9.5
- * against 10.0-10.3 at batch 16; 32 channels of 112x112 at batch 16
- * 8.4-8.5 against 9.4-9.9). */
+ * costs as much as its sums; at stride 1 it kept large planes until the
+ * transposes here lost their lane-crossing shuffles, since when this
+ * kernel is the faster at every plane size (docs/kernels.md). */
 /* Floats of the padded scratch of a band of rows: (32 + 4)^2 pixels of 8
  * channels. */
 #define DC8_PADDED_FLOATS (36 * 36 * 8)
@@ -52,8 +49,8 @@ static int dc8_handles(const osp_conv_desc *d) {
 /* The 4x4 transpose of a, b, c, d within each 128-bit lane: lane-wise,
  * a becomes (a0 b0 c0 d0), b (a1 b1 c1 d1) and so on. An 8x8 transpose is
  * two of these over vectors whose halves hold rows i and i + 4: no
- * lane-crossing shuffle (vperm2f128 is 8 micro-ops on Zen 1; without it
- * the layers took 2-8% less time). */
+ * lane-crossing shuffle (vperm2f128 is several micro-ops on some AVX2
+ * CPUs, and the layers ran measurably faster without it). */
 static inline void dc8_transpose4(__m256 *a, __m256 *b, __m256 *c, __m256 *d) {
     const __m256 t0 = _mm256_unpacklo_ps(*a, *b), t1 = _mm256_unpackhi_ps(*a, *b);
     const __m256 t2 = _mm256_unpacklo_ps(*c, *d), t3 = _mm256_unpackhi_ps(*c, *d);

@@ -82,9 +82,9 @@ static const int32_t direct_lanes[256][8] __attribute__((aligned(32))) = {
 #define DV_MASK_LOAD(m, p) _mm256_maskload_ps(p, DV_LANE_MASK(m))
 /* Lanes as a vector, and two ways to load through them: vmaskmovps, which
  * cannot fault, and a plain load and-ed with the lanes for vectors that lie
- * inside the plane. The second is three times faster on AMD's Zen (measured:
- * a 4 x 3 tile of multiply-adds ran at 11 GFLOP/s fed by vmaskmovps, 30 by
- * plain loads). */
+ * inside the plane. The second is much faster where vmaskmovps is slow
+ * (AMD's CPUs among them: a tile of multiply-adds fed by it ran at a third
+ * of the speed). */
 typedef __m256 dlanes;
 #define DV_LANES(m) _mm256_castsi256_ps(DV_LANE_MASK(m))
 #define DV_LOAD_LANES(l, p) _mm256_maskload_ps(p, _mm256_castps_si256(l))
@@ -114,9 +114,8 @@ static inline float dv_sum(__m256 v) {
 #define DIRECT_CHUNK_R 576
 
 /* Planes of at least 64 pixels: at 7x7 (49 pixels in 4 vectors, a quarter
- * of the lanes idle) sgemm on im2col was faster (measured with AVX-512 on
- * one thread, 512 channels: 68 against 81 GFLOP/s; at 8x8 with 64 channels
- * 88 against 48). */
+ * of the lanes idle) sgemm on im2col is faster, and from 8x8, whose
+ * vectors are full, the direct kernel is. */
 #define DIRECT_MIN_S 64
 
 static int direct_applies(const osp_conv_desc *d, const geom *m) {
@@ -401,8 +400,8 @@ static void direct_image(const osp_conv_desc *d, const float *x, const float *w,
  * 3 loads of dy and 9 of x feed 27 multiply-adds (two channels, 11 loads
  * for 18, ran 20-35% slower). Replaces im2col (nine copies of x) and a GEMM
  * whose 16-64 wide side ran it at half speed. On AVX2 the masked loads made
- * this slower than im2col + sgemm (6 against 21 GFLOP/s on AMD's Zen 1):
- * padded_filter_images below takes its place there. */
+ * this slower than im2col + sgemm (several times slower where vmaskmovps
+ * is slow): padded_filter_images below takes its place there. */
 static int direct_filter_applies(const osp_conv_desc *d, const geom *m) {
     return direct_applies(d, m) && d->kh == 3 && d->kw == 3 && m->r <= DIRECT_CHUNK_R &&
            (m->s + DIRECT_LANES - 1) / DIRECT_LANES <= DIRECT_PLANE_VECTORS;

@@ -3,11 +3,11 @@
  * the bias and a simple activation applied in registers before the single
  * store.
  *
- * Why not sgemm: on AMD's Zen 1, OpenBLAS ran mobilenet_v2's 1x1 layers at
- * 20-40 GFLOP/s on one image, and every GEMM was followed by a pass over y
- * for the bias and activation, and, for small planes (14x14, 7x7), by
- * copies of the images side by side into a column matrix and of the result
- * back out. Here the columns of B and y may be spread over images: column
+ * Why not sgemm: OpenBLAS ran mobilenet_v2's 1x1 layers of one image far
+ * below the machine's peak (docs/kernels.md), and every GEMM was followed
+ * by a pass over y for the bias and activation, and, for small planes
+ * (14x14, 7x7), by copies of the images side by side into a column matrix
+ * and of the result back out. Here the columns of B and y may be spread over images: column
  * j is column j % s of image j / s, so a batch of 1x1 convolutions is one
  * GEMM straight from x into y, with no copies.
  *
@@ -42,8 +42,8 @@
 #define PG_NR 16
 /* Rows of B per block: a panel of 256 x 16 floats is 16 KiB, half of L1. */
 #define PG_KC 256
-/* Panels per block at full depth: 8 x 16 KiB stays in Zen 1's 512 KiB L2
- * beside w's rows. */
+/* Panels per block at full depth: 8 x 16 KiB stays beside w's rows in an
+ * L2 of 512 KiB, the smallest among the CPUs it was tuned on. */
 #define PG_BLOCK_PANELS 8
 /* Floats of one thread's packing buffer. */
 #define PG_PACK_FLOATS ((int64_t)PG_BLOCK_PANELS * PG_KC * PG_NR)
@@ -101,9 +101,9 @@ static void pg_pack_panel(const pg_cols *c, int64_t k0, int kc, int64_t j, int w
  * at p kc 16). Row by row, so that each row of B is read in one run, with
  * the rows a few steps ahead fetched meanwhile: panel by panel, B's rows
  * were as many streams as the block has rows, more than the prefetchers
- * follow, and mobilenet_v2's 144 -> 24 layer on 56x56 at batch 16 spent as
- * long packing as multiplying (one Zen 4 thread: 63 against 48 GFLOP/s;
- * the network at batch 16 on two, alternated: 1.04x; resnet50, 1.06x). */
+ * follow, and a layer with many rows and few columns a block (such as
+ * mobilenet_v2's 144 -> 24 on 56x56) spent as long packing as multiplying.
+ * The gain, per layer and per network, is in docs/kernels.md. */
 #define PG_PACK_AHEAD 12
 static void pg_pack_rows(const pg_cols *c, int64_t k0, int kc, int64_t j, int panels, float *dst) {
     const float *src = c->b + j / c->s * c->b_image + j % c->s + k0 * c->ldb;
@@ -210,7 +210,7 @@ static __attribute__((noinline)) void pg_tile6_packed(int kc, const float *a, co
 #ifdef __AVX512F__
 /* A tile of 512-bit sums for the AVX-512 copy: mr rows (up to two groups
  * of 6) by nv full panels (bp, and kc x 16 floats after it) of one image,
- * in place. On CPUs whose units are 512 bits wide (Zen 5) each FMA
+ * in place. On CPUs whose units are 512 bits wide each FMA
  * does twice pg_tile6's columns; twelve rows read each packed row of B
  * for twice the FMAs, so that B's block, which lies in L2, is read half
  * as often, and 12 x 16 has the 12 sums in flight that 6 x 16 lacks. Each
@@ -425,9 +425,9 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
     const int act = avx2_act_in_registers(d->act) ? (int)d->act : OSP_ACT_NONE;
     float tile[PG_MR * PG_NR] __attribute__((aligned(32)));
     /* Short sums take wider blocks in the same buffer: each of B's rows is
-     * then read in longer runs, which the prefetchers follow better
-     * (mobilenet_v2's 16 -> 96 layer on 112x112 at batch 16: 42 -> 46
-     * GFLOP/s on 2 threads; its other 1x1 layers within noise). */
+     * then read in longer runs, which the prefetchers follow better (it
+     * helps layers with few input channels on large planes, and leaves
+     * the others as they were). */
     const int64_t block_cols = PG_PACK_FLOATS / (K < PG_KC ? K : PG_KC) / PG_NR * PG_NR;
     for (int64_t jb = 0; jb < cols; jb += block_cols) {
         const int64_t jn = cols - jb < block_cols ? cols - jb : block_cols;
@@ -459,10 +459,9 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                 /* The next rows' block of packed weights, into L2 while
                  * these rows' tiles run, on the first pass over the
                  * weights: they come from memory once per step and the
-                 * hardware prefetchers start late on a block of 6 KiB
-                 * (mobilenet_v2 at batch 1 on 2 Zen 4 threads, alternated:
-                 * 194 against 174 images/s; into L1, 188; two groups
-                 * ahead, 179) */
+                 * hardware prefetchers start late on a block of 6 KiB.
+                 * Into L2, one group ahead: into L1, or two groups ahead,
+                 * gained less (docs/kernels.md) */
                 if (packed && jb == 0 && i0 + rows < M) {
                     for (int g = 0; g < rows; g += PG_MR) {
                         const float *next = a + (int64_t)(rows + g) * K;
@@ -470,10 +469,10 @@ static void pg_gemm(int M, int K, const float *w, const float *wp, const pg_cols
                             _mm_prefetch((const char *)(next + off), _MM_HINT_T1);
                     }
                 } else if (jb == 0 && i0 + rows < M) {
-                    /* in place: each of the next rows' kc weights
-                     * (Winograd's U, 512 channels on one 7x7 image, from
-                     * memory, 2 Zen 5 threads: 0.92-0.96 against
-                     * 1.03-1.12 ms; from cache 0.72-0.74 against 0.70) */
+                    /* in place: each of the next rows' kc weights (as
+                     * Winograd's U, which comes from memory on a lone
+                     * image: it gains more there than it costs when the
+                     * weights are already in cache) */
                     for (int r = rows; r < 2 * rows && i0 + r < M; r++)
                         for (int off = 0; off < kc; off += 16)
                             _mm_prefetch((const char *)(a + (int64_t)r * K + off), _MM_HINT_T1);

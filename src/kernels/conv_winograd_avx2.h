@@ -2,9 +2,9 @@
  * FMA, included by conv.c in its AVX2 and AVX-512 copies (after
  * conv_gemm_avx2.h, whose GEMM it uses).
  *
- * Why: resnet18's and resnet50's 3x3 layers (64 to 512 channels) ran at
- * 75-80% of two Zen 1 cores' peak through the direct kernel, and nothing
- * faster was left for them but fewer multiplications. F(2x2, 3x3) makes
+ * Why: resnet18's and resnet50's 3x3 layers (64 to 512 channels) already
+ * ran near the cores' peak through the direct kernel, and nothing faster
+ * was left for them but fewer multiplications. F(2x2, 3x3) makes
  * each 2x2 block of outputs ("tile") from a 4x4 block of input:
  *   U = G g G^T      per filter (K x C 3x3 filters -> 16 K x C matrices)
  *   V = B^T d B      per tile and input channel (16 C x T matrices)

@@ -12,13 +12,13 @@
 /* A few images read the whole weight matrix for two FLOPs a weight: the
  * layer runs at memory speed, which one core does not reach alone. From
  * this many weights (1 MiB) up, each thread takes a share of the outputs
- * (rows of w): mobilenet_v2's 1280 x 1000 classifier at batch 1 took 1.0
- * ms on one Zen 1 core and its sgemm stays on one thread below 10^7
+ * (rows of w): a classifier such as mobilenet_v2's 1280 x 1000 is bound
+ * by memory at batch 1, and sgemm stays on one thread below 10^7
  * multiply-adds (gemm.c). */
 #define SPLIT_MIN_WEIGHTS ((int64_t)1 << 18)
 /* ... and for at most this many images; more make a GEMM worth its name.
- * One image is a matrix-vector product, which sgemv runs at twice sgemm's
- * speed (the classifier above: 0.34-0.37 against 0.60-0.71 ms). */
+ * One image is a matrix-vector product, which sgemv runs faster than
+ * sgemm (about twice as fast on the classifier above). */
 #define SPLIT_MAX_IMAGES 4
 
 void osp__cpu_fc_forward(int n, int in, int out, const float *x, const float *w,

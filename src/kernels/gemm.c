@@ -20,9 +20,9 @@ void osp__cpu_sgemm(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, f
 #ifdef _OPENMP
     /* OpenBLAS's OpenMP build splits a GEMM over omp_get_max_threads()
      * threads when called outside a parallel region; below about 10^7
-     * multiply-adds the split costs more than it saves (measured: a
-     * 16x1024x144 GEMM ran at 31 GFLOP/s on 2 threads against about 45 on
-     * one). Such a GEMM runs on the calling thread: the count is per thread,
+     * multiply-adds the split costs more than it saves: a small GEMM ran
+     * slower on two threads than on one. Such a GEMM runs on the calling
+     * thread: the count is per thread,
      * so set and restored around the call. */
     if ((double)m * n * k < SMALL_GEMM && !omp_in_parallel() && omp_get_max_threads() > 1) {
         int threads = omp_get_max_threads();

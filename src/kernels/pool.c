@@ -130,9 +130,9 @@ static inline __m256 max8_stride2(const osp_conv_desc *d, const float *xp, int h
 
 /* max_interior for stride 2 without an argmax (inference), eight outputs
  * at a time. Why: a tap's inputs for neighbouring outputs lie two apart,
- * and the compiler does not vectorise loads two apart: ResNet's 3x3/2
- * pooling after the stem took 0.6 ms at batch 1 on two Zen 4 threads,
- * against 0.13 in ONNX Runtime. Returns whether it took the outputs (at
+ * and the compiler does not vectorise loads two apart, which left ResNet's
+ * 3x3/2 pooling after the stem several times slower than ONNX Runtime's.
+ * Returns whether it took the outputs (at
  * least eight of them). */
 static int max_interior_stride2(const osp_conv_desc *d, const float *xp, int h0, int i_lo,
                                 int i_hi, int q_lo, int q_hi, float *y) {

@@ -195,11 +195,7 @@ static int build(const char *text, size_t len, const char *name, uint64_t seed,
     net->spec_text[len] = '\0';
     if ((rc = parse_net_section(&sp->sections[0], net))) goto fail;
     if (input) net->input = *input;
-    net->graph = osp_graph_new(&net->input);
-    if (!net->graph) {
-        rc = OSP_ENOMEM;
-        goto fail;
-    }
+    if ((rc = osp_graph_new(&net->input, &net->graph))) goto fail;
     if (sp->n_sections < 2) {
         rc = osp_error(OSP_EFORMAT, "%s: the spec has no layers after [net]", sp->file);
         goto fail;

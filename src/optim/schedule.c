@@ -11,13 +11,16 @@ const char *osp_sched_name(osp_sched_kind kind) {
     return kind >= OSP_SCHED_CONSTANT && kind <= OSP_SCHED_COSINE ? sched_names[kind] : "?";
 }
 
-int osp_sched_parse(const char *name) {
-    for (int i = 0; sched_names[i]; i++)
-        if (!strcmp(name, sched_names[i])) return i;
-    return -1;
+int osp_sched_parse(const char *name, osp_sched_kind *kind) {
+    for (int i = 0; name && sched_names[i]; i++)
+        if (!strcmp(name, sched_names[i])) {
+            *kind = (osp_sched_kind)i;
+            return OSP_OK;
+        }
+    return osp_error(OSP_EINVAL, "unknown schedule '%s' (constant, step, cosine)", name ? name : "");
 }
 
-float osp_schedule_lr(const osp_schedule *s, float base_lr, int64_t step) {
+float osp_sched_lr(const osp_sched *s, float base_lr, int64_t step) {
     if (step < 0) step = 0;
     if (s->warmup_steps > 0 && step < s->warmup_steps)
         return base_lr * (float)(step + 1) / (float)s->warmup_steps;

@@ -89,10 +89,10 @@ int osp_dist_new(osp_dist **out) {
     if (!inited) {
         int provided = 0;
         /* Open MPI's non-blocking allreduce picks a reduce-then-broadcast
-         * tree below 4 ranks, which moves every byte twice in a row: over
-         * a 100 Mbit/s link that doubled the exchange of LeNet-5 (250 ms a
-         * step against 130 ms with the ring, docs/distributed.md). The ring
-         * is bandwidth-optimal at any size; a setting of the user's wins. */
+         * tree below 4 ranks, which moves every byte twice in a row: on a
+         * slow link that nearly doubles the exchange (docs/distributed.md).
+         * The ring is bandwidth-optimal at any size; a setting of the
+         * user's wins. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         /* Only the thread that called this makes MPI calls. */
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -260,17 +260,17 @@ void osp__reducer_node_done(void *reducer, int node) {
     }
 }
 
-static void update_slice(osp_optimizer *opt, float *w, const float *g, int64_t lo, int64_t hi,
+static void update_slice(osp_optim *opt, float *w, const float *g, int64_t lo, int64_t hi,
                          float lr, int64_t t) {
-    osp_optimizer view = *opt;
+    osp_optim view = *opt;
     view.n = hi - lo;
     view.m = opt->m + lo;
     view.v = opt->v ? opt->v + lo : NULL;
     view.t = t;
-    osp_optimizer_step(&view, w + lo, g + lo, lr);
+    osp_optim_step(&view, w + lo, g + lo, lr);
 }
 
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     while (r->next < r->n_buckets) start_bucket(r, &r->buckets[r->next++]);
@@ -354,7 +354,7 @@ void osp__reducer_begin(osp__reducer *r, float share) {}
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {}
 void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {}
 void osp__reducer_node_done(void *reducer, int node) {}
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
     return osp_error(OSP_ENOTSUP, "this build has no MPI");

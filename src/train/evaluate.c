@@ -17,12 +17,12 @@ static int rank_of(const float *v, int n, int label) {
     return rank;
 }
 
-int osp_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out) {
-    int rc = osp_check_data(net, data);
+int osp_train_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_result *out) {
+    int rc = osp_train_check_data(net, data);
     if (rc) return rc;
     if (data->multi_label) {
         osp_multilabel_eval *e;
-        if ((rc = osp_evaluate_multilabel(net, data, batch, &e))) return rc;
+        if ((rc = osp_train_evaluate_multilabel(net, data, batch, &e))) return rc;
         out->count = e->count;
         out->top1 = e->subset_accuracy;
         out->top5 = NAN;
@@ -146,10 +146,11 @@ static void label_stats(scored *s, int64_t n, int64_t positives, double *ap, flo
     *ap = sum;
 }
 
-int osp_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch, osp_multilabel_eval **out) {
-    if (!out) return osp_error(OSP_EINVAL, "osp_evaluate_multilabel: no output");
+int osp_train_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
+                                  osp_multilabel_eval **out) {
+    if (!out) return osp_error(OSP_EINVAL, "osp_train_evaluate_multilabel: no output");
     *out = NULL;
-    int rc = osp_check_data(net, data);
+    int rc = osp_train_check_data(net, data);
     if (rc) return rc;
     const char *src = data->source ? data->source : "data";
     if (!data->multi_label || !data->labels_multi)
@@ -276,7 +277,7 @@ int osp_multilabel_thresholds(osp_net *net, osp_dataset *data, int batch, osp_mu
         return osp_error(OSP_EINVAL, "per-label thresholds are for multi-label models; this one "
                          "is single-label");
     osp_multilabel_eval *e;
-    int rc = osp_evaluate_multilabel(net, data, batch, &e);
+    int rc = osp_train_evaluate_multilabel(net, data, batch, &e);
     if (rc) return rc;
     rc = osp_net_set_thresholds(net, e->best_threshold, e->n_labels);
     if (rc || !ev) osp_multilabel_eval_free(e);

@@ -121,7 +121,7 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
         return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
                          *loss, (long long)step);
     if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
-    float lr = osp_schedule_lr(&r->sched, cfg->lr, step);
+    float lr = osp_sched_lr(&r->sched, cfg->lr, step);
     /* No lock: see the top of this file. */
     int64_t count;
     float *weights = osp_graph_weights(g, &count);
@@ -151,7 +151,7 @@ static void fill_progress(const osp__run *r, const shared *sh, int epoch, double
     p->step_in_epoch = in_epoch < r->steps_per_epoch ? in_epoch : r->steps_per_epoch;
     p->step = (int64_t)epoch * r->steps_per_epoch + p->step_in_epoch;
     p->total_steps = r->total_steps;
-    p->lr = osp_schedule_lr(&r->sched, r->cfg->lr, p->step > 0 ? p->step - 1 : 0);
+    p->lr = osp_sched_lr(&r->sched, r->cfg->lr, p->step > 0 ? p->step - 1 : 0);
     p->epoch_loss = done ? loss_sum / (double)done : 0;
     p->step_loss = p->epoch_loss;
     p->epoch_accuracy = seen ? (double)right / (double)seen : 0;

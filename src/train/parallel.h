@@ -34,7 +34,7 @@ void osp__reducer_node_done(void *reducer, int node);
  * arrives (only the parts of it inside groups, each at lr times its scale,
  * when groups is not NULL). Adds the time blocked on the exchange to *wait_s and the time in
  * the optimizer to *update_s. */
-int osp__reducer_finish(osp__reducer *r, osp_optimizer *opt, float *w, float lr,
+int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
 

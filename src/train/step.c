@@ -62,15 +62,15 @@ const char *osp_loss_name(osp_loss loss) {
     return "?";
 }
 
-int osp_loss_parse(const char *name) {
-    if (!name) return -1;
-    if (!strcmp(name, "auto")) return OSP_LOSS_AUTO;
-    if (!strcmp(name, "softmax") || !strcmp(name, "xent")) return OSP_LOSS_SOFTMAX;
-    if (!strcmp(name, "bce")) return OSP_LOSS_BCE;
-    return -1;
+int osp_loss_parse(const char *name, osp_loss *loss) {
+    if (name && !strcmp(name, "auto")) *loss = OSP_LOSS_AUTO;
+    else if (name && (!strcmp(name, "softmax") || !strcmp(name, "xent"))) *loss = OSP_LOSS_SOFTMAX;
+    else if (name && !strcmp(name, "bce")) *loss = OSP_LOSS_BCE;
+    else return osp_error(OSP_EINVAL, "unknown loss '%s' (auto, softmax, bce)", name ? name : "");
+    return OSP_OK;
 }
 
-int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32_t *labels,
+int osp_train_step(osp_net *net, osp_optim *opt, const float *x, const int32_t *labels,
                    int batch, float lr, int64_t step, uint64_t seed, osp_step_result *out) {
     if (!net || !opt || !x || !labels || batch <= 0 || step < 0)
         return osp_error(OSP_EINVAL, "osp_train_step: bad arguments");
@@ -95,7 +95,7 @@ int osp_train_step(osp_net *net, osp_optimizer *opt, const float *x, const int32
         return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
                          loss, (long long)step);
     if ((rc = osp_graph_backward_from(net->graph, net->logits_node, &ex))) return rc;
-    osp_optimizer_step(opt, w, osp_graph_grads(net->graph, NULL), lr);
+    osp_optim_step(opt, w, osp_graph_grads(net->graph, NULL), lr);
     if (out) {
         out->loss = loss;
         out->correct = correct;

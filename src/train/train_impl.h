@@ -13,8 +13,8 @@ typedef struct osp__run {
     osp_net *net;
     osp_dataset *data;
     const osp_train_config *cfg;
-    osp_optimizer *opt;
-    osp_schedule sched;
+    osp_optim *opt;
+    osp_sched sched;
     int64_t steps_per_epoch, total_steps;
     /* the job: rank of ranks; each step's global batch is cut into ranks
      * slices, this rank's being [slice_lo, slice_lo + slice) */
@@ -58,11 +58,5 @@ void osp__epoch_order(osp__run *r, int epoch);
 int osp__save_checkpoint(osp__run *r, int64_t step);
 /* Validation on val, shared among the ranks; fills p's val fields. */
 int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p);
-/* CHECKPOINT-step<N>: the numbered copies kept with keep_checkpoints. */
-void osp__checkpoint_step_path(const char *checkpoint, int64_t step, char *out, size_t cap);
-/* Removes all but the newest keep numbered copies of checkpoint. */
-void osp__prune_checkpoints(const char *checkpoint, int keep);
-/* CRC-32C of the weights, buffers and optimizer state. */
-uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt);
 
 #endif

@@ -37,7 +37,7 @@ osp_train_config osp_train_defaults(void) {
     return c;
 }
 
-int osp_check_data(const osp_net *net, const osp_dataset *data) {
+int osp_train_check_data(const osp_net *net, const osp_dataset *data) {
     if (!osp_shape_equal(&data->sample_shape, &net->input)) {
         char want[96], got[96];
         osp_shape_format(&net->input, want, sizeof want);
@@ -53,8 +53,8 @@ int osp_check_data(const osp_net *net, const osp_dataset *data) {
     return OSP_OK;
 }
 
-int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch, float *x,
-                   int32_t *labels) {
+int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, int batch,
+                         float *x, int32_t *labels) {
     const int64_t size = osp_shape_numel(&net->input);
     int failed = 0;
     int64_t failed_at = -1;
@@ -83,17 +83,6 @@ int osp_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx, in
     return OSP_OK;
 }
 
-uint32_t osp__state_crc(const osp_net *net, const osp_optimizer *opt) {
-    int64_t nw, nb;
-    const float *w = osp_graph_weights(net->graph, &nw);
-    const float *b = osp_graph_buffers(net->graph, &nb);
-    uint32_t crc = osp_crc32c(0, w, (size_t)nw * sizeof(float));
-    crc = osp_crc32c(crc, b, (size_t)nb * sizeof(float));
-    if (opt && opt->m) crc = osp_crc32c(crc, opt->m, (size_t)opt->n * sizeof(float));
-    if (opt && opt->v) crc = osp_crc32c(crc, opt->v, (size_t)opt->n * sizeof(float));
-    return crc;
-}
-
 static char *config_json(const osp__run *r) {
     const osp_train_config *cfg = r->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -115,7 +104,7 @@ static char *config_json(const osp__run *r) {
     if (r->data && r->data->multi_label) cJSON_AddStringToObject(o, "loss", "bce");
     /* Checked by osp_checkpoint_verify: a file whose tensors were damaged
      * after it was written is not taken for a valid checkpoint. */
-    cJSON_AddNumberToObject(o, "crc32c", (double)osp__state_crc(r->net, r->opt));
+    cJSON_AddNumberToObject(o, "crc32c", (double)osp_checkpoint_crc(r->net, r->opt));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -132,10 +121,10 @@ int osp__save_checkpoint(osp__run *r, int64_t step) {
         /* The same bytes under a second name: a hard link is atomic, and
          * costs no second write. */
         char path[4096];
-        osp__checkpoint_step_path(cfg->checkpoint, step, path, sizeof path);
+        osp_checkpoint_step_path(cfg->checkpoint, step, path, sizeof path);
         unlink(path);
         if (link(cfg->checkpoint, path) != 0) rc = osp_checkpoint_save(r->net, r->opt, &st, path);
-        if (!rc) osp__prune_checkpoints(cfg->checkpoint, cfg->keep_checkpoints);
+        if (!rc) osp_checkpoint_prune(cfg->checkpoint, cfg->keep_checkpoints);
     }
     cJSON_free(config);
     if (rc) return osp_error(rc, "saving checkpoint: %s", osp_last_error());
@@ -174,7 +163,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     }
     double t1 = osp_now();
     tm->load_s += t1 - t0;
-    float lr = osp_schedule_lr(&r->sched, r->cfg->lr, step);
+    float lr = osp_sched_lr(&r->sched, r->cfg->lr, step);
     double loss = 0;
     int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
@@ -271,7 +260,7 @@ int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
     osp_eval_result ev = {0};
     int rc;
     if (r->ranks == 1) {
-        if ((rc = osp_evaluate(r->net, val, batch, &ev))) return rc;
+        if ((rc = osp_train_evaluate(r->net, val, batch, &ev))) return rc;
     } else {
         int64_t lo = val->count * r->rank / r->ranks, hi = val->count * (r->rank + 1) / r->ranks;
         view v = {val, lo};
@@ -288,7 +277,7 @@ int osp__validate(osp__run *r, osp_dataset *val, osp_train_progress *p) {
         part.n_left_out_kept = 0;
         part.left_out = NULL;
         int ok = 1;
-        if (part.count > 0 && osp_evaluate(r->net, &part, batch, &ev)) ok = 0;
+        if (part.count > 0 && osp_train_evaluate(r->net, &part, batch, &ev)) ok = 0;
         osp_dataset_report_skipped(&part);
         osp_dataset_free(&part);
         if (osp_dist_min(r->dist, ok) != 1) {
@@ -363,7 +352,7 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             p.total_steps = r->total_steps;
             p.steps_per_epoch = r->steps_per_epoch;
             p.step_in_epoch = in_epoch + 1;
-            p.lr = osp_schedule_lr(&r->sched, cfg->lr, step - 1);
+            p.lr = osp_sched_lr(&r->sched, cfg->lr, step - 1);
             p.step_loss = res.loss;
             p.epoch_loss = loss_sum / (double)steps_here;
             p.epoch_accuracy = (double)right / (double)seen;
@@ -423,8 +412,8 @@ static int share_state(osp__run *r) {
 }
 
 void osp__run_update(const osp__run *r, float *w, const float *g, float lr) {
-    if (r->n_groups) osp_optimizer_step_groups(r->opt, w, g, lr, r->groups, r->n_groups);
-    else osp_optimizer_step(r->opt, w, g, lr);
+    if (r->n_groups) osp_optim_step_groups(r->opt, w, g, lr, r->groups, r->n_groups);
+    else osp_optim_step(r->opt, w, g, lr);
 }
 
 /* The offset of the first weight of a node at or after node `from` (the
@@ -518,7 +507,7 @@ static int check_loss(const osp_net *net, const osp_dataset *data, const osp_dat
 }
 
 int osp_train(osp_net *net, osp_dataset *data, osp_dataset *val, const osp_train_config *cfg,
-              osp_optimizer *opt, int64_t start_step) {
+              osp_optim *opt, int64_t start_step) {
     int frozen = 0, bce = 0;
     osp__run r = {.net = net, .data = data, .cfg = cfg, .opt = opt};
     int rc = check_loss(net, data, val, cfg, &bce);
@@ -545,8 +534,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     const osp_train_config *cfg = rp->cfg;
     if (cfg->epochs <= 0 || cfg->batch <= 0 || !(cfg->lr > 0) || !isfinite(cfg->lr))
         return osp_error(OSP_EINVAL, "epochs, batch and learning rate must be positive");
-    int rc = osp_check_data(net, data);
-    if (!rc && val) rc = osp_check_data(net, val);
+    int rc = osp_train_check_data(net, data);
+    if (!rc && val) rc = osp_train_check_data(net, val);
     if (rc) return rc;
     osp__run r = *rp;
     r.dist = cfg->dist;
@@ -572,15 +561,14 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_graph_weights(net->graph, &n_weights);
     int own_opt = 0;
     if (!r.opt) {
-        r.opt = osp_optimizer_new(&cfg->optim, n_weights);
-        if (!r.opt) return OSP_ENOMEM;
+        if ((rc = osp_optim_new(&cfg->optim, n_weights, &r.opt))) return rc;
         own_opt = 1;
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");
     }
     if (cfg->hogwild > 1) {
         rc = osp__train_hogwild(&r, val, start_step);
-        if (own_opt) osp_optimizer_free(r.opt);
+        if (own_opt) osp_optim_free(r.opt);
         return rc;
     }
     const int64_t size = osp_shape_numel(&net->input);
@@ -607,6 +595,6 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_free(r.targets);
     osp_free(r.order);
     osp_free(r.rank_order);
-    if (own_opt) osp_optimizer_free(r.opt);
+    if (own_opt) osp_optim_free(r.opt);
     return rc;
 }

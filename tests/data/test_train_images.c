@@ -142,7 +142,7 @@ Test(train_images, resume_mid_epoch, .init = make_data, .fini = remove_data) {
     osp_train_config cfg = config(&part, path, 9); /* mid-epoch 2 (6 steps an epoch) */
     cr_assert_eq(osp_train(net, ds, NULL, &cfg, NULL, 0), 0, "%s", osp_last_error());
     osp_net_free(net);
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state st;
     cr_assert_eq(osp_checkpoint_load(path, &net, &opt, &st), 0, "%s", osp_last_error());
     cr_assert_eq(st.step, 9);
@@ -152,7 +152,7 @@ Test(train_images, resume_mid_epoch, .init = make_data, .fini = remove_data) {
     cr_assert(!memcmp(full.loss, part.loss, sizeof full.loss), "the resumed run differs");
     cr_assert(!memcmp(w_full, osp_graph_weights(net->graph, NULL), (size_t)n * sizeof(float)));
     osp_net_free(net);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_free(st.config);
     osp_dataset_free(ds);
     remove(path);
@@ -166,7 +166,7 @@ Test(train_images, evaluation_leaves_out_unreadable, .init = make_data, .fini = 
     cr_assert_eq(osp_net_from_spec(SPEC, strlen(SPEC), "spec", 11, &net), 0);
     osp_dataset *ds = open_data(2, 2);
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 16, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 16, &r), 0, "%s", osp_last_error());
     cr_assert_eq(r.count, 40);
     cr_assert_eq(osp_dataset_skipped(ds), 1);
     osp_dataset_free(ds);

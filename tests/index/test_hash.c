@@ -157,7 +157,8 @@ Test(hash, save_load_round_trip) {
  * metadata key out. */
 static void write_file(const char *path, const char *kind, const char *version, const char *bits, const char *dim,
                        int wk, int wd, osp_dtype wt, int with_bias, float poison) {
-    osp_st_writer *w = osp_st_writer_new();
+    osp_st_writer *w;
+    cr_assert_eq(osp_st_writer_new(&w), 0);
     static float wbuf[64 * 64 * 2], bbuf[64];
     for (int i = 0; i < 64 * 64 * 2; i++) wbuf[i] = 0.01f * (float)(i % 17);
     for (int i = 0; i < 64; i++) bbuf[i] = 0;
@@ -285,7 +286,8 @@ Test(hash, bit_order_is_the_binary_index_order) {
     tmp_path(path, sizeof path, "eye.osh");
     float w[16 * 16] = {0}, b[16] = {0};
     for (int i = 0; i < 16; i++) w[i * 16 + i] = 1;
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     osp_shape ws = {.ndim = 2, .dim = {16, 16}}, bs = {.ndim = 1, .dim = {16}};
     osp_st_writer_add(wr, "hash.weight", OSP_DTYPE_F32, &ws, w);
     osp_st_writer_add(wr, "hash.bias", OSP_DTYPE_F32, &bs, b);

@@ -47,7 +47,7 @@ Test(model, round_trip) {
     cr_assert_float_eq(back->std[0], 0.25f, 0);
     cr_assert_eq(back->n_classes, 4);
     /* a model is not a checkpoint */
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state st;
     osp_net *none;
     cr_assert_neq(osp_checkpoint_load(path, &none, &opt, &st), 0);
@@ -65,7 +65,8 @@ Test(model, checkpoint_round_trip) {
     int64_t n;
     osp_graph_weights(net->graph, &n);
     osp_optim_config cfg = osp_optim_defaults(OSP_OPTIM_ADAM);
-    osp_optimizer *opt = osp_optimizer_new(&cfg, n);
+    osp_optim *opt;
+    cr_assert_eq(osp_optim_new(&cfg, n, &opt), 0);
     for (int64_t i = 0; i < n; i++) {
         opt->m[i] = (float)i * 0.5f;
         opt->v[i] = (float)i * 0.25f;
@@ -74,7 +75,7 @@ Test(model, checkpoint_round_trip) {
     osp_train_state st = {.step = 17, .seed = 12345678901234ULL, .config = "{\"batch\": 8}"};
     cr_assert_eq(osp_checkpoint_save(net, opt, &st, path), 0, "%s", osp_last_error());
     osp_net *back;
-    osp_optimizer *opt2;
+    osp_optim *opt2;
     osp_train_state st2;
     cr_assert_eq(osp_checkpoint_load(path, &back, &opt2, &st2), 0, "%s", osp_last_error());
     same_params(net, back);
@@ -86,8 +87,8 @@ Test(model, checkpoint_round_trip) {
     cr_assert(!memcmp(opt->m, opt2->m, (size_t)n * sizeof(float)));
     cr_assert(!memcmp(opt->v, opt2->v, (size_t)n * sizeof(float)));
     osp_free(st2.config);
-    osp_optimizer_free(opt);
-    osp_optimizer_free(opt2);
+    osp_optim_free(opt);
+    osp_optim_free(opt2);
     osp_net_free(net);
     osp_net_free(back);
     unlink(path);
@@ -128,7 +129,8 @@ Test(model, wrong_shapes_refused) {
     close(fd);
     osp_net *net = make_net();
     /* a file whose spec says 3 filters but whose tensor has 2 */
-    osp_st_writer *w = osp_st_writer_new();
+    osp_st_writer *w;
+    cr_assert_eq(osp_st_writer_new(&w), 0);
     osp_st_writer_meta(w, "format", "osprey");
     osp_st_writer_meta(w, "version", "1");
     osp_st_writer_meta(w, "kind", "model");
@@ -280,7 +282,8 @@ static int parse_with_head(const char *meta, osp_shape ws, osp_shape bs, int nan
     osp_net *net = make_net();
     float w[64 * 4] = {0}, b[64] = {0};
     if (nan) w[2] = NAN;
-    osp_st_writer *st = osp_st_writer_new();
+    osp_st_writer *st;
+    cr_assert_eq(osp_st_writer_new(&st), 0);
     char *labels = "[\"cat\",\"dog\",\"bird\",\"fish\"]";
     osp_st_writer_meta(st, "format", "osprey");
     osp_st_writer_meta(st, "version", "1");

@@ -30,7 +30,7 @@ Test(onnx_export, unmappable_layer_is_named) {
     int64_t d = 5;
     net->input = osp_shape_make(1, &d);
     net->std[0] = 1;
-    net->graph = osp_graph_new(&net->input);
+    cr_assert_eq(osp_graph_new(&net->input, &net->graph), 0);
     int in = 0;
     cr_assert_geq(osp_graph_add(net->graph, &mystery_op, "odd_one", &in, 1, NULL), 0);
     cr_assert_eq(osp_graph_init_params(net->graph, 1), 0);

@@ -43,8 +43,8 @@ Test(safetensors, round_trip_in_add_order) {
     uint8_t flag = 7;
     double none[1];
     int32_t ids[3] = {-1, 0, 1};
-    osp_st_writer *wr = osp_st_writer_new();
-    cr_assert_not_null(wr);
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     cr_assert_eq(osp_st_writer_add(wr, "conv1.weight", OSP_DTYPE_F32,
                                    &(osp_shape){2, {2, 3}}, w), OSP_OK);
     cr_assert_eq(osp_st_writer_add(wr, "step", OSP_DTYPE_I64, &(osp_shape){1, {4}}, steps), OSP_OK);
@@ -98,7 +98,8 @@ Test(safetensors, round_trip_in_add_order) {
 
 Test(safetensors, layout_is_padded_and_consecutive) {
     float w[3] = {1, 2, 3};
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     osp_st_writer_add(wr, "x", OSP_DTYPE_F32, &(osp_shape){1, {3}}, w);
     osp_st_writer_add(wr, "y", OSP_DTYPE_F32, &(osp_shape){1, {2}}, w);
     cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("l.safetensors")), OSP_OK);
@@ -120,7 +121,7 @@ Test(safetensors, layout_is_padded_and_consecutive) {
     osp_free(buf);
 
     /* An empty file is still a valid one. */
-    wr = osp_st_writer_new();
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("e.safetensors")), OSP_OK);
     osp_st_writer_free(wr);
     osp_safetensors *st;
@@ -205,7 +206,8 @@ Test(safetensors, refuses_what_other_readers_refuse) {
     cr_assert_not_null(osp_st_find(st, "\xe2\x82\xac\xf0\x9f\x98\x80"));
     osp_st_free(st);
 
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     uint8_t x = 1;
     cr_assert_eq(osp_st_writer_add(wr, "bad\xff", OSP_DTYPE_U8, &(osp_shape){0, {0}}, &x),
                  OSP_EINVAL);
@@ -224,7 +226,8 @@ Test(safetensors, refuses_nul_in_header) {
 
 Test(safetensors, every_truncation_is_refused) {
     float w[4] = {1, 2, 3, 4};
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     osp_st_writer_add(wr, "w", OSP_DTYPE_F32, &(osp_shape){2, {2, 2}}, w);
     osp_st_writer_meta(wr, "k", "v");
     cr_assert_eq(osp_st_writer_save(wr, tmpdir_path("t.safetensors")), OSP_OK);
@@ -242,7 +245,8 @@ Test(safetensors, every_truncation_is_refused) {
 
 Test(safetensors, writer_errors) {
     float w[2] = {0};
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     osp_shape s = {1, {2}};
     cr_assert_eq(osp_st_writer_add(wr, "w", OSP_DTYPE_F32, &s, w), OSP_OK);
     cr_assert_eq(osp_st_writer_add(wr, "w", OSP_DTYPE_F32, &s, w), OSP_EINVAL);
@@ -268,7 +272,8 @@ Test(safetensors, python_reads_the_header) {
         cr_skip_test("no python3");
     float w[6] = {1, 2, 3, 4, 5, 6};
     int64_t big[2] = {1, 2};
-    osp_st_writer *wr = osp_st_writer_new();
+    osp_st_writer *wr;
+    cr_assert_eq(osp_st_writer_new(&wr), 0);
     osp_st_writer_add(wr, "w", OSP_DTYPE_F32, &(osp_shape){2, {3, 2}}, w);
     osp_st_writer_add(wr, "b", OSP_DTYPE_I64, &(osp_shape){1, {2}}, big);
     osp_st_writer_meta(wr, "format", "osprey \"1\"\n");

@@ -626,7 +626,8 @@ Test(extra_spec, errors) {
 /* The graph API: a node with no inputs added directly. */
 Test(constant, graph_api_rejects_inputs) {
     osp_shape in = osp_shape_make(1, (int64_t[]){4});
-    osp_graph *g = osp_graph_new(&in);
+    osp_graph *g;
+    cr_assert_eq(osp_graph_new(&in, &g), 0);
     const osp_op *op = osp_op_find("constant");
     cr_assert_not_null(op);
     cr_assert_eq(op->no_inputs, 1);

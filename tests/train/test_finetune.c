@@ -83,25 +83,27 @@ Test(finetune, optimizer_groups_step_only_their_slices) {
         g[i] = 1.0f - 0.05f * (float)i;
     }
     osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_ADAM);
-    osp_optimizer *a = osp_optimizer_new(&oc, N), *b = osp_optimizer_new(&oc, 30);
+    osp_optim *a, *b;
+    cr_assert_eq(osp_optim_new(&oc, N, &a), 0);
+    cr_assert_eq(osp_optim_new(&oc, 30, &b), 0);
     osp_param_group groups[2] = {{10, 20, 0.1f}, {20, 40, 1.0f}};
-    osp_optimizer_step_groups(a, w, g, 0.01f, groups, 2);
+    osp_optim_step_groups(a, w, g, 0.01f, groups, 2);
     cr_assert_eq(a->t, 1);
     for (int i = 0; i < 10; i++) cr_assert_eq(w[i], w2[i]);
     for (int i = 0; i < 10; i++) cr_assert_eq(a->m[i], 0.0f);
     for (int i = 0; i < 10; i++) cr_assert_eq(a->v[i], 0.0f);
     /* the head's slice is what a plain step at lr gives */
-    osp_optimizer head = *b;
+    osp_optim head = *b;
     head.n = 20;
-    osp_optimizer_step(&head, w2 + 20, g + 20, 0.01f);
+    osp_optim_step(&head, w2 + 20, g + 20, 0.01f);
     for (int i = 20; i < N; i++) cr_assert_eq(w[i], w2[i]);
     for (int i = 10; i < 20; i++) cr_assert(w[i] != 0.1f * (float)i);
-    osp_optimizer_free(a);
-    osp_optimizer_free(b);
+    osp_optim_free(a);
+    osp_optim_free(b);
 }
 
 /* Trains net on a synthetic set with cfg's fine-tuning settings. */
-static void train(osp_net *net, osp_train_config *cfg, osp_optimizer *opt) {
+static void train(osp_net *net, osp_train_config *cfg, osp_optim *opt) {
     osp_dataset *ds;
     cr_assert_eq(osp_dataset_synthetic(&net->input, net->n_classes, 0, 64, 11, &ds), 0);
     cfg->epochs = 2;
@@ -117,7 +119,8 @@ Test(finetune, frozen_layers_keep_their_weights_and_statistics) {
     cfg.freeze_until = "pool";
     int64_t nw;
     osp_graph_weights(net->graph, &nw);
-    osp_optimizer *opt = osp_optimizer_new(&cfg.optim, nw);
+    osp_optim *opt;
+    cr_assert_eq(osp_optim_new(&cfg.optim, nw, &opt), 0);
     train(net, &cfg, opt);
     const char *frozen[] = {"conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean",
                             "bn.running_var"};
@@ -132,7 +135,7 @@ Test(finetune, frozen_layers_keep_their_weights_and_statistics) {
     for (int64_t i = 0; i < n_frozen; i++) cr_assert_eq(opt->m[i], 0.0f, "optimizer state at %lld", (long long)i);
     /* the network is whole again afterwards */
     cr_assert_eq(osp_graph_frozen_until(net->graph), 0);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_net_free(before);
     osp_net_free(net);
 }

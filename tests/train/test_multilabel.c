@@ -1,6 +1,6 @@
 /* Multi-label training: bce chosen for multi-label data, the network
  * marked multi-label, thresholds chosen on validation data and kept by a
- * saved model; Hogwild; the metrics of osp_evaluate_multilabel; and
+ * saved model; Hogwild; the metrics of osp_train_evaluate_multilabel; and
  * refusals before training starts. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -101,7 +101,7 @@ Test(multilabel_train, learns_and_stores_thresholds) {
     cr_assert_eq(osp_net_multi_label(net), 1);
     cr_assert_not_null(net->thresholds);
     osp_multilabel_eval *e;
-    cr_assert_eq(osp_evaluate_multilabel(net, val, 32, &e), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate_multilabel(net, val, 32, &e), 0, "%s", osp_last_error());
     cr_assert_eq(e->count, 64);
     cr_assert_eq(e->n_labels, 3);
     cr_assert_gt(e->map, 0.95, "mAP %g", e->map);
@@ -113,7 +113,7 @@ Test(multilabel_train, learns_and_stores_thresholds) {
     }
     cr_assert_gt(e->micro_f1, 0.9);
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, val, 32, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, val, 32, &r), 0, "%s", osp_last_error());
     cr_assert_float_eq(r.top1, e->subset_accuracy, 1e-12);
     cr_assert(isnan(r.top5));
     cr_assert_float_eq(r.loss, e->loss, 1e-9);
@@ -169,7 +169,7 @@ Test(multilabel_train, hogwild_learns) {
     cr_assert_eq(osp_net_multi_label(net), 1);
     cr_assert_not_null(net->thresholds);
     osp_multilabel_eval *e;
-    cr_assert_eq(osp_evaluate_multilabel(net, val, 32, &e), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate_multilabel(net, val, 32, &e), 0, "%s", osp_last_error());
     cr_assert_gt(e->map, 0.9, "mAP %g", e->map);
     cr_assert_gt(e->micro_f1, 0.85, "micro-F1 %g", e->micro_f1);
     osp_multilabel_eval_free(e);
@@ -194,14 +194,16 @@ Test(multilabel_train, refusals_before_training) {
     cr_assert_eq(osp_net_multi_label(net), 0); /* nothing happened to it */
     /* a single-label model does not evaluate multi-label data */
     osp_multilabel_eval *e = (osp_multilabel_eval *)1;
-    cr_assert_eq(osp_evaluate_multilabel(net, multi, 16, &e), OSP_EINVAL);
+    cr_assert_eq(osp_train_evaluate_multilabel(net, multi, 16, &e), OSP_EINVAL);
     cr_assert_null(e);
     cr_assert_eq(osp_net_set_thresholds(net, (float[]){0.5f, 0.5f, 0.5f}, 3), OSP_EINVAL);
     osp_net_set_multi_label(net, 1);
     cr_assert_eq(osp_net_set_thresholds(net, (float[]){0.5f, 1.0f, 0.5f}, 3), OSP_EINVAL);
     cr_assert_eq(osp_net_set_thresholds(net, (float[]){0.5f, 0.5f}, 2), OSP_EINVAL);
-    cr_assert_eq(osp_loss_parse("bce"), OSP_LOSS_BCE);
-    cr_assert_eq(osp_loss_parse("nope"), -1);
+    osp_loss l;
+    cr_assert_eq(osp_loss_parse("bce", &l), 0);
+    cr_assert_eq(l, OSP_LOSS_BCE);
+    cr_assert_eq(osp_loss_parse("nope", &l), OSP_EINVAL);
     cr_assert_str_eq(osp_loss_name(OSP_LOSS_SOFTMAX), "softmax");
     osp_net_free(net);
     osp_dataset_free(multi);

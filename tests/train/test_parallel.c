@@ -56,7 +56,7 @@ Test(hogwild, learns_synthetic) {
     cr_expect_eq(s.ranks, 3);
     cr_expect_eq(s.last_step, 5 * 25);
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 64, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 64, &r), 0, "%s", osp_last_error());
     cr_expect_gt(r.top1, 0.9, "top-1 %g", r.top1);
     osp_net_free(net);
     osp_dataset_free(ds);
@@ -75,7 +75,7 @@ Test(hogwild, stops_checkpoints_and_resumes) {
     cfg.stop_after = 20; /* mid-epoch 2: 13 steps an epoch */
     cr_assert_eq(osp_train(net, ds, NULL, &cfg, NULL, 0), 0, "%s", osp_last_error());
     osp_net_free(net);
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state st;
     cr_assert_eq(osp_checkpoint_load(path, &net, &opt, &st), 0, "%s", osp_last_error());
     cr_expect_eq(st.step, 20);
@@ -88,7 +88,7 @@ Test(hogwild, stops_checkpoints_and_resumes) {
     cr_expect_eq(s.last_step, 65);
     cr_expect_eq(s.epoch_ends, 4); /* epochs 2 to 5 */
     osp_net_free(net);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_free(st.config);
     tmpdir_remove();
     osp_dataset_free(ds);

@@ -78,7 +78,7 @@ static void check_resume(osp_optim_kind kind) {
     osp_net_free(net);
     cr_assert_eq(part.n, 10);
 
-    osp_optimizer *opt;
+    osp_optim *opt;
     osp_train_state st;
     cr_assert_eq(osp_checkpoint_load(path, &net, &opt, &st), 0, "%s", osp_last_error());
     cr_assert_eq(st.step, 10);
@@ -91,7 +91,7 @@ static void check_resume(osp_optim_kind kind) {
     float *w = osp_graph_weights(net->graph, NULL);
     cr_assert(!memcmp(w, w_full, (size_t)n * sizeof(float)), "resumed weights differ");
     osp_net_free(net);
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_free(st.config);
     unlink(path);
     rmdir(dir);
@@ -114,7 +114,7 @@ Test(train, learns_synthetic) {
     cfg.on_step = NULL;
     cr_assert_eq(osp_train(net, ds, NULL, &cfg, NULL, 0), 0, "%s", osp_last_error());
     osp_eval_result r;
-    cr_assert_eq(osp_evaluate(net, ds, 32, &r), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_train_evaluate(net, ds, 32, &r), 0, "%s", osp_last_error());
     cr_expect_gt(r.top1, 0.9, "top-1 %g", r.top1);
     cr_expect_eq(r.count, 200);
     cr_expect_eq(r.top5, 1.0); /* 4 classes: always in the top 5 */

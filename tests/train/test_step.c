@@ -24,8 +24,8 @@ static osp_net *train(double *first, double *last) {
     osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_SGD);
     int64_t nw;
     osp_graph_weights(net->graph, &nw);
-    osp_optimizer *opt = osp_optimizer_new(&oc, nw);
-    cr_assert_not_null(opt);
+    osp_optim *opt;
+    cr_assert_eq(osp_optim_new(&oc, nw, &opt), 0);
     float x[BATCH * 64];
     int32_t labels[BATCH];
     for (int s = 0; s < STEPS; s++) {
@@ -37,7 +37,7 @@ static osp_net *train(double *first, double *last) {
         if (s == 0) *first = r.loss;
         *last = r.loss;
     }
-    osp_optimizer_free(opt);
+    osp_optim_free(opt);
     osp_dataset_free(ds);
     return net;
 }
@@ -61,7 +61,8 @@ Test(train_step, bad_batches_are_refused_before_any_update) {
     osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_SGD);
     int64_t n;
     float *w = osp_graph_weights(net->graph, &n);
-    osp_optimizer *opt = osp_optimizer_new(&oc, n);
+    osp_optim *opt;
+    cr_assert_eq(osp_optim_new(&oc, n, &opt), 0);
     float *before = malloc((size_t)n * sizeof(float));
     memcpy(before, w, (size_t)n * sizeof(float));
     float x[2 * 64] = {0};
@@ -71,11 +72,12 @@ Test(train_step, bad_batches_are_refused_before_any_update) {
     int32_t ok[2] = {0, 1};
     cr_assert_eq(osp_train_step(net, opt, x, ok, 0, 0.1f, 0, 1, NULL), OSP_EINVAL);
     cr_assert_eq(osp_train_step(net, opt, x, ok, 2, NAN, 0, 1, NULL), OSP_EINVAL);
-    osp_optimizer *small = osp_optimizer_new(&oc, 10);
+    osp_optim *small;
+    cr_assert_eq(osp_optim_new(&oc, 10, &small), 0);
     cr_assert_eq(osp_train_step(net, small, x, ok, 2, 0.1f, 0, 1, NULL), OSP_ESHAPE);
     cr_assert(memcmp(before, w, (size_t)n * sizeof(float)) == 0, "weights changed");
-    osp_optimizer_free(small);
-    osp_optimizer_free(opt);
+    osp_optim_free(small);
+    osp_optim_free(opt);
     free(before);
     osp_net_free(net);
 }

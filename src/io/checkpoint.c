@@ -3,7 +3,7 @@
  * to a temporary name and renamed into place (osp_atomic_file), so a crash
  * leaves either the old file or the new one; what a crash can leave is the
  * temporary file, which is removed here. The trainer records a CRC-32C of
- * the tensors in each checkpoint's settings, so a file damaged later (a bad
+ * the tensors (osp_checkpoint_crc) in each checkpoint's settings, so a file damaged later (a bad
  * disk, a copy cut short) is told apart from a valid one and skipped. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -12,11 +12,21 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "osprey/train.h"
-#include "train_impl.h"
+#include "osprey/model.h"
 
-void osp__checkpoint_step_path(const char *checkpoint, int64_t step, char *out, size_t cap) {
+void osp_checkpoint_step_path(const char *checkpoint, int64_t step, char *out, size_t cap) {
     snprintf(out, cap, "%s-step%09lld", checkpoint, (long long)step);
+}
+
+uint32_t osp_checkpoint_crc(const osp_net *net, const osp_optim *opt) {
+    int64_t nw, nb;
+    const float *w = osp_graph_weights(net->graph, &nw);
+    const float *b = osp_graph_buffers(net->graph, &nb);
+    uint32_t crc = osp_crc32c(0, w, (size_t)nw * sizeof(float));
+    crc = osp_crc32c(crc, b, (size_t)nb * sizeof(float));
+    if (opt && opt->m) crc = osp_crc32c(crc, opt->m, (size_t)opt->n * sizeof(float));
+    if (opt && opt->v) crc = osp_crc32c(crc, opt->v, (size_t)opt->n * sizeof(float));
+    return crc;
 }
 
 /* dir and base name of path, in buffers. */
@@ -61,7 +71,7 @@ static int by_step_desc(const void *a, const void *b) {
     return (x->step < y->step) - (x->step > y->step);
 }
 
-void osp__prune_checkpoints(const char *checkpoint, int keep) {
+void osp_checkpoint_prune(const char *checkpoint, int keep) {
     char dir[4096];
     const char *base;
     split_path(checkpoint, dir, sizeof dir, &base);
@@ -86,21 +96,21 @@ void osp__prune_checkpoints(const char *checkpoint, int keep) {
         for (int j = 0; j < n; j++) newer += steps[j] > steps[i];
         if (newer >= keep) {
             char path[4096];
-            osp__checkpoint_step_path(checkpoint, steps[i], path, sizeof path);
+            osp_checkpoint_step_path(checkpoint, steps[i], path, sizeof path);
             unlink(path);
         }
     }
     free(steps);
 }
 
-int osp_checkpoint_verify(const osp_net *net, const osp_optimizer *opt, const osp_train_state *state,
+int osp_checkpoint_verify(const osp_net *net, const osp_optim *opt, const osp_train_state *state,
                           const char *name) {
     if (!state->config) return OSP_OK;
     cJSON *c = cJSON_Parse(state->config);
     cJSON *v = cJSON_GetObjectItem(c, "crc32c");
     int rc = OSP_OK;
     if (cJSON_IsNumber(v)) {
-        uint32_t want = (uint32_t)v->valuedouble, got = osp__state_crc(net, opt);
+        uint32_t want = (uint32_t)v->valuedouble, got = osp_checkpoint_crc(net, opt);
         if (want != got)
             rc = osp_error(OSP_EFORMAT, "%s: the tensors do not match their checksum (damaged file)", name);
     }
@@ -157,7 +167,7 @@ int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *st
     for (int i = 0; i < n && !rc; i++) {
         if (c[i].step >= 0 && c[i].step <= best_step) continue;
         osp_net *net = NULL;
-        osp_optimizer *opt = NULL;
+        osp_optim *opt = NULL;
         osp_train_state st = {0};
         int bad = osp_checkpoint_load(c[i].path, &net, &opt, &st);
         if (!bad) bad = osp_checkpoint_verify(net, opt, &st, c[i].path);
@@ -168,7 +178,7 @@ int osp_checkpoint_find_latest(const char *checkpoint, char **found, int64_t *st
             best = c[i].path;
         }
         osp_net_free(net);
-        osp_optimizer_free(opt);
+        osp_optim_free(opt);
         osp_free(st.config);
     }
     if (!rc && best) {
