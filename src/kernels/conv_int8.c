@@ -19,8 +19,6 @@
 #include "conv_int8.h"
 
 #define ALIGN64(x) (((x) + 63) / 64 * 64)
-/* Bytes read past a direct layout's last plane by the last block. */
-#define DIRECT_SLACK (2 * INT8_BLOCK_BYTES)
 
 typedef struct int8_geom {
     int direct;
@@ -28,6 +26,7 @@ typedef struct int8_geom {
     int hp, wp;        /* the bordered input plane */
     int cq;            /* direct: channel quads */
     int64_t plane;     /* direct: bytes from one channel quad to the next */
+    int64_t slack;     /* direct: bytes after a quad's plane that dropped cells read */
     int grid;          /* the output grid's width */
     int64_t cells;     /* P * grid */
     int blocks;        /* of 32 cells */
@@ -52,11 +51,15 @@ static int int8_geometry(const osp_conv_desc *d, int8_geom *g) {
     g->cells = (int64_t)d->p * g->grid;
     g->blocks = (int)((g->cells + INT8_BLOCK_COLS - 1) / INT8_BLOCK_COLS);
     if (g->direct) {
-        /* each quad's plane, + what the last block reads past it */
-        g->plane = (int64_t)g->hp * g->wp * 4 + DIRECT_SLACK;
+        /* each quad's plane, + what the last block's dropped cells read
+         * past it: up to 31 cells and a 128-byte load, + the window's
+         * reach along a row */
+        g->slack = 2 * INT8_BLOCK_BYTES + (int64_t)(d->kw - 1) * d->dil_w * 4;
+        g->plane = (int64_t)g->hp * g->wp * 4 + g->slack;
         g->in_bytes = ALIGN64(g->cq * g->plane);
         g->b_bytes = ALIGN64(4 * (int64_t)d->w); /* a row of four channels, to interleave */
     } else {
+        g->slack = 0;
         g->plane = (int64_t)g->hp * g->wp;
         g->in_bytes = ALIGN64((int64_t)d->c * g->plane + 64); /* + 64: vector reads past the end */
         g->b_bytes = ALIGN64((int64_t)g->blocks * g->groups * INT8_BLOCK_BYTES);
@@ -235,7 +238,7 @@ static void quantize_quads(const osp_conv_desc *d, const int8_geom *g, const flo
         }
         const int below = g->hp - d->pad_h - d->h;
         if (below > 0) memset(p + (d->pad_h + d->h) * line, zero, (size_t)(below * line));
-        memset(p + g->hp * line, zero, DIRECT_SLACK); /* read by the last block, dropped */
+        memset(p + g->hp * line, zero, (size_t)g->slack); /* read by dropped cells */
     }
 }
 

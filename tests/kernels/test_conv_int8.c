@@ -127,6 +127,7 @@ Test(conv_int8, shapes_against_float32_and_between_backends) {
         {1, 6, 11, 11, 4, 3, 3, 1, 2, 2, OSP_ACT_NONE, 0},   /* dilation */
         {1, 64, 14, 14, 28, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, /* team-split image */
         {4, 9, 9, 9, 13, 5, 3, 1, 0, 1, OSP_ACT_NONE, 0},    /* odd K, R */
+        {1, 4, 45, 45, 8, 3, 3, 1, 20, 20, OSP_ACT_NONE, 0}, /* a row reach past 32 cells */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) check_shape(&shapes[i], 10 + i);
 }
