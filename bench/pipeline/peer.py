@@ -26,7 +26,7 @@ the DataLoader's workers run one thread each (PyTorch's default for them).
 Environment (OPENBLAS_*, OMP_WAIT_POLICY) is the caller's.
 
     /usr/bin/python3 bench/pipeline/peer.py INPUT OUT [--batch B] [--workers W]
-        [--threads T] [--decoder pil|cv2] [--channels-last] [--no-model]
+        [--threads T] [--decoder pil|cv2] [--channels-last] [--no-model] [--int8 MODEL.pt]
 
 INPUT is a folder (every .jpg below it, sorted) or a list file (a path a
 line, relative to the list's folder). --no-model only decodes (the
@@ -160,6 +160,8 @@ def main():
     ap.add_argument("--infer-only", type=float, metavar="SECONDS",
                     help="only the network, on a random batch in memory, for about SECONDS")
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--int8", metavar="MODEL.pt",
+                    help="the int8 TorchScript model of quantize_peer.py instead of float32")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -170,11 +172,20 @@ def main():
     loader = torch.utils.data.DataLoader(
         data, batch_size=a.batch, num_workers=a.workers,
         worker_init_fn=one_thread_cv2 if a.decoder == "cv2" else None)
-    net = build("resnet18")
-    if a.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    features = torch.nn.Sequential(*list(net.children())[:-1])  # up to the global pool
-    fc = net.fc
+    if a.int8:
+        from quantize_peer import engine
+        torch.backends.quantized.engine = engine()
+        both = torch.jit.load(a.int8)  # features and logits in one pass
+    else:
+        net = build("resnet18")
+        if a.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        features = torch.nn.Sequential(*list(net.children())[:-1])  # up to the global pool
+        fc = net.fc
+
+        def both(x):
+            f = torch.flatten(features(x), 1)
+            return f, fc(f)
     startup = time.time() - T_START
 
     images = 0
@@ -189,8 +200,8 @@ def main():
             for x, paths in loader:
                 if a.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                f = torch.flatten(features(x), 1)
-                p = torch.softmax(fc(f), 1)
+                f, logits = both(x)
+                p = torch.softmax(logits, 1)
                 score, label = p.topk(a.top_k, 1)
                 score, label = score.tolist(), label.tolist()
                 for k, path in enumerate(paths):
