@@ -120,6 +120,10 @@ static int sample_images(const char *src, int want, sample *s) {
     return rc;
 }
 
+/* Unreadable calibration images named on stderr; the rest counted. */
+#define MAX_NAMED 5
+static int64_t named;
+
 /* Runs net over the sampled images in batches (decoded in parallel);
  * unreadable ones are counted in *bad (first pass only: pass 0). */
 static int run_images(osp_net *net, const sample *s, int batch, int pass, int64_t *bad) {
@@ -134,12 +138,17 @@ static int run_images(osp_net *net, const sample *s, int batch, int pass, int64_
     for (int64_t at = 0; !rc && at < s->n; at += batch) {
         const int b = (int)(s->n - at < batch ? s->n - at : batch);
 #pragma omp parallel for schedule(dynamic)
-        for (int i = 0; i < b; i++)
+        for (int i = 0; i < b; i++) {
             ok[i] = osp_net_load_image(net, s->paths[at + i], NULL, x + (int64_t)i * size) == OSP_OK;
+            /* the reason is in this thread's last error: said here, once */
+            if (!ok[i] && pass == 0)
+#pragma omp critical(osp_quantize_warn)
+                if (named++ < MAX_NAMED) fprintf(stderr, "osprey quantize: left out: %s\n", osp_last_error());
+        }
         int m = 0; /* readable ones moved to the front */
         for (int i = 0; i < b; i++) {
             if (!ok[i]) {
-                if (pass == 0 && ++*bad <= 3) fprintf(stderr, "osprey quantize: left out %s\n", s->paths[at + i]);
+                if (pass == 0) ++*bad;
                 continue;
             }
             if (m != i) memcpy(x + (int64_t)m * size, x + (int64_t)i * size, (size_t)size * sizeof(float));
@@ -294,6 +303,8 @@ int cmd_quantize(int argc, char **argv) {
         if (!rc) rc = osp_net_calibrate_pass(net);
         if (!rc) rc = run_images(net, &s, batch, 1, &bad);
         n = s.n - bad;
+        if (bad > MAX_NAMED)
+            fprintf(stderr, "osprey quantize: left out %lld unreadable images in all\n", (long long)bad);
         sample_free(&s);
     }
     if (!rc) rc = osp_net_calibrate_end(net, method, percentile, n);
