@@ -281,9 +281,10 @@ static void print_summary(const tag_options *o, const osp_pipeline_summary *s, i
             printf("%s\"%s\": %lld", k ? ", " : "", osp_pipeline_error_code(k), (long long)s->error_kinds[k]);
         printf("}, \"already_done\": %lld, \"changed\": %lld, \"other_shards\": %lld, "
                "\"not_images\": %lld, \"rows\": %lld, \"seconds\": %.3f, \"images_per_s\": %.2f, "
-               "\"out\": \"%s\"}\n",
+               "\"threads\": %d, \"out\": \"%s\"}\n",
                (long long)s->skipped, (long long)s->changed, (long long)s->not_ours,
-               (long long)left_out, (long long)s->total_rows, s->seconds, s->images_per_s, o->out);
+               (long long)left_out, (long long)s->total_rows, s->seconds, s->images_per_s,
+               osp_threads_get(), o->out);
     }
     if (o->quiet) return;
     if (cli_tty()) fputs("\r\033[K", stderr);

@@ -86,8 +86,35 @@ static void unbind_before_exec(void) {
 #endif
 }
 
+/* Under mpirun, Open MPI binds each rank to one core by default (for up to
+ * two ranks), so a lone tag or embed rank ran its decoding workers and its
+ * inference threads on one core of two. A tag or embed rank allowed fewer
+ * CPUs than its share of the machine (the online CPUs over the ranks on
+ * this node) may run on all of them; ranks that fill the machine keep
+ * their binding. OpenMP counts the CPUs as it loads, hence before the
+ * start again. Returns 1 if it widened the set. */
+static int widen_mpi_binding(int argc, char **argv) {
+#if defined(__linux__)
+    if (argc < 2 || (strcmp(argv[1], "tag") && strcmp(argv[1], "embed"))) return 0;
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!local) local = getenv("MPI_LOCALNRANKS"); /* MPICH's */
+    const long ranks = local ? strtol(local, NULL, 10) : 0;
+    const long online = sysconf(_SC_NPROCESSORS_ONLN), configured = sysconf(_SC_NPROCESSORS_CONF);
+    cpu_set_t mine, all;
+    if (ranks < 1 || online < 1 || sched_getaffinity(0, sizeof mine, &mine)) return 0;
+    if (CPU_COUNT(&mine) >= online / ranks) return 0;
+    CPU_ZERO(&all);
+    for (long c = 0; c < configured && c < CPU_SETSIZE; c++) CPU_SET(c, &all);
+    return sched_setaffinity(0, sizeof all, &all) == 0;
+#else
+    (void)argc;
+    (void)argv;
+    return 0;
+#endif
+}
+
 static void set_library_environment(int argc, char **argv) {
-    int changed = 0;
+    int changed = widen_mpi_binding(argc, argv);
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
         if (runs_inference(argc, argv)) {
             if (setenv("GOMP_SPINCOUNT", INFERENCE_SPINCOUNT, 1) == 0) changed = 1;

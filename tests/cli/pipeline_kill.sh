@@ -84,4 +84,13 @@ mid=0
 for s in "${sizes[@]}"; do [ "$s" -gt 0 ] && [ "$s" -lt "$final" ] && mid=$((mid + 1)); done
 [ "$mid" -ge 3 ] || fail "only $mid of the kills of one process landed mid-run (${sizes[*]} of $final bytes)"
 $py "$src/tests/cli/pipeline_check.py" "$work/one" "$work/paths.txt"
+# mpirun binds a lone rank to one core by default; a tag rank allowed less
+# than its share of the machine runs on all of it (its threads say so),
+# and ranks that fill the machine keep one core each.
+cores=$(nproc)
+if [ "$cores" -ge 2 ]; then
+    threads=$(mpirun -np 1 --bind-to core "$osprey" tag --model "$work/m.osp" --out "$work/lone" \
+        --json --quiet "$work/photos" | $py -c "import json, sys; print(json.load(sys.stdin)['threads'])")
+    [ "$threads" -eq "$cores" ] || fail "a lone mpirun rank ran $threads threads on $cores cores"
+fi
 echo "cli pipeline_kill: all checks passed"
