@@ -57,7 +57,7 @@ static int int8_geometry(const osp_conv_desc *d, int8_geom *g) {
         g->slack = 2 * INT8_BLOCK_BYTES + (int64_t)(d->kw - 1) * d->dil_w * 4;
         g->plane = (int64_t)g->hp * g->wp * 4 + g->slack;
         g->in_bytes = ALIGN64(g->cq * g->plane);
-        g->b_bytes = ALIGN64(4 * (int64_t)d->w); /* a row of four channels, to interleave */
+        g->b_bytes = 0;
     } else {
         g->slack = 0;
         g->plane = (int64_t)g->hp * g->wp;
@@ -138,14 +138,14 @@ void osp__conv2d_int8_prepare(const osp_conv_desc *d, const float *w, void *prep
 }
 
 void osp__int8_quantize_ref(const float *x, int n, float inv_scale, int zero, uint8_t *q) {
-    for (int i = 0; i < n; i++) {
-        float t = x[i] * inv_scale;
-        /* as the vector code's max and min: NaN goes to the low bound */
-        t = t > -512.0f ? t : -512.0f;
-        t = t < 512.0f ? t : 512.0f;
-        int v = (int)lrintf(t) + zero;
-        q[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
+    for (int i = 0; i < n; i++) q[i] = osp__int8_quantize_one(x[i], inv_scale, zero);
+}
+
+void osp__int8_quantize4_ref(const float *const x[4], int n, float inv_scale, int zero,
+                             uint8_t *q) {
+    for (int t = 0; t < 4; t++)
+        for (int j = 0; j < n; j++)
+            q[4 * j + t] = x[t] ? osp__int8_quantize_one(x[t][j], inv_scale, zero) : (uint8_t)zero;
 }
 
 float osp__int8_activate(const osp_conv_desc *d, float v) {
@@ -196,14 +196,14 @@ void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1) {
  * planes of bytes. */
 static void quantize_planes(const osp_conv_desc *d, const int8_geom *g, const float *x,
                             float inv_scale, int zero, int c0, int c1, uint8_t *in,
-                            int8_quant_fn quant) {
+                            const int8_kernel *kern) {
     for (int c = c0; c < c1; c++) {
         uint8_t *p = in + c * g->plane;
         memset(p, zero, (size_t)d->pad_h * g->wp);
         for (int i = 0; i < d->h; i++) {
             uint8_t *row = p + (int64_t)(i + d->pad_h) * g->wp;
             memset(row, zero, (size_t)d->pad_w);
-            quant(x + ((int64_t)c * d->h + i) * d->w, d->w, inv_scale, zero, row + d->pad_w);
+            kern->quant(x + ((int64_t)c * d->h + i) * d->w, d->w, inv_scale, zero, row + d->pad_w);
             memset(row + d->pad_w + d->w, zero, (size_t)(g->wp - d->pad_w - d->w));
         }
         const int below = g->hp - d->pad_h - d->h;
@@ -211,29 +211,25 @@ static void quantize_planes(const osp_conv_desc *d, const int8_geom *g, const fl
     }
 }
 
-static void interleave4(const uint8_t *const src[4], int stride, int len, uint8_t *out);
-
 /* Direct layout: quantises image x's channel quads [q0, q1) into bordered
  * planes of four channels side by side; channels past C read as the zero
- * point (their weights are 0). row: scratch of 4 x W bytes. */
+ * point (their weights are 0). */
 static void quantize_quads(const osp_conv_desc *d, const int8_geom *g, const float *x,
-                           float inv_scale, int zero, int q0, int q1, uint8_t *in, uint8_t *row,
-                           int8_quant_fn quant) {
+                           float inv_scale, int zero, int q0, int q1, uint8_t *in,
+                           const int8_kernel *kern) {
     const int64_t line = (int64_t)g->wp * 4;
     for (int cq = q0; cq < q1; cq++) {
         uint8_t *p = in + cq * g->plane;
         memset(p, zero, (size_t)(d->pad_h * line));
         for (int i = 0; i < d->h; i++) {
             uint8_t *out = p + (i + d->pad_h) * line;
-            const uint8_t *src[4];
+            const float *src[4];
             for (int t = 0; t < 4; t++) {
                 const int c = cq * 4 + t;
-                if (c < d->c) quant(x + ((int64_t)c * d->h + i) * d->w, d->w, inv_scale, zero, row + t * d->w);
-                else memset(row + t * d->w, zero, (size_t)d->w);
-                src[t] = row + t * d->w;
+                src[t] = c < d->c ? x + ((int64_t)c * d->h + i) * d->w : NULL;
             }
             memset(out, zero, (size_t)d->pad_w * 4);
-            interleave4(src, 1, d->w, out + d->pad_w * 4);
+            kern->quant4(src, d->w, inv_scale, zero, out + d->pad_w * 4);
             memset(out + (d->pad_w + d->w) * 4, zero, (size_t)(g->wp - d->pad_w - d->w) * 4);
         }
         const int below = g->hp - d->pad_h - d->h;
@@ -349,24 +345,18 @@ static void gemm_share(const int8_out *o, const int8_geom *g, int t, int nt, int
     gemm(o, k0, k1, 0, g->blocks);
 }
 
-/* Thread t's scratch row (direct layout): in its own slot, which the team
- * mode otherwise leaves unused beyond slot 0's planes. */
-static uint8_t *row_scratch(const int8_geom *g, uint8_t *base, int t) {
-    return base + t * g->slot + g->in_bytes;
-}
-
 /* Quantises image x (and packs it) for the GEMM, thread t of nt's share. */
 static void prepare_input(const osp_conv_desc *d, const int8_geom *g, const float *x, float inv,
-                          int zero, uint8_t *slot, uint8_t *row, int t, int nt, int8_quant_fn quant,
+                          int zero, uint8_t *slot, int t, int nt, const int8_kernel *kern,
                           int barrier) {
     int lo, hi;
     if (g->direct) {
         share(g->cq, t, nt, &lo, &hi);
-        quantize_quads(d, g, x, inv, zero, lo, hi, slot, row, quant);
+        quantize_quads(d, g, x, inv, zero, lo, hi, slot, kern);
         return;
     }
     share(d->c, t, nt, &lo, &hi);
-    quantize_planes(d, g, x, inv, zero, lo, hi, slot, quant);
+    quantize_planes(d, g, x, inv, zero, lo, hi, slot, kern);
     if (barrier) {
 #pragma omp barrier
     }
@@ -376,7 +366,7 @@ static void prepare_input(const osp_conv_desc *d, const int8_geom *g, const floa
 
 void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
                         const void *prepared, const float *bias, float *y, void *workspace,
-                        int8_gemm_fn gemm, int8_quant_fn quant) {
+                        const int8_kernel *kern) {
     int8_geom g;
     if (!int8_geometry(d, &g)) return;
     const int8_filters *f = prepared;
@@ -420,9 +410,8 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
                 o.src = g.direct ? slot : slot + g.in_bytes;
                 o.y = y + n * ks;
                 o.res = d->residual ? d->residual + n * ks : NULL;
-                prepare_input(d, &g, x + n * chw, inv, x_zero, slot, row_scratch(&g, base, t), 0, 1,
-                              quant, 0);
-                gemm_share(&o, &g, 0, 1, gemm);
+                prepare_input(d, &g, x + n * chw, inv, x_zero, slot, 0, 1, kern, 0);
+                gemm_share(&o, &g, 0, 1, kern->gemm);
             }
         }
         return;
@@ -440,10 +429,9 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
             o.src = g.direct ? base : base + g.in_bytes;
             o.y = y + n * ks;
             o.res = d->residual ? d->residual + n * ks : NULL;
-            prepare_input(d, &g, x + n * chw, inv, x_zero, base, row_scratch(&g, base, t), t, tn,
-                          quant, 1);
+            prepare_input(d, &g, x + n * chw, inv, x_zero, base, t, tn, kern, 1);
 #pragma omp barrier
-            gemm_share(&o, &g, t, tn, gemm);
+            gemm_share(&o, &g, t, tn, kern->gemm);
 #pragma omp barrier
         }
     }
@@ -452,6 +440,7 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
 void osp__cpu_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
                                   const float *x, const void *prepared, const float *bias,
                                   float *y, void *workspace) {
-    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, osp__int8_gemm_ref,
-                       osp__int8_quantize_ref);
+    static const int8_kernel portable = {osp__int8_gemm_ref, osp__int8_quantize_ref,
+                                         osp__int8_quantize4_ref};
+    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, &portable);
 }

@@ -42,6 +42,7 @@
 #ifndef OSPREY_CONV_INT8_H
 #define OSPREY_CONV_INT8_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "cpu_kernels.h"
@@ -102,15 +103,39 @@ float osp__int8_finish(const int8_out *o, int k, int32_t acc, float res);
 /* A kernel's GEMM over output channels [k0, k1) (whole tiles) and blocks
  * [b0, b1) of 32 grid cells, writing the valid outputs through o. */
 typedef void (*int8_gemm_fn)(const int8_out *o, int k0, int k1, int b0, int b1);
-/* A kernel's quantisation of n floats into bytes. */
+/* A kernel's quantisation of n floats into bytes; and of four rows of n
+ * floats into n groups of four bytes, q[4 j + t] from x[t][j] (a NULL row
+ * gives the zero point: a channel past C). */
 typedef void (*int8_quant_fn)(const float *x, int n, float inv_scale, int zero, uint8_t *q);
+typedef void (*int8_quant4_fn)(const float *const x[4], int n, float inv_scale, int zero,
+                               uint8_t *q);
+
+/* A kernel: its GEMM and quantisations. */
+typedef struct int8_kernel {
+    int8_gemm_fn gemm;
+    int8_quant_fn quant;
+    int8_quant4_fn quant4;
+} int8_kernel;
+
+/* One value quantised, as every kernel must: x * inv_scale clamped to
+ * [-512, 512] (NaN to the low end, as the vector max and min give it),
+ * rounded to nearest even, + zero, clamped to 0..255. */
+static inline uint8_t osp__int8_quantize_one(float x, float inv_scale, int zero) {
+    float t = x * inv_scale;
+    t = t > -512.0f ? t : -512.0f;
+    t = t < 512.0f ? t : 512.0f;
+    const int v = (int)lrintf(t) + zero;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
 
 void osp__int8_quantize_ref(const float *x, int n, float inv_scale, int zero, uint8_t *q);
+void osp__int8_quantize4_ref(const float *const x[4], int n, float inv_scale, int zero,
+                             uint8_t *q);
 void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1);
 
 /* The forward of both kernels: quantise (and pack), GEMM, image by image. */
 void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
                         const void *prepared, const float *bias, float *y, void *workspace,
-                        int8_gemm_fn gemm, int8_quant_fn quant);
+                        const int8_kernel *k);
 
 #endif

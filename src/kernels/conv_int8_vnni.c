@@ -11,19 +11,41 @@
 
 #include "conv_int8.h"
 
-void osp__vnni_int8_quantize(const float *x, int n, float inv_scale, int zero, uint8_t *q) {
-    const __m512 inv = _mm512_set1_ps(inv_scale), lo = _mm512_set1_ps(-512.0f),
-                 hi = _mm512_set1_ps(512.0f);
-    const __m512i z = _mm512_set1_epi32(zero), q0 = _mm512_setzero_si512(),
-                  q255 = _mm512_set1_epi32(255);
-    int i = 0;
-    for (; i < n; i += 16) {
+void osp__vnni_int8_quantize(const float *x, int n, float inv_scale, int zero, uint8_t *q);
+
+/* Sixteen values quantised in 32-bit lanes (0..255), as
+ * osp__int8_quantize_one. */
+static inline __m512i quantize16(__m512 x, __m512 inv, __m512i z) {
+    __m512 t = _mm512_mul_ps(x, inv);
+    /* max/min give their second operand for NaN, as the portable code */
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-512.0f)), _mm512_set1_ps(512.0f));
+    const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(t), z);
+    return _mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+}
+
+/* Four rows at once: each output lane's four bytes are the four rows'
+ * values, so the interleaved layout comes out of the registers. */
+void osp__vnni_int8_quantize4(const float *const x[4], int n, float inv_scale, int zero,
+                              uint8_t *q) {
+    const __m512 inv = _mm512_set1_ps(inv_scale);
+    const __m512i z = _mm512_set1_epi32(zero);
+    for (int i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv);
-        /* max/min give their second operand for NaN, as the portable code */
-        t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
-        __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(t), z);
-        v = _mm512_min_epi32(_mm512_max_epi32(v, q0), q255);
+        __m512i word = _mm512_setzero_si512();
+        for (int t = 0; t < 4; t++) {
+            const __m512i v = x[t] ? quantize16(_mm512_maskz_loadu_ps(m, x[t] + i), inv, z) : z;
+            word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * t));
+        }
+        _mm512_mask_storeu_epi32(q + 4 * i, m, word);
+    }
+}
+
+void osp__vnni_int8_quantize(const float *x, int n, float inv_scale, int zero, uint8_t *q) {
+    const __m512 inv = _mm512_set1_ps(inv_scale);
+    const __m512i z = _mm512_set1_epi32(zero);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512i v = quantize16(_mm512_maskz_loadu_ps(m, x + i), inv, z);
         _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(v));
     }
 }
@@ -153,6 +175,6 @@ static void gemm(const int8_out *o, int k0, int k1, int b0, int b1) {
 void osp__vnni_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
                                    const float *x, const void *prepared, const float *bias,
                                    float *y, void *workspace) {
-    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, gemm,
-                       osp__vnni_int8_quantize);
+    static const int8_kernel vnni = {gemm, osp__vnni_int8_quantize, osp__vnni_int8_quantize4};
+    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, &vnni);
 }
