@@ -70,16 +70,25 @@ static double xent_row(int cols, const float *x, int32_t label, float inv_rows, 
     return lse - x[label];
 }
 
-double osp__cpu_softmax_xent(int rows, int cols, const float *logits, const int32_t *labels,
-                             float *probs, float *dlogits) {
-    if (rows <= 0) return 0.0;
-    const float inv_rows = 1.0f / (float)rows;
-    /* Each thread sums a contiguous block of rows; the blocks' sums are then
-     * added in thread order, so the loss depends only on the thread count. */
+/* One row's loss (and its outputs) for the row-sum below. */
+typedef struct loss_rows {
+    int cols;
+    const float *logits;
+    const int32_t *labels; /* softmax */
+    const float *targets;  /* sigmoid BCE */
+    float scale;           /* of the gradient */
+    float *probs, *dlogits;
+    double (*row)(const struct loss_rows *l, int r);
+} loss_rows;
+
+/* The sum of every row's loss. Each thread sums a contiguous block of
+ * rows; the blocks' sums are then added in thread order, so the total
+ * depends only on the thread count. */
+static double sum_rows(int rows, const loss_rows *l) {
     double partial[XENT_MAX_THREADS];
     int threads = 1, want = omp_get_max_threads();
     if (want > XENT_MAX_THREADS) want = XENT_MAX_THREADS;
-    int parallel = (int64_t)rows * cols >= PARALLEL_MIN && rows > 1;
+    int parallel = (int64_t)rows * l->cols >= PARALLEL_MIN && rows > 1;
 #pragma omp parallel num_threads(want) if (parallel)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -87,16 +96,27 @@ double osp__cpu_softmax_xent(int rows, int cols, const float *logits, const int3
         threads = nt;
         int lo = (int)((int64_t)rows * t / nt), hi = (int)((int64_t)rows * (t + 1) / nt);
         double sum = 0;
-        for (int r = lo; r < hi; r++) {
-            int64_t at = (int64_t)r * cols;
-            sum += xent_row(cols, logits + at, labels[r], inv_rows, probs ? probs + at : NULL,
-                            dlogits ? dlogits + at : NULL);
-        }
+        for (int r = lo; r < hi; r++) sum += l->row(l, r);
         partial[t] = sum;
     }
     double total = 0;
     for (int t = 0; t < threads; t++) total += partial[t];
-    return total / rows;
+    return total;
+}
+
+static double xent_at(const loss_rows *l, int r) {
+    const int64_t at = (int64_t)r * l->cols;
+    return xent_row(l->cols, l->logits + at, l->labels[r], l->scale, l->probs ? l->probs + at : NULL,
+                    l->dlogits ? l->dlogits + at : NULL);
+}
+
+double osp__cpu_softmax_xent(int rows, int cols, const float *logits, const int32_t *labels,
+                             float *probs, float *dlogits) {
+    if (rows <= 0) return 0.0;
+    const loss_rows l = {.cols = cols, .logits = logits, .labels = labels,
+                         .scale = 1.0f / (float)rows, .probs = probs, .dlogits = dlogits,
+                         .row = xent_at};
+    return sum_rows(rows, &l) / rows;
 }
 
 /* Sigmoid + binary cross-entropy on logits, one row: the sum of the row's
@@ -117,30 +137,18 @@ static double bce_row(int cols, const float *x, const float *t, float scale, flo
     return sum;
 }
 
+static double bce_at(const loss_rows *l, int r) {
+    const int64_t at = (int64_t)r * l->cols;
+    return bce_row(l->cols, l->logits + at, l->targets + at, l->scale,
+                   l->probs ? l->probs + at : NULL, l->dlogits ? l->dlogits + at : NULL);
+}
+
 double osp__cpu_sigmoid_bce(int rows, int cols, const float *logits, const float *targets,
                             float *probs, float *dlogits) {
     if (rows <= 0 || cols <= 0) return 0.0;
     const double count = (double)rows * (double)cols;
-    const float scale = (float)(1.0 / count);
-    double partial[XENT_MAX_THREADS];
-    int threads = 1, want = omp_get_max_threads();
-    if (want > XENT_MAX_THREADS) want = XENT_MAX_THREADS;
-    int parallel = (int64_t)rows * cols >= PARALLEL_MIN && rows > 1;
-#pragma omp parallel num_threads(want) if (parallel)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp single
-        threads = nt;
-        int lo = (int)((int64_t)rows * t / nt), hi = (int)((int64_t)rows * (t + 1) / nt);
-        double sum = 0;
-        for (int r = lo; r < hi; r++) {
-            int64_t at = (int64_t)r * cols;
-            sum += bce_row(cols, logits + at, targets + at, scale, probs ? probs + at : NULL,
-                           dlogits ? dlogits + at : NULL);
-        }
-        partial[t] = sum;
-    }
-    double total = 0;
-    for (int t = 0; t < threads; t++) total += partial[t];
-    return total / count;
+    const loss_rows l = {.cols = cols, .logits = logits, .targets = targets,
+                         .scale = (float)(1.0 / count), .probs = probs, .dlogits = dlogits,
+                         .row = bce_at};
+    return sum_rows(rows, &l) / count;
 }
