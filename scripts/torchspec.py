@@ -99,6 +99,12 @@ class SpecNet(nn.Module):
                 cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
                 setattr(self, name, cls(shape[0], eps=float(kv.get("eps", 1e-5)),
                                         momentum=float(kv.get("momentum", 0.1))))
+            elif kind == "fc" and kv.get("last_axis", "0") == "1":
+                setattr(self, name, nn.Linear(shape[-1], int(kv["outputs"]), bias=kv.get("bias", "1") != "0"))
+            elif kind == "layernorm":
+                axis = int(kv.get("axis", -1))
+                setattr(self, name, nn.LayerNorm(shape[axis:], eps=float(kv.get("eps", 1e-5)),
+                                                 elementwise_affine=kv.get("affine", "1") != "0"))
             elif kind == "fc":
                 n_in = 1
                 for d in shape:
@@ -129,8 +135,16 @@ class SpecNet(nn.Module):
         if kind == "constant":
             return getattr(self, name)(n)
         x = xs[0]
-        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout"):
+        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout", "layernorm"):
             return getattr(self, name)(x)
+        if kind == "fc" and kv.get("last_axis", "0") == "1":
+            return getattr(self, name)(x)
+        if kind == "gelu":
+            return F.gelu(x, approximate=kv.get("approximate", "none"))
+        if kind == "erf":
+            return torch.erf(x)
+        if kind == "matmul":
+            return torch.matmul(*aligned(xs))
         if kind == "fc":
             return getattr(self, name)(x.flatten(1))
         if kind == "relu":
@@ -185,6 +199,9 @@ class SpecNet(nn.Module):
             return F.pad(x, (left, right, top, bottom), mode=PAD_MODES[mode])
         if kind == "transpose":
             return x.permute([0] + [p + 1 for p in ints(kv["perm"])])
+        if kind == "softmax" and "axis" in kv:
+            axis = int(kv["axis"])
+            return F.softmax(x, dim=axis + 1 if axis >= 0 else axis)
         if kind == "softmax":
             return F.softmax(x.flatten(1), dim=1).view_as(x)
         if kind == "l2norm":

@@ -62,6 +62,13 @@ typedef enum osp_activation {
     OSP_ACT_SWISH = 6,      /* x * sigmoid(x) */
 } osp_activation;
 
+/* Element-wise functions of transformers (backend slots special_*). */
+typedef enum osp_special {
+    OSP_FN_GELU = 0,      /* x * Phi(x), through erf (torch's approximate='none') */
+    OSP_FN_GELU_TANH = 1, /* torch's approximate='tanh' */
+    OSP_FN_ERF = 2,
+} osp_special;
+
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
 typedef struct osp_backend {
@@ -173,6 +180,33 @@ typedef struct osp_backend {
     void (*l2norm_forward)(int rows, int cols, float eps, const float *x, float *y);
     void (*l2norm_backward)(int rows, int cols, float eps, const float *x, const float *y,
                             const float *dy, float *dx);
+
+    /* ---- transformers ---- */
+    /* count GEMMs of one shape: C_i = alpha * op(A_i) op(B_i) + beta * C_i
+     * with A_i = a + i * stride_a (and so for B and C). A stride of 0
+     * broadcasts one matrix; stride_c == 0 sums every product into one C
+     * (beta applies once). */
+    void (*sgemm_batched)(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
+                          const float *a, int lda, int64_t stride_a, const float *b, int ldb,
+                          int64_t stride_b, float beta, float *c, int ldc, int64_t stride_c,
+                          int count);
+    /* Layer normalisation of each row (rows x cols), as torch.nn.LayerNorm:
+     * biased variance; gamma and beta (cols) may be NULL (1 and 0);
+     * save_mean and save_invstd (rows each) may be NULL (inference). */
+    void (*layernorm_forward)(int64_t rows, int cols, float eps, const float *x,
+                              const float *gamma, const float *beta, float *y, float *save_mean,
+                              float *save_invstd);
+    void (*layernorm_backward)(int64_t rows, int cols, const float *x, const float *dy,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+    /* GELU and erf, value by value (osp_special). */
+    void (*special_forward)(osp_special fn, int64_t count, const float *x, float *y);
+    void (*special_backward)(osp_special fn, int64_t count, const float *x, const float *dy,
+                             float *dx);
+    /* Softmax along the middle axis of outer x len x inner values. */
+    void (*softmax_axis_forward)(int64_t outer, int len, int64_t inner, const float *x, float *y);
+    void (*softmax_axis_backward)(int64_t outer, int len, int64_t inner, const float *y,
+                                  const float *dy, float *dx);
 } osp_backend;
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */

@@ -55,7 +55,17 @@ int osp__kernel_team(void) {
     .softmax_xent = osp__cpu_softmax_xent,                    \
     .sigmoid_bce = osp__cpu_sigmoid_bce,                      \
     .l2norm_forward = osp__cpu_l2norm_forward,                \
-    .l2norm_backward = osp__cpu_l2norm_backward
+    .l2norm_backward = osp__cpu_l2norm_backward,              \
+    TRANSFORMER_SLOTS
+/* The transformers' kernels (appended to the table). */
+#define TRANSFORMER_SLOTS                                     \
+    .sgemm_batched = osp__cpu_sgemm_batched,                  \
+    .layernorm_forward = osp__cpu_layernorm_forward,          \
+    .layernorm_backward = osp__cpu_layernorm_backward,        \
+    .special_forward = osp__cpu_special_forward,              \
+    .special_backward = osp__cpu_special_backward,            \
+    .softmax_axis_forward = osp__cpu_softmax_axis_forward,    \
+    .softmax_axis_backward = osp__cpu_softmax_axis_backward
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \
