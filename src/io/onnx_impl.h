@@ -119,4 +119,12 @@ int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 /* ---- onnx_ops.c ---- */
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
+/* ---- onnx_ops_transformer.c ---- */
+/* 1 if n belongs to a pattern already folded into one layer (its output is
+ * bound): nothing is left to map. */
+int osp__onnx_fused_away(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* Maps the operators of transformers and the patterns that start at n;
+ * *handled = 0 leaves n to the general mapping. */
+int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled);
+
 #endif

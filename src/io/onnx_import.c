@@ -295,9 +295,9 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          im->file, in->name, (int)t->tensor_type->elem_type);
     const Osp__Onnx__TensorShapeProto *s = t->tensor_type->shape;
     int rank = (int)s->n_dim;
-    if (rank != 4 && rank != 2)
+    if (rank < 2 || rank > 4)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes N x C x H x W "
-                         "images or N x D vectors", im->file, in->name, rank);
+                         "images, N x T x D tokens or N x D vectors", im->file, in->name, rank);
     int64_t d[4];
     shape->ndim = rank - 1;
     for (int k = 1; k < rank; k++)

@@ -533,6 +533,9 @@ static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     keybuf k = {.len = 0};
+    if (osp__onnx_fused_away(im, n)) return OSP_OK;
+    int handled, rc = osp__onnx_map_transformer(im, n, &handled);
+    if (handled) return rc;
     if (!strcmp(op, "Conv")) return map_conv(im, n);
     if (!strcmp(op, "BatchNormalization")) return map_batchnorm(im, n);
     if (!strcmp(op, "Gemm")) return map_fc(im, n, 1);

@@ -83,12 +83,13 @@ static int special_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *
         inner = w->name(w, "%s/tanh", n->name);
         w->node(w, "Tanh", inner, 1, &u, inner);
     }
-    char *p1 = w->name(w, "%s/plus1", n->name), *xh = w->name(w, "%s/halfx", n->name);
+    /* x * (1 + inner), then * 0.5: the order torch writes */
+    char *p1 = w->name(w, "%s/plus1", n->name), *xp = w->name(w, "%s/xplus", n->name);
     char *f[2] = {inner, one};
     w->node(w, "Add", p1, 2, f, p1);
-    char *h[2] = {in[0], half};
-    w->node(w, "Mul", xh, 2, h, xh);
-    char *m[2] = {xh, p1};
+    char *h[2] = {in[0], p1};
+    w->node(w, "Mul", xp, 2, h, xp);
+    char *m[2] = {xp, half};
     w->node(w, "Mul", w->name(w, "%s/out", n->name), 2, m, out);
     return OSP_OK;
 }
