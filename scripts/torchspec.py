@@ -145,6 +145,11 @@ class SpecNet(nn.Module):
             return torch.erf(x)
         if kind == "matmul":
             return torch.matmul(*aligned(xs))
+        if kind == "attention":
+            q, k, v = xs
+            kt = k if kv.get("transposed_k", "0") == "1" else k.transpose(-2, -1)
+            scale = float(kv["scale"]) if "scale" in kv else q.shape[-1] ** -0.5
+            return torch.softmax(q @ kt * scale, dim=-1) @ v
         if kind == "fc":
             return getattr(self, name)(x.flatten(1))
         if kind == "relu":

@@ -69,6 +69,16 @@ typedef enum osp_special {
     OSP_FN_ERF = 2,
 } osp_special;
 
+/* Scaled dot-product attention over count independent (batch x heads)
+ * attentions, each softmax(Q K^T * scale) V with Q tq x d, K tk x d (or,
+ * with k_trans, K^T stored d x tk), V tk x dv, the output tq x dv. */
+typedef struct osp_attention_desc {
+    int64_t count;
+    int tq, tk, d, dv;
+    float scale;
+    int k_trans;
+} osp_attention_desc;
+
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
 typedef struct osp_backend {
@@ -207,6 +217,18 @@ typedef struct osp_backend {
     void (*softmax_axis_forward)(int64_t outer, int len, int64_t inner, const float *x, float *y);
     void (*softmax_axis_backward)(int64_t outer, int len, int64_t inner, const float *y,
                                   const float *dy, float *dx);
+    /* Fused attention (osp_attention_desc), blockwise with an online
+     * softmax: never more than a block of scores at once. The forward
+     * writes o and, where lse is not NULL, each query's log-sum-exp of its
+     * scaled scores (count x tq), which the backward needs; the backward
+     * adds into dq, dk (laid out as k) and dv, each of which may be NULL. */
+    size_t (*attention_workspace)(const osp_attention_desc *d);
+    void (*attention_forward)(const osp_attention_desc *d, const float *q, const float *k,
+                              const float *v, float *o, float *lse, void *workspace);
+    void (*attention_backward)(const osp_attention_desc *d, const float *q, const float *k,
+                               const float *v, const float *o, const float *dout,
+                               const float *lse, float *dq, float *dk, float *dv,
+                               void *workspace);
 } osp_backend;
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */

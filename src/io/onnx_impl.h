@@ -38,6 +38,7 @@ typedef struct onnx_value {
     int node;     /* ONNX_VAL_LAYER: the layer's node id in the shape graph */
     int uses;     /* how many needed nodes read it (+1 for the graph output) */
     int producer; /* index of the ONNX node that makes it, -1 for none */
+    int reader;   /* index of a needed ONNX node that reads it (the only one when uses == 1) */
 } onnx_value;
 
 /* A weight waiting for the network to be built: "<layer>.<what>". */

@@ -49,6 +49,7 @@ onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name) {
     if (!v->name) {
         v->name = name;
         v->producer = -1;
+        v->reader = -1;
         im->n_values++;
     }
     return v;
@@ -399,7 +400,8 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         stack[top++] = out->producer;
     }
     while (top) {
-        const Osp__Onnx__NodeProto *n = g->node[stack[--top]];
+        const int at = stack[--top];
+        const Osp__Onnx__NodeProto *n = g->node[at];
         for (size_t i = 0; i < n->n_input; i++) {
             if (!n->input[i] || !*n->input[i]) continue;
             onnx_value *v = osp__onnx_value_find(im, n->input[i]);
@@ -409,6 +411,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
                 goto done;
             }
             v->uses++;
+            v->reader = at;
             if (v->producer >= 0 && !need[v->producer]) {
                 need[v->producer] = 1;
                 stack[top++] = v->producer;

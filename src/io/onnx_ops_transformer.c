@@ -1,7 +1,8 @@
 /* The ONNX operators of transformers, mapped onto [matmul], [fc]
  * (last_axis), [layernorm], [gelu], [erf] and [softmax] (axis), and the
- * decomposed forms older exporters write for LayerNorm and GELU, recognised
- * on the ONNX nodes before mapping and folded into one layer.
+ * decomposed forms exporters write for LayerNorm, GELU and attention
+ * (MatMul(Q, K^T), a scale, Softmax, MatMul by V: one [attention]),
+ * recognised on the ONNX nodes before mapping and folded into one layer.
  *
  * A pattern is matched from its first node in the import order (the one
  * that reads the input x): every later node of it must be the only reader
@@ -39,21 +40,26 @@ static onnx_value *value(onnx_importer *im, const char *name) {
 }
 
 /* The one node that reads the value of n's first output, if n's output has
- * exactly that one reader; NULL otherwise. */
+ * exactly that one reader; NULL otherwise. (Found in constant time, so that
+ * a hostile chain of candidate nodes stays linear.) */
 static const Osp__Onnx__NodeProto *only_reader(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     onnx_value *v = n->n_output ? value(im, n->output[0]) : NULL;
-    if (!v || v->uses != 1) return NULL;
-    const Osp__Onnx__GraphProto *g = im->graph;
-    for (size_t i = 0; i < g->n_node; i++)
-        for (size_t k = 0; k < g->node[i]->n_input; k++)
-            if (g->node[i]->input[k] && !strcmp(g->node[i]->input[k], n->output[0]))
-                return g->node[i];
-    return NULL;
+    if (!v || v->uses != 1 || v->reader < 0 || (size_t)v->reader >= im->graph->n_node) return NULL;
+    return im->graph->node[v->reader];
 }
 
 static int is_op(const Osp__Onnx__NodeProto *n, const char *op) {
     return n && n->op_type && !strcmp(n->op_type, op) && (!n->domain || !*n->domain ||
                                                            !strcmp(n->domain, "ai.onnx"));
+}
+
+/* The node (of operator op) that makes n's input i, or NULL. */
+static const Osp__Onnx__NodeProto *producer(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                            size_t i, const char *op) {
+    onnx_value *v = n && i < n->n_input ? value(im, n->input[i]) : NULL;
+    if (!v || v->producer < 0 || (size_t)v->producer >= im->graph->n_node) return NULL;
+    const Osp__Onnx__NodeProto *p = im->graph->node[v->producer];
+    return is_op(p, op) ? p : NULL;
 }
 
 /* Input i names the value `name`. */
@@ -228,14 +234,19 @@ static int match_layernorm(onnx_importer *im, const Osp__Onnx__NodeProto *n, int
     /* the centred values feed Pow and Div, nothing else */
     onnx_value *d = value(im, sub->output[0]);
     if (!d || d->uses != 2) return 0;
-    const Osp__Onnx__NodeProto *pow = NULL, *div = NULL;
-    const Osp__Onnx__GraphProto *g = im->graph;
-    for (size_t i = 0; i < g->n_node; i++) {
-        const Osp__Onnx__NodeProto *r = g->node[i];
-        if (is_op(r, "Pow") && reads(r, 0, sub->output[0])) pow = r;
-        if (is_op(r, "Div") && reads(r, 0, sub->output[0])) div = r;
+    /* Pow is the reader the import recorded, or found back from Div:
+     * Div <- Sqrt <- Add <- ReduceMean <- Pow; the chain is checked forward
+     * below. */
+    const Osp__Onnx__NodeProto *pow = d->reader >= 0 ? im->graph->node[d->reader] : NULL;
+    if (is_op(pow, "Div")) {
+        const Osp__Onnx__NodeProto *b = producer(im, pow, 1, "Sqrt");
+        b = producer(im, b, 0, "Add");
+        const Osp__Onnx__NodeProto *r = producer(im, b, 0, "ReduceMean");
+        pow = producer(im, r ? r : producer(im, b, 1, "ReduceMean"), 0, "Pow");
     }
-    if (!pow || !div || !scalar_near(im, pow, 1, 2.0, 0.0, NULL)) return 0;
+    if (!is_op(pow, "Pow") || !reads(pow, 0, sub->output[0]) ||
+        !scalar_near(im, pow, 1, 2.0, 0.0, NULL))
+        return 0;
     const Osp__Onnx__NodeProto *var = only_reader(im, pow);
     if (!is_op(var, "ReduceMean") || !reduce_last_axes(im, var, rank, &axis2) || axis2 != m->axis)
         return 0;
@@ -245,7 +256,9 @@ static int match_layernorm(onnx_importer *im, const Osp__Onnx__NodeProto *n, int
         m->eps > 1.0)
         return 0;
     const Osp__Onnx__NodeProto *sq = only_reader(im, add);
-    if (!is_op(sq, "Sqrt") || only_reader(im, sq) != div || !reads(div, 1, sq->output[0])) return 0;
+    const Osp__Onnx__NodeProto *div = is_op(sq, "Sqrt") ? only_reader(im, sq) : NULL;
+    if (!is_op(div, "Div") || !reads(div, 0, sub->output[0]) || !reads(div, 1, sq->output[0]))
+        return 0;
     const Osp__Onnx__NodeProto *list[] = {n, sub, pow, var, add, sq, div};
     memcpy(m->nodes, list, sizeof list);
     m->count = 7;
@@ -393,8 +406,109 @@ static int map_linear(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x,
     return osp__onnx_set_layer(im, n, id);
 }
 
+/* ---- attention ---- */
+
+typedef struct att_match {
+    const Osp__Onnx__NodeProto *scores, *scale, *softmax, *context;
+    double scale_value;
+} att_match;
+
+/* The softmax of a rank-r value runs over its last axis. */
+static int softmax_last(onnx_importer *im, const Osp__Onnx__NodeProto *n, int rank) {
+    int64_t axis = osp__onnx_attr_int(n, "axis", im->opset >= 13 ? -1 : 1);
+    return axis == -1 || axis == rank - 1;
+}
+
+/* MatMul(Q, K^T) [-> Mul or Div by a constant scalar] -> Softmax over the
+ * last axis -> MatMul(., V), from the first MatMul; each value read only by
+ * the next node, Q and K^T computed, of one rank, with the same leading
+ * axes, and V not a constant. */
+static int match_attention(onnx_importer *im, const Osp__Onnx__NodeProto *mm, att_match *m) {
+    memset(m, 0, sizeof *m);
+    if (!is_op(mm, "MatMul") || mm->n_input != 2) return 0;
+    onnx_value *q = value(im, mm->input[0]), *kt = value(im, mm->input[1]);
+    if (!q || !kt || q->kind != ONNX_VAL_LAYER || kt->kind != ONNX_VAL_LAYER) return 0;
+    const osp_shape *qs = shape_of(im, q->node), *ks = shape_of(im, kt->node);
+    if (qs->ndim < 2 || ks->ndim != qs->ndim) return 0;
+    for (int a = 0; a < qs->ndim - 2; a++)
+        if (qs->dim[a] != ks->dim[a]) return 0;
+    m->scores = mm;
+    m->scale_value = 1.0;
+    const Osp__Onnx__NodeProto *next = only_reader(im, mm);
+    int k = next && (is_op(next, "Mul") || is_op(next, "Div")) ? other_input(next, mm->output[0])
+                                                                  : -1;
+    if (k >= 0) {
+        double c;
+        if (!scalar_near(im, next, (size_t)k, 0.0, INFINITY, &c) || !isfinite(c) || c == 0.0 ||
+            (is_op(next, "Div") && k != 1))
+            return 0;
+        m->scale = next;
+        m->scale_value = is_op(next, "Div") ? 1.0 / c : c;
+        next = only_reader(im, next);
+    }
+    if (!is_op(next, "Softmax") || !softmax_last(im, next, qs->ndim + 1)) return 0;
+    m->softmax = next;
+    next = only_reader(im, next);
+    if (!is_op(next, "MatMul") || next->n_input != 2 || !reads(next, 0, m->softmax->output[0]))
+        return 0;
+    onnx_const c;
+    if (constant(im, next->input[1], &c)) {
+        osp__onnx_const_free(&c);
+        return 0;
+    }
+    onnx_value *v = value(im, next->input[1]);
+    if (!v || v->kind == ONNX_VAL_CONST) return 0;
+    m->context = next;
+    return 1;
+}
+
+/* From the second MatMul: the first, when n closes a pattern that
+ * match_attention accepted. */
+static int closes_attention(onnx_importer *im, const Osp__Onnx__NodeProto *n, att_match *m) {
+    onnx_value *p = n->n_input == 2 ? value(im, n->input[0]) : NULL;
+    if (!p || p->producer < 0 || !is_op(im->graph->node[p->producer], "Softmax")) return 0;
+    const Osp__Onnx__NodeProto *sm = im->graph->node[p->producer];
+    onnx_value *s = sm->n_input ? value(im, sm->input[0]) : NULL;
+    if (!s || s->producer < 0) return 0;
+    const Osp__Onnx__NodeProto *prev = im->graph->node[s->producer];
+    if (!is_op(prev, "MatMul")) {
+        onnx_value *t = NULL;
+        for (size_t i = 0; i < prev->n_input && i < 2 && !t; i++) {
+            onnx_value *u = value(im, prev->input[i]);
+            if (u && u->producer >= 0 && is_op(im->graph->node[u->producer], "MatMul")) t = u;
+        }
+        if (!t) return 0;
+        prev = im->graph->node[t->producer];
+    }
+    return match_attention(im, prev, m) && m->context == n;
+}
+
+/* The first MatMul of an attention: its nodes up to the softmax are
+ * bound to a stand-in (Q's layer) and skipped; the second MatMul, where V
+ * is known, emits the [attention]. */
+static int try_attention(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
+    att_match m;
+    if (match_attention(im, n, &m)) {
+        *handled = 1;
+        int stand_in = value(im, n->input[0])->node, rc;
+        if ((rc = osp__onnx_set_layer(im, m.scores, stand_in))) return rc;
+        if (m.scale && (rc = osp__onnx_set_layer(im, m.scale, stand_in))) return rc;
+        return osp__onnx_set_layer(im, m.softmax, stand_in);
+    }
+    if (!closes_attention(im, n, &m)) return OSP_OK;
+    *handled = 1;
+    onnx_value *v = value(im, n->input[1]);
+    if (!v || v->kind != ONNX_VAL_LAYER) FAIL(OSP_ENOTSUP, "attention values must be computed");
+    int in[3] = {value(im, m.scores->input[0])->node, value(im, m.scores->input[1])->node, v->node};
+    char keys[96];
+    snprintf(keys, sizeof keys, "transposed_k = 1\nscale = %.9g\n", m.scale_value);
+    return emit_bind(im, n, "attention", in, 3, keys);
+}
+
 static int try_matmul(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
     if (n->n_input != 2) return OSP_OK;
+    int rc = try_attention(im, n, handled);
+    if (rc || *handled) return rc;
     onnx_value *a = value(im, n->input[0]), *b = value(im, n->input[1]);
     if (!a || !b || a->kind != ONNX_VAL_LAYER) return OSP_OK;
     const osp_shape *as = shape_of(im, a->node);

@@ -65,7 +65,10 @@ int osp__kernel_team(void) {
     .special_forward = osp__cpu_special_forward,              \
     .special_backward = osp__cpu_special_backward,            \
     .softmax_axis_forward = osp__cpu_softmax_axis_forward,    \
-    .softmax_axis_backward = osp__cpu_softmax_axis_backward
+    .softmax_axis_backward = osp__cpu_softmax_axis_backward,  \
+    .attention_workspace = osp__cpu_attention_workspace,      \
+    .attention_forward = osp__cpu_attention_forward,          \
+    .attention_backward = osp__cpu_attention_backward
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \

@@ -17,7 +17,7 @@
 /* The name a kernel family file gives its entry points. */
 #ifndef KFN
 #define KFN(name) osp__cpu_##name
-/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c. */
+/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,
                             const float *b, int ldb, int64_t stride_b, float beta, float *c,
@@ -36,6 +36,13 @@ void osp__cpu_softmax_axis_forward(int64_t outer, int len, int64_t inner, const 
                                    float *y);
 void osp__cpu_softmax_axis_backward(int64_t outer, int len, int64_t inner, const float *y,
                                     const float *dy, float *dx);
+size_t osp__cpu_attention_workspace(const osp_attention_desc *d);
+void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
+                                const float *v, float *o, float *lse, void *workspace);
+void osp__cpu_attention_backward(const osp_attention_desc *d, const float *q, const float *k,
+                                 const float *v, const float *o, const float *dout,
+                                 const float *lse, float *dq, float *dk, float *dv,
+                                 void *workspace);
 
 #endif
 
@@ -118,7 +125,7 @@ void osp__cpu_l2norm_forward(int rows, int cols, float eps, const float *x, floa
 void osp__cpu_l2norm_backward(int rows, int cols, float eps, const float *x, const float *y,
                               const float *dy, float *dx);
 
-/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c. */
+/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,
                             const float *b, int ldb, int64_t stride_b, float beta, float *c,
@@ -137,5 +144,12 @@ void osp__cpu_softmax_axis_forward(int64_t outer, int len, int64_t inner, const 
                                    float *y);
 void osp__cpu_softmax_axis_backward(int64_t outer, int len, int64_t inner, const float *y,
                                     const float *dy, float *dx);
+size_t osp__cpu_attention_workspace(const osp_attention_desc *d);
+void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
+                                const float *v, float *o, float *lse, void *workspace);
+void osp__cpu_attention_backward(const osp_attention_desc *d, const float *q, const float *k,
+                                 const float *v, const float *o, const float *dout,
+                                 const float *lse, float *dq, float *dk, float *dv,
+                                 void *workspace);
 
 #endif

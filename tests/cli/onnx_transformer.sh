@@ -2,8 +2,8 @@
 # ONNX import of transformer operators against PyTorch: LayerNorm (opset
 # 17's LayerNormalization and the decomposed form of opsets 11 and 13),
 # Linear on N x T x D (MatMul + Add), GELU (the Erf form), multi-head
-# attention written out (MatMul of two computed values), Softmax over one
-# axis and Erf alone, from tests/golden/make_transformer_golden.py (the
+# attention written out (folded into one fused [attention]), a ViT encoder
+# block, Softmax over one axis and Erf alone, from tests/golden/make_transformer_golden.py (the
 # onnx_transformer_golden fixture). Each import must hold the folded layer
 # types, match PyTorch within 1e-4 of the largest value, and survive
 # osprey export and a second import with the same layers and outputs;

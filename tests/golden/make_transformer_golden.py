@@ -40,12 +40,14 @@ class Block(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention written out as ViT and DeiT write it:
-    q @ k^T * scale, softmax over the keys, @ v, heads merged."""
+    q @ k^T * scale, softmax over the keys, @ v, heads merged. scaling
+    "div" divides the scores by sqrt(d) instead; "query" scales q before
+    the product, as nn.MultiheadAttention does."""
 
-    def __init__(self, d=16, heads=4):
+    def __init__(self, d=16, heads=4, scaling="mul"):
         super().__init__()
-        self.heads, self.scale = heads, (d // heads) ** -0.5
-        self.qkv = nn.Linear(d, 3 * d)
+        self.heads, self.dh, self.scaling = heads, d // heads, scaling
+        self.scale = self.dh ** -0.5
         self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.proj = nn.Linear(d, d)
         self.norm = nn.LayerNorm(d)
@@ -55,9 +57,30 @@ class Attention(nn.Module):
         h = self.norm(x)
         split = lambda y: y.reshape(n, t, self.heads, d // self.heads).permute(0, 2, 1, 3)
         q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        if self.scaling == "div":
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.dh)
+        elif self.scaling == "query":
+            scores = (q * self.scale) @ k.transpose(-2, -1)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * self.scale
+        attn = torch.softmax(scores, dim=-1)
         y = (attn @ v).permute(0, 2, 1, 3).reshape(n, t, d)
         return x + self.proj(y)
+
+
+class Encoder(nn.Module):
+    """A ViT encoder block (pre-norm attention and MLP, both residual) on
+    N x 7 x 16 tokens."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.attn = Attention(d)
+        self.norm = nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        x = self.attn(x)
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
 class ErfNet(nn.Module):
@@ -126,8 +149,12 @@ def main():
         ("block_opset17", Block, 17, "layernorm,fc,gelu,softmax"),
         ("block_opset13", Block, 13, "layernorm,fc,gelu,softmax"),
         ("block_opset11", Block, 11, "layernorm,fc,gelu,softmax"),
-        ("attention_opset17", Attention, 17, "layernorm,fc,matmul,softmax"),
-        ("attention_opset13", Attention, 13, "layernorm,fc,matmul,softmax"),
+        ("attention_opset17", Attention, 17, "layernorm,fc,attention"),
+        ("attention_opset13", Attention, 13, "layernorm,fc,attention"),
+        ("attention_div_opset13", lambda: Attention(scaling="div"), 13, "attention"),
+        ("attention_query_opset11", lambda: Attention(scaling="query"), 11, "attention"),
+        ("encoder_opset17", Encoder, 17, "layernorm,fc,attention,gelu"),
+        ("encoder_opset13", Encoder, 13, "layernorm,fc,attention,gelu"),
         ("erf_opset13", ErfNet, 13, "erf,softmax"),
     ]
     manifest = ""

@@ -76,6 +76,26 @@ Test(grad_transformer, matmul) {
                              "[matmul]\ninput = a, t\n", &opts);
 }
 
+Test(grad_transformer, attention) {
+    /* 4 queries, 6 keys of 4 features, values of 3 */
+    expect_grad(NET("2x6x4") "[transpose]\nname = t\nperm = 0, 2, 1\n\n"
+                             "[fc]\nname = q\noutputs = 4\nlast_axis = 1\n\n"
+                             "[fc]\nname = v\noutputs = 3\nlast_axis = 1\ninput = input\n\n"
+                             "[attention]\ninput = q, input, v\n", &opts);
+    expect_grad(NET("2x6x4") "[transpose]\nname = t\nperm = 0, 2, 1\n\n"
+                             "[fc]\nname = q\noutputs = 4\nlast_axis = 1\n\n"
+                             "[fc]\nname = v\noutputs = 3\nlast_axis = 1\ninput = input\n\n"
+                             "[attention]\ninput = q, t, v\ntransposed_k = 1\nscale = 0.7\n",
+                &opts);
+    /* self-attention of one node: Q, K and V share a gradient */
+    expect_grad(NET("3x5x4") "[attention]\ninput = input, input, input\n", &opts);
+    /* more than one block of queries and of keys (64 each): the online
+     * softmax rescales earlier blocks */
+    expect_grad(NET("1x150x3") "[tanh]\nname = k\n\n"
+                               "[attention]\ninput = input, k, input\nscale = 2\n",
+                &(gradcheck_opts){.batch = 2, .max_checks = 64});
+}
+
 /* The same on the portable reference kernels. */
 Test(grad_reference, transformer_layers) {
     setenv("OSP_BACKEND", "reference", 1);
@@ -83,6 +103,8 @@ Test(grad_reference, transformer_layers) {
                            "[softmax]\naxis = 0\n", &opts);
     expect_grad(NET("2x3x4") "[transpose]\nname = t\nperm = 0, 2, 1\n\n"
                              "[matmul]\ninput = input, t\n\n[erf]\n", &opts);
+    expect_grad(NET("1x70x3") "[tanh]\nname = k\n\n"
+                              "[attention]\ninput = input, k, input\n", &opts);
 }
 
 /* ---- shapes and errors --------------------------------------------------- */
@@ -118,14 +140,24 @@ Test(transformer_spec, errors) {
     spec_expect_error(NET("4x6") "[fc]\noutputs = 2\nlast_axis = yes\n", OSP_EFORMAT, 6,
                       "'last_axis'");
     spec_expect_error(NET("4x6") "[erf]\ninput = input, input\n", OSP_ESHAPE, 4, "one input");
+    spec_expect_error(NET("4x6") "[attention]\ninput = input, input\n", OSP_ESHAPE, 4,
+                      "three inputs (Q, K, V)");
+    spec_expect_error(NET("4x6") "[attention]\ninput = input, input, input\ntransposed_k = 1\n",
+                      OSP_ESHAPE, 4, "do not fit");
+    spec_expect_error(NET("2x4x6") "[reshape]\nname = r\nshape = 4x2x6\n\n"
+                                   "[attention]\ninput = input, r, input\n", OSP_ESHAPE, 8,
+                      "leading axes");
+    spec_expect_error(NET("4x6") "[attention]\ninput = input, input, input\nscale = 0\n",
+                      OSP_EFORMAT, 6, "'scale' must not be 0");
 }
 
 /* ---- against PyTorch ------------------------------------------------------ */
 
 /* A pre-norm transformer encoder block on 5 tokens of 8 features, two
  * heads, then the rest of the layers' keys: tanh GELU, erf, a layer norm
- * over two axes, scores broadcast against a rank-2 operand, a softmax
- * along a middle axis. */
+ * over two axes, scores broadcast against a rank-2 operand, fused
+ * attention (K given transposed, and not), a softmax along a middle
+ * axis. */
 static const char golden_spec[] =
     NET("5x8")
     "[layernorm]\nname = ln1\n\n"
@@ -154,7 +186,27 @@ static const char golden_spec[] =
     "[erf]\nname = e\n\n"
     "[layernorm]\nname = ln3\naxis = 0\neps = 1e-3\n\n"
     "[matmul]\nname = mixed\ninput = attn, ln3\n\n"
-    "[softmax]\nname = out\naxis = 1\n";
+    "[attention]\nname = fused\ninput = qt, kt, mixed\ntransposed_k = 1\nscale = 0.9\n\n"
+    "[attention]\nname = fused2\ninput = fused, fused, vt\n\n"
+    "[softmax]\nname = out\naxis = 1\ninput = fused2\n";
+
+/* Multi-head attention over 130 tokens: three blocks of 64 queries and of
+ * keys in the fused kernel. The keys have no bias: its gradient is 0 in
+ * exact arithmetic (it shifts each row of scores by a constant), so both
+ * sides would compare rounding noise. */
+static const char long_spec[] =
+    NET("130x8")
+    "[fc]\nname = q\noutputs = 8\nlast_axis = 1\n\n"
+    "[fc]\nname = k\noutputs = 8\nlast_axis = 1\ninput = input\nbias = 0\n\n"
+    "[fc]\nname = v\noutputs = 6\nlast_axis = 1\ninput = input\n\n"
+    "[reshape]\nname = qh\nshape = 130x2x4\ninput = q\n\n"
+    "[transpose]\nname = qt\nperm = 1, 0, 2\n\n"
+    "[reshape]\nname = kh\nshape = 130x2x4\ninput = k\n\n"
+    "[transpose]\nname = kt\nperm = 1, 0, 2\n\n"
+    "[reshape]\nname = vh\nshape = 130x2x3\ninput = v\n\n"
+    "[transpose]\nname = vt\nperm = 1, 0, 2\n\n"
+    "[attention]\nname = att\ninput = qt, kt, vt\nscale = 1.5\n\n"
+    "[transpose]\nname = merged\nperm = 1, 0, 2\n";
 
 /* The largest difference over the largest reference value, or over floor
  * where that is larger (a gradient that is zero in exact arithmetic, such as
@@ -182,8 +234,8 @@ static const osp_st_tensor *need(const osp_safetensors *st, const char *prefix, 
 /* Output, input gradient and every parameter's gradient within 1e-5 of the
  * largest value of PyTorch's (of 0.1 at least for a parameter's), with
  * PyTorch's weights. */
-static void check_golden(const osp_safetensors *st) {
-    osp_net *net = spec_build(golden_spec);
+static void check_golden(const char *spec, const osp_safetensors *st) {
+    osp_net *net = spec_build(spec);
     osp_graph *g = net->graph;
     for (int i = 0; i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
@@ -200,7 +252,8 @@ static void check_golden(const osp_safetensors *st) {
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
     cr_assert_eq(osp_graph_forward(g, x->data, &ex), 0, "%s", osp_last_error());
     double e = max_err(out->out, need(st, "", "output", batch * out->size)->data, batch * out->size, 0);
-    fprintf(stderr, "transformer block vs PyTorch (%s): output %.2g", ex.be->name, e);
+    fprintf(stderr, "%s vs PyTorch (%s): output %.2g", spec == golden_spec ? "block" : "attention",
+            ex.be->name, e);
     cr_expect_lt(e, 1e-5, "output: error %g", e);
     memcpy(out->dout, need(st, "", "r", batch * out->size)->data,
            (size_t)(batch * out->size) * sizeof(float));
@@ -223,10 +276,10 @@ static void check_golden(const osp_safetensors *st) {
 /* The reference values come from scripts/torchspec.py, run here (about a
  * second); skipped where python3-torch is not installed. Checked on the
  * backend this machine picks and on the portable reference. */
-Test(golden_transformer, encoder_block_against_pytorch) {
+static void against_pytorch(const char *spec) {
     tmpdir_make();
     const char *spec_path = strdup(tmpdir_path("net.cfg"));
-    tmpdir_write(spec_path, golden_spec, strlen(golden_spec));
+    tmpdir_write(spec_path, spec, strlen(spec));
     const char *st_path = strdup(tmpdir_path("golden.safetensors"));
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/torchspec.py golden %s %s 3",
@@ -239,11 +292,15 @@ Test(golden_transformer, encoder_block_against_pytorch) {
     }
     osp_safetensors *st;
     cr_assert_eq(osp_st_load(st_path, &st), 0, "%s", osp_last_error());
-    check_golden(st);
+    check_golden(spec, st);
     setenv("OSP_BACKEND", "reference", 1);
-    check_golden(st);
+    check_golden(spec, st);
     osp_st_free(st);
     free((void *)spec_path);
     free((void *)st_path);
     tmpdir_remove();
 }
+
+Test(golden_transformer, encoder_block_against_pytorch) { against_pytorch(golden_spec); }
+
+Test(golden_transformer, long_attention_against_pytorch) { against_pytorch(long_spec); }
