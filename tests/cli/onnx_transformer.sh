@@ -6,8 +6,9 @@
 # block, Softmax over one axis and Erf alone, from tests/golden/make_transformer_golden.py (the
 # onnx_transformer_golden fixture). Each import must hold the folded layer
 # types, match PyTorch within 1e-4 of the largest value, and survive
-# osprey export and a second import with the same layers and outputs;
-# hostile files are refused with one line.
+# osprey export and a second import with the same layers and outputs (the
+# exported model also run by ONNX Runtime where it installs); hostile files
+# are refused with one line.
 # usage: onnx_transformer.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
 osprey=$1
@@ -21,6 +22,11 @@ compare() { $python "$src/tests/golden/compare_npy.py" "$@" || fail "$1 differs 
 # The layer types of a model, one a line, from osprey info's table.
 types() { "$osprey" info "$1" | awk 'seen { print $2 } /^layer +type/ { seen = 1 }' | sort -u; }
 layers() { "$osprey" info "$1" | awk 'seen { n++ } /^layer +type/ { seen = 1 } END { print n }'; }
+
+# ONNX Runtime runs the exported models too, where it can be installed.
+ort_run=
+if "$src/scripts/install-onnxruntime" >/dev/null 2>&1; then ort_run=$src/tests/onnx/ort_run.js
+else echo "ONNX Runtime could not be installed: exported models are not run by it"; fi
 
 [ -s "$golden/manifest.txt" ] || fail "no golden data in $golden (the onnx_transformer_golden fixture)"
 
@@ -43,6 +49,11 @@ while read -r model want; do
     "$osprey" run --model "$work/$model.re.osp" --input "$golden/$model.input.npy" \
         --output "$work/$model.re.npy"
     compare "$work/$model.re.npy" "$golden/$model.output.npy" 1e-4
+    if [ -n "$ort_run" ]; then
+        node "$ort_run" "$work/$model.re.onnx" "$golden/$model.input.npy" "$work/$model.ort.npy" \
+            --threads 2
+        compare "$work/$model.ort.npy" "$golden/$model.output.npy" 1e-4
+    fi
 done <"$golden/manifest.txt"
 
 while read -r file want; do
