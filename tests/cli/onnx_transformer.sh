@@ -34,7 +34,12 @@ while read -r model want; do
     echo "== $model"
     "$osprey" import "$golden/$model.onnx" --out "$work/$model.osp" || fail "import $model"
     for t in ${want//,/ }; do
-        types "$work/$model.osp" | grep -qx "$t" || fail "$model: no [$t] layer: $(types "$work/$model.osp" | tr '\n' ' ')"
+        if [ "${t#!}" != "$t" ]; then
+            ! types "$work/$model.osp" | grep -qx "${t#!}" || fail "$model: a [${t#!}] layer"
+        else
+            types "$work/$model.osp" | grep -qx "$t" ||
+                fail "$model: no [$t] layer: $(types "$work/$model.osp" | tr '\n' ' ')"
+        fi
     done
     for batch in 2 1; do
         "$osprey" run --model "$work/$model.osp" --input "$golden/$model.input.npy" \

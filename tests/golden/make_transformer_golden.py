@@ -6,7 +6,7 @@ by torch.onnx at several opsets, with PyTorch's outputs on a fixed input.
 
 writes, for each model M, OUT_DIR/M.onnx, M.input.npy and M.output.npy,
 OUT_DIR/manifest.txt with one line per model (M and the layer types its
-import must hold, comma-separated), and the hostile models the importer
+import must hold, comma-separated; !T: must not hold), and the hostile models the importer
 must refuse (bad_models.txt: 'FILE MESSAGE-FRAGMENT' lines)."""
 import math
 import os
@@ -83,6 +83,23 @@ class Encoder(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
+class NearMiss(nn.Module):
+    """Forms close to the folded patterns that must not fold: a GELU with
+    0.6 for 0.5 (computed piece by piece), and a layer norm written out
+    whose weight spans two axes while it normalises one (folded without
+    its affine part, the Mul kept)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(7, 16) + 0.5)
+
+    def forward(self, x):
+        g = x * 0.6 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+        m = g.mean(-1, keepdim=True)
+        v = (g - m).pow(2).mean(-1, keepdim=True)
+        return (g - m) / torch.sqrt(v + 1e-5) * self.w
+
+
 class ErfNet(nn.Module):
     """Erf outside a GELU, and a softmax over a middle axis."""
 
@@ -156,6 +173,7 @@ def main():
         ("encoder_opset17", Encoder, 17, "layernorm,fc,attention,gelu"),
         ("encoder_opset13", Encoder, 13, "layernorm,fc,attention,gelu"),
         ("erf_opset13", ErfNet, 13, "erf,softmax"),
+        ("near_miss_opset13", NearMiss, 13, "erf,layernorm,!gelu"),
     ]
     manifest = ""
     for name, build, opset, types in models:
