@@ -369,7 +369,7 @@ static int map_linear(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x,
     if (xs->dim[xs->ndim - 1] != D)
         FAIL(OSP_ESHAPE, "a %lldx%lld matrix for a last axis of %lld", (long long)D, (long long)K,
              (long long)xs->dim[xs->ndim - 1]);
-    if (K < 1 || K > (1 << 24)) FAIL(OSP_ERANGE, "%lld outputs", (long long)K);
+    if (K < 1 || K > (1 << 24)) FAIL(OSP_ERANGE, "%lld outputs (1 to 16777216)", (long long)K);
     const Osp__Onnx__NodeProto *add = only_reader(im, n), *last = n;
     onnx_const bias;
     memset(&bias, 0, sizeof bias);
