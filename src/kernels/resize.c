@@ -19,44 +19,49 @@ typedef struct tap {
     float w;
 } tap;
 
-static double source_coord(const osp_resize_desc *d, double x, int in, int out, double scale) {
+/* In float, as ONNX Runtime computes it: where the result lands on a
+ * rounding boundary (1.5 / 0.6f - 0.5 is just below 2), double precision
+ * would round the other way. */
+static float source_coord(const osp_resize_desc *d, int xi, int in, int out, float scale) {
+    float x = (float)xi;
     switch (d->coord) {
-    case OSP_COORD_HALF_PIXEL: return (x + 0.5) / scale - 0.5;
-    case OSP_COORD_PYTORCH_HALF_PIXEL: return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
-    case OSP_COORD_ALIGN_CORNERS: return out > 1 ? x * (double)(in - 1) / (double)(out - 1) : 0.0;
+    case OSP_COORD_HALF_PIXEL: return (x + 0.5f) / scale - 0.5f;
+    case OSP_COORD_PYTORCH_HALF_PIXEL: return out > 1 ? (x + 0.5f) / scale - 0.5f : 0.0f;
+    case OSP_COORD_ALIGN_CORNERS:
+        return out > 1 ? x * (float)(in - 1) / (float)(out - 1) : 0.0f;
     case OSP_COORD_ASYMMETRIC: return x / scale;
-    case OSP_COORD_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / scale;
+    case OSP_COORD_TF_HALF_PIXEL_FOR_NN: return (x + 0.5f) / scale;
     }
-    return 0.0;
+    return 0.0f;
 }
 
-static int round_nearest(osp_resize_nearest mode, double s) {
-    double f = floor(s), frac = s - f;
+static int round_nearest(osp_resize_nearest mode, float s) {
+    float f = floorf(s), frac = s - f;
     switch (mode) {
     case OSP_NEAREST_FLOOR: return (int)f;
-    case OSP_NEAREST_CEIL: return (int)ceil(s);
-    case OSP_NEAREST_ROUND_PREFER_CEIL: return (int)(frac >= 0.5 ? f + 1 : f);
+    case OSP_NEAREST_CEIL: return (int)ceilf(s);
+    case OSP_NEAREST_ROUND_PREFER_CEIL: return (int)(frac >= 0.5f ? f + 1 : f);
     case OSP_NEAREST_ROUND_PREFER_FLOOR: break;
     }
-    return (int)(frac > 0.5 ? f + 1 : f);
+    return (int)(frac > 0.5f ? f + 1 : f);
 }
 
 static int clamp(int i, int len) { return i < 0 ? 0 : i >= len ? len - 1 : i; }
 
-static tap tap_of(const osp_resize_desc *d, int x, int in, int out, double scale) {
-    double s = source_coord(d, x, in, out, scale);
+static tap tap_of(const osp_resize_desc *d, int x, int in, int out, float scale) {
+    float s = source_coord(d, x, in, out, scale);
     tap t;
     if (d->mode == OSP_INTERP_NEAREST) {
         /* Coordinates far outside are clamped before the cast. */
-        s = s < -1.0 ? -1.0 : s > (double)in ? (double)in : s;
+        s = s < -1.0f ? -1.0f : s > (float)in ? (float)in : s;
         t.i0 = t.i1 = clamp(round_nearest(d->nearest, s), in);
         t.w = 0.0f;
         return t;
     }
-    s = s < 0.0 ? 0.0 : s > (double)(in - 1) ? (double)(in - 1) : s;
+    s = s < 0.0f ? 0.0f : s > (float)(in - 1) ? (float)(in - 1) : s;
     t.i0 = (int)s;
     t.i1 = t.i0 + 1 < in ? t.i0 + 1 : t.i0;
-    t.w = (float)(s - t.i0);
+    t.w = s - (float)t.i0;
     return t;
 }
 

@@ -104,6 +104,23 @@ class AlignNet(nn.Module):
         return F.interpolate(x, scale_factor=0.5, mode="nearest")
 
 
+class FracNet(nn.Module):
+    """Fractional factors: nearest by 1.5, bilinear by 0.75 x 1.25."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.interpolate(x, scale_factor=1.5, mode="nearest")
+        x = F.relu(self.conv2(x))
+        x = F.interpolate(x, scale_factor=(0.75, 1.25), mode="bilinear", align_corners=False)
+        return self.conv3(x)
+
+
 def randomise(model, seed):
     torch.manual_seed(seed)
     for m in model.modules():
@@ -200,7 +217,8 @@ def main():
     for name, build, seed, size, old in [("convnet", ConvNet, 1, 16, True),
                                          ("nearestnet", NearestNet, 4, 8, True),
                                          ("upnet", UpNet, 2, 12, False),
-                                         ("alignnet", AlignNet, 3, 10, False)]:
+                                         ("alignnet", AlignNet, 3, 10, False),
+                                         ("fracnet", FracNet, 5, 11, False)]:
         model = randomise(build(), seed)
         torch.manual_seed(seed + 100)
         x = torch.randn(2, 3, size, size)
