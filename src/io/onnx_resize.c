@@ -166,7 +166,8 @@ static int index_of(const char *const *names, const char *s) {
 
 /* The attributes of 11+ (and 18) as [resize] keys. */
 static int modern_keys(onnx_importer *im, const Osp__Onnx__NodeProto *n, const resize_form *f,
-                       const resize_request *r, int linear, char *keys, size_t len) {
+                       const osp_shape *xs, const resize_request *r, int linear, char *keys,
+                       size_t len) {
     static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
                                          "asymmetric", "tf_half_pixel_for_nn", NULL};
     static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
@@ -182,6 +183,19 @@ static int modern_keys(onnx_importer *im, const Osp__Onnx__NodeProto *n, const r
              coord);
     if (index_of(nearests, nearest) < 0)
         FAIL(OSP_ENOTSUP, "attribute 'nearest_mode' = '%s'", nearest);
+    /* align_corners divides by the output's length less 1, and
+     * pytorch_half_pixel tests it against 1: with scales that do not give
+     * whole lengths, ONNX's reference takes input x scale and ONNX Runtime
+     * (and [resize]) the floored output. Refused where they differ. */
+    int lengths_matter = !strcmp(coord, "align_corners") || !strcmp(coord, "pytorch_half_pixel");
+    for (int k = 2; k < 4 && r->has_scales && lengths_matter; k++) {
+        /* in float, as both compute the output's length */
+        double exact = (double)((float)xs->dim[k - 1] * (float)r->scale[k]);
+        if (exact != floor(exact) && (coord[0] == 'a' || floor(exact) <= 1.0))
+            FAIL(OSP_ENOTSUP, "attribute 'coordinate_transformation_mode' = '%s' with a scale of "
+                 "%g for a side of %lld (%g is not a whole length, and runtimes differ on it)",
+                 coord, r->scale[k], (long long)xs->dim[k - 1], exact);
+    }
     if (f->v18) {
         const char *policy = osp__onnx_attr_string(n, "keep_aspect_ratio_policy", "stretch", kb,
                                                    sizeof kb);
@@ -238,7 +252,7 @@ int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!linear && strcmp(mode, "nearest"))
         FAIL(OSP_ENOTSUP, "attribute 'mode' = '%s' (osprey has nearest and linear)", mode);
     char how[160];
-    if ((rc = f->modern ? modern_keys(im, n, f, &r, linear, how, sizeof how)
+    if ((rc = f->modern ? modern_keys(im, n, f, xs, &r, linear, how, sizeof how)
                         : old_keys(im, n, &r, linear, how, sizeof how)))
         return rc;
     char keys[320];

@@ -32,8 +32,12 @@ static const char *const coord_names[] = {"half_pixel", "pytorch_half_pixel", "a
 static const char *const nearest_names[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
                                             "ceil", NULL};
 
-/* The output side for an input side and a scale: floor(in x scale). */
-static int64_t scaled_side(int64_t in, float scale) { return (int64_t)floor((double)in * scale); }
+/* The output side for an input side and a scale: floor(in x scale), the
+ * product in float as ONNX computes it (7 x 2.142857f is 15 there,
+ * 14.999999 in double). */
+static int64_t scaled_side(int64_t in, float scale) {
+    return (int64_t)floorf((float)in * scale);
+}
 
 static int resize_desc(const osp_graph *g, const osp_node *n, int batch, osp_resize_desc *d) {
     const osp_shape *in = &osp_node_input((osp_graph *)g, n, 0)->shape;
