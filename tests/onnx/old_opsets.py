@@ -15,6 +15,7 @@ the conversions the converter refused.
 """
 import os
 import sys
+import tempfile
 
 import numpy as np
 import onnx
@@ -133,7 +134,8 @@ def randomise(model, seed):
 
 
 def export(model, x, opset):
-    path = "/tmp/_osp_old_opsets_%d.onnx" % os.getpid()
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
     # Old opsets want batch norms as nodes (training=TrainingMode.PRESERVE
     # would keep them; eval folds none at these versions either way).
     torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"],
@@ -152,39 +154,51 @@ def const_input(graph, name, array):
     return name
 
 
+def constant_of(graph, name):
+    """The value of name when an initializer or a Constant node holds it."""
+    for i in graph.initializer:
+        if i.name == name:
+            return numpy_helper.to_array(i)
+    for n in graph.node:
+        if n.op_type == "Constant" and list(n.output) == [name]:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+    return None
+
+
 def to_opset18(m):
-    """An opset-17 model rewritten in opset 18's forms."""
+    """An opset-17 model rewritten in opset 18's forms: the reductions'
+    axes as an input, Pad's pads over H and W with the axes input, and
+    Resize's scales over H and W with the axes attribute."""
     m = onnx.ModelProto.FromString(m.SerializeToString())
     g = m.graph
+    rewritten = {"ReduceMean": 0, "Pad": 0, "Resize": 0}
     for k, n in enumerate(g.node):
         attrs = {a.name: a for a in n.attribute}
         if n.op_type.startswith("Reduce") and n.op_type != "ReduceSum" and "axes" in attrs:
             axes = list(attrs["axes"].ints)
             n.attribute.remove(attrs["axes"])
             n.input.append(const_input(g, "%s_axes18_%d" % (n.op_type, k), np.array(axes, np.int64)))
+            rewritten["ReduceMean"] += 1
         if n.op_type == "Pad" and len(n.input) >= 2:
-            # pads over H and W only, with the axes input
-            pads = [i for i in g.initializer if i.name == n.input[1]]
-            if pads:
-                p = numpy_helper.to_array(pads[0])
-                if p.size == 8 and not p[[0, 1, 4, 5]].any():
-                    name = const_input(g, "pad_hw18_%d" % k, p[[2, 3, 6, 7]].astype(np.int64))
-                    while len(n.input) < 3:
-                        n.input.append("")
-                    n.input[1] = name
-                    if len(n.input) == 3:
-                        n.input.append(const_input(g, "pad_axes18_%d" % k, np.array([2, 3], np.int64)))
+            p = constant_of(g, n.input[1])
+            if p is not None and p.size == 8 and not p[[0, 1, 4, 5]].any():
+                while len(n.input) < 3:
+                    n.input.append("")
+                n.input[1] = const_input(g, "pad_hw18_%d" % k, p[[2, 3, 6, 7]].astype(np.int64))
+                n.input.append(const_input(g, "pad_axes18_%d" % k, np.array([2, 3], np.int64)))
+                rewritten["Pad"] += 1
         if n.op_type == "Resize" and len(n.input) >= 3 and n.input[2]:
-            sc = [i for i in g.initializer if i.name == n.input[2]]
-            if sc:
-                s = numpy_helper.to_array(sc[0])
-                if s.size == 4:
-                    n.input[2] = const_input(g, "resize_hw18_%d" % k, s[2:].astype(np.float32))
-                    n.attribute.append(helper.make_attribute("axes", [2, 3]))
+            sc = constant_of(g, n.input[2])
+            if sc is not None and sc.size == 4:
+                n.input[2] = const_input(g, "resize_hw18_%d" % k, sc[2:].astype(np.float32))
+                n.attribute.append(helper.make_attribute("axes", [2, 3]))
+                rewritten["Resize"] += 1
     for o in m.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = 18
-    return m
+    return m, rewritten
 
 
 def split_model_18():
@@ -206,7 +220,7 @@ def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "opsets_golden"
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
-    manifest, skipped = [], []
+    manifest, skipped, forms18 = [], [], []
 
     def save(m, name, x, want):
         onnx.save(m, os.path.join(out_dir, name + ".onnx"))
@@ -249,7 +263,9 @@ def main():
                                                       str(e).splitlines()[0][-50:]))
                     continue
                 save(c, "%s_op%d_from%d" % (name, target, base), x, want)
-        save(to_opset18(export(model, x, 17)), "%s_op18" % name, x, want)
+        m18, rewritten = to_opset18(export(model, x, 17))
+        save(m18, "%s_op18" % name, x, want)
+        forms18.append("%s: %s" % (name, ", ".join("%s %d" % kv for kv in rewritten.items())))
 
     x = torch.randn(2, 4, 6, 6)
     save(split_model_18(), "split_op18", x, torch.relu(x).reshape(2, 144).numpy())
@@ -259,6 +275,7 @@ def main():
     with open(os.path.join(out_dir, "skipped.txt"), "w") as f:
         f.write("\n".join(skipped) + ("\n" if skipped else ""))
     print("%d models, %d conversions skipped" % (len(manifest), len(skipped)))
+    print("opset 18 forms written:", "; ".join(forms18))
     for s in skipped:
         print("  skipped:", s)
 
