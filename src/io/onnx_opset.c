@@ -15,6 +15,9 @@
 
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
+/* Arguments are axes, pads, bounds, starts and ends: a handful of values. */
+#define ONNX_MAX_ARG 4096
+
 /* An argument that is attribute `arg` before opset `since` (when
  * attr_before; otherwise absent before it) and input `input` from it. */
 typedef struct arg_form {
@@ -159,12 +162,17 @@ int osp__onnx_arg(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *
     if (im->opset < f->since) {
         const Osp__Onnx__AttributeProto *a = f->attr_before ? osp__onnx_attr(n, arg) : NULL;
         if (!a) return OSP_OK;
+        if (a->n_ints > ONNX_MAX_ARG || a->n_floats > ONNX_MAX_ARG)
+            FAIL(OSP_ERANGE, "attribute '%s' holds more than %d values", arg, ONNX_MAX_ARG);
         if ((rc = const_from_attr(im, n, a, out))) return rc;
     } else {
         onnx_value *v = osp__onnx_input(im, n, (size_t)f->input);
         if (!v) return OSP_OK;
         if (v->kind != ONNX_VAL_CONST)
             FAIL(OSP_ENOTSUP, "input %d ('%s', the %s) must be a constant", f->input, v->name, arg);
+        if (v->c.numel > ONNX_MAX_ARG)
+            FAIL(OSP_ERANGE, "input %d (the %s) holds %lld values (at most %d)", f->input, arg,
+                 (long long)v->c.numel, ONNX_MAX_ARG);
         if (v->c.is_int) rc = osp__onnx_const_alloc(out, v->c.ndim, v->c.dim, 1);
         else rc = osp__onnx_const_alloc(out, v->c.ndim, v->c.dim, 0);
         if (rc) return rc;
