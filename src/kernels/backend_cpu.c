@@ -55,7 +55,9 @@ int osp__kernel_team(void) {
     .softmax_xent = osp__cpu_softmax_xent,                    \
     .sigmoid_bce = osp__cpu_sigmoid_bce,                      \
     .l2norm_forward = osp__cpu_l2norm_forward,                \
-    .l2norm_backward = osp__cpu_l2norm_backward
+    .l2norm_backward = osp__cpu_l2norm_backward,              \
+    .resize_forward = osp__cpu_resize_forward,                \
+    .resize_backward = osp__cpu_resize_backward
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \

@@ -98,4 +98,8 @@ void osp__cpu_l2norm_forward(int rows, int cols, float eps, const float *x, floa
 void osp__cpu_l2norm_backward(int rows, int cols, float eps, const float *x, const float *y,
                               const float *dy, float *dx);
 
+/* resize.c */
+void osp__cpu_resize_forward(const osp_resize_desc *d, const float *x, float *y);
+void osp__cpu_resize_backward(const osp_resize_desc *d, const float *dy, float *dx);
+
 #endif
