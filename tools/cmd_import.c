@@ -13,7 +13,7 @@ static void usage(FILE *out) {
             "usage: osprey import MODEL.onnx --out MODEL.osp [options]\n"
             "       osprey import MODEL.osp --labels FILE --out NEW.osp\n"
             "\n"
-            "Maps an ONNX model (opsets 11 to 17) onto osprey's layers and writes it as an\n"
+            "Maps an ONNX model (opsets 7 to 18) onto osprey's layers and writes it as an\n"
             "osprey model: the network spec, with one layer per ONNX node that computes,\n"
             "named after the node ('osprey info' lists them, 'osprey run --layer NAME'\n"
             "returns one's activations), and the model's weights. Constant subgraphs are\n"

@@ -81,6 +81,35 @@ typedef struct osp_attention_desc {
 
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
+/* 2-D resizing of planes (ONNX Resize, F.interpolate): each of `planes`
+ * in_h x in_w planes becomes out_h x out_w. An output coordinate maps to
+ * an input one by `coord` with the scale factors given (ONNX uses the
+ * model's scales, not out/in, whenever it has them); nearest rounds it by
+ * `nearest`, linear blends the two neighbours on each axis (bilinear),
+ * clamped to the plane's edge. */
+typedef enum osp_interp_mode { OSP_INTERP_NEAREST = 0, OSP_INTERP_LINEAR = 1 } osp_interp_mode;
+typedef enum osp_resize_coord {
+    OSP_COORD_HALF_PIXEL = 0,         /* (x + 0.5) / scale - 0.5 */
+    OSP_COORD_PYTORCH_HALF_PIXEL = 1, /* the same, but 0 for an output of 1 */
+    OSP_COORD_ALIGN_CORNERS = 2,      /* x (in - 1) / (out - 1) */
+    OSP_COORD_ASYMMETRIC = 3,         /* x / scale */
+    OSP_COORD_TF_HALF_PIXEL_FOR_NN = 4 /* (x + 0.5) / scale */
+} osp_resize_coord;
+typedef enum osp_resize_nearest {
+    OSP_NEAREST_ROUND_PREFER_FLOOR = 0,
+    OSP_NEAREST_ROUND_PREFER_CEIL = 1,
+    OSP_NEAREST_FLOOR = 2,
+    OSP_NEAREST_CEIL = 3
+} osp_resize_nearest;
+typedef struct osp_resize_desc {
+    int64_t planes; /* batch x channels */
+    int in_h, in_w, out_h, out_w;
+    float scale_h, scale_w; /* output / input, > 0 */
+    osp_interp_mode mode;
+    osp_resize_coord coord;
+    osp_resize_nearest nearest;
+} osp_resize_desc;
+
 typedef struct osp_backend {
     const char *name; /* "cpu-ref", "cpu-avx2", ... */
 
@@ -190,6 +219,12 @@ typedef struct osp_backend {
     void (*l2norm_forward)(int rows, int cols, float eps, const float *x, float *y);
     void (*l2norm_backward)(int rows, int cols, float eps, const float *x, const float *y,
                             const float *dy, float *dx);
+
+    /* Resizing (osp_resize_desc): y = resize(x); dx += the transpose of
+     * the same map applied to dy (each output's gradient scattered to the
+     * inputs it read, with their weights). */
+    void (*resize_forward)(const osp_resize_desc *d, const float *x, float *y);
+    void (*resize_backward)(const osp_resize_desc *d, const float *dy, float *dx);
 
     /* ---- transformers ---- */
     /* count GEMMs of one shape: C_i = alpha * op(A_i) op(B_i) + beta * C_i

@@ -110,6 +110,9 @@ struct osp_onnx_writer {
     char *(*constant)(osp_onnx_writer *w, const osp_node *n);
     int (*is_constant)(osp_onnx_writer *w, int node);
     char *(*batch)(osp_onnx_writer *w);
+    /* A float32 tensor of shape dims (ndim axes) holding data (copied). */
+    char *(*init_floats)(osp_onnx_writer *w, const char *name, const int64_t *dims, int ndim,
+                         const float *data);
 };
 
 #ifdef __cplusplus

@@ -428,6 +428,17 @@ static char *w_init_ints(osp_onnx_writer *w, const char *name, const int64_t *v,
     return init_i64s(ex_of(w), name, v, count);
 }
 
+static char *w_init_floats(osp_onnx_writer *w, const char *name, const int64_t *dims, int ndim,
+                           const float *data) {
+    exporter *e = ex_of(w);
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= (size_t)dims[i];
+    float *copy = ex_alloc(e, numel ? numel : 1, sizeof *copy);
+    if (!copy) return NULL;
+    if (numel) memcpy(copy, data, numel * sizeof *copy);
+    return init_f32(e, name, dims, ndim, copy);
+}
+
 static char *w_init_shape(osp_onnx_writer *w, const char *name, const osp_shape *s) {
     return init_shape(ex_of(w), name, s);
 }
@@ -471,6 +482,7 @@ static const osp_onnx_writer writer = {
     .constant = w_constant,
     .is_constant = w_is_constant,
     .batch = w_batch,
+    .init_floats = w_init_floats,
 };
 
 static int export_layer(exporter *e, const osp_node *n, char **in, char *out) {

@@ -14,7 +14,7 @@
 static const char *const foldable[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze",
                                        "Squeeze", "Concat", "Cast", "Reshape", "Slice", "Add",
                                        "Sub", "Mul", "Div", "ConstantOfShape", "Flatten", "Transpose",
-                                       NULL};
+                                       "Split", NULL};
 
 int osp__onnx_is_foldable(const char *op) {
     for (int i = 0; foldable[i]; i++)
@@ -45,39 +45,55 @@ static int normalize_axis(int64_t axis, int rank, int *out) {
     return OSP_OK;
 }
 
-/* The node's axes: attribute (older opsets) or input `idx` (newer). */
-static int node_axes(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t idx, int64_t *axes,
-                     int *count) {
-    size_t na;
-    const int64_t *a = osp__onnx_attr_ints(n, "axes", &na);
-    if (!a) {
-        const onnx_const *c = osp__onnx_const_input(im, n, idx);
-        if (!c) {
-            *count = -1; /* none given */
-            return OSP_OK;
-        }
-        if (!c->is_int || c->ndim > 1) FAIL(OSP_EFORMAT, "axes must be a 1-D integer tensor");
-        a = c->i;
-        na = (size_t)c->numel;
-    }
-    if (na > ONNX_MAX_RANK) FAIL(OSP_ERANGE, "%zu axes", na);
-    for (size_t k = 0; k < na; k++) axes[k] = a[k];
-    *count = (int)na;
-    return OSP_OK;
-}
-
-static int set_result(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *c) {
-    if (n->n_output < 1 || !n->output[0] || !*n->output[0]) {
+static int set_output(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t o,
+                      onnx_const *c) {
+    if (n->n_output <= o || !n->output[o] || !*n->output[o]) {
         osp__onnx_const_free(c);
         FAIL(OSP_EFORMAT, "has no output");
     }
-    onnx_value *v = osp__onnx_value_add(im, n->output[0]);
+    onnx_value *v = osp__onnx_value_add(im, n->output[o]);
     if (!v) {
         osp__onnx_const_free(c);
         return OSP_ENOMEM;
     }
     v->kind = ONNX_VAL_CONST;
     v->c = *c;
+    return OSP_OK;
+}
+
+static int set_result(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *c) {
+    return set_output(im, n, 0, c);
+}
+
+/* Split of a constant: every output is set here (the part sizes in each
+ * opset's form come from onnx_opset.c). */
+static int fold_split(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
+    const onnx_const *x = osp__onnx_const_input(im, n, 0);
+    int axis, count, rc;
+    if (x->ndim < 1 || normalize_axis(osp__onnx_attr_int(n, "axis", 0), x->ndim, &axis))
+        FAIL(OSP_EFORMAT, "bad axis for data of rank %d", x->ndim);
+    int64_t sizes[ONNX_MAX_SPLIT];
+    if ((rc = osp__onnx_split_sizes(im, n, x->dim[axis], sizes, &count))) return rc;
+    int64_t outer = 1, inner = 1, len = x->dim[axis], at = 0;
+    for (int k = 0; k < axis; k++) outer *= x->dim[k];
+    for (int k = axis + 1; k < x->ndim; k++) inner *= x->dim[k];
+    for (int p = 0; p < count; at += sizes[p], p++) {
+        int64_t dims[ONNX_MAX_RANK];
+        memcpy(dims, x->dim, sizeof dims);
+        dims[axis] = sizes[p];
+        onnx_const c;
+        if ((rc = fold_alloc(&c, x->ndim, dims, x->is_int))) return rc;
+        int64_t o = 0;
+        for (int64_t a = 0; a < outer; a++)
+            for (int64_t b = 0; b < sizes[p] * inner; b++, o++) {
+                int64_t from = (a * len + at) * inner + b;
+                if (x->is_int) c.i[o] = x->i[from];
+                else c.f[o] = x->f[from];
+            }
+        if (n->output[p] && *n->output[p]) {
+            if ((rc = set_output(im, n, (size_t)p, &c))) return rc;
+        } else osp__onnx_const_free(&c);
+    }
     return OSP_OK;
 }
 
@@ -187,7 +203,7 @@ static int fold_unsqueeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
-    if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
+    if ((rc = osp__onnx_axes_arg(im, n, axes, &na))) return rc;
     if (na < 0) FAIL(OSP_EFORMAT, "Unsqueeze without axes");
     int rank = x->ndim + na;
     if (rank > ONNX_MAX_RANK) FAIL(OSP_ERANGE, "result of rank %d", rank);
@@ -208,7 +224,7 @@ static int fold_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_c
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
     int64_t axes[ONNX_MAX_RANK];
     int na, rc;
-    if ((rc = node_axes(im, n, 1, axes, &na))) return rc;
+    if ((rc = osp__onnx_axes_arg(im, n, axes, &na))) return rc;
     int drop[ONNX_MAX_RANK] = {0};
     for (int k = 0; k < (na < 0 ? x->ndim : na); k++) {
         int ax = k;
@@ -359,17 +375,33 @@ static int64_t source_index(const onnx_const *x, const int64_t *out_dim, const i
     return src;
 }
 
+static int slice_of(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx_const *x,
+                    const onnx_const *starts, const onnx_const *ends, const onnx_const *axes,
+                    const onnx_const *steps, onnx_const *out);
+
 /* Slice of a constant: any axes, steps of either sign (PyTorch's pads are
  * reversed with a step of -1). */
 static int fold_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *x = osp__onnx_const_input(im, n, 0);
-    const onnx_const *starts = osp__onnx_const_input(im, n, 1),
-                     *ends = osp__onnx_const_input(im, n, 2);
-    const onnx_const *axes = osp__onnx_const_input(im, n, 3),
-                     *steps = osp__onnx_const_input(im, n, 4);
-    if ((osp__onnx_input(im, n, 3) && !axes) || (osp__onnx_input(im, n, 4) && !steps) || !starts ||
-        !ends)
-        FAIL(OSP_ENOTSUP, "Slice needs constant starts, ends, axes and steps");
+    /* Attributes before opset 10 (no steps), inputs from it. */
+    static const char *const names[4] = {"starts", "ends", "axes", "steps"};
+    onnx_const arg[4];
+    int given[4], rc = OSP_OK;
+    for (int k = 0; k < 4; k++) {
+        given[k] = 0;
+        if (!rc) rc = osp__onnx_arg(im, n, names[k], &arg[k], &given[k]);
+    }
+    if (!rc) rc = slice_of(im, n, x, given[0] ? &arg[0] : NULL, given[1] ? &arg[1] : NULL,
+                           given[2] ? &arg[2] : NULL, given[3] ? &arg[3] : NULL, out);
+    for (int k = 0; k < 4; k++)
+        if (given[k]) osp__onnx_const_free(&arg[k]);
+    return rc;
+}
+
+static int slice_of(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx_const *x,
+                    const onnx_const *starts, const onnx_const *ends, const onnx_const *axes,
+                    const onnx_const *steps, onnx_const *out) {
+    if (!starts || !ends) FAIL(OSP_EFORMAT, "Slice without starts and ends");
     int64_t count = starts->numel;
     if (!starts->is_int || !ends->is_int || ends->numel != count || count > x->ndim ||
         (axes && (!axes->is_int || axes->numel != count)) ||
@@ -539,6 +571,7 @@ int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     else if (!strcmp(op, "Slice")) rc = fold_slice(im, n, &c);
     else if (!strcmp(op, "Transpose")) rc = fold_transpose(im, n, &c);
     else if (!strcmp(op, "ConstantOfShape")) rc = fold_constant_of_shape(im, n, &c);
+    else if (!strcmp(op, "Split")) return fold_split(im, n);
     else rc = fold_binary(im, n, &c);
     if (rc) {
         /* Messages from the helpers above already name the node. */

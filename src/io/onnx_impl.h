@@ -117,6 +117,44 @@ const osp_node *osp__onnx_layer(const onnx_importer *im, int node);
 int osp__onnx_is_foldable(const char *op_type);
 int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
+/* ---- onnx_opset.c: the forms operators take across opsets ---- */
+#define ONNX_MIN_OPSET 7
+#define ONNX_MAX_OPSET 18
+#define ONNX_MAX_SPLIT 64
+/* Refuses a node whose operator, attributes or inputs do not belong to the
+ * model's opset, or hold old attributes osprey does not compute. */
+int osp__onnx_check_version(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* Argument `arg` of the node (Squeeze's "axes", Pad's "pads" and "value",
+ * Clip's "min"/"max", Slice's "starts"/"ends"/"axes"/"steps", Split's
+ * "split", the reductions' "axes", Upsample's "scales"), from the attribute
+ * or the constant input that the model's opset defines. *given = 0 when
+ * absent; otherwise out is a copy the caller frees. */
+int osp__onnx_arg(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char *arg,
+                  onnx_const *out, int *given);
+/* Softmax/LogSoftmax/Hardmax: the axis (normalised for `rank`), and
+ * *coerced = 1 when the opset flattens the input at it into 2-D (before 13). */
+int osp__onnx_softmax_axis(onnx_importer *im, const Osp__Onnx__NodeProto *n, int rank,
+                           int *axis, int *coerced);
+/* The axes argument (Squeeze, Unsqueeze, the reductions): *count = -1 when
+ * none are given; axes holds ONNX_MAX_RANK. */
+int osp__onnx_axes_arg(onnx_importer *im, const Osp__Onnx__NodeProto *n, int64_t *axes,
+                       int *count);
+/* Clip's bounds, +-infinity where absent. */
+int osp__onnx_clip_bounds(onnx_importer *im, const Osp__Onnx__NodeProto *n, double *lo,
+                          double *hi);
+/* Pad's pads for a rank-`rank` input (begins then ends, 2 x rank values,
+ * the axes input of 18 spread out) and constant value. */
+int osp__onnx_pad_args(onnx_importer *im, const Osp__Onnx__NodeProto *n, int rank, int64_t *pads,
+                       double *value);
+/* Split's part sizes along an axis of len: the split attribute (< 13) or
+ * input (13+), num_outputs (18), or equal parts; sizes holds ONNX_MAX_SPLIT. */
+int osp__onnx_split_sizes(onnx_importer *im, const Osp__Onnx__NodeProto *n, int64_t len,
+                          int64_t *sizes, int *count);
+
+/* ---- onnx_resize.c ---- */
+/* Resize (10-18) and Upsample (7-9) onto [resize]. */
+int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
 /* ---- onnx_ops.c ---- */
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 

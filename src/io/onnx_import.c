@@ -10,8 +10,8 @@
 
 #include "io/onnx_impl.h"
 
-#define MIN_OPSET 11
-#define MAX_OPSET 17
+#define MIN_OPSET ONNX_MIN_OPSET
+#define MAX_OPSET ONNX_MAX_OPSET
 #define DEFAULT_MAX_BYTES ((size_t)2 << 30)
 
 /* ---- the value table: names to values, open addressing ---- */
@@ -563,6 +563,7 @@ static int import_model(onnx_importer *im, osp_net **out) {
                            n->domain);
             break;
         }
+        if ((rc = osp__onnx_check_version(im, n))) break;
         int all_const = osp__onnx_is_foldable(n->op_type);
         for (size_t i = 0; i < n->n_input && all_const; i++) {
             onnx_value *v = osp__onnx_input(im, n, i);

@@ -233,15 +233,11 @@ static int map_batchnorm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     return osp__onnx_set_layer(im, n, id);
 }
 
-/* Clip's bounds: inputs 1 and 2 from opset 11 (either may be absent). */
+/* Clip's bounds: attributes before opset 11, inputs 1 and 2 from it. */
 static int map_clip(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x) {
-    double lo = -INFINITY, hi = INFINITY;
-    for (size_t i = 1; i <= 2; i++) {
-        onnx_value *v = osp__onnx_input(im, n, i);
-        if (!v) continue;
-        if (v->kind != ONNX_VAL_CONST || v->c.numel != 1) FAIL(OSP_ENOTSUP, "bounds must be constant scalars");
-        *(i == 1 ? &lo : &hi) = osp__onnx_const_get(&v->c, 0);
-    }
+    double lo, hi;
+    int rc = osp__onnx_clip_bounds(im, n, &lo, &hi);
+    if (rc) return rc;
     if (lo == 0.0 && hi == 6.0) return emit1(im, n, "relu6", x, "");
     if (lo == 0.0 && isinf(hi) && hi > 0) return emit1(im, n, "relu", x, "");
     keybuf k = {.len = 0};
@@ -327,10 +323,11 @@ static int map_reduce_mean(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    size_t na;
-    const int64_t *axes = osp__onnx_attr_ints(n, "axes", &na);
-    int spatial = xs->ndim == 3 && axes && na == 2;
-    for (size_t i = 0; spatial && i < na; i++) {
+    int64_t axes[ONNX_MAX_RANK];
+    int na, rc = osp__onnx_axes_arg(im, n, axes, &na); /* attribute, or input at 18 */
+    if (rc) return rc;
+    int spatial = xs->ndim == 3 && na == 2;
+    for (int i = 0; spatial && i < na; i++) {
         int64_t a = axes[i] < 0 ? axes[i] + 4 : axes[i];
         spatial = (a == 2 || a == 3) && (i == 0 || a != (axes[0] < 0 ? axes[0] + 4 : axes[0]));
     }
@@ -476,12 +473,11 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
-    const onnx_const *pads = osp__onnx_const_input(im, n, 1),
-                     *value = osp__onnx_const_input(im, n, 2);
-    if (!pads || !pads->is_int || pads->numel != 8 || xs->ndim != 3)
-        FAIL(OSP_ENOTSUP, "padding of N x C x H x W data with 8 constant pads only");
-    if (osp__onnx_input(im, n, 3)) FAIL(OSP_ENOTSUP, "the axes input");
-    const int64_t *p = pads->i;
+    if (xs->ndim != 3) FAIL(OSP_ENOTSUP, "padding of N x C x H x W data only");
+    int64_t p[8];
+    double pad_value;
+    int rc = osp__onnx_pad_args(im, n, 4, p, &pad_value); /* the forms of opsets 7-18 */
+    if (rc) return rc;
     if (p[0] || p[1] || p[4] || p[5]) FAIL(OSP_ENOTSUP, "padding of the batch or channel axes");
     for (int a = 0; a < 8; a++)
         if (p[a] < 0 || p[a] > 1024) FAIL(OSP_ENOTSUP, "pad %lld (0 to 1024)", (long long)p[a]);
@@ -492,8 +488,8 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     keybuf k = {.len = 0};
     key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[2], (long long)p[3],
         (long long)p[6], (long long)p[7], mode);
-    if (value && value->numel == 1 && osp__onnx_const_get(value, 0) != 0.0) {
-        double v = osp__onnx_const_get(value, 0);
+    if (pad_value != 0.0) {
+        double v = pad_value;
         if (isinf(v)) key(&k, "value = %s\n", v < 0 ? "-inf" : "inf");
         else key(&k, "value = %.9g\n", v);
     }
@@ -507,16 +503,16 @@ static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
     int rank = xs->ndim + 1;
-    int64_t axis = osp__onnx_attr_int(n, "axis", im->opset >= 13 ? -1 : 1);
-    if (axis < 0) axis += rank;
+    int axis, coerced, rc = osp__onnx_softmax_axis(im, n, rank, &axis, &coerced);
+    if (rc) return rc;
     int ok;
-    if (im->opset < 13) ok = axis == 1; /* over the flattened axes from `axis` on */
+    if (coerced) ok = axis == 1; /* over the flattened axes from `axis` on */
     else {
         ok = axis >= 1 && axis < rank;
         for (int a = 1; ok && a < rank; a++) ok = a == axis || xs->dim[a - 1] == 1;
     }
-    if (!ok) FAIL(OSP_ENOTSUP, "softmax over axis %lld of a rank-%d tensor (osprey's covers all "
-                  "of a sample's values)", (long long)axis, rank);
+    if (!ok) FAIL(OSP_ENOTSUP, "softmax over axis %d of a rank-%d tensor (osprey's covers all "
+                  "of a sample's values)", axis, rank);
     return emit1(im, n, "softmax", x, "");
 }
 
@@ -555,6 +551,7 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "Softmax")) return map_softmax(im, n);
     if (!strcmp(op, "Dropout")) return map_dropout(im, n);
     if (!strcmp(op, "Identity")) return alias(im, n);
+    if (!strcmp(op, "Resize") || !strcmp(op, "Upsample")) return osp__onnx_map_resize(im, n);
     /* One input, one layer. */
     int x = -1;
     if (!strcmp(op, "Relu") || !strcmp(op, "LeakyRelu") || !strcmp(op, "Sigmoid") ||

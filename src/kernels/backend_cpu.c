@@ -56,6 +56,8 @@ int osp__kernel_team(void) {
     .sigmoid_bce = osp__cpu_sigmoid_bce,                      \
     .l2norm_forward = osp__cpu_l2norm_forward,                \
     .l2norm_backward = osp__cpu_l2norm_backward,              \
+    .resize_forward = osp__cpu_resize_forward,                \
+    .resize_backward = osp__cpu_resize_backward,              \
     TRANSFORMER_SLOTS
 /* The transformers' kernels (appended to the table). */
 #define TRANSFORMER_SLOTS                                     \

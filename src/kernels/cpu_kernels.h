@@ -125,6 +125,10 @@ void osp__cpu_l2norm_forward(int rows, int cols, float eps, const float *x, floa
 void osp__cpu_l2norm_backward(int rows, int cols, float eps, const float *x, const float *y,
                               const float *dy, float *dx);
 
+/* resize.c */
+void osp__cpu_resize_forward(const osp_resize_desc *d, const float *x, float *y);
+void osp__cpu_resize_backward(const osp_resize_desc *d, const float *dy, float *dx);
+
 /* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,

@@ -148,7 +148,11 @@ async function main() {
     writeNpy(pos[2], y.dims.map(Number), y.data);
 }
 
-main().catch((e) => {
-    process.stderr.write(`ort_run.js: ${e.message || e}\n`);
-    process.exit(1);
-});
+// Run as a command; required (tests/onnx/ort_batch.js), it lends its parts.
+if (require.main === module) {
+    main().catch((e) => {
+        process.stderr.write(`ort_run.js: ${e.message || e}\n`);
+        process.exit(1);
+    });
+}
+module.exports = { ort, readNpy, writeNpy };
