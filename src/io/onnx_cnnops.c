@@ -345,7 +345,7 @@ static int match_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n, const o
 
 int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     onnx_value *in = osp__onnx_input(im, n, 0);
-    if (!in || in->kind != ONNX_VAL_LAYER || in->node <= 0 || n->n_input != 2) return 0;
+    if (!in || in->kind != ONNX_VAL_LAYER || n->n_input != 2) return 0;
     const osp_shape *xs = &osp__onnx_layer(im, in->node)->shape;
     chain c;
     memset(&c, 0, sizeof c);

@@ -1,12 +1,14 @@
 /* [deconv] (transposed convolution): gradients against finite differences,
  * values and gradients against PyTorch's nn.ConvTranspose2d in several
- * configurations, the output sizes, and bad specs refused with file:line. */
+ * configurations, ONNX export and import again, the output sizes, and bad
+ * specs refused with file:line. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gradcheck.h"
+#include "onnx_roundtrip.h"
 #include "osprey/nn.h"
 #include "spec_expect.h"
 #include "tmpdir.h"
@@ -121,4 +123,18 @@ Test(deconv_spec, shapes_and_errors) {
                       "'stride'");
     spec_expect_error(NET("3x4x4") "[deconv]\nfilters = 2\nsize = 3\noutput_padding = -1\n",
                       OSP_EFORMAT, 7, "'output_padding'");
+}
+
+/* Exported as ConvTranspose and imported again: the same layers, the same
+ * outputs (lopsided pads and output_padding included). */
+Test(deconv_onnx, export_import_round_trip) {
+    for (int i = 0; i < N_CONFIGS; i++) {
+        char layers[256];
+        double e = onnx_roundtrip_error(configs[i], 11, layers, sizeof layers);
+        cr_expect_lt(e, 1e-6, "config %d: error %g for:\n%s", i, e, configs[i]);
+        cr_expect(strstr(layers, "deconv") == layers, "config %d imported as %s", i, layers);
+    }
+    double e = onnx_roundtrip_error(NET("2x3x4") "[deconv]\nfilters = 4\nsize = 3x2\nstride = 2x3\n"
+                                    "pad = 0, 1, 2, 0\noutput_padding = 1\ngroups = 2\n", 5, NULL, 0);
+    cr_expect_lt(e, 1e-6, "lopsided: error %g", e);
 }
