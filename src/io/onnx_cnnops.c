@@ -220,37 +220,62 @@ int osp__onnx_map_group_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
 
 /* ---- PyTorch's nn.GroupNorm chain ------------------------------------------- */
 
-/* The node that reads value v, when it is the one node of the graph that
- * does and is of type op reading v as input `slot`; else NULL. */
-static const Osp__Onnx__NodeProto *sole_reader(onnx_importer *im, const char *v, const char *op,
+/* Exporters write a chain's nodes one after another; a reader is looked
+ * for this far after the value's producer, so that a hostile graph of many
+ * Reshapes costs little. */
+#define CHAIN_WINDOW 64
+
+/* The node of type op that reads value v as input `slot`, found among the
+ * nodes just after v's producer, when the importer counts one needed
+ * reader of v; else NULL. */
+static const Osp__Onnx__NodeProto *next_reader(onnx_importer *im, const char *v, const char *op,
                                                size_t slot) {
     onnx_value *val = osp__onnx_value_find(im, v);
-    if (!val || val->uses != 1) return NULL;
-    const Osp__Onnx__NodeProto *found = NULL;
+    if (!val || val->uses != 1 || val->producer < 0) return NULL;
+    const size_t end = (size_t)val->producer + 1 + CHAIN_WINDOW;
+    for (size_t i = (size_t)val->producer + 1; i < im->graph->n_node && i < end; i++) {
+        const Osp__Onnx__NodeProto *r = im->graph->node[i];
+        if (slot >= r->n_input || !r->input[slot] || strcmp(r->input[slot], v)) continue;
+        if (strcmp(r->op_type, op) || r->n_output < 1 || !r->output[0] ||
+            (r->domain && *r->domain && strcmp(r->domain, "ai.onnx")))
+            return NULL;
+        return r;
+    }
+    return NULL;
+}
+
+/* 1 when no node of the graph but one reads value v (needed or not: the
+ * chain's values are bound to the folded layer, so no other node may
+ * read them). */
+static int one_reader(onnx_importer *im, const char *v) {
+    int readers = 0;
     for (size_t i = 0; i < im->graph->n_node; i++) {
         const Osp__Onnx__NodeProto *r = im->graph->node[i];
-        for (size_t k = 0; k < r->n_input; k++) {
-            if (!r->input[k] || strcmp(r->input[k], v)) continue;
-            if (found || k != slot || strcmp(r->op_type, op) || r->n_output < 1 || !r->output[0] ||
-                (r->domain && *r->domain && strcmp(r->domain, "ai.onnx")))
-                return NULL;
-            found = r;
-        }
+        for (size_t k = 0; k < r->n_input; k++)
+            if (r->input[k] && !strcmp(r->input[k], v) && ++readers > 1) return 0;
     }
-    return found;
+    return readers == 1;
 }
 
 /* Value v as a constant: folded already, or the tensor of the Constant
- * node that makes it (folded later in the import's order) copied into tmp.
- * NULL when neither. */
-static const onnx_const *peek_const(onnx_importer *im, const char *v, onnx_const *tmp) {
+ * node that makes it (folded later in the import's order) copied into tmp
+ * when it holds at most max values (a hostile model's huge constant is
+ * not decoded twice). NULL when neither. */
+static const onnx_const *peek_const(onnx_importer *im, const char *v, onnx_const *tmp,
+                                    int64_t max) {
     onnx_value *val = osp__onnx_value_find(im, v);
     if (!val) return NULL;
     if (val->kind == ONNX_VAL_CONST) return &val->c;
     if (val->kind != ONNX_VAL_UNKNOWN || val->producer < 0) return NULL;
     const Osp__Onnx__NodeProto *p = im->graph->node[val->producer];
     const Osp__Onnx__AttributeProto *a = osp__onnx_attr(p, "value");
-    if (strcmp(p->op_type, "Constant") || !a || !a->t) return NULL;
+    if (strcmp(p->op_type, "Constant") || !a || !a->t || a->t->n_dims > ONNX_MAX_RANK) return NULL;
+    int64_t count = 1;
+    for (size_t k = 0; k < a->t->n_dims; k++) {
+        if (a->t->dims[k] < 0 || a->t->dims[k] > max) return NULL;
+        count *= a->t->dims[k];
+        if (count > max) return NULL;
+    }
     return osp__onnx_const_from_tensor(im, a->t, tmp) ? NULL : tmp;
 }
 
@@ -301,8 +326,8 @@ static const char *other_input(const Osp__Onnx__NodeProto *n, const char *v) {
 
 /* A binary reader of v (Mul or Add), v on either side. */
 static const Osp__Onnx__NodeProto *binary_reader(onnx_importer *im, const char *v, const char *op) {
-    const Osp__Onnx__NodeProto *r = sole_reader(im, v, op, 0);
-    return r ? r : sole_reader(im, v, op, 1);
+    const Osp__Onnx__NodeProto *r = next_reader(im, v, op, 0);
+    return r ? r : next_reader(im, v, op, 1);
 }
 
 typedef struct chain {
@@ -321,16 +346,16 @@ static int match_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n, const o
     if ((target->i[0] != 0 && target->i[0] != ONNX_BATCH) || target->i[2] != -1) return 0;
     c->groups = target->i[1];
     if (c->groups < 1 || c->groups > 65536 || xs->dim[0] % c->groups) return 0;
-    if (!(c->norm = sole_reader(im, n->output[0], "InstanceNormalization", 0)) ||
+    if (!(c->norm = next_reader(im, n->output[0], "InstanceNormalization", 0)) ||
         c->norm->n_input != 3 || !c->norm->input[1] || !c->norm->input[2])
         return 0;
-    const onnx_const *s = peek_const(im, c->norm->input[1], &c->tmp[0]);
-    const onnx_const *b = peek_const(im, c->norm->input[2], &c->tmp[1]);
+    const onnx_const *s = peek_const(im, c->norm->input[1], &c->tmp[0], c->groups);
+    const onnx_const *b = peek_const(im, c->norm->input[2], &c->tmp[1], c->groups);
     if (!s || !b || s->numel != c->groups || b->numel != c->groups || !all_equal(s, 1.0) ||
         !all_equal(b, 0.0))
         return 0;
     c->eps = osp__onnx_attr_float(c->norm, "epsilon", 1e-5f);
-    if (!(c->back = sole_reader(im, c->norm->output[0], "Reshape", 0)) ||
+    if (!(c->back = next_reader(im, c->norm->output[0], "Reshape", 0)) ||
         !restores(im, c->back, n->input[0], xs) ||
         !(c->mul = binary_reader(im, c->back->output[0], "Mul")) ||
         !(c->add = binary_reader(im, c->mul->output[0], "Add")))
@@ -338,9 +363,13 @@ static int match_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n, const o
     const char *wv = other_input(c->mul, c->back->output[0]);
     const char *bv = other_input(c->add, c->mul->output[0]);
     if (!wv || !bv) return 0;
-    c->weight = peek_const(im, wv, &c->tmp[2]);
-    c->shift = peek_const(im, bv, &c->tmp[3]);
-    return c->weight && c->shift && per_channel(c->weight, xs) && per_channel(c->shift, xs);
+    c->weight = peek_const(im, wv, &c->tmp[2], xs->dim[0]);
+    c->shift = peek_const(im, bv, &c->tmp[3], xs->dim[0]);
+    if (!c->weight || !c->shift || !per_channel(c->weight, xs) || !per_channel(c->shift, xs))
+        return 0;
+    /* last, as it reads the whole graph: a match is rare */
+    return one_reader(im, n->output[0]) && one_reader(im, c->norm->output[0]) &&
+           one_reader(im, c->back->output[0]) && one_reader(im, c->mul->output[0]);
 }
 
 int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n) {

@@ -124,6 +124,13 @@ def hand_models(out_dir):
     t = F.group_norm(torch.relu(torch.from_numpy(x)), 3, eps=1e-5)
     save_case(out_dir, "chain_plain", m, x, (t.numpy() * w + b))
     lines.append("chain_plain relu,groupnorm\n")
+    # The same chain with its reshaped-back value read twice: folding would
+    # hand the second reader the scaled values, so it must not fold.
+    m.graph.node[-1].output[0] = "sum"
+    m.graph.node.extend([helper.make_node("Relu", ["r2"], ["r2relu"], name="again"),
+                         helper.make_node("Add", ["sum", "r2relu"], ["y"], name="both")])
+    save_case(out_dir, "chain_shared", m, x, t.numpy() * w + b + np.maximum(t.numpy(), 0))
+    lines.append("chain_shared -\n")
     # ConvTranspose's other forms: auto_pad, output_shape (longer and
     # shorter than the windows cover), lopsided pads, per PyTorch.
     x = rng.randn(2, 4, 5, 3).astype(np.float32)
