@@ -7,8 +7,9 @@
  *             with dxhat = dy * gamma[c], the means over the group's M values;
  *             dgamma[c] += sum of dy * xhat, dbeta[c] += sum of dy (over N, S)
  *
- * Sums run in double, two passes for the variance (mean first), so that
- * inputs with a large mean and small spread keep their precision. Threads
+ * Sums run in double, in LANES accumulators, the variance's about a pivot
+ * (one of the values), so that inputs with a large mean and small spread
+ * keep their precision. Threads
  * own whole (sample, group) pairs for x and whole channels for the
  * parameter gradients, so every sum runs in one order whatever the thread
  * count. */
@@ -18,19 +19,57 @@
 
 /* Values below which a team of threads costs more than it saves. */
 #define PARALLEL_MIN (1 << 15)
+#define LANES 8
 
-/* Mean and 1/sqrt(var + eps) of m values. */
+/* Mean and 1/sqrt(var + eps) of m values, in one pass of LANES double
+ * sums about a pivot p (the first value): var = E[(x - p)^2] - (mean - p)^2,
+ * which loses nothing that matters in double since p is one of the values
+ * (as batchnorm.c); the lanes break the chain of dependent adds. */
 static void stats(const float *x, int64_t m, float eps, float *mean, float *invstd) {
-    double sum = 0;
-    for (int64_t i = 0; i < m; i++) sum += x[i];
-    const double mu = sum / (double)m;
-    double sq = 0;
-    for (int64_t i = 0; i < m; i++) {
-        const double e = x[i] - mu;
-        sq += e * e;
+    const double p = x[0];
+    double a[LANES] = {0}, b[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= m; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const double d = (double)x[i + l] - p;
+            a[l] += d;
+            b[l] += d * d;
+        }
+    double sa = 0, sb = 0;
+    for (; i < m; i++) {
+        const double d = (double)x[i] - p;
+        sa += d;
+        sb += d * d;
     }
-    *mean = (float)mu;
-    *invstd = (float)(1.0 / sqrt(sq / (double)m + eps));
+    for (int l = 0; l < LANES; l++) {
+        sa += a[l];
+        sb += b[l];
+    }
+    const double shift = sa / (double)m, var = fmax(sb / (double)m - shift * shift, 0.0);
+    *mean = (float)(p + shift);
+    *invstd = (float)(1.0 / sqrt(var + eps));
+}
+
+/* sum of g and of g * (x - mean), n values, in LANES double sums. */
+static void dot(const float *g, const float *x, int64_t n, float mean, double *sg, double *sgx) {
+    double a[LANES] = {0}, b[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            a[l] += g[i + l];
+            b[l] += (double)g[i + l] * ((double)x[i + l] - mean);
+        }
+    double ta = 0, tb = 0;
+    for (; i < n; i++) {
+        ta += g[i];
+        tb += (double)g[i] * ((double)x[i] - mean);
+    }
+    for (int l = 0; l < LANES; l++) {
+        ta += a[l];
+        tb += b[l];
+    }
+    *sg = ta;
+    *sgx = tb;
 }
 
 void osp__cpu_groupnorm_forward(int n, int c, int s, int groups, float eps, const float *x,
@@ -61,20 +100,21 @@ void osp__cpu_groupnorm_forward(int n, int c, int s, int groups, float eps, cons
 static void group_dx(int cg, int s, const float *x, const float *dy, const float *gamma,
                      float mean, float invstd, float *dx) {
     double sum_d = 0, sum_dx = 0; /* of dxhat, of dxhat * xhat */
-    for (int k = 0; k < cg; k++)
-        for (int i = 0; i < s; i++) {
-            const int64_t o = (int64_t)k * s + i;
-            const double dh = (double)dy[o] * gamma[k];
-            sum_d += dh;
-            sum_dx += dh * ((double)(x[o] - mean) * invstd);
-        }
+    for (int k = 0; k < cg; k++) {
+        double sg, sgx;
+        dot(dy + (int64_t)k * s, x + (int64_t)k * s, s, mean, &sg, &sgx);
+        sum_d += sg * gamma[k];
+        sum_dx += sgx * gamma[k] * invstd;
+    }
     const double m = (double)cg * s, mean_d = sum_d / m, mean_dx = sum_dx / m;
-    for (int k = 0; k < cg; k++)
-        for (int i = 0; i < s; i++) {
-            const int64_t o = (int64_t)k * s + i;
-            const double xh = (double)(x[o] - mean) * invstd;
-            dx[o] += (float)(invstd * ((double)dy[o] * gamma[k] - mean_d - xh * mean_dx));
-        }
+    for (int k = 0; k < cg; k++) {
+        /* dx = invstd * (dy * gamma - mean_d - (x - mean) * invstd * mean_dx) */
+        const float a = (float)(invstd * gamma[k]), b = (float)(invstd * invstd * mean_dx);
+        const float c = (float)(-invstd * mean_d) + b * mean;
+        const float *xk = x + (int64_t)k * s, *dk = dy + (int64_t)k * s;
+        float *o = dx + (int64_t)k * s;
+        for (int i = 0; i < s; i++) o[i] += a * dk[i] - b * xk[i] + c;
+    }
 }
 
 void osp__cpu_groupnorm_backward(int n, int c, int s, int groups, const float *x,
@@ -99,10 +139,10 @@ void osp__cpu_groupnorm_backward(int n, int c, int s, int groups, const float *x
             const int ng = i * groups + k / cg;
             const float mean = save_mean[ng], invstd = save_invstd[ng];
             const int64_t off = ((int64_t)i * c + k) * s;
-            for (int j = 0; j < s; j++) {
-                sb += dy[off + j];
-                sg += (double)dy[off + j] * ((double)(x[off + j] - mean) * invstd);
-            }
+            double g, gx;
+            dot(dy + off, x + off, s, mean, &g, &gx);
+            sb += g;
+            sg += gx * invstd;
         }
         if (dgamma) dgamma[k] += (float)sg;
         if (dbeta) dbeta[k] += (float)sb;
