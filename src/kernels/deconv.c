@@ -12,19 +12,48 @@
  * (k, h*stride_h - pad_h + i*dil_h, w*stride_w - pad_w + j*dil_w), skipping
  * taps that fall outside P x Q. The workspace is one col (R x S floats).
  *
- * Threads: sgemm splits itself; col2im is split over output channels, each
- * thread writing only its own, so the sums run in one order whatever the
- * thread count. */
+ * Threads: where one image's GEMM is too small for sgemm to split it
+ * (SMALL_GEMM, as gemm.c), the forward and the data backward give each
+ * thread whole images and a column buffer of its own (the workspace holds
+ * one per core); otherwise sgemm splits itself and col2im is split over
+ * output channels. Either way each output is summed in one order whatever
+ * the thread count. The filter backward sums over images into one dw, in
+ * image order. */
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cpu_kernels.h"
 
 /* Values below which col2im / im2col are not worth a team of threads. */
 #define PARALLEL_MIN (1 << 15)
+/* Multiply-adds below which sgemm keeps a GEMM on one thread (gemm.c). */
+#define SMALL_GEMM 1e7
+
+static size_t col_floats(const osp_conv_desc *d) {
+    return (size_t)(d->k / d->groups) * d->kh * d->kw * (size_t)d->h * d->w;
+}
 
 size_t osp__cpu_deconv2d_workspace(const osp_conv_desc *d) {
-    const size_t rows = (size_t)(d->k / d->groups) * d->kh * d->kw;
-    return rows * (size_t)d->h * d->w * sizeof(float);
+    return col_floats(d) * (size_t)osp__kernel_slots() * sizeof(float);
+}
+
+/* The threads to give whole images to: 1 where sgemm splits each image's
+ * GEMM itself (or there is one image). */
+static int image_team(const osp_conv_desc *d) {
+    const double macs = (double)(d->k / d->groups) * d->kh * d->kw * d->h * d->w * (d->c / d->groups);
+    if (d->n < 2 || macs >= SMALL_GEMM) return 1;
+    const int team = osp__kernel_team();
+    return team < d->n ? team : d->n;
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* The output coordinate of input index in along an axis for tap t. */
@@ -85,42 +114,59 @@ static void im2col_of(const osp_conv_desc *d, const float *dy, float *col) {
     }
 }
 
-void osp__cpu_deconv2d_forward(const osp_conv_desc *d, const float *x, const float *w,
-                               const float *bias, float *y, void *workspace) {
+/* One image's forward: y (K x P x Q) from x (C x H x W). */
+static void forward_image(const osp_conv_desc *d, const float *x, const float *w,
+                          const float *bias, float *y, float *col) {
     const int cg = d->c / d->groups, kg = d->k / d->groups, hw = d->h * d->w;
     const int rows = kg * d->kh * d->kw;
-    const int64_t plane = (int64_t)d->p * d->q, y_img = (int64_t)d->k * plane;
-    float *col = workspace;
-    memset(y, 0, (size_t)(d->n * y_img) * sizeof *y);
-    for (int n = 0; n < d->n; n++) {
-        for (int g = 0; g < d->groups; g++) {
-            const float *xg = x + ((int64_t)n * d->c + (int64_t)g * cg) * hw;
-            const float *wg = w + (int64_t)g * cg * rows;
-            osp__cpu_sgemm(OSP_TRANS, OSP_NO_TRANS, rows, hw, cg, 1.0f, wg, rows, xg, hw, 0.0f,
-                           col, hw);
-            col2im_add(d, col, y + n * y_img + (int64_t)g * kg * plane);
+    const int64_t plane = (int64_t)d->p * d->q;
+    memset(y, 0, (size_t)(d->k * plane) * sizeof *y);
+    for (int g = 0; g < d->groups; g++) {
+        osp__cpu_sgemm(OSP_TRANS, OSP_NO_TRANS, rows, hw, cg, 1.0f, w + (int64_t)g * cg * rows,
+                       rows, x + (int64_t)g * cg * hw, hw, 0.0f, col, hw);
+        col2im_add(d, col, y + (int64_t)g * kg * plane);
+    }
+    if (bias)
+        for (int k = 0; k < d->k; k++) {
+            float *yk = y + k * plane;
+            for (int64_t i = 0; i < plane; i++) yk[i] += bias[k];
         }
-        if (bias)
-            for (int k = 0; k < d->k; k++) {
-                float *yk = y + n * y_img + k * plane;
-                for (int64_t i = 0; i < plane; i++) yk[i] += bias[k];
-            }
+}
+
+void osp__cpu_deconv2d_forward(const osp_conv_desc *d, const float *x, const float *w,
+                               const float *bias, float *y, void *workspace) {
+    const int64_t x_img = (int64_t)d->c * d->h * d->w, y_img = (int64_t)d->k * d->p * d->q;
+    const int64_t col = (int64_t)col_floats(d);
+    const int team = image_team(d);
+    (void)team;
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+    for (int n = 0; n < d->n; n++)
+        forward_image(d, x + n * x_img, w, bias, y + n * y_img,
+                      (float *)workspace + thread_id() * col);
+}
+
+/* One image's dx (C x H x W) += from dy (K x P x Q). */
+static void data_image(const osp_conv_desc *d, const float *dy, const float *w, float *dx,
+                       float *col) {
+    const int cg = d->c / d->groups, kg = d->k / d->groups, hw = d->h * d->w;
+    const int rows = kg * d->kh * d->kw;
+    const int64_t plane = (int64_t)d->p * d->q;
+    for (int g = 0; g < d->groups; g++) {
+        im2col_of(d, dy + (int64_t)g * kg * plane, col);
+        osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, cg, hw, rows, 1.0f, w + (int64_t)g * cg * rows,
+                       rows, col, hw, 1.0f, dx + (int64_t)g * cg * hw, hw);
     }
 }
 
 void osp__cpu_deconv2d_backward_data(const osp_conv_desc *d, const float *dy, const float *w,
                                      float *dx, void *workspace) {
-    const int cg = d->c / d->groups, kg = d->k / d->groups, hw = d->h * d->w;
-    const int rows = kg * d->kh * d->kw;
-    const int64_t plane = (int64_t)d->p * d->q, y_img = (int64_t)d->k * plane;
-    float *col = workspace;
+    const int64_t x_img = (int64_t)d->c * d->h * d->w, y_img = (int64_t)d->k * d->p * d->q;
+    const int64_t col = (int64_t)col_floats(d);
+    const int team = image_team(d);
+    (void)team;
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
     for (int n = 0; n < d->n; n++)
-        for (int g = 0; g < d->groups; g++) {
-            im2col_of(d, dy + n * y_img + (int64_t)g * kg * plane, col);
-            osp__cpu_sgemm(OSP_NO_TRANS, OSP_NO_TRANS, cg, hw, rows, 1.0f,
-                           w + (int64_t)g * cg * rows, rows, col, hw, 1.0f,
-                           dx + ((int64_t)n * d->c + (int64_t)g * cg) * hw, hw);
-        }
+        data_image(d, dy + n * y_img, w, dx + n * x_img, (float *)workspace + thread_id() * col);
 }
 
 void osp__cpu_deconv2d_backward_filter(const osp_conv_desc *d, const float *x, const float *dy,
