@@ -138,3 +138,43 @@ Test(deconv_onnx, export_import_round_trip) {
                                     "pad = 0, 1, 2, 0\noutput_padding = 1\ngroups = 2\n", 5, NULL, 0);
     cr_expect_lt(e, 1e-6, "lopsided: error %g", e);
 }
+
+/* Forward and backward give the same bits on one thread and on several (3,
+ * or all the cores if fewer): images go to
+ * threads whole, or sgemm splits one image's GEMM, never a sum. */
+Test(deconv_forward, same_bits_any_thread_count) {
+    const char *spec = NET("6x5x5") "[deconv]\nfilters = 4\nsize = 3\nstride = 2\ngroups = 2\n";
+    float *got[2][2];
+    for (int run = 0; run < 2; run++) {
+        osp_threads_set(run ? 3 : 1);
+        osp_net *net = spec_build(spec);
+        osp_graph *g = net->graph;
+        osp_graph_require_input_grad(g);
+        enum { N = 7 };
+        cr_assert_eq(osp_graph_plan(g, N, OSP_MODE_TRAIN), 0, "%s", osp_last_error());
+        osp_node *in = osp_graph_node(g, 0), *out = osp_graph_output(g);
+        float *x = malloc((size_t)(N * in->size) * sizeof *x);
+        for (int64_t i = 0; i < N * in->size; i++) x[i] = (float)((i * 37) % 23) / 11.0f - 1.0f;
+        osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = N};
+        cr_assert_eq(osp_graph_forward(g, x, &ex), 0);
+        for (int64_t i = 0; i < N * out->size; i++) out->dout[i] = out->out[i];
+        cr_assert_eq(osp_graph_backward(g, &ex), 0);
+        got[run][0] = malloc((size_t)(N * out->size) * sizeof(float));
+        got[run][1] = malloc((size_t)(N * in->size) * sizeof(float));
+        memcpy(got[run][0], out->out, (size_t)(N * out->size) * sizeof(float));
+        memcpy(got[run][1], in->dout, (size_t)(N * in->size) * sizeof(float));
+        if (run) {
+            cr_expect_eq(memcmp(got[0][0], got[1][0], (size_t)(N * out->size) * sizeof(float)), 0,
+                         "the output differs between 1 and several threads");
+            cr_expect_eq(memcmp(got[0][1], got[1][1], (size_t)(N * in->size) * sizeof(float)), 0,
+                         "the input gradient differs between 1 and several threads");
+        }
+        free(x);
+        osp_net_free(net);
+    }
+    osp_threads_set(0);
+    for (int i = 0; i < 2; i++) {
+        free(got[i][0]);
+        free(got[i][1]);
+    }
+}
