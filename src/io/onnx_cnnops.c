@@ -203,6 +203,9 @@ int osp__onnx_map_group_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const osp_shape *xs = &osp__onnx_layer(im, x)->shape;
     const onnx_const *scale = osp__onnx_const_input(im, n, 1), *bias = osp__onnx_const_input(im, n, 2);
     if (!scale || !bias) FAIL(OSP_ENOTSUP, "scale and bias must be constants");
+    if (im->opset < 18)
+        FAIL(OSP_EFORMAT, "GroupNormalization is defined from opset 18, the model's is %d",
+             im->opset);
     if (!osp__onnx_attr(n, "num_groups")) FAIL(OSP_EFORMAT, "num_groups is missing");
     const int64_t G = osp__onnx_attr_int(n, "num_groups", 0), C = xs->dim[0];
     if (G < 1 || G > 65536 || C % G)

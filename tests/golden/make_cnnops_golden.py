@@ -1,7 +1,7 @@
 """Golden data for ONNX's ConvTranspose, InstanceNormalization and
 GroupNormalization: a network of transposed convolutions (stride 2 with
 output_padding 1, groups, dilation, padding) and group / instance norms
-exported by PyTorch at opsets 11, 13 and 17 (nn.GroupNorm as PyTorch's
+exported by PyTorch at opsets 9, 11, 13 and 17 (nn.GroupNorm as PyTorch's
 Reshape / InstanceNormalization / Reshape / Mul / Add chain), models written
 node by node (GroupNormalization of opset 18, a chain that must not fold,
 ConvTranspose's auto_pad and output_shape forms), and the ConvTranspose and
@@ -65,7 +65,7 @@ def save_case(out_dir, name, model_proto, x, y):
 def torch_models(out_dir):
     lines = []
     want = "conv relu deconv groupnorm tanh deconv groupnorm deconv groupnorm"
-    for opset, dynamic in ((11, False), (13, True), (17, True)):
+    for opset, dynamic in ((9, False), (11, False), (13, True), (17, True)):
         torch.manual_seed(5)
         model = DeconvNet().eval()
         randomize_norms(model)
@@ -153,9 +153,9 @@ def hand_models(out_dir):
 
 def conformance_cases(out_dir):
     """ONNX's own ConvTranspose / InstanceNormalization cases with their
-    weights (graph inputs there) made initializers; the operators' old opset
-    numbers (6, 8) raised to 11, whose ConvTranspose and
-    InstanceNormalization compute the same."""
+    weights (graph inputs there) made initializers; opset 6 (below osprey's
+    7) raised to 7, whose ConvTranspose and InstanceNormalization compute
+    the same."""
     lines = []
     dirs = []
     for pattern in ("node/test_convtranspose*", "node/test_instancenorm*",
@@ -182,7 +182,7 @@ def conformance_cases(out_dir):
         m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
         for o in m.opset_import:
             if o.domain in ("", "ai.onnx"):
-                o.version = max(o.version, 11)
+                o.version = max(o.version, 7)
         if tensors[0].ndim != 4:
             onnx.save(m, os.path.join(out_dir, f"bad_{name}.onnx"))
             # refused where the input is read (N-D inputs) or by the mapping
@@ -227,6 +227,9 @@ def bad_models(out_dir):
          [helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn", num_groups=3)],
          {"s": np.ones(3, np.float32), "b": np.ones(3, np.float32)}, "3 groups do not divide 4 channels",
          opset=18)
+    save("bad_groupnorm_opset.onnx",
+         [helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn", num_groups=2)],
+         {"s": np.ones(2, np.float32), "b": np.ones(2, np.float32)}, "defined from opset 18", opset=17)
     save("bad_groupnorm_per_channel.onnx",
          [helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn", num_groups=2)],
          {"s": np.ones(4, np.float32), "b": np.ones(4, np.float32)}, "one per group", opset=18)
