@@ -157,4 +157,16 @@ int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 /* ---- onnx_ops.c ---- */
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
+/* ---- onnx_cnnops.c ---- */
+int osp__onnx_map_conv_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_instance_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_group_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* At a Reshape: 1 when it starts PyTorch's nn.GroupNorm chain, which is
+ * then one [groupnorm] bound to every value of the chain; 0 when it does
+ * not (map the Reshape as usual); or an error. */
+int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* 1 for a node whose output a folded chain has bound already: nothing
+ * left to map. */
+int osp__onnx_claimed(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
 #endif
