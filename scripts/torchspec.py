@@ -120,6 +120,19 @@ class SpecNet(nn.Module):
                     m = nn.AvgPool2d(k, s, p, ceil_mode=kv.get("ceil", "0") == "1",
                                      count_include_pad=kv.get("exclude_pad", "0") == "0")
                 setattr(self, name, m)
+            elif kind == "deconv":
+                top, left, bottom, right = pads(kv.get("pad", "0"))
+                if (top, left) != (bottom, right):
+                    raise ValueError(f"[deconv] {name}: PyTorch pads both sides alike")
+                kh, kw = pair(kv["size"], 1)
+                m = nn.ConvTranspose2d(shape[0], int(kv["filters"]), (kh, kw),
+                                       stride=pair(kv.get("stride"), 1), padding=(top, left),
+                                       output_padding=pair(kv.get("output_padding"), 0),
+                                       groups=int(kv.get("groups", 1)), bias=kv.get("bias", "1") != "0",
+                                       dilation=pair(kv.get("dilation"), 1))
+                setattr(self, name, m)
+            elif kind == "groupnorm":
+                setattr(self, name, nn.GroupNorm(int(kv["groups"]), shape[0], eps=float(kv.get("eps", 1e-5))))
             elif kind == "dropout":
                 setattr(self, name, nn.Dropout(float(kv.get("p", 0.5))))
             elif kind == "constant":
@@ -135,7 +148,8 @@ class SpecNet(nn.Module):
         if kind == "constant":
             return getattr(self, name)(n)
         x = xs[0]
-        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout", "layernorm"):
+        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout", "deconv", "groupnorm",
+                    "layernorm"):
             return getattr(self, name)(x)
         if kind == "fc" and kv.get("last_axis", "0") == "1":
             return getattr(self, name)(x)
@@ -260,6 +274,9 @@ def golden(text, batch=3, seed=1):
             if isinstance(m, Constant):
                 v = m.value
                 v.copy_((0.5 + torch.rand(v.shape)) * torch.where(torch.rand(v.shape) < 0.5, -1.0, 1.0))
+            elif isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)

@@ -225,6 +225,39 @@ typedef struct osp_backend {
      * inputs it read, with their weights). */
     void (*resize_forward)(const osp_resize_desc *d, const float *x, float *y);
     void (*resize_backward)(const osp_resize_desc *d, const float *dy, float *dx);
+    /* Transposed convolution (ONNX's ConvTranspose, PyTorch's
+     * ConvTranspose2d), the adjoint of conv2d. d describes it as a layer:
+     * input x N x C x H x W, output y N x K x P x Q, window kh x kw with
+     * stride, dilation and groups; pad_h and pad_w are the rows and columns
+     * cut from the top and left of the full result, P and Q imply what is
+     * cut from (or added to) the bottom and right. Input position (h, w)
+     * and tap (i, j) reach output (h*stride_h - pad_h + i*dil_h,
+     * w*stride_w - pad_w + j*dil_w) when it lies inside P x Q. w is
+     * C x (K/groups) x kh x kw (ONNX's and PyTorch's layout); bias (K) may
+     * be NULL. The backward kernels accumulate as every backward does. */
+    size_t (*deconv2d_workspace)(const osp_conv_desc *d);
+    void (*deconv2d_forward)(const osp_conv_desc *d, const float *x, const float *w,
+                             const float *bias, float *y, void *workspace);
+    void (*deconv2d_backward_data)(const osp_conv_desc *d, const float *dy, const float *w,
+                                   float *dx, void *workspace);
+    /* dw += the correlation of x and dy; db += sum of dy over N, P, Q
+     * (dw or db may be NULL). */
+    void (*deconv2d_backward_filter)(const osp_conv_desc *d, const float *x, const float *dy,
+                                     float *dw, float *db, void *workspace);
+
+    /* Group normalisation of x (N x C x S): each sample's channels in
+     * `groups` groups of C/groups, each group normalised over its
+     * (C/groups)*S values (mean and biased variance, in double), then
+     * y = xhat * gamma[c] + beta[c]. The same in training and inference (no
+     * running statistics). save_mean and save_invstd (N*groups each) keep
+     * each group's mean and 1/sqrt(var + eps) for the backward; NULL in
+     * inference. */
+    void (*groupnorm_forward)(int n, int c, int s, int groups, float eps, const float *x,
+                              const float *gamma, const float *beta, float *save_mean,
+                              float *save_invstd, float *y);
+    void (*groupnorm_backward)(int n, int c, int s, int groups, const float *x, const float *dy,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
     /* ---- transformers ---- */
     /* count GEMMs of one shape: C_i = alpha * op(A_i) op(B_i) + beta * C_i

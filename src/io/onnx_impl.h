@@ -158,10 +158,19 @@ int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 /* ---- onnx_ops.c ---- */
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
+/* ---- onnx_cnnops.c ---- */
+int osp__onnx_map_conv_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_instance_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_group_norm(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* At a Reshape: 1 when it starts PyTorch's nn.GroupNorm chain, which is
+ * then one [groupnorm] bound to every value of the chain; 0 when it does
+ * not (map the Reshape as usual); or an error. */
+int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+/* 1 for a node whose output a folded chain has bound already: nothing
+ * left to map. */
+int osp__onnx_claimed(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
 /* ---- onnx_ops_transformer.c ---- */
-/* 1 if n belongs to a pattern already folded into one layer (its output is
- * bound): nothing is left to map. */
-int osp__onnx_fused_away(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 /* Maps the operators of transformers and the patterns that start at n;
  * *handled = 0 leaves n to the general mapping. */
 int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled);

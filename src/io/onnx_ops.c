@@ -529,8 +529,15 @@ static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
     keybuf k = {.len = 0};
-    if (osp__onnx_fused_away(im, n)) return OSP_OK;
-    int handled, rc = osp__onnx_map_transformer(im, n, &handled);
+    int rc;
+    if (osp__onnx_claimed(im, n)) return OSP_OK;
+    if (!strcmp(op, "Reshape") && (rc = osp__onnx_map_groupnorm_chain(im, n)))
+        return rc < 0 ? rc : OSP_OK;
+    if (!strcmp(op, "ConvTranspose")) return osp__onnx_map_conv_transpose(im, n);
+    if (!strcmp(op, "InstanceNormalization")) return osp__onnx_map_instance_norm(im, n);
+    if (!strcmp(op, "GroupNormalization")) return osp__onnx_map_group_norm(im, n);
+    int handled;
+    rc = osp__onnx_map_transformer(im, n, &handled);
     if (handled) return rc;
     if (!strcmp(op, "Conv")) return map_conv(im, n);
     if (!strcmp(op, "BatchNormalization")) return map_batchnorm(im, n);

@@ -9,7 +9,7 @@
  * of the value before it (x aside), with constants of the right values.
  * On a match the layer is emitted at once and every node's output of the
  * pattern is bound to it; the other nodes then find their output bound and
- * are skipped (osp__onnx_fused_away). Where anything differs, the pieces
+ * are skipped (osp__onnx_claimed). Where anything differs, the pieces
  * are left to be mapped one by one. */
 #include <math.h>
 #include <stdarg.h>
@@ -119,11 +119,6 @@ static int bind_all(onnx_importer *im, const Osp__Onnx__NodeProto *const *nodes,
         if (rc) return rc;
     }
     return OSP_OK;
-}
-
-int osp__onnx_fused_away(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
-    onnx_value *v = n->n_output ? value(im, n->output[0]) : NULL;
-    return v && v->kind == ONNX_VAL_LAYER;
 }
 
 /* Outputs after the first must not be read by the rest of the graph. */

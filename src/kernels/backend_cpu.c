@@ -58,6 +58,12 @@ int osp__kernel_team(void) {
     .l2norm_backward = osp__cpu_l2norm_backward,              \
     .resize_forward = osp__cpu_resize_forward,                \
     .resize_backward = osp__cpu_resize_backward,              \
+    .deconv2d_workspace = osp__cpu_deconv2d_workspace,        \
+    .deconv2d_forward = osp__cpu_deconv2d_forward,            \
+    .deconv2d_backward_data = osp__cpu_deconv2d_backward_data, \
+    .deconv2d_backward_filter = osp__cpu_deconv2d_backward_filter, \
+    .groupnorm_forward = osp__cpu_groupnorm_forward,          \
+    .groupnorm_backward = osp__cpu_groupnorm_backward,        \
     TRANSFORMER_SLOTS
 /* The transformers' kernels (appended to the table). */
 #define TRANSFORMER_SLOTS                                     \

@@ -129,6 +129,23 @@ void osp__cpu_l2norm_backward(int rows, int cols, float eps, const float *x, con
 void osp__cpu_resize_forward(const osp_resize_desc *d, const float *x, float *y);
 void osp__cpu_resize_backward(const osp_resize_desc *d, const float *dy, float *dx);
 
+/* Transposed convolution (deconv.c) and group normalisation
+ * (groupnorm.c): one portable copy, shared by every CPU table. */
+size_t osp__cpu_deconv2d_workspace(const osp_conv_desc *d);
+void osp__cpu_deconv2d_forward(const osp_conv_desc *d, const float *x, const float *w,
+                               const float *bias, float *y, void *workspace);
+void osp__cpu_deconv2d_backward_data(const osp_conv_desc *d, const float *dy, const float *w,
+                                     float *dx, void *workspace);
+void osp__cpu_deconv2d_backward_filter(const osp_conv_desc *d, const float *x, const float *dy,
+                                       float *dw, float *db, void *workspace);
+void osp__cpu_groupnorm_forward(int n, int c, int s, int groups, float eps, const float *x,
+                                const float *gamma, const float *beta, float *save_mean,
+                                float *save_invstd, float *y);
+void osp__cpu_groupnorm_backward(int n, int c, int s, int groups, const float *x,
+                                 const float *dy, const float *gamma, const float *save_mean,
+                                 const float *save_invstd, float *dx, float *dgamma,
+                                 float *dbeta);
+
 /* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,
