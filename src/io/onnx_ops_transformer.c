@@ -176,6 +176,48 @@ static int try_gelu(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handl
     return id < 0 ? id : bind_all(im, nodes, 5, id);
 }
 
+/* The only reader of n's output, if it is a node of operator op whose other
+ * input is the value `other` (by name) or, with other NULL, a constant
+ * scalar near want; either operand order. */
+static const Osp__Onnx__NodeProto *next_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                                               const char *op, const char *other, double want) {
+    const Osp__Onnx__NodeProto *r = only_reader(im, n);
+    int k = r && is_op(r, op) ? other_input(r, n->output[0]) : -1;
+    if (k < 0) return NULL;
+    if (other) return reads(r, (size_t)k, other) ? r : NULL;
+    return scalar_near(im, r, (size_t)k, want, 1e-6 * fabs(want) + 1e-7, NULL) ? r : NULL;
+}
+
+/* PyTorch's tanh GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))):
+ * Mul(x, x), Mul by x, Mul by 0.044715, Add x, Mul by sqrt(2/pi), Tanh,
+ * Add 1, Mul by x, Mul by 0.5, each operand in either order. n is the
+ * first node; nodes gets the nine on a match. */
+static int match_gelu_tanh(onnx_importer *im, const Osp__Onnx__NodeProto *n,
+                           const Osp__Onnx__NodeProto **nodes) {
+    if (!is_op(n, "Mul") || n->n_input != 2 || !reads(n, 1, n->input[0])) return 0;
+    const char *x = n->input[0];
+    nodes[0] = n;
+    if (!(nodes[1] = next_binary(im, n, "Mul", x, 0)) ||
+        !(nodes[2] = next_binary(im, nodes[1], "Mul", NULL, 0.044715)) ||
+        !(nodes[3] = next_binary(im, nodes[2], "Add", x, 0)) ||
+        !(nodes[4] = next_binary(im, nodes[3], "Mul", NULL, 0.79788456080286535588)))
+        return 0;
+    nodes[5] = only_reader(im, nodes[4]);
+    if (!is_op(nodes[5], "Tanh")) return 0;
+    return (nodes[6] = next_binary(im, nodes[5], "Add", NULL, 1.0)) &&
+           (nodes[7] = next_binary(im, nodes[6], "Mul", x, 0)) &&
+           (nodes[8] = next_binary(im, nodes[7], "Mul", NULL, 0.5));
+}
+
+static int try_gelu_tanh(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
+    const Osp__Onnx__NodeProto *nodes[9];
+    onnx_value *xv = n->n_input == 2 ? value(im, n->input[0]) : NULL;
+    if (!xv || xv->kind != ONNX_VAL_LAYER || !match_gelu_tanh(im, n, nodes)) return OSP_OK;
+    *handled = 1;
+    int id = osp__onnx_emit(im, nodes[8], NULL, "gelu", &xv->node, 1, "approximate = tanh\n");
+    return id < 0 ? id : bind_all(im, nodes, 9, id);
+}
+
 /* ---- LayerNorm ---- */
 
 /* The axes of a ReduceMean (attribute, or opset 18's input), as per-sample
@@ -554,6 +596,10 @@ static int try_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *ha
 int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
     *handled = 0;
     const char *op = n->op_type;
+    if (!strcmp(op, "Mul")) {
+        int rc = try_gelu_tanh(im, n, handled);
+        if (rc || *handled) return rc;
+    }
     if (!strcmp(op, "Div") || !strcmp(op, "Mul")) return try_gelu(im, n, handled);
     if (!strcmp(op, "ReduceMean")) return try_layernorm(im, n, handled);
     if (!strcmp(op, "MatMul")) return try_matmul(im, n, handled);

@@ -100,6 +100,17 @@ class NearMiss(nn.Module):
         return (g - m) / torch.sqrt(v + 1e-5) * self.w
 
 
+class TanhGelu(nn.Module):
+    """nn.GELU(approximate='tanh') between two linear layers."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
 class ErfNet(nn.Module):
     """Erf outside a GELU, and a softmax over a middle axis."""
 
@@ -175,6 +186,7 @@ def main():
         ("encoder_opset13", Encoder, 13, "layernorm,fc,attention,gelu"),
         ("encoder_opset10", Encoder, 10, "layernorm,fc,attention,gelu"),
         ("erf_opset13", ErfNet, 13, "erf,softmax"),
+        ("gelu_tanh_opset13", TanhGelu, 13, "gelu,fc,!tanh,!mul"),
         ("near_miss_opset13", NearMiss, 13, "erf,layernorm,!gelu"),
     ]
     manifest = ""
