@@ -99,6 +99,12 @@ class SpecNet(nn.Module):
                 cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
                 setattr(self, name, cls(shape[0], eps=float(kv.get("eps", 1e-5)),
                                         momentum=float(kv.get("momentum", 0.1))))
+            elif kind == "fc" and kv.get("last_axis", "0") == "1":
+                setattr(self, name, nn.Linear(shape[-1], int(kv["outputs"]), bias=kv.get("bias", "1") != "0"))
+            elif kind == "layernorm":
+                axis = int(kv.get("axis", -1))
+                setattr(self, name, nn.LayerNorm(shape[axis:], eps=float(kv.get("eps", 1e-5)),
+                                                 elementwise_affine=kv.get("affine", "1") != "0"))
             elif kind == "fc":
                 n_in = 1
                 for d in shape:
@@ -142,8 +148,22 @@ class SpecNet(nn.Module):
         if kind == "constant":
             return getattr(self, name)(n)
         x = xs[0]
-        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout", "deconv", "groupnorm"):
+        if kind in ("conv", "batchnorm", "maxpool", "avgpool", "dropout", "deconv", "groupnorm",
+                    "layernorm"):
             return getattr(self, name)(x)
+        if kind == "fc" and kv.get("last_axis", "0") == "1":
+            return getattr(self, name)(x)
+        if kind == "gelu":
+            return F.gelu(x, approximate=kv.get("approximate", "none"))
+        if kind == "erf":
+            return torch.erf(x)
+        if kind == "matmul":
+            return torch.matmul(*aligned(xs))
+        if kind == "attention":
+            q, k, v = xs
+            kt = k if kv.get("transposed_k", "0") == "1" else k.transpose(-2, -1)
+            scale = float(kv["scale"]) if "scale" in kv else q.shape[-1] ** -0.5
+            return torch.softmax(q @ kt * scale, dim=-1) @ v
         if kind == "fc":
             return getattr(self, name)(x.flatten(1))
         if kind == "relu":
@@ -198,6 +218,9 @@ class SpecNet(nn.Module):
             return F.pad(x, (left, right, top, bottom), mode=PAD_MODES[mode])
         if kind == "transpose":
             return x.permute([0] + [p + 1 for p in ints(kv["perm"])])
+        if kind == "softmax" and "axis" in kv:
+            axis = int(kv["axis"])
+            return F.softmax(x, dim=axis + 1 if axis >= 0 else axis)
         if kind == "softmax":
             return F.softmax(x.flatten(1), dim=1).view_as(x)
         if kind == "l2norm":

@@ -62,6 +62,23 @@ typedef enum osp_activation {
     OSP_ACT_SWISH = 6,      /* x * sigmoid(x) */
 } osp_activation;
 
+/* Element-wise functions of transformers (backend slots special_*). */
+typedef enum osp_special {
+    OSP_FN_GELU = 0,      /* x * Phi(x), through erf (torch's approximate='none') */
+    OSP_FN_GELU_TANH = 1, /* torch's approximate='tanh' */
+    OSP_FN_ERF = 2,
+} osp_special;
+
+/* Scaled dot-product attention over count independent (batch x heads)
+ * attentions, each softmax(Q K^T * scale) V with Q tq x d, K tk x d (or,
+ * with k_trans, K^T stored d x tk), V tk x dv, the output tq x dv. */
+typedef struct osp_attention_desc {
+    int64_t count;
+    int tq, tk, d, dv;
+    float scale;
+    int k_trans;
+} osp_attention_desc;
+
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
 /* 2-D resizing of planes (ONNX Resize, F.interpolate): each of `planes`
@@ -241,6 +258,45 @@ typedef struct osp_backend {
     void (*groupnorm_backward)(int n, int c, int s, int groups, const float *x, const float *dy,
                                const float *gamma, const float *save_mean,
                                const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+    /* ---- transformers ---- */
+    /* count GEMMs of one shape: C_i = alpha * op(A_i) op(B_i) + beta * C_i
+     * with A_i = a + i * stride_a (and so for B and C). A stride of 0
+     * broadcasts one matrix; stride_c == 0 sums every product into one C
+     * (beta applies once). */
+    void (*sgemm_batched)(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
+                          const float *a, int lda, int64_t stride_a, const float *b, int ldb,
+                          int64_t stride_b, float beta, float *c, int ldc, int64_t stride_c,
+                          int count);
+    /* Layer normalisation of each row (rows x cols), as torch.nn.LayerNorm:
+     * biased variance; gamma and beta (cols) may be NULL (1 and 0);
+     * save_mean and save_invstd (rows each) may be NULL (inference). */
+    void (*layernorm_forward)(int64_t rows, int cols, float eps, const float *x,
+                              const float *gamma, const float *beta, float *y, float *save_mean,
+                              float *save_invstd);
+    void (*layernorm_backward)(int64_t rows, int cols, const float *x, const float *dy,
+                               const float *gamma, const float *save_mean,
+                               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+    /* GELU and erf, value by value (osp_special). */
+    void (*special_forward)(osp_special fn, int64_t count, const float *x, float *y);
+    void (*special_backward)(osp_special fn, int64_t count, const float *x, const float *dy,
+                             float *dx);
+    /* Softmax along the middle axis of outer x len x inner values. */
+    void (*softmax_axis_forward)(int64_t outer, int len, int64_t inner, const float *x, float *y);
+    void (*softmax_axis_backward)(int64_t outer, int len, int64_t inner, const float *y,
+                                  const float *dy, float *dx);
+    /* Fused attention (osp_attention_desc), blockwise with an online
+     * softmax: never more than a block of scores at once. The forward
+     * writes o and, where lse is not NULL, each query's log-sum-exp of its
+     * scaled scores (count x tq), which the backward needs; the backward
+     * adds into dq, dk (laid out as k) and dv, each of which may be NULL. */
+    size_t (*attention_workspace)(const osp_attention_desc *d);
+    void (*attention_forward)(const osp_attention_desc *d, const float *q, const float *k,
+                              const float *v, float *o, float *lse, void *workspace);
+    void (*attention_backward)(const osp_attention_desc *d, const float *q, const float *k,
+                               const float *v, const float *o, const float *dout,
+                               const float *lse, float *dq, float *dk, float *dv,
+                               void *workspace);
 } osp_backend;
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */

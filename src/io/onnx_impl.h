@@ -38,6 +38,7 @@ typedef struct onnx_value {
     int node;     /* ONNX_VAL_LAYER: the layer's node id in the shape graph */
     int uses;     /* how many needed nodes read it (+1 for the graph output) */
     int producer; /* index of the ONNX node that makes it, -1 for none */
+    int reader;   /* index of a needed ONNX node that reads it (the only one when uses == 1) */
 } onnx_value;
 
 /* A weight waiting for the network to be built: "<layer>.<what>". */
@@ -168,5 +169,10 @@ int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto 
 /* 1 for a node whose output a folded chain has bound already: nothing
  * left to map. */
 int osp__onnx_claimed(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
+/* ---- onnx_ops_transformer.c ---- */
+/* Maps the operators of transformers and the patterns that start at n;
+ * *handled = 0 leaves n to the general mapping. */
+int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled);
 
 #endif

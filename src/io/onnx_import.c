@@ -49,6 +49,7 @@ onnx_value *osp__onnx_value_add(onnx_importer *im, const char *name) {
     if (!v->name) {
         v->name = name;
         v->producer = -1;
+        v->reader = -1;
         im->n_values++;
     }
     return v;
@@ -295,9 +296,9 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          im->file, in->name, (int)t->tensor_type->elem_type);
     const Osp__Onnx__TensorShapeProto *s = t->tensor_type->shape;
     int rank = (int)s->n_dim;
-    if (rank != 4 && rank != 2)
+    if (rank < 2 || rank > 4)
         return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes N x C x H x W "
-                         "images or N x D vectors", im->file, in->name, rank);
+                         "images, N x T x D tokens or N x D vectors", im->file, in->name, rank);
     int64_t d[4];
     shape->ndim = rank - 1;
     for (int k = 1; k < rank; k++)
@@ -399,7 +400,8 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
         stack[top++] = out->producer;
     }
     while (top) {
-        const Osp__Onnx__NodeProto *n = g->node[stack[--top]];
+        const int at = stack[--top];
+        const Osp__Onnx__NodeProto *n = g->node[at];
         for (size_t i = 0; i < n->n_input; i++) {
             if (!n->input[i] || !*n->input[i]) continue;
             onnx_value *v = osp__onnx_value_find(im, n->input[i]);
@@ -409,6 +411,7 @@ static int order_nodes(onnx_importer *im, const char *output, int **order_out, i
                 goto done;
             }
             v->uses++;
+            v->reader = at;
             if (v->producer >= 0 && !need[v->producer]) {
                 need[v->producer] = 1;
                 stack[top++] = v->producer;

@@ -536,6 +536,9 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "ConvTranspose")) return osp__onnx_map_conv_transpose(im, n);
     if (!strcmp(op, "InstanceNormalization")) return osp__onnx_map_instance_norm(im, n);
     if (!strcmp(op, "GroupNormalization")) return osp__onnx_map_group_norm(im, n);
+    int handled;
+    rc = osp__onnx_map_transformer(im, n, &handled);
+    if (handled) return rc;
     if (!strcmp(op, "Conv")) return map_conv(im, n);
     if (!strcmp(op, "BatchNormalization")) return map_batchnorm(im, n);
     if (!strcmp(op, "Gemm")) return map_fc(im, n, 1);

@@ -63,7 +63,20 @@ int osp__kernel_team(void) {
     .deconv2d_backward_data = osp__cpu_deconv2d_backward_data, \
     .deconv2d_backward_filter = osp__cpu_deconv2d_backward_filter, \
     .groupnorm_forward = osp__cpu_groupnorm_forward,          \
-    .groupnorm_backward = osp__cpu_groupnorm_backward
+    .groupnorm_backward = osp__cpu_groupnorm_backward,        \
+    TRANSFORMER_SLOTS
+/* The transformers' kernels (appended to the table). */
+#define TRANSFORMER_SLOTS                                     \
+    .sgemm_batched = osp__cpu_sgemm_batched,                  \
+    .layernorm_forward = osp__cpu_layernorm_forward,          \
+    .layernorm_backward = osp__cpu_layernorm_backward,        \
+    .special_forward = osp__cpu_special_forward,              \
+    .special_backward = osp__cpu_special_backward,            \
+    .softmax_axis_forward = osp__cpu_softmax_axis_forward,    \
+    .softmax_axis_backward = osp__cpu_softmax_axis_backward,  \
+    .attention_workspace = osp__cpu_attention_workspace,      \
+    .attention_forward = osp__cpu_attention_forward,          \
+    .attention_backward = osp__cpu_attention_backward
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \

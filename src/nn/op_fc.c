@@ -2,7 +2,11 @@
  *
  *   input  any shape, flattened to D = its element count
  *   weight outputs x D, bias outputs
- *   output outputs */
+ *   output outputs
+ *
+ * With `last_axis = 1`, nn.Linear itself on any shape: the last axis (D)
+ * is mapped, the leading ones kept (tokens x D gives tokens x outputs), as
+ * the linear layers of a transformer. */
 #include <limits.h>
 #include <math.h>
 
@@ -12,6 +16,7 @@
 typedef struct fc_attrs {
     int outputs;
     int bias;
+    int last_axis;
 } fc_attrs;
 
 static int parse(osp_spec_section *s, void **out) {
@@ -20,6 +25,7 @@ static int parse(osp_spec_section *s, void **out) {
     if ((rc = osp_spec_int(s, "outputs", 0, 1, 1 << 24, &a.outputs))) return rc;
     if (a.outputs == 0) return osp_spec_error(s, NULL, "'outputs' is required");
     if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
+    if ((rc = osp_spec_int(s, "last_axis", 0, 0, 1, &a.last_axis))) return rc;
     fc_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
@@ -30,12 +36,17 @@ static int parse(osp_spec_section *s, void **out) {
 static int setup(osp_graph *g, osp_node *n) {
     const fc_attrs *a = n->attrs;
     if (n->n_inputs != 1) return osp_error(OSP_ESHAPE, "layer '%s': fc takes one input", n->name);
-    int64_t in = osp_shape_numel(&osp_node_input(g, n, 0)->shape);
-    if (in > INT_MAX)
+    const osp_shape *xs = &osp_node_input(g, n, 0)->shape;
+    int64_t in = a->last_axis ? xs->dim[xs->ndim - 1] : osp_shape_numel(xs);
+    if (in > INT_MAX || osp_shape_numel(xs) / in * a->outputs > INT_MAX)
         return osp_error(OSP_ERANGE, "layer '%s': %lld input features are too many", n->name,
                          (long long)in);
     int64_t out = a->outputs;
     n->shape = osp_shape_make(1, &out);
+    if (a->last_axis) {
+        n->shape = *xs;
+        n->shape.dim[xs->ndim - 1] = out;
+    }
     float scale = 1.0f / sqrtf((float)in);
     int64_t wdims[2] = {out, in};
     osp_shape ws = osp_shape_make(2, wdims);
@@ -49,17 +60,28 @@ static int setup(osp_graph *g, osp_node *n) {
     return OSP_OK;
 }
 
+/* Rows of the product: samples, times the leading positions with last_axis. */
+static int rows_of(const osp_node *n, const osp_node *in, int batch) {
+    const fc_attrs *a = n->attrs;
+    return a->last_axis ? batch * (int)(in->size / in->shape.dim[in->shape.ndim - 1]) : batch;
+}
+
+static int features_of(const osp_node *n, const osp_node *in) {
+    const fc_attrs *a = n->attrs;
+    return (int)(a->last_axis ? in->shape.dim[in->shape.ndim - 1] : in->size);
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const fc_attrs *a = n->attrs;
     const osp_node *in = osp_node_input(g, n, 0);
-    ex->be->fc_forward(ex->batch, (int)in->size, a->outputs, in->out, osp_node_weight(g, n, 0),
+    ex->be->fc_forward(rows_of(n, in, ex->batch), features_of(n, in), a->outputs, in->out, osp_node_weight(g, n, 0),
                        a->bias ? osp_node_weight(g, n, 1) : NULL, n->out);
 }
 
 static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const fc_attrs *a = n->attrs;
     osp_node *in = osp_node_input(g, n, 0);
-    ex->be->fc_backward(ex->batch, (int)in->size, a->outputs, in->out, osp_node_weight(g, n, 0),
+    ex->be->fc_backward(rows_of(n, in, ex->batch), features_of(n, in), a->outputs, in->out, osp_node_weight(g, n, 0),
                         n->dout, in->dout, osp_node_grad(g, n, 0),
                         a->bias ? osp_node_grad(g, n, 1) : NULL);
 }
@@ -70,6 +92,24 @@ static int fc_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n, ch
     char *p[OSP_MAX_NODE_PARAMS] = {0};
     w->params(w, n, p); /* weight, then the bias where there is one */
     const int bias = n->n_params > 1;
+    if (((const fc_attrs *)n->attrs)->last_axis) {
+        /* MatMul by the weight transposed (an initializer's Transpose, which
+         * the importer folds), then Add the bias: torch's export of
+         * nn.Linear on more than two axes. */
+        char *wt = w->name(w, "%s/weight_t", n->name);
+        int64_t perm[2] = {1, 0};
+        w->attr_ints(w, w->node(w, "Transpose", wt, 1, &p[0], wt), "perm", perm, 2);
+        char *args[2] = {in[0], wt};
+        if (!bias) {
+            w->node(w, "MatMul", n->name, 2, args, out);
+            return OSP_OK;
+        }
+        char *mm = w->name(w, "%s/matmul", n->name);
+        w->node(w, "MatMul", n->name, 2, args, mm);
+        char *add[2] = {mm, p[1]};
+        w->node(w, "Add", w->name(w, "%s/bias", n->name), 2, add, out);
+        return OSP_OK;
+    }
     char *args[3] = {w->flat(w, n, in[0]), p[0], bias ? p[1] : NULL};
     w->attr_int(w, w->node(w, "Gemm", n->name, bias ? 3 : 2, args, out), "transB", 1);
     return OSP_OK;

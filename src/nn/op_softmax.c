@@ -1,8 +1,32 @@
 /* [softmax]: softmax over each sample's whole vector (the input is read as
  * flattened; the output keeps its shape). As nn.Softmax(dim=1) after a
- * flatten. A network ending in [softmax] trains on the logits before it. */
+ * flatten. A network ending in [softmax] trains on the logits before it.
+ * With `axis` (a per-sample axis, negative from the end), softmax along
+ * that axis alone, as torch.softmax(x, dim=axis + 1): the attention scores
+ * of a transformer, over the last axis. */
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
+
+typedef struct softmax_attrs {
+    int axis; /* as written; NULL attrs: the whole sample */
+} softmax_attrs;
+
+/* The per-sample axis, resolved, or -1 for the whole sample. */
+static int axis_of(const osp_node *n, const osp_shape *s) {
+    const softmax_attrs *a = n->attrs;
+    if (!a) return -1;
+    return a->axis < 0 ? a->axis + s->ndim : a->axis;
+}
+
+/* The values before, along and after the axis, for a batch. */
+static void split(const osp_node *n, int batch, int64_t *outer, int *len, int64_t *inner) {
+    int ax = axis_of(n, &n->shape);
+    *outer = batch;
+    *inner = 1;
+    for (int k = 0; k < ax; k++) *outer *= n->shape.dim[k];
+    for (int k = ax + 1; k < n->shape.ndim; k++) *inner *= n->shape.dim[k];
+    *len = (int)n->shape.dim[ax];
+}
 
 static int softmax_setup(osp_graph *g, osp_node *n) {
     if (n->n_inputs != 1)
@@ -11,23 +35,46 @@ static int softmax_setup(osp_graph *g, osp_node *n) {
     const osp_shape *in = &osp_node_input(g, n, 0)->shape;
     if (osp_shape_numel(in) > INT32_MAX)
         return osp_error(OSP_ESHAPE, "layer '%s': input is too large", n->name);
+    int ax = axis_of(n, in);
+    if (n->attrs && (ax < 0 || ax >= in->ndim))
+        return osp_error(OSP_ESHAPE, "layer '%s': axis %d does not exist in a sample of %d axes",
+                         n->name, ((const softmax_attrs *)n->attrs)->axis, in->ndim);
     n->shape = *in;
     return OSP_OK;
 }
 
 static void softmax_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    if (n->attrs) {
+        int64_t outer, inner;
+        int len;
+        split(n, ex->batch, &outer, &len, &inner);
+        ex->be->softmax_axis_forward(outer, len, inner, osp_node_input(g, n, 0)->out, n->out);
+        return;
+    }
     ex->be->softmax_forward(ex->batch, (int)n->size, osp_node_input(g, n, 0)->out, n->out);
 }
 
 static void softmax_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     float *dx = osp_node_input(g, n, 0)->dout;
+    if (dx && n->attrs) {
+        int64_t outer, inner;
+        int len;
+        split(n, ex->batch, &outer, &len, &inner);
+        ex->be->softmax_axis_backward(outer, len, inner, n->out, n->dout, dx);
+        return;
+    }
     if (dx) ex->be->softmax_backward(ex->batch, (int)n->size, n->out, n->dout, dx);
 }
 
 /* ONNX: Softmax over each sample's values, all of them (flattened, then
- * shaped back). */
+ * shaped back); with an axis, opset 13's Softmax along it. */
 static int softmax_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
                         char *const *in, char *out) {
+    if (n->attrs) {
+        w->attr_int(w, w->node(w, "Softmax", n->name, 1, in, out), "axis",
+                    axis_of(n, &n->shape) + 1);
+        return OSP_OK;
+    }
     if (n->shape.ndim == 1) {
         w->attr_int(w, w->node(w, "Softmax", n->name, 1, in, out), "axis", 1);
         return OSP_OK;
@@ -49,8 +96,14 @@ static const osp_op softmax_op = {
 };
 
 static int softmax_parse(osp_spec_section *s, void **attrs) {
-    (void)s;
     *attrs = NULL;
+    if (!osp_spec_str(s, "axis", NULL)) return OSP_OK;
+    int axis, rc = osp_spec_int(s, "axis", 0, -(OSP_MAX_DIMS - 1), OSP_MAX_DIMS - 2, &axis);
+    if (rc) return rc;
+    softmax_attrs *a = osp_calloc(1, sizeof *a);
+    if (!a) return OSP_ENOMEM;
+    a->axis = axis;
+    *attrs = a;
     return OSP_OK;
 }
 

@@ -7,7 +7,8 @@
     X(conv) X(maxpool) X(avgpool) X(globalavgpool) X(fc) X(relu) X(leakyrelu) X(relu6) \
     X(sigmoid) X(tanh) X(swish) X(batchnorm) X(dropout) X(add) X(concat) X(flatten)    \
     X(reshape) X(softmax) X(l2norm) X(hardsigmoid) X(hardswish) X(clip) X(mul) X(sub) X(div)  \
-    X(constant) X(pad) X(transpose) X(resize) X(deconv) X(groupnorm)
+    X(constant) X(pad) X(transpose) X(resize) X(deconv) X(groupnorm) \
+    X(gelu) X(erf) X(layernorm) X(matmul) X(attention)
 
 #define DECLARE(name) extern const osp_layer_type osp__layer_##name;
 LAYER_TYPES(DECLARE)

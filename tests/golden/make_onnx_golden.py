@@ -129,8 +129,8 @@ def write_bad_models(out_dir):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])
     # An operator osprey does not implement.
     save("bad_unsupported.onnx", helper.make_graph(
-        [helper.make_node("Erf", ["x"], ["y"], name="gelu_erf")], "g", [x], [y]),
-        expect="operator Erf")
+        [helper.make_node("Det", ["x"], ["y"], name="det")], "g", [x], [y]),
+        expect="operator Det")
     # A cycle: a -> b -> a.
     save("bad_cycle.onnx", helper.make_graph(
         [helper.make_node("Relu", ["b"], ["a"], name="r1"),
@@ -155,10 +155,10 @@ def write_bad_models(out_dir):
     save("bad_opset.onnx", helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"], name="r")], "g", [x], [y]), opset=6,
         expect="opsets 7 to 18")
-    # A softmax over channels at every pixel (not osprey's softmax).
+    # A softmax across the samples of a batch.
     save("bad_softmax.onnx", helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)], "g", [x], [y]),
-        expect="softmax over axis 1")
+        [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=0)], "g", [x], [y]),
+        expect="softmax over axis 0")
     # A reference to a value nothing defines.
     save("bad_dangling.onnx", helper.make_graph(
         [helper.make_node("Add", ["x", "ghost"], ["y"], name="add")], "g", [x], [y]),

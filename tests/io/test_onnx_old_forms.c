@@ -502,9 +502,22 @@ Test(onnx_old_forms, softmax_axis_and_reduce_axes) {
     osp_net *net;
     cr_assert_eq(import_tiny(t, 11, 2, 4, 4, &net), OSP_OK, "%s", osp_last_error());
     osp_net_free(net);
+    /* from opset 13, along axis 1 alone: over the channels at each pixel */
     t = tiny_new();
     attr_int(node(t, "Softmax", "x", "y"), "axis", 1);
-    expect_refused(t, 13, "softmax over axis 1 of a rank-4 tensor");
+    cr_assert_eq(import_tiny(t, 13, 2, 4, 4, &net), OSP_OK, "%s", osp_last_error());
+    float xs[32], ys[32];
+    ramp(xs, 32);
+    cr_assert_eq(run(net, xs, ys, 32), 32);
+    for (int i = 0; i < 16; i++) {
+        double e0 = exp(xs[i]), e1 = exp(xs[16 + i]);
+        cr_expect_float_eq(ys[i], e0 / (e0 + e1), 1e-6);
+        cr_expect_float_eq(ys[16 + i], e1 / (e0 + e1), 1e-6);
+    }
+    osp_net_free(net);
+    t = tiny_new();
+    attr_int(node(t, "Softmax", "x", "y"), "axis", 0);
+    expect_refused(t, 13, "softmax over axis 0 of a rank-4 tensor");
     for (int form = 0; form < 2; form++) {
         t = tiny_new();
         if (form == 0) attr_ints(node(t, "ReduceMean", "x", "y"), "axes", 2, (int64_t[]){2, 3});

@@ -1,0 +1,70 @@
+/* GELU (exact, through erf, and PyTorch's tanh approximation) and erf
+ * itself, value by value. Each value is independent, so the result does not
+ * depend on the thread count. */
+#include <math.h>
+
+#include "cpu_kernels.h"
+
+/* Below this many values a parallel region costs more than it saves. */
+#define PARALLEL_MIN (1 << 15)
+
+#define INV_SQRT2 0.70710678118654752440f
+#define INV_SQRT_2PI 0.39894228040143267794f
+#define TWO_OVER_SQRT_PI 1.12837916709551257390f
+#define SQRT_2_OVER_PI 0.79788456080286535588f
+#define TANH_C 0.044715f
+
+static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
+
+static inline float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + TANH_C * x * x * x)));
+}
+
+/* d/dx x Phi(x) = Phi(x) + x phi(x). */
+static inline float gelu_grad(float x) {
+    return 0.5f * (1.0f + erff(x * INV_SQRT2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+}
+
+/* With u = k (x + c x^3) and t = tanh u: 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2). */
+static inline float gelu_tanh_grad(float x) {
+    float t = tanhf(SQRT_2_OVER_PI * (x + TANH_C * x * x * x));
+    return 0.5f * (1.0f + t) +
+           0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * TANH_C * x * x);
+}
+
+void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, float *y) {
+    switch (fn) {
+    case OSP_FN_GELU:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++) y[i] = gelu(x[i]);
+        break;
+    case OSP_FN_GELU_TANH:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++) y[i] = gelu_tanh(x[i]);
+        break;
+    case OSP_FN_ERF:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++) y[i] = erff(x[i]);
+        break;
+    }
+}
+
+void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, const float *dy,
+                               float *dx) {
+    if (!dx) return;
+    switch (fn) {
+    case OSP_FN_GELU:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * gelu_grad(x[i]);
+        break;
+    case OSP_FN_GELU_TANH:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * gelu_tanh_grad(x[i]);
+        break;
+    case OSP_FN_ERF:
+#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
+        for (int64_t i = 0; i < count; i++)
+            dx[i] += dy[i] * TWO_OVER_SQRT_PI * expf(-x[i] * x[i]);
+        break;
+    }
+}
