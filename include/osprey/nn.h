@@ -96,11 +96,13 @@ OSP_API const osp_layer_type *const *osp_layer_types(void);
 /* ---- networks ------------------------------------------------------------ */
 
 #define OSP_MAX_CHANNELS 4
+/* Axes of a network's per-sample input: up to 6 with the batch. */
+#define OSP_NET_MAX_RANK 5
 
 typedef struct osp_net {
     osp_graph *graph;
     char *spec_text;  /* the spec it was built from (saved with the model) */
-    osp_shape input;  /* C x H x W */
+    osp_shape input;  /* per sample: C x H x W images, D vectors, T x D ... */
     float mean[OSP_MAX_CHANNELS], std[OSP_MAX_CHANNELS]; /* per input channel */
     int n_classes;    /* output size */
     char **labels;    /* n_classes names, or NULL */

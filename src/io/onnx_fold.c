@@ -14,7 +14,7 @@
 static const char *const foldable[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze",
                                        "Squeeze", "Concat", "Cast", "Reshape", "Slice", "Add",
                                        "Sub", "Mul", "Div", "ConstantOfShape", "Flatten", "Transpose",
-                                       "Split", NULL};
+                                       "Split", "Equal", "Where", NULL};
 
 int osp__onnx_is_foldable(const char *op) {
     for (int i = 0; foldable[i]; i++)
@@ -572,6 +572,8 @@ int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     else if (!strcmp(op, "Transpose")) rc = fold_transpose(im, n, &c);
     else if (!strcmp(op, "ConstantOfShape")) rc = fold_constant_of_shape(im, n, &c);
     else if (!strcmp(op, "Split")) return fold_split(im, n);
+    else if (!strcmp(op, "Equal")) rc = osp__onnx_fold_equal(im, n, &c);
+    else if (!strcmp(op, "Where")) rc = osp__onnx_fold_where(im, n, &c);
     else rc = fold_binary(im, n, &c);
     if (rc) {
         /* Messages from the helpers above already name the node. */
