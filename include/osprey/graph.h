@@ -24,7 +24,7 @@ extern "C" {
 
 #define OSP_NAME_MAX 64
 /* Inputs of one node: densely connected networks concatenate dozens of
- * earlier outputs (DenseNet-201's last block reads 33). */
+ * earlier outputs (DenseNet-201's third block ends in a Concat of 49). */
 #define OSP_MAX_INPUTS 64
 #define OSP_MAX_NODE_PARAMS 4
 

@@ -3,7 +3,8 @@
 # transformer's front (class token expanded to the batch and concatenated,
 # position embedding, x[:, 0]) at opsets 13 and 17, shape operators on
 # N x T x D tokens (Slice, Split, Gather, Expand, Squeeze/Unsqueeze, a
-# Concat of 12 inputs, ReduceSum/Mean/Max) and a rank-6 input, exported by
+# Concat of 12 inputs, ReduceSum/Mean/Max), a densely connected block
+# (Concats of up to 41 inputs) and a rank-6 input, exported by
 # tests/golden/make_nd_golden.py (the nd_golden fixture). Outputs must
 # match PyTorch's within 1e-4 of the largest value at batch sizes 1 to 3;
 # each model exported again by osprey and imported back gives the same

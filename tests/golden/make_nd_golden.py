@@ -15,6 +15,8 @@ OUT_DIR/manifest.txt with one line per model. The models:
         index_select, Gather of one index, sum/mean/amax with and without
         keepdim, Unsqueeze/Squeeze, an Expand of a computed value and a
         Concat of 12 inputs along the last axis
+  dense40 a densely connected block of 40 convolutions: Concats of up to 41
+        inputs
   rank6   on N x 2 x 3 x 4 x 5 x 2 input: permute, reductions, slices
 and bad_nd.txt: models the importer must refuse ('FILE FRAGMENT' lines).
 Weights are random with fixed seeds."""
@@ -69,6 +71,23 @@ class Tokens(nn.Module):
                  d1[:, :3], d2[:, 3:], x[:, -3:], x[:, 0:3] * 2]
         y = torch.cat(parts, dim=2)             # 12 inputs: N x 3 x 96
         return y.sum(dim=1, keepdim=True).squeeze(1)       # Squeeze: N x 96
+
+
+class Dense(nn.Module):
+    """A densely connected block: each of 40 small convolutions reads the
+    concatenation of the input and every output before it; the last
+    Concat joins 41 values (DenseNet-201's largest joins 49)."""
+
+    def __init__(self, layers=40, growth=2):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(4 + growth * i, growth, 3, padding=1)
+                                   for i in range(layers))
+
+    def forward(self, x):
+        feats = [x]
+        for conv in self.convs:
+            feats.append(torch.relu(conv(torch.cat(feats, 1))))
+        return torch.cat(feats, 1).mean(dim=(2, 3))
 
 
 class Rank6(nn.Module):
@@ -144,6 +163,8 @@ def main():
     t = torch.randn(3, 6, 8)
     export("tokens13", tokens, t, 13, True, out_dir, lines)
     export("tokens17", tokens, t, 17, True, out_dir, lines)
+    torch.manual_seed(4)
+    export("dense40", Dense(), torch.randn(2, 4, 6, 6), 13, True, out_dir, lines)
     torch.manual_seed(3)
     export("rank6", Rank6(), torch.randn(2, 2, 3, 4, 5, 2), 17, True, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
