@@ -10,6 +10,10 @@
 
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
+/* Folded results are shapes and masks: as onnx_fold.c, far fewer values
+ * than an initializer may hold, so a hostile broadcast cannot inflate. */
+#define SELECT_MAX_VALUES ((int64_t)1 << 24)
+
 /* Numpy broadcasting of up to three constants: the result's dims and, per
  * operand, its strides (0 where broadcast). */
 static int broadcast(const onnx_const *const *c, int count, int *rank, int64_t *dim,
@@ -24,6 +28,9 @@ static int broadcast(const onnx_const *const *c, int count, int *rank, int64_t *
             if (d != 1 && *out != 1 && d != *out) return OSP_ESHAPE;
             if (d != 1) *out = d;
         }
+    int64_t total = 1;
+    for (int k = 0; k < *rank; k++)
+        if ((total *= dim[k]) > SELECT_MAX_VALUES) return OSP_ERANGE;
     for (int i = 0; i < count; i++) {
         int64_t s = 1;
         for (int k = *rank - 1; k >= 0; k--) {
@@ -53,7 +60,8 @@ int osp__onnx_fold_equal(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_
     if (!c[0] || !c[1]) FAIL(OSP_EFORMAT, "needs two inputs");
     int rank;
     int64_t dim[ONNX_MAX_RANK], stride[3][ONNX_MAX_RANK];
-    if (broadcast(c, 2, &rank, dim, stride)) FAIL(OSP_ESHAPE, "shapes do not broadcast");
+    if (broadcast(c, 2, &rank, dim, stride))
+        FAIL(OSP_ESHAPE, "shapes that do not broadcast, or to more than 2^24 values");
     int rc = osp__onnx_const_alloc(out, rank, dim, 1);
     if (rc) return rc;
     for (int64_t o = 0; o < out->numel; o++) {
@@ -79,7 +87,8 @@ int osp__onnx_fold_where(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_
     if (c[1]->is_int != c[2]->is_int) FAIL(OSP_EFORMAT, "the two branches differ in type");
     int rank;
     int64_t dim[ONNX_MAX_RANK], stride[3][ONNX_MAX_RANK];
-    if (broadcast(c, 3, &rank, dim, stride)) FAIL(OSP_ESHAPE, "shapes do not broadcast");
+    if (broadcast(c, 3, &rank, dim, stride))
+        FAIL(OSP_ESHAPE, "shapes that do not broadcast, or to more than 2^24 values");
     int rc = osp__onnx_const_alloc(out, rank, dim, c[1]->is_int);
     if (rc) return rc;
     for (int64_t o = 0; o < out->numel; o++) {

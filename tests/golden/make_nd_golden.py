@@ -141,6 +141,13 @@ def write_bad(out_dir):
          [ints("s", [1, 5, 8])], "cannot broadcast")
     save("bad_split.onnx", [helper.make_node("Split", ["x", "s"], ["y", "z"], name="sp", axis=1)],
          [ints("s", [2, 5])], "along an axis of 6")
+    # the batch size is unknown: compared with 3, the answer is too
+    save("bad_equal_batch.onnx",
+         [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+          helper.make_node("Equal", ["s", "three"], ["e"], name="eq"),
+          helper.make_node("Where", ["e", "s", "s"], ["w"], name="where"),
+          helper.make_node("Expand", ["x", "w"], ["y"], name="ex")],
+         [ints("three", [3, 6, 8])], "compares the batch size")
     with open(os.path.join(out_dir, "bad_nd.txt"), "w") as f:
         f.writelines(lines)
 
