@@ -7,7 +7,8 @@
 # with one pooling refuses another, and 'osprey similar' pools an outside
 # image as the folder was made, so that a copy of a catalogued image finds
 # it at distance 0. --pool on a spatial layer, and image paths on a model
-# whose input is not an image, are refused in one line.
+# whose input is not an image, are refused in one line. 'osprey serve' on
+# the folder gives the folder's vector as the image's EMBEDDING.
 # usage: embed_tokens.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
 osprey=$1
@@ -15,7 +16,12 @@ src=${OSP_SOURCE_DIR:?}
 golden=${OSP_ND_GOLDEN:-$PWD/nd_golden}
 py=/usr/bin/python3
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+server=
+cleanup() {
+    [ -z "$server" ] || { kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
+    rm -rf "$work"
+}
+trap cleanup EXIT
 . "$src/tests/support/cli.sh"
 
 "$osprey" embed --help | grep -q -- "--pool cls|mean" || fail "embed --help lacks --pool"
@@ -72,6 +78,36 @@ import json, sys
 r = json.loads(open(sys.argv[1]).readline())["results"][0]
 assert r["path"].endswith("img/3.png") and abs(r["score"]) < 1e-6, r
 PY
+
+# the server's EMBEDDING pools as the folder was made: the row of the image
+"$osprey" serve --model "$work/vit.osp" --catalog "$work/mean" --listen 127.0.0.1:0 \
+    --threads 2 2>"$work/serve.err" &
+server=$!
+for _ in $(seq 1 200); do
+    grep -q "listening on" "$work/serve.err" && break
+    kill -0 "$server" 2>/dev/null || fail "serve did not start: $(cat "$work/serve.err")"
+    sleep 0.05
+done
+addr=$(sed -n 's/.*listening on //p' "$work/serve.err")
+[ -n "$addr" ] || fail "serve is not listening: $(cat "$work/serve.err")"
+$py - "$addr" "$work" <<'PY'
+import base64, json, sys, urllib.request
+import numpy as np
+addr, w = sys.argv[1], sys.argv[2]
+body = {"requests": [{"image": {"content": base64.b64encode(open(f"{w}/img/3.png", "rb").read()).decode()},
+                      "features": [{"type": "EMBEDDING"}]}]}
+req = urllib.request.Request(f"http://{addr}/v1/images:annotate", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+got = np.array(json.load(urllib.request.urlopen(req))["responses"][0]["embedding"]["vector"], np.float32)
+import sqlite3
+row = sqlite3.connect(f"{w}/mean/catalog.db").execute(
+    "SELECT row FROM images WHERE path LIKE '%img/3.png'").fetchone()[0]
+want = np.load(f"{w}/mean/vectors.npy")[row]
+assert got.shape == (32,) and np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), (got, want)
+PY
+kill -TERM "$server"
+wait "$server" || fail "serve exited badly after SIGTERM"
+server=
 
 # refusals
 expect_error "not tokens x features" "$osprey" embed --model "$work/vit.osp" --layer patch.Conv \
