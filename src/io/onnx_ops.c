@@ -388,10 +388,17 @@ static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int64_t rest_known = 1;
     int rest_infer = 0;
     for (int64_t k = 1; k < s->numel; k++) {
-        if (s->i[k] == -1) rest_infer = 1;
-        else if (s->i[k] == 0 && !allow_zero && k - 1 < xs->ndim) rest_known *= xs->dim[k - 1];
-        else if (s->i[k] <= 0) FAIL(OSP_ENOTSUP, "target dimension %lld", (long long)s->i[k]);
-        else rest_known *= s->i[k];
+        int64_t d = s->i[k];
+        if (d == -1) {
+            rest_infer = 1;
+            continue;
+        }
+        if (d == 0 && !allow_zero && k - 1 < xs->ndim) d = xs->dim[k - 1];
+        /* a sample holds at most 2^28 values: larger targets never fit,
+         * and their product must not overflow */
+        if (d <= 0 || d > ((int64_t)1 << 28) / rest_known)
+            FAIL(OSP_ENOTSUP, "target dimension %lld", (long long)s->i[k]);
+        rest_known *= d;
     }
     /* The first axis must stay the batch: the batch itself, 0 (copy), or -1
      * when the rest accounts for every value of a sample. */
