@@ -9,7 +9,9 @@
 # match PyTorch's within 1e-4 of the largest value at batch sizes 1 to 3;
 # each model exported again by osprey and imported back gives the same
 # outputs (and ONNX Runtime's, where installed), and the file passes
-# onnx.checker with shape inference. Bad models are refused in one line.
+# onnx.checker with shape inference. A network of osprey's shape layers
+# (tests/onnx/zoo_nd.cfg), trained a few steps and exported, runs in ONNX
+# Runtime as in osprey. Bad models are refused in one line.
 # usage: onnx_nd.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
 osprey=$1
@@ -47,6 +49,26 @@ while read -r model; do
         compare "$work/$model.ort.npy" "$golden/$model.output.npy" 1e-4
     fi
 done <"$golden/manifest.txt"
+
+# osprey's own networks of the shape layers (tests/onnx/zoo_nd.cfg), trained
+# a few steps, exported: ONNX Runtime (where installed) and a reimport
+# agree with osprey within 1e-5 of the largest output.
+$python "$src/scripts/make-shapes" "$work/shapes" --per-class 4 --size 24,32 --no-broken >/dev/null
+"$osprey" train --net "$src/tests/onnx/zoo_nd.cfg" --data "$work/shapes" --epochs 1 --batch 8 \
+    --threads 2 --quiet --out "$work/zoo_nd.osp"
+$python -c "import numpy as np, sys; np.save(sys.argv[1], np.random.RandomState(0).randn(5, 3, 16, 16).astype(np.float32))" \
+    "$work/x16.npy"
+"$osprey" export "$work/zoo_nd.osp" --out "$work/zoo_nd.onnx" >/dev/null
+$python -c "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)" \
+    "$work/zoo_nd.onnx" || fail "zoo_nd: the exported file fails onnx.checker"
+"$osprey" run --model "$work/zoo_nd.osp" --input "$work/x16.npy" --output "$work/zoo_nd.npy" --threads 2
+"$osprey" import "$work/zoo_nd.onnx" --out "$work/zoo_nd.re.osp" >/dev/null
+"$osprey" run --model "$work/zoo_nd.re.osp" --input "$work/x16.npy" --output "$work/zoo_nd.re.npy" --threads 2
+compare "$work/zoo_nd.re.npy" "$work/zoo_nd.npy" 1e-5
+if [ $have_ort = 1 ]; then
+    node "$ort_run" "$work/zoo_nd.onnx" "$work/x16.npy" "$work/zoo_nd.ort.npy" --threads 2
+    compare "$work/zoo_nd.ort.npy" "$work/zoo_nd.npy" 1e-5
+fi
 
 # The shapes of a token model, shown and checked.
 "$osprey" info "$work/tokens17.osp" >"$work/info"
