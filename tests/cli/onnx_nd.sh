@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ONNX import of tensors of any rank against PyTorch: a vision
 # transformer's front (class token expanded to the batch and concatenated,
-# position embedding, x[:, 0]) at opsets 13 and 17, shape operators on
+# position embedding, x[:, 0]) at opsets 9, 13 and 17, shape operators on
 # N x T x D tokens (Slice, Split, Gather, Expand, Squeeze/Unsqueeze, a
 # Concat of 12 inputs, ReduceSum/Mean/Max), a densely connected block
 # (Concats of up to 41 inputs) and a rank-6 input, exported by

@@ -5,19 +5,21 @@ usage: make_nd_golden.py OUT_DIR
 
 Writes, for each model M, OUT_DIR/M.onnx, M.input.npy and M.output.npy, and
 OUT_DIR/manifest.txt with one line per model. The models:
-  vit13, vit17  a vision transformer's front (patch-embedding
+  vit9, vit13, vit17  a vision transformer's front (patch-embedding
         Conv2d with stride = patch, flatten(2).transpose(1, 2), a class token
         expanded to the batch and concatenated, a position embedding added,
         the class token x[:, 0] read out) and a linear head; opsets 13 and
-        17 (and vit17_fixed, with a fixed batch, among the bad models)
+        17, and 9 (Slice and Squeeze with attributes); vit17_fixed, with a
+        fixed batch, is among the bad models
   vittok  the same without the head: N x tokens x features, for embed
-  tokens13, tokens17  on N x T x D input: Slice with steps, Split, chunk,
-        index_select, Gather of one index, sum/mean/amax with and without
+  tokens11, tokens13, tokens17  on N x T x D input: Slice with steps,
+        Split, chunk, index_select, Gather of one index, sum/mean/amax with and without
         keepdim, Unsqueeze/Squeeze, an Expand of a computed value and a
         Concat of 12 inputs along the last axis
   dense40 a densely connected block of 40 convolutions: Concats of up to 41
         inputs
-  rank6   on N x 2 x 3 x 4 x 5 x 2 input: permute, reductions, slices
+  rank6, rank6_10  on N x 2 x 3 x 4 x 5 x 2 input (opsets 17 and 10):
+        permute, reductions, slices
 and bad_nd.txt: models the importer must refuse ('FILE FRAGMENT' lines).
 Weights are random with fixed seeds."""
 import os
@@ -140,7 +142,7 @@ def write_bad(out_dir):
     save("bad_expand.onnx", [helper.make_node("Expand", ["x", "s"], ["y"], name="e")],
          [ints("s", [1, 5, 8])], "cannot broadcast")
     save("bad_split.onnx", [helper.make_node("Split", ["x", "s"], ["y", "z"], name="sp", axis=1)],
-         [ints("s", [2, 5])], "along an axis of 6")
+         [ints("s", [2, 5])], "does not divide an axis of 6")
     # the batch size is unknown: compared with 3, the answer is too
     save("bad_equal_batch.onnx",
          [helper.make_node("Shape", ["x"], ["s"], name="shape"),
@@ -161,6 +163,7 @@ def main():
     img = torch.randn(3, 3, 16, 16)
     export("vit13", vit, img, 13, True, out_dir, lines)
     export("vit17", vit, img, 17, True, out_dir, lines)
+    export("vit9", vit, img, 9, True, out_dir, lines)  # Slice and Squeeze by attributes
     fixed = []
     export("vit17_fixed", vit, img, 17, False, out_dir, fixed)
     torch.manual_seed(1)
@@ -170,10 +173,13 @@ def main():
     t = torch.randn(3, 6, 8)
     export("tokens13", tokens, t, 13, True, out_dir, lines)
     export("tokens17", tokens, t, 17, True, out_dir, lines)
+    export("tokens11", tokens, t, 11, True, out_dir, lines)  # Split, Squeeze, ReduceSum axes by attributes
     torch.manual_seed(4)
     export("dense40", Dense(), torch.randn(2, 4, 6, 6), 13, True, out_dir, lines)
     torch.manual_seed(3)
-    export("rank6", Rank6(), torch.randn(2, 2, 3, 4, 5, 2), 17, True, out_dir, lines)
+    rank6, x6 = Rank6(), torch.randn(2, 2, 3, 4, 5, 2)
+    export("rank6", rank6, x6, 17, True, out_dir, lines)
+    export("rank6_10", rank6, x6, 10, True, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
         f.writelines(lines)
     write_bad(out_dir)
