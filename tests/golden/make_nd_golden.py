@@ -143,6 +143,14 @@ def write_bad(out_dir):
          [ints("s", [1, 5, 8])], "cannot broadcast")
     save("bad_split.onnx", [helper.make_node("Split", ["x", "s"], ["y", "z"], name="sp", axis=1)],
          [ints("s", [2, 5])], "does not divide an axis of 6")
+    # found by mutating the models above: shape arithmetic past int64, a
+    # target dimension past any sample
+    save("bad_fold_overflow.onnx",
+         [helper.make_node("Mul", ["four", "huge"], ["m"], name="mul"),
+          helper.make_node("Reshape", ["x", "m"], ["y"], name="r")],
+         [ints("four", [0, 4, 1]), ints("huge", [1, -(1 << 62), 1])], "integer overflow")
+    save("bad_reshape_huge.onnx", [helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
+         [ints("s", [0, 32, 1 << 62])], "target dimension")
     # the batch size is unknown: compared with 3, the answer is too
     save("bad_equal_batch.onnx",
          [helper.make_node("Shape", ["x"], ["s"], name="shape"),
