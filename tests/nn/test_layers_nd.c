@@ -63,7 +63,7 @@ Test(nd_shape, concat) {
                       OSP_ESHAPE, 7, "axis 2 does not exist");
 }
 
-/* 40 inputs, more than the 8 the graph once allowed. */
+/* 40 inputs, more than the 8 the graph once allowed; 65 are too many. */
 Test(nd_shape, concat_of_forty) {
     char spec[8192];
     int len = snprintf(spec, sizeof spec, NET("2x3") "[concat]\naxis = 1\ninput = input");
@@ -78,6 +78,11 @@ Test(nd_shape, concat_of_forty) {
                 cr_assert_eq(y[b * 240 + r * 120 + j], x[b * 6 + r * 3 + j % 3]);
     free(x);
     free(y);
+    /* 65: one past the graph's limit */
+    len = snprintf(spec, sizeof spec, NET("2x3") "[concat]\ninput = input");
+    for (int i = 1; i < 65; i++) len += snprintf(spec + len, sizeof spec - (size_t)len, ", input");
+    snprintf(spec + len, sizeof spec - (size_t)len, "\n");
+    spec_expect_error(spec, OSP_EFORMAT, 5, "more than 64 inputs");
 }
 
 Test(nd_shape, slice) {
