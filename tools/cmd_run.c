@@ -11,9 +11,10 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: osprey run --model MODEL --input IN.npy --output OUT.npy [options]\n"
             "\n"
-            "Runs MODEL on a batch (N x C x H x W, or N x C*H*W; float32, or any number\n"
-            "type, converted) and writes the output (or an inner layer's activations) as\n"
-            "float32 N x ...\n"
+            "Runs MODEL on a batch (N x the model's input shape: N x C x H x W images,\n"
+            "N x D vectors, N x T x D tokens, up to 6 axes; or N x all of a sample's values;\n"
+            "float32, or any number type, converted) and writes the output (or an inner\n"
+            "layer's activations) as float32 N x ...\n"
             "\n"
             "  --layer NAME          write this layer's activations (the embedding) instead\n"
             "                        of the output; 'osprey info MODEL' lists the layers\n"

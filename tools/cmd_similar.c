@@ -29,8 +29,9 @@ static void usage(FILE *out) {
             "  - an image path that DIR's catalogue holds (the path as the run was given it):\n"
             "    its stored vector;\n"
             "  - any other image file: embedded now with DIR's model and layer (averaged over\n"
-            "    the layer's height and width, L2-normalised if the run was), which must be\n"
-            "    the very model DIR was made with (its content hash is checked).\n"
+            "    the layer's height and width, or over its tokens as the run's --pool was,\n"
+            "    L2-normalised if the run was), which must be the very model DIR was made\n"
+            "    with (its content hash is checked).\n"
             "To query a file whose name is all digits, write it as ./NAME.\n"
             "\n"
             "A folder of binary codes ('osprey embed --binary' or --hash) goes with a binary\n"
@@ -77,7 +78,8 @@ static int all_digits(const char *s) { return *s && strspn(s, "0123456789") == s
 typedef struct embedder {
     osp_net *net;
     const char *layer;
-    int64_t size, plane, dim;
+    int64_t size, dim;
+    osp_embed_shape shape; /* the folder's pooling of the layer */
     int normalize;
     float *x, *feat;
     osp_hash *hash; /* a folder of codes: the hash that made them */
@@ -122,11 +124,14 @@ static int embedder_open(embedder *e, osp_catalog *cat, const char *dir, const c
                         model, dir, hash, want ? want : "(none)");
     e->layer = osp_catalog_setting(cat, "layer");
     if (!e->layer || !*e->layer) return cli_fail(CMD, "%s records no embedding layer", dir);
-    int node;
-    if (osp_net_find_layer(e->net, e->layer, &node, &e->size)) return cli_fail_lib(CMD, model);
-    const osp_shape *sh = &osp_graph_node_const(e->net->graph, node)->shape;
-    e->plane = sh->ndim == 3 ? sh->dim[1] * sh->dim[2] : 1;
-    e->dim = e->plane > 0 ? e->size / e->plane : 0;
+    /* pooled as the folder's vectors were (a folder older than --pool
+     * records none: the default) */
+    osp_pool pool;
+    if (osp_pool_parse(osp_catalog_setting(cat, "pool"), &pool) ||
+        osp_net_embed_shape(e->net, e->layer, pool, &e->shape))
+        return cli_fail_lib(CMD, model);
+    e->size = e->shape.size;
+    e->dim = e->shape.dim;
     if (binary && open_hash(e, cat, dir, model)) return 1;
     if (binary && osp_hash_dim(e->hash) != e->dim)
         return cli_fail(CMD, "%s: layer '%s' gives %lld values, but the hash takes %d", model, e->layer,
@@ -151,10 +156,10 @@ static int embed(embedder *e, const char *path, float *v, uint8_t *code) {
     float *outs[] = {e->feat};
     if (osp_net_run(e->net, e->x, 1, 1, layers, 1, outs)) return cli_fail_lib(CMD, path);
     if (!e->hash) {
-        osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, v);
+        osp_embedding_pool(e->feat, &e->shape, e->normalize, v);
         return 0;
     }
-    osp_embedding_from_layer(e->feat, e->dim, e->plane, e->normalize, e->vec);
+    osp_embedding_pool(e->feat, &e->shape, e->normalize, e->vec);
     return osp_hash_codes(e->hash, e->vec, 1, code) ? cli_fail_lib(CMD, path) : 0;
 }
 

@@ -33,7 +33,8 @@ static void usage(FILE *out, int embed) {
                 "usage: osprey embed --model MODEL --layer NAME --out DIR [options] INPUT...\n"
                 "\n"
                 "One vector per image from any layer of MODEL (averaged over its plane where the\n"
-                "layer is spatial) into DIR/vectors.npy (N x D), DIR/ids.npy (the image ids,\n"
+                "layer is spatial; for a layer of tokens, T x D, the class token or the tokens'\n"
+                "mean with --pool) into DIR/vectors.npy (N x D), DIR/ids.npy (the image ids,\n"
                 "row by row) and DIR/catalog.db (SQLite: paths, sizes, SHA-256, status).\n");
     else
         fprintf(out,
@@ -73,6 +74,12 @@ static void usage(FILE *out, int embed) {
         fprintf(out, "  --layer NAME          the layer ('osprey info MODEL' lists them); with\n"
                      "                        --binary, the hash head's layer by default\n");
     fprintf(out,
+            "  --pool cls|mean       a token layer (T x D, a vision transformer's) as one\n"
+            "                        vector of D: token 0 (the class token), or the mean of\n"
+            "                        the tokens; recorded in DIR, and 'osprey similar'\n"
+            "                        pools its queries alike (without it a token layer is\n"
+            "                        taken whole, T*D values)\n");
+    fprintf(out,
             "  --normalize           L2-normalise the vectors (for cosine search)\n"
             "  --dtype T             float32 (default) or float16 vectors\n"
             "  --binary              packed binary codes instead of floats, for a binary\n"
@@ -111,7 +118,7 @@ bad:
 
 static int parse(int argc, char **argv, int embed, tag_options *o) {
     enum { O_MODEL = 256, O_SCALES, O_BINARY, O_HASH, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
-           O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP };
+           O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP, O_POOL };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"out", required_argument, 0, O_OUT},
         {"scales", required_argument, 0, O_SCALES}, {"binary", no_argument, 0, O_BINARY},
@@ -124,6 +131,7 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         {"max-pixels", required_argument, 0, O_PIXELS}, {"shard", required_argument, 0, O_SHARD},
         {"skip-done", no_argument, 0, O_SKIP},      {"json", no_argument, 0, O_JSON},
         {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
+        {"pool", required_argument, 0, O_POOL},
         {0, 0, 0, 0}};
     const char *cmd = o->cmd;
     o->p = osp_pipeline_defaults();
@@ -177,6 +185,11 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
             if (c == O_SIGMOID) o->p.sigmoid = 1;
             break;
         case O_NORMALIZE: o->p.normalize = 1; break;
+        case O_POOL:
+            if (!strcmp(optarg, "cls")) o->p.pool = OSP_POOL_CLS;
+            else if (!strcmp(optarg, "mean")) o->p.pool = OSP_POOL_MEAN;
+            else return cli_fail(cmd, "--pool must be cls (token 0) or mean (of the tokens), not '%s'", optarg);
+            break;
         case O_BINARY: o->binary = 1; break;
         case O_HASH:
             o->hash = optarg;
@@ -221,6 +234,10 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         return cli_fail(cmd, "--layer is required ('osprey info %s' lists the layers)", o->model);
     if (!embed && !o->p.embed_layer && (o->p.normalize || o->p.dtype != OSP_DTYPE_F32 || o->binary))
         return cli_fail(cmd, "--normalize, --dtype, --binary and --hash apply to vectors: add --embed NAME");
+    if (!o->p.embed_layer && o->p.pool != OSP_POOL_DEFAULT)
+        return cli_fail(cmd, "--pool applies to vectors: add --embed NAME");
+    if (o->binary && o->p.pool != OSP_POOL_DEFAULT)
+        return cli_fail(cmd, "--pool is not for --binary: a hash takes its layer's vectors as it was trained");
     if (o->binary && o->p.dtype != OSP_DTYPE_F32)
         return cli_fail(cmd, "--binary writes bits: not with --dtype");
     if (o->n_inputs == 0)

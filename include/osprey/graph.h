@@ -23,7 +23,9 @@ extern "C" {
 #endif
 
 #define OSP_NAME_MAX 64
-#define OSP_MAX_INPUTS 8
+/* Inputs of one node: densely connected networks concatenate dozens of
+ * earlier outputs (DenseNet-201's third block ends in a Concat of 49). */
+#define OSP_MAX_INPUTS 64
 #define OSP_MAX_NODE_PARAMS 4
 
 typedef struct osp_graph osp_graph;

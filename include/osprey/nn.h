@@ -96,11 +96,13 @@ OSP_API const osp_layer_type *const *osp_layer_types(void);
 /* ---- networks ------------------------------------------------------------ */
 
 #define OSP_MAX_CHANNELS 4
+/* Axes of a network's per-sample input: up to 6 with the batch. */
+#define OSP_NET_MAX_RANK 5
 
 typedef struct osp_net {
     osp_graph *graph;
     char *spec_text;  /* the spec it was built from (saved with the model) */
-    osp_shape input;  /* C x H x W */
+    osp_shape input;  /* per sample: C x H x W images, D vectors, T x D ... */
     float mean[OSP_MAX_CHANNELS], std[OSP_MAX_CHANNELS]; /* per input channel */
     int n_classes;    /* output size */
     char **labels;    /* n_classes names, or NULL */
@@ -259,6 +261,36 @@ OSP_API int osp_net_embedding_size(const osp_net *net, const char *layer, int64_
  * embed through it, so their vectors are the same bit for bit. */
 OSP_API void osp_embedding_from_layer(const float *layer, int64_t channels, int64_t plane,
                                       int normalize, float *out);
+
+/* How a layer of tokens (T x D per sample: a vision transformer's) becomes
+ * one vector of D: OSP_POOL_CLS takes token 0 (the class token),
+ * OSP_POOL_MEAN averages the T tokens. OSP_POOL_DEFAULT is what
+ * osp_net_embedding_size does: planes of C x H x W averaged, any other
+ * layer taken whole. */
+typedef enum osp_pool { OSP_POOL_DEFAULT = 0, OSP_POOL_CLS = 1, OSP_POOL_MEAN = 2 } osp_pool;
+
+/* A layer's embedding geometry for a pooling. */
+typedef struct osp_embed_shape {
+    osp_pool pool;
+    int64_t dim;    /* values in the vector */
+    int64_t plane;  /* OSP_POOL_DEFAULT: values averaged into each */
+    int64_t tokens; /* OSP_POOL_CLS / OSP_POOL_MEAN: T */
+    int64_t size;   /* values of the layer per sample */
+} osp_embed_shape;
+
+/* "cls", "mean", or "" / NULL (the default) into *out; OSP_EINVAL with
+ * the choices named otherwise. osp_pool_name is the inverse ("" for the
+ * default): what a run records. */
+OSP_API int osp_pool_parse(const char *name, osp_pool *out);
+OSP_API const char *osp_pool_name(osp_pool pool);
+/* The geometry of layer (NULL: the output) under pool; a token pooling
+ * needs a layer of rank 2 per sample (T x D), else OSP_ESHAPE. */
+OSP_API int osp_net_embed_shape(const osp_net *net, const char *layer, osp_pool pool,
+                                osp_embed_shape *out);
+/* One sample's layer output (s->size floats) as a vector of s->dim, then
+ * L2-normalised if asked: osp_embedding_from_layer for the default. */
+OSP_API void osp_embedding_pool(const float *layer, const osp_embed_shape *s, int normalize,
+                                float *out);
 
 #ifdef __cplusplus
 }

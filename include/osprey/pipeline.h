@@ -115,6 +115,10 @@ typedef struct osp_pipeline_options {
     const char *command;   /* recorded with the run (the command line), may be NULL */
     void (*on_progress)(const osp_pipeline_progress *p, void *user);
     void *user;
+    /* How embed_layer becomes a vector: for a token layer (T x D), the
+     * class token or the tokens' mean (osprey/nn.h); recorded in the
+     * catalogue ("pool") so that queries are pooled alike. */
+    osp_pool pool;
 } osp_pipeline_options;
 
 /* Defaults: tags, top 5, softmax, float32, batch 32, all cores. */

@@ -32,9 +32,10 @@
 #define EXPORT_OPSET 13
 #define EXPORT_IR_VERSION 7
 #define NODE_MAX_ATTRS 8
-/* ONNX nodes and initializers one layer may add, at most (an 8-input
- * [add] is 7 Adds; a [relu6] adds 2 constants to nothing else). */
-#define LAYER_MAX_NODES 8
+/* ONNX nodes and initializers one layer may add, at most (an [add] of
+ * OSP_MAX_INPUTS inputs is one Add fewer; a [relu6] adds 2 constants to
+ * nothing else). */
+#define LAYER_MAX_NODES OSP_MAX_INPUTS
 #define LAYER_MAX_INITS (OSP_MAX_NODE_PARAMS + 2)
 
 /* Everything the model's messages point to is allocated here and freed at

@@ -14,7 +14,7 @@
 static const char *const foldable[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze",
                                        "Squeeze", "Concat", "Cast", "Reshape", "Slice", "Add",
                                        "Sub", "Mul", "Div", "ConstantOfShape", "Flatten", "Transpose",
-                                       "Split", NULL};
+                                       "Split", "Equal", "Where", NULL};
 
 int osp__onnx_is_foldable(const char *op) {
     for (int i = 0; foldable[i]; i++)
@@ -530,12 +530,22 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
             FAIL(OSP_ENOTSUP, "uses the batch size in arithmetic");
         }
         if (is_int) {
-            int64_t x = a->i[ia], y = b->i[ib];
+            int64_t x = a->i[ia], y = b->i[ib], r = 0;
             if (op == 'D' && y == 0) {
                 osp__onnx_const_free(out);
                 FAIL(OSP_EINVAL, "integer division by zero");
             }
-            out->i[o] = op == 'A' ? x + y : op == 'S' ? x - y : op == 'M' ? x * y : x / y;
+            /* shapes and indices: a result past int64 is a hostile model */
+            int over = op == 'A'   ? __builtin_add_overflow(x, y, &r)
+                       : op == 'S' ? __builtin_sub_overflow(x, y, &r)
+                       : op == 'M' ? __builtin_mul_overflow(x, y, &r)
+                                   : (x == INT64_MIN && y == -1) || (r = x / y, 0);
+            if (over) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ERANGE, "integer overflow in %lld %c %lld", (long long)x,
+                     op == 'A' ? '+' : op == 'S' ? '-' : op == 'M' ? '*' : '/', (long long)y);
+            }
+            out->i[o] = r;
         } else {
             double x = osp__onnx_const_get(a, ia), y = osp__onnx_const_get(b, ib);
             out->f[o] = (float)(op == 'A' ? x + y : op == 'S' ? x - y : op == 'M' ? x * y : x / y);
@@ -572,6 +582,8 @@ int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     else if (!strcmp(op, "Transpose")) rc = fold_transpose(im, n, &c);
     else if (!strcmp(op, "ConstantOfShape")) rc = fold_constant_of_shape(im, n, &c);
     else if (!strcmp(op, "Split")) return fold_split(im, n);
+    else if (!strcmp(op, "Equal")) rc = osp__onnx_fold_equal(im, n, &c);
+    else if (!strcmp(op, "Where")) rc = osp__onnx_fold_where(im, n, &c);
     else rc = fold_binary(im, n, &c);
     if (rc) {
         /* Messages from the helpers above already name the node. */

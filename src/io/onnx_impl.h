@@ -155,6 +155,19 @@ int osp__onnx_split_sizes(onnx_importer *im, const Osp__Onnx__NodeProto *n, int6
 /* Resize (10-18) and Upsample (7-9) onto [resize]. */
 int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 
+/* ---- onnx_fold_select.c ---- */
+int osp__onnx_fold_equal(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out);
+int osp__onnx_fold_where(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out);
+
+/* ---- onnx_ops_shape.c: shape operators and reductions at any rank ---- */
+int osp__onnx_map_concat_nd(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_split(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_gather(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_expand(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+int osp__onnx_map_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, int unsqueeze);
+int osp__onnx_map_reduce(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
 /* ---- onnx_ops.c ---- */
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 

@@ -272,7 +272,8 @@ static int dim_of(const Osp__Onnx__TensorShapeProto *s, int k, int64_t *out) {
 }
 
 /* The one graph input that is not an initializer becomes the network's
- * input: N x C x H x W (or N x D) with the batch N fixed or symbolic. */
+ * input: N x C x H x W, N x D, N x T x D ... (rank 2 to 6) with the batch N
+ * fixed or symbolic. */
 static int read_input(onnx_importer *im, osp_shape *shape) {
     const Osp__Onnx__GraphProto *g = im->graph;
     const Osp__Onnx__ValueInfoProto *in = NULL;
@@ -296,10 +297,21 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
                          im->file, in->name, (int)t->tensor_type->elem_type);
     const Osp__Onnx__TensorShapeProto *s = t->tensor_type->shape;
     int rank = (int)s->n_dim;
-    if (rank < 2 || rank > 4)
-        return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes N x C x H x W "
-                         "images, N x T x D tokens or N x D vectors", im->file, in->name, rank);
-    int64_t d[4];
+    if (rank < 2 || rank > OSP_NET_MAX_RANK + 1)
+        return osp_error(OSP_ENOTSUP, "%s: input '%s' has rank %d; osprey takes a batch of "
+                         "tensors of rank 2 to %d (N x C x H x W images, N x D vectors, N x T x D "
+                         "tokens)", im->file, in->name, rank, OSP_NET_MAX_RANK + 1);
+    /* --input-size and per-channel --mean/--std are about images. */
+    if (rank != 4 && (im->opt->input_h > 0 || im->opt->input_w > 0))
+        return osp_error(OSP_EINVAL, "%s: --input-size is for N x C x H x W images; input '%s' "
+                         "has rank %d", im->file, in->name, rank);
+    int normalises = 0; /* identity values (an exported token model's) change nothing */
+    for (int c = 0; c < im->opt->n_mean; c++) normalises |= im->opt->mean[c] != 0.0f;
+    for (int c = 0; c < im->opt->n_std; c++) normalises |= im->opt->std[c] != 1.0f;
+    if (rank != 4 && rank != 2 && normalises)
+        return osp_error(OSP_EINVAL, "%s: --mean and --std are for images (N x C x H x W) and "
+                         "vectors (N x D); input '%s' has rank %d", im->file, in->name, rank);
+    int64_t d[OSP_NET_MAX_RANK + 1];
     shape->ndim = rank - 1;
     for (int k = 1; k < rank; k++)
         if (!dim_of(s, k, &d[k])) d[k] = 0;
@@ -319,8 +331,8 @@ static int read_input(onnx_importer *im, osp_shape *shape) {
     }
     for (int k = 1; k < rank; k++) {
         if (d[k] <= 0)
-            return osp_error(OSP_EINVAL, "%s: input '%s' has no fixed size on axis %d; give it "
-                             "with --input-size HxW", im->file, in->name, k);
+            return osp_error(OSP_EINVAL, "%s: input '%s' has no fixed size on axis %d%s", im->file,
+                             in->name, k, rank == 4 ? "; give it with --input-size HxW" : "");
         if (d[k] > 65536)
             return osp_error(OSP_ERANGE, "%s: input '%s' has size %lld on axis %d", im->file,
                              in->name, (long long)d[k], k);

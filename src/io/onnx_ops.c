@@ -319,24 +319,6 @@ static int map_pool(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_max
     return emit1(im, n, is_max ? "maxpool" : "avgpool", x, k.text);
 }
 
-static int map_reduce_mean(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
-    int x = layer_input(im, n, 0);
-    if (x < 0) return x;
-    const osp_shape *xs = shape_of(im, x);
-    int64_t axes[ONNX_MAX_RANK];
-    int na, rc = osp__onnx_axes_arg(im, n, axes, &na); /* attribute, or input at 18 */
-    if (rc) return rc;
-    int spatial = xs->ndim == 3 && na == 2;
-    for (int i = 0; spatial && i < na; i++) {
-        int64_t a = axes[i] < 0 ? axes[i] + 4 : axes[i];
-        spatial = (a == 2 || a == 3) && (i == 0 || a != (axes[0] < 0 ? axes[0] + 4 : axes[0]));
-    }
-    if (!spatial) FAIL(OSP_ENOTSUP, "ReduceMean over the two spatial axes of N x C x H x W only");
-    if (osp__onnx_attr_int(n, "keepdims", 1)) return emit1(im, n, "globalavgpool", x, "");
-    int id = osp__onnx_emit(im, n, "_pool", "globalavgpool", &x, 1, "");
-    return id < 0 ? id : emit1(im, n, "flatten", id, "");
-}
-
 /* Gemm (A x B' x alpha + C x beta) and MatMul by a constant: [fc]. */
 static int map_fc(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_gemm) {
     int x = layer_input(im, n, 0), rc;
@@ -406,10 +388,17 @@ static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int64_t rest_known = 1;
     int rest_infer = 0;
     for (int64_t k = 1; k < s->numel; k++) {
-        if (s->i[k] == -1) rest_infer = 1;
-        else if (s->i[k] == 0 && !allow_zero && k - 1 < xs->ndim) rest_known *= xs->dim[k - 1];
-        else if (s->i[k] <= 0) FAIL(OSP_ENOTSUP, "target dimension %lld", (long long)s->i[k]);
-        else rest_known *= s->i[k];
+        int64_t d = s->i[k];
+        if (d == -1) {
+            rest_infer = 1;
+            continue;
+        }
+        if (d == 0 && !allow_zero && k - 1 < xs->ndim) d = xs->dim[k - 1];
+        /* a sample holds at most 2^28 values: larger targets never fit,
+         * and their product must not overflow */
+        if (d <= 0 || d > ((int64_t)1 << 28) / rest_known)
+            FAIL(OSP_ENOTSUP, "target dimension %lld", (long long)s->i[k]);
+        rest_known *= d;
     }
     /* The first axis must stay the batch: the batch itself, 0 (copy), or -1
      * when the rest accounts for every value of a sample. */
@@ -451,22 +440,6 @@ static int map_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     }
     key(&k, "\n");
     return identity ? osp__onnx_set_layer(im, n, x) : emit1(im, n, "transpose", x, k.text);
-}
-
-static int map_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
-    int ids[OSP_MAX_INPUTS];
-    if (n->n_input < 1 || n->n_input > OSP_MAX_INPUTS)
-        FAIL(OSP_ENOTSUP, "%zu inputs (1 to %d)", n->n_input, OSP_MAX_INPUTS);
-    for (size_t i = 0; i < n->n_input; i++)
-        if ((ids[i] = layer_input(im, n, i)) < 0) return ids[i];
-    int rank = shape_of(im, ids[0])->ndim + 1;
-    int64_t axis = osp__onnx_attr_int(n, "axis", 1);
-    if (axis < 0) axis += rank;
-    if (axis != 1) FAIL(OSP_ENOTSUP, "concatenation along axis %lld (channels, axis 1, only)",
-                        (long long)axis);
-    if (n->n_input == 1) return osp__onnx_set_layer(im, n, ids[0]);
-    int id = osp__onnx_emit(im, n, NULL, "concat", ids, (int)n->n_input, "");
-    return id < 0 ? id : osp__onnx_set_layer(im, n, id);
 }
 
 static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
@@ -545,7 +518,8 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "MatMul")) return map_fc(im, n, 0);
     if (!strcmp(op, "MaxPool")) return map_pool(im, n, 1);
     if (!strcmp(op, "AveragePool")) return map_pool(im, n, 0);
-    if (!strcmp(op, "ReduceMean")) return map_reduce_mean(im, n);
+    if (!strcmp(op, "ReduceMean") || !strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMax"))
+        return osp__onnx_map_reduce(im, n);
     if (!strcmp(op, "Add")) return map_binary(im, n, "add");
     if (!strcmp(op, "Sub")) return map_binary(im, n, "sub");
     if (!strcmp(op, "Mul")) return map_binary(im, n, "mul");
@@ -553,7 +527,13 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "Flatten")) return map_flatten(im, n);
     if (!strcmp(op, "Reshape")) return map_reshape(im, n);
     if (!strcmp(op, "Transpose")) return map_transpose(im, n);
-    if (!strcmp(op, "Concat")) return map_concat(im, n);
+    if (!strcmp(op, "Concat")) return osp__onnx_map_concat_nd(im, n);
+    if (!strcmp(op, "Slice")) return osp__onnx_map_slice(im, n);
+    if (!strcmp(op, "Split")) return osp__onnx_map_split(im, n);
+    if (!strcmp(op, "Gather")) return osp__onnx_map_gather(im, n);
+    if (!strcmp(op, "Expand")) return osp__onnx_map_expand(im, n);
+    if (!strcmp(op, "Squeeze")) return osp__onnx_map_squeeze(im, n, 0);
+    if (!strcmp(op, "Unsqueeze")) return osp__onnx_map_squeeze(im, n, 1);
     if (!strcmp(op, "Pad")) return map_pad(im, n);
     if (!strcmp(op, "Softmax")) return map_softmax(im, n);
     if (!strcmp(op, "Dropout")) return map_dropout(im, n);

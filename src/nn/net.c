@@ -65,17 +65,21 @@ static int parse_net_section(osp_spec_section *s, osp_net *net) {
     if (strcmp(s->type, "net"))
         return osp_error(OSP_EFORMAT, "%s:%d: the spec must start with [net], not [%s]", s->file,
                          s->line, s->type);
-    int dims[3], n;
-    int rc = osp_spec_ints(s, "input", dims, 3, &n, 1, 65536);
+    /* Any rank up to OSP_NET_MAX_RANK per sample: C x H x W images, D
+     * vectors, T x D token sequences, ... (the batch adds one axis). */
+    int dims[OSP_NET_MAX_RANK], n;
+    int rc = osp_spec_ints(s, "input", dims, OSP_NET_MAX_RANK, &n, 1, 65536);
     if (rc) return rc;
-    if (n == 0) return osp_spec_error(s, NULL, "'input' (C x H x W, e.g. 1x28x28) is required");
-    int64_t d64[3];
+    if (n == 0)
+        return osp_spec_error(s, NULL, "'input' (per sample: C x H x W, e.g. 1x28x28; D; or T x D, "
+                              "up to %d axes) is required", OSP_NET_MAX_RANK);
+    int64_t d64[OSP_NET_MAX_RANK];
     for (int i = 0; i < n; i++) d64[i] = dims[i];
     net->input = osp_shape_make(n, d64);
     if (osp_shape_numel(&net->input) > ((int64_t)1 << 28))
         return osp_spec_error(s, "input", "input of %lld values per sample is too large",
                               (long long)osp_shape_numel(&net->input));
-    int channels = (int)(n == 1 ? 1 : dims[0]);
+    int channels = (int)(n == 3 ? dims[0] : 1); /* as osp_net_normalize: C x H x W only */
     float v[OSP_MAX_CHANNELS];
     for (int which = 0; which < 2; which++) {
         const char *key = which ? "std" : "mean";

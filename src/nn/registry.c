@@ -8,7 +8,8 @@
     X(sigmoid) X(tanh) X(swish) X(batchnorm) X(dropout) X(add) X(concat) X(flatten)    \
     X(reshape) X(softmax) X(l2norm) X(hardsigmoid) X(hardswish) X(clip) X(mul) X(sub) X(div)  \
     X(constant) X(pad) X(transpose) X(resize) X(deconv) X(groupnorm) \
-    X(gelu) X(erf) X(layernorm) X(matmul) X(attention)
+    X(gelu) X(erf) X(layernorm) X(matmul) X(attention) \
+    X(slice) X(gather) X(expand) X(reduce)
 
 #define DECLARE(name) extern const osp_layer_type osp__layer_##name;
 LAYER_TYPES(DECLARE)

@@ -30,7 +30,7 @@
 #define CHUNK_BYTES (8u << 20)
 
 /* The settings every source must share with the first. */
-static const char *const SAME[] = {"model_sha256", "layer", "dim", "dtype", "hash", "normalize", "tags", "sigmoid",
+static const char *const SAME[] = {"model_sha256", "layer", "pool", "dim", "dtype", "hash", "normalize", "tags", "sigmoid",
                                    "top_k", "threshold", NULL};
 /* The files a folder's catalogue makes count, and the SQLite files beside it. */
 static const char *const DATA_FILES[] = {"tags.jsonl", "vectors.npy", "ids.npy", NULL};
@@ -187,7 +187,8 @@ static int check_sources(merger *m, osp_catalog **first) {
         }
         for (const char *const *k = SAME; !rc && *k; k++) {
             const char *want = osp_catalog_setting(*first, *k), *have = osp_catalog_setting(c, *k);
-            if ((want || have) && (!want || !have || strcmp(want, have)))
+            /* a setting newer than a folder reads as empty there */
+            if (strcmp(want ? want : "", have ? have : ""))
                 rc = osp_error(OSP_ESTATE,
                                "%s: %s is '%s', but '%s' in %s: not shards of one run, they cannot be merged",
                                m->srcs[i], *k, have ? have : "(none)", want ? want : "(none)", m->srcs[0]);

@@ -88,7 +88,7 @@ typedef struct engine {
     int64_t n_classes, feat_size, dim; /* feat: the layer per sample; dim: the vector */
     int64_t row_bytes, out_dim;        /* a row of vectors.npy: bytes, and elements */
     osp_dtype out_dtype;               /* of vectors.npy: float32, float16, or uint8 codes */
-    int64_t feat_plane;                         /* values averaged into each vector element */
+    osp_embed_shape embed_shape;                /* how the layer becomes the vector */
     char model_field[160];
     char **class_names; /* labels or numbers */
     float *class_threshold; /* a label is given from this score on */
@@ -328,7 +328,7 @@ static int write_slot(engine *e, slot *s) {
         int n_labels;
         if (opt->tags) rc = tag_line(e, s, i, &n_labels);
         if (rc || !embed || it->err >= 0) continue;
-        osp_embedding_from_layer(s->feat + (int64_t)i * e->feat_size, e->dim, e->feat_plane, opt->normalize, e->vec);
+        osp_embedding_pool(s->feat + (int64_t)i * e->feat_size, &e->embed_shape, opt->normalize, e->vec);
         char *dst = (char *)e->vecs + (size_t)rows * (size_t)e->row_bytes;
         if (opt->hash) rc = osp_hash_codes(opt->hash, e->vec, 1, (uint8_t *)dst);
         else if (opt->dtype == OSP_DTYPE_F16) osp_half_from_float(e->vec, (uint16_t *)dst, e->dim);
@@ -545,10 +545,10 @@ static char *options_json(const osp_pipeline_options *o) {
     snprintf(s, 512,
              "{\"tags\": %d, \"layer\": \"%s\", \"top_k\": %d, \"threshold\": %g, \"sigmoid\": %d, "
              "\"normalize\": %d, \"dtype\": \"%s\", \"batch\": %d, \"workers\": %d, \"shard\": \"%d/%d\", "
-             "\"verify\": %d}",
+             "\"verify\": %d, \"pool\": \"%s\"}",
              o->tags, o->embed_layer ? o->embed_layer : "", o->top_k, (double)o->threshold, o->sigmoid,
              o->normalize, o->dtype == OSP_DTYPE_F16 ? "float16" : "float32", o->batch, o->workers,
-             o->shard, o->shards > 1 ? o->shards : 1, o->verify);
+             o->shard, o->shards > 1 ? o->shards : 1, o->verify, osp_pool_name(o->pool));
     return s;
 }
 
@@ -675,10 +675,9 @@ static int setup(engine *e, osp_net *net, const char *dir) {
     if (rc) return rc;
     if (opt->tags && (rc = osp_net_find_layer(net, OSP_LAYER_LOGITS, NULL, &e->n_classes))) return rc;
     if (opt->embed_layer) {
-        int64_t plane;
-        if ((rc = osp_net_embedding_size(net, opt->embed_layer, &e->dim, &plane))) return rc;
-        e->feat_plane = plane;
-        e->feat_size = e->dim * plane;
+        if ((rc = osp_net_embed_shape(net, opt->embed_layer, opt->pool, &e->embed_shape))) return rc;
+        e->dim = e->embed_shape.dim;
+        e->feat_size = e->embed_shape.size;
     }
     if (opt->tags) {
         if (!(e->class_names = calloc((size_t)e->n_classes, sizeof *e->class_names)))
@@ -734,6 +733,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         {"model", opt->model_path ? opt->model_path : ""}, {"model_name", name},
         {"model_sha256", hash}, {"embed_model_sha256", embed_hash},
         {"layer", opt->embed_layer ? opt->embed_layer : ""},
+        {"pool", osp_pool_name(opt->pool)},
         {"dim", dim},
         {"dtype", e->out_dtype == OSP_DTYPE_U8 ? "uint8" : e->out_dtype == OSP_DTYPE_F16 ? "float16" : "float32"},
         {"hash", hash_hex}, {"bits", bits}, {"hash_file", opt->hash && opt->hash_path ? opt->hash_path : ""},
@@ -741,7 +741,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
         {"top_k", top_k}, {"threshold", threshold}, {"tags", opt->tags ? "1" : "0"},
         {"shard", shard}, {"merged", "0"},
     };
-    static const char *const check[] = {"model_sha256", "layer", "dim", "dtype", "hash", "normalize", "sigmoid",
+    static const char *const check[] = {"model_sha256", "layer", "pool", "dim", "dtype", "hash", "normalize", "sigmoid",
                                         "top_k", "threshold", "tags", "shard", "merged", NULL};
     if ((rc = make_dir(dir))) return rc;
     if ((rc = osp__catalog_open_rw(dir, settings, (int)(sizeof settings / sizeof settings[0]), check, &e->cat)))

@@ -185,8 +185,8 @@ int osp__worker_infer(osp__worker *w, const float *x, int n, float *logits, floa
     osp__metrics_gauge_add(w->metrics, w->gauge_waiting, -1);
     /* pooled over the plane, normalised: exactly the pipeline's vectors */
     for (int i = 0; !rc && vectors && i < n; i++)
-        osp_embedding_from_layer(feat + (size_t)i * (size_t)w->feat_size, w->dim, w->feat_plane, w->normalize,
-                                 vectors + (size_t)i * (size_t)w->dim);
+        osp_embedding_pool(feat + (size_t)i * (size_t)w->feat_size, &w->embed_shape, w->normalize,
+                           vectors + (size_t)i * (size_t)w->dim);
     osp_free(feat);
     return rc;
 }
@@ -391,6 +391,7 @@ static int setup(osp__worker *w) {
     w->top_k = 5;
     w->tags = 1;
     const char *layer = c->layer;
+    osp_pool pool = OSP_POOL_DEFAULT;
     w->normalize = c->normalize;
     if (c->catalog_dir) {
         if ((rc = osp__store_open(c->catalog_dir, c->token_file != NULL, &w->store))) return rc;
@@ -408,6 +409,8 @@ static int setup(osp__worker *w) {
         }
         const char *norm = osp__store_setting(w->store, "normalize");
         w->normalize = norm && !strcmp(norm, "1");
+        /* a token layer's pooling (embed --pool); none in older folders */
+        if ((rc = osp_pool_parse(osp__store_setting(w->store, "pool"), &pool))) return rc;
         const char *sig = osp__store_setting(w->store, "sigmoid");
         w->sigmoid = sig && !strcmp(sig, "1");
         const char *tags = osp__store_setting(w->store, "tags");
@@ -419,11 +422,9 @@ static int setup(osp__worker *w) {
         w->threshold = th ? strtof(th, NULL) : 0;
     }
     if (layer) {
-        int node;
-        if ((rc = osp_net_find_layer(w->net, layer, &node, &w->feat_size))) return rc;
-        const osp_shape *sh = &osp_graph_node_const(w->net->graph, node)->shape;
-        w->feat_plane = sh->ndim == 3 ? sh->dim[1] * sh->dim[2] : 1;
-        w->dim = w->feat_plane > 0 ? w->feat_size / w->feat_plane : 0;
+        if ((rc = osp_net_embed_shape(w->net, layer, pool, &w->embed_shape))) return rc;
+        w->feat_size = w->embed_shape.size;
+        w->dim = w->embed_shape.dim;
         if (w->dim <= 0) return osp_error(OSP_ESHAPE, "layer '%s' gives no values", layer);
         if (!(w->layer = strdup(layer))) return osp_error(OSP_ENOMEM, "out of memory");
     }

@@ -90,9 +90,10 @@ typedef struct osp__worker {
     int top_k;             /* labels catalogued per added image (the catalogue's top_k) */
     float threshold;
     int tags;              /* the catalogue records labels */
-    /* EMBEDDING: the layer, its per-sample size, its plane, the vector's dim */
+    /* EMBEDDING: the layer, its per-sample size, the vector's dim */
     char *layer;
-    int64_t feat_size, feat_plane, dim;
+    int64_t feat_size, dim;
+    osp_embed_shape embed_shape; /* the layer pooled as the folder's vectors were */
     int normalize;
     /* the shard */
     osp_index *index;
