@@ -14,7 +14,8 @@ random images; and compared with PyTorch's output:
            or an error that is not one clear line
   refused  osprey said no in one line (the line, without file names)
   export   PyTorch could not export the model at that opset (not osprey's)
-  skipped  more parameters than --max-params (30 millions; --all runs all)
+  skipped  more parameters than --max-params (30 millions; --all runs all):
+           one row for the model, not one per opset
 
 Inputs are small to keep the run practical: 64x64 for CNNs, vision
 transformers built for 32x32 images (image_size=32), the few models that need
@@ -56,7 +57,7 @@ IMAGE_SIZE_KW = {"vit_b_16": 32, "vit_b_32": 32, "vit_l_16": 32, "vit_l_32": 32,
 # shuffles, squeeze-excitation, concatenations) and one transformer.
 QUICK = ["shufflenet_v2_x0_5", "mnasnet0_5", "regnet_x_400mf", "mobilenet_v3_small", "vit_b_32"]
 # The smallest vision transformers, run whatever the cap: built for 32x32
-# images they are quick, and the cap would leave out every transformer.
+# images they are quick, and the cap would leave out every ViT.
 UNCAPPED = ["vit_b_16", "vit_b_32"]
 KINDS = ["match", "wrong", "crash", "refused", "export", "skipped"]
 
@@ -106,7 +107,9 @@ def export(model, x, path, opset, fixed_batch):
                               dynamic_axes=dynamic)
     except Exception as e:
         lines = [l for l in str(e).splitlines() if l.strip()]
-        return (type(e).__name__ + ": " + (lines[0] if lines else ""))[:200]
+        # The first sentence says what; the rest asks for a pull request.
+        first = re.split(r"(?<=\.) ", lines[0])[0] if lines else ""
+        return (type(e).__name__ + ": " + first)[:200]
     return None
 
 
@@ -256,8 +259,7 @@ def main():
     for name in names:
         params = num_params(name)
         if not args.all and params > args.max_params * 1e6 and name not in UNCAPPED:
-            for o in opsets:
-                rows.append((name, o, "skipped", "%.0fM parameters (--all runs it)" % (params / 1e6), None))
+            rows.append((name, None, "skipped", "%.0fM parameters (--all runs it)" % (params / 1e6), None))
             print("%-22s %5s %-8s %-10s %s" % (name, "-", "skipped", "", rows[-1][3]), flush=True)
             continue
         t0 = time.time()
@@ -314,9 +316,19 @@ def write_report(path, rows, counts, opsets, seconds):
                 "max |osprey - PyTorch| / max |PyTorch| (match: at most 1e-4).\n\n"
                 % (torch.__version__, torchvision.__version__, ", ".join(map(str, opsets))))
         f.write(" | ".join("%s %d" % (k, counts[k]) for k in KINDS) + " (%.0f s)\n\n" % seconds)
+        groups = {}
+        for name, o, kind, detail, err in rows:
+            if kind in ("refused", "export"):
+                key = kind + ": " + re.sub(r"node '[^']*' \(", "node (", detail)
+                groups.setdefault(key, []).append("%s (%d)" % (name, o))
+        if groups:
+            f.write("By reason (model and opset):\n\n")
+            for key, models in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                f.write("- %s: %s\n" % (key.replace("|", "\\|"), ", ".join(models)))
+            f.write("\n")
         f.write("| model | opset | result | max err | reason |\n| --- | ---: | --- | ---: | --- |\n")
         for name, o, kind, detail, err in rows:
-            f.write("| %s | %d | %s | %s | %s |\n" % (name, o, kind, "%.1e" % err if err is not None else "",
+            f.write("| %s | %s | %s | %s | %s |\n" % (name, "-" if o is None else o, kind, "%.1e" % err if err is not None else "",
                                                    detail.replace("|", "\\|")))
     os.replace(path + ".tmp", path)
 
