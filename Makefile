@@ -7,6 +7,7 @@ PREFIX ?= /usr/local
 FUZZ_SECONDS ?= 20
 
 .PHONY: all deps build build-asan test test-plain test-asan demo bench fuzz install clean mnist golden
+.PHONY: check-models onnx-reports
 
 all: build
 
@@ -57,6 +58,20 @@ golden: build
 	/usr/bin/python3 tests/golden/make_onnx_golden.py $(BUILD)/onnx_golden_full --full
 	cd $(BUILD) && OSP_SOURCE_DIR=$(CURDIR) OSP_ONNX_GOLDEN=$(CURDIR)/$(BUILD)/onnx_golden_full \
 		bash $(CURDIR)/tests/cli/onnx_import.sh $(CURDIR)/$(BUILD)/osprey
+
+# torchvision's classification models through 'osprey import' at opsets 11,
+# 13 and 17 (outside 'make test': too slow for 2 cores); fails on a wrong
+# answer or a crash. The table goes to $(BUILD)/torchvision-models.md.
+check-models: build
+	/usr/bin/python3 tests/onnx/torchvision_models.py $(BUILD)/osprey --report $(BUILD)/torchvision-models.md
+
+# The two ONNX reports docs/ keeps, written again: ONNX's conformance suite
+# (docs/onnx-conformance.md) and torchvision's models at opsets 11 to 18
+# (docs/onnx-torchvision.md). A report is written even when its run fails.
+onnx-reports: build
+	-/usr/bin/python3 tests/onnx/conformance.py $(BUILD)/osprey --report docs/onnx-conformance.md
+	-/usr/bin/python3 tests/onnx/torchvision_models.py $(BUILD)/osprey --opsets 11,13,17,18 \
+		--report docs/onnx-torchvision.md
 
 install: build
 	cmake --install $(BUILD)

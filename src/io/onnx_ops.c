@@ -365,14 +365,14 @@ static int map_flatten(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const osp_shape *xs = shape_of(im, x);
     int64_t axis = osp__onnx_attr_int(n, "axis", 1);
     if (axis < 0) axis += xs->ndim + 1;
-    if (axis == 1) return emit1(im, n, "flatten", x, "");
-    if (axis < 1 || axis > xs->ndim) FAIL(OSP_ENOTSUP, "Flatten that mixes samples (axis %lld)",
-                                          (long long)axis);
-    int64_t a = 1, b = 1;
-    for (int k = 0; k < xs->ndim; k++) *(k < axis - 1 ? &a : &b) *= xs->dim[k];
-    keybuf k = {.len = 0};
-    key(&k, "shape = %lldx%lld\n", (long long)a, (long long)b);
-    return emit1(im, n, "reshape", x, k.text);
+    /* ONNX's Flatten is always 2-D, [d0 * ... * d(axis-1), the rest]: with
+     * the batch as d0 it keeps samples apart only when the axes between the
+     * batch and `axis` are all 1, and then it is osprey's flatten. */
+    int64_t before = 1;
+    for (int k = 0; k < axis - 1 && k < xs->ndim; k++) before *= xs->dim[k];
+    if (axis < 1 || axis > xs->ndim + 1 || before != 1)
+        FAIL(OSP_ENOTSUP, "Flatten that mixes samples (axis %lld)", (long long)axis);
+    return emit1(im, n, "flatten", x, "");
 }
 
 static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
