@@ -17,33 +17,6 @@
 /* The name a kernel family file gives its entry points. */
 #ifndef KFN
 #define KFN(name) osp__cpu_##name
-/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
-void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
-                            float alpha, const float *a, int lda, int64_t stride_a,
-                            const float *b, int ldb, int64_t stride_b, float beta, float *c,
-                            int ldc, int64_t stride_c, int count);
-void osp__cpu_layernorm_forward(int64_t rows, int cols, float eps, const float *x,
-                                const float *gamma, const float *beta, float *y,
-                                float *save_mean, float *save_invstd);
-void osp__cpu_layernorm_backward(int64_t rows, int cols, const float *x, const float *dy,
-                                 const float *gamma, const float *save_mean,
-                                 const float *save_invstd, float *dx, float *dgamma,
-                                 float *dbeta);
-void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, float *y);
-void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, const float *dy,
-                               float *dx);
-void osp__cpu_softmax_axis_forward(int64_t outer, int len, int64_t inner, const float *x,
-                                   float *y);
-void osp__cpu_softmax_axis_backward(int64_t outer, int len, int64_t inner, const float *y,
-                                    const float *dy, float *dx);
-size_t osp__cpu_attention_workspace(const osp_attention_desc *d);
-void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
-                                const float *v, float *o, float *lse, void *workspace);
-void osp__cpu_attention_backward(const osp_attention_desc *d, const float *q, const float *k,
-                                 const float *v, const float *o, const float *dout,
-                                 const float *lse, float *dq, float *dk, float *dv,
-                                 void *workspace);
-
 #endif
 
 void osp__cpu_sgemm(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
