@@ -11,6 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# osprey's parameter-free element-wise layers and PyTorch's functions.
+UNARY = {"exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "abs": torch.abs,
+         "neg": torch.neg, "reciprocal": torch.reciprocal, "softplus": F.softplus,
+         "softsign": F.softsign}
+
 
 def parse_spec(text):
     """[(type, {key: value}, line)] in file order."""
@@ -157,6 +162,8 @@ class SpecNet(nn.Module):
             return F.gelu(x, approximate=kv.get("approximate", "none"))
         if kind == "erf":
             return torch.erf(x)
+        if kind in UNARY:
+            return UNARY[kind](x)
         if kind == "matmul":
             return torch.matmul(*aligned(xs))
         if kind == "attention":

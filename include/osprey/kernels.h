@@ -62,11 +62,20 @@ typedef enum osp_activation {
     OSP_ACT_SWISH = 6,      /* x * sigmoid(x) */
 } osp_activation;
 
-/* Element-wise functions of transformers (backend slots special_*). */
+/* Element-wise functions without a parameter (backend slots special_*):
+ * those of transformers, and the plain functions ONNX models apply. */
 typedef enum osp_special {
     OSP_FN_GELU = 0,      /* x * Phi(x), through erf (torch's approximate='none') */
     OSP_FN_GELU_TANH = 1, /* torch's approximate='tanh' */
     OSP_FN_ERF = 2,
+    OSP_FN_EXP = 3,
+    OSP_FN_LOG = 4,
+    OSP_FN_SQRT = 5,
+    OSP_FN_ABS = 6,        /* gradient 0 at 0, as torch.abs */
+    OSP_FN_NEG = 7,
+    OSP_FN_RECIPROCAL = 8, /* 1 / x */
+    OSP_FN_SOFTPLUS = 9,   /* log(1 + exp(x)) */
+    OSP_FN_SOFTSIGN = 10,  /* x / (1 + |x|) */
 } osp_special;
 
 /* Scaled dot-product attention over count independent (batch x heads)

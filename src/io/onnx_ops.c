@@ -538,6 +538,16 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "Softmax")) return map_softmax(im, n);
     if (!strcmp(op, "Dropout")) return map_dropout(im, n);
     if (!strcmp(op, "Identity")) return alias(im, n);
+    /* Plain element-wise functions: the layer of the same name, lower case. */
+    static const char *const unary[][2] = {
+        {"Exp", "exp"},   {"Log", "log"},           {"Sqrt", "sqrt"},         {"Abs", "abs"},
+        {"Neg", "neg"},   {"Reciprocal", "reciprocal"}, {"Softplus", "softplus"},
+        {"Softsign", "softsign"}};
+    for (size_t u = 0; u < sizeof unary / sizeof unary[0]; u++)
+        if (!strcmp(op, unary[u][0])) {
+            int x = layer_input(im, n, 0);
+            return x < 0 ? x : emit1(im, n, unary[u][1], x, "");
+        }
     if (!strcmp(op, "Resize") || !strcmp(op, "Upsample")) return osp__onnx_map_resize(im, n);
     /* One input, one layer. */
     int x = -1;

@@ -134,6 +134,10 @@ void osp__cpu_layernorm_backward(int64_t rows, int cols, const float *x, const f
 void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, float *y);
 void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, const float *dy,
                                float *dx);
+/* unary.c: the special_* functions after GELU and erf (exp, log, ...). */
+void osp__cpu_unary_forward(osp_special fn, int64_t count, const float *x, float *y);
+void osp__cpu_unary_backward(osp_special fn, int64_t count, const float *x, const float *dy,
+                             float *dx);
 void osp__cpu_softmax_axis_forward(int64_t outer, int len, int64_t inner, const float *x,
                                    float *y);
 void osp__cpu_softmax_axis_backward(int64_t outer, int len, int64_t inner, const float *y,

@@ -46,6 +46,9 @@ void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, flo
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
         for (int64_t i = 0; i < count; i++) y[i] = erff(x[i]);
         break;
+    default:
+        osp__cpu_unary_forward(fn, count, x, y);
+        break;
     }
 }
 
@@ -65,6 +68,9 @@ void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, co
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
         for (int64_t i = 0; i < count; i++)
             dx[i] += dy[i] * TWO_OVER_SQRT_PI * expf(-x[i] * x[i]);
+        break;
+    default:
+        osp__cpu_unary_backward(fn, count, x, dy, dx);
         break;
     }
 }

@@ -1,5 +1,6 @@
-/* [gelu] and [erf]: the element-wise functions of transformers, through the
- * backend's special_* slots. [gelu] is x * Phi(x), computed through erf as
+/* [gelu] and [erf], the element-wise functions of transformers, and [exp],
+ * [log], [sqrt], [abs], [neg], [reciprocal], [softplus], [softsign], the
+ * plain ones ONNX models apply: all through the backend's special_* slots. [gelu] is x * Phi(x), computed through erf as
  * nn.GELU() (approximate = none), or PyTorch's tanh approximation
  * (approximate = tanh, nn.GELU(approximate='tanh')). [erf] is torch.erf, for
  * an ONNX Erf that is not part of a GELU. Any input shape; the output has
@@ -45,6 +46,15 @@ static void special_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                                  in->dout);
 }
 
+/* The ONNX operator of each function that has one of its own. */
+static const char *const onnx_name[] = {
+    [OSP_FN_ERF] = "Erf",   [OSP_FN_EXP] = "Exp",
+    [OSP_FN_LOG] = "Log",   [OSP_FN_SQRT] = "Sqrt",
+    [OSP_FN_ABS] = "Abs",   [OSP_FN_NEG] = "Neg",
+    [OSP_FN_RECIPROCAL] = "Reciprocal", [OSP_FN_SOFTPLUS] = "Softplus",
+    [OSP_FN_SOFTSIGN] = "Softsign",
+};
+
 /* ONNX (opset 13 has no Gelu): exact GELU as torch writes it,
  * x * 0.5 * (1 + Erf(x / sqrt 2)) (which the importer reads back as one
  * [gelu]); the tanh form as 0.5 x (1 + Tanh(sqrt(2/pi) (x + 0.044715 x^3)));
@@ -53,8 +63,8 @@ static int special_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *
                         char *const *in, char *out) {
     (void)g;
     osp_special fn = fn_of(n);
-    if (fn == OSP_FN_ERF) {
-        w->node(w, "Erf", n->name, 1, in, out);
+    if (fn == OSP_FN_ERF || fn >= OSP_FN_EXP) {
+        w->node(w, onnx_name[fn], n->name, 1, in, out);
         return OSP_OK;
     }
     char *half = w->init_scalar(w, w->name(w, "%s/half", n->name), 0.5f);
@@ -103,6 +113,14 @@ static int special_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *
 
 SPECIAL_OP(gelu_op, "gelu", OSP_FN_GELU);
 SPECIAL_OP(erf_op, "erf", OSP_FN_ERF);
+SPECIAL_OP(exp_op, "exp", OSP_FN_EXP);
+SPECIAL_OP(log_op, "log", OSP_FN_LOG);
+SPECIAL_OP(sqrt_op, "sqrt", OSP_FN_SQRT);
+SPECIAL_OP(abs_op, "abs", OSP_FN_ABS);
+SPECIAL_OP(neg_op, "neg", OSP_FN_NEG);
+SPECIAL_OP(reciprocal_op, "reciprocal", OSP_FN_RECIPROCAL);
+SPECIAL_OP(softplus_op, "softplus", OSP_FN_SOFTPLUS);
+SPECIAL_OP(softsign_op, "softsign", OSP_FN_SOFTSIGN);
 
 static int gelu_parse(osp_spec_section *s, void **attrs) {
     static const char *const modes[] = {"none", "tanh", NULL};
@@ -125,3 +143,12 @@ static int erf_parse(osp_spec_section *s, void **attrs) {
 
 const osp_layer_type osp__layer_gelu = {&gelu_op.op, gelu_parse};
 const osp_layer_type osp__layer_erf = {&erf_op.op, erf_parse};
+/* The plain functions have no keys, as [erf]. */
+const osp_layer_type osp__layer_exp = {&exp_op.op, erf_parse};
+const osp_layer_type osp__layer_log = {&log_op.op, erf_parse};
+const osp_layer_type osp__layer_sqrt = {&sqrt_op.op, erf_parse};
+const osp_layer_type osp__layer_abs = {&abs_op.op, erf_parse};
+const osp_layer_type osp__layer_neg = {&neg_op.op, erf_parse};
+const osp_layer_type osp__layer_reciprocal = {&reciprocal_op.op, erf_parse};
+const osp_layer_type osp__layer_softplus = {&softplus_op.op, erf_parse};
+const osp_layer_type osp__layer_softsign = {&softsign_op.op, erf_parse};

@@ -9,6 +9,7 @@
     X(reshape) X(softmax) X(l2norm) X(hardsigmoid) X(hardswish) X(clip) X(mul) X(sub) X(div)  \
     X(constant) X(pad) X(transpose) X(resize) X(deconv) X(groupnorm) \
     X(gelu) X(erf) X(layernorm) X(matmul) X(attention) \
+    X(exp) X(log) X(sqrt) X(abs) X(neg) X(reciprocal) X(softplus) X(softsign) \
     X(slice) X(gather) X(expand) X(reduce)
 
 #define DECLARE(name) extern const osp_layer_type osp__layer_##name;

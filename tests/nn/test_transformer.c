@@ -1,5 +1,7 @@
 /* The layers of vision transformers: [matmul], [fc] with last_axis,
- * [layernorm], [gelu], [erf] and [softmax] along an axis. Gradients against
+ * [layernorm], [gelu], [erf] and [softmax] along an axis; and the plain
+ * element-wise functions beside them ([exp], [log], [sqrt], [abs], [neg],
+ * [reciprocal], [softplus], [softsign]). Gradients against
  * finite differences (also on the portable reference kernels), bad specs
  * refused with file:line, and a transformer encoder block against PyTorch
  * (scripts/torchspec.py builds the same network): output, input gradient
@@ -31,6 +33,17 @@ Test(grad_transformer, gelu_and_erf) {
     expect_grad(NET("3x4x5") "[gelu]\napproximate = tanh\n", &wide);
     expect_grad(NET("17") "[erf]\n", &wide);
     expect_grad(NET("17") "[gelu]\napproximate = none\n\n[erf]\n", &wide);
+}
+
+/* log, sqrt and reciprocal read exp's output: positive, away from 0. */
+Test(grad_transformer, plain_functions) {
+    const gradcheck_opts wide = {.max_checks = 96, .input_scale = 3};
+    expect_grad(NET("3x4x5") "[exp]\n", &opts);
+    expect_grad(NET("3x4x5") "[exp]\n\n[log]\n", &wide);
+    expect_grad(NET("3x4x5") "[exp]\n\n[sqrt]\n", &opts);
+    expect_grad(NET("3x4x5") "[exp]\n\n[reciprocal]\n", &opts);
+    expect_grad(NET("17") "[abs]\n\n[neg]\n", &wide);
+    expect_grad(NET("17") "[softplus]\n\n[softsign]\n", &wide);
 }
 
 Test(grad_transformer, layernorm) {
@@ -140,6 +153,8 @@ Test(transformer_spec, errors) {
     spec_expect_error(NET("4x6") "[fc]\noutputs = 2\nlast_axis = yes\n", OSP_EFORMAT, 6,
                       "'last_axis'");
     spec_expect_error(NET("4x6") "[erf]\ninput = input, input\n", OSP_ESHAPE, 4, "one input");
+    spec_expect_error(NET("4x6") "[softplus]\ninput = input, input\n", OSP_ESHAPE, 4,
+                      "one input");
     spec_expect_error(NET("4x6") "[attention]\ninput = input, input\n", OSP_ESHAPE, 4,
                       "three inputs (Q, K, V)");
     spec_expect_error(NET("4x6") "[attention]\ninput = input, input, input\ntransposed_k = 1\n",
@@ -189,6 +204,22 @@ static const char golden_spec[] =
     "[attention]\nname = fused\ninput = qt, kt, mixed\ntransposed_k = 1\nscale = 0.9\n\n"
     "[attention]\nname = fused2\ninput = fused, fused, vt\n\n"
     "[softmax]\nname = out\naxis = 1\ninput = fused2\n";
+
+/* The plain functions, after a linear layer so that a parameter gradient
+ * flows through each; log, sqrt and reciprocal read exp's positive
+ * output. */
+static const char plain_spec[] =
+    NET("4x6")
+    "[fc]\nname = lin\noutputs = 6\nlast_axis = 1\n\n"
+    "[softplus]\nname = sp\n\n"
+    "[softsign]\nname = ss\ninput = lin\n\n"
+    "[abs]\nname = ab\ninput = lin\n\n"
+    "[neg]\nname = ng\ninput = lin\n\n"
+    "[exp]\nname = ex\ninput = lin\n\n"
+    "[log]\nname = lg\ninput = ex\n\n"
+    "[sqrt]\nname = sq\ninput = ex\n\n"
+    "[reciprocal]\nname = rc\ninput = ex\n\n"
+    "[concat]\nname = out\ninput = sp, ss, ab, ng, lg, sq, rc\naxis = 0\n";
 
 /* Multi-head attention over 130 tokens: three blocks of 64 queries and of
  * keys in the fused kernel. The keys have no bias: its gradient is 0 in
@@ -252,7 +283,8 @@ static void check_golden(const char *spec, const osp_safetensors *st) {
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
     cr_assert_eq(osp_graph_forward(g, x->data, &ex), 0, "%s", osp_last_error());
     double e = max_err(out->out, need(st, "", "output", batch * out->size)->data, batch * out->size, 0);
-    fprintf(stderr, "%s vs PyTorch (%s): output %.2g", spec == golden_spec ? "block" : "attention",
+    fprintf(stderr, "%s vs PyTorch (%s): output %.2g",
+            spec == golden_spec ? "block" : spec == plain_spec ? "plain functions" : "attention",
             ex.be->name, e);
     cr_expect_lt(e, 1e-5, "output: error %g", e);
     memcpy(out->dout, need(st, "", "r", batch * out->size)->data,
@@ -304,3 +336,5 @@ static void against_pytorch(const char *spec) {
 Test(golden_transformer, encoder_block_against_pytorch) { against_pytorch(golden_spec); }
 
 Test(golden_transformer, long_attention_against_pytorch) { against_pytorch(long_spec); }
+
+Test(golden_transformer, plain_functions_against_pytorch) { against_pytorch(plain_spec); }
