@@ -225,11 +225,12 @@ class SpecNet(nn.Module):
             return F.pad(x, (left, right, top, bottom), mode=PAD_MODES[mode])
         if kind == "transpose":
             return x.permute([0] + [p + 1 for p in ints(kv["perm"])])
-        if kind == "softmax" and "axis" in kv:
-            axis = int(kv["axis"])
-            return F.softmax(x, dim=axis + 1 if axis >= 0 else axis)
         if kind == "softmax":
-            return F.softmax(x.flatten(1), dim=1).view_as(x)
+            fn = F.log_softmax if kv.get("log", "0") == "1" else F.softmax
+            if "axis" in kv:
+                axis = int(kv["axis"])
+                return fn(x, dim=axis + 1 if axis >= 0 else axis)
+            return fn(x.flatten(1), dim=1).view_as(x)
         if kind == "l2norm":
             return F.normalize(x.flatten(1), dim=1, eps=float(kv.get("eps", 1e-12))).view_as(x)
         raise ValueError(f"layer type [{kind}] is not mapped to PyTorch")

@@ -294,6 +294,11 @@ typedef struct osp_backend {
     void (*softmax_axis_forward)(int64_t outer, int len, int64_t inner, const float *x, float *y);
     void (*softmax_axis_backward)(int64_t outer, int len, int64_t inner, const float *y,
                                   const float *dy, float *dx);
+    /* Log-softmax along the same outer x len x inner block: y = x - max -
+     * log(sum exp(x - max)); the backward adds dy - exp(y) sum(dy). */
+    void (*logsoftmax_forward)(int64_t outer, int len, int64_t inner, const float *x, float *y);
+    void (*logsoftmax_backward)(int64_t outer, int len, int64_t inner, const float *y,
+                                const float *dy, float *dx);
     /* Fused attention (osp_attention_desc), blockwise with an online
      * softmax: never more than a block of scores at once. The forward
      * writes o and, where lse is not NULL, each query's log-sum-exp of its

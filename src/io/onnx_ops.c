@@ -471,7 +471,8 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
 
 /* osprey's softmax runs over all of a sample's values: the ONNX one must
  * cover the same values. */
-static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
+/* Softmax, or LogSoftmax onto [softmax] with log = 1. */
+static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int log) {
     int x = layer_input(im, n, 0);
     if (x < 0) return x;
     const osp_shape *xs = shape_of(im, x);
@@ -486,7 +487,7 @@ static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     }
     if (!ok) FAIL(OSP_ENOTSUP, "softmax over axis %d of a rank-%d tensor (osprey's covers all "
                   "of a sample's values)", axis, rank);
-    return emit1(im, n, "softmax", x, "");
+    return emit1(im, n, "softmax", x, log ? "log = 1\n" : "");
 }
 
 static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
@@ -535,7 +536,8 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "Squeeze")) return osp__onnx_map_squeeze(im, n, 0);
     if (!strcmp(op, "Unsqueeze")) return osp__onnx_map_squeeze(im, n, 1);
     if (!strcmp(op, "Pad")) return map_pad(im, n);
-    if (!strcmp(op, "Softmax")) return map_softmax(im, n);
+    if (!strcmp(op, "Softmax")) return map_softmax(im, n, 0);
+    if (!strcmp(op, "LogSoftmax")) return map_softmax(im, n, 1);
     if (!strcmp(op, "Dropout")) return map_dropout(im, n);
     if (!strcmp(op, "Identity")) return alias(im, n);
     /* Plain element-wise functions: the layer of the same name, lower case. */

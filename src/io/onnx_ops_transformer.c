@@ -570,7 +570,7 @@ static int try_matmul(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *han
     return map_linear(im, n, a->node, &b->c);
 }
 
-/* ---- Softmax over one axis ---- */
+/* ---- Softmax (or LogSoftmax) over one axis ---- */
 
 static int try_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
     onnx_value *xv = n->n_input ? value(im, n->input[0]) : NULL;
@@ -589,7 +589,8 @@ static int try_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *ha
     if (whole) return OSP_OK;
     *handled = 1;
     char keys[32];
-    snprintf(keys, sizeof keys, "axis = %lld\n", (long long)(axis - 1));
+    snprintf(keys, sizeof keys, "axis = %lld\n%s", (long long)(axis - 1),
+             !strcmp(n->op_type, "LogSoftmax") ? "log = 1\n" : "");
     return emit_bind(im, n, "softmax", &xv->node, 1, keys);
 }
 
@@ -603,7 +604,7 @@ int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, 
     if (!strcmp(op, "Div") || !strcmp(op, "Mul")) return try_gelu(im, n, handled);
     if (!strcmp(op, "ReduceMean")) return try_layernorm(im, n, handled);
     if (!strcmp(op, "MatMul")) return try_matmul(im, n, handled);
-    if (!strcmp(op, "Softmax")) return try_softmax(im, n, handled);
+    if (!strcmp(op, "Softmax") || !strcmp(op, "LogSoftmax")) return try_softmax(im, n, handled);
     if (!strcmp(op, "LayerNormalization")) {
         *handled = 1;
         return map_layernormalization(im, n);

@@ -74,6 +74,8 @@ int osp__kernel_team(void) {
     .special_backward = osp__cpu_special_backward,            \
     .softmax_axis_forward = osp__cpu_softmax_axis_forward,    \
     .softmax_axis_backward = osp__cpu_softmax_axis_backward,  \
+    .logsoftmax_forward = osp__cpu_logsoftmax_forward,        \
+    .logsoftmax_backward = osp__cpu_logsoftmax_backward,      \
     .attention_workspace = osp__cpu_attention_workspace,      \
     .attention_forward = osp__cpu_attention_forward,          \
     .attention_backward = osp__cpu_attention_backward

@@ -142,6 +142,10 @@ void osp__cpu_softmax_axis_forward(int64_t outer, int len, int64_t inner, const 
                                    float *y);
 void osp__cpu_softmax_axis_backward(int64_t outer, int len, int64_t inner, const float *y,
                                     const float *dy, float *dx);
+void osp__cpu_logsoftmax_forward(int64_t outer, int len, int64_t inner, const float *x,
+                                 float *y);
+void osp__cpu_logsoftmax_backward(int64_t outer, int len, int64_t inner, const float *y,
+                                  const float *dy, float *dx);
 size_t osp__cpu_attention_workspace(const osp_attention_desc *d);
 void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
                                 const float *v, float *o, float *lse, void *workspace);

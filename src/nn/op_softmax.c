@@ -3,26 +3,45 @@
  * flatten. A network ending in [softmax] trains on the logits before it.
  * With `axis` (a per-sample axis, negative from the end), softmax along
  * that axis alone, as torch.softmax(x, dim=axis + 1): the attention scores
- * of a transformer, over the last axis. */
+ * of a transformer, over the last axis. With `log = 1`, the logarithm of
+ * the softmax, computed as x - max - log(sum exp(x - max)) so that it stays
+ * finite where the softmax itself underflows (torch.log_softmax). */
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
 
 typedef struct softmax_attrs {
-    int axis; /* as written; NULL attrs: the whole sample */
+    int has_axis; /* 0: the whole sample (also for NULL attrs) */
+    int axis;     /* as written */
+    int log;      /* log-softmax */
 } softmax_attrs;
+
+static int has_axis(const osp_node *n) {
+    const softmax_attrs *a = n->attrs;
+    return a && a->has_axis;
+}
+
+static int is_log(const osp_node *n) {
+    const softmax_attrs *a = n->attrs;
+    return a && a->log;
+}
 
 /* The per-sample axis, resolved, or -1 for the whole sample. */
 static int axis_of(const osp_node *n, const osp_shape *s) {
     const softmax_attrs *a = n->attrs;
-    if (!a) return -1;
+    if (!has_axis(n)) return -1;
     return a->axis < 0 ? a->axis + s->ndim : a->axis;
 }
 
-/* The values before, along and after the axis, for a batch. */
+/* The values before, along and after the axis, for a batch (the whole
+ * sample: one line per sample). */
 static void split(const osp_node *n, int batch, int64_t *outer, int *len, int64_t *inner) {
     int ax = axis_of(n, &n->shape);
     *outer = batch;
     *inner = 1;
+    if (ax < 0) {
+        *len = (int)n->size;
+        return;
+    }
     for (int k = 0; k < ax; k++) *outer *= n->shape.dim[k];
     for (int k = ax + 1; k < n->shape.ndim; k++) *inner *= n->shape.dim[k];
     *len = (int)n->shape.dim[ax];
@@ -36,7 +55,7 @@ static int softmax_setup(osp_graph *g, osp_node *n) {
     if (osp_shape_numel(in) > INT32_MAX)
         return osp_error(OSP_ESHAPE, "layer '%s': input is too large", n->name);
     int ax = axis_of(n, in);
-    if (n->attrs && (ax < 0 || ax >= in->ndim))
+    if (has_axis(n) && (ax < 0 || ax >= in->ndim))
         return osp_error(OSP_ESHAPE, "layer '%s': axis %d does not exist in a sample of %d axes",
                          n->name, ((const softmax_attrs *)n->attrs)->axis, in->ndim);
     n->shape = *in;
@@ -48,7 +67,9 @@ static void softmax_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         int64_t outer, inner;
         int len;
         split(n, ex->batch, &outer, &len, &inner);
-        ex->be->softmax_axis_forward(outer, len, inner, osp_node_input(g, n, 0)->out, n->out);
+        const float *x = osp_node_input(g, n, 0)->out;
+        if (is_log(n)) ex->be->logsoftmax_forward(outer, len, inner, x, n->out);
+        else ex->be->softmax_axis_forward(outer, len, inner, x, n->out);
         return;
     }
     ex->be->softmax_forward(ex->batch, (int)n->size, osp_node_input(g, n, 0)->out, n->out);
@@ -60,28 +81,29 @@ static void softmax_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         int64_t outer, inner;
         int len;
         split(n, ex->batch, &outer, &len, &inner);
-        ex->be->softmax_axis_backward(outer, len, inner, n->out, n->dout, dx);
+        if (is_log(n)) ex->be->logsoftmax_backward(outer, len, inner, n->out, n->dout, dx);
+        else ex->be->softmax_axis_backward(outer, len, inner, n->out, n->dout, dx);
         return;
     }
     if (dx) ex->be->softmax_backward(ex->batch, (int)n->size, n->out, n->dout, dx);
 }
 
-/* ONNX: Softmax over each sample's values, all of them (flattened, then
- * shaped back); with an axis, opset 13's Softmax along it. */
+/* ONNX: Softmax (LogSoftmax) over each sample's values, all of them
+ * (flattened, then shaped back); with an axis, opset 13's along it. */
 static int softmax_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
                         char *const *in, char *out) {
-    if (n->attrs) {
-        w->attr_int(w, w->node(w, "Softmax", n->name, 1, in, out), "axis",
-                    axis_of(n, &n->shape) + 1);
+    const char *type = is_log(n) ? "LogSoftmax" : "Softmax";
+    if (has_axis(n)) {
+        w->attr_int(w, w->node(w, type, n->name, 1, in, out), "axis", axis_of(n, &n->shape) + 1);
         return OSP_OK;
     }
     if (n->shape.ndim == 1) {
-        w->attr_int(w, w->node(w, "Softmax", n->name, 1, in, out), "axis", 1);
+        w->attr_int(w, w->node(w, type, n->name, 1, in, out), "axis", 1);
         return OSP_OK;
     }
     char *flat = w->flat(w, n, in[0]);
     char *soft = w->name(w, "%s/softmax", n->name);
-    w->attr_int(w, w->node(w, "Softmax", soft, 1, &flat, soft), "axis", 1);
+    w->attr_int(w, w->node(w, type, soft, 1, &flat, soft), "axis", 1);
     char *args[2] = {soft, w->init_shape(w, w->name(w, "%s/shape", n->name), &n->shape)};
     w->node(w, "Reshape", n->name, 2, args, out);
     return OSP_OK;
@@ -97,12 +119,16 @@ static const osp_op softmax_op = {
 
 static int softmax_parse(osp_spec_section *s, void **attrs) {
     *attrs = NULL;
-    if (!osp_spec_str(s, "axis", NULL)) return OSP_OK;
-    int axis, rc = osp_spec_int(s, "axis", 0, -(OSP_MAX_DIMS - 1), OSP_MAX_DIMS - 2, &axis);
-    if (rc) return rc;
+    int has = osp_spec_str(s, "axis", NULL) != NULL;
+    int axis = 0, log = 0;
+    int rc = osp_spec_int(s, "axis", 0, -(OSP_MAX_DIMS - 1), OSP_MAX_DIMS - 2, &axis);
+    if (!rc) rc = osp_spec_int(s, "log", 0, 0, 1, &log);
+    if (rc || (!has && !log)) return rc;
     softmax_attrs *a = osp_calloc(1, sizeof *a);
     if (!a) return OSP_ENOMEM;
+    a->has_axis = has;
     a->axis = axis;
+    a->log = log;
     *attrs = a;
     return OSP_OK;
 }

@@ -44,6 +44,8 @@ Test(grad_transformer, plain_functions) {
     expect_grad(NET("3x4x5") "[exp]\n\n[reciprocal]\n", &opts);
     expect_grad(NET("17") "[abs]\n\n[neg]\n", &wide);
     expect_grad(NET("17") "[softplus]\n\n[softsign]\n", &wide);
+    expect_grad(NET("3x4x5") "[softmax]\nlog = 1\n", &wide);
+    expect_grad(NET("3x4x5") "[softmax]\naxis = 1\nlog = 1\n", &wide);
 }
 
 Test(grad_transformer, layernorm) {
@@ -205,9 +207,9 @@ static const char golden_spec[] =
     "[attention]\nname = fused2\ninput = fused, fused, vt\n\n"
     "[softmax]\nname = out\naxis = 1\ninput = fused2\n";
 
-/* The plain functions, after a linear layer so that a parameter gradient
- * flows through each; log, sqrt and reciprocal read exp's positive
- * output. */
+/* The plain functions and log-softmax (along an axis, and over the whole
+ * sample), after a linear layer so that a parameter gradient flows through
+ * each; log, sqrt and reciprocal read exp's positive output. */
 static const char plain_spec[] =
     NET("4x6")
     "[fc]\nname = lin\noutputs = 6\nlast_axis = 1\n\n"
@@ -219,7 +221,9 @@ static const char plain_spec[] =
     "[log]\nname = lg\ninput = ex\n\n"
     "[sqrt]\nname = sq\ninput = ex\n\n"
     "[reciprocal]\nname = rc\ninput = ex\n\n"
-    "[concat]\nname = out\ninput = sp, ss, ab, ng, lg, sq, rc\naxis = 0\n";
+    "[softmax]\nname = ls\ninput = lin\naxis = -1\nlog = 1\n\n"
+    "[softmax]\nname = lw\ninput = lin\nlog = 1\n\n"
+    "[concat]\nname = out\ninput = sp, ss, ab, ng, lg, sq, rc, ls, lw\naxis = 0\n";
 
 /* Multi-head attention over 130 tokens: three blocks of 64 queries and of
  * keys in the fused kernel. The keys have no bias: its gradient is 0 in
