@@ -519,8 +519,7 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "MatMul")) return map_fc(im, n, 0);
     if (!strcmp(op, "MaxPool")) return map_pool(im, n, 1);
     if (!strcmp(op, "AveragePool")) return map_pool(im, n, 0);
-    if (!strcmp(op, "ReduceMean") || !strcmp(op, "ReduceSum") || !strcmp(op, "ReduceMax"))
-        return osp__onnx_map_reduce(im, n);
+    if (!strncmp(op, "Reduce", 6) && strcmp(op, "ReduceProd")) return osp__onnx_map_reduce(im, n);
     if (!strcmp(op, "Add")) return map_binary(im, n, "add");
     if (!strcmp(op, "Sub")) return map_binary(im, n, "sub");
     if (!strcmp(op, "Mul")) return map_binary(im, n, "mul");

@@ -341,7 +341,8 @@ int osp__onnx_map_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, int 
     return bind(im, n, osp__onnx_emit(im, n, NULL, "reshape", &x, 1, k.text));
 }
 
-/* ReduceMean, ReduceSum, ReduceMax over per-sample axes: [reduce]
+/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceL1, ReduceL2,
+ * ReduceSumSquare, ReduceLogSum, ReduceLogSumExp over per-sample axes: [reduce]
  * (ReduceMean over the two spatial axes of N x C x H x W is a
  * [globalavgpool], osprey's faster kernel). Axes are an attribute, or an
  * input from opset 13 (ReduceSum) and 18 (the others): osp__onnx_arg. */
@@ -361,7 +362,17 @@ int osp__onnx_map_reduce(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int rank = xs->ndim + 1;
     unsigned named = 0;
     keys k = {.len = 0};
-    put(&k, "op = %s\naxes = ", !strcmp(op, "Mean") ? "mean" : !strcmp(op, "Sum") ? "sum" : "max");
+    static const char *const kinds[][2] = {
+        {"Mean", "mean"}, {"Sum", "sum"},     {"Max", "max"},
+        {"Min", "min"},   {"L1", "l1"},       {"L2", "l2"},
+        {"SumSquare", "sumsquare"}, {"LogSum", "logsum"}, {"LogSumExp", "logsumexp"}};
+    const char *kind = NULL;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(op, kinds[i][0])) kind = kinds[i][1];
+    if (!kind)
+        FAIL(OSP_ENOTSUP, "operator %s is not supported by osprey (docs/onnx.md lists those that "
+             "are)", n->op_type);
+    put(&k, "op = %s\naxes = ", kind);
     for (int i = 0; i < count; i++) {
         int a = sample_axis(im, n, axes[i], rank);
         if (a < 0) return a;

@@ -1,10 +1,15 @@
-/* [reduce]: the mean, sum or maximum of the per-sample tensor over
+/* [reduce]: the mean, sum, maximum, minimum, L1 norm, L2 norm, sum of
+ * squares, log of the sum or log-sum-exp of the per-sample tensor over
  * `axes` (default all; negative counts from the last), as ONNX's
- * ReduceMean, ReduceSum and ReduceMax without the batch axis. `keepdims
- * = 1` (the default, as ONNX) leaves each reduced axis as a 1; 0 drops it
- * (a sample reduced to one value keeps a shape of 1). The backward spreads
- * the gradient back: evenly for the mean, as is for the sum, and for the
- * maximum shared evenly by the values equal to it (as torch.amax). */
+ * ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceL1, ReduceL2,
+ * ReduceSumSquare, ReduceLogSum and ReduceLogSumExp without the batch
+ * axis. `keepdims = 1` (the default, as ONNX) leaves each reduced axis as
+ * a 1; 0 drops it (a sample reduced to one value keeps a shape of 1). The
+ * backward spreads the gradient back: evenly for the mean, as is for the
+ * sum, for the maximum (minimum) shared evenly by the values equal to it
+ * (as torch.amax), and by the derivative of the rest (sign x, x / norm,
+ * 2x, 1 / sum, softmax); the L2 norm's gradient at a norm of 0 is 0, as
+ * torch.linalg.vector_norm's. */
 #include <math.h>
 #include <string.h>
 
@@ -14,7 +19,17 @@
 
 #define REDUCE_MAX_AXES (OSP_MAX_DIMS - 1) /* the batch takes one axis */
 
-typedef enum reduce_kind { REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX } reduce_kind;
+typedef enum reduce_kind {
+    REDUCE_MEAN,
+    REDUCE_SUM,
+    REDUCE_MAX,
+    REDUCE_MIN,
+    REDUCE_L1,
+    REDUCE_L2,
+    REDUCE_SUMSQUARE,
+    REDUCE_LOGSUM,
+    REDUCE_LOGSUMEXP
+} reduce_kind;
 
 typedef struct reduce_attrs {
     reduce_kind kind;
@@ -27,8 +42,11 @@ typedef struct reduce_attrs {
     int64_t count;
 } reduce_attrs;
 
-static const char *const kind_names[] = {"mean", "sum", "max", NULL};
-static const char *const onnx_names[] = {"ReduceMean", "ReduceSum", "ReduceMax"};
+static const char *const kind_names[] = {"mean", "sum",       "max",    "min",       "l1",
+                                         "l2",   "sumsquare", "logsum", "logsumexp", NULL};
+static const char *const onnx_names[] = {"ReduceMean",      "ReduceSum",    "ReduceMax",
+                                         "ReduceMin",       "ReduceL1",     "ReduceL2",
+                                         "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"};
 
 static int reduce_setup(osp_graph *g, osp_node *n) {
     if (n->n_inputs != 1)
@@ -74,15 +92,40 @@ static void reduce_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     for (int b = 0; b < ex->batch; b++) {
         const float *xs = in->out + (int64_t)b * in->size;
         float *ys = n->out + (int64_t)b * n->size;
-        if (a->kind == REDUCE_MAX) {
+        /* summed in the walk's order: one result whatever the threads */
+        switch (a->kind) {
+        case REDUCE_MAX:
             for (int64_t j = 0; j < n->size; j++) ys[j] = -INFINITY;
             OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] = xs[o] > ys[x] ? xs[o] : ys[x]);
-        } else {
-            /* summed in the walk's order: one result whatever the threads */
+            break;
+        case REDUCE_MIN:
+            for (int64_t j = 0; j < n->size; j++) ys[j] = INFINITY;
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] = xs[o] < ys[x] ? xs[o] : ys[x]);
+            break;
+        case REDUCE_LOGSUMEXP: {
+            /* the maximum first, so that exp never overflows */
+            float *m = ex->workspace;
+            for (int64_t j = 0; j < n->size; j++) m[j] = -INFINITY;
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, m[x] = xs[o] > m[x] ? xs[o] : m[x]);
             memset(ys, 0, (size_t)n->size * sizeof(float));
-            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] += xs[o]);
-            if (a->kind == REDUCE_MEAN)
-                for (int64_t j = 0; j < n->size; j++) ys[j] /= (float)a->count;
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0,
+                            ys[x] += isinf(m[x]) ? 0.0f : expf(xs[o] - m[x]));
+            for (int64_t j = 0; j < n->size; j++) ys[j] = isinf(m[j]) ? m[j] : m[j] + logf(ys[j]);
+            break;
+        }
+        default:
+            memset(ys, 0, (size_t)n->size * sizeof(float));
+            if (a->kind == REDUCE_L1)
+                OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] += fabsf(xs[o]));
+            else if (a->kind == REDUCE_L2 || a->kind == REDUCE_SUMSQUARE)
+                OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] += xs[o] * xs[o]);
+            else OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ys[x] += xs[o]);
+            for (int64_t j = 0; j < n->size; j++)
+                ys[j] = a->kind == REDUCE_MEAN     ? ys[j] / (float)a->count
+                        : a->kind == REDUCE_L2     ? sqrtf(ys[j])
+                        : a->kind == REDUCE_LOGSUM ? logf(ys[j])
+                                                   : ys[j];
+            break;
         }
     }
 }
@@ -91,7 +134,9 @@ static size_t reduce_workspace(const osp_graph *g, const osp_node *n, int batch)
     (void)g;
     (void)batch; /* one sample at a time */
     const reduce_attrs *a = n->attrs;
-    return a && a->kind == REDUCE_MAX ? (size_t)n->size * sizeof(float) : 0;
+    int scratch = a && (a->kind == REDUCE_MAX || a->kind == REDUCE_MIN ||
+                        a->kind == REDUCE_LOGSUMEXP);
+    return scratch ? (size_t)n->size * sizeof(float) : 0;
 }
 
 static void reduce_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
@@ -102,23 +147,47 @@ static void reduce_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     for (int b = 0; b < ex->batch; b++) {
         float *dxs = in->dout + (int64_t)b * in->size;
         const float *dys = n->dout + (int64_t)b * n->size;
-        if (a->kind == REDUCE_MAX) {
-            const float *xs = in->out + (int64_t)b * in->size, *ys = n->out + (int64_t)b * n->size;
+        const float *xs = in->out + (int64_t)b * in->size, *ys = n->out + (int64_t)b * n->size;
+        switch (a->kind) {
+        case REDUCE_MAX:
+        case REDUCE_MIN: {
             float *ties = ex->workspace;
             memset(ties, 0, (size_t)n->size * sizeof(float));
             OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, ties[x] += xs[o] == ys[x]);
             OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0,
                             if (xs[o] == ys[x]) dxs[o] += dys[x] / ties[x]);
-        } else {
+            break;
+        }
+        case REDUCE_L1:
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0,
+                            dxs[o] += xs[o] > 0.0f ? dys[x] : xs[o] < 0.0f ? -dys[x] : 0.0f);
+            break;
+        case REDUCE_L2:
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0,
+                            if (ys[x] > 0.0f) dxs[o] += dys[x] * xs[o] / ys[x]);
+            break;
+        case REDUCE_SUMSQUARE:
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, dxs[o] += dys[x] * 2.0f * xs[o]);
+            break;
+        case REDUCE_LOGSUM:
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, dxs[o] += dys[x] * expf(-ys[x]));
+            break;
+        case REDUCE_LOGSUMEXP:
+            OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0,
+                            dxs[o] += dys[x] * expf(xs[o] - ys[x]));
+            break;
+        default: {
             const float scale = a->kind == REDUCE_MEAN ? 1.0f / (float)a->count : 1.0f;
             OSP_STRIDED_FOR(s->ndim, s->dim, a->out_stride, 0, dxs[o] += dys[x] * scale);
+            break;
+        }
         }
     }
 }
 
-/* ONNX: ReduceMean/ReduceSum/ReduceMax with axes + 1 (all of a sample's
- * when none are named) as an attribute: the form ReduceMean and ReduceMax
- * take at the exported opset 13; ReduceSum takes them as an input there. */
+/* ONNX: the Reduce operator with axes + 1 (all of a sample's when none
+ * are named) as an attribute: the form all but ReduceSum take at the
+ * exported opset 13; ReduceSum takes them as an input there. */
 static int reduce_onnx(osp_onnx_writer *w, const osp_graph *g, const osp_node *n,
                        char *const *in, char *out) {
     const reduce_attrs *a = n->attrs;
@@ -159,7 +228,8 @@ static const osp_op reduce_op = {
 static int reduce_parse(osp_spec_section *s, void **attrs) {
     int kind, keepdims, axes[REDUCE_MAX_AXES], n, rc;
     if (!osp_spec_str(s, "op", NULL))
-        return osp_spec_error(s, NULL, "'op' (mean, sum or max) is required");
+        return osp_spec_error(s, NULL, "'op' (mean, sum, max, min, l1, l2, sumsquare, logsum "
+                              "or logsumexp) is required");
     if ((rc = osp_spec_choice(s, "op", kind_names, 0, &kind)) ||
         (rc = osp_spec_int(s, "keepdims", 1, 0, 1, &keepdims)) ||
         (rc = osp_spec_ints(s, "axes", axes, REDUCE_MAX_AXES, &n, -REDUCE_MAX_AXES,

@@ -150,7 +150,7 @@ Test(nd_shape, reduce) {
     spec_expect_shape(NET("4x6x8") "[reduce]\nop = max\nkeepdims = 0\n", "1");
     spec_expect_error(NET("4x6") "[reduce]\nop = mean\naxes = 1, -1\n", OSP_ESHAPE, 4, "named twice");
     spec_expect_error(NET("4x6") "[reduce]\naxes = 1\n", OSP_EFORMAT, 4, "'op'");
-    spec_expect_error(NET("4x6") "[reduce]\nop = min\n", OSP_EFORMAT, 5, "one of mean, sum, max");
+    spec_expect_error(NET("4x6") "[reduce]\nop = median\n", OSP_EFORMAT, 5, "one of mean, sum, max");
     /* over axis 0 of 3x4: sums, means and maxima of columns */
     static const char *const ops[3] = {"sum", "mean", "max"};
     for (int k = 0; k < 3; k++) {
@@ -209,4 +209,44 @@ Test(nd_grad, reduce) {
     /* a small step: two values within 2e-2 of the maximum would swap */
     expect_grad_eps(NET("4x5x6") "[reduce]\nop = max\naxes = -1\n", 1e-4f);
     expect_grad_eps(NET("2x3x2x2x3") "[reduce]\nop = max\naxes = 1, 3\nkeepdims = 0\n", 1e-4f);
+    expect_grad_eps(NET("4x5x6") "[reduce]\nop = min\naxes = 0\n", 1e-4f);
+    /* l1's kink at 0 is as far as the inputs allow from the step */
+    expect_grad_eps(NET("4x5x6") "[reduce]\nop = l1\naxes = 1, 2\n", 1e-4f);
+    expect_grad(NET("4x5x6") "[reduce]\nop = l2\naxes = 2\nkeepdims = 0\n\n[tanh]\n");
+    expect_grad(NET("4x5x6") "[reduce]\nop = sumsquare\naxes = 0\n\n[tanh]\n");
+    expect_grad(NET("4x5x6") "[reduce]\nop = logsumexp\naxes = -1\n");
+    /* logsum of exp's positive values */
+    expect_grad(NET("4x5x6") "[exp]\n\n[reduce]\nop = logsum\naxes = 1\n");
+}
+
+/* The other kinds against plain loops over axis 1 of 3x4: minimum, L1,
+ * L2, sum of squares, log of the sum (of positive values), log-sum-exp. */
+Test(nd_values, reduce_more) {
+    static const char *const ops[6] = {"min", "l1", "l2", "sumsquare", "logsum", "logsumexp"};
+    for (int k = 0; k < 6; k++) {
+        char spec[256];
+        snprintf(spec, sizeof spec, NET("3x4") "[reduce]\nop = %s\naxes = 1\nkeepdims = 0\n", ops[k]);
+        int64_t size;
+        float x[24];
+        for (int i = 0; i < 24; i++) x[i] = (float)((i * 7) % 11) - (k == 4 ? -0.5f : 5.0f);
+        float *y = run(spec, x, 2, &size);
+        cr_assert_eq(size, 3);
+        for (int b = 0; b < 2; b++)
+            for (int r = 0; r < 3; r++) {
+                const float *v = x + b * 12 + r * 4;
+                double mn = INFINITY, l1 = 0, sq = 0, sum = 0, mx = -INFINITY, se = 0;
+                for (int j = 0; j < 4; j++) {
+                    mn = fmin(mn, v[j]);
+                    mx = fmax(mx, v[j]);
+                    l1 += fabs(v[j]);
+                    sq += (double)v[j] * v[j];
+                    sum += v[j];
+                }
+                for (int j = 0; j < 4; j++) se += exp(v[j] - mx);
+                double want[6] = {mn, l1, sqrt(sq), sq, log(sum), mx + log(se)};
+                cr_assert_float_eq(y[b * 3 + r], want[k], 1e-5 * fmax(1.0, fabs(want[k])),
+                                   "%s [%d][%d]: %g, not %g", ops[k], b, r, y[b * 3 + r], want[k]);
+            }
+        free(y);
+    }
 }
