@@ -496,6 +496,7 @@ static int match_attention(onnx_importer *im, const Osp__Onnx__NodeProto *mm, at
     onnx_value *v = value(im, next->input[1]);
     if (!v || v->kind == ONNX_VAL_CONST) return 0;
     if (v->kind == ONNX_VAL_LAYER) { /* known already: V must fit [attention] */
+        if (!osp__onnx_layout_same(&v->layout, &q->layout)) return 0;
         const osp_shape *vs = shape_of(im, v->node);
         if (vs->ndim != qs->ndim) return 0;
         for (int a = 0; a < qs->ndim - 2; a++)
