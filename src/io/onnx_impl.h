@@ -18,13 +18,20 @@
 /* In an integer constant, the batch size (Shape of a symbolic batch). */
 #define ONNX_BATCH INT64_MIN
 /* k times the batch size (Shape of a value whose batch shares an axis with
- * k per-sample values, or a product of folding): ONNX_BATCH + k, k < 2^40. */
+ * k per-sample values, or a product of folding): k = 1 is ONNX_BATCH, a
+ * larger k ONNX_BATCH_BAND + k (k < 2^40), far from the sentinels
+ * exporters write (INT64_MIN + 1 for a Slice to the start). */
+#define ONNX_BATCH_BAND (INT64_MIN + ((int64_t)1 << 61))
 #define ONNX_BATCH_MAX_FACTOR ((int64_t)1 << 40)
 static inline int64_t osp__onnx_batch_factor(int64_t v) {
     if (v == ONNX_BATCH) return 1;
-    return v > ONNX_BATCH && v < ONNX_BATCH + ONNX_BATCH_MAX_FACTOR ? v - ONNX_BATCH : 0;
+    return v > ONNX_BATCH_BAND + 1 && v < ONNX_BATCH_BAND + ONNX_BATCH_MAX_FACTOR
+               ? v - ONNX_BATCH_BAND
+               : 0;
 }
-static inline int64_t osp__onnx_batch_times(int64_t k) { return k == 1 ? ONNX_BATCH : ONNX_BATCH + k; }
+static inline int64_t osp__onnx_batch_times(int64_t k) {
+    return k == 1 ? ONNX_BATCH : ONNX_BATCH_BAND + k;
+}
 
 /* Where the batch sits in a computed value: the ONNX tensor is the
  * per-sample osprey tensor with the batch factor N inserted in axis b,

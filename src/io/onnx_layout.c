@@ -267,7 +267,12 @@ int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *
         ok = 1;
         for (size_t i = 0; i < n->n_input; i++) {
             const onnx_const *c = osp__onnx_const_input(im, n, i);
+            onnx_value *v = osp__onnx_input(im, n, i);
             if (c && c->numel != 1 && c->ndim > rank - 1 - l->b) ok = 0;
+            /* two values broadcast from their last axes: of one rank */
+            if (v && v->kind == ONNX_VAL_LAYER &&
+                onnx_rank(&v->layout, shape_of(im, v->node)) != rank)
+                ok = 0;
         }
     } else if (!strcmp(op, "MatMul") && n->n_input == 2) {
         onnx_value *w = osp__onnx_input(im, n, 1);
