@@ -90,8 +90,7 @@ typedef struct onnx_importer {
      * one is mapped. */
     osp_graph *shapes;
     char **sections; /* [0] is [net] */
-    onnx_layout *layouts; /* per section: the layout of the layer's output */
-    onnx_layout cur_layout; /* of the node being mapped: given to what it emits */
+    onnx_layout cur_layout; /* of the node being mapped: given to the values it binds */
     int n_sections, cap_sections;
     onnx_weight *weights;
     int n_weights, cap_weights;

@@ -113,23 +113,12 @@ static int push_section(onnx_importer *im, char *text) {
     if (im->n_sections == im->cap_sections) {
         int cap = im->cap_sections ? 2 * im->cap_sections : 64;
         char **s = osp_calloc((size_t)cap, sizeof *s);
-        onnx_layout *l = osp_calloc((size_t)cap, sizeof *l);
-        if (!s || !l) {
-            osp_free(s);
-            osp_free(l);
-            return OSP_ENOMEM;
-        }
-        if (im->n_sections) {
-            memcpy(s, im->sections, sizeof *s * (size_t)im->n_sections);
-            memcpy(l, im->layouts, sizeof *l * (size_t)im->n_sections);
-        }
+        if (!s) return OSP_ENOMEM;
+        if (im->n_sections) memcpy(s, im->sections, sizeof *s * (size_t)im->n_sections);
         osp_free(im->sections);
-        osp_free(im->layouts);
         im->sections = s;
-        im->layouts = l;
         im->cap_sections = cap;
     }
-    im->layouts[im->n_sections] = im->cur_layout;
     im->sections[im->n_sections++] = text;
     return OSP_OK;
 }
@@ -234,7 +223,7 @@ int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int no
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = node;
-    v->layout = node >= 0 && node < im->n_sections ? im->layouts[node] : (onnx_layout){0, 0, 0};
+    v->layout = im->cur_layout; /* an alias keeps the layout of the value it reads */
     return OSP_OK;
 }
 
@@ -557,7 +546,6 @@ static void importer_free(onnx_importer *im) {
     osp_free(im->values);
     for (int i = 0; i < im->n_sections; i++) osp_free(im->sections[i]);
     osp_free(im->sections);
-    osp_free(im->layouts);
     for (int i = 0; i < im->n_weights; i++) osp_free(im->weights[i].data);
     osp_free(im->weights);
     osp_graph_free(im->shapes);

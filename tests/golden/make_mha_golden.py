@@ -68,6 +68,12 @@ def write_bad(out_dir):
     # (6, N, 8) as the output
     save("bad_mha_output.onnx", [helper.make_node("Relu", ["t"], ["y"], name="relu")], [],
          "has its batch in axis 1")
+    # the same through an Identity of a layer computed with the batch first
+    save("bad_mha_identity.onnx",
+         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+          helper.make_node("Transpose", ["r"], ["t2"], name="tr2", perm=[1, 0, 2]),
+          helper.make_node("Identity", ["t2"], ["y"], name="id")], [],
+         "has its batch in axis 1")
     # (6, N, 8) reshaped to (N, 48): each sample would take another's values
     save("bad_mha_reshape.onnx",
          [helper.make_node("Shape", ["x"], ["s"], name="shape"),
