@@ -214,6 +214,8 @@ int osp__onnx_claimed(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 /* ---- onnx_layout.c: values whose batch is not the first axis ---- */
 int osp__onnx_layout_plain(const onnx_layout *l);
 int osp__onnx_layout_same(const onnx_layout *a, const onnx_layout *b);
+/* The ONNX rank of a computed value. */
+int osp__onnx_layout_rank(onnx_importer *im, const onnx_value *v);
 /* The ONNX dims of a computed value (the batch axis as a batch factor). */
 int osp__onnx_layout_dims(onnx_importer *im, const onnx_value *v, int64_t *dims, int *rank);
 /* Before mapping n: Transpose and Reshape that move the batch are mapped

@@ -57,6 +57,10 @@ static const osp_shape *shape_of(onnx_importer *im, int node) {
     return &osp__onnx_layer(im, node)->shape;
 }
 
+int osp__onnx_layout_rank(onnx_importer *im, const onnx_value *v) {
+    return onnx_rank(&v->layout, shape_of(im, v->node));
+}
+
 int osp__onnx_layout_dims(onnx_importer *im, const onnx_value *v, int64_t *dims, int *rank) {
     const osp_shape *s = shape_of(im, v->node);
     int b;
@@ -279,9 +283,16 @@ int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *
         ok = x0 && x0->kind == ONNX_VAL_LAYER && w &&
              (w->kind == ONNX_VAL_LAYER ? l->b < rank - 2 : l->b < rank - 1);
     } else if (!strcmp(op, "Gemm")) ok = x0 == x && rank == 2 && l->b == 0;
-    else if (!strcmp(op, "Softmax") && im->opset >= 13) {
-        ok = axis_ok(l, rank, osp__onnx_attr_int(n, "axis", -1)) &&
-             (osp__onnx_attr_int(n, "axis", -1) + rank) % rank == rank - 1;
+    else if (!strcmp(op, "Softmax") && x0 == x) {
+        /* the last axis (before opset 13, the 2-D view from the last axis
+         * on is that axis alone) */
+        int64_t axis = osp__onnx_attr_int(n, "axis", im->opset >= 13 ? -1 : 1);
+        if (axis < 0) axis += rank;
+        if (axis == rank - 1 && axis > l->b) {
+            *handled = 1;
+            int id = osp__onnx_emit(im, n, NULL, "softmax", &x->node, 1, "axis = -1\n");
+            return id < 0 ? id : bind(im, n, id, *l);
+        }
     } else if (!strcmp(op, "Slice") && x0 == x) {
         onnx_const axes = {0};
         int given, rc = osp__onnx_arg(im, n, "axes", &axes, &given);

@@ -7,9 +7,9 @@ nn.MultiheadAttention's export moves the batch to axis 1, merges it with the
 heads (N * H) and the tokens (T * N) by Reshape and brings it back first at
 the end. Writes, for each model M, OUT_DIR/M.onnx, M.input.npy (3 samples)
 and M.output.npy, and OUT_DIR/manifest.txt with one line per model:
-  tvit13, tvit17  torchvision's VisionTransformer (image 32, patch 8, 2
-        layers, 2 heads, width 16, MLP 32), opsets 13 and 17
-  mha13, mha17  nn.MultiheadAttention(16, 2, batch_first=True) as
+  tvit11, tvit13, tvit17  torchvision's VisionTransformer (image 32, patch
+        8, 2 layers, 2 heads, width 16, MLP 32), opsets 11, 13 and 17
+  mha11, mha13, mha17  nn.MultiheadAttention(16, 2, batch_first=True) as
         self-attention on N x 7 x 16 tokens, then a residual and a Linear
 and bad_mha.txt: models whose batch is left where osprey cannot compute
 them per sample ('FILE FRAGMENT' lines). Weights are random, fixed seeds,
@@ -112,11 +112,13 @@ def main():
         for p in vit.parameters():
             p.copy_(torch.randn_like(p) * 0.3)
     img = torch.randn(3, 3, 32, 32)
+    export("tvit11", vit, img, 11, out_dir, lines)  # Softmax flattening from its axis
     export("tvit13", vit, img, 13, out_dir, lines)
     export("tvit17", vit, img, 17, out_dir, lines)
     torch.manual_seed(1)
     mha = SelfAttention()
     t = torch.randn(3, 7, 16)
+    export("mha11", mha, t, 11, out_dir, lines)
     export("mha13", mha, t, 13, out_dir, lines)
     export("mha17", mha, t, 17, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
