@@ -143,11 +143,8 @@ static int fold_shape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_con
         rank = x->c.ndim;
         memcpy(dims, x->c.dim, sizeof(int64_t) * (size_t)rank);
     } else {
-        const osp_node *node = osp__onnx_layer(im, x->node);
-        rank = node->shape.ndim + 1;
-        if (rank > ONNX_MAX_RANK) FAIL(OSP_ERANGE, "input of rank %d", rank);
-        dims[0] = ONNX_BATCH;
-        for (int k = 1; k < rank; k++) dims[k] = node->shape.dim[k - 1];
+        int rc = osp__onnx_layout_dims(im, x, dims, &rank);
+        if (rc) FAIL(rc, "input of rank %d", rank);
     }
     int64_t start = osp__onnx_attr_int(n, "start", 0), end = osp__onnx_attr_int(n, "end", rank);
     if (start < 0) start += rank;
@@ -272,7 +269,7 @@ static int fold_concat(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
             for (int64_t b = 0; b < len; b++, o++) {
                 int64_t from = a * len + b;
                 if (is_int) out->i[o] = c->i[from];
-                else if (c->is_int && c->i[from] == ONNX_BATCH) {
+                else if (c->is_int && osp__onnx_batch_factor(c->i[from])) {
                     osp__onnx_const_free(out);
                     FAIL(OSP_ENOTSUP, "uses the batch size as a number");
                 } else out->f[o] = (float)osp__onnx_const_get(c, from);
@@ -295,7 +292,7 @@ static int fold_cast(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_cons
     int rc = fold_alloc(out, x->ndim, x->dim, is_int);
     if (rc) return rc;
     for (int64_t k = 0; k < x->numel; k++) {
-        if (x->is_int && x->i[k] == ONNX_BATCH && !is_int) {
+        if (x->is_int && osp__onnx_batch_factor(x->i[k]) && !is_int) {
             osp__onnx_const_free(out);
             FAIL(OSP_ENOTSUP, "uses the batch size as a number");
         }
@@ -420,7 +417,7 @@ static int slice_of(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx
             FAIL(OSP_EFORMAT, "bad or repeated axis");
         seen[ax] = 1;
         int64_t len = x->dim[ax], st = steps ? steps->i[j] : 1, s = starts->i[j], e = ends->i[j];
-        if (st == 0 || s == ONNX_BATCH || e == ONNX_BATCH) FAIL(OSP_EFORMAT, "bad Slice bounds");
+        if (st == 0 || osp__onnx_batch_factor(s) || osp__onnx_batch_factor(e)) FAIL(OSP_EFORMAT, "bad Slice bounds");
         if (s < 0) s += len;
         if (e < 0 && e > INT64_MIN / 2) e += len;
         if (st > 0) {
@@ -475,7 +472,8 @@ static int fold_constant_of_shape(onnx_importer *im, const Osp__Onnx__NodeProto 
     if (!shape->is_int || shape->ndim != 1 || shape->numel > ONNX_MAX_RANK)
         FAIL(OSP_EFORMAT, "the shape must be a 1-D integer tensor");
     for (int64_t k = 0; k < shape->numel; k++)
-        if (shape->i[k] == ONNX_BATCH) FAIL(OSP_ENOTSUP, "a constant as large as the batch");
+        if (osp__onnx_batch_factor(shape->i[k]))
+            FAIL(OSP_ENOTSUP, "a constant as large as the batch");
     onnx_const value = {0};
     const Osp__Onnx__AttributeProto *a = osp__onnx_attr(n, "value");
     int rc;
@@ -525,9 +523,19 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
             ia += c * sa[k];
             ib += c * sb[k];
         }
-        if ((a->is_int && a->i[ia] == ONNX_BATCH) || (b->is_int && b->i[ib] == ONNX_BATCH)) {
-            osp__onnx_const_free(out);
-            FAIL(OSP_ENOTSUP, "uses the batch size in arithmetic");
+        int64_t fa = a->is_int ? osp__onnx_batch_factor(a->i[ia]) : 0,
+                fb = b->is_int ? osp__onnx_batch_factor(b->i[ib]) : 0;
+        if (fa || fb) {
+            /* k x batch times a positive count stays a multiple of the
+             * batch (torch's N * num_heads); anything else is refused */
+            int64_t c = fa ? (b->is_int ? b->i[ib] : 0) : a->i[ia], f = fa ? fa : fb;
+            if (op != 'M' || !is_int || (fa && fb) || c < 1 ||
+                c >= ONNX_BATCH_MAX_FACTOR / f) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ENOTSUP, "uses the batch size in arithmetic");
+            }
+            out->i[o] = osp__onnx_batch_times(f * c);
+            continue;
         }
         if (is_int) {
             int64_t x = a->i[ia], y = b->i[ib], r = 0;

@@ -53,7 +53,9 @@ static int64_t offset(int rank, const int64_t *dim, const int64_t *stride, int64
     return at;
 }
 
-static int is_batch(const onnx_const *c, int64_t i) { return c->is_int && c->i[i] == ONNX_BATCH; }
+static int is_batch(const onnx_const *c, int64_t i) {
+    return c->is_int && osp__onnx_batch_factor(c->i[i]);
+}
 
 int osp__onnx_fold_equal(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *c[2] = {osp__onnx_const_input(im, n, 0), osp__onnx_const_input(im, n, 1)};
@@ -69,7 +71,8 @@ int osp__onnx_fold_equal(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_
         int ba = is_batch(c[0], a), bb = is_batch(c[1], b);
         if (ba || bb) {
             double other = ba ? osp__onnx_const_get(c[1], b) : osp__onnx_const_get(c[0], a);
-            if (ba && bb) out->i[o] = 1;
+            if (ba && bb)
+                out->i[o] = osp__onnx_batch_factor(c[0]->i[a]) == osp__onnx_batch_factor(c[1]->i[b]);
             else if (other < 1.0) out->i[o] = 0;
             else {
                 osp__onnx_const_free(out);

@@ -17,6 +17,32 @@
 #define ONNX_MAX_ELEMENTS ((int64_t)1 << 28)
 /* In an integer constant, the batch size (Shape of a symbolic batch). */
 #define ONNX_BATCH INT64_MIN
+/* k times the batch size (Shape of a value whose batch shares an axis with
+ * k per-sample values, or a product of folding): k = 1 is ONNX_BATCH, a
+ * larger k ONNX_BATCH_BAND + k (k < 2^40), far from the sentinels
+ * exporters write (INT64_MIN + 1 for a Slice to the start). */
+#define ONNX_BATCH_BAND (INT64_MIN + ((int64_t)1 << 61))
+#define ONNX_BATCH_MAX_FACTOR ((int64_t)1 << 40)
+static inline int64_t osp__onnx_batch_factor(int64_t v) {
+    if (v == ONNX_BATCH) return 1;
+    return v > ONNX_BATCH_BAND + 1 && v < ONNX_BATCH_BAND + ONNX_BATCH_MAX_FACTOR
+               ? v - ONNX_BATCH_BAND
+               : 0;
+}
+static inline int64_t osp__onnx_batch_times(int64_t k) {
+    return k == 1 ? ONNX_BATCH : ONNX_BATCH_BAND + k;
+}
+
+/* Where the batch sits in a computed value: the ONNX tensor is the
+ * per-sample osprey tensor with the batch factor N inserted in axis b,
+ * whose ONNX size is outer x N x inner. Plain values (the batch first and
+ * alone) are all zeros. When outer x inner is 1 the axis holds only the
+ * batch and the per-sample tensor lacks it; otherwise the per-sample axis
+ * has outer x inner values. */
+typedef struct onnx_layout {
+    int b;
+    int64_t outer, inner;
+} onnx_layout;
 
 /* A constant: an initializer, a Constant node or a folded subgraph. */
 typedef struct onnx_const {
@@ -39,6 +65,7 @@ typedef struct onnx_value {
     int uses;     /* how many needed nodes read it (+1 for the graph output) */
     int producer; /* index of the ONNX node that makes it, -1 for none */
     int reader;   /* index of a needed ONNX node that reads it (the only one when uses == 1) */
+    onnx_layout layout; /* ONNX_VAL_LAYER: where its batch sits */
 } onnx_value;
 
 /* A weight waiting for the network to be built: "<layer>.<what>". */
@@ -63,6 +90,7 @@ typedef struct onnx_importer {
      * one is mapped. */
     osp_graph *shapes;
     char **sections; /* [0] is [net] */
+    onnx_layout cur_layout; /* of the node being mapped: given to the values it binds */
     int n_sections, cap_sections;
     onnx_weight *weights;
     int n_weights, cap_weights;
@@ -182,6 +210,18 @@ int osp__onnx_map_groupnorm_chain(onnx_importer *im, const Osp__Onnx__NodeProto 
 /* 1 for a node whose output a folded chain has bound already: nothing
  * left to map. */
 int osp__onnx_claimed(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
+/* ---- onnx_layout.c: values whose batch is not the first axis ---- */
+int osp__onnx_layout_plain(const onnx_layout *l);
+int osp__onnx_layout_same(const onnx_layout *a, const onnx_layout *b);
+/* The ONNX rank of a computed value. */
+int osp__onnx_layout_rank(onnx_importer *im, const onnx_value *v);
+/* The ONNX dims of a computed value (the batch axis as a batch factor). */
+int osp__onnx_layout_dims(onnx_importer *im, const onnx_value *v, int64_t *dims, int *rank);
+/* Before mapping n: Transpose and Reshape that move the batch are mapped
+ * here (*handled = 1); any other node reading a value whose batch is not
+ * first is checked to compute per sample, or refused; sets im->cur_layout. */
+int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled);
 
 /* ---- onnx_ops_transformer.c ---- */
 /* Maps the operators of transformers and the patterns that start at n;

@@ -223,6 +223,7 @@ int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int no
     if (!v) return OSP_ENOMEM;
     v->kind = ONNX_VAL_LAYER;
     v->node = node;
+    v->layout = im->cur_layout; /* an alias keeps the layout of the value it reads */
     return OSP_OK;
 }
 
@@ -590,6 +591,9 @@ static int import_model(onnx_importer *im, osp_net **out) {
     if (!v || v->kind != ONNX_VAL_LAYER || v->node == 0)
         return osp_error(OSP_ENOTSUP, "%s: output '%s' is a constant or the input itself; "
                          "nothing to compute", im->file, output);
+    if (!osp__onnx_layout_plain(&v->layout))
+        return osp_error(OSP_ENOTSUP, "%s: output '%s' has its batch in axis %d, not first",
+                         im->file, output, v->layout.b);
     if (v->node != osp_graph_node_count(im->shapes) - 1)
         return osp_error(OSP_ESTATE, "%s: internal: the output is not the last layer", im->file);
     return build_net(im, out);

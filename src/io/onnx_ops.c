@@ -328,19 +328,25 @@ static int map_fc(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_gemm)
                      *C = is_gemm ? osp__onnx_const_input(im, n, 2) : NULL;
     if (!B || B->ndim != 2) FAIL(OSP_ENOTSUP, "the second operand must be a constant matrix");
     if (is_gemm && osp__onnx_input(im, n, 2) && !C) FAIL(OSP_ENOTSUP, "C must be constant");
-    if (xs->ndim != 1) FAIL(OSP_ENOTSUP, "the first operand must be N x D (it is N x %lld x ...)",
-                            (long long)xs->dim[0]);
+    /* (T x N) x D with the batch the minor factor of the first axis: per
+     * sample T x D, multiplied on its last axis */
+    int tokens = xs->ndim == 2 && !osp__onnx_layout_plain(&im->cur_layout);
+    if (xs->ndim != 1 && !tokens)
+        FAIL(OSP_ENOTSUP, "the first operand must be N x D (it is N x %lld x ...)",
+             (long long)xs->dim[0]);
     if (is_gemm && osp__onnx_attr_int(n, "transA", 0)) FAIL(OSP_ENOTSUP, "transA = 1");
     int trans_b = is_gemm && osp__onnx_attr_int(n, "transB", 0);
     double alpha = is_gemm ? osp__onnx_attr_float(n, "alpha", 1.0f) : 1.0;
     double beta = is_gemm ? osp__onnx_attr_float(n, "beta", 1.0f) : 1.0;
     int64_t K = trans_b ? B->dim[0] : B->dim[1], D = trans_b ? B->dim[1] : B->dim[0];
-    if (D != xs->dim[0]) FAIL(OSP_ESHAPE, "a %lldx%lld matrix for %lld inputs", (long long)B->dim[0],
-                              (long long)B->dim[1], (long long)xs->dim[0]);
+    int64_t in = xs->dim[xs->ndim - 1];
+    if (D != in) FAIL(OSP_ESHAPE, "a %lldx%lld matrix for %lld inputs", (long long)B->dim[0],
+                      (long long)B->dim[1], (long long)in);
     if (C && C->numel != 1 && !(C->numel == K && (C->ndim == 1 || (C->ndim == 2 && C->dim[0] == 1))))
         FAIL(OSP_ENOTSUP, "C must be a scalar or a row of %lld values", (long long)K);
     keybuf k = {.len = 0};
-    key(&k, "outputs = %lld\nbias = %d\n", (long long)K, C ? 1 : 0);
+    key(&k, "outputs = %lld\nbias = %d\n%s", (long long)K, C ? 1 : 0,
+        tokens ? "last_axis = 1\n" : "");
     int id = osp__onnx_emit(im, n, NULL, "fc", &x, 1, k.text);
     if (id < 0) return id;
     float *w = osp_alloc(sizeof(float) * (size_t)(K * D));
@@ -505,6 +511,8 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     keybuf k = {.len = 0};
     int rc;
     if (osp__onnx_claimed(im, n)) return OSP_OK;
+    int moved;
+    if ((rc = osp__onnx_layout_map(im, n, &moved)) || moved) return rc;
     if (!strcmp(op, "Reshape") && (rc = osp__onnx_map_groupnorm_chain(im, n)))
         return rc < 0 ? rc : OSP_OK;
     if (!strcmp(op, "ConvTranspose")) return osp__onnx_map_conv_transpose(im, n);

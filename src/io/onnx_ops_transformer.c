@@ -483,7 +483,8 @@ static int match_attention(onnx_importer *im, const Osp__Onnx__NodeProto *mm, at
         m->scale_value = is_op(next, "Div") ? 1.0 / c : c;
         next = only_reader(im, next);
     }
-    if (!is_op(next, "Softmax") || !softmax_last(im, next, qs->ndim + 1)) return 0;
+    if (!is_op(next, "Softmax") || !softmax_last(im, next, osp__onnx_layout_rank(im, q)))
+        return 0;
     m->softmax = next;
     next = only_reader(im, next);
     if (!is_op(next, "MatMul") || next->n_input != 2 || !reads(next, 0, m->softmax->output[0]))
@@ -496,6 +497,7 @@ static int match_attention(onnx_importer *im, const Osp__Onnx__NodeProto *mm, at
     onnx_value *v = value(im, next->input[1]);
     if (!v || v->kind == ONNX_VAL_CONST) return 0;
     if (v->kind == ONNX_VAL_LAYER) { /* known already: V must fit [attention] */
+        if (!osp__onnx_layout_same(&v->layout, &q->layout)) return 0;
         const osp_shape *vs = shape_of(im, v->node);
         if (vs->ndim != qs->ndim) return 0;
         for (int a = 0; a < qs->ndim - 2; a++)
