@@ -2,8 +2,9 @@
 """torchvision's classification models through osprey's ONNX import.
 
 Every model of torchvision.models.list_models(module=torchvision.models) is
-built with random weights (weights=None, a fixed seed) and random batch-norm
-statistics, in eval mode; exported by PyTorch at each opset asked for (18 is
+built with random weights (weights=None, a fixed seed; weights the builder
+sets to 0, as the vision transformers' head, drawn at random too) and random
+batch-norm statistics, in eval mode; exported by PyTorch at each opset asked for (18 is
 not written by torch 1.13's exporter: it is the opset 17 file rewritten, see
 to_opset18); imported with `osprey import`; run with `osprey run` on two
 random images; and compared with PyTorch's output:
@@ -84,6 +85,13 @@ def build(name):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    # Weights a builder sets to 0 (the vision transformers' classification
+    # head) would make every output 0 whatever came before: random instead.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                bound = p[0].numel() ** -0.5
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
     return model.eval()
 
 
