@@ -44,7 +44,7 @@ static int check_tensor(const char *what, float *v, const float *analytic, int64
     return bad;
 }
 
-int gradcheck_spec(const char *spec_text, const gradcheck_opts *opts) {
+static gradcheck_opts with_defaults(const gradcheck_opts *opts) {
     gradcheck_opts o = {2, 1e-2f, 2e-2, 2e-3, 64, 1, 1.0f};
     if (opts) {
         if (opts->batch) o.batch = opts->batch;
@@ -55,16 +55,27 @@ int gradcheck_spec(const char *spec_text, const gradcheck_opts *opts) {
         if (opts->seed) o.seed = opts->seed;
         if (opts->input_scale) o.input_scale = opts->input_scale;
     }
+    return o;
+}
+
+int gradcheck_spec(const char *spec_text, const gradcheck_opts *opts) {
+    gradcheck_opts o = with_defaults(opts);
     osp_net *net;
     if (osp_net_from_spec(spec_text, strlen(spec_text), "gradcheck", o.seed, &net)) {
         fprintf(stderr, "gradcheck: spec did not build: %s\n", osp_last_error());
         return -1;
     }
+    int bad = gradcheck_net(net, &o);
+    osp_net_free(net);
+    return bad;
+}
+
+int gradcheck_net(osp_net *net, const gradcheck_opts *opts) {
+    gradcheck_opts o = with_defaults(opts);
     osp_graph *g = net->graph;
     osp_graph_require_input_grad(g);
     if (osp_graph_plan(g, o.batch, OSP_MODE_TRAIN)) {
         fprintf(stderr, "gradcheck: plan failed: %s\n", osp_last_error());
-        osp_net_free(net);
         return -1;
     }
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = o.batch,
@@ -105,6 +116,5 @@ int gradcheck_spec(const char *spec_text, const gradcheck_opts *opts) {
     osp_free(r);
     osp_free(dx);
     osp_free(dw);
-    osp_net_free(net);
     return bad;
 }

@@ -20,4 +20,9 @@ typedef struct gradcheck_opts {
  * (or -1 if the spec did not build). */
 int gradcheck_spec(const char *spec_text, const gradcheck_opts *opts);
 
+/* The same on a network as it is (its weights, its buffers: an imported
+ * model's), planned here for training; the network stays the caller's. */
+struct osp_net;
+int gradcheck_net(struct osp_net *net, const gradcheck_opts *opts);
+
 #endif
