@@ -7,27 +7,12 @@
  * then normalises the reshaped [G, rest] tensor as a [groupnorm] of G
  * groups of one channel). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "io/onnx_impl.h"
 
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
-
-typedef struct keys {
-    char text[512];
-    size_t len;
-} keys;
-
-static void key(keys *k, const char *fmt, ...) OSP_PRINTF(2, 3);
-static void key(keys *k, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(k->text + k->len, sizeof k->text - k->len, fmt, ap);
-    va_end(ap);
-    if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
-}
 
 /* Input i, which must be computed by a layer: its node id, or an error. */
 static int layer_input(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
@@ -145,11 +130,11 @@ int osp__onnx_map_conv_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *
         FAIL(OSP_ESHAPE, "kernel_shape does not match the weights");
     deconv_geom g;
     if ((rc = read_geom(im, n, xs, &W->dim[2], &g))) return rc;
-    keys k = {.len = 0};
-    key(&k, "filters = %lld\nsize = %lldx%lld\nstride = %lldx%lld\ndilation = %lldx%lld\n",
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "filters = %lld\nsize = %lldx%lld\nstride = %lldx%lld\ndilation = %lldx%lld\n",
         (long long)K, (long long)g.k[0], (long long)g.k[1], (long long)g.s[0], (long long)g.s[1],
         (long long)g.d[0], (long long)g.d[1]);
-    key(&k, "pad = %lld, %lld, %lld, %lld\noutput_padding = %lldx%lld\ngroups = %lld\nbias = %d\n",
+    onnx_key(&k, "pad = %lld, %lld, %lld, %lld\noutput_padding = %lldx%lld\ngroups = %lld\nbias = %d\n",
         (long long)g.begin[0], (long long)g.begin[1], (long long)g.end[0], (long long)g.end[1],
         (long long)g.extra[0], (long long)g.extra[1], (long long)group, B ? 1 : 0);
     int id = osp__onnx_emit(im, n, NULL, "deconv", &x, 1, k.text);
@@ -169,8 +154,8 @@ static int emit_groupnorm(onnx_importer *im, const Osp__Onnx__NodeProto *n, int 
                           const onnx_const *bias, int64_t bias_repeat) {
     if (!(eps > 0.0f) || eps > 1.0f) FAIL(OSP_ERANGE, "epsilon %g (osprey takes (0, 1])", (double)eps);
     const int64_t C = osp__onnx_layer(im, x)->shape.dim[0];
-    keys k = {.len = 0};
-    key(&k, "groups = %lld\neps = %.9g\n", (long long)groups, (double)eps);
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "groups = %lld\neps = %.9g\n", (long long)groups, (double)eps);
     int id = osp__onnx_emit(im, n, NULL, "groupnorm", &x, 1, k.text), rc;
     if (id < 0) return id;
     if ((rc = add_weight(im, id, "weight", scale, C, scale_repeat)) ||

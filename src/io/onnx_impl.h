@@ -5,7 +5,9 @@
 #ifndef OSP_IO_ONNX_IMPL_H
 #define OSP_IO_ONNX_IMPL_H
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "onnx.pb-c.h"
 #include "osprey/graph.h"
@@ -139,6 +141,23 @@ onnx_weight *osp__onnx_weight_find(onnx_importer *im, int node, const char *what
 /* Marks the node's output value as the given layer. */
 int osp__onnx_set_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, int node);
 const osp_node *osp__onnx_layer(const onnx_importer *im, int node);
+
+/* A layer's spec keys while they are written: "key = value\n" lines
+ * appended by onnx_key (a line that would not fit is cut, never written
+ * past the buffer). */
+typedef struct onnx_keys {
+    char text[2048];
+    size_t len;
+} onnx_keys;
+
+static inline void onnx_key(onnx_keys *k, const char *fmt, ...) OSP_PRINTF(2, 3);
+static inline void onnx_key(onnx_keys *k, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(k->text + k->len, sizeof k->text - k->len, fmt, ap);
+    va_end(ap);
+    if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
+}
 
 /* ---- onnx_fold.c ---- */
 /* 1 if the op is evaluated at import whenever its inputs are constant. */

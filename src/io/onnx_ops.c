@@ -3,25 +3,10 @@
  * exactly is refused with the operator and the node named, never
  * approximated. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "io/onnx_impl.h"
-
-typedef struct keybuf {
-    char text[1024];
-    size_t len;
-} keybuf;
-
-static void key(keybuf *k, const char *fmt, ...) OSP_PRINTF(2, 3);
-static void key(keybuf *k, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(k->text + k->len, sizeof k->text - k->len, fmt, ap);
-    va_end(ap);
-    if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
-}
 
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
@@ -121,10 +106,10 @@ static int symmetric(const window *w) {
 /* An explicit [pad] layer before a window whose padding is lopsided. */
 static int emit_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x, const window *w,
                     const char *value) {
-    keybuf k = {.len = 0};
-    key(&k, "pad = %lld, %lld, %lld, %lld\n", (long long)w->pad_begin[0], (long long)w->pad_begin[1],
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "pad = %lld, %lld, %lld, %lld\n", (long long)w->pad_begin[0], (long long)w->pad_begin[1],
         (long long)w->pad_end[0], (long long)w->pad_end[1]);
-    if (value) key(&k, "value = %s\n", value);
+    if (value) onnx_key(&k, "value = %s\n", value);
     return osp__onnx_emit(im, n, "_pad", "pad", &x, 1, k.text);
 }
 
@@ -156,14 +141,14 @@ static int map_conv(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
         if ((x = emit_pad(im, n, x, &w, NULL)) < 0) return x;
         w.pad_begin[0] = w.pad_begin[1] = 0;
     }
-    keybuf k = {.len = 0};
-    key(&k, "filters = %lld\nsize = %lldx%lld\n", (long long)K, (long long)w.k[0], (long long)w.k[1]);
-    if (w.s[0] != 1 || w.s[1] != 1) key(&k, "stride = %lldx%lld\n", (long long)w.s[0], (long long)w.s[1]);
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "filters = %lld\nsize = %lldx%lld\n", (long long)K, (long long)w.k[0], (long long)w.k[1]);
+    if (w.s[0] != 1 || w.s[1] != 1) onnx_key(&k, "stride = %lldx%lld\n", (long long)w.s[0], (long long)w.s[1]);
     if (w.pad_begin[0] || w.pad_begin[1])
-        key(&k, "pad = %lldx%lld\n", (long long)w.pad_begin[0], (long long)w.pad_begin[1]);
-    if (w.d[0] != 1 || w.d[1] != 1) key(&k, "dilation = %lldx%lld\n", (long long)w.d[0], (long long)w.d[1]);
-    if (group != 1) key(&k, "groups = %lld\n", (long long)group);
-    key(&k, "bias = %d\n", B ? 1 : 0);
+        onnx_key(&k, "pad = %lldx%lld\n", (long long)w.pad_begin[0], (long long)w.pad_begin[1]);
+    if (w.d[0] != 1 || w.d[1] != 1) onnx_key(&k, "dilation = %lldx%lld\n", (long long)w.d[0], (long long)w.d[1]);
+    if (group != 1) onnx_key(&k, "groups = %lld\n", (long long)group);
+    onnx_key(&k, "bias = %d\n", B ? 1 : 0);
     int id = osp__onnx_emit(im, n, NULL, "conv", &x, 1, k.text);
     if (id < 0) return id;
     float *wd = copy_floats(W);
@@ -221,8 +206,8 @@ static int map_batchnorm(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
         }
         return osp__onnx_set_layer(im, n, x);
     }
-    keybuf k = {.len = 0};
-    key(&k, "eps = %.9g\n", (double)eps);
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "eps = %.9g\n", (double)eps);
     int id = osp__onnx_emit(im, n, NULL, "batchnorm", &x, 1, k.text);
     if (id < 0) return id;
     static const char *const what[4] = {"weight", "bias", "running_mean", "running_var"};
@@ -240,9 +225,9 @@ static int map_clip(onnx_importer *im, const Osp__Onnx__NodeProto *n, int x) {
     if (rc) return rc;
     if (lo == 0.0 && hi == 6.0) return emit1(im, n, "relu6", x, "");
     if (lo == 0.0 && isinf(hi) && hi > 0) return emit1(im, n, "relu", x, "");
-    keybuf k = {.len = 0};
-    if (!isinf(lo)) key(&k, "min = %.9g\n", lo);
-    if (!isinf(hi)) key(&k, "max = %.9g\n", hi);
+    onnx_keys k = {.len = 0};
+    if (!isinf(lo)) onnx_key(&k, "min = %.9g\n", lo);
+    if (!isinf(hi)) onnx_key(&k, "max = %.9g\n", hi);
     return emit1(im, n, "clip", x, k.text);
 }
 
@@ -255,11 +240,11 @@ static int constant_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, cons
         if (c->dim[0] != 1) FAIL(OSP_ENOTSUP, "a constant that differs across the batch");
         skip = 1;
     } else if (c->ndim > sample_rank + 1) FAIL(OSP_ESHAPE, "a constant of higher rank than the data");
-    keybuf k = {.len = 0};
-    key(&k, "shape = ");
-    if (c->ndim - skip == 0) key(&k, "1");
-    for (int a = skip; a < c->ndim; a++) key(&k, "%s%lld", a > skip ? "x" : "", (long long)c->dim[a]);
-    key(&k, "\n");
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "shape = ");
+    if (c->ndim - skip == 0) onnx_key(&k, "1");
+    for (int a = skip; a < c->ndim; a++) onnx_key(&k, "%s%lld", a > skip ? "x" : "", (long long)c->dim[a]);
+    onnx_key(&k, "\n");
     int id = osp__onnx_emit(im, n, "_const", "constant", NULL, 0, k.text);
     if (id < 0) return id;
     float *d = copy_floats(c);
@@ -309,13 +294,13 @@ static int map_pool(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_max
         if ((x = emit_pad(im, n, x, &w, is_max ? "-inf" : NULL)) < 0) return x;
         w.pad_begin[0] = w.pad_begin[1] = 0;
     }
-    keybuf k = {.len = 0};
-    key(&k, "size = %lldx%lld\nstride = %lldx%lld\n", (long long)w.k[0], (long long)w.k[1],
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "size = %lldx%lld\nstride = %lldx%lld\n", (long long)w.k[0], (long long)w.k[1],
         (long long)w.s[0], (long long)w.s[1]);
     if (w.pad_begin[0] || w.pad_begin[1])
-        key(&k, "pad = %lldx%lld\n", (long long)w.pad_begin[0], (long long)w.pad_begin[1]);
-    if (ceil_mode) key(&k, "ceil = 1\n");
-    if (!is_max && !include_pad && (w.pad_begin[0] || w.pad_begin[1])) key(&k, "exclude_pad = 1\n");
+        onnx_key(&k, "pad = %lldx%lld\n", (long long)w.pad_begin[0], (long long)w.pad_begin[1]);
+    if (ceil_mode) onnx_key(&k, "ceil = 1\n");
+    if (!is_max && !include_pad && (w.pad_begin[0] || w.pad_begin[1])) onnx_key(&k, "exclude_pad = 1\n");
     return emit1(im, n, is_max ? "maxpool" : "avgpool", x, k.text);
 }
 
@@ -344,8 +329,8 @@ static int map_fc(onnx_importer *im, const Osp__Onnx__NodeProto *n, int is_gemm)
                       (long long)B->dim[1], (long long)in);
     if (C && C->numel != 1 && !(C->numel == K && (C->ndim == 1 || (C->ndim == 2 && C->dim[0] == 1))))
         FAIL(OSP_ENOTSUP, "C must be a scalar or a row of %lld values", (long long)K);
-    keybuf k = {.len = 0};
-    key(&k, "outputs = %lld\nbias = %d\n%s", (long long)K, C ? 1 : 0,
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "outputs = %lld\nbias = %d\n%s", (long long)K, C ? 1 : 0,
         tokens ? "last_axis = 1\n" : "");
     int id = osp__onnx_emit(im, n, NULL, "fc", &x, 1, k.text);
     if (id < 0) return id;
@@ -415,16 +400,16 @@ static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!batch_ok)
         FAIL(OSP_ENOTSUP, "a reshape that mixes samples (target's first axis %lld); export the "
              "model with a symbolic batch or as x.flatten(1)", (long long)first);
-    keybuf k = {.len = 0};
-    key(&k, "shape = ");
-    if (s->numel == 1) key(&k, "1");
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "shape = ");
+    if (s->numel == 1) onnx_key(&k, "1");
     for (int64_t a = 1; a < s->numel; a++) {
         int64_t d = s->i[a];
         if (d == 0 && !allow_zero) d = a - 1 < xs->ndim ? xs->dim[a - 1] : 0;
         if (d == 0) FAIL(OSP_ENOTSUP, "copies an axis the input lacks");
-        key(&k, "%s%lld", a > 1 ? "x" : "", (long long)d);
+        onnx_key(&k, "%s%lld", a > 1 ? "x" : "", (long long)d);
     }
-    key(&k, "\n");
+    onnx_key(&k, "\n");
     return emit1(im, n, "reshape", x, k.text);
 }
 
@@ -437,14 +422,14 @@ static int map_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!perm || (int)np != xs->ndim + 1 || perm[0] != 0)
         FAIL(OSP_ENOTSUP, "a Transpose must keep the batch first and list every axis");
     int identity = 1;
-    keybuf k = {.len = 0};
-    key(&k, "perm = ");
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "perm = ");
     for (size_t a = 1; a < np; a++) {
         if (perm[a] < 1 || perm[a] > xs->ndim) FAIL(OSP_EFORMAT, "bad perm");
         identity &= perm[a] == (int64_t)a;
-        key(&k, "%s%lld", a > 1 ? ", " : "", (long long)(perm[a] - 1));
+        onnx_key(&k, "%s%lld", a > 1 ? ", " : "", (long long)(perm[a] - 1));
     }
-    key(&k, "\n");
+    onnx_key(&k, "\n");
     return identity ? osp__onnx_set_layer(im, n, x) : emit1(im, n, "transpose", x, k.text);
 }
 
@@ -464,13 +449,13 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *mode = osp__onnx_attr_string(n, "mode", "constant", mode_buf, sizeof mode_buf);
     if (strcmp(mode, "constant") && strcmp(mode, "reflect") && strcmp(mode, "edge"))
         FAIL(OSP_ENOTSUP, "mode '%s'", mode);
-    keybuf k = {.len = 0};
-    key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[2], (long long)p[3],
+    onnx_keys k = {.len = 0};
+    onnx_key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[2], (long long)p[3],
         (long long)p[6], (long long)p[7], mode);
     if (pad_value != 0.0) {
         double v = pad_value;
-        if (isinf(v)) key(&k, "value = %s\n", v < 0 ? "-inf" : "inf");
-        else key(&k, "value = %.9g\n", v);
+        if (isinf(v)) onnx_key(&k, "value = %s\n", v < 0 ? "-inf" : "inf");
+        else onnx_key(&k, "value = %.9g\n", v);
     }
     return emit1(im, n, "pad", x, k.text);
 }
@@ -508,7 +493,7 @@ static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
 
 int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     const char *op = n->op_type;
-    keybuf k = {.len = 0};
+    onnx_keys k = {.len = 0};
     int rc;
     if (osp__onnx_claimed(im, n)) return OSP_OK;
     int moved;
@@ -571,11 +556,11 @@ int osp__onnx_map_node(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!strcmp(op, "HardSwish")) return emit1(im, n, "hardswish", x, "");
     if (!strcmp(op, "Clip")) return map_clip(im, n, x);
     if (!strcmp(op, "LeakyRelu")) {
-        key(&k, "alpha = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.01f));
+        onnx_key(&k, "alpha = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.01f));
         return emit1(im, n, "leakyrelu", x, k.text);
     }
     if (!strcmp(op, "HardSigmoid")) {
-        key(&k, "alpha = %.9g\nbeta = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.2f),
+        onnx_key(&k, "alpha = %.9g\nbeta = %.9g\n", (double)osp__onnx_attr_float(n, "alpha", 0.2f),
             (double)osp__onnx_attr_float(n, "beta", 0.5f));
         return emit1(im, n, "hardsigmoid", x, k.text);
     }

@@ -6,7 +6,6 @@
  * not be touched (osprey's layers work per sample), and is refused. A
  * constant operand of Concat becomes a [constant] layer, the same for
  * every sample: a vision transformer's class token. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,31 +13,17 @@
 
 #define FAIL(code, ...) return osp__onnx_node_error(im, n, code, __VA_ARGS__)
 
-typedef struct keys {
-    char text[2048];
-    size_t len;
-} keys;
-
-static void put(keys *k, const char *fmt, ...) OSP_PRINTF(2, 3);
-static void put(keys *k, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(k->text + k->len, sizeof k->text - k->len, fmt, ap);
-    va_end(ap);
-    if (w > 0) k->len += (size_t)w < sizeof k->text - k->len ? (size_t)w : sizeof k->text - k->len - 1;
-}
-
 /* "key = a, b, c\n" */
-static void put_list(keys *k, const char *key, const int64_t *v, int count) {
-    put(k, "%s = ", key);
-    for (int i = 0; i < count; i++) put(k, "%s%lld", i ? ", " : "", (long long)v[i]);
-    put(k, "\n");
+static void put_list(onnx_keys *k, const char *key, const int64_t *v, int count) {
+    onnx_key(k, "%s = ", key);
+    for (int i = 0; i < count; i++) onnx_key(k, "%s%lld", i ? ", " : "", (long long)v[i]);
+    onnx_key(k, "\n");
 }
 
-static void put_shape(keys *k, const osp_shape *s) {
-    put(k, "shape = ");
-    for (int d = 0; d < s->ndim; d++) put(k, "%s%lld", d ? "x" : "", (long long)s->dim[d]);
-    put(k, "\n");
+static void put_shape(onnx_keys *k, const osp_shape *s) {
+    onnx_key(k, "shape = ");
+    for (int d = 0; d < s->ndim; d++) onnx_key(k, "%s%lld", d ? "x" : "", (long long)s->dim[d]);
+    onnx_key(k, "\n");
 }
 
 static int layer_in(onnx_importer *im, const Osp__Onnx__NodeProto *n, size_t i) {
@@ -100,7 +85,7 @@ static int const_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, const o
                        int rank, const char *suffix) {
     if (c->ndim != rank + 1 || c->dim[0] != 1)
         FAIL(OSP_ENOTSUP, "a constant operand must be 1 x (the other operands' per-sample shape)");
-    keys k = {.len = 0};
+    onnx_keys k = {.len = 0};
     osp_shape s = {.ndim = rank};
     for (int d = 0; d < rank; d++) s.dim[d] = c->dim[d + 1];
     put_shape(&k, &s);
@@ -136,8 +121,8 @@ int osp__onnx_map_concat_nd(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
         }
     }
     if (n->n_input == 1) return bind(im, n, ids[0]);
-    keys k = {.len = 0};
-    if (axis) put(&k, "axis = %d\n", axis);
+    onnx_keys k = {.len = 0};
+    if (axis) onnx_key(&k, "axis = %d\n", axis);
     return bind(im, n, osp__onnx_emit(im, n, NULL, "concat", ids, (int)n->n_input, k.text));
 }
 
@@ -157,7 +142,7 @@ static int emit_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n, const ch
         s[i] = clamp_bound(starts[i]);
         e[i] = clamp_bound(ends[i]);
     }
-    keys k = {.len = 0};
+    onnx_keys k = {.len = 0};
     put_list(&k, "starts", s, count);
     put_list(&k, "ends", e, count);
     put_list(&k, "axes", axes, count);
@@ -236,13 +221,13 @@ int osp__onnx_map_gather(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
         FAIL(OSP_ENOTSUP, "the indices must be a constant integer scalar or list");
     if (idx->numel < 1 || idx->numel > 2 * OSP_MAX_DIMS)
         FAIL(OSP_ENOTSUP, "%lld indices (1 to %d)", (long long)idx->numel, 2 * OSP_MAX_DIMS);
-    keys k = {.len = 0};
-    if (axis) put(&k, "axis = %d\n", axis);
+    onnx_keys k = {.len = 0};
+    if (axis) onnx_key(&k, "axis = %d\n", axis);
     for (int64_t i = 0; i < idx->numel; i++)
         if (idx->i[i] < -xs->dim[axis] || idx->i[i] >= xs->dim[axis])
             FAIL(OSP_ERANGE, "index %lld outside an axis of %lld", (long long)idx->i[i],
                  (long long)xs->dim[axis]);
-    if (idx->ndim == 0) put(&k, "index = %lld\n", (long long)idx->i[0]);
+    if (idx->ndim == 0) onnx_key(&k, "index = %lld\n", (long long)idx->i[0]);
     else put_list(&k, "indices", idx->i, (int)idx->numel);
     if (idx->ndim == 0 && xs->ndim == 1)
         FAIL(OSP_ENOTSUP, "picks one value per sample (a batch of scalars)");
@@ -276,7 +261,7 @@ int osp__onnx_map_expand(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (want[0] != 1 && want[0] != ONNX_BATCH)
         FAIL(OSP_ENOTSUP, "expands the batch axis to %lld; export the model with a symbolic batch",
              (long long)want[0]);
-    keys k = {.len = 0};
+    onnx_keys k = {.len = 0};
     osp_shape target = {.ndim = out_rank - 1};
     for (int d = 1; d < out_rank; d++) target.dim[d - 1] = want[d];
     int x;
@@ -336,7 +321,7 @@ int osp__onnx_map_squeeze(onnx_importer *im, const Osp__Onnx__NodeProto *n, int 
         if (out.ndim == 0) FAIL(OSP_ENOTSUP, "leaves one value per sample (a batch of scalars)");
     }
     if (osp_shape_equal(&out, xs)) return bind(im, n, x);
-    keys k = {.len = 0};
+    onnx_keys k = {.len = 0};
     put_shape(&k, &out);
     return bind(im, n, osp__onnx_emit(im, n, NULL, "reshape", &x, 1, k.text));
 }
@@ -361,7 +346,7 @@ int osp__onnx_map_reduce(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     }
     int rank = xs->ndim + 1;
     unsigned named = 0;
-    keys k = {.len = 0};
+    onnx_keys k = {.len = 0};
     static const char *const kinds[][2] = {
         {"Mean", "mean"}, {"Sum", "sum"},     {"Max", "max"},
         {"Min", "min"},   {"L1", "l1"},       {"L2", "l2"},
@@ -372,15 +357,15 @@ int osp__onnx_map_reduce(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     if (!kind)
         FAIL(OSP_ENOTSUP, "operator %s is not supported by osprey (docs/onnx.md lists those that "
              "are)", n->op_type);
-    put(&k, "op = %s\naxes = ", kind);
+    onnx_key(&k, "op = %s\naxes = ", kind);
     for (int i = 0; i < count; i++) {
         int a = sample_axis(im, n, axes[i], rank);
         if (a < 0) return a;
         if (named & (1u << a)) FAIL(OSP_EFORMAT, "axis %lld named twice", (long long)axes[i]);
         named |= 1u << a;
-        put(&k, "%s%d", i ? ", " : "", a);
+        onnx_key(&k, "%s%d", i ? ", " : "", a);
     }
-    put(&k, "\nkeepdims = %d\n", keepdims);
+    onnx_key(&k, "\nkeepdims = %d\n", keepdims);
     if (!strcmp(op, "Mean") && xs->ndim == 3 && named == 6u) {
         if (keepdims) return bind(im, n, osp__onnx_emit(im, n, NULL, "globalavgpool", &x, 1, ""));
         int id = osp__onnx_emit(im, n, "_pool", "globalavgpool", &x, 1, "");
