@@ -459,15 +459,8 @@ static int default_threads(void) {
 /* --data synthetic:N */
 static int open_data(train_options *o, const char *path, osp_split split, osp_net *net,
                      const char *const *names, int n_names, osp_dataset **out) {
-    if (!strncmp(path, "synthetic:", 10)) {
-        int64_t count;
-        if (cli_int64(CMD, "--data synthetic:N", path + 10, 1, INT64_MAX / 2, &count)) return 1;
-        /* The test split is other samples of the same classes. */
-        int64_t first = split == OSP_SPLIT_TEST ? (int64_t)1 << 40 : 0;
-        if (osp_dataset_synthetic(&net->input, net->n_classes, first, count, 42, out))
-            return cli_fail_lib(CMD, NULL);
-        return 0;
-    }
+    int rc = cli_open_synthetic(CMD, path, split, net, out);
+    if (rc >= 0) return rc;
     return cli_open_dataset(CMD, path, split, net, &o->images, names, n_names, out);
 }
 
