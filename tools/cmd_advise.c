@@ -133,19 +133,26 @@ static void print_table(const osp_advice *a) {
     }
 }
 
-static void print_recommendation(const osp_advice *a) {
+/* Bytes a rank sends (and receives) per step in a ring allreduce of the
+ * gradients: 2 (ranks - 1) / ranks of them. */
+static double exchange_bytes(const osp_advice *a, const osp_net *net) {
+    return 2.0 * (a->ranks - 1) / a->ranks * 4.0 * (double)osp_net_param_count(net);
+}
+
+static void print_recommendation(const osp_advice *a, const osp_net *net) {
     printf("recommended: --batch %d --threads %d (%s)\n", a->batch, a->threads, a->reason);
     if (a->ranks > 1)
         printf("mpirun on a node like this (a prediction): -np %d with --threads %d and --batch %d per "
-               "rank: %d x %.0f = %.0f images/s, against %.0f measured for one process; gradient "
-               "exchange is not counted\n", a->ranks, a->rank_threads, a->batch, a->ranks,
-               a->ranks_images_per_s / a->ranks, a->ranks_images_per_s, a->images_per_s);
+               "rank: %d x %.0f = %.0f images/s, against %.0f measured for one process; the "
+               "gradient exchange (%.1f MiB per rank and step) is not counted\n", a->ranks,
+               a->rank_threads, a->batch, a->ranks, a->ranks_images_per_s / a->ranks,
+               a->ranks_images_per_s, a->images_per_s, exchange_bytes(a, net) / 1048576.0);
     else
         printf("mpirun on a node like this: one rank of %d thread%s (no split of the %d cores into "
                "ranks is predicted to be faster)\n", a->threads, a->threads == 1 ? "" : "s", a->cores);
 }
 
-static int print_json(const osp_advice *a, const advise_options *o) {
+static int print_json(const osp_advice *a, const osp_net *net, const advise_options *o) {
     cJSON *root = cJSON_CreateObject(), *pts = cJSON_CreateArray(), *rec = cJSON_CreateObject(),
           *mpi = cJSON_CreateObject();
     if (!root || !pts || !rec || !mpi) {
@@ -189,6 +196,7 @@ static int print_json(const osp_advice *a, const advise_options *o) {
     cJSON_AddNumberToObject(mpi, "threads_per_rank", a->rank_threads);
     cJSON_AddNumberToObject(mpi, "images_per_s", a->ranks_images_per_s);
     cJSON_AddBoolToObject(mpi, "predicted", a->ranks > 1);
+    cJSON_AddNumberToObject(mpi, "exchange_bytes_per_step", exchange_bytes(a, net));
     cJSON_AddItemToObject(rec, "mpirun", mpi);
     cJSON_AddItemToObject(root, "recommendation", rec);
     char *text = cJSON_PrintUnformatted(root);
@@ -235,10 +243,10 @@ int cmd_advise(int argc, char **argv) {
         goto done;
     }
     if (o.json) {
-        if (print_json(advice, &o)) goto done;
+        if (print_json(advice, net, &o)) goto done;
     } else {
         print_table(advice);
-        print_recommendation(advice);
+        print_recommendation(advice, net);
     }
     status = 0;
 done:

@@ -22,9 +22,9 @@
  * one noisy measurement on a shared machine does not. */
 #define IMPROVEMENT 0.02
 #define STALE_LIMIT 2
-/* Timed steps per point: at least 2 for a median, at most 30. */
+/* Timed steps per point: at least 2 for a median, at most 100. */
 #define MIN_STEPS 2
-#define MAX_STEPS 30
+#define MAX_STEPS 100
 /* Samples decoded once and repeated to fill every batch: the step's time
  * does not depend on which samples it sees. */
 #define POOL_MAX 256
