@@ -207,6 +207,16 @@ static int print_json(const osp_advice *a, const osp_net *net, const advise_opti
     return 0;
 }
 
+/* A line on stderr as each measurement comes in. */
+static void show_point(const osp_advise_point *p, void *user) {
+    (void)user;
+    fprintf(stderr, "advise: batch %5d  %2d thread%s  %9.1f images/s  (%d steps of %.2f ms; planned %.1f MiB, "
+            "peak RSS +", p->batch, p->threads, p->threads == 1 ? " " : "s", p->images_per_s, p->steps,
+            1e3 * p->step_s, p->planned_bytes / 1048576.0);
+    if (p->rss_bytes >= 0) fprintf(stderr, "%.1f MiB)\n", p->rss_bytes / 1048576.0);
+    else fprintf(stderr, "?)\n");
+}
+
 /* The classifier sized for the data's classes, as 'osprey train' does. */
 static int fit_classes(const advise_options *o, osp_net **netp, const osp_dataset *data) {
     osp_net *net = *netp;
@@ -226,7 +236,7 @@ int cmd_advise(int argc, char **argv) {
     advise_options o = {.cfg = osp_advise_defaults()};
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    o.cfg.quiet = o.quiet;
+    if (!o.quiet) o.cfg.on_point = show_point;
     osp_net *net = NULL;
     osp_dataset *data = NULL;
     osp_advice *advice = NULL;

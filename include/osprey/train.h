@@ -251,6 +251,9 @@ OSP_API int osp_train_load_batch(const osp_net *net, osp_dataset *data, const in
 
 /* ---- configuration advisor (docs/advise.md) ------------------------------- */
 
+/* One configuration and what it measured (below). */
+typedef struct osp_advise_point osp_advise_point;
+
 /* What osp_advise measures and within which limits. */
 typedef struct osp_advise_config {
     int64_t memory_budget; /* bytes one training process may plan to use; 0 = no limit */
@@ -263,15 +266,18 @@ typedef struct osp_advise_config {
     double tolerance;      /* a smaller batch within this fraction of the best
                               images/s is preferred (and fewer ranks, likewise) */
     uint64_t seed;         /* the weights of the network measured */
-    int quiet;             /* 0: a line on stderr per measurement */
+    /* Called with each point as soon as it is measured (borrowed for the
+     * call), from the calling thread; NULL = not called. */
+    void (*on_point)(const osp_advise_point *p, void *user);
+    void *user;
 } osp_advise_config;
 
 /* Defaults: no memory limit, 10 s, batches 8..1024, threads 1..cores, SGD,
- * tolerance 0.05, seed 1, quiet. */
+ * tolerance 0.05, seed 1, no callback. */
 OSP_API osp_advise_config osp_advise_defaults(void);
 
 /* One configuration and what it measured. */
-typedef struct osp_advise_point {
+struct osp_advise_point {
     int batch, threads;
     int steps;             /* timed steps (the warm-up step is not timed) */
     double step_s;         /* median seconds of a training step */
@@ -285,7 +291,7 @@ typedef struct osp_advise_point {
      * (its network, optimizer, batch and steps); -1 where the system
      * cannot say. */
     int64_t rss_bytes;
-} osp_advise_point;
+};
 
 /* The recommendation, and the measurements it came from. */
 typedef struct osp_advice {

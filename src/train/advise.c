@@ -40,7 +40,6 @@ osp_advise_config osp_advise_defaults(void) {
     c.optim = OSP_OPTIM_SGD;
     c.tolerance = 0.05;
     c.seed = 1;
-    c.quiet = 1;
     return c;
 }
 
@@ -301,14 +300,7 @@ static int measure(advisor *a, int batch, int threads, osp_advise_point **out) {
     if (rc) return rc;
     a->points[a->n_points] = p;
     *out = &a->points[a->n_points++];
-    if (!a->cfg->quiet) {
-        char planned[32], rss[32] = "?";
-        format_bytes((double)p.planned_bytes, planned, sizeof planned);
-        if (p.rss_bytes >= 0) format_bytes((double)p.rss_bytes, rss, sizeof rss);
-        fprintf(stderr, "advise: batch %5d  %2d thread%s  %9.1f images/s  (%d steps of %.1f ms; planned %s, "
-                "peak RSS +%s)\n", batch, threads, threads == 1 ? " " : "s", p.images_per_s, p.steps,
-                1e3 * p.step_s, planned, rss);
-    }
+    if (a->cfg->on_point) a->cfg->on_point(*out, a->cfg->user);
     return OSP_OK;
 }
 
