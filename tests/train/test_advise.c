@@ -162,6 +162,17 @@ Test(advise, planned_memory_grows_with_batch_and_matches_rss) {
     osp_net_free(net);
 }
 
+Test(advise, train_bytes_is_the_arena_a_training_plan_allocates) {
+    for (int b = 1; b <= 256; b *= 4) {
+        osp_net *net = lenet();
+        size_t bytes;
+        cr_assert_eq(osp_graph_train_bytes(net->graph, b, &bytes), 0);
+        cr_assert_eq(osp_graph_plan(net->graph, b, OSP_MODE_TRAIN), 0);
+        cr_assert_eq(bytes, osp_graph_arena_bytes(net->graph), "batch %d", b);
+        osp_net_free(net);
+    }
+}
+
 Test(advise, refuses_before_measuring) {
     osp_net *net = lenet();
     osp_dataset *ds;
