@@ -100,6 +100,12 @@ PY
 grep -q "keeping the checkpoint's batch $chosen" "$work/resume.err" || fail "resume: $(cat "$work/resume.err")"
 [ "$(saved_batch "$work/m.osp.ckpt")" = "$chosen" ] || fail "the resumed run changed the batch"
 
+# --threads given: the advisor measures at it, and the run keeps it
+"$osprey" train --net "$lenet" --data "$work/idx" --epochs 1 --batch auto --advise-seconds 0.5 \
+    --threads 1 2>"$work/t1.err"
+grep -q "^--batch auto: batch [0-9]*, 1 thread, " "$work/t1.err" || fail "--threads 1: $(cat "$work/t1.err")"
+grep -q "1 thread$" "$work/t1.err" || fail "trained with other threads: $(cat "$work/t1.err")"
+
 # bad input: clear errors, before any measurement
 for junk in 4X abc -1G 0 G 1.5Q 12MBx ""; do
     expect_error "must be a size" "$osprey" advise --net "$lenet" --data "$work/idx" --memory-budget "$junk"
