@@ -270,18 +270,17 @@ static int measure(advisor *a, int batch, int threads, osp_advise_point **out) {
                    (size_t)a->size * sizeof(float));
             labels[b] = a->pool_labels[b % a->pool_n];
         }
-        /* The warm-up step plans the graph, starts the thread pools and
-         * sizes the run; lr 0 keeps the weights (and so the loss) as
-         * they are while doing all of the update's work. */
-        double t0 = osp_now();
+        /* The warm-up step plans the graph and starts the thread pools;
+         * lr 0 keeps the weights (and so the loss) as they are while
+         * doing all of the update's work. Then steps until the point's
+         * share of the time is spent. */
+        const double start = osp_now();
         rc = osp_train_step(rep, opt, x, labels, batch, 0.0f, 0, a->cfg->seed, NULL);
-        double warm = osp_now() - t0;
-        int steps = (int)((a->per_point_s - warm) / fmax(warm, 1e-6));
-        p.steps = steps < MIN_STEPS ? MIN_STEPS : steps > MAX_STEPS ? MAX_STEPS : steps;
-        for (int s = 0; s < p.steps && !rc; s++) {
-            t0 = osp_now();
-            rc = osp_train_step(rep, opt, x, labels, batch, 0.0f, s + 1, a->cfg->seed, NULL);
-            times[s] = osp_now() - t0;
+        while (!rc && p.steps < MAX_STEPS &&
+               (p.steps < MIN_STEPS || osp_now() - start < a->per_point_s)) {
+            const double t0 = osp_now();
+            rc = osp_train_step(rep, opt, x, labels, batch, 0.0f, p.steps + 1, a->cfg->seed, NULL);
+            times[p.steps++] = osp_now() - t0;
         }
     }
     if (!rc) {
@@ -323,7 +322,10 @@ static int sweep_batches(advisor *a, int lo, int hi, int threads) {
             int rc = osp_advise_planned_bytes(a->net, batch, a->cfg->optim, &planned);
             if (rc) return rc;
             if (a->cfg->memory_budget > 0 && planned > a->cfg->memory_budget) break;
-            if (out_of_time(a)) break;
+            /* Twice the batch takes about twice the time: warm-up and the
+             * least steps of it must fit the time left. */
+            const double least = (1 + MIN_STEPS) * 2 * a->points[a->n_points - 1].step_s;
+            if (out_of_time(a) || osp_now() - a->started + least > a->cfg->seconds) break;
         }
         osp_advise_point *p;
         int rc = measure(a, batch, threads, &p);
