@@ -354,6 +354,42 @@ static int sweep_threads(advisor *a, int batch, int max_threads) {
     return OSP_OK;
 }
 
+/* Decodes the pool: samples spread over the data (a sorted folder gives
+ * several classes). Unreadable samples are left out, as the trainer skips
+ * them; labels the loss cannot take (a multi-label sample without labels
+ * is -1) become any valid class: the step's time does not depend on them. */
+static int load_pool(advisor *a, osp_dataset *data) {
+    const int n = a->pool_n, k = a->net->n_classes;
+    char *ok = osp_calloc((size_t)n, 1);
+    if (!ok) return OSP_ENOMEM;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int i = 0; i < n; i++) {
+        const int64_t at = (int64_t)((double)i * (double)data->count / n);
+        int32_t label;
+        if (data->get(data, at, a->pool + (int64_t)i * a->size, &label) == OSP_OK) {
+            a->pool_labels[i] = label >= 0 && label < k ? label : i % k;
+            ok[i] = 1;
+        }
+    }
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ok[i]) continue;
+        if (kept != i) {
+            memcpy(a->pool + (int64_t)kept * a->size, a->pool + (int64_t)i * a->size,
+                   (size_t)a->size * sizeof(float));
+            a->pool_labels[kept] = a->pool_labels[i];
+        }
+        kept++;
+    }
+    osp_free(ok);
+    if (kept == 0)
+        return osp_error(OSP_EIO, "%s: none of the %d samples read to measure with could be read",
+                         data->source ? data->source : "data", n);
+    a->pool_n = kept;
+    osp_net_normalize(a->net, a->pool, kept);
+    return OSP_OK;
+}
+
 static int advise_run(advisor *a, osp_dataset *data, osp_advice *advice) {
     const osp_advise_config *cfg = a->cfg;
     const osp_net *net = a->net;
@@ -391,16 +427,8 @@ static int advise_run(advisor *a, osp_dataset *data, osp_advice *advice) {
     if (a->pool_n > hi) a->pool_n = hi;
     a->pool = osp_alloc((size_t)a->pool_n * (size_t)a->size * sizeof(float));
     a->pool_labels = osp_alloc((size_t)a->pool_n * sizeof(int32_t));
-    int64_t *idx = osp_alloc((size_t)a->pool_n * sizeof(int64_t));
-    if (!a->pool || !a->pool_labels || !idx) {
-        osp_free(idx);
-        return OSP_ENOMEM;
-    }
-    /* Samples spread over the data, so that a sorted folder gives several classes. */
-    for (int i = 0; i < a->pool_n; i++) idx[i] = (int64_t)((double)i * (double)data->count / a->pool_n);
-    rc = osp_train_load_batch(net, data, idx, a->pool_n, a->pool, a->pool_labels);
-    osp_free(idx);
-    if (rc) return rc;
+    if (!a->pool || !a->pool_labels) return OSP_ENOMEM;
+    if ((rc = load_pool(a, data))) return rc;
 
     if ((rc = sweep_batches(a, lo, hi, threads))) return rc;
     if ((rc = osp_advise_recommend(a->points, a->n_points, cores, cfg->memory_budget, cfg->tolerance,
