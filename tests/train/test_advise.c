@@ -200,3 +200,32 @@ Test(advise, refuses_before_measuring) {
     osp_dataset_free(ds);
     osp_net_free(net);
 }
+
+/* A dataset whose odd samples cannot be read and whose even ones have no
+ * label (-1, as a multi-label sample without labels); with impl set, none
+ * can be read. */
+static int awkward_get(osp_dataset *ds, int64_t i, float *out, int32_t *label) {
+    if (ds->impl || i % 2) return osp_error(OSP_EIO, "sample %lld: unreadable", (long long)i);
+    for (int j = 0; j < 28 * 28; j++) out[j] = (float)((i + j) % 7) / 7;
+    *label = -1;
+    return OSP_OK;
+}
+
+Test(advise, skips_unreadable_samples_and_needs_no_labels) {
+    osp_net *net = lenet();
+    static int unreadable;
+    osp_dataset ds = {.count = 100, .sample_shape = net->input, .n_classes = 10, .source = "awkward",
+                      .get = awkward_get};
+    osp_advise_config c = osp_advise_defaults();
+    c.min_batch = c.max_batch = 16;
+    c.threads = 1;
+    c.seconds = 0.2;
+    osp_advice *a;
+    cr_assert_eq(osp_advise(net, &ds, &c, &a), 0, "%s", osp_last_error());
+    cr_assert_eq(a->batch, 16);
+    osp_advice_free(a);
+    ds.impl = &unreadable;
+    cr_assert_eq(osp_advise(net, &ds, &c, &a), OSP_EIO);
+    cr_assert(strstr(osp_last_error(), "awkward"), "%s", osp_last_error());
+    osp_net_free(net);
+}
