@@ -13,10 +13,10 @@ static const char *const CMD = "advise";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: osprey advise --net SPEC --data DATA [options]\n"
+            "usage: osprey advise (--net SPEC | --model MODEL) --data DATA [options]\n"
             "\n"
             "Times a few real training steps (forward, loss, backward, optimizer; the\n"
-            "warm-up step not counted) of the network SPEC on samples of DATA at batch\n"
+            "warm-up step not counted) of the network SPEC (or MODEL's) on samples of DATA at batch\n"
             "sizes that are powers of two and at thread counts from 1 to the cores, and\n"
             "counts the memory each batch plans (activations, gradients, weights,\n"
             "optimizer state, input batches) and the peak resident memory it added.\n"
@@ -31,7 +31,8 @@ static void usage(FILE *out) {
             "    exchange not counted), given only when it beats one process.\n"
             "'osprey train --batch auto' runs it before training. See docs/advise.md.\n"
             "\n"
-            "  --net SPEC            the network spec (required)\n"
+            "  --net SPEC            the network spec\n"
+            "  --model MODEL         or a model's network (as 'osprey train --init' trains it)\n"
             "  --data DATA           training data as 'osprey train' reads it, or\n"
             "                        synthetic:N (required)\n"
             "  --split train|test    which IDX files of DATA (default train)\n"
@@ -53,17 +54,18 @@ static void usage(FILE *out) {
 }
 
 typedef struct advise_options {
-    const char *net, *data;
+    const char *net, *model, *data;
     osp_split split;
     osp_advise_config cfg;
     int json, quiet;
 } advise_options;
 
 static int parse_options(int argc, char **argv, advise_options *o) {
-    enum { NET = 256, DATA, SPLIT, BUDGET, SECONDS, MIN_BATCH, MAX_BATCH, THREADS, MAX_THREADS,
+    enum { NET = 256, MODEL, DATA, SPLIT, BUDGET, SECONDS, MIN_BATCH, MAX_BATCH, THREADS, MAX_THREADS,
            OPTIMIZER, TOLERANCE, SEED, JSON, QUIET, HELP };
     static const struct option opts[] = {
         {"net", required_argument, 0, NET},           {"data", required_argument, 0, DATA},
+        {"model", required_argument, 0, MODEL},
         {"split", required_argument, 0, SPLIT},       {"memory-budget", required_argument, 0, BUDGET},
         {"seconds", required_argument, 0, SECONDS},   {"min-batch", required_argument, 0, MIN_BATCH},
         {"max-batch", required_argument, 0, MAX_BATCH}, {"threads", required_argument, 0, THREADS},
@@ -81,6 +83,7 @@ static int parse_options(int argc, char **argv, advise_options *o) {
         int bad = 0;
         switch (c) {
         case NET: o->net = a; break;
+        case MODEL: o->model = a; break;
         case DATA: o->data = a; break;
         case SPLIT:
             if (strcmp(a, "train") && strcmp(a, "test")) return cli_fail(CMD, "--split must be train or test");
@@ -113,7 +116,8 @@ static int parse_options(int argc, char **argv, advise_options *o) {
         if (bad) return 1;
     }
     if (optind < argc) return cli_fail(CMD, "unexpected argument '%s' (see 'osprey advise --help')", argv[optind]);
-    if (!o->net || !o->data) return cli_fail(CMD, "--net SPEC and --data DATA are required (see 'osprey advise --help')");
+    if (!o->net == !o->model || !o->data)
+        return cli_fail(CMD, "give --net SPEC or --model MODEL, and --data DATA (see 'osprey advise --help')");
     if (o->cfg.min_batch > o->cfg.max_batch)
         return cli_fail(CMD, "--min-batch %d is larger than --max-batch %d", o->cfg.min_batch, o->cfg.max_batch);
     if (o->cfg.threads && o->cfg.max_threads)
@@ -162,7 +166,7 @@ static int print_json(const osp_advice *a, const osp_net *net, const advise_opti
         cJSON_Delete(mpi);
         return cli_fail(CMD, "out of memory");
     }
-    cJSON_AddStringToObject(root, "net", o->net);
+    cJSON_AddStringToObject(root, o->net ? "net" : "model", o->net ? o->net : o->model);
     cJSON_AddStringToObject(root, "data", o->data);
     cJSON_AddNumberToObject(root, "cores", a->cores);
     cJSON_AddNumberToObject(root, "memory_budget", (double)o->cfg.memory_budget);
@@ -226,7 +230,7 @@ static int fit_classes(const advise_options *o, osp_net **netp, const osp_datase
     if (osp_net_find_head(net, NULL, &head) ||
         osp_net_resize_head(net, head, data->n_classes, o->cfg.seed, &resized))
         return cli_fail(CMD, "%s has %d classes but %s has %d outputs: %s", o->data, data->n_classes,
-                        o->net, net->n_classes, osp_last_error());
+                        o->net ? o->net : o->model, net->n_classes, osp_last_error());
     osp_net_free(net);
     *netp = resized;
     return 0;
@@ -241,7 +245,8 @@ int cmd_advise(int argc, char **argv) {
     osp_dataset *data = NULL;
     osp_advice *advice = NULL;
     int status = 1;
-    if (osp_net_load_spec(o.net, o.cfg.seed, &net)) return cli_fail_lib(CMD, NULL);
+    if (o.net ? osp_net_load_spec(o.net, o.cfg.seed, &net) : osp_model_load(o.model, &net))
+        return cli_fail_lib(CMD, NULL);
     rc = cli_open_synthetic(CMD, o.data, o.split, net, &data);
     if (rc < 0) {
         cli_image_options io = cli_image_defaults();

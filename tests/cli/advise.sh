@@ -106,6 +106,10 @@ grep -q "keeping the checkpoint's batch $chosen" "$work/resume.err" || fail "res
 grep -q "^--batch auto: batch [0-9]*, 1 thread, " "$work/t1.err" || fail "--threads 1: $(cat "$work/t1.err")"
 grep -q "1 thread$" "$work/t1.err" || fail "trained with other threads: $(cat "$work/t1.err")"
 
+# a model's network: the one just trained
+"$osprey" advise --model "$work/m.osp" --data "$work/idx" --seconds 0.5 --max-batch 16 --quiet --json \
+    | $py -c "import json, sys; r = json.load(sys.stdin); assert r['model'].endswith('m.osp') and r['measurements'], r"
+
 # bad input: clear errors, before any measurement
 for junk in 4X abc -1G 0 G 1.5Q 12MBx ""; do
     expect_error "must be a size" "$osprey" advise --net "$lenet" --data "$work/idx" --memory-budget "$junk"
@@ -113,7 +117,8 @@ done
 expect_error "smaller than the" "$osprey" advise --net "$lenet" --data "$work/idx" --memory-budget 1M
 printf '[net]\ninput = 1x32x32\n[fc]\noutputs = 10\n' >"$work/wide.cfg"
 expect_error "network's input is 1x32x32" "$osprey" advise --net "$work/wide.cfg" --data "$work/idx"
-expect_error "required" "$osprey" advise --net "$lenet"
+expect_error "give --net SPEC or --model MODEL" "$osprey" advise --net "$lenet"
+expect_error "give --net SPEC or --model MODEL" "$osprey" advise --net "$lenet" --model "$work/m.osp" --data "$work/idx"
 expect_error "larger than --max-batch" "$osprey" advise --net "$lenet" --data "$work/idx" --min-batch 64 --max-batch 8
 expect_error "smaller than the" "$osprey" train --net "$lenet" --data "$work/idx" --batch auto --memory-budget 2M
 expect_error "go with --batch auto" "$osprey" train --net "$lenet" --data "$work/idx" --memory-budget 4G
