@@ -229,7 +229,7 @@ static int parse_options(int argc, char **argv, train_options *o) {
             o->split = strcmp(a, "train") ? OSP_SPLIT_TEST : OSP_SPLIT_TRAIN;
             break;
         case OPT_EPOCHS: bad = cli_int(CMD, "--epochs", a, 1, 1000000, &o->cfg.epochs); break;
-        case OPT_BATCH:
+        case OPT_BATCH: {
             if (!strcmp(a, "auto")) {
                 o->batch_auto = 1;
                 break;
@@ -242,6 +242,7 @@ static int parse_options(int argc, char **argv, train_options *o) {
             o->batch_auto = 0;
             o->batch_set = 1;
             break;
+        }
         case OPT_MEMORY_BUDGET: bad = cli_bytes(CMD, "--memory-budget", a, &o->memory_budget); break;
         case OPT_ADVISE_SECONDS: bad = cli_float(CMD, "--advise-seconds", a, 0.01, 3600, &o->advise_seconds); break;
         case OPT_LR:
