@@ -256,7 +256,8 @@ typedef struct osp_advise_point osp_advise_point;
 
 /* What osp_advise measures and within which limits. */
 typedef struct osp_advise_config {
-    int64_t memory_budget; /* bytes one training process may plan to use; 0 = no limit */
+    int64_t memory_budget; /* bytes the training may plan to use on this machine (one
+                              process, or all of a node's ranks); 0 = no limit */
     double seconds;        /* time the measurements aim to take in all */
     int min_batch, max_batch; /* the powers of two between them are tried (max_batch
                                  also stops at the data's sample count) */
