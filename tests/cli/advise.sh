@@ -35,10 +35,10 @@ PY
 
 # The table and the recommendation, then JSON with a budget that leaves out
 # the large batches (LeNet plans about 8.5 MiB + 0.18 MiB per sample).
-"$osprey" advise --net "$lenet" --data "$work/idx" --seconds 2 --max-batch 64 --quiet >"$work/table"
+"$osprey" advise --net "$lenet" --data "$work/idx" --seconds 1 --max-batch 64 --quiet >"$work/table"
 grep -q "^recommended: --batch [0-9]* --threads [0-9]*" "$work/table" || fail "no recommendation: $(cat "$work/table")"
 grep -q "^mpirun on a node like this" "$work/table" || fail "no mpirun line"
-"$osprey" advise --net "$lenet" --data "$work/idx" --seconds 3 --memory-budget 16M --json \
+"$osprey" advise --net "$lenet" --data "$work/idx" --seconds 2 --memory-budget 16M --json \
     >"$work/a.json" 2>"$work/a.err"
 [ "$(wc -l <"$work/a.err")" -ge 1 ] || fail "no measurement lines on stderr"
 $py - "$work/a.json" "$(nproc)" <<'PY'
