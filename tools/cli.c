@@ -66,6 +66,29 @@ int cli_int(const char *cmd, const char *opt, const char *s, long min, long max,
     return 0;
 }
 
+int cli_bytes(const char *cmd, const char *opt, const char *s, int64_t *out) {
+    char *end = (char *)s;
+    double v = 0;
+    errno = 0;
+    if (*s >= '0' && *s <= '9') v = strtod(s, &end);
+    double unit = 1;
+    switch (*end) {
+    case 'k': case 'K': unit = 1024.0; end++; break;
+    case 'm': case 'M': unit = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': unit = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': unit = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (unit > 1 && (*end == 'i' || *end == 'I') && (end[1] == 'b' || end[1] == 'B')) end += 2;
+    else if (*end == 'b' || *end == 'B') end++;
+    const double bytes = v * unit;
+    if (errno || end == s || *end || !(bytes >= 1) || bytes > 9.0e15)
+        return cli_fail(cmd, "%s must be a size such as 512M, 4G or 1.5G (K, M, G, T: powers of 1024), "
+                        "not '%s'", opt, s);
+    *out = (int64_t)bytes;
+    return 0;
+}
+
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
@@ -199,5 +222,17 @@ int cli_open_dataset(const char *cmd, const char *path, osp_split split, const o
     if (osp_dataset_open(path, split, &opt, out)) return cli_fail_lib(cmd, NULL);
     if (io->workers >= 0) (*out)->load_workers = io->workers;
     if (io->prefetch > 0) (*out)->load_prefetch = io->prefetch;
+    return 0;
+}
+
+int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const osp_net *net,
+                       osp_dataset **out) {
+    if (strncmp(path, "synthetic:", 10)) return -1;
+    int64_t count = 0;
+    if (cli_int64(cmd, "--data synthetic:N", path + 10, 1, INT64_MAX / 2, &count)) return 1;
+    /* The test split is other samples of the same classes. */
+    int64_t first = split == OSP_SPLIT_TEST ? (int64_t)1 << 40 : 0;
+    if (osp_dataset_synthetic(&net->input, net->n_classes, first, count, 42, out))
+        return cli_fail_lib(cmd, NULL);
     return 0;
 }

@@ -21,6 +21,9 @@ int cli_check_output(const char *cmd, const char *opt, const char *path);
 /* Option values; on a bad value print why and return 1. */
 int cli_int(const char *cmd, const char *opt, const char *s, long min, long max, int *out);
 int cli_int64(const char *cmd, const char *opt, const char *s, int64_t min, int64_t max, int64_t *out);
+/* A size in bytes: a number with an optional K, M, G or T (powers of 1024,
+ * "4G", "1.5G", "512MiB"); at least one byte. */
+int cli_bytes(const char *cmd, const char *opt, const char *s, int64_t *out);
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
 int cli_float(const char *cmd, const char *opt, const char *s, double min, double max, float *out);
 
@@ -56,5 +59,11 @@ int cli_image_option(const char *cmd, const char *name, const char *value, cli_i
 int cli_open_dataset(const char *cmd, const char *path, osp_split split, const osp_net *net,
                      const cli_image_options *io, const char *const *class_names, int n_classes,
                      osp_dataset **out);
+
+/* DATA "synthetic:N": N generated samples shaped for net
+ * (osp_dataset_synthetic); the test split is other samples of the same
+ * classes. -1 if path is not synthetic:N, else 0, or 1 after printing why. */
+int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const osp_net *net,
+                       osp_dataset **out);
 
 #endif

@@ -50,6 +50,12 @@ static void usage(FILE *out) {
             "schedule:\n"
             "  --epochs N            passes over the data (default 10)\n"
             "  --batch B             minibatch size (default 64)\n"
+            "  --batch auto          measure first ('osprey advise', a few seconds) and train\n"
+            "                        with the batch size (and, without --threads, the thread\n"
+            "                        count) it recommends; a resumed run keeps its batch\n"
+            "  --memory-budget SIZE  --batch auto: the largest planned memory of a batch\n"
+            "                        (512M, 4G; K, M, G, T are powers of 1024)\n"
+            "  --advise-seconds S    --batch auto: time for the measurements (default 3)\n"
             "  --lr LR               learning rate (default 0.01)\n"
             "  --optimizer NAME      sgd, adam or adamw (default sgd)\n"
             "  --momentum M          SGD momentum (default 0.9)\n"
@@ -113,6 +119,9 @@ typedef struct train_options {
     osp_train_config cfg;
     int optimizer_set, weight_decay_set, momentum_set;
     int hogwild, distributed, lr_scale_ranks, batch_set, lr_set;
+    int batch_auto;          /* --batch auto */
+    int64_t memory_budget;   /* --memory-budget, bytes; 0 = none */
+    float advise_seconds;
     float momentum, weight_decay;
     double last_draw;
 } train_options;
@@ -123,7 +132,7 @@ enum {
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
-    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS
 };
 
 static const struct option long_options[] = {
@@ -149,6 +158,8 @@ static const struct option long_options[] = {
     {"init", required_argument, 0, OPT_INIT},     {"new-head", no_argument, 0, OPT_NEW_HEAD},
     {"head-layer", required_argument, 0, OPT_HEAD_LAYER}, {"freeze", required_argument, 0, OPT_FREEZE},
     {"lr-backbone", required_argument, 0, OPT_LR_BACKBONE},
+    {"memory-budget", required_argument, 0, OPT_MEMORY_BUDGET},
+    {"advise-seconds", required_argument, 0, OPT_ADVISE_SECONDS},
     /* image options, parsed by cli_image_option */
     {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
     {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
@@ -218,10 +229,22 @@ static int parse_options(int argc, char **argv, train_options *o) {
             o->split = strcmp(a, "train") ? OSP_SPLIT_TEST : OSP_SPLIT_TRAIN;
             break;
         case OPT_EPOCHS: bad = cli_int(CMD, "--epochs", a, 1, 1000000, &o->cfg.epochs); break;
-        case OPT_BATCH:
-            bad = cli_int(CMD, "--batch", a, 1, 65536, &o->cfg.batch);
+        case OPT_BATCH: {
+            if (!strcmp(a, "auto")) {
+                o->batch_auto = 1;
+                break;
+            }
+            char *end;
+            long b = strtol(a, &end, 10);
+            if (end == a || *end || b < 1 || b > 65536)
+                return cli_fail(CMD, "--batch must be an integer from 1 to 65536, or auto, not '%s'", a);
+            o->cfg.batch = (int)b;
+            o->batch_auto = 0;
             o->batch_set = 1;
             break;
+        }
+        case OPT_MEMORY_BUDGET: bad = cli_bytes(CMD, "--memory-budget", a, &o->memory_budget); break;
+        case OPT_ADVISE_SECONDS: bad = cli_float(CMD, "--advise-seconds", a, 0.01, 3600, &o->advise_seconds); break;
         case OPT_LR:
             bad = cli_float(CMD, "--lr", a, 1e-12, 1e6, &o->cfg.lr);
             o->lr_set = 1;
@@ -459,15 +482,8 @@ static int default_threads(void) {
 /* --data synthetic:N */
 static int open_data(train_options *o, const char *path, osp_split split, osp_net *net,
                      const char *const *names, int n_names, osp_dataset **out) {
-    if (!strncmp(path, "synthetic:", 10)) {
-        int64_t count;
-        if (cli_int64(CMD, "--data synthetic:N", path + 10, 1, INT64_MAX / 2, &count)) return 1;
-        /* The test split is other samples of the same classes. */
-        int64_t first = split == OSP_SPLIT_TEST ? (int64_t)1 << 40 : 0;
-        if (osp_dataset_synthetic(&net->input, net->n_classes, first, count, 42, out))
-            return cli_fail_lib(CMD, NULL);
-        return 0;
-    }
+    int rc = cli_open_synthetic(CMD, path, split, net, out);
+    if (rc >= 0) return rc;
     return cli_open_dataset(CMD, path, split, net, &o->images, names, n_names, out);
 }
 
@@ -500,6 +516,31 @@ static void quiet_rank(train_options *o) {
 
 static int train_main(train_options *o, int argc, char **argv, osp_dist *dist);
 
+/* --batch auto: the advisor's batch (and threads, unless --threads was
+ * given) for a new run; a resumed run keeps its checkpoint's batch. */
+static int choose_batch(train_options *o, const osp_net *net, osp_dataset *data) {
+    if (o->resume) {
+        if (!o->quiet)
+            fprintf(stderr, "--batch auto: keeping the checkpoint's batch %d\n", o->cfg.batch);
+        return 0;
+    }
+    osp_advise_config ac = osp_advise_defaults();
+    ac.seconds = o->advise_seconds > 0 ? o->advise_seconds : 3;
+    ac.memory_budget = o->memory_budget;
+    ac.threads = o->threads;
+    ac.optim = o->cfg.optim.kind;
+    ac.seed = o->cfg.seed;
+    osp_advice *a;
+    if (osp_advise(net, data, &ac, &a)) return cli_fail_lib(CMD, "--batch auto");
+    o->cfg.batch = a->batch;
+    if (!o->threads) osp_threads_set(a->threads);
+    if (!o->quiet)
+        fprintf(stderr, "--batch auto: batch %d, %d thread%s, after %d measurements: %s\n", a->batch,
+                osp_threads_get(), osp_threads_get() == 1 ? "" : "s", a->n_points, a->reason);
+    osp_advice_free(a);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     train_options o;
     memset(&o, 0, sizeof o);
@@ -517,6 +558,13 @@ int cmd_train(int argc, char **argv) {
         return cli_fail(CMD, "--new-head replaces the classifier of a model: it needs --init MODEL");
     if (o.hogwild && o.distributed)
         return cli_fail(CMD, "--hogwild and --distributed do not combine: choose one");
+    if ((o.memory_budget || o.advise_seconds > 0) && !o.batch_auto)
+        return cli_fail(CMD, "--memory-budget and --advise-seconds go with --batch auto");
+    /* The advisor measures one synchronous process: ranks measuring at
+     * once would time each other. */
+    if (o.batch_auto && (o.hogwild || o.distributed || osp_dist_launched()))
+        return cli_fail(CMD, "--batch auto measures one synchronous process: for %s, run 'osprey "
+                        "advise' first and give --batch", o.hogwild ? "--hogwild" : "an MPI job");
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
@@ -638,6 +686,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
                     saved_batch, (long long)state.step, (long long)step);
         state.step = step;
     }
+    if (o.batch_auto && choose_batch(&o, net, data)) goto fail;
     if (!o.quiet) {
         fprintf(stderr, "training %s (%lld parameters) on %lld sample%s of %s: %d epoch%s, batch %d, %s lr %g, %d thread%s",
                 o.resume ? o.resume : o.init ? o.init : o.net, (long long)osp_net_param_count(net), (long long)data->count,

@@ -21,7 +21,8 @@
     X(similar, "the images nearest a query image or id, from an index")   \
     X(serve, "an HTTP worker: labels and similar images of one shard")   \
     X(route, "an HTTP router over shard workers, with the web page")     \
-    X(bench, "images/s of a network's training step or inference")
+    X(bench, "images/s of a network's training step or inference")      \
+    X(advise, "batch size, threads and ranks that train fastest here")
 
 #define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
 OSP_COMMAND_LIST(OSP_X_DECLARE)

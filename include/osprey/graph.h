@@ -210,6 +210,10 @@ OSP_API void osp_graph_weights_changed(osp_graph *g);
  * owner must outlive g. After changing the shared weights, call
  * osp_graph_weights_changed on each graph that reads them. */
 OSP_API int osp_graph_share_params(osp_graph *g, osp_graph *owner);
+/* The bytes osp_graph_plan would allocate for batch in training mode
+ * (activations, their gradients, what backward saves, the workspace),
+ * without allocating them: for choosing a batch that fits in memory. */
+OSP_API int osp_graph_train_bytes(const osp_graph *g, int batch, size_t *out);
 /* Bytes of the current activation arena (for tests and reports). */
 OSP_API size_t osp_graph_arena_bytes(const osp_graph *g);
 OSP_API int osp_graph_planned_batch(const osp_graph *g);

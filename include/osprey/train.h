@@ -249,6 +249,98 @@ OSP_API int osp_train_check_data(const osp_net *net, const osp_dataset *data);
 OSP_API int osp_train_load_batch(const osp_net *net, osp_dataset *data, const int64_t *idx,
                                  int batch, float *x, int32_t *labels);
 
+/* ---- configuration advisor (docs/advise.md) ------------------------------- */
+
+/* One configuration and what it measured (below). */
+typedef struct osp_advise_point osp_advise_point;
+
+/* What osp_advise measures and within which limits. */
+typedef struct osp_advise_config {
+    int64_t memory_budget; /* bytes the training may plan to use on this machine (one
+                              process, or all of a node's ranks); 0 = no limit */
+    double seconds;        /* time the measurements aim to take in all */
+    int min_batch, max_batch; /* the powers of two between them are tried (max_batch
+                                 also stops at the data's sample count) */
+    int threads;           /* only this thread count; 0 = 1..max_threads */
+    int max_threads;       /* 0 = the cores online */
+    osp_optim_kind optim;  /* the optimizer stepped, and whose state is counted */
+    double tolerance;      /* a smaller batch within this fraction of the best
+                              images/s is preferred (and fewer ranks, likewise) */
+    uint64_t seed;         /* the weights of the network measured */
+    /* Called with each point as soon as it is measured (borrowed for the
+     * call), from the calling thread; NULL = not called. */
+    void (*on_point)(const osp_advise_point *p, void *user);
+    void *user;
+} osp_advise_config;
+
+/* Defaults: no memory limit, 10 s, batches 8..1024, threads 1..cores, SGD,
+ * tolerance 0.05, seed 1, no callback. */
+OSP_API osp_advise_config osp_advise_defaults(void);
+
+/* One configuration and what it measured. */
+struct osp_advise_point {
+    int batch, threads;
+    int steps;             /* timed steps (the warm-up step is not timed) */
+    double step_s;         /* median seconds of a training step */
+    double images_per_s;   /* batch / step_s */
+    /* Planned bytes of a training process at this batch: activations,
+     * their gradients and what backward saves (osp_graph_train_bytes),
+     * weights, gradients, buffers, optimizer state, and three input
+     * batches (the one trained on and the loader's two decoded ahead). */
+    int64_t planned_bytes;
+    /* Growth of the process's peak resident memory while this point ran
+     * (its network, optimizer, batch and steps); -1 where the system
+     * cannot say. */
+    int64_t rss_bytes;
+};
+
+/* The recommendation, and the measurements it came from. */
+typedef struct osp_advice {
+    int cores;               /* the thread counts tried were 1..cores */
+    int batch, threads;      /* the recommendation for one process */
+    double images_per_s;     /* measured at batch and threads */
+    int64_t planned_bytes;   /* at batch */
+    int best_batch;          /* the batch of the highest images/s that fits */
+    double best_images_per_s;
+    /* mpirun on one node of `cores` cores: ranks x rank_threads. A
+     * prediction for ranks > 1: ranks times one process's measured
+     * images/s at rank_threads threads, gradient exchange not counted. */
+    int ranks, rank_threads;
+    double ranks_images_per_s;
+    char reason[320];        /* why, in a sentence or two */
+    int n_points;
+    osp_advise_point *points; /* n_points, in the order measured; owned */
+} osp_advice;
+
+/* The bytes a training process plans to use at batch (as
+ * osp_advise_point.planned_bytes says) for net with optimizer optim. */
+OSP_API int osp_advise_planned_bytes(const osp_net *net, int batch, osp_optim_kind optim,
+                                     int64_t *out);
+
+/* The recommendation from a table of measurements, a pure function (no
+ * timing): among the measured points whose planned bytes fit budget (0 =
+ * any), each batch's best images/s over its thread counts; the smallest
+ * batch within tolerance of the best of them; the thread count fastest at
+ * that batch; and for mpirun, the split of cores into ranks x threads per
+ * rank whose predicted images/s is highest (fewer ranks within tolerance;
+ * ranks x planned bytes must fit budget). Fills out except points and
+ * n_points. OSP_ERANGE (message set) if no measured point fits. */
+OSP_API int osp_advise_recommend(const osp_advise_point *points, int n, int cores,
+                                 int64_t budget, double tolerance, osp_advice *out);
+
+/* Measures training steps of net's spec (a network of its own, built from
+ * net->spec_text: net is not changed) on samples of data at candidate
+ * batch sizes and thread counts within cfg's limits and time, and
+ * recommends a configuration (osp_advise_recommend). Batches grow at all
+ * cores until images/s stops improving or the next batch's planned bytes
+ * exceed the budget; then thread counts grow from 1 at the chosen batch.
+ * Refuses, before any measurement, data that does not fit the network and
+ * a budget that not even min_batch fits. The thread count is left as it
+ * was. *out is freed with osp_advice_free. */
+OSP_API int osp_advise(const osp_net *net, osp_dataset *data, const osp_advise_config *cfg,
+                       osp_advice **out);
+OSP_API void osp_advice_free(osp_advice *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -208,6 +208,19 @@ int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     return rc;
 }
 
+int osp_graph_train_bytes(const osp_graph *g, int batch, size_t *out) {
+    if (!g || !out || batch <= 0) return osp_error(OSP_EINVAL, "osp_graph_train_bytes: bad arguments");
+    layout l = {0};
+    l.out = osp_alloc(3 * (size_t)g->n_nodes * sizeof(size_t));
+    if (!l.out) return OSP_ENOMEM;
+    l.dout = l.out + g->n_nodes;
+    l.saved = l.dout + g->n_nodes;
+    int rc = layout_train(g, batch, &l);
+    if (rc == OSP_OK) *out = l.total;
+    osp_free(l.out);
+    return rc;
+}
+
 void osp_graph_weights_changed(osp_graph *g) { g->planned_batch = 0; }
 
 size_t osp_graph_arena_bytes(const osp_graph *g) { return g->arena_bytes; }
