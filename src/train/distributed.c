@@ -161,12 +161,8 @@ int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_t
 
 /* ---- the reducer ------------------------------------------------------------- */
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out) {
-    return osp__reducer_new_skip(d, g, bucket_mb, overlap, NULL, out);
-}
-
-int osp__reducer_new_skip(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                          const unsigned char *skip, osp__reducer **out) {
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out) {
     *out = NULL;
     osp__reducer *r = osp_calloc(1, sizeof *r);
     if (!r) return OSP_ENOMEM;
@@ -343,21 +339,12 @@ struct osp__reducer {
     int unused;
 };
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out) {
-    return osp__reducer_new_skip(d, g, bucket_mb, overlap, NULL, out);
-}
-
-int osp__reducer_new_skip(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                          const unsigned char *skip, osp__reducer **out) {
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out) {
     *out = NULL;
     return osp_error(OSP_ENOTSUP, "this build has no MPI");
 }
 void osp__reducer_free(osp__reducer *r) { (void)r; }
-int osp__reducer_new_skip(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                          const unsigned char *skip, osp__reducer **out) {
-    *out = NULL;
-    return osp_error(OSP_ENOTSUP, "this build has no MPI");
-}
 int osp__reducer_bucket_count(const osp__reducer *r) { return 0; }
 int64_t osp__reducer_floats(const osp__reducer *r) { return 0; }
 void osp__reducer_begin(osp__reducer *r, float share) {}

@@ -14,8 +14,11 @@ typedef struct osp__reducer osp__reducer;
 
 /* Buckets of about bucket_mb MiB over g's gradients, in reverse layer order.
  * overlap: start each bucket's allreduce as soon as backward has produced
- * it; otherwise all of them after backward. */
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out);
+ * it; otherwise all of them after backward. The weight parameters i with
+ * skip[i] set (one flag per osp_graph_param; skip NULL: none) are left
+ * out: model parallelism's blocks, which their owners update themselves. */
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out);
 void osp__reducer_free(osp__reducer *r);
 int osp__reducer_bucket_count(const osp__reducer *r);
 
@@ -35,11 +38,6 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
 
-/* Like osp__reducer_new, leaving out the weight parameters i with skip[i]
- * set (one per osp_graph_param; NULL: none): model parallelism's blocks,
- * which their owners update themselves. */
-int osp__reducer_new_skip(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                          const unsigned char *skip, osp__reducer **out);
 /* Floats summed over the ranks in a step (the buckets' total). */
 int64_t osp__reducer_floats(const osp__reducer *r);
 

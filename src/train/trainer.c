@@ -597,8 +597,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
     if (!rc) rc = osp__split_start(&r);
     if (!rc && r.ranks > 1)
-        rc = osp__reducer_new_skip(r.dist, net->graph, cfg->bucket_mb, cfg->overlap,
-                                   osp__mp_skip(r.split.mp), &r.reducer);
+        rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap,
+                              osp__mp_skip(r.split.mp), &r.reducer);
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
     lc.multi_hot = r.targets != NULL;
