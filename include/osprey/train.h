@@ -15,7 +15,10 @@
  *  - Data parallelism over MPI (cfg.dist): each rank trains on its slice of
  *    every global batch (cfg.batch is the global batch) and the gradients
  *    are summed with allreduce, bucket by bucket, overlapping backward. The
- *    weights stay identical on every rank. */
+ *    weights stay identical on every rank. Batch norm may take its
+ *    statistics over the whole global batch (cfg.sync_bn), and wide fully
+ *    connected layers may be split by outputs over the ranks instead
+ *    (cfg.model_parallel). */
 #ifndef OSPREY_TRAIN_H
 #define OSPREY_TRAIN_H
 
