@@ -66,12 +66,16 @@ void osp__split_sum(void *split, double *v, int n, int grad);
 
 /* Model parallelism (model_parallel.c): every [fc] layer of g but the
  * logits node, of one axis and at least as many outputs as ranks, split
- * by output rows of its weight over the ranks; batch is the global batch.
- * skip gets a flag per parameter for the reducer (owned: out->skip). */
+ * by output rows of its weight over the ranks; batch is the global batch. */
 int osp__mp_new(osp_dist *d, osp_graph *g, int logits_node, int batch, osp__mp **out);
 void osp__mp_free(osp__mp *m);
+/* The layers split (0 for m NULL). */
 int osp__mp_layers(const osp__mp *m);
+/* One flag per parameter of g, set for the split layers' (the reducer
+ * leaves those out); owned by m; NULL for m NULL. */
 const unsigned char *osp__mp_skip(const osp__mp *m);
+/* The fc hooks (osp_exec_hooks; split = the osp__split): the layers of
+ * split->mp across the ranks, the others declined. */
 int osp__mp_fc_forward(void *split, const osp_node *n, int rows, int in, int out, const float *x,
                        const float *w, const float *bias, float *y);
 int osp__mp_fc_backward(void *split, const osp_node *n, int rows, int in, int out, const float *x,

@@ -34,11 +34,6 @@ void osp__split_sum(void *split, double *v, int n, int grad) {
 
 #else
 
-void osp__split_sum(void *split, double *v, int n, int grad) {
-    (void)split;
-    (void)v;
-    (void)n;
-    (void)grad;
-}
+void osp__split_sum(void *split, double *v, int n, int grad) {}
 
 #endif
