@@ -100,7 +100,10 @@ static void usage(FILE *out) {
             "                        the global batch is ranks x B\n"
             "  --no-overlap          exchange gradients after backward, not during it\n"
             "  --bucket-mb MB        gradient bucket size for the exchange (default 1)\n"
-            "  --sync-bn             average batch-norm running statistics over the ranks\n"
+            "  --sync-bn             batch norm with the statistics of the whole global\n"
+            "                        batch, summed over the ranks in every layer\n"
+            "  --model-parallel fc   split the [fc] layers but the last by outputs over the\n"
+            "                        ranks (inputs all-gathered); the rest data-parallel\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
             "\n"
@@ -130,6 +133,7 @@ enum {
     OPT_NET = 256, OPT_DATA, OPT_SPLIT, OPT_VAL, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIMIZER,
     OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_EPOCHS, OPT_GAMMA,
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
+    OPT_MODEL_PARALLEL,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
     OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS
@@ -154,6 +158,7 @@ static const struct option long_options[] = {
     {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
+    {"model-parallel", required_argument, 0, OPT_MODEL_PARALLEL},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
     {"init", required_argument, 0, OPT_INIT},     {"new-head", no_argument, 0, OPT_NEW_HEAD},
     {"head-layer", required_argument, 0, OPT_HEAD_LAYER}, {"freeze", required_argument, 0, OPT_FREEZE},
@@ -254,6 +259,11 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_NO_OVERLAP: o->cfg.overlap = 0; break;
         case OPT_BUCKET_MB: bad = cli_float(CMD, "--bucket-mb", a, 0.001, 1024, &o->cfg.bucket_mb); break;
         case OPT_SYNC_BN: o->cfg.sync_bn = 1; break;
+        case OPT_MODEL_PARALLEL:
+            if (strcmp(a, "fc") != 0)
+                bad = cli_fail(CMD, "--model-parallel takes 'fc' (the fully connected layers), not '%s'", a);
+            o->cfg.model_parallel = 1;
+            break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
@@ -337,16 +347,19 @@ static void on_step(const osp_train_progress *p, void *user) {
         }
         if (o->hogwild) printf(", \"hogwild_workers\": %d", p->ranks);
         if (o->cfg.dist) {
-            printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
-                   p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
+            printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f, "
+                   "\"comm_bytes_per_step\": %.0f",
+                   p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction, p->comm_bytes_per_step);
             if (p->rank_timing) {
                 printf(", \"rank_timing\": [");
                 for (int i = 0; i < p->ranks; i++) {
                     const osp_rank_timing *t = &p->rank_timing[i];
                     printf("%s{\"rank\": %d, \"steps\": %lld, \"load_s\": %.6f, \"compute_s\": %.6f, "
-                           "\"comm_wait_s\": %.6f, \"update_s\": %.6f, \"total_s\": %.6f}",
+                           "\"comm_wait_s\": %.6f, \"update_s\": %.6f, \"total_s\": %.6f, "
+                           "\"comm_bytes_per_step\": %.0f}",
                            i ? ", " : "", t->rank, (long long)t->steps, t->load_s, t->compute_s,
-                           t->comm_wait_s, t->update_s, t->total_s);
+                           t->comm_wait_s, t->update_s, t->total_s,
+                           t->steps ? t->comm_bytes / (double)t->steps : 0.0);
                 }
                 printf("]");
             }

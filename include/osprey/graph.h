@@ -46,6 +46,27 @@ typedef struct osp_node_times {
     double *backward;
 } osp_node_times;
 
+/* What an op hands to its caller when a training batch is cut over
+ * several replicas (the MPI ranks of src/train/): the trainer installs
+ * these; the graph and the ops know nothing of how they are done. Every
+ * replica calls them in the same order. NULL in every other run. */
+typedef struct osp_exec_hooks {
+    void *user;
+    /* Sums v[0..n) over the replicas, in place, identically on each.
+     * grad: v holds sums of this replica's loss gradients, which the
+     * caller weighs by the replica's share of the batch (synchronised
+     * batch norm: statistics in forward, gradient sums in backward). */
+    void (*sum)(void *user, double *v, int n, int grad);
+    /* A fully connected node's forward and backward, as the backend's
+     * fc_forward and fc_backward on this replica's rows; the hook may do
+     * them across the replicas (model parallelism) and return 1, or
+     * return 0 to leave them to the op. */
+    int (*fc_forward)(void *user, const osp_node *n, int rows, int in, int out, const float *x,
+                      const float *w, const float *bias, float *y);
+    int (*fc_backward)(void *user, const osp_node *n, int rows, int in, int out, const float *x,
+                       const float *w, const float *dy, float *dx, float *dw, float *db);
+} osp_exec_hooks;
+
 /* Everything an op needs at run time besides its node. */
 typedef struct osp_exec {
     const osp_backend *be;
@@ -57,6 +78,8 @@ typedef struct osp_exec {
     /* Optional: where osp_graph_forward and osp_graph_backward* add each
      * node's time (borrowed); NULL, as usual, times nothing. */
     osp_node_times *times;
+    /* Optional: distributed training's hooks (borrowed), NULL otherwise. */
+    const osp_exec_hooks *hooks;
 } osp_exec;
 
 /* How a parameter starts (PyTorch's defaults for each layer). */

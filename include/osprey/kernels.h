@@ -200,6 +200,29 @@ typedef struct osp_backend {
     void (*batchnorm_backward)(int n, int c, int s, const float *x, const float *dy,
                                const float *gamma, const float *save_mean,
                                const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+    /* Batch norm over several replicas' batches (synchronised): the same
+     * arithmetic cut where the sums over the whole batch are needed.
+     * batchnorm_sums: per channel, sum of x - center and of its square
+     * (center NULL: 0). batchnorm_forward_stats: forward_train with the
+     * batch's mean and biased variance given (count values per channel).
+     * batchnorm_backward_sums: per channel, sum of dy and of
+     * dy * (x - save_mean), and adds this replica's dbeta and dgamma.
+     * batchnorm_backward_stats: dx (accumulated) from those sums over the
+     * whole batch of count values per channel. */
+    void (*batchnorm_sums)(int n, int c, int s, const float *x, const double *center, double *sum,
+                           double *sq);
+    void (*batchnorm_forward_stats)(int n, int c, int s, const float *x, const float *gamma,
+                                    const float *beta, float momentum, float eps,
+                                    const double *mean, const double *var, double count,
+                                    float *running_mean, float *running_var, float *save_mean,
+                                    float *save_invstd, float *y);
+    void (*batchnorm_backward_sums)(int n, int c, int s, const float *x, const float *dy,
+                                    const float *save_mean, const float *save_invstd,
+                                    double *sum_dy, double *sum_dy_xm, float *dgamma, float *dbeta);
+    void (*batchnorm_backward_stats)(int n, int c, int s, const float *x, const float *dy,
+                                     const float *gamma, const float *save_mean,
+                                     const float *save_invstd, const double *sum_dy,
+                                     const double *sum_dy_xm, double count, float *dx);
 
     /* Row-wise softmax over rows x cols. */
     void (*softmax_forward)(int rows, int cols, const float *x, float *y);

@@ -15,7 +15,10 @@
  *  - Data parallelism over MPI (cfg.dist): each rank trains on its slice of
  *    every global batch (cfg.batch is the global batch) and the gradients
  *    are summed with allreduce, bucket by bucket, overlapping backward. The
- *    weights stay identical on every rank. */
+ *    weights stay identical on every rank. Batch norm may take its
+ *    statistics over the whole global batch (cfg.sync_bn), and wide fully
+ *    connected layers may be split by outputs over the ranks instead
+ *    (cfg.model_parallel). */
 #ifndef OSPREY_TRAIN_H
 #define OSPREY_TRAIN_H
 
@@ -66,6 +69,10 @@ typedef struct osp_rank_timing {
     double comm_wait_s; /* blocked on gradient exchange, after backward */
     double update_s;    /* optimizer */
     double total_s;     /* the epoch's steps, end to end */
+    /* Bytes this rank received in the epoch's exchanges, as the algorithms
+     * count them (ring allreduce of S bytes: 2 (N-1)/N x S; all-gather,
+     * all-to-all, reduce-scatter: the other ranks' parts); divide by steps. */
+    double comm_bytes;
 } osp_rank_timing;
 
 typedef struct osp_train_progress {
@@ -87,6 +94,7 @@ typedef struct osp_train_progress {
     int ranks;               /* MPI ranks (1 without), or Hogwild workers */
     double comm_wait_s;      /* this rank, this epoch so far: blocked on gradient exchange */
     double comm_fraction;    /* comm_wait_s over this epoch's step time */
+    double comm_bytes_per_step; /* this rank, this epoch: osp_rank_timing.comm_bytes per step */
     /* At epoch ends on rank 0 of an MPI job: each rank's timings (ranks of
      * them); else NULL. Borrowed for the call. */
     const osp_rank_timing *rank_timing;
@@ -126,8 +134,10 @@ typedef struct osp_train_config {
     osp_dist *dist;
     int overlap;               /* 1 (default): exchange buckets during backward; 0: after it */
     float bucket_mb;           /* gradient bucket size in MiB (default 1) */
-    int sync_bn;               /* average batch-norm running statistics over the ranks at
-                                  every step (batch statistics stay per rank) */
+    int sync_bn;               /* batch norm normalises with the statistics of the whole
+                                  global batch, summed over the ranks in each layer */
+    int model_parallel;        /* [fc] layers but the last split by outputs over the ranks;
+                                  the rest data-parallel (docs/distributed.md) */
     /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
      * every earlier layer keep their weights (no gradient, no optimizer
      * state, batch norm in inference mode with its running statistics

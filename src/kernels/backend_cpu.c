@@ -64,6 +64,10 @@ int osp__kernel_team(void) {
     .deconv2d_backward_filter = osp__cpu_deconv2d_backward_filter, \
     .groupnorm_forward = osp__cpu_groupnorm_forward,          \
     .groupnorm_backward = osp__cpu_groupnorm_backward,        \
+    .batchnorm_sums = osp__cpu_batchnorm_sums,                \
+    .batchnorm_forward_stats = osp__cpu_batchnorm_forward_stats, \
+    .batchnorm_backward_sums = osp__cpu_batchnorm_backward_sums, \
+    .batchnorm_backward_stats = osp__cpu_batchnorm_backward_stats, \
     TRANSFORMER_SLOTS
 /* The transformers' kernels (appended to the table). */
 #define TRANSFORMER_SLOTS                                     \

@@ -119,6 +119,23 @@ void osp__cpu_groupnorm_backward(int n, int c, int s, int groups, const float *x
                                  const float *save_invstd, float *dx, float *dgamma,
                                  float *dbeta);
 
+/* Synchronised batch norm (batchnorm_sync.c): one portable copy. */
+void osp__cpu_batchnorm_sums(int n, int c, int s, const float *x, const double *center,
+                             double *sum, double *sq);
+void osp__cpu_batchnorm_forward_stats(int n, int c, int s, const float *x, const float *gamma,
+                                      const float *beta, float momentum, float eps,
+                                      const double *mean, const double *var, double count,
+                                      float *running_mean, float *running_var, float *save_mean,
+                                      float *save_invstd, float *y);
+void osp__cpu_batchnorm_backward_sums(int n, int c, int s, const float *x, const float *dy,
+                                      const float *save_mean, const float *save_invstd,
+                                      double *sum_dy, double *sum_dy_xm, float *dgamma,
+                                      float *dbeta);
+void osp__cpu_batchnorm_backward_stats(int n, int c, int s, const float *x, const float *dy,
+                                       const float *gamma, const float *save_mean,
+                                       const float *save_invstd, const double *sum_dy,
+                                       const double *sum_dy_xm, double count, float *dx);
+
 /* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,

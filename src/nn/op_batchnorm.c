@@ -39,11 +39,67 @@ static int bn_setup(osp_graph *g, osp_node *n) {
     return OSP_OK;
 }
 
-/* Saved for the backward: the batch mean and 1/sqrt(var + eps), C each. */
+/* Saved for the backward: the batch mean and 1/sqrt(var + eps), C each;
+ * then 3C + 1 doubles of scratch for the sums a synchronised batch norm
+ * exchanges (8-byte aligned: 2C floats before them). */
 static size_t bn_saved_bytes(const osp_graph *g, const osp_node *n, int batch) {
     (void)g;
     (void)batch;
-    return 2 * (size_t)n->shape.dim[0] * sizeof(float);
+    const size_t c = (size_t)n->shape.dim[0];
+    return 2 * c * sizeof(float) + (3 * c + 1) * sizeof(double);
+}
+
+/* Training with the statistics of the whole batch, cut over replicas:
+ * this replica's sums go through the sum hook (docs/distributed.md). */
+static void bn_forward_sync(osp_graph *g, osp_node *n, const osp_exec *ex, const bn_attrs *a) {
+    const osp_node *in = osp_node_input(g, n, 0);
+    int c, s;
+    bn_dims(n, &c, &s);
+    float *save_mean = n->saved, *save_invstd = save_mean + c;
+    /* t: this replica's sums, then the whole batch's (2C), the count of
+     * values per channel (t[2C], for the backward); then the mean (C) */
+    double *t = (double *)(save_invstd + c), *mean = t + 2 * c + 1;
+    /* mean first, then the variance about it: two small exchanges, no
+     * cancellation however far the mean is from zero */
+    ex->be->batchnorm_sums(ex->batch, c, s, in->out, NULL, t, t + c + 1);
+    t[c] = (double)ex->batch * s;
+    ex->hooks->sum(ex->hooks->user, t, c + 1, 0);
+    const double count = t[c];
+    for (int i = 0; i < c; i++) mean[i] = t[i] / count;
+    double *var = t + c;
+    ex->be->batchnorm_sums(ex->batch, c, s, in->out, mean, t, var);
+    ex->hooks->sum(ex->hooks->user, t, 2 * c, 0);
+    for (int i = 0; i < c; i++) { /* the biased variance, corrected for the mean's rounding */
+        const double d = t[i] / count;
+        var[i] = var[i] / count - d * d;
+    }
+    ex->be->batchnorm_forward_stats(ex->batch, c, s, in->out, osp_node_weight(g, n, BN_WEIGHT),
+                                    osp_node_weight(g, n, BN_BIAS), a->momentum, a->eps, mean, var,
+                                    count, osp_node_weight(g, n, BN_RUNNING_MEAN),
+                                    osp_node_weight(g, n, BN_RUNNING_VAR), save_mean, save_invstd,
+                                    n->out);
+    t[2 * c] = count;
+}
+
+static void bn_backward_sync(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    osp_node *in = osp_node_input(g, n, 0);
+    int c, s;
+    bn_dims(n, &c, &s);
+    const float *save_mean = n->saved, *save_invstd = save_mean + c;
+    double *sum = (double *)(save_invstd + c), *sq = sum + c;
+    const double count = sum[2 * c];
+    /* dgamma and dbeta are this replica's part: the gradient exchange adds them */
+    ex->be->batchnorm_backward_sums(ex->batch, c, s, in->out, n->dout, save_mean, save_invstd, sum,
+                                    sq, osp_node_grad(g, n, BN_WEIGHT), osp_node_grad(g, n, BN_BIAS));
+    ex->hooks->sum(ex->hooks->user, sum, 2 * c, 1);
+    if (in->dout)
+        ex->be->batchnorm_backward_stats(ex->batch, c, s, in->out, n->dout,
+                                         osp_node_weight(g, n, BN_WEIGHT), save_mean, save_invstd,
+                                         sum, sq, count, in->dout);
+}
+
+static int bn_synced(const osp_exec *ex) {
+    return ex->mode == OSP_MODE_TRAIN && ex->hooks && ex->hooks->sum && ex->be->batchnorm_sums;
 }
 
 static void bn_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
@@ -53,7 +109,9 @@ static void bn_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     bn_dims(n, &c, &s);
     const float *gamma = osp_node_weight(g, n, BN_WEIGHT), *beta = osp_node_weight(g, n, BN_BIAS);
     float *rmean = osp_node_weight(g, n, BN_RUNNING_MEAN), *rvar = osp_node_weight(g, n, BN_RUNNING_VAR);
-    if (ex->mode == OSP_MODE_TRAIN) {
+    if (bn_synced(ex)) {
+        bn_forward_sync(g, n, ex, a);
+    } else if (ex->mode == OSP_MODE_TRAIN) {
         float *save_mean = n->saved, *save_invstd = save_mean + c;
         ex->be->batchnorm_forward_train(ex->batch, c, s, in->out, gamma, beta, a->momentum, a->eps,
                                         rmean, rvar, save_mean, save_invstd, n->out);
@@ -64,6 +122,10 @@ static void bn_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
 }
 
 static void bn_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    if (bn_synced(ex)) {
+        bn_backward_sync(g, n, ex);
+        return;
+    }
     osp_node *in = osp_node_input(g, n, 0);
     int c, s;
     bn_dims(n, &c, &s);

@@ -74,16 +74,26 @@ static int features_of(const osp_node *n, const osp_node *in) {
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const fc_attrs *a = n->attrs;
     const osp_node *in = osp_node_input(g, n, 0);
-    ex->be->fc_forward(rows_of(n, in, ex->batch), features_of(n, in), a->outputs, in->out, osp_node_weight(g, n, 0),
-                       a->bias ? osp_node_weight(g, n, 1) : NULL, n->out);
+    const int rows = rows_of(n, in, ex->batch), features = features_of(n, in);
+    const float *w = osp_node_weight(g, n, 0), *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
+    /* distributed training may split the layer over the ranks */
+    if (ex->hooks && ex->hooks->fc_forward &&
+        ex->hooks->fc_forward(ex->hooks->user, n, rows, features, a->outputs, in->out, w, bias, n->out))
+        return;
+    ex->be->fc_forward(rows, features, a->outputs, in->out, w, bias, n->out);
 }
 
 static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const fc_attrs *a = n->attrs;
     osp_node *in = osp_node_input(g, n, 0);
-    ex->be->fc_backward(rows_of(n, in, ex->batch), features_of(n, in), a->outputs, in->out, osp_node_weight(g, n, 0),
-                        n->dout, in->dout, osp_node_grad(g, n, 0),
-                        a->bias ? osp_node_grad(g, n, 1) : NULL);
+    const int rows = rows_of(n, in, ex->batch), features = features_of(n, in);
+    const float *w = osp_node_weight(g, n, 0);
+    float *dw = osp_node_grad(g, n, 0), *db = a->bias ? osp_node_grad(g, n, 1) : NULL;
+    if (ex->hooks && ex->hooks->fc_backward &&
+        ex->hooks->fc_backward(ex->hooks->user, n, rows, features, a->outputs, in->out, w, n->dout,
+                               in->dout, dw, db))
+        return;
+    ex->be->fc_backward(rows, features, a->outputs, in->out, w, n->dout, in->dout, dw, db);
 }
 
 /* ONNX: Gemm with the weight transposed, on the input flattened. */

@@ -19,11 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist_mpi.h"
 #include "parallel.h"
-
-#ifdef OSP_HAVE_MPI
-#include <mpi.h>
-#endif
 
 #define MAX_STATS 8
 
@@ -66,9 +63,6 @@ struct osp__reducer {
     double stats_buf[MAX_STATS];
     int n_stats;
     MPI_Request stats_req;
-    float *avg;
-    int64_t n_avg;
-    MPI_Request avg_req;
 };
 
 static int mpi_error(int code, const char *what) {
@@ -115,6 +109,8 @@ void osp_dist_free(osp_dist *d) {
     if (d->finalize) MPI_Finalize();
     osp_free(d);
 }
+
+MPI_Comm osp__dist_comm(const osp_dist *d) { return d->comm; }
 
 int osp_dist_rank(const osp_dist *d) { return d ? d->rank : 0; }
 int osp_dist_size(const osp_dist *d) { return d ? d->size : 1; }
@@ -165,14 +161,15 @@ int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_t
 
 /* ---- the reducer ------------------------------------------------------------- */
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out) {
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out) {
     *out = NULL;
     osp__reducer *r = osp_calloc(1, sizeof *r);
     if (!r) return OSP_ENOMEM;
     r->d = d;
     r->g = g;
     r->overlap = overlap;
-    r->stats_req = r->avg_req = MPI_REQUEST_NULL;
+    r->stats_req = MPI_REQUEST_NULL;
     int np = osp_graph_param_count(g);
     r->buckets = osp_calloc((size_t)(np ? np : 1), sizeof *r->buckets);
     if (!r->buckets) {
@@ -188,6 +185,11 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, os
     for (int i = np - 1; i >= 0; i--) {
         const osp_param *p = osp_graph_param(g, i);
         if (p->kind != OSP_PARAM_WEIGHT || p->numel == 0) continue;
+        if (skip && skip[i]) { /* a bucket is contiguous: it ends below this one */
+            cur = NULL;
+            top = p->offset;
+            continue;
+        }
         if (!cur) {
             cur = &r->buckets[r->n_buckets++];
             cur->hi = top;
@@ -211,12 +213,17 @@ void osp__reducer_free(osp__reducer *r) {
 
 int osp__reducer_bucket_count(const osp__reducer *r) { return r->n_buckets; }
 
+int64_t osp__reducer_floats(const osp__reducer *r) {
+    int64_t n = 0;
+    for (int b = 0; b < r->n_buckets; b++) n += r->buckets[b].hi - r->buckets[b].lo;
+    return n;
+}
+
 void osp__reducer_begin(osp__reducer *r, float share) {
     r->share = share;
     r->next = 0;
     r->stats = NULL;
     r->n_stats = 0;
-    r->avg = NULL;
     for (int b = 0; b < r->n_buckets; b++) r->buckets[b].started = r->buckets[b].done = 0;
 }
 
@@ -226,13 +233,6 @@ void osp__reducer_stats(osp__reducer *r, double *v, int n) {
     memcpy(r->stats_buf, v, (size_t)r->n_stats * sizeof(double));
     MPI_Iallreduce(MPI_IN_PLACE, r->stats_buf, r->n_stats, MPI_DOUBLE, MPI_SUM, r->d->comm,
                    &r->stats_req);
-}
-
-void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {
-    if (n <= 0) return;
-    r->avg = v;
-    r->n_avg = n;
-    MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, r->d->comm, &r->avg_req);
 }
 
 static void start_bucket(osp__reducer *r, bucket *b) {
@@ -301,11 +301,6 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
         rc = MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
         memcpy(r->stats, r->stats_buf, (size_t)r->n_stats * sizeof(double));
     }
-    if (rc == MPI_SUCCESS && r->avg) {
-        rc = MPI_Wait(&r->avg_req, MPI_STATUS_IGNORE);
-        const float inv = 1.0f / (float)r->d->size;
-        for (int64_t i = 0; i < r->n_avg; i++) r->avg[i] *= inv;
-    }
     waited += osp_now() - t0;
     if (wait_s) *wait_s += waited;
     if (update_s) *update_s += updating;
@@ -344,15 +339,16 @@ struct osp__reducer {
     int unused;
 };
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out) {
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out) {
     *out = NULL;
     return osp_error(OSP_ENOTSUP, "this build has no MPI");
 }
 void osp__reducer_free(osp__reducer *r) { (void)r; }
 int osp__reducer_bucket_count(const osp__reducer *r) { return 0; }
+int64_t osp__reducer_floats(const osp__reducer *r) { return 0; }
 void osp__reducer_begin(osp__reducer *r, float share) {}
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {}
-void osp__reducer_average(osp__reducer *r, float *v, int64_t n) {}
 void osp__reducer_node_done(void *reducer, int node) {}
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,

@@ -14,8 +14,11 @@ typedef struct osp__reducer osp__reducer;
 
 /* Buckets of about bucket_mb MiB over g's gradients, in reverse layer order.
  * overlap: start each bucket's allreduce as soon as backward has produced
- * it; otherwise all of them after backward. */
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out);
+ * it; otherwise all of them after backward. The weight parameters i with
+ * skip[i] set (one flag per osp_graph_param; skip NULL: none) are left
+ * out: model parallelism's blocks, which their owners update themselves. */
+int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
+                     const unsigned char *skip, osp__reducer **out);
 void osp__reducer_free(osp__reducer *r);
 int osp__reducer_bucket_count(const osp__reducer *r);
 
@@ -25,9 +28,6 @@ void osp__reducer_begin(osp__reducer *r, float share);
 /* Starts summing n (<= 8) doubles over the ranks alongside the gradients
  * (loss, correct answers); the sums are there after finish. */
 void osp__reducer_stats(osp__reducer *r, double *v, int n);
-/* Starts averaging n floats (batch-norm running statistics) over the ranks;
- * done by finish. */
-void osp__reducer_average(osp__reducer *r, float *v, int64_t n);
 /* The hook for osp_graph_backward_each (user = the reducer). */
 void osp__reducer_node_done(void *reducer, int node);
 /* Waits for every bucket, applying opt to each one's weights at lr as it
@@ -37,6 +37,55 @@ void osp__reducer_node_done(void *reducer, int node);
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
+
+/* Floats summed over the ranks in a step (the buckets' total). */
+int64_t osp__reducer_floats(const osp__reducer *r);
+
+/* ---- layers split over the ranks (osp_exec_hooks) ---------------------------- */
+
+typedef struct osp__mp osp__mp;
+
+/* What the layers' hooks share during a step (osp_exec_hooks.user). Every
+ * rank must have samples in every step: each hook is a collective. */
+typedef struct osp__split {
+    osp_dist *d;
+    int batch;          /* the global batch of a full step */
+    int64_t global;     /* samples in this step's global batch */
+    float share;        /* this rank's samples over global (> 0) */
+    osp__mp *mp;        /* NULL unless model parallel */
+    int rc;             /* the first failure of a hook (ops return nothing) */
+    double bytes;       /* received by this rank (osp_rank_timing.comm_bytes) */
+} osp__split;
+
+/* Hooks for s: sync_bn fills the sum hook, s->mp the fc hooks (split.c). */
+void osp__split_hooks(osp__split *s, int sync_bn, osp_exec_hooks *h);
+/* Rank q's rows [lo, hi) of this step's global batch (as the trainer cuts it). */
+void osp__split_rows(const osp__split *s, int q, int64_t *lo, int64_t *hi);
+/* The sum hook (sync_bn.c). */
+void osp__split_sum(void *split, double *v, int n, int grad);
+
+/* Model parallelism (model_parallel.c): every [fc] layer of g but the
+ * logits node, of one axis and at least as many outputs as ranks, split
+ * by output rows of its weight over the ranks; batch is the global batch. */
+int osp__mp_new(osp_dist *d, osp_graph *g, int logits_node, int batch, osp__mp **out);
+void osp__mp_free(osp__mp *m);
+/* The layers split (0 for m NULL). */
+int osp__mp_layers(const osp__mp *m);
+/* One flag per parameter of g, set for the split layers' (the reducer
+ * leaves those out); owned by m; NULL for m NULL. */
+const unsigned char *osp__mp_skip(const osp__mp *m);
+/* The fc hooks (osp_exec_hooks; split = the osp__split): the layers of
+ * split->mp across the ranks, the others declined. */
+int osp__mp_fc_forward(void *split, const osp_node *n, int rows, int in, int out, const float *x,
+                       const float *w, const float *bias, float *y);
+int osp__mp_fc_backward(void *split, const osp_node *n, int rows, int in, int out, const float *x,
+                        const float *w, const float *dy, float *dx, float *dw, float *db);
+/* The optimizer on this rank's blocks, with the step's true gradients;
+ * before osp__reducer_finish (same Adam step count). */
+void osp__mp_update(osp__mp *m, osp_optim *opt, float *w, const float *g, float lr);
+/* Every rank's blocks of the weights and optimizer state to every rank:
+ * the whole net everywhere (checkpoints, validation, the weight check). */
+int osp__mp_gather(osp__mp *m, osp_optim *opt, float *w);
 
 /* ---- small collectives for the trainer --------------------------------------- */
 

@@ -22,6 +22,11 @@ typedef struct osp__run {
     int rank, ranks;
     int slice, slice_lo;
     osp__reducer *reducer;
+    /* --sync-bn, --model-parallel: the layers' hooks (split_on) and what
+     * they share during a step (split.mp: the model-parallel layers) */
+    int split_on;
+    osp__split split;
+    osp_exec_hooks hooks;
     float *x;
     int32_t *labels;
     float *targets;      /* multi-label: batch x outputs multi-hot; else NULL */
@@ -54,6 +59,9 @@ int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, co
                           double *loss, int64_t *correct);
 /* The epoch's order of all samples (r->order). */
 void osp__epoch_order(osp__run *r, int epoch);
+/* Sets up r->split and r->hooks for --sync-bn and --model-parallel in a
+ * job of several ranks (nothing otherwise); refuses what cannot run. */
+int osp__split_start(osp__run *r);
 /* Writes the checkpoint (rank 0 only; the others return at once). */
 int osp__save_checkpoint(osp__run *r, int64_t step);
 /* Validation on val, shared among the ranks; fills p's val fields. */

@@ -168,6 +168,12 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     int64_t correct = 0;
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
+    if (r->split_on) { /* osp__split_start saw to it that batch > 0 */
+        r->split.global = global;
+        r->split.share = (float)((double)batch / (double)global);
+        r->split.bytes = 0;
+        ex.hooks = &r->hooks;
+    }
     if (batch > 0 && r->targets) {
         if ((rc = osp__forward_loss_hot(r->net, r->x, r->targets, &ex, &loss, &correct))) return rc;
     } else if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) {
@@ -191,11 +197,6 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     double stats[3] = {loss * batch, (double)correct, (double)batch};
     osp__reducer_begin(r->reducer, (float)((double)batch / (double)global));
     osp__reducer_stats(r->reducer, stats, 3);
-    if (r->cfg->sync_bn) {
-        int64_t nb;
-        float *buf = osp_graph_buffers(g, &nb);
-        osp__reducer_average(r->reducer, buf, nb);
-    }
     if (batch > 0) {
         rc = osp_graph_backward_each(g, logits->id, &ex, osp__reducer_node_done, r->reducer);
         if (rc) return rc;
@@ -205,6 +206,13 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         for (int i = osp_graph_node_count(g) - 1; i > 0; i--) osp__reducer_node_done(r->reducer, i);
     }
     tm->compute_s += osp_now() - t1;
+    if (r->split.rc) return r->split.rc;
+    double t2 = osp_now();
+    if (r->split.mp) /* its blocks, at the same Adam step as the buckets */
+        osp__mp_update(r->split.mp, r->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
+    tm->update_s += osp_now() - t2;
+    tm->comm_bytes += r->split.bytes + 2.0 * (r->ranks - 1) / r->ranks * sizeof(float) *
+                                           (double)osp__reducer_floats(r->reducer);
     rc = osp__reducer_finish(r->reducer, r->opt, osp_graph_weights(g, NULL), lr,
                              r->n_groups ? r->groups : NULL, r->n_groups, &tm->comm_wait_s,
                              &tm->update_s);
@@ -366,8 +374,13 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             p.ranks = r->ranks;
             p.comm_wait_s = tm.comm_wait_s;
             p.comm_fraction = tm.total_s > 0 ? tm.comm_wait_s / tm.total_s : 0;
+            p.comm_bytes_per_step = tm.comm_bytes / (double)tm.steps;
             int at_stop = step == stop;
             int every = cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0;
+            /* the model-parallel blocks to every rank: whole weights to check, save, validate */
+            if (r->split.mp && (p.epoch_end || at_stop || (cfg->checkpoint && every)) &&
+                (rc = osp__mp_gather(r->split.mp, r->opt, osp_graph_weights(r->net->graph, NULL))))
+                break;
             if (p.epoch_end || at_stop) {
                 if ((rc = check_same_weights(r))) break;
                 if ((rc = osp__dist_gather_timing(r->dist, &tm, all))) break;
@@ -582,7 +595,10 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     r.order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
-    if (!rc && r.ranks > 1) rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap, &r.reducer);
+    if (!rc) rc = osp__split_start(&r);
+    if (!rc && r.ranks > 1)
+        rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap,
+                              osp__mp_skip(r.split.mp), &r.reducer);
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
     lc.multi_hot = r.targets != NULL;
@@ -590,6 +606,7 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (!rc) rc = train_loop(&r, val, start_step);
     osp_loader_free(r.loader);
     osp__reducer_free(r.reducer);
+    osp__mp_free(r.split.mp);
     osp_free(r.x);
     osp_free(r.labels);
     osp_free(r.targets);

@@ -45,7 +45,7 @@ static int check_tensor(const char *what, float *v, const float *analytic, int64
 }
 
 static gradcheck_opts with_defaults(const gradcheck_opts *opts) {
-    gradcheck_opts o = {2, 1e-2f, 2e-2, 2e-3, 64, 1, 1.0f};
+    gradcheck_opts o = {2, 1e-2f, 2e-2, 2e-3, 64, 1, 1.0f, NULL};
     if (opts) {
         if (opts->batch) o.batch = opts->batch;
         if (opts->eps) o.eps = opts->eps;
@@ -54,6 +54,7 @@ static gradcheck_opts with_defaults(const gradcheck_opts *opts) {
         if (opts->max_checks) o.max_checks = opts->max_checks;
         if (opts->seed) o.seed = opts->seed;
         if (opts->input_scale) o.input_scale = opts->input_scale;
+        o.hooks = opts->hooks;
     }
     return o;
 }
@@ -79,7 +80,7 @@ int gradcheck_net(osp_net *net, const gradcheck_opts *opts) {
         return -1;
     }
     osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = o.batch,
-                   .seed = o.seed, .step = 0};
+                   .seed = o.seed, .step = 0, .hooks = o.hooks};
     osp_node *in = osp_graph_node(g, 0), *out = osp_graph_output(g);
     int64_t nx = in->size * o.batch, nr = out->size * o.batch;
     float *x = osp_alloc((size_t)nx * sizeof(float));

@@ -11,6 +11,7 @@ typedef struct gradcheck_opts {
     int max_checks;     /* coordinates checked per tensor; default 64 */
     uint64_t seed;      /* default 1 */
     float input_scale;  /* inputs ~ U(-scale, scale); default 1 */
+    const struct osp_exec_hooks *hooks; /* run with these (distributed training's); default none */
 } gradcheck_opts;
 
 /* Builds a network from spec text, then checks the gradient of
