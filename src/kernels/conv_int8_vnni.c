@@ -114,16 +114,18 @@ static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, _
  * each quantised as the next layer would, the four bytes of a cell side
  * by side (channels past K at the zero point), the valid cells stored
  * into their rows of the next layer's bordered planes. */
-static inline void finish16_packed(const int8_out *o, int k0, const __m512i acc[4], int64_t at,
-                                   __mmask16 m) {
-    const __m512 inv = _mm512_set1_ps(o->yq_inv);
-    const __m512i z = _mm512_set1_epi32(o->yq_zero);
-    __m512i word = _mm512_setzero_si512();
-    for (int t = 0; t < 4; t++) {
-        const __m512i v =
-            k0 + t < o->f->k ? quantize16(value16(o, k0 + t, acc[t], at, m), inv, z) : z;
-        word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * t));
-    }
+static inline __m512i byte16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
+    if (k >= o->f->k) return _mm512_set1_epi32(o->yq_zero);
+    return quantize16(value16(o, k, acc, at, m), _mm512_set1_ps(o->yq_inv),
+                      _mm512_set1_epi32(o->yq_zero));
+}
+
+static inline void finish16_packed(const int8_out *o, int k0, __m512i a0, __m512i a1, __m512i a2,
+                                   __m512i a3, int64_t at, __mmask16 m) {
+    __m512i word = byte16(o, k0, a0, at, m);
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 1, a1, at, m), 8));
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 2, a2, at, m), 16));
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 3, a3, at, m), 24));
     const int q = o->d->q;
     int64_t row = at / q, col = at % q;
     uint8_t *dst = int8_packed_at(o, k0, row, col);
@@ -173,11 +175,16 @@ static inline __attribute__((always_inline)) void tile(const int8_out *o, const 
         w += 4 * rows;
     }
     if (!o->y) {
-        for (int r = 0; r < rows && k0 + r < f->k; r += 4) {
-            const __m512i h0[4] = {acc[r][0], acc[r + 1][0], acc[r + 2][0], acc[r + 3][0]};
-            const __m512i h1[4] = {acc[r][1], acc[r + 1][1], acc[r + 2][1], acc[r + 3][1]};
-            if (v->m0) finish16_packed(o, k0 + r, h0, v->at0, v->m0);
-            if (v->m1) finish16_packed(o, k0 + r, h1, v->at1, v->m1);
+        /* unrolled, so that the accumulators stay in registers */
+#pragma GCC unroll 3
+        for (int r = 0; r < rows; r += 4) {
+            if (k0 + r >= f->k) break;
+            if (v->m0)
+                finish16_packed(o, k0 + r, acc[r][0], acc[r + 1][0], acc[r + 2][0], acc[r + 3][0],
+                                v->at0, v->m0);
+            if (v->m1)
+                finish16_packed(o, k0 + r, acc[r][1], acc[r + 1][1], acc[r + 2][1], acc[r + 3][1],
+                                v->at1, v->m1);
         }
         return;
     }
