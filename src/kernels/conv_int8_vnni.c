@@ -68,8 +68,8 @@ static inline __mmask16 valid16(const int8_out *o, int64_t n, int64_t *first) {
     return m;
 }
 
-/* The epilogue of 16 cells of channel k whose valid ones (m) are the
- * outputs from index at on (in the channel's plane s = k * P * Q). */
+/* The epilogue's values of 16 cells of channel k, whose valid ones (m)
+ * are the outputs from index at on in the channel's P x Q plane. */
 static inline __m512 value16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
     const osp_conv_desc *d = o->d;
     const __m512i centred = _mm512_sub_epi32(acc, _mm512_set1_epi32(o->zero * int8_sums(o->f)[k]));
@@ -99,6 +99,7 @@ static inline __m512 value16(const int8_out *o, int k, __m512i acc, int64_t at, 
     return v;
 }
 
+/* ... stored as float32 */
 static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
     const __m512 v = value16(o, k, acc, at, m);
     float *y = o->y + (int64_t)k * o->d->p * o->d->q + at;
@@ -110,16 +111,17 @@ static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, _
     _mm512_mask_storeu_ps(y, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
 }
 
-/* The packed epilogue of 16 cells of the four channels of quad k0 / 4:
- * each quantised as the next layer would, the four bytes of a cell side
- * by side (channels past K at the zero point), the valid cells stored
- * into their rows of the next layer's bordered planes. */
+/* ... quantised as the next layer would, in 32-bit lanes (a channel past
+ * K: the zero point) */
 static inline __m512i byte16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
     if (k >= o->f->k) return _mm512_set1_epi32(o->yq_zero);
     return quantize16(value16(o, k, acc, at, m), _mm512_set1_ps(o->yq_inv),
                       _mm512_set1_epi32(o->yq_zero));
 }
 
+/* The packed epilogue of 16 cells of the four channels of quad k0 / 4:
+ * the four bytes of a cell side by side, the valid cells stored into
+ * their rows of the next layer's bordered planes. */
 static inline void finish16_packed(const int8_out *o, int k0, __m512i a0, __m512i a1, __m512i a2,
                                    __m512i a3, int64_t at, __mmask16 m) {
     __m512i word = byte16(o, k0, a0, at, m);
@@ -141,7 +143,7 @@ static inline void finish16_packed(const int8_out *o, int k0, __m512i a0, __m512
         const int len = count - i < q - col ? count - i : (int)(q - col);
         memcpy(dst, cells + i, (size_t)len * 4);
         i += len;
-        dst = int8_packed_at(o, k0, ++row, col = 0);
+        if (i < count) dst = int8_packed_at(o, k0, ++row, col = 0);
     }
 }
 
