@@ -77,7 +77,10 @@ int main(int argc, char **argv) {
     double *wall[2] = {malloc(sizeof(double) * pairs), malloc(sizeof(double) * pairs)};
     double *cpu[2] = {malloc(sizeof(double) * pairs), malloc(sizeof(double) * pairs)};
     double *ratio = malloc(sizeof(double) * pairs);
-    if (!x || !kept[0] || !wall[0] || !wall[1] || !cpu[0] || !cpu[1] || !ratio) return 1;
+    if (!x || !kept[0] || !wall[0] || !wall[1] || !cpu[0] || !cpu[1] || !ratio) {
+        osp_error(OSP_ENOMEM, "out of memory");
+        goto fail;
+    }
     osp_rng r;
     osp_rng_seed(&r, 1);
     for (int64_t i = 0; i < in * batch; i++) x[i] = 2.0f * osp_rng_uniform(&r) - 1.0f;
@@ -86,19 +89,22 @@ int main(int argc, char **argv) {
     if (osp_net_run(net[0], x, batch, batch, NULL, 0, kept)) goto fail;
     const int n_kept = handed_off(net[0], names + 1);
     if (n_kept < 0) {
-        fprintf(stderr, "more than %d hand-offs\n", MAX_KEPT);
-        return 1;
+        osp_error(OSP_ERANGE, "more than %d hand-offs", MAX_KEPT);
+        goto fail;
     }
     for (int i = 1; i <= n_kept; i++) {
         int64_t size;
         osp_net_find_layer(net[1], names[i], NULL, &size);
-        if (!(kept[i] = malloc(sizeof(float) * (size_t)(size * batch)))) return 1;
+        if (!(kept[i] = malloc(sizeof(float) * (size_t)(size * batch)))) {
+            osp_error(OSP_ENOMEM, "out of memory");
+            goto fail;
+        }
     }
     if (osp_net_run(net[1], x, batch, batch, names, n_kept + 1, kept)) goto fail;
     const char *none[MAX_KEPT];
     if (handed_off(net[1], none) != 0) {
-        fprintf(stderr, "the kept copy still hands off\n");
-        return 1;
+        osp_error(OSP_ESTATE, "the kept copy still hands off");
+        goto fail;
     }
     printf("%s, batch %d: %d outputs handed off as bytes, kept float32 in the other copy\n",
            argv[1], batch, n_kept);
@@ -125,8 +131,19 @@ int main(int argc, char **argv) {
     qsort(ratio, pairs, sizeof(double), by_value);
     printf("paired wall time float32 / bytes: median %.3f, quartiles %.3f-%.3f\n",
            ratio[pairs / 2], ratio[pairs / 4], ratio[3 * pairs / 4]);
-    return 0;
-fail:
-    fprintf(stderr, "%s\n", osp_last_error());
-    return 1;
+    int rc = 0;
+    if (0) {
+    fail:
+        fprintf(stderr, "%s\n", osp_last_error());
+        rc = 1;
+    }
+    for (int i = 0; i <= MAX_KEPT; i++) free(kept[i]);
+    for (int s = 0; s < 2; s++) {
+        free(wall[s]);
+        free(cpu[s]);
+        osp_net_free(net[s]);
+    }
+    free(ratio);
+    free(x);
+    return rc;
 }
