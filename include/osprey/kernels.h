@@ -47,6 +47,24 @@ typedef struct osp_conv_desc {
     const float *residual;
 } osp_conv_desc;
 
+/* Where an int8 convolution (osp_backend.conv2d_int8_forward_io) reads its
+ * input and writes its output. Either side may be bytes in the "packed"
+ * layout of an int8 convolution's input (conv2d_int8_packed_bytes per
+ * image, images one after the other): an int8 layer that feeds only
+ * another one writes its output already quantised for it, and the next
+ * one reads those bytes instead of quantising float32 itself. */
+typedef struct osp_int8_io {
+    float x_scale;             /* the input's quantisation */
+    int x_zero;
+    const float *x;            /* float32 input, or NULL: */
+    const uint8_t *xq;         /* the input packed for this layer */
+    float *y;                  /* float32 output, or NULL: */
+    uint8_t *yq;               /* the output packed for next, */
+    const osp_conv_desc *next; /* the layer that reads it (its n, residual: unused) */
+    float y_scale;             /* with next's input quantisation */
+    int y_zero;
+} osp_int8_io;
+
 /* Output size of a window along one axis, or -1 if the window does not fit.
  * ceil_mode rounds up (as Caffe's pooling and ONNX's ceil_mode do), keeping
  * the last window starting inside the input or left padding. */
@@ -153,6 +171,14 @@ typedef struct osp_backend {
     void (*conv2d_int8_forward)(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
                                 const void *prepared, const float *bias, float *y,
                                 void *workspace);
+    /* Int8 activations between layers: the bytes one image's input takes
+     * packed for d (0: d does not read packed input: a strided window),
+     * and the forward with io's input and output (packed or float32). An
+     * output packed for next is the bytes next's forward would make of
+     * the float32 output, bit for bit. NULL where conv2d_int8_forward is. */
+    size_t (*conv2d_int8_packed_bytes)(const osp_conv_desc *d);
+    void (*conv2d_int8_forward_io)(const osp_conv_desc *d, const osp_int8_io *io,
+                                   const void *prepared, const float *bias, void *workspace);
     /* dx += conv_transpose(dy, w) */
     void (*conv2d_backward_data)(const osp_conv_desc *d, const float *dy, const float *w,
                                  float *dx, void *workspace);

@@ -103,7 +103,9 @@ int osp__kernel_team(void) {
 #define INT8_SLOTS(forward)                                                \
     .conv2d_int8_prepared_bytes = osp__conv2d_int8_prepared_bytes,          \
     .conv2d_int8_prepare = osp__conv2d_int8_prepare,                        \
-    .conv2d_int8_workspace = osp__conv2d_int8_workspace, .conv2d_int8_forward = forward
+    .conv2d_int8_workspace = osp__conv2d_int8_workspace, .conv2d_int8_forward = forward, \
+    .conv2d_int8_packed_bytes = osp__conv2d_int8_packed_bytes,              \
+    .conv2d_int8_forward_io = forward##_io
 
 /* The reference backend has the portable int8 kernel (the one every other
  * int8 kernel must equal); AVX2 has none (int8 layers run float32 there,

@@ -84,6 +84,12 @@ size_t osp__conv2d_int8_workspace(const osp_conv_desc *d) {
                     8 * (int64_t)g.groups);
 }
 
+size_t osp__conv2d_int8_packed_bytes(const osp_conv_desc *d) {
+    int8_geom g;
+    if (!int8_geometry(d, &g) || !g.direct) return 0;
+    return (size_t)g.in_bytes;
+}
+
 /* Group and lane of tap (c, i, j) of the flattened window r. */
 static void place(const osp_conv_desc *d, const int8_geom *g, int r, int *group, int *lane) {
     if (!g->direct) {
@@ -187,7 +193,10 @@ void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1) {
                 acc += a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
             }
             const int64_t at = (int64_t)k * s + n / o->grid * q + n % o->grid;
-            o->y[at] = osp__int8_finish(o, k, acc, o->res ? o->res[at] : 0.0f);
+            const float v = osp__int8_finish(o, k, acc, o->res ? o->res[at] : 0.0f);
+            if (o->y) o->y[at] = v;
+            else *int8_packed_at(o, k, n / o->grid, n % o->grid) =
+                     osp__int8_quantize_one(v, o->yq_inv, o->yq_zero);
         }
     }
 }
@@ -235,6 +244,31 @@ static void quantize_quads(const osp_conv_desc *d, const int8_geom *g, const flo
         const int below = g->hp - d->pad_h - d->h;
         if (below > 0) memset(p + (d->pad_h + d->h) * line, zero, (size_t)(below * line));
         memset(p + g->hp * line, zero, (size_t)g->slack); /* read by dropped cells */
+    }
+}
+
+/* The zero point in the parts of image y's packed output (channel quads
+ * [q0, q1) of the next layer's direct layout ng, nd) that no output
+ * lands in: the borders, the slack, and all of a quad that has channels
+ * past K (the GEMM writes only the ones below). */
+static void fill_packed_borders(const osp_conv_desc *nd, const int8_geom *ng, int zero, int q0,
+                                int q1, uint8_t *y) {
+    const int64_t line = (int64_t)ng->wp * 4;
+    for (int cq = q0; cq < q1; cq++) {
+        uint8_t *p = y + cq * ng->plane;
+        if (cq * 4 + 4 > nd->c) {
+            memset(p, zero, (size_t)ng->plane);
+            continue;
+        }
+        memset(p, zero, (size_t)(nd->pad_h * line));
+        const int right = ng->wp - nd->pad_w - nd->w;
+        for (int i = 0; i < nd->h; i++) {
+            uint8_t *row = p + (i + nd->pad_h) * line;
+            memset(row, zero, (size_t)nd->pad_w * 4);
+            memset(row + (nd->pad_w + nd->w) * 4, zero, (size_t)right * 4);
+        }
+        const int64_t below = ng->hp - nd->pad_h - nd->h;
+        memset(p + (nd->pad_h + nd->h) * line, zero, (size_t)(below * line + ng->slack));
     }
 }
 
@@ -364,11 +398,18 @@ static void prepare_input(const osp_conv_desc *d, const int8_geom *g, const floa
     pack_panel(d, g, slot, lo, hi, slot + g->in_bytes);
 }
 
-void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
-                        const void *prepared, const float *bias, float *y, void *workspace,
-                        const int8_kernel *kern) {
-    int8_geom g;
-    if (!int8_geometry(d, &g)) return;
+void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const void *prepared,
+                        const float *bias, void *workspace, const int8_kernel *kern) {
+    int8_geom g, ng;
+    if (!int8_geometry(d, &g) || (io->xq && !g.direct)) return;
+    const float x_scale = io->x_scale;
+    const int x_zero = io->x_zero;
+    const float *x = io->x;
+    float *y = io->y;
+    const osp_conv_desc *nd = io->next;
+    if (!y && (!nd || nd->c != d->k || nd->h != d->p || nd->w != d->q || !int8_geometry(nd, &ng) ||
+               !ng.direct))
+        return;
     const int8_filters *f = prepared;
     uint8_t *base = (uint8_t *)ALIGN64((uintptr_t)workspace);
     float *oscale = (float *)(base + g.slot * osp__kernel_slots());
@@ -390,6 +431,14 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
     int8_out o0 = {.d = d, .f = f, .off = off, .grid = g.grid, .cells = g.cells,
                    .block_stride = g.direct ? INT8_BLOCK_BYTES : (int64_t)g.groups * INT8_BLOCK_BYTES,
                    .zero = x_zero, .oscale = oscale, .bias = obias};
+    if (!y) {
+        o0.yq_plane = ng.plane;
+        o0.yq_wp = ng.wp;
+        o0.yq_top = nd->pad_h;
+        o0.yq_left = nd->pad_w;
+        o0.yq_zero = io->y_zero;
+        o0.yq_inv = 1.0f / io->y_scale;
+    }
     const float inv = 1.0f / x_scale;
     const int64_t chw = (int64_t)d->c * d->h * d->w, ks = (int64_t)d->k * d->p * d->q;
     const int64_t work = (int64_t)d->n * d->k * d->p * d->q * g.r;
@@ -407,10 +456,12 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
             share(d->n, t, tn, &lo, &hi);
             for (int n = lo; n < hi; n++) {
                 int8_out o = o0;
-                o.src = g.direct ? slot : slot + g.in_bytes;
-                o.y = y + n * ks;
+                o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? slot : slot + g.in_bytes;
+                o.y = y ? y + n * ks : NULL;
+                o.yq = y ? NULL : io->yq + n * ng.in_bytes;
                 o.res = d->residual ? d->residual + n * ks : NULL;
-                prepare_input(d, &g, x + n * chw, inv, x_zero, slot, 0, 1, kern, 0);
+                if (!io->xq) prepare_input(d, &g, x + n * chw, inv, x_zero, slot, 0, 1, kern, 0);
+                if (!y) fill_packed_borders(nd, &ng, io->y_zero, 0, ng.cq, o.yq);
                 gemm_share(&o, &g, 0, 1, kern->gemm);
             }
         }
@@ -426,10 +477,16 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
 #endif
         for (int n = 0; n < d->n; n++) {
             int8_out o = o0;
-            o.src = g.direct ? base : base + g.in_bytes;
-            o.y = y + n * ks;
+            o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? base : base + g.in_bytes;
+            o.y = y ? y + n * ks : NULL;
+            o.yq = y ? NULL : io->yq + n * ng.in_bytes;
             o.res = d->residual ? d->residual + n * ks : NULL;
-            prepare_input(d, &g, x + n * chw, inv, x_zero, base, t, tn, kern, 1);
+            if (!io->xq) prepare_input(d, &g, x + n * chw, inv, x_zero, base, t, tn, kern, 1);
+            if (!y) {
+                int lo, hi;
+                share(ng.cq, t, tn, &lo, &hi);
+                fill_packed_borders(nd, &ng, io->y_zero, lo, hi, o.yq);
+            }
 #pragma omp barrier
             gemm_share(&o, &g, t, tn, kern->gemm);
 #pragma omp barrier
@@ -437,10 +494,17 @@ void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const
     }
 }
 
+static const int8_kernel portable = {osp__int8_gemm_ref, osp__int8_quantize_ref,
+                                     osp__int8_quantize4_ref};
+
 void osp__cpu_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
                                   const float *x, const void *prepared, const float *bias,
                                   float *y, void *workspace) {
-    static const int8_kernel portable = {osp__int8_gemm_ref, osp__int8_quantize_ref,
-                                         osp__int8_quantize4_ref};
-    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, &portable);
+    const osp_int8_io io = {.x_scale = x_scale, .x_zero = x_zero, .x = x, .y = y};
+    osp__int8_conv_run(d, &io, prepared, bias, workspace, &portable);
+}
+
+void osp__cpu_conv2d_int8_forward_io(const osp_conv_desc *d, const osp_int8_io *io,
+                                     const void *prepared, const float *bias, void *workspace) {
+    osp__int8_conv_run(d, io, prepared, bias, workspace, &portable);
 }

@@ -38,7 +38,9 @@
  * Sums are exact in int32 (at most OSP_INT8_MAX_TAPS groups of 4:
  * 255 * 127 * 4 * 16384 < 2^31); an output is
  *   y = fma((float)(acc - zero * sum[k]), x_scale * scale[k], bias[k])
- * then + residual, then the activation. */
+ * then + residual, then the activation; an output packed for the next
+ * layer is then quantised as that layer would quantise y
+ * (osp__int8_quantize_one), so that both ways give the same bytes. */
 #ifndef OSPREY_CONV_INT8_H
 #define OSPREY_CONV_INT8_H
 
@@ -91,9 +93,21 @@ typedef struct int8_out {
     int zero;
     const float *oscale;    /* Kp: x_scale * scale[k] */
     const float *bias;      /* Kp, zeros where the layer has none */
-    float *y;               /* this image's K x P x Q output */
+    float *y;               /* this image's K x P x Q output, or NULL: */
+    uint8_t *yq;            /* this image's output packed for the next layer */
+    int64_t yq_plane;       /* its bytes from one channel quad to the next */
+    int yq_wp, yq_top, yq_left; /* its bordered row's cells, and the borders */
+    int yq_zero;
+    float yq_inv;           /* 1 / its input scale */
     const float *res;       /* this image's residual, or NULL */
 } int8_out;
+
+/* Where output (k, p, q) goes in a packed output (direct layout of the
+ * next layer's input, conv_int8.c): byte k % 4 of its cell. */
+static inline uint8_t *int8_packed_at(const int8_out *o, int k, int64_t p, int64_t q) {
+    return o->yq + (int64_t)(k / 4) * o->yq_plane +
+           ((p + o->yq_top) * o->yq_wp + q + o->yq_left) * 4 + k % 4;
+}
 
 /* d's activation of one value. */
 float osp__int8_activate(const osp_conv_desc *d, float v);
@@ -133,9 +147,10 @@ void osp__int8_quantize4_ref(const float *const x[4], int n, float inv_scale, in
                              uint8_t *q);
 void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1);
 
-/* The forward of both kernels: quantise (and pack), GEMM, image by image. */
-void osp__int8_conv_run(const osp_conv_desc *d, float x_scale, int x_zero, const float *x,
-                        const void *prepared, const float *bias, float *y, void *workspace,
-                        const int8_kernel *k);
+/* The forward of both kernels: quantise (and pack) unless io's input is
+ * packed already, GEMM, image by image; the output float32 or packed for
+ * the next layer (its borders written here, its cells by the GEMM). */
+void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const void *prepared,
+                        const float *bias, void *workspace, const int8_kernel *k);
 
 #endif

@@ -68,14 +68,16 @@ static inline __mmask16 valid16(const int8_out *o, int64_t n, int64_t *first) {
     return m;
 }
 
-/* The epilogue of 16 cells of channel k: valid ones (m) stored from
- * output index at on. */
-static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
+/* The epilogue's values of 16 cells of channel k, whose valid ones (m)
+ * are the outputs from index at on in the channel's P x Q plane. */
+static inline __m512 value16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
     const osp_conv_desc *d = o->d;
     const __m512i centred = _mm512_sub_epi32(acc, _mm512_set1_epi32(o->zero * int8_sums(o->f)[k]));
     __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_set1_ps(o->oscale[k]),
                                _mm512_set1_ps(o->bias[k]));
-    if (o->res) v = _mm512_add_ps(v, _mm512_maskz_expandloadu_ps(m, o->res + at));
+    if (o->res)
+        v = _mm512_add_ps(v, _mm512_maskz_expandloadu_ps(
+                                 m, o->res + (int64_t)k * o->d->p * o->d->q + at));
     const __m512 zero = _mm512_setzero_ps();
     switch ((osp_activation)d->act) {
     case OSP_ACT_NONE: break;
@@ -94,12 +96,55 @@ static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, _
         break;
     }
     }
+    return v;
+}
+
+/* ... stored as float32 */
+static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
+    const __m512 v = value16(o, k, acc, at, m);
+    float *y = o->y + (int64_t)k * o->d->p * o->d->q + at;
     if (m == 0xffff) {
-        _mm512_storeu_ps(o->y + at, v);
+        _mm512_storeu_ps(y, v);
         return;
     }
     const int count = __builtin_popcount(m);
-    _mm512_mask_storeu_ps(o->y + at, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
+    _mm512_mask_storeu_ps(y, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
+}
+
+/* ... quantised as the next layer would, in 32-bit lanes (a channel past
+ * K: the zero point) */
+static inline __m512i byte16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
+    if (k >= o->f->k) return _mm512_set1_epi32(o->yq_zero);
+    return quantize16(value16(o, k, acc, at, m), _mm512_set1_ps(o->yq_inv),
+                      _mm512_set1_epi32(o->yq_zero));
+}
+
+/* The packed epilogue of 16 cells of the four channels of quad k0 / 4:
+ * the four bytes of a cell side by side, the valid cells stored into
+ * their rows of the next layer's bordered planes. */
+static inline void finish16_packed(const int8_out *o, int k0, __m512i a0, __m512i a1, __m512i a2,
+                                   __m512i a3, int64_t at, __mmask16 m) {
+    __m512i word = byte16(o, k0, a0, at, m);
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 1, a1, at, m), 8));
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 2, a2, at, m), 16));
+    word = _mm512_or_si512(word, _mm512_slli_epi32(byte16(o, k0 + 3, a3, at, m), 24));
+    const int q = o->d->q;
+    int64_t row = at / q, col = at % q;
+    uint8_t *dst = int8_packed_at(o, k0, row, col);
+    if (m == 0xffff && col + 16 <= q) {
+        _mm512_storeu_si512(dst, word);
+        return;
+    }
+    /* cells from one output row to the next jump the borders */
+    uint32_t cells[16];
+    _mm512_storeu_si512(cells, _mm512_maskz_compress_epi32(m, word));
+    const int count = __builtin_popcount(m);
+    for (int i = 0; i < count;) {
+        const int len = count - i < q - col ? count - i : (int)(q - col);
+        memcpy(dst, cells + i, (size_t)len * 4);
+        i += len;
+        if (i < count) dst = int8_packed_at(o, k0, ++row, col = 0);
+    }
 }
 
 /* The valid cells of a block's two halves, and their first outputs. */
@@ -131,13 +176,26 @@ static inline __attribute__((always_inline)) void tile(const int8_out *o, const 
         }
         w += 4 * rows;
     }
-    const int64_t s = (int64_t)o->d->p * o->d->q;
+    if (!o->y) {
+        /* unrolled, so that the accumulators stay in registers */
+#pragma GCC unroll 3
+        for (int r = 0; r < rows; r += 4) {
+            if (k0 + r >= f->k) break;
+            if (v->m0)
+                finish16_packed(o, k0 + r, acc[r][0], acc[r + 1][0], acc[r + 2][0], acc[r + 3][0],
+                                v->at0, v->m0);
+            if (v->m1)
+                finish16_packed(o, k0 + r, acc[r][1], acc[r + 1][1], acc[r + 2][1], acc[r + 3][1],
+                                v->at1, v->m1);
+        }
+        return;
+    }
 #pragma GCC unroll 12
     for (int r = 0; r < rows; r++) {
         const int k = k0 + r;
         if (k >= f->k) break;
-        if (v->m0) finish16(o, k, acc[r][0], k * s + v->at0, v->m0);
-        if (v->m1) finish16(o, k, acc[r][1], k * s + v->at1, v->m1);
+        if (v->m0) finish16(o, k, acc[r][0], v->at0, v->m0);
+        if (v->m1) finish16(o, k, acc[r][1], v->at1, v->m1);
     }
 }
 
@@ -172,9 +230,16 @@ static void gemm(const int8_out *o, int k0, int k1, int b0, int b1) {
     }
 }
 
+static const int8_kernel vnni = {gemm, osp__vnni_int8_quantize, osp__vnni_int8_quantize4};
+
 void osp__vnni_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
                                    const float *x, const void *prepared, const float *bias,
                                    float *y, void *workspace) {
-    static const int8_kernel vnni = {gemm, osp__vnni_int8_quantize, osp__vnni_int8_quantize4};
-    osp__int8_conv_run(d, x_scale, x_zero, x, prepared, bias, y, workspace, &vnni);
+    const osp_int8_io io = {.x_scale = x_scale, .x_zero = x_zero, .x = x, .y = y};
+    osp__int8_conv_run(d, &io, prepared, bias, workspace, &vnni);
+}
+
+void osp__vnni_conv2d_int8_forward_io(const osp_conv_desc *d, const osp_int8_io *io,
+                                      const void *prepared, const float *bias, void *workspace) {
+    osp__int8_conv_run(d, io, prepared, bias, workspace, &vnni);
 }

@@ -81,6 +81,11 @@ void osp__cpu_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_z
 void osp__vnni_conv2d_int8_forward(const osp_conv_desc *d, float x_scale, int x_zero,
                                    const float *x, const void *prepared, const float *bias,
                                    float *y, void *workspace);
+size_t osp__conv2d_int8_packed_bytes(const osp_conv_desc *d);
+void osp__cpu_conv2d_int8_forward_io(const osp_conv_desc *d, const osp_int8_io *io,
+                                     const void *prepared, const float *bias, void *workspace);
+void osp__vnni_conv2d_int8_forward_io(const osp_conv_desc *d, const osp_int8_io *io,
+                                      const void *prepared, const float *bias, void *workspace);
 
 void osp__cpu_fc_forward(int n, int in, int out, const float *x, const float *w,
                          const float *bias, float *y);

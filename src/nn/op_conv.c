@@ -21,6 +21,8 @@
 #include "quantize.h"
 #include "osprey/nn.h"
 
+static void forward(osp_graph *g, osp_node *n, const osp_exec *ex);
+
 /* Per-sample tensors larger than this would overflow the int sizes the
  * kernels pass to BLAS. */
 #define CONV_MAX_ELEMS ((int64_t)1 << 30)
@@ -83,6 +85,8 @@ static int parse(osp_spec_section *s, void **out) {
     a.qprepared = NULL;
     a.qprepared_bytes = 0;
     a.qprepared_for = NULL;
+    a.qout_node = -1;
+    a.qout_for = NULL;
     a.calib = NULL;
     conv_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
@@ -101,6 +105,8 @@ static void conv_free_attrs(void *attrs) {
     }
     osp_free(a);
 }
+
+static int is_conv_node(const osp_node *n) { return n->op && n->op->forward == forward; }
 
 static osp_conv_desc desc_of(const osp_graph *g, const osp_node *n, int batch) {
     const conv_attrs *a = n->attrs;
@@ -217,6 +223,8 @@ static int conv_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
         a->residual_node = -1;
         a->prepared_for = NULL;
         a->qprepared_for = NULL;
+        a->qout_node = -1;
+        a->qout_for = NULL;
         return 0;
     }
     if (a->act != OSP_ACT_NONE) return 0; /* nothing fuses after the activation */
@@ -281,6 +289,56 @@ static const void *quantized_filters(conv_attrs *a, const osp_conv_desc *d, cons
     return a->qprepared;
 }
 
+/* The weights and bias an inference forward of n uses (batch norm
+ * folded in where it is fused). */
+static void infer_weights(osp_graph *g, const osp_node *n, const float **w, const float **bias) {
+    const conv_attrs *a = n->attrs;
+    *w = osp_node_weight(g, n, 0);
+    *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
+    if (a->folded_bn) {
+        *w = a->folded;
+        *bias = a->folded + osp_graph_param(g, n->params[0])->numel;
+    }
+}
+
+/* The node whose forward computes node i's value. */
+static osp_node *producer_of(osp_graph *g, int i) {
+    osp_node *n = osp_graph_node(g, i);
+    return n->fused_into ? osp_graph_node(g, n->fused_into) : n;
+}
+
+/* Int8 activations between layers: the int8 convolution that is the only
+ * reader of n's value (n's own, or that of the last node fused into it),
+ * if it runs int8 on be and reads packed input, with its filters ready;
+ * else NULL. A value anything else reads (a residual add, a kept or final
+ * output, a layer being calibrated) stays float32. */
+static osp_node *packed_reader(osp_graph *g, osp_node *n, const osp_backend *be, int batch) {
+    if (!be->conv2d_int8_forward_io || !be->conv2d_int8_packed_bytes) return NULL;
+    const int count = osp_graph_node_count(g);
+    osp_node *reader = NULL;
+    for (int i = 1; i < count; i++) {
+        osp_node *m = osp_graph_node(g, i);
+        const int member = i == n->id || m->fused_into == n->id;
+        if (member && (m->keep || i == count - 1)) return NULL;
+        if (member) continue;
+        for (int j = 0; j < m->n_inputs; j++) {
+            if (producer_of(g, m->inputs[j]) != n) continue;
+            if (reader) return NULL;
+            reader = m;
+        }
+    }
+    if (!reader || !is_conv_node(reader)) return NULL;
+    conv_attrs *ra = reader->attrs;
+    if (!ra->quant || ra->calib) return NULL;
+    const osp_conv_desc rd = desc_of(g, reader, batch);
+    const size_t per_image = be->conv2d_int8_packed_bytes(&rd);
+    /* the packed bytes live in n's own float32 buffer */
+    if (!per_image || per_image > (size_t)n->size * sizeof(float)) return NULL;
+    const float *w, *bias;
+    infer_weights(g, reader, &w, &bias);
+    return quantized_filters(ra, &rd, w, be) ? reader : NULL;
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     conv_attrs *a = n->attrs;
     osp_conv_desc d = desc_of(g, n, ex->batch);
@@ -289,10 +347,7 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     /* Fusion state exists only under an inference plan (training plans
      * reset it), so a training-mode forward never sees it. */
     if (ex->mode == OSP_MODE_INFER) {
-        if (a->folded_bn) {
-            w = a->folded;
-            bias = a->folded + osp_graph_param(g, n->params[0])->numel;
-        }
+        infer_weights(g, n, &w, &bias);
         d.act = a->act;
         d.act_alpha = a->act_alpha;
         if (a->residual_node >= 0) d.residual = osp_graph_node(g, a->residual_node)->out;
@@ -302,9 +357,35 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         if (osp_graph_planned_mode(g) == OSP_MODE_INFER) {
             const void *q = a->quant ? quantized_filters(a, &d, w, ex->be) : NULL;
             if (q) {
-                ex->be->conv2d_int8_forward(&d, a->in_scale, a->in_zero,
-                                            osp_node_input(g, n, 0)->out, q, bias, n->out,
-                                            ex->workspace);
+                osp_int8_io io = {.x_scale = a->in_scale, .x_zero = a->in_zero};
+                const osp_node *from = producer_of(g, n->inputs[0]);
+                const conv_attrs *fa = is_conv_node(from) ? from->attrs : NULL;
+                if (fa && fa->qout_for == ex->be && fa->qout_node == n->id)
+                    io.xq = (const uint8_t *)osp_node_input(g, n, 0)->out;
+                else
+                    io.x = osp_node_input(g, n, 0)->out;
+                if (a->qout_for != ex->be) {
+                    const osp_node *r = packed_reader(g, n, ex->be, ex->batch);
+                    a->qout_node = r ? r->id : -1;
+                    a->qout_for = ex->be;
+                }
+                osp_conv_desc next;
+                if (a->qout_node >= 0) {
+                    const osp_node *r = osp_graph_node(g, a->qout_node);
+                    const conv_attrs *ra = r->attrs;
+                    next = desc_of(g, r, ex->batch);
+                    io.yq = (uint8_t *)n->out;
+                    io.next = &next;
+                    io.y_scale = ra->in_scale;
+                    io.y_zero = ra->in_zero;
+                } else {
+                    io.y = n->out;
+                }
+                if (ex->be->conv2d_int8_forward_io)
+                    ex->be->conv2d_int8_forward_io(&d, &io, q, bias, ex->workspace);
+                else
+                    ex->be->conv2d_int8_forward(&d, a->in_scale, a->in_zero, io.x, q, bias,
+                                                io.y, ex->workspace);
                 return;
             }
             d.prepared = prepared_filters(a, &d, w, ex->be);

@@ -69,6 +69,7 @@ static void drop_stats(osp_net *net) {
         conv_attrs *a = n->attrs;
         osp__calib_stats_free(a->calib);
         a->calib = NULL;
+        a->qout_for = NULL; /* a layer being calibrated reads float32 */
     }
 }
 
@@ -143,6 +144,7 @@ static void clear_quant(osp_net *net) {
         conv_attrs *a = n->attrs;
         a->quant = 0;
         a->qprepared_for = NULL;
+        a->qout_for = NULL;
     }
     osp_free(net->quantization);
     net->quantization = NULL;

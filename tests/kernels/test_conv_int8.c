@@ -178,3 +178,106 @@ Test(conv_int8, saturates_out_of_range_inputs) {
     cr_assert_float_eq(y[3], 64.0f / 255, 1e-6);
     free(prep), free(ws);
 }
+
+/* Int8 activations between layers (conv2d_int8_forward_io): layer a writes
+ * its output packed for layer b, and b reads those bytes. b's outputs are
+ * then the same bits as when a writes float32 and b quantises it, on every
+ * backend, and the same between backends. */
+typedef struct pair {
+    shape a;         /* b's input is a's output */
+    int bk, bkh, bpad, bdil;
+    int a_residual;  /* a's epilogue adds a residual before it is packed */
+} pair;
+
+/* b's float32 output after a, a's output packed for b (packed) or not. */
+static float *run_pair(const osp_backend *be, const osp_conv_desc *da, const osp_conv_desc *db,
+                       const float *x, const float *wa, const float *ba, const float *wb,
+                       const float *bb, float ys, int yz, int packed) {
+    void *pa = malloc(be->conv2d_int8_prepared_bytes(da));
+    void *pb = malloc(be->conv2d_int8_prepared_bytes(db));
+    size_t ws_bytes = be->conv2d_int8_workspace(da);
+    if (be->conv2d_int8_workspace(db) > ws_bytes) ws_bytes = be->conv2d_int8_workspace(db);
+    void *ws = malloc(ws_bytes);
+    be->conv2d_int8_prepare(da, wa, pa);
+    be->conv2d_int8_prepare(db, wb, pb);
+    const size_t per_image = be->conv2d_int8_packed_bytes(db);
+    cr_assert(per_image > 0, "a stride-1 layer reads packed input");
+    /* as the graph keeps it: in a's float32 buffer; poisoned, so that a
+     * byte the forward leaves unwritten shows */
+    const size_t a_bytes = sizeof(float) * (size_t)da->n * da->k * da->p * da->q;
+    const size_t bytes = packed && per_image * da->n > a_bytes ? per_image * da->n : a_bytes;
+    uint8_t *mid = malloc(bytes);
+    memset(mid, 0xa5, bytes);
+    float *y = malloc(sizeof(float) * (size_t)db->n * db->k * db->p * db->q);
+    osp_int8_io io = {.x_scale = 2.6f / 255, .x_zero = 69, .x = x};
+    if (packed) {
+        io.yq = mid;
+        io.next = db;
+        io.y_scale = ys;
+        io.y_zero = yz;
+    } else {
+        io.y = (float *)mid;
+    }
+    be->conv2d_int8_forward_io(da, &io, pa, ba, ws);
+    osp_int8_io in = {.x_scale = ys, .x_zero = yz, .y = y};
+    if (packed) in.xq = mid;
+    else in.x = (const float *)mid;
+    be->conv2d_int8_forward_io(db, &in, pb, bb, ws);
+    free(pa), free(pb), free(ws), free(mid);
+    return y;
+}
+
+static void check_pair(const pair *s, uint64_t seed) {
+    osp_conv_desc da = desc_of(&s->a);
+    shape sb = {s->a.n, s->a.k, da.p, da.q, s->bk, s->bkh, s->bkh, 1, s->bpad, s->bdil,
+                OSP_ACT_NONE, 0};
+    osp_conv_desc db = desc_of(&sb);
+    const int64_t nx = (int64_t)s->a.n * s->a.c * s->a.h * s->a.w;
+    const int64_t ra = (int64_t)s->a.c * s->a.kh * s->a.kw, rb = (int64_t)sb.c * sb.kh * sb.kw;
+    const int64_t na = (int64_t)s->a.n * s->a.k * da.p * da.q;
+    float *x = malloc(sizeof(float) * nx), *wa = malloc(sizeof(float) * s->a.k * ra);
+    float *wb = malloc(sizeof(float) * sb.k * rb), *ba = malloc(sizeof(float) * s->a.k);
+    float *bb = malloc(sizeof(float) * sb.k), *res = malloc(sizeof(float) * na);
+    fill(x, nx, seed, -0.7f, 1.9f);
+    fill(wa, s->a.k * ra, seed + 1, -0.5f, 0.5f);
+    fill(wb, sb.k * rb, seed + 2, -0.5f, 0.5f);
+    fill(ba, s->a.k, seed + 3, -1, 1);
+    fill(bb, sb.k, seed + 4, -1, 1);
+    fill(res, na, seed + 5, -1, 1);
+    da.residual = s->a_residual ? res : NULL;
+    /* a range that clips some of a's outputs, so saturation is compared too */
+    const float lo = s->a.act == OSP_ACT_RELU ? 0.0f : -1.5f, ys = (2.0f - lo) / 255;
+    const int yz = (int)lrintf(-lo / ys);
+    const osp_backend *ref = osp_backend_cpu_reference();
+    float *want = run_pair(ref, &da, &db, x, wa, ba, wb, bb, ys, yz, 0);
+    const int64_t ny = (int64_t)sb.n * sb.k * db.p * db.q;
+    const char *names[] = {"reference", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        const osp_backend *be = i ? osp_backend_find(names[i]) : ref;
+        if (!be || !be->conv2d_int8_forward_io) continue;
+        for (int packed = 0; packed < 2; packed++) {
+            float *got = run_pair(be, &da, &db, x, wa, ba, wb, bb, ys, yz, packed);
+            for (int64_t j = 0; j < ny; j++)
+                cr_assert(memcmp(&got[j], &want[j], sizeof(float)) == 0,
+                          "%s, %s, a %dx%d s%d k%d -> b %dx%d p%d: y[%lld] = %.9g, want %.9g",
+                          be->name, packed ? "packed" : "float32", s->a.kh, s->a.kw, s->a.stride,
+                          s->a.k, s->bkh, s->bkh, s->bpad, (long long)j, got[j], want[j]);
+            free(got);
+        }
+    }
+    free(x), free(wa), free(wb), free(ba), free(bb), free(res), free(want);
+}
+
+Test(conv_int8, packed_output_equals_quantised_float32) {
+    const pair pairs[] = {
+        /* a: n  c  h   w   k  kh kw s p d act           res   b: k kh pad dil a_res */
+        {{1, 3, 9, 11, 10, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, 8, 3, 1, 1, 0},   /* K % 4 = 2 */
+        {{2, 16, 12, 12, 20, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, 12, 3, 1, 1, 1}, /* residual */
+        {{3, 5, 15, 13, 12, 3, 3, 2, 1, 1, OSP_ACT_NONE, 0}, 7, 1, 0, 1, 0},   /* a strided */
+        {{1, 32, 7, 7, 64, 1, 1, 1, 0, 1, OSP_ACT_RELU, 0}, 16, 3, 1, 1, 0},   /* 7 x 7 rows */
+        {{2, 8, 20, 37, 24, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, 4, 3, 2, 2, 0},   /* dilated b */
+        {{1, 64, 14, 14, 28, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, 9, 5, 2, 1, 0},  /* team split */
+        {{4, 9, 9, 9, 13, 5, 3, 1, 0, 1, OSP_ACT_NONE, 0}, 5, 3, 0, 1, 0},     /* no border */
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) check_pair(&pairs[i], 40 + i);
+}

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nn/attrs.h"
 #include "osprey/model.h"
 #include "osprey/nn.h"
 
@@ -155,4 +156,81 @@ Test(quantize, calibration_misuse) {
     cr_assert_neq(osp_net_calibrate_end(net, OSP_CALIB_PERCENTILE, 30, 0), 0);
     cr_assert(strstr(osp_last_error(), "percentile"), "%s", osp_last_error());
     osp_net_free(net);
+}
+
+/* Int8 activations between layers: a convolution whose output only an
+ * int8 convolution with a stride-1 window reads hands it bytes (c1 -> c2,
+ * with batch norm and ReLU fused; c2 -> c3, 1x1); the rest stay float32
+ * (c3 -> c4 has a strided reader, c4's output feeds c5 and an add). The
+ * outputs are the same bits as when every layer's float32 output is kept
+ * (osp_net_run's kept layers are never handed off), and the same on the
+ * portable kernel as on this CPU's. */
+static const char CHAIN[] = "[net]\ninput = 3x10x10\n"
+                            "[conv]\nname = c1\nfilters = 10\nsize = 3\npad = 1\n"
+                            "[batchnorm]\n[relu]\nname = r1\n"
+                            "[conv]\nname = c2\nfilters = 16\nsize = 3\npad = 1\n[relu]\nname = r2\n"
+                            "[conv]\nname = c3\nfilters = 8\nsize = 1\n"
+                            "[conv]\nname = c4\nfilters = 8\nsize = 3\nstride = 2\npad = 1\n"
+                            "[relu]\nname = r4\n"
+                            "[conv]\nname = c5\nfilters = 8\nsize = 3\npad = 1\n"
+                            "[add]\ninput = c5, r4\n[relu]\n"
+                            "[globalavgpool]\n[fc]\nname = head\noutputs = 4\n";
+
+static int hands_off(osp_net *net, const char *layer) {
+    const osp_node *n = osp_graph_find(net->graph, layer);
+    const conv_attrs *a = n->attrs;
+    return a->qout_for != NULL && a->qout_node >= 0;
+}
+
+Test(quantize, packed_handoff_equals_float32_handoff) {
+    osp_net *nets[2];
+    const int n = 24;
+    float *x = inputs(n * 3, -1.0f, 1.0f, 0); /* 300 floats an image */
+    char *record = NULL;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(osp_net_from_spec(CHAIN, strlen(CHAIN), "q", 11, &nets[i]), 0, "%s",
+                     osp_last_error());
+        if (!record) {
+            float *y = malloc(sizeof(float) * n * 4);
+            float *outs[1] = {y};
+            cr_assert_eq(osp_net_calibrate_begin(nets[i]), 5);
+            cr_assert_eq(osp_net_run(nets[i], x, n, 8, NULL, 0, outs), 0, "%s", osp_last_error());
+            cr_assert_eq(osp_net_calibrate_pass(nets[i]), 0);
+            cr_assert_eq(osp_net_run(nets[i], x, n, 8, NULL, 0, outs), 0, "%s", osp_last_error());
+            cr_assert_eq(osp_net_calibrate_end(nets[i], OSP_CALIB_PERCENTILE, 99.99, n), 0, "%s",
+                         osp_last_error());
+            free(y);
+            record = strdup(nets[i]->quantization);
+        } else {
+            cr_assert_eq(osp_net_set_quantization(nets[i], record, "q"), 0, "%s", osp_last_error());
+        }
+    }
+    const char *backends[] = {"reference", "avx512"};
+    float *first = NULL;
+    for (int b = 0; b < 2; b++) {
+        const osp_backend *be = osp_backend_find(backends[b]);
+        if (!be || !be->conv2d_int8_forward_io) continue;
+        setenv("OSP_BACKEND", backends[b], 1);
+        float *packed = malloc(sizeof(float) * n * 4), *plain = malloc(sizeof(float) * n * 4);
+        float *r1 = malloc(sizeof(float) * n * 1000), *r2 = malloc(sizeof(float) * n * 1600);
+        float *outs[3] = {packed};
+        cr_assert_eq(osp_net_run(nets[0], x, n, 8, NULL, 0, outs), 0, "%s", osp_last_error());
+        cr_assert(hands_off(nets[0], "c1") && hands_off(nets[0], "c2"), "%s: c1, c2 hand off", be->name);
+        cr_assert(!hands_off(nets[0], "c3") && !hands_off(nets[0], "c4") && !hands_off(nets[0], "c5"));
+        const char *layers[] = {"head", "r1", "r2"};
+        outs[0] = plain, outs[1] = r1, outs[2] = r2;
+        cr_assert_eq(osp_net_run(nets[1], x, n, 8, layers, 3, outs), 0, "%s", osp_last_error());
+        cr_assert(!hands_off(nets[1], "c1") && !hands_off(nets[1], "c2"), "kept layers stay float32");
+        cr_assert(memcmp(packed, plain, sizeof(float) * n * 4) == 0, "%s: packed and float32 differ",
+                  be->name);
+        if (first) cr_assert(memcmp(packed, first, sizeof(float) * n * 4) == 0,
+                             "%s differs from the portable kernel", be->name);
+        else first = packed, packed = NULL;
+        free(packed), free(plain), free(r1), free(r2);
+    }
+    unsetenv("OSP_BACKEND");
+    cr_assert(first, "the portable kernel runs int8");
+    free(first), free(record), free(x);
+    osp_net_free(nets[0]);
+    osp_net_free(nets[1]);
 }
