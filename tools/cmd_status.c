@@ -308,11 +308,12 @@ int cmd_cancel(int argc, char **argv) {
     osp_broker *b;
     if (cli_broker("cancel", o.broker, o.password, &b)) return 1;
     char state[16];
-    const int rc = osp_task_cancel(b, o.id, state);
+    int had_ended;
+    const int rc = osp_task_cancel(b, o.id, state, &had_ended);
     osp_broker_free(b);
     if (rc) return cli_fail_lib("cancel", NULL);
-    if (!strcmp(state, "cancelled") || !strcmp(state, "cancelling")) printf("task %s %s\n", o.id, state);
-    else printf("task %s had already ended: %s\n", o.id, state);
+    if (had_ended) printf("task %s had already ended: %s\n", o.id, state);
+    else printf("task %s %s\n", o.id, state);
     return 0;
 }
 

@@ -124,9 +124,9 @@ OSP_API int osp_task_list(osp_broker *b, char **json);
 /* Cancels a task: one queued or waiting is cancelled at once (and the
  * tasks waiting on it with it); one running is marked cancelling, and its
  * worker stops the command (SIGTERM, then SIGKILL) and ends it cancelled.
- * *state gets the state after the call ("cancelled", "cancelling", or the
- * final state of a task that had already ended). */
-OSP_API int osp_task_cancel(osp_broker *b, const char *id, char state[16]);
+ * *state gets the state after the call ("cancelled" or "cancelling"), or
+ * with *had_ended set, the final state of a task that had already ended. */
+OSP_API int osp_task_cancel(osp_broker *b, const char *id, char state[16], int *had_ended);
 
 /* One line of a task's log. */
 typedef struct osp_task_log_line {

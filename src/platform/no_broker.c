@@ -27,8 +27,9 @@ int osp_task_list(osp_broker *b, char **json) {
     *json = NULL;
     return missing();
 }
-int osp_task_cancel(osp_broker *b, const char *id, char state[16]) {
+int osp_task_cancel(osp_broker *b, const char *id, char state[16], int *had_ended) {
     state[0] = 0;
+    *had_ended = 0;
     return missing();
 }
 int osp_task_logs(osp_broker *b, const char *id, char after[64], int block_ms,

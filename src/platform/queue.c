@@ -163,17 +163,20 @@ int osp_task_submit(osp_broker *b, const osp_task_spec *s, char id[OSP_TASK_ID_M
     return OSP_OK;
 }
 
-int osp_task_cancel(osp_broker *b, const char *id, char state[16]) {
+int osp_task_cancel(osp_broker *b, const char *id, char state[16], int *had_ended) {
     state[0] = 0;
+    *had_ended = 0;
     if (!osp_task_id_valid(id, strlen(id))) return osp_error(OSP_EINVAL, "'%.32s' is not a task id", id);
     char now[32];
     osp__now_string(now);
     const char *args[] = {now, id};
     redisReply *r = osp__broker_eval(b, osp__script_cancel, 2, args);
     if (!r) return strstr(osp_last_error(), "no task") ? OSP_ENOENT : OSP_EIO;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING)
-        snprintf(state, 16, "%s", r->element[0]->str);
-    osp__notify_tasks(b, r, 1);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING) {
+        *had_ended = !strcmp(r->element[0]->str, "ended") && r->elements == 2;
+        snprintf(state, 16, "%s", r->element[*had_ended]->str);
+    }
+    if (!*had_ended) osp__notify_tasks(b, r, 1);
     freeReplyObject(r);
     return OSP_OK;
 }

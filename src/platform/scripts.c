@@ -127,7 +127,8 @@ const char osp__script_keep[] = PRELUDE
     "if cur[1] == 'cancelling' then return 2 end\n"
     "return 1\n";
 
-/* ARGV: now, id. Returns {state after, ended ids...}; an error reply
+/* ARGV: now, id. Returns {state after, ended ids...}, or {'ended', state}
+ * for a task that had already ended; an error reply
  * 'ENOENT ...' if there is no such task. */
 const char osp__script_cancel[] = PRELUDE
     "local id = ARGV[2]\n"
@@ -139,7 +140,7 @@ const char osp__script_cancel[] = PRELUDE
     "if st == 'running' then\n"
     "  redis.call('HSET', key(id), 'state', 'cancelling'); publish(id, 'cancelling'); return {'cancelling'}\n"
     "end\n"
-    "return {st}\n";
+    "return {'ended', st}\n";
 
 /* ARGV: now, id, stream, entry: a worker that cannot run the task puts it
  * back at the end of its stream (a task still queued, or running on a
