@@ -28,7 +28,7 @@ trap cleanup EXIT
 for cmd in worker status logs cancel results sweep; do
     "$osprey" "$cmd" --help | grep -q "usage: osprey $cmd" || fail "$cmd --help"
 done
-if "$osprey" status --broker redis://127.0.0.1:1 2>&1 | grep -q "without hiredis"; then
+if { "$osprey" status --broker redis://127.0.0.1:1 2>&1 || true; } | grep -q "without hiredis"; then
     expect_error "without hiredis" "$osprey" submit -- train --net x
     echo "built without hiredis: skipped"
     exit 77
