@@ -49,54 +49,59 @@ int osp_sweep_grid_parse(const char *grid, osp_sweep_grid **out) {
         return osp_error(OSP_ENOMEM, "sweep grid");
     }
     int64_t size = 1;
+    int rc = OSP_OK;
     char *save_part;
     for (char *part = strtok_r(g->text, ";", &save_part); part; part = strtok_r(NULL, ";", &save_part)) {
         char *eq = strchr(part, '=');
         if (!eq) {
-            osp_sweep_grid_free(g);
-            return osp_error(OSP_EINVAL, "sweep grid: '%.64s' is not NAME=V1,V2,...", part);
+            rc = osp_error(OSP_EINVAL, "sweep grid: '%.64s' is not NAME=V1,V2,...", part);
+            goto bad;
         }
         *eq = 0;
         if (!name_ok(part)) {
-            osp_sweep_grid_free(g);
-            return osp_error(OSP_EINVAL, "sweep grid: '%.64s' is not an option name (a-z, 0-9, -)", part);
+            rc = osp_error(OSP_EINVAL, "sweep grid: '%.64s' is not an option name (a-z, 0-9, -)", part);
+            goto bad;
         }
         for (int i = 0; i < g->n; i++)
             if (!strcmp(g->names[i], part)) {
-                osp_sweep_grid_free(g);
-                return osp_error(OSP_EINVAL, "sweep grid: '%s' given twice", part);
+                rc = osp_error(OSP_EINVAL, "sweep grid: '%s' given twice", part);
+                goto bad;
             }
         if (g->n == MAX_NAMES) {
-            osp_sweep_grid_free(g);
-            return osp_error(OSP_EINVAL, "sweep grid: more than %d names", MAX_NAMES);
+            rc = osp_error(OSP_EINVAL, "sweep grid: more than %d names", MAX_NAMES);
+            goto bad;
         }
         const int k = g->n++;
         g->names[k] = part;
         char *save_value;
         for (char *v = strtok_r(eq + 1, ",", &save_value); v; v = strtok_r(NULL, ",", &save_value)) {
             if (!value_ok(v) || g->counts[k] == MAX_VALUES) {
-                osp_sweep_grid_free(g);
-                return osp_error(OSP_EINVAL, "sweep grid: %s: values must be 1 to %d words without spaces",
-                                 part, MAX_VALUES);
+                rc = osp_error(OSP_EINVAL, "sweep grid: %s: values must be 1 to %d words without spaces",
+                               part, MAX_VALUES);
+                goto bad;
             }
             g->values[k][g->counts[k]++] = v;
         }
         if (!g->counts[k]) {
-            osp_sweep_grid_free(g);
-            return osp_error(OSP_EINVAL, "sweep grid: %s has no values", part);
+            rc = osp_error(OSP_EINVAL, "sweep grid: %s has no values", part);
+            goto bad;
         }
         size *= g->counts[k];
         if (size > MAX_POINTS) {
-            osp_sweep_grid_free(g);
-            return osp_error(OSP_EINVAL, "sweep grid: more than %d points", MAX_POINTS);
+            rc = osp_error(OSP_EINVAL, "sweep grid: more than %d points", MAX_POINTS);
+            goto bad;
         }
     }
     if (!g->n) {
-        osp_sweep_grid_free(g);
-        return osp_error(OSP_EINVAL, "sweep grid: no NAME=VALUES");
+        rc = osp_error(OSP_EINVAL, "sweep grid: no NAME=VALUES");
+        goto bad;
     }
     *out = g;
     return OSP_OK;
+bad:
+    /* the messages quote the grid's text: freed only after they are made */
+    osp_sweep_grid_free(g);
+    return rc;
 }
 
 int64_t osp_sweep_grid_size(const osp_sweep_grid *g) {
