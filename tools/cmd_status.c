@@ -237,8 +237,8 @@ int cmd_status(int argc, char **argv) {
         const cJSON *workers = cJSON_GetObjectItemCaseSensitive(all, "workers");
         printf("\n%d worker%s\n", cJSON_GetArraySize(workers), cli_s(cJSON_GetArraySize(workers)));
         cJSON_ArrayForEach(t, workers) {
-            printf("  %-24s %3.0f cores %2.0f GPUs  %s%s%s\n", str(t, "name"), num(t, "cores", 0), num(t, "gpus", 0),
-                   *str(t, "task") ? "task " : "idle", str(t, "task"), *str(t, "tags") ? "" : "");
+            printf("  %-24s %3.0f cores %2.0f GPUs  %s%s%s%s\n", str(t, "name"), num(t, "cores", 0), num(t, "gpus", 0),
+                   *str(t, "task") ? "task " : "idle", str(t, "task"), *str(t, "tags") ? "  tags " : "", str(t, "tags"));
         }
     }
     cJSON_Delete(all);
@@ -332,8 +332,9 @@ int cmd_results(int argc, char **argv) {
     free(json);
     const char *state = str(t, "state");
     if (!osp_task_state_final(state)) {
+        const int rc_state = cli_fail("results", "task %s is %s: no result yet", o.id, state);
         cJSON_Delete(t);
-        return cli_fail("results", "task %s is %s: no result yet", o.id, state);
+        return rc_state;
     }
     if (o.json) {
         cJSON *r = cJSON_CreateObject();
