@@ -109,8 +109,10 @@ start_worker() {
     worker_pid[$name]=$!
     pids+=($!)
 }
-state() { "$osprey" status "${B[@]}" "$1" --json | $py -c 'import json, sys; print(json.load(sys.stdin)["state"])'; }
-field() { "$osprey" status "${B[@]}" "$1" --json | $py -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2"; }
+# the task's record straight from its hash: polled often, so without
+# starting the command and python each time ('osprey status' is checked below)
+state() { rcli HGET "osprey:task:$1" state; }
+field() { rcli HGET "osprey:task:$1" "$2"; }
 wait_state() { # ID STATE SECONDS
     for _ in $(seq $(($3 * 10))); do [ "$(state "$1")" = "$2" ] && return 0; sleep 0.1; done
     fail "task $1 is $(state "$1"), not $2, after $3 s: $(cat "$work"/*.log)"
@@ -200,6 +202,9 @@ for t in $sweep_tasks; do
     "$osprey" status "${B[@]}" "$t" | grep -q -- "--lr 0.0[15] .*--batch [13][62]" || fail "sweep task $t: $("$osprey" status "${B[@]}" "$t")"
 done
 "$osprey" status "${B[@]}" | grep -q "^$long  *done " || fail "status table"
+"$osprey" status "${B[@]}" "$long" --json | $py -c 'import json, sys; r = json.load(sys.stdin); assert r["state"] == "done" and r["tries"] == 2, r' \
+    || fail "status --json"
+"$osprey" status "${B[@]}" "$long" | grep -q "^tries *2 of 3" || fail "status ID: $("$osprey" status "${B[@]}" "$long")"
 "$osprey" status "${B[@]}" | grep -q "^2 workers" || fail "status lists the live workers: $("$osprey" status "${B[@]}")"
 
 # cancel: a queued task (no worker has its tag) and the task waiting for it
