@@ -142,6 +142,7 @@ static void print_task(const cJSON *t) {
     if (*str(t, "after")) printf("after      %s\n", str(t, "after"));
     if (*str(t, "sweep")) printf("sweep      %s\n", str(t, "sweep"));
     if (*str(t, "worker")) printf("worker     %s\n", str(t, "worker"));
+    if (num(t, "passed", 0) > 0) printf("passed     %.0f times by workers it does not fit\n", num(t, "passed", 0));
     print_time("created", t, "created");
     print_time("started", t, "started");
     print_time("ended", t, "ended");

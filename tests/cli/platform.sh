@@ -131,6 +131,8 @@ embed=$("$osprey" submit "${B[@]}" --after "$model" -- embed --model "$work/task
 index=$("$osprey" submit "${B[@]}" --after "$embed" -- index build --type flat --from "$work/tasks/$embed/vectors" \
     --out photos.idx)
 [ "$(state "$index")" = waiting ] || fail "index build is $(state "$index"), not waiting"
+"$osprey" logs "${B[@]}" "$model" --follow >"$work/model.follow" &
+follow_pid=$!
 sweep=$("$osprey" sweep "${B[@]}" --grid 'lr=0.05,0.01;batch=16,32' --priority 3 -- train --net "$work/shapes.cfg" \
     --data "$work/photos" --epochs 1 --val-split 0.25 --threads 1 --lr 0.1)
 "$osprey" sweep report "${B[@]}" "$sweep" --json >"$work/sweep0.json"
@@ -155,6 +157,9 @@ for t in $all; do wait_state "$t" done 90; done
 "$osprey" logs "${B[@]}" "$long" >"$work/long.log"
 grep -q -- "--- try 2 ---" "$work/long.log" || fail "no second try in the log: $(cat "$work/long.log")"
 grep -q "(resumed)" "$work/long.log" || fail "the second try did not resume: $(cat "$work/long.log")"
+
+wait "$follow_pid" || fail "logs --follow"
+grep -q "saved model to model.osp" "$work/model.follow" || fail "logs --follow: $(cat "$work/model.follow")"
 
 # results: one per task, with its files and summary
 "$osprey" results "${B[@]}" "$long" | grep -q "model.osp" || fail "results $long"
@@ -216,6 +221,13 @@ sleep 0.5
 [ "$(state "$queued")" = cancelled ] && [ "$(state "$after_queued")" = cancelled ] || fail "cancel queued: $(state "$after_queued")"
 expect_error "no result yet" "$osprey" results "${B[@]}" "$(
     "$osprey" submit "${B[@]}" --tags nowhere -- eval --model m.osp --data x)"
+# a random part of a grid (its tasks fit no worker, and are cancelled)
+picked=$("$osprey" sweep "${B[@]}" --grid 'lr=0.1,0.2,0.3;batch=8,16' --random 2 --seed 5 --tags nowhere --json \
+    -- train --net "$work/shapes.cfg" --data x)
+$py -c 'import json, sys; assert len(json.loads(sys.argv[1])["tasks"]) == 2' "$picked" || fail "sweep --random 2: $picked"
+for t in $($py -c 'import json, sys; print(" ".join(json.loads(sys.argv[1])["tasks"]))' "$picked"); do
+    "$osprey" cancel "${B[@]}" "$t" >/dev/null
+done
 # a running one: its worker stops the command
 running=$("$osprey" submit "${B[@]}" --priority 9 --notify "$notify" -- train --net "$work/shapes.cfg" \
     --data synthetic:100000 --epochs 1 --batch 16 --threads 1)
@@ -226,15 +238,20 @@ wait_state "$running" cancelled 15
 pgrep -f "synthetic:100000" >/dev/null && fail "the cancelled command still runs"
 
 # the dead letters: a task whose worker dies on each of its tries
-start_worker D --tags doomed
+start_worker D --tags doomed --gpus 1
 doomed=$("$osprey" submit "${B[@]}" --tags doomed --max-tries 1 -- train --net "$work/shapes.cfg" \
     --data synthetic:200000 --epochs 1 --batch 16 --threads 1)
 wait_state "$doomed" running 20
 kill -9 "${worker_pid[D]}"
-start_worker E --tags doomed
+start_worker E --tags doomed --gpus 1
 wait_state "$doomed" dead 30
 [ "$(rcli XLEN osprey:dead)" = 1 ] || fail "osprey:dead holds $(rcli XLEN osprey:dead)"
 field "$doomed" reason | grep -q "worker was lost" || fail "dead reason: $(field "$doomed" reason)"
+
+# a task that needs a GPU goes to the worker that has one
+gpu=$("$osprey" submit "${B[@]}" --gpus 1 -- info "$work/tasks/$model/model.osp")
+wait_state "$gpu" done 20
+[ "$(field "$gpu" worker)" = E ] || fail "the GPU task ran on $(field "$gpu" worker)"
 
 # foreign and malformed messages are moved aside; the workers go on
 rcli XADD osprey:queue:5 '*' foo bar >/dev/null
@@ -242,6 +259,7 @@ rcli XADD osprey:queue:5 '*' task 999999 v 1 >/dev/null
 rcli XADD osprey:queue:7 '*' task '../../x' v 1 >/dev/null
 for _ in $(seq 50); do [ "$(rcli XLEN osprey:malformed)" = 3 ] && break; sleep 0.1; done
 [ "$(rcli XLEN osprey:malformed)" = 3 ] || fail "osprey:malformed holds $(rcli XLEN osprey:malformed)"
+cat "$work"/*.log | grep -q "moved to osprey:malformed: message: 2 fields" || fail "not logged"
 after=$("$osprey" submit "${B[@]}" -- info "$work/tasks/$model/model.osp")
 wait_state "$after" done 20
 "$osprey" logs "${B[@]}" "$after" | grep -q "79301" || fail "logs of info"
