@@ -147,7 +147,7 @@ wait_state "$long" running 20
 for _ in $(seq 200); do [ -f "$work/tasks/$long/model.osp.ckpt" ] && break; sleep 0.05; done
 [ -f "$work/tasks/$long/model.osp.ckpt" ] || fail "no checkpoint of task $long"
 victim=$(field "$long" worker)
-kill -9 "${worker_pid[$victim]}"
+{ kill -9 "${worker_pid[$victim]}" && wait "${worker_pid[$victim]}"; } 2>/dev/null || true
 start_worker C
 
 all="$long $model $tag $embed $index $sweep_tasks"
@@ -242,7 +242,7 @@ start_worker D --tags doomed --gpus 1
 doomed=$("$osprey" submit "${B[@]}" --tags doomed --max-tries 1 -- train --net "$work/shapes.cfg" \
     --data synthetic:200000 --epochs 1 --batch 16 --threads 1)
 wait_state "$doomed" running 20
-kill -9 "${worker_pid[D]}"
+{ kill -9 "${worker_pid[D]}" && wait "${worker_pid[D]}"; } 2>/dev/null || true
 start_worker E --tags doomed --gpus 1
 wait_state "$doomed" dead 30
 [ "$(rcli XLEN osprey:dead)" = 1 ] || fail "osprey:dead holds $(rcli XLEN osprey:dead)"
