@@ -52,6 +52,7 @@ typedef struct worker {
     double beat_s;      /* heartbeat period: a quarter of the lapse */
     double last_beat;
     double last_reclaim;
+    double last_connect;
     char task[OSP_TASK_ID_MAX]; /* the task running, "" when idle */
     /* a stream whose first task did not fit is passed over until then, so
      * that the tasks of lower priority that fit are not starved */
@@ -71,6 +72,26 @@ typedef struct message {
 static void sleep_s(double s) {
     struct timespec t = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
     nanosleep(&t, NULL);
+}
+
+/* 1 if the broker connection works. A lost one (the server restarted, the
+ * network dropped) is made again, at most once a second, the old one kept
+ * until then: a running task goes on meanwhile, its lines in the outage
+ * lost. */
+static int connected(worker *w) {
+    if (!w->b->c->err) return 1;
+    if (osp_now() - w->last_connect < 1) return 0;
+    w->last_connect = osp_now();
+    osp_broker *fresh;
+    if (osp_broker_connect(w->cfg->broker, w->cfg->password_file, &fresh)) {
+        osp_log(OSP_LOG_WARN, "worker %s: %s; trying again", w->name, osp_last_error());
+        return 0;
+    }
+    osp_broker_free(w->b);
+    w->b = fresh;
+    osp__broker_ensure_groups(w->b);
+    osp_log(OSP_LOG_WARN, "worker %s: connected to the broker again", w->name);
+    return 1;
 }
 
 /* ---- heartbeats -------------------------------------------------------------- */
@@ -241,6 +262,8 @@ typedef struct run {
 
 static void log_line(run *r, int is_err, const char *text) {
     worker *w = r->w;
+    r->lines++;
+    if (!connected(w)) return;
     char cap[32];
     snprintf(cap, sizeof cap, "%d", w->cfg->max_log_lines);
     redisReply *x = osp__broker_cmd(w->b, "XADD osprey:task:%s:log MAXLEN ~ %s * a %s s %s l %s", w->task, cap,
@@ -256,7 +279,6 @@ static void log_line(run *r, int is_err, const char *text) {
         }
         cJSON_Delete(o);
     }
-    r->lines++;
 }
 
 /* Splits what came on stream s (0 out, 1 err) into lines; a carriage
@@ -369,7 +391,7 @@ static int run_child(worker *w, run *r, int argc, char **task_argv, int cores, c
             }
         }
         const double now = osp_now();
-        if (now - w->last_beat >= w->beat_s) {
+        if (now - w->last_beat >= w->beat_s && connected(w)) {
             beat(w);
             const int k = keep(w, r->attempt);
             if ((k == 2 || k == 0) && !kill_at) {
@@ -410,7 +432,16 @@ static void finish(worker *w, const char *attempt, const char *state, int exit_c
     osp__now_string(now);
     snprintf(code, sizeof code, "%d", exit_code);
     const char *args[] = {now, w->task, attempt, w->name, state, code, summary ? summary : "", files, dir, reason};
-    redisReply *r = osp__broker_eval(w->b, osp__script_finish, 10, args);
+    /* through an outage of the broker: tried again for a minute (two
+     * lapses if longer); after that the entry stays pending, and the task
+     * is run again once the broker is back and the lapse is over */
+    const double t0 = osp_now(), patience = w->cfg->lapse_s > 30 ? 2 * w->cfg->lapse_s : 60;
+    redisReply *r = NULL;
+    while (!(r = osp__broker_eval(w->b, osp__script_finish, 10, args)) && osp_now() - t0 < patience &&
+           stop_requests < 2) {
+        sleep_s(1);
+        connected(w);
+    }
     if (!r) {
         osp_log(OSP_LOG_WARN, "worker %s: task %s: the result was not recorded: %s", w->name, w->task,
                 osp_last_error());
@@ -530,14 +561,6 @@ static void handle(worker *w, const message *m) {
     freeReplyObject(rec);
 }
 
-static int reconnect(worker *w) {
-    osp_broker_free(w->b);
-    w->b = NULL;
-    const int rc = osp_broker_connect(w->cfg->broker, w->cfg->password_file, &w->b);
-    if (!rc) osp__broker_ensure_groups(w->b);
-    return rc;
-}
-
 int osp_worker_run(const osp_worker_config *cfg) {
     if (!cfg->broker) return osp_error(OSP_EINVAL, "worker: no broker URL");
     if (cfg->cores < 1 || cfg->gpus < 0 || !(cfg->lapse_s >= 0.5) || cfg->max_log_lines < 1)
@@ -570,12 +593,9 @@ int osp_worker_run(const osp_worker_config *cfg) {
     beat(&w);
     double idle_since = osp_now();
     while (!stop_requests) {
-        if (!w.b || w.b->c->err) {
-            if (reconnect(&w)) {
-                osp_log(OSP_LOG_WARN, "worker %s: %s; trying again", w.name, osp_last_error());
-                sleep_s(1);
-                continue;
-            }
+        if (!connected(&w)) {
+            sleep_s(1);
+            continue;
         }
         if (osp_now() - w.last_beat >= w.beat_s) beat(&w);
         message m;
@@ -589,7 +609,7 @@ int osp_worker_run(const osp_worker_config *cfg) {
         if (cfg->idle_exit_s > 0 && osp_now() - idle_since > cfg->idle_exit_s) break;
         sleep_s(0.2);
     }
-    if (w.b && !w.b->c->err) {
+    if (!w.b->c->err) {
         redisReply *r = osp__broker_cmd(w.b, "DEL osprey:worker:%s", w.name);
         if (r) freeReplyObject(r);
         if ((r = osp__broker_cmd(w.b, "SREM osprey:workers %s", w.name))) freeReplyObject(r);
