@@ -333,16 +333,14 @@ static void exec_child(const worker *w, const char *dir, int out, int err, int c
     snprintf(n, sizeof n, "%d", cores);
     setenv("OMP_NUM_THREADS", n, 1);
     setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    /* the worker ignores SIGPIPE, and an exec keeps what is ignored */
     signal(SIGPIPE, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
     execv(w->exe, argv);
     _exit(127);
 }
 
 typedef struct outcome {
     int status;   /* waitpid's */
-    int started;  /* 0 if the command could not be started */
     int lost;     /* the task is no longer this worker's: record nothing */
     int cancelled;
 } outcome;
@@ -372,7 +370,6 @@ static int run_child(worker *w, run *r, int argc, char **task_argv, int cores, c
         close(err[0]);
         return osp_error(OSP_EIO, "worker: fork: %s", strerror(errno));
     }
-    o->started = 1;
     struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
     double kill_at = 0;
     int open_fds = 2, killed = 0;

@@ -7,7 +7,7 @@
 # status, logs, cancel (queued and running), notify (a loopback listener),
 # the events channel, the dead letters, foreign messages on the stream,
 # and clear errors for bad input.
-# ctest: slow (about 25 s plain; 2.5 min with the sanitizers, whose
+# ctest: slow (16-25 s plain; 1-2.5 min with the sanitizers, whose
 # training tasks are slow)
 # usage: platform.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
