@@ -192,6 +192,10 @@ assert "tags/tags.jsonl" in {f["path"] for f in json.load(open(f"{work}/result.{
 assert len(open(f"{work}/tasks/{tag}/tags/tags.jsonl").readlines()) == 80
 assert "vectors/vectors.npy" in {f["path"] for f in json.load(open(f"{work}/result.{embed}.json"))["files"]}
 assert "photos.idx" in {f["path"] for f in json.load(open(f"{work}/result.{index}.json"))["files"]}
+# priorities: the train task of priority 8 started before the sweep's (3),
+# though the two workers took the tasks when all were queued
+started = {t: json.load(open(f"{work}/result.{t}.json"))["started"] for t in ids}
+assert started[model] <= min(started[t] for t in sweep), started
 # the sweep: its four settings, best first
 rows = json.load(open(f"{work}/sweep.json"))["rows"]
 assert sorted(r["task"] for r in rows) == sorted(sweep), rows
