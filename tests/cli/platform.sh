@@ -239,7 +239,7 @@ wait_state "$running" running 20
 "$osprey" cancel "${B[@]}" "$running" | grep -q "cancelling" || fail "cancel running"
 wait_state "$running" cancelled 15
 "$osprey" cancel "${B[@]}" "$running" | grep -q "already ended: cancelled" || fail "cancel twice"
-pgrep -f "synthetic:100000" >/dev/null && fail "the cancelled command still runs"
+pgrep -f "$work/shapes.cfg --data synthetic:100000" >/dev/null && fail "the cancelled command still runs"
 
 # the dead letters: a task whose worker dies on each of its tries
 start_worker D --tags doomed --gpus 1
