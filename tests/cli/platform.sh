@@ -25,12 +25,20 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$src/tests/support/cli.sh"
+# grep -q that reads its input to the end: under pipefail, a writer cut
+# off by grep's early exit (SIGPIPE) would fail the check it passed
+grep_q() {
+    local status=0
+    grep -q "$@" || status=$?
+    cat >/dev/null
+    return $status
+}
 
-"$osprey" submit --help | grep -q "usage: osprey submit" || fail "submit --help"
+"$osprey" submit --help | grep_q "usage: osprey submit" || fail "submit --help"
 for cmd in worker status logs cancel results sweep; do
-    "$osprey" "$cmd" --help | grep -q "usage: osprey $cmd" || fail "$cmd --help"
+    "$osprey" "$cmd" --help | grep_q "usage: osprey $cmd" || fail "$cmd --help"
 done
-if { "$osprey" status --broker redis://127.0.0.1:1 2>&1 || true; } | grep -q "without hiredis"; then
+if { "$osprey" status --broker redis://127.0.0.1:1 2>&1 || true; } | grep_q "without hiredis"; then
     expect_error "without hiredis" "$osprey" submit -- train --net x
     echo "built without hiredis: skipped"
     exit 77
@@ -50,8 +58,8 @@ redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis" --save "" --app
     --requirepass "$secret" --logfile "$work/redis/log" &
 redis_pid=$!
 rcli() { redis-cli -p "$port" -a "$secret" --no-auth-warning "$@"; }
-for _ in $(seq 100); do rcli ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-rcli ping | grep -q PONG || fail "redis-server did not start"
+for _ in $(seq 100); do rcli ping 2>/dev/null | grep_q PONG && break; sleep 0.1; done
+rcli ping | grep_q PONG || fail "redis-server did not start"
 B=(--broker "redis://127.0.0.1:$port" --broker-password-file "$work/password")
 
 # the password: in the URL, in a file, missing, wrong
@@ -162,7 +170,7 @@ wait "$follow_pid" || fail "logs --follow"
 grep -q "saved model to model.osp" "$work/model.follow" || fail "logs --follow: $(cat "$work/model.follow")"
 
 # results: one per task, with its files and summary
-"$osprey" results "${B[@]}" "$long" | grep -q "model.osp" || fail "results $long"
+"$osprey" results "${B[@]}" "$long" | grep_q "model.osp" || fail "results $long"
 for t in $all; do "$osprey" results "${B[@]}" "$t" --json >"$work/result.$t.json"; done
 rcli XRANGE osprey:history - + >"$work/history.txt"
 "$osprey" sweep report "${B[@]}" "$sweep" >"$work/sweep.txt"
@@ -208,20 +216,20 @@ assert table[2].split()[0] == rows[0]["task"], table
 PY
 # each sweep task ran with its own settings: --lr replaced, not doubled
 for t in $sweep_tasks; do
-    "$osprey" status "${B[@]}" "$t" | grep -q -- "--lr 0.0[15] .*--batch [13][62]" || fail "sweep task $t: $("$osprey" status "${B[@]}" "$t")"
+    "$osprey" status "${B[@]}" "$t" | grep_q -- "--lr 0.0[15] .*--batch [13][62]" || fail "sweep task $t: $("$osprey" status "${B[@]}" "$t")"
 done
-"$osprey" status "${B[@]}" | grep -q "^$long  *done " || fail "status table"
+"$osprey" status "${B[@]}" | grep_q "^$long  *done " || fail "status table"
 "$osprey" status "${B[@]}" "$long" --json | $py -c 'import json, sys; r = json.load(sys.stdin); assert r["state"] == "done" and r["tries"] == 2, r' \
     || fail "status --json"
-"$osprey" status "${B[@]}" "$long" | grep -q "^tries *2 of 3" || fail "status ID: $("$osprey" status "${B[@]}" "$long")"
-"$osprey" status "${B[@]}" | grep -q "^2 workers" || fail "status lists the live workers: $("$osprey" status "${B[@]}")"
+"$osprey" status "${B[@]}" "$long" | grep_q "^tries *2 of 3" || fail "status ID: $("$osprey" status "${B[@]}" "$long")"
+"$osprey" status "${B[@]}" | grep_q "^2 workers" || fail "status lists the live workers: $("$osprey" status "${B[@]}")"
 
 # cancel: a queued task (no worker has its tag) and the task waiting for it
 queued=$("$osprey" submit "${B[@]}" --tags nowhere -- eval --model m.osp --data x)
 after_queued=$("$osprey" submit "${B[@]}" --after "$queued" --notify "$notify" -- eval --model m.osp --data x)
 sleep 0.5
 [ "$(state "$queued")" = queued ] || fail "a task no worker fits is $(state "$queued")"
-"$osprey" cancel "${B[@]}" "$queued" | grep -q "cancelled" || fail "cancel queued"
+"$osprey" cancel "${B[@]}" "$queued" | grep_q "cancelled" || fail "cancel queued"
 [ "$(state "$queued")" = cancelled ] && [ "$(state "$after_queued")" = cancelled ] || fail "cancel queued: $(state "$after_queued")"
 expect_error "no result yet" "$osprey" results "${B[@]}" "$(
     "$osprey" submit "${B[@]}" --tags nowhere -- eval --model m.osp --data x)"
@@ -236,9 +244,9 @@ done
 running=$("$osprey" submit "${B[@]}" --priority 9 --notify "$notify" -- train --net "$work/shapes.cfg" \
     --data synthetic:100000 --epochs 1 --batch 16 --threads 1)
 wait_state "$running" running 20
-"$osprey" cancel "${B[@]}" "$running" | grep -q "cancelling" || fail "cancel running"
+"$osprey" cancel "${B[@]}" "$running" | grep_q "cancelling" || fail "cancel running"
 wait_state "$running" cancelled 15
-"$osprey" cancel "${B[@]}" "$running" | grep -q "already ended: cancelled" || fail "cancel twice"
+"$osprey" cancel "${B[@]}" "$running" | grep_q "already ended: cancelled" || fail "cancel twice"
 pgrep -f "$work/shapes.cfg --data synthetic:100000" >/dev/null && fail "the cancelled command still runs"
 
 # the dead letters: a task whose worker dies on each of its tries
@@ -250,7 +258,7 @@ wait_state "$doomed" running 20
 start_worker E --tags doomed --gpus 1
 wait_state "$doomed" dead 30
 [ "$(rcli XLEN osprey:dead)" = 1 ] || fail "osprey:dead holds $(rcli XLEN osprey:dead)"
-field "$doomed" reason | grep -q "worker was lost" || fail "dead reason: $(field "$doomed" reason)"
+field "$doomed" reason | grep_q "worker was lost" || fail "dead reason: $(field "$doomed" reason)"
 
 # a task that needs a GPU goes to the worker that has one
 gpu=$("$osprey" submit "${B[@]}" --gpus 1 -- info "$work/tasks/$model/model.osp")
@@ -263,10 +271,10 @@ rcli XADD osprey:queue:5 '*' task 999999 v 1 >/dev/null
 rcli XADD osprey:queue:7 '*' task '../../x' v 1 >/dev/null
 for _ in $(seq 50); do [ "$(rcli XLEN osprey:malformed)" = 3 ] && break; sleep 0.1; done
 [ "$(rcli XLEN osprey:malformed)" = 3 ] || fail "osprey:malformed holds $(rcli XLEN osprey:malformed)"
-cat "$work"/*.log | grep -q "moved to osprey:malformed: message: 2 fields" || fail "not logged"
+grep -q "moved to osprey:malformed: message: 2 fields" "$work"/*.log || fail "not logged: $(cat "$work"/*.log)"
 after=$("$osprey" submit "${B[@]}" -- info "$work/tasks/$model/model.osp")
 wait_state "$after" done 20
-"$osprey" logs "${B[@]}" "$after" | grep -q "79301" || fail "logs of info"
+"$osprey" logs "${B[@]}" "$after" | grep_q "79301" || fail "logs of info"
 for w in A B C E; do
     [ "$w" = "$victim" ] && continue
     kill -0 "${worker_pid[$w]}" || fail "worker $w died: $(cat "$work/$w.log")"
