@@ -129,7 +129,7 @@ wait_state() { # ID STATE SECONDS
 # The task that loses its worker: long enough to be killed mid-way, with
 # a checkpoint every 20 steps to resume from.
 long=$("$osprey" submit "${B[@]}" --priority 9 --notify "$notify" -- train --net "$work/shapes.cfg" \
-    --data synthetic:6000 --epochs 1 --batch 16 --threads 1 --checkpoint-every 20)
+    --data synthetic:3000 --epochs 1 --batch 16 --threads 1 --checkpoint-every 20)
 model=$("$osprey" submit "${B[@]}" --priority 8 -- train --net "$work/shapes.cfg" --data "$work/photos" \
     --epochs 2 --batch 16 --threads 1)
 tag=$("$osprey" submit "${B[@]}" --after "$model" --notify "$notify" -- tag --model "$work/tasks/$model/model.osp" \
