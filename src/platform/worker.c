@@ -3,8 +3,8 @@
  * binary in its own folder, streams its output lines to the task's log,
  * heartbeats (its own key, and the task's entry kept from being
  * reclaimed), reclaims the entries of workers gone silent, and records
- * each result with the Lua scripts of scripts.c. One task at a time: run
- * several workers to run several tasks on one machine. */
+ * each result with the Lua scripts of scripts.c. It runs as many tasks at
+ * once as its cores hold (a task without --cores holds them all). */
 #define _GNU_SOURCE /* prctl, pipe2 */
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +29,7 @@
 #define SUMMARY_MAX_BYTES 65536   /* the --json summary kept */
 #define FILES_MAX 1000            /* output files listed in a result */
 #define KILL_GRACE_S 5.0          /* SIGTERM, then SIGKILL after this long */
+#define MAX_SLOTS 64              /* tasks running at once */
 
 static volatile sig_atomic_t stop_requests;
 
@@ -53,11 +54,30 @@ typedef struct worker {
     double last_beat;
     double last_reclaim;
     double last_connect;
-    char task[OSP_TASK_ID_MAX]; /* the task running, "" when idle */
     /* a stream whose first task did not fit is passed over until then, so
      * that the tasks of lower priority that fit are not starved */
     double skip_until[OSP_PRIORITY_LEVELS];
+    struct slot *slots;  /* MAX_SLOTS */
+    int running;         /* active slots */
+    int cores_used;      /* the cores they hold */
 } worker;
+
+/* A task running in a child process. */
+typedef struct slot {
+    int active;
+    char id[OSP_TASK_ID_MAX];
+    char attempt[16];
+    int cores;                 /* of the worker's, held while it runs */
+    pid_t pid;
+    int fd[2];                 /* its stdout and stderr; -1 once closed */
+    char line[2][LINE_MAX_BYTES + 1];
+    size_t len[2];
+    int lines;
+    char *summary;             /* the last JSON object line of stdout */
+    char dir[PATH_MAX + OSP_TASK_ID_MAX + 1];
+    double t0, last_keep, kill_at;
+    int killed, lost, cancelled;
+} slot;
 
 /* A message read from a queue stream. */
 typedef struct message {
@@ -99,14 +119,17 @@ static int connected(worker *w) {
 /* The worker's own record: it expires when the heartbeats stop, so
  * `osprey status` lists only live workers. */
 static void beat(worker *w) {
-    char now[32], ttl[32], cores[16], gpus[16], pid[16];
+    char now[32], ttl[32], cores[16], gpus[16], pid[16], tasks[MAX_SLOTS * OSP_TASK_ID_MAX] = "";
+    size_t len = 0;
+    for (int i = 0; i < MAX_SLOTS; i++)
+        if (w->slots[i].active) len += (size_t)snprintf(tasks + len, sizeof tasks - len, "%s%s", len ? "," : "", w->slots[i].id);
     osp__now_string(now);
     snprintf(ttl, sizeof ttl, "%lld", (long long)(w->cfg->lapse_s * 1000));
     snprintf(cores, sizeof cores, "%d", w->cfg->cores);
     snprintf(gpus, sizeof gpus, "%d", w->cfg->gpus);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     redisReply *r = osp__broker_cmd(w->b, "HSET osprey:worker:%s name %s pid %s cores %s gpus %s tags %s task %s heartbeat %s",
-                                    w->name, w->name, pid, cores, gpus, w->cfg->tags ? w->cfg->tags : "", w->task, now);
+                                    w->name, w->name, pid, cores, gpus, w->cfg->tags ? w->cfg->tags : "", tasks, now);
     if (r) freeReplyObject(r);
     if ((r = osp__broker_cmd(w->b, "PEXPIRE osprey:worker:%s %s", w->name, ttl))) freeReplyObject(r);
     if ((r = osp__broker_cmd(w->b, "SADD osprey:workers %s", w->name))) freeReplyObject(r);
@@ -115,10 +138,10 @@ static void beat(worker *w) {
 
 /* The running task's heartbeat (osp__script_keep): 1 go on, 2 cancelled,
  * 0 lost (another worker has it now), -1 the broker did not answer. */
-static int keep(worker *w, const char *attempt) {
+static int keep(worker *w, const slot *t) {
     char now[32];
     osp__now_string(now);
-    const char *args[] = {now, w->task, attempt, w->name};
+    const char *args[] = {now, t->id, t->attempt, w->name};
     redisReply *r = osp__broker_eval(w->b, osp__script_keep, 4, args);
     if (!r) return -1;
     const int v = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
@@ -249,50 +272,40 @@ static int fits(const worker *w, const redisReply *rec) {
     return has_tags(w->cfg->tags, field(rec, "tags"));
 }
 
-/* ---- running a task ---------------------------------------------------------- */
+/* ---- running tasks ----------------------------------------------------------- */
 
-typedef struct run {
-    worker *w;
-    const char *attempt;
-    char *summary;       /* the last JSON object line of stdout */
-    char line[2][LINE_MAX_BYTES + 1];
-    size_t len[2];
-    int lines;
-} run;
-
-static void log_line(run *r, int is_err, const char *text) {
-    worker *w = r->w;
-    r->lines++;
-    if (!connected(w)) return;
-    char cap[32];
-    snprintf(cap, sizeof cap, "%d", w->cfg->max_log_lines);
-    redisReply *x = osp__broker_cmd(w->b, "XADD osprey:task:%s:log MAXLEN ~ %s * a %s s %s l %s", w->task, cap,
-                                    r->attempt, is_err ? "e" : "o", text);
-    if (x) freeReplyObject(x);
-    if (is_err && *text && (x = osp__broker_cmd(w->b, "HSET osprey:task:%s progress %s", w->task, text)))
-        freeReplyObject(x);
+static void log_line(worker *w, slot *t, int is_err, const char *text) {
+    t->lines++;
     if (!is_err && text[0] == '{') {
         cJSON *o = cJSON_Parse(text);
         if (cJSON_IsObject(o) && strlen(text) < SUMMARY_MAX_BYTES) {
-            free(r->summary);
-            r->summary = strdup(text);
+            free(t->summary);
+            t->summary = strdup(text);
         }
         cJSON_Delete(o);
     }
+    if (!connected(w)) return;
+    char cap[32];
+    snprintf(cap, sizeof cap, "%d", w->cfg->max_log_lines);
+    redisReply *x = osp__broker_cmd(w->b, "XADD osprey:task:%s:log MAXLEN ~ %s * a %s s %s l %s", t->id, cap,
+                                    t->attempt, is_err ? "e" : "o", text);
+    if (x) freeReplyObject(x);
+    if (is_err && *text && (x = osp__broker_cmd(w->b, "HSET osprey:task:%s progress %s", t->id, text)))
+        freeReplyObject(x);
 }
 
 /* Splits what came on stream s (0 out, 1 err) into lines; a carriage
  * return ends a line too (progress drawn over itself). */
-static void take_output(run *r, int s, const char *buf, size_t n) {
+static void take_output(worker *w, slot *t, int s, const char *buf, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const char c = buf[i];
-        if (c == '\n' || c == '\r' || r->len[s] == LINE_MAX_BYTES) {
-            r->line[s][r->len[s]] = 0;
-            if (r->len[s]) log_line(r, s, r->line[s]);
-            r->len[s] = 0;
+        if (c == '\n' || c == '\r' || t->len[s] == LINE_MAX_BYTES) {
+            t->line[s][t->len[s]] = 0;
+            if (t->len[s]) log_line(w, t, s, t->line[s]);
+            t->len[s] = 0;
             if (c == '\n' || c == '\r') continue;
         }
-        r->line[s][r->len[s]++] = c ? c : ' ';
+        t->line[s][t->len[s]++] = c ? c : ' ';
     }
 }
 
@@ -339,96 +352,13 @@ static void exec_child(const worker *w, const char *dir, int out, int err, int c
     _exit(127);
 }
 
-typedef struct outcome {
-    int status;   /* waitpid's */
-    int lost;     /* the task is no longer this worker's: record nothing */
-    int cancelled;
-} outcome;
-
-static int run_child(worker *w, run *r, int argc, char **task_argv, int cores, const char *dir, outcome *o) {
-    memset(o, 0, sizeof *o);
-    int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC)) return osp_error(OSP_EIO, "worker: pipe: %s", strerror(errno));
-    if (pipe2(err, O_CLOEXEC)) {
-        close(out[0]);
-        close(out[1]);
-        return osp_error(OSP_EIO, "worker: pipe: %s", strerror(errno));
-    }
-    char **argv = malloc((size_t)(argc + 2) * sizeof *argv);
-    if (!argv) return osp_error(OSP_ENOMEM, "worker: argv");
-    argv[0] = "osprey";
-    memcpy(argv + 1, task_argv, (size_t)argc * sizeof *argv);
-    argv[argc + 1] = NULL;
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid == 0) exec_child(w, dir, out[1], err[1], cores, argv, parent);
-    free(argv);
-    close(out[1]);
-    close(err[1]);
-    if (pid < 0) {
-        close(out[0]);
-        close(err[0]);
-        return osp_error(OSP_EIO, "worker: fork: %s", strerror(errno));
-    }
-    struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
-    double kill_at = 0;
-    int open_fds = 2, killed = 0;
-    while (open_fds) {
-        const int n = poll(fds, 2, 200);
-        for (int s = 0; n > 0 && s < 2; s++) {
-            if (fds[s].fd < 0 || !(fds[s].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char buf[65536];
-            const ssize_t got = read(fds[s].fd, buf, sizeof buf);
-            if (got > 0) {
-                take_output(r, s, buf, (size_t)got);
-            } else if (got == 0 || errno != EINTR) {
-                close(fds[s].fd);
-                fds[s].fd = -1;
-                open_fds--;
-            }
-        }
-        const double now = osp_now();
-        if (now - w->last_beat >= w->beat_s && connected(w)) {
-            beat(w);
-            const int k = keep(w, r->attempt);
-            if ((k == 2 || k == 0) && !kill_at) {
-                if (k == 0) o->lost = 1;
-                else o->cancelled = 1;
-                osp_log(OSP_LOG_INFO, "worker %s: task %s %s: stopping it", w->name, w->task,
-                        k == 0 ? "was taken over by another worker" : "was cancelled");
-                kill(pid, SIGTERM);
-                kill_at = now + KILL_GRACE_S;
-            }
-        }
-        if (stop_requests >= 2 && !kill_at) {
-            /* stopped twice: leave the task for another worker */
-            o->lost = 1;
-            kill(pid, SIGTERM);
-            kill_at = now + KILL_GRACE_S;
-        }
-        if (kill_at && now > kill_at && !killed) {
-            kill(pid, SIGKILL);
-            killed = 1;
-        }
-    }
-    for (int s = 0; s < 2; s++)
-        if (r->len[s]) {
-            r->line[s][r->len[s]] = 0;
-            log_line(r, s, r->line[s]);
-            r->len[s] = 0;
-        }
-    while (waitpid(pid, &o->status, 0) < 0 && errno == EINTR) {
-    }
-    return OSP_OK;
-}
-
-/* Records the end of the running task (osp__script_finish) and notifies. */
-static void finish(worker *w, const char *attempt, const char *state, int exit_code, const char *summary,
-                   const char *files, const char *dir, const char *reason) {
+/* Records the end of a task (osp__script_finish) and notifies. */
+static void finish(worker *w, const char *id, const char *attempt, const char *state, int exit_code,
+                   const char *summary, const char *files, const char *dir, const char *reason) {
     char now[32], code[16];
     osp__now_string(now);
     snprintf(code, sizeof code, "%d", exit_code);
-    const char *args[] = {now, w->task, attempt, w->name, state, code, summary ? summary : "", files, dir, reason};
+    const char *args[] = {now, id, attempt, w->name, state, code, summary ? summary : "", files, dir, reason};
     /* through an outage of the broker: tried again for a minute (two
      * lapses if longer); after that the entry stays pending, and the task
      * is run again once the broker is back and the lapse is over */
@@ -440,74 +370,176 @@ static void finish(worker *w, const char *attempt, const char *state, int exit_c
         connected(w);
     }
     if (!r) {
-        osp_log(OSP_LOG_WARN, "worker %s: task %s: the result was not recorded: %s", w->name, w->task,
-                osp_last_error());
+        osp_log(OSP_LOG_WARN, "worker %s: task %s: the result was not recorded: %s", w->name, id, osp_last_error());
         return;
     }
     if (r->type == REDIS_REPLY_ARRAY && r->elements && !strcmp(r->element[0]->str, "stale"))
-        osp_log(OSP_LOG_INFO, "worker %s: task %s: another worker took it over; its result stands", w->name, w->task);
+        osp_log(OSP_LOG_INFO, "worker %s: task %s: another worker took it over; its result stands", w->name, id);
     else
         osp__notify_tasks(w->b, r, 1);
     freeReplyObject(r);
 }
 
-static void do_task(worker *w, const char *id, const redisReply *rec, const char *attempt) {
-    snprintf(w->task, sizeof w->task, "%s", id);
-    const double t0 = osp_now();
-    char dir[PATH_MAX + OSP_TASK_ID_MAX + 1];
+/* Starts task id (try `attempt`, its record rec) in a free slot, holding
+ * `cores`; a task that cannot start ends failed. */
+static void start_task(worker *w, const char *id, const redisReply *rec, const char *attempt, int cores) {
+    slot *t = NULL;
+    for (int i = 0; i < MAX_SLOTS && !t; i++)
+        if (!w->slots[i].active) t = &w->slots[i];
+    char dir[sizeof t->dir];
     snprintf(dir, sizeof dir, "%s/%s", w->workdir, id);
     const char *argv_json = field(rec, "argv");
     int argc = 0;
     char **argv = NULL;
-    if (!argv_json || osp_task_argv_decode(argv_json, strlen(argv_json), &argc, &argv)) {
-        finish(w, attempt, "failed", -1, NULL, "[]", dir, "its argv is malformed");
-        w->task[0] = 0;
-        return;
-    }
-    if (mkdir(dir, 0777) && errno != EEXIST) {
-        char why[300];
+    char why[300] = "";
+    if (!argv_json || osp_task_argv_decode(argv_json, strlen(argv_json), &argc, &argv))
+        snprintf(why, sizeof why, "its argv is malformed");
+    else if (mkdir(dir, 0777) && errno != EEXIST)
         snprintf(why, sizeof why, "cannot make its folder: %s", strerror(errno));
-        finish(w, attempt, "failed", -1, NULL, "[]", dir, why);
+    int out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (!*why && (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)))
+        snprintf(why, sizeof why, "pipe: %s", strerror(errno));
+    char **child_argv = *why ? NULL : malloc((size_t)(argc + 2) * sizeof *child_argv);
+    if (!*why && !child_argv) snprintf(why, sizeof why, "out of memory");
+    pid_t pid = -1;
+    if (!*why) {
+        child_argv[0] = "osprey";
+        memcpy(child_argv + 1, argv, (size_t)argc * sizeof *child_argv);
+        child_argv[argc + 1] = NULL;
+        const pid_t parent = getpid();
+        pid = fork();
+        if (pid == 0) exec_child(w, dir, out[1], err[1], cores, child_argv, parent);
+        if (pid < 0) snprintf(why, sizeof why, "fork: %s", strerror(errno));
+    }
+    free(child_argv);
+    /* the write ends are the child's; the read ends are kept if it started */
+    const int ends[4] = {out[1], err[1], *why ? out[0] : -1, *why ? err[0] : -1};
+    for (int i = 0; i < 4; i++)
+        if (ends[i] >= 0) close(ends[i]);
+    if (*why) {
+        finish(w, id, attempt, "failed", -1, NULL, "[]", dir, why);
         free(argv);
-        w->task[0] = 0;
         return;
     }
-    const char *c = field(rec, "cores");
-    const int cores = c && atoi(c) > 0 ? atoi(c) : w->cfg->cores;
-    run r = {.w = w, .attempt = attempt};
-    outcome o;
-    if (!w->cfg->quiet) osp_log(OSP_LOG_WARN, "worker %s: task %s (try %s): osprey %s", w->name, id, attempt, argv[0]);
+    memset(t, 0, sizeof *t);
+    t->active = 1;
+    snprintf(t->id, sizeof t->id, "%s", id);
+    snprintf(t->attempt, sizeof t->attempt, "%s", attempt);
+    snprintf(t->dir, sizeof t->dir, "%s", dir);
+    t->cores = cores;
+    t->pid = pid;
+    t->fd[0] = out[0];
+    t->fd[1] = err[0];
+    t->t0 = t->last_keep = osp_now();
+    w->running++;
+    w->cores_used += cores;
+    if (!w->cfg->quiet)
+        osp_log(OSP_LOG_WARN, "worker %s: task %s (try %s): osprey %s", w->name, id, attempt, argv[0]);
+    free(argv);
     beat(w);
-    if (run_child(w, &r, argc, argv, cores, dir, &o)) {
-        finish(w, attempt, "failed", -1, NULL, "[]", dir, osp_last_error());
-    } else if (!o.lost) {
+}
+
+/* A slot whose command has closed its output: reaped, recorded, freed. */
+static void complete(worker *w, slot *t) {
+    int status = 0;
+    while (waitpid(t->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    for (int s = 0; s < 2; s++)
+        if (t->len[s]) {
+            t->line[s][t->len[s]] = 0;
+            log_line(w, t, s, t->line[s]);
+            t->len[s] = 0;
+        }
+    if (!t->lost) {
         cJSON *files = cJSON_CreateArray();
-        list_files(files, dir, "", 0);
+        list_files(files, t->dir, "", 0);
         char *files_json = cJSON_PrintUnformatted(files);
         cJSON_Delete(files);
         int code;
         char reason[64] = "";
-        if (WIFEXITED(o.status)) {
-            code = WEXITSTATUS(o.status);
-            if (code == 127 && !r.lines) snprintf(reason, sizeof reason, "the command could not be started");
+        if (WIFEXITED(status)) {
+            code = WEXITSTATUS(status);
+            if (code == 127 && !t->lines) snprintf(reason, sizeof reason, "the command could not be started");
             else if (code) snprintf(reason, sizeof reason, "exit status %d", code);
         } else {
-            code = 128 + WTERMSIG(o.status);
-            snprintf(reason, sizeof reason, "killed by signal %d", WTERMSIG(o.status));
+            code = 128 + WTERMSIG(status);
+            snprintf(reason, sizeof reason, "killed by signal %d", WTERMSIG(status));
         }
         const char *state = code == 0 ? "done" : "failed";
-        finish(w, attempt, state, code, r.summary, files_json ? files_json : "[]", dir, reason);
+        finish(w, t->id, t->attempt, state, code, t->summary, files_json ? files_json : "[]", t->dir, reason);
         if (!w->cfg->quiet)
-            osp_log(OSP_LOG_WARN, "worker %s: task %s %s in %.1f s%s%s", w->name, id, o.cancelled ? "cancelled" : state,
-                    osp_now() - t0, *reason ? ": " : "", reason);
+            osp_log(OSP_LOG_WARN, "worker %s: task %s %s in %.1f s%s%s", w->name, t->id,
+                    t->cancelled ? "cancelled" : state, osp_now() - t->t0, *reason ? ": " : "", reason);
         free(files_json);
     }
-    free(r.summary);
-    free(argv);
-    w->task[0] = 0;
+    free(t->summary);
+    t->active = 0;
+    w->running--;
+    w->cores_used -= t->cores;
+    beat(w);
 }
 
-/* One message: read, checked, fitted, started, run, recorded. */
+/* A running task's heartbeat, and its stop when it was cancelled, taken
+ * over, or the worker was stopped twice. */
+static void tend(worker *w, slot *t) {
+    const double now = osp_now();
+    int stop = 0;
+    if (now - t->last_keep >= w->beat_s && connected(w)) {
+        t->last_keep = now;
+        const int k = keep(w, t);
+        if ((k == 0 || k == 2) && !t->kill_at) {
+            if (k == 0) t->lost = 1;
+            else t->cancelled = 1;
+            osp_log(OSP_LOG_INFO, "worker %s: task %s %s: stopping it", w->name, t->id,
+                    k == 0 ? "was taken over by another worker" : "was cancelled");
+            stop = 1;
+        }
+    }
+    if (stop_requests >= 2 && !t->kill_at) {
+        /* stopped twice: leave the task for another worker */
+        t->lost = 1;
+        stop = 1;
+    }
+    if (stop) {
+        kill(t->pid, SIGTERM);
+        t->kill_at = now + KILL_GRACE_S;
+    }
+    if (t->kill_at && now > t->kill_at && !t->killed) {
+        kill(t->pid, SIGKILL);
+        t->killed = 1;
+    }
+}
+
+/* Waits at most timeout_ms for output of the running commands, streams
+ * it, and completes the commands that closed theirs. */
+static void pump(worker *w, int timeout_ms) {
+    struct pollfd fds[2 * MAX_SLOTS];
+    int n = 0;
+    for (int i = 0; i < MAX_SLOTS; i++)
+        for (int s = 0; s < 2 && w->slots[i].active; s++)
+            if (w->slots[i].fd[s] >= 0) fds[n++] = (struct pollfd){.fd = w->slots[i].fd[s], .events = POLLIN};
+    if (poll(fds, (nfds_t)n, timeout_ms) <= 0) return;
+    int at = 0;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        slot *t = &w->slots[i];
+        for (int s = 0; s < 2 && t->active; s++) {
+            if (t->fd[s] < 0) continue;
+            const struct pollfd *p = &fds[at++];
+            if (!(p->revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[65536];
+            const ssize_t got = read(t->fd[s], buf, sizeof buf);
+            if (got > 0) {
+                take_output(w, t, s, buf, (size_t)got);
+            } else if (got == 0 || errno != EINTR) {
+                close(t->fd[s]);
+                t->fd[s] = -1;
+            }
+        }
+        if (t->active && t->fd[0] < 0 && t->fd[1] < 0) complete(w, t);
+    }
+}
+
+/* One message: read, checked, fitted, started. */
 static void handle(worker *w, const message *m) {
     char id[OSP_TASK_ID_MAX];
     if (m->too_many) {
@@ -527,7 +559,9 @@ static void handle(worker *w, const message *m) {
     }
     char now[32];
     osp__now_string(now);
-    if (!fits(w, rec)) {
+    const char *c = field(rec, "cores");
+    const int cores = c && atoi(c) > 0 ? atoi(c) : w->cfg->cores;
+    if (!fits(w, rec) || cores > w->cfg->cores - w->cores_used) {
         const char *args[] = {now, id, m->stream, m->entry};
         redisReply *r = osp__broker_eval(w->b, osp__script_requeue, 4, args);
         if (r) freeReplyObject(r);
@@ -546,7 +580,7 @@ static void handle(worker *w, const message *m) {
     }
     const char *what = s->element[0]->str;
     if (!strcmp(what, "run") && s->elements == 2) {
-        do_task(w, id, rec, s->element[1]->str);
+        start_task(w, id, rec, s->element[1]->str, cores);
     } else if (!strcmp(what, "missing")) {
         move_aside(w, m, "no such task");
     } else if (!strcmp(what, "ended")) {
@@ -579,32 +613,37 @@ int osp_worker_run(const osp_worker_config *cfg) {
     if (!realpath(cfg->workdir, w.workdir)) return osp_error(OSP_EIO, "worker: %s: %s", cfg->workdir, strerror(errno));
     w.beat_s = cfg->lapse_s / 4;
     if (w.beat_s > 5) w.beat_s = 5;
+    if (!(w.slots = calloc(MAX_SLOTS, sizeof *w.slots))) return osp_error(OSP_ENOMEM, "worker");
     int rc = osp_broker_connect(cfg->broker, cfg->password_file, &w.b);
-    if (rc) return rc;
-    if ((rc = osp__broker_ensure_groups(w.b))) {
+    if (!rc) rc = osp__broker_ensure_groups(w.b);
+    if (rc) {
         osp_broker_free(w.b);
+        free(w.slots);
         return rc;
     }
     osp_log(OSP_LOG_WARN, "worker %s: %d cores, %d GPUs%s%s, tasks in %s", w.name, cfg->cores, cfg->gpus,
             cfg->tags ? ", tags " : "", cfg->tags ? cfg->tags : "", w.workdir);
     beat(&w);
     double idle_since = osp_now();
-    while (!stop_requests) {
-        if (!connected(&w)) {
-            sleep_s(1);
-            continue;
-        }
-        if (osp_now() - w.last_beat >= w.beat_s) beat(&w);
+    /* a first stop takes no more tasks and waits for those running */
+    while (!stop_requests || w.running) {
+        const int up = connected(&w);
+        if (up && osp_now() - w.last_beat >= w.beat_s) beat(&w);
+        for (int i = 0; i < MAX_SLOTS; i++)
+            if (w.slots[i].active) tend(&w, &w.slots[i]);
+        int took = 0;
         message m;
         redisReply *reply;
-        if (next_message(&w, &m, &reply)) {
+        if (up && !stop_requests && w.cores_used < cfg->cores && w.running < MAX_SLOTS &&
+            next_message(&w, &m, &reply)) {
             handle(&w, &m);
             freeReplyObject(reply);
-            idle_since = osp_now();
-            continue;
+            took = 1;
         }
-        if (cfg->idle_exit_s > 0 && osp_now() - idle_since > cfg->idle_exit_s) break;
-        sleep_s(0.2);
+        if (w.running || took) idle_since = osp_now();
+        else if (cfg->idle_exit_s > 0 && osp_now() - idle_since > cfg->idle_exit_s) break;
+        if (w.running) pump(&w, took ? 0 : 200);
+        else if (!took) sleep_s(up ? 0.2 : 1);
     }
     if (!w.b->c->err) {
         redisReply *r = osp__broker_cmd(w.b, "DEL osprey:worker:%s", w.name);
@@ -613,5 +652,6 @@ int osp_worker_run(const osp_worker_config *cfg) {
     }
     osp_log(OSP_LOG_WARN, "worker %s: stopped", w.name);
     osp_broker_free(w.b);
+    free(w.slots);
     return OSP_OK;
 }

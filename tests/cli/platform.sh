@@ -141,7 +141,7 @@ index=$("$osprey" submit "${B[@]}" --after "$embed" -- index build --type flat -
 [ "$(state "$index")" = waiting ] || fail "index build is $(state "$index"), not waiting"
 "$osprey" logs "${B[@]}" "$model" --follow >"$work/model.follow" &
 follow_pid=$!
-sweep=$("$osprey" sweep "${B[@]}" --grid 'lr=0.05,0.01;batch=16,32' --priority 3 -- train --net "$work/shapes.cfg" \
+sweep=$("$osprey" sweep "${B[@]}" --grid 'lr=0.05,0.01;batch=16,32' --priority 3 --cores 1 -- train --net "$work/shapes.cfg" \
     --data "$work/photos" --epochs 1 --val-split 0.25 --threads 1 --lr 0.1)
 "$osprey" sweep report "${B[@]}" "$sweep" --json >"$work/sweep0.json"
 sweep_tasks=$($py -c 'import json, sys; print(" ".join(r["task"] for r in json.load(open(sys.argv[1]))["rows"]))' "$work/sweep0.json")
@@ -204,6 +204,10 @@ assert "photos.idx" in {f["path"] for f in json.load(open(f"{work}/result.{index
 # though the two workers took the tasks when all were queued
 started = {t: json.load(open(f"{work}/result.{t}.json"))["started"] for t in ids}
 assert started[model] <= min(started[t] for t in sweep), started
+# the sweep's tasks need one core: a worker of two ran two at once
+spans = [(json.load(open(f"{work}/result.{t}.json"))["worker"], json.load(open(f"{work}/result.{t}.json"))["started"],
+          json.load(open(f"{work}/result.{t}.json"))["ended"]) for t in sweep]
+assert any(a[0] == b[0] and a[1] < b[2] and b[1] < a[2] for i, a in enumerate(spans) for b in spans[i + 1:]), spans
 # the sweep: its four settings, best first
 rows = json.load(open(f"{work}/sweep.json"))["rows"]
 assert sorted(r["task"] for r in rows) == sorted(sweep), rows
