@@ -3,12 +3,13 @@
 # loopback port, a password, a temporary folder): two workers run train,
 # tag, embed -> index build (--after), and a sweep of 4; one worker is
 # killed with SIGKILL mid-task and its task is taken over and resumed from
-# its checkpoint; every task ends done with exactly one result. Then
+# its checkpoint; the sweep's one-core tasks run two at once on a worker
+# of two cores; every task ends done with exactly one result. Then
 # status, logs, cancel (queued and running), notify (a loopback listener),
 # the events channel, the dead letters, foreign messages on the stream,
 # and clear errors for bad input.
-# ctest: slow (16-25 s plain; 1-2.5 min with the sanitizers, whose
-# training tasks are slow)
+# ctest: slow (17-25 s plain on a loaded machine; 43 s to 2.5 min with the
+# sanitizers, whose training tasks are slow)
 # usage: platform.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
 osprey=$(realpath "$1")
