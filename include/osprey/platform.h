@@ -159,7 +159,8 @@ typedef struct osp_worker_config {
     const char *broker;        /* broker URL (required) */
     const char *password_file; /* or NULL */
     const char *name;          /* unique among workers (default HOST:PID) */
-    int cores;                 /* cores offered (default: the online CPUs) */
+    int cores;                 /* cores offered, shared by the tasks it runs at once
+                                  (default: the online CPUs) */
     int gpus;                  /* GPUs offered (default 0) */
     const char *tags;          /* "cpu,avx512": what tasks may ask for */
     const char *workdir;       /* tasks run in WORKDIR/<id>/ (default "osprey-tasks") */
@@ -174,9 +175,9 @@ OSP_API void osp_worker_defaults(osp_worker_config *cfg);
 /* Serves tasks until osp_worker_stop (or idle_exit_s): returns 0, or an
  * error if it cannot start (bad settings, no broker). */
 OSP_API int osp_worker_run(const osp_worker_config *cfg);
-/* Asks osp_worker_run to return after the task it runs
- * (async-signal-safe); called twice, it stops that task too, which another
- * worker then takes over. */
+/* Asks osp_worker_run to take no more tasks and return once those it runs
+ * have ended (async-signal-safe); called twice, it stops them too, and
+ * other workers take them over. */
 OSP_API void osp_worker_stop(void);
 
 /* ---- sweeps ------------------------------------------------------------------ */
