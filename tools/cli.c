@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int cli_fail(const char *cmd, const char *fmt, ...) {
@@ -234,5 +235,92 @@ int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const
     int64_t first = split == OSP_SPLIT_TEST ? (int64_t)1 << 40 : 0;
     if (osp_dataset_synthetic(&net->input, net->n_classes, first, count, 42, out))
         return cli_fail_lib(cmd, NULL);
+    return 0;
+}
+
+/* ---- the task platform --------------------------------------------------- */
+
+int cli_broker(const char *cmd, const char *url, const char *password_file, osp_broker **out) {
+    *out = NULL;
+    if (!osp_platform_available())
+        return cli_fail(cmd, "this osprey was built without hiredis (libhiredis-dev): no task platform");
+    if (!url) url = getenv("OSPREY_BROKER");
+    if (!url || !*url) url = "redis://127.0.0.1:6379";
+    if (osp_broker_connect(url, password_file, out)) return cli_fail_lib(cmd, NULL);
+    return 0;
+}
+
+/* The standard output of `osprey WORDS... --help` (malloc'd), or NULL. */
+static char *help_text(const char *const *words, int n) {
+    int p[2];
+    if (pipe(p)) return NULL;
+    const pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return NULL;
+    }
+    if (pid == 0) {
+        const char *argv[5] = {"osprey", NULL, NULL, NULL, NULL};
+        for (int i = 0; i < n; i++) argv[1 + i] = words[i];
+        argv[1 + n] = "--help";
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        execv("/proc/self/exe", (char **)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0, cap = 1 << 16;
+    char *text = malloc(cap + 1);
+    for (ssize_t got; text && (got = read(p[0], text + len, cap - len)) > 0;) {
+        len += (size_t)got;
+        if (len == cap) break;
+    }
+    close(p[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (!text || !WIFEXITED(status) || WEXITSTATUS(status)) {
+        free(text);
+        return NULL;
+    }
+    text[len] = 0;
+    return text;
+}
+
+/* 1 if text names the option (with its dashes) as a word of its own. */
+static int mentions(const char *text, const char *opt, size_t n) {
+    for (const char *p = strstr(text, opt); p; p = strstr(p + 1, opt)) {
+        const char after = p[n], before = p == text ? ' ' : p[-1];
+        if ((before == ' ' || before == '(' || before == '[' || before == '|' || before == '\n') &&
+            !(after == '-' || (after >= 'a' && after <= 'z') || (after >= '0' && after <= '9')))
+            return 1;
+    }
+    return 0;
+}
+
+int cli_check_task(const char *cmd, int argc, const char *const *argv) {
+    if (osp_task_check_argv(argc, argv)) return cli_fail_lib(cmd, NULL);
+    /* the subcommand's own --help says which options it takes */
+    const int sub = argc > 1 && (!strcmp(argv[0], "index") || !strcmp(argv[0], "hash"));
+    char *text = help_text(argv, sub ? 2 : 1);
+    if (!text) return cli_fail(cmd, "cannot read 'osprey %s --help'", argv[0]);
+    for (int i = 1 + sub; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (strncmp(argv[i], "--", 2)) continue;
+        const char *eq = strchr(argv[i], '=');
+        const size_t n = eq ? (size_t)(eq - argv[i]) : strlen(argv[i]);
+        char name[65];
+        if (n < sizeof name) {
+            memcpy(name, argv[i], n);
+            name[n] = 0;
+        }
+        if (n >= sizeof name || !mentions(text, name, n)) {
+            free(text);
+            return cli_fail(cmd, "'osprey %s' has no option '%.*s' (see 'osprey %s --help')", argv[0], (int)(n > 64 ? 64 : n),
+                            argv[i], argv[0]);
+        }
+    }
+    free(text);
     return 0;
 }

@@ -66,4 +66,26 @@ int cli_open_dataset(const char *cmd, const char *path, osp_split split, const o
 int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const osp_net *net,
                        osp_dataset **out);
 
+/* ---- the task platform (docs/platform.md) ---------------------------------- */
+
+/* The broker options every platform command takes, for getopt_long:
+ * --broker URL (default $OSPREY_BROKER, else redis://127.0.0.1:6379) and
+ * --broker-password-file FILE. */
+#define CLI_BROKER_OPTIONS \
+    {"broker", required_argument, 0, 0x100}, {"broker-password-file", required_argument, 0, 0x101}
+#define CLI_OPT_BROKER 0x100
+#define CLI_OPT_BROKER_PASSWORD 0x101
+#define CLI_BROKER_HELP \
+    "  --broker URL          the Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB]\n" \
+    "                        (default $OSPREY_BROKER, else redis://127.0.0.1:6379)\n" \
+    "  --broker-password-file FILE  the password, kept off the command line\n"
+
+/* Connects to the broker; 1 after printing why it cannot. */
+int cli_broker(const char *cmd, const char *url, const char *password_file, osp_broker **out);
+
+/* 1 (after printing why) unless argv (an osprey subcommand and its
+ * arguments) may be a task: osp_task_check_argv, and every --option it
+ * gives is one that the subcommand's --help lists. */
+int cli_check_task(const char *cmd, int argc, const char *const *argv);
+
 #endif

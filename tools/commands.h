@@ -22,6 +22,13 @@
     X(serve, "an HTTP worker: labels and similar images of one shard")   \
     X(route, "an HTTP router over shard workers, with the web page")     \
     X(bench, "images/s of a network's training step or inference")      \
+    X(submit, "queue an osprey command as a task on the broker (Redis)")\
+    X(worker, "run the broker's tasks that fit this machine")          \
+    X(status, "the state of tasks and workers, or watch it change")     \
+    X(logs, "the output lines of a task, or follow them")              \
+    X(cancel, "cancel a queued or running task")                       \
+    X(results, "the result of a task: exit status, files, summary")    \
+    X(sweep, "queue a grid of settings as tasks; report the best")       \
     X(advise, "batch size, threads and ranks that train fastest here")
 
 #define OSP_X_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

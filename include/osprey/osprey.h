@@ -16,6 +16,7 @@
 #include "osprey/nn.h"
 #include "osprey/optim.h"
 #include "osprey/pipeline.h"
+#include "osprey/platform.h"
 #include "osprey/serve.h"
 #include "osprey/train.h"
 
