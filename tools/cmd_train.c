@@ -94,6 +94,12 @@ static void usage(FILE *out) {
             "                        the global batch is ranks x B\n"
             "  --no-overlap          exchange gradients after backward, not during it\n"
             "  --bucket-mb MB        gradient bucket size for the exchange (default 1)\n"
+            "  --compress none|fp16|int8  send gradients at half (fp16) or a quarter (int8)\n"
+            "                        of their size, with error feedback (default none)\n"
+            "  --reduce ring|butterfly  sum buckets with allreduce (ring) or with\n"
+            "                        reduce-scatter + all-gather (default ring)\n"
+            "  --no-comm-thread      move the exchange along only between layers, from the\n"
+            "                        training thread, not in a communication thread\n"
             "  --sync-bn             average batch-norm running statistics over the ranks\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
@@ -123,7 +129,8 @@ enum {
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
-    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_COMPRESS, OPT_REDUCE,
+    OPT_COMM_THREAD, OPT_NO_COMM_THREAD
 };
 
 static const struct option long_options[] = {
@@ -144,6 +151,9 @@ static const struct option long_options[] = {
     {"help", no_argument, 0, OPT_HELP},           {"val-split", required_argument, 0, OPT_VAL_SPLIT},
     {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
+    {"compress", required_argument, 0, OPT_COMPRESS}, {"reduce", required_argument, 0, OPT_REDUCE},
+    {"comm-thread", no_argument, 0, OPT_COMM_THREAD},
+    {"no-comm-thread", no_argument, 0, OPT_NO_COMM_THREAD},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
     {"init", required_argument, 0, OPT_INIT},     {"new-head", no_argument, 0, OPT_NEW_HEAD},
@@ -231,6 +241,19 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_NO_OVERLAP: o->cfg.overlap = 0; break;
         case OPT_BUCKET_MB: bad = cli_float(CMD, "--bucket-mb", a, 0.001, 1024, &o->cfg.bucket_mb); break;
         case OPT_SYNC_BN: o->cfg.sync_bn = 1; break;
+        case OPT_COMPRESS:
+            if (strcmp(a, "none") == 0) o->cfg.compress = OSP_COMPRESS_NONE;
+            else if (strcmp(a, "fp16") == 0) o->cfg.compress = OSP_COMPRESS_FP16;
+            else if (strcmp(a, "int8") == 0) o->cfg.compress = OSP_COMPRESS_INT8;
+            else return cli_fail(CMD, "--compress must be none, fp16 or int8, not '%s'", a);
+            break;
+        case OPT_REDUCE:
+            if (strcmp(a, "ring") == 0) o->cfg.reduce = OSP_REDUCE_RING;
+            else if (strcmp(a, "butterfly") == 0) o->cfg.reduce = OSP_REDUCE_BUTTERFLY;
+            else return cli_fail(CMD, "--reduce must be ring or butterfly, not '%s'", a);
+            break;
+        case OPT_COMM_THREAD: o->cfg.comm_thread = 1; break;
+        case OPT_NO_COMM_THREAD: o->cfg.comm_thread = 0; break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
@@ -316,6 +339,11 @@ static void on_step(const osp_train_progress *p, void *user) {
         if (o->cfg.dist) {
             printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
                    p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
+            static const char *const compress[] = {"none", "fp16", "int8"};
+            printf(", \"compress\": \"%s\", \"reduce\": \"%s\", \"comm_thread\": %s, "
+                   "\"comm_bytes_per_step\": %.0f",
+                   compress[o->cfg.compress], o->cfg.reduce == OSP_REDUCE_BUTTERFLY ? "butterfly" : "ring",
+                   o->cfg.comm_thread ? "true" : "false", p->comm_bytes);
             if (p->rank_timing) {
                 printf(", \"rank_timing\": [");
                 for (int i = 0; i < p->ranks; i++) {
@@ -517,6 +545,9 @@ int cmd_train(int argc, char **argv) {
         return cli_fail(CMD, "--new-head replaces the classifier of a model: it needs --init MODEL");
     if (o.hogwild && o.distributed)
         return cli_fail(CMD, "--hogwild and --distributed do not combine: choose one");
+    if (o.cfg.compress != OSP_COMPRESS_NONE && o.cfg.reduce == OSP_REDUCE_BUTTERFLY)
+        return cli_fail(CMD, "--compress sums packed buckets with an all-gather: it does not "
+                        "combine with --reduce butterfly");
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");

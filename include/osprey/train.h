@@ -87,6 +87,7 @@ typedef struct osp_train_progress {
     int ranks;               /* MPI ranks (1 without), or Hogwild workers */
     double comm_wait_s;      /* this rank, this epoch so far: blocked on gradient exchange */
     double comm_fraction;    /* comm_wait_s over this epoch's step time */
+    double comm_bytes;       /* bytes of gradients each rank sends per step (0 alone) */
     /* At epoch ends on rank 0 of an MPI job: each rank's timings (ranks of
      * them); else NULL. Borrowed for the call. */
     const osp_rank_timing *rank_timing;
@@ -103,6 +104,19 @@ typedef enum osp_loss {
  * and returns 0, or OSP_EINVAL for another name. */
 OSP_API const char *osp_loss_name(osp_loss loss);
 OSP_API int osp_loss_parse(const char *name, osp_loss *loss);
+
+/* Wire format of the gradients exchanged between ranks. */
+typedef enum osp_compress {
+    OSP_COMPRESS_NONE = 0, /* float32 */
+    OSP_COMPRESS_FP16 = 1, /* IEEE binary16: half the bytes */
+    OSP_COMPRESS_INT8 = 2, /* a scale per bucket and a byte per value: a quarter */
+} osp_compress;
+
+/* The collective that sums an uncompressed bucket. */
+typedef enum osp_reduce {
+    OSP_REDUCE_RING = 0,      /* MPI allreduce (the ring algorithm) */
+    OSP_REDUCE_BUTTERFLY = 1, /* reduce-scatter, then all-gather: rank k sums slice k */
+} osp_reduce;
 
 typedef struct osp_train_config {
     int epochs;
@@ -128,6 +142,16 @@ typedef struct osp_train_config {
     float bucket_mb;           /* gradient bucket size in MiB (default 1) */
     int sync_bn;               /* average batch-norm running statistics over the ranks at
                                   every step (batch statistics stay per rank) */
+    /* How the ranks' gradients are summed (docs/distributed.md). compress:
+     * an osp_compress; each rank sends its bucket packed, keeping what the
+     * packing lost for its next step (error feedback), and every rank sums
+     * the packed buckets of all (an allgather). reduce: an osp_reduce, for
+     * uncompressed buckets. comm_thread: 1 (default) moves the exchange
+     * along in a thread of its own during compute; 0 only when the
+     * training thread calls into MPI, between layers. */
+    int compress;
+    int reduce;
+    int comm_thread;
     /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
      * every earlier layer keep their weights (no gradient, no optimizer
      * state, batch norm in inference mode with its running statistics

@@ -12,12 +12,24 @@
 
 typedef struct osp__reducer osp__reducer;
 
-/* Buckets of about bucket_mb MiB over g's gradients, in reverse layer order.
- * overlap: start each bucket's allreduce as soon as backward has produced
- * it; otherwise all of them after backward. */
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap, osp__reducer **out);
+typedef struct osp__reducer_config {
+    float bucket_mb; /* bucket size in MiB */
+    int overlap;     /* start each bucket as soon as backward has produced it,
+                        rather than all of them after backward */
+    int compress;    /* osp_compress: packed buckets, allgather, error feedback */
+    int reduce;      /* osp_reduce, for uncompressed buckets */
+    int thread;      /* a communication thread drives the exchange */
+} osp__reducer_config;
+
+/* Buckets of about c->bucket_mb MiB over g's gradients, in reverse layer
+ * order. */
+int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, osp__reducer **out);
 void osp__reducer_free(osp__reducer *r);
 int osp__reducer_bucket_count(const osp__reducer *r);
+/* Bytes of gradients this rank sends per step (the collectives' own
+ * traffic: 2 (N-1)/N of the gradients for the ring, N-1 packed buckets for
+ * the allgather of compressed ones). */
+double osp__reducer_bytes(const osp__reducer *r);
 
 /* A step begins: this rank's gradients are scaled by share (its samples over
  * the global batch's) and summed over the ranks. */

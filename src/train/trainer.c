@@ -34,6 +34,7 @@ osp_train_config osp_train_defaults(void) {
     c.seed = 1;
     c.overlap = 1;
     c.bucket_mb = 1.0f;
+    c.comm_thread = 1;
     return c;
 }
 
@@ -366,6 +367,7 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             p.ranks = r->ranks;
             p.comm_wait_s = tm.comm_wait_s;
             p.comm_fraction = tm.total_s > 0 ? tm.comm_wait_s / tm.total_s : 0;
+            p.comm_bytes = r->reducer ? osp__reducer_bytes(r->reducer) : 0;
             int at_stop = step == stop;
             int every = cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0;
             if (p.epoch_end || at_stop) {
@@ -582,7 +584,12 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     r.order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
-    if (!rc && r.ranks > 1) rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap, &r.reducer);
+    if (!rc && r.ranks > 1) {
+        osp__reducer_config rcfg = {.bucket_mb = cfg->bucket_mb, .overlap = cfg->overlap,
+                                    .compress = cfg->compress, .reduce = cfg->reduce,
+                                    .thread = cfg->comm_thread};
+        rc = osp__reducer_new(r.dist, net->graph, &rcfg, &r.reducer);
+    }
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
     lc.multi_hot = r.targets != NULL;
