@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compressed gradients over MPI on loopback: 2 ranks train LeNet-5 on MNIST
-# for 100 steps with --compress fp16 and int8 and reach, on the test set,
+# Compressed gradients over MPI on loopback: 2 ranks train LeNet-5 on 3200
+# MNIST digits for an epoch with --compress fp16 and int8 and reach, on the
+# 1000 test digits,
 # the accuracy of the uncompressed run within 0.02 (error feedback keeps
 # the lost rounding); each reports half (fp16) and about a quarter (int8)
 # of the uncompressed bytes per step. The ranks' weights are compared by
@@ -21,16 +22,30 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$src/tests/support/cli.sh"
 
+mkdir "$work/data"
+/usr/bin/python3 - "$mnist" "$work/data" <<'PY'
+import shutil, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+n = 3200
+for name, size in (("train-images-idx3-ubyte", 784), ("train-labels-idx1-ubyte", 1)):
+    b = open(f"{src}/{name}", "rb").read()
+    head = 16 if size > 1 else 8
+    out = bytearray(b[:head]); out[4:8] = struct.pack(">I", n)
+    open(f"{dst}/{name}", "wb").write(bytes(out) + b[head:head + n * size])
+for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    shutil.copy(f"{src}/{name}", dst)
+PY
+
 for c in none fp16 int8; do
     mpirun --oversubscribe -np 2 --bind-to none "$osprey" train --net "$src/nets/lenet.cfg" \
-        --data "$mnist" --val "$mnist" --epochs 1 --batch 32 --lr 0.05 --seed 5 --threads 1 \
-        --quiet --json --stop-after 100 --compress $c >"$work/$c.json"
+        --data "$work/data" --val "$work/data" --epochs 1 --batch 32 --lr 0.05 --seed 5 \
+        --threads 1 --quiet --json --compress $c >"$work/$c.json"
 done
 /usr/bin/python3 - "$work" <<'PY'
 import json, sys
 r = {c: json.loads(open(f"{sys.argv[1]}/{c}.json").read().splitlines()[-1]) for c in ("none", "fp16", "int8")}
 base = r["none"]
-assert base["compress"] == "none" and base["val_top1"] > 0.85, base
+assert base["compress"] == "none" and base["val_top1"] > 0.8, base
 for c in ("fp16", "int8"):
     x = r[c]
     assert x["compress"] == c, x
