@@ -90,7 +90,7 @@ struct osp__reducer {
     int err;                    /* an MPI code; the first failure of the step */
     /* The communication thread. mu guards active, quit, step_done and err
      * while it runs; ready and published are atomics read without it. */
-    int threaded, woken;
+    int threaded, woken; /* woken: the thread's step has started (training thread) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t wake, moved;
@@ -200,10 +200,13 @@ int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_t
  * order on every rank, so the same sums). */
 enum { STAGE_IDLE, STAGE_FIRST, STAGE_SECOND, STAGE_DONE };
 
-/* The communication thread sleeps this long when nothing moved: often
- * enough to keep a 1 Gbit/s link busy through the sockets' buffers, rarely
- * enough to leave the core to compute. */
-#define POLL_NS 50000
+/* While exchanges are in flight and nothing moved, the communication
+ * thread sleeps, from POLL_MIN_NS doubling up to POLL_MAX_NS: often enough
+ * to keep a 1 Gbit/s link busy through the sockets' buffers (320 us is 40
+ * kB at 1 Gbit/s), rarely enough to leave the core to compute. With none
+ * in flight it waits for backward to release a bucket. */
+#define POLL_MIN_NS 20000
+#define POLL_MAX_NS 320000
 
 static void *comm_thread(void *arg);
 
@@ -502,6 +505,7 @@ static void *comm_thread(void *arg) {
         if (quit) return NULL;
         int rc = start_extras(r), started = 0, left = r->n_buckets;
         int extras = 1;
+        long pause = POLL_MIN_NS;
         while (rc == MPI_SUCCESS && (left > 0 || extras)) {
             int moved = 0;
             const int ready = atomic_load(&r->ready);
@@ -526,9 +530,16 @@ static void *comm_thread(void *arg) {
                 if (rc == MPI_SUCCESS) rc = MPI_Test(&r->avg_req, &f2, MPI_STATUS_IGNORE);
                 if (f1 && f2) extras = 0; /* a null request tests complete */
             }
-            if (!moved && (left > 0 || extras)) {
-                struct timespec ts = {0, POLL_NS};
+            if (moved) {
+                pause = POLL_MIN_NS;
+            } else if (left > 0 && !extras && started == r->n_buckets - left) {
+                pthread_mutex_lock(&r->mu); /* nothing in flight, more to come */
+                while (atomic_load(&r->ready) == started) pthread_cond_wait(&r->wake, &r->mu);
+                pthread_mutex_unlock(&r->mu);
+            } else if (left > 0 || extras) {
+                struct timespec ts = {0, pause};
                 nanosleep(&ts, NULL);
+                pause = pause * 2 < POLL_MAX_NS ? pause * 2 : POLL_MAX_NS;
             }
         }
         pthread_mutex_lock(&r->mu);
@@ -540,15 +551,17 @@ static void *comm_thread(void *arg) {
     }
 }
 
-/* Buckets [0, upto) may go; the first release of a step wakes the thread. */
+/* Buckets [0, upto) may go (a few times a step: the lock costs nothing).
+ * The first release of a step starts the thread's step, and only the
+ * first: the thread may have finished the step before the last one. */
 static void release(osp__reducer *r, int upto) {
-    atomic_store(&r->ready, upto);
-    if (r->woken) return;
-    r->woken = 1;
     pthread_mutex_lock(&r->mu);
-    r->active = 1;
+    atomic_store(&r->ready, upto);
+    if (!r->woken) r->active = 1;
+    r->woken = 1;
     pthread_cond_signal(&r->wake);
     pthread_mutex_unlock(&r->mu);
+    r->next = upto;
 }
 
 void osp__reducer_node_done(void *reducer, int node) {
@@ -558,7 +571,6 @@ void osp__reducer_node_done(void *reducer, int node) {
     while (upto < r->n_buckets && r->buckets[upto].first_node >= node) upto++;
     if (r->threaded) {
         if (upto > r->next) release(r, upto);
-        r->next = upto;
         return;
     }
     if (r->next == 0 && upto > 0) r->err = start_extras(r);
@@ -598,7 +610,7 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         double *update_s) {
     int rc = r->err;
     if (r->threaded) {
-        release(r, r->n_buckets);
+        if (!r->woken || r->next < r->n_buckets) release(r, r->n_buckets);
     } else {
         if (rc == MPI_SUCCESS && r->next == 0) rc = start_extras(r);
         while (rc == MPI_SUCCESS && r->next < r->n_buckets) rc = start_bucket(r, &r->buckets[r->next++]);
