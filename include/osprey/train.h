@@ -180,7 +180,8 @@ typedef struct osp_train_config {
 } osp_train_config;
 
 /* Defaults: 10 epochs, batch 64, lr 0.01, SGD momentum 0.9, constant lr,
- * overlapped gradient exchange in 1 MiB buckets. */
+ * overlapped gradient exchange in 1 MiB buckets (ring allreduce, float32,
+ * a communication thread). */
 OSP_API osp_train_config osp_train_defaults(void);
 
 /* Trains net on data. opt and start_step continue a checkpointed run (opt
