@@ -146,10 +146,9 @@ typedef struct osp_train_config {
      * an osp_compress; each rank sends its bucket packed, keeping what the
      * packing lost for its next step (error feedback), and every rank sums
      * the packed buckets of all (an allgather). reduce: an osp_reduce, for
-     * uncompressed buckets. comm_thread: 1 moves the exchange along in a
-     * thread of its own during compute; 0 (default: it measured better on
-     * ResNet-20, docs/distributed.md) only when the training thread calls
-     * into MPI, between layers. */
+     * uncompressed buckets. comm_thread: 1 (default) moves the exchange
+     * along in a thread of its own during compute; 0 only when the
+     * training thread calls into MPI, between layers. */
     int compress;
     int reduce;
     int comm_thread;
@@ -182,7 +181,7 @@ typedef struct osp_train_config {
 
 /* Defaults: 10 epochs, batch 64, lr 0.01, SGD momentum 0.9, constant lr,
  * overlapped gradient exchange in 1 MiB buckets (ring allreduce, float32,
- * moved along by the training thread). */
+ * a communication thread). */
 OSP_API osp_train_config osp_train_defaults(void);
 
 /* Trains net on data. opt and start_step continue a checkpointed run (opt

@@ -34,6 +34,7 @@ osp_train_config osp_train_defaults(void) {
     c.seed = 1;
     c.overlap = 1;
     c.bucket_mb = 1.0f;
+    c.comm_thread = 1;
     return c;
 }
 

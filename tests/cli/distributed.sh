@@ -41,15 +41,15 @@ diff_ok "$work/one.ckpt" "$work/n2-blocking.ckpt"
 mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --bucket-mb 0.05 --checkpoint "$work/n2-small.ckpt"
 diff_ok "$work/one.ckpt" "$work/n2-small.ckpt"
 # Butterfly (reduce-scatter + all-gather) on 4 ranks with small buckets, and
-# the exchange moved along by a communication thread, with either reduce.
+# the exchange moved along by the training thread alone, with either reduce.
 mpi 4 "$osprey" train "${common[@]}" --batch $((G / 4)) --bucket-mb 0.05 --reduce butterfly \
     --checkpoint "$work/n4-butterfly.ckpt"
 diff_ok "$work/one.ckpt" "$work/n4-butterfly.ckpt"
 mpi 4 "$osprey" train "${common[@]}" --batch $((G / 4)) --bucket-mb 0.05 --reduce butterfly \
-    --comm-thread --checkpoint "$work/n4-butterfly-thread.ckpt"
-diff_ok "$work/one.ckpt" "$work/n4-butterfly-thread.ckpt"
-mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --comm-thread --checkpoint "$work/n2-thread.ckpt"
-diff_ok "$work/one.ckpt" "$work/n2-thread.ckpt"
+    --no-comm-thread --checkpoint "$work/n4-butterfly-calls.ckpt"
+diff_ok "$work/one.ckpt" "$work/n4-butterfly-calls.ckpt"
+mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --no-comm-thread --checkpoint "$work/n2-calls.ckpt"
+diff_ok "$work/one.ckpt" "$work/n2-calls.ckpt"
 
 # Stopped at step 3 on 2 ranks, continued to step K on 4 ranks (the global
 # batch is kept: it is saved in the checkpoint).
