@@ -121,9 +121,12 @@ int osp_dist_new(osp_dist **out) {
          * The ring is bandwidth-optimal at any size; a setting of the
          * user's wins. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
-        /* One thread at a time makes MPI calls: the training thread, or
-         * during a step's exchange the reducer's communication thread. */
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
+        /* During a step the reducer's communication thread makes the
+         * exchange's calls while the training thread computes; a layer
+         * that calls MPI itself during the step (one synchronising batch
+         * statistics, say) then calls beside it, which only
+         * MPI_THREAD_MULTIPLE allows. */
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
             osp_free(d);
             return osp_error(OSP_EIO, "MPI could not be initialised");
         }
@@ -290,9 +293,9 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, os
         if (!r->pad || !r->part) rc = OSP_ENOMEM;
     }
     if (!rc && c->thread) {
-        if (d->thread_level < MPI_THREAD_SERIALIZED) {
-            osp_log(OSP_LOG_WARN, "this MPI gives no thread support: the exchange moves along "
-                    "only between layers (no communication thread)");
+        if (d->thread_level < MPI_THREAD_MULTIPLE) {
+            osp_log(OSP_LOG_WARN, "this MPI does not allow calls from several threads "
+                    "(MPI_THREAD_MULTIPLE): the exchange moves along only between layers");
         } else {
             pthread_mutex_init(&r->mu, NULL);
             pthread_cond_init(&r->wake, NULL);
@@ -492,9 +495,8 @@ static int wait_bucket(osp__reducer *r, bucket *b) {
 /* The communication thread: while a step is on, it starts the buckets the
  * training thread has released and tests every pending one, so the
  * exchange moves whatever the training thread is doing; it tells the
- * training thread of each bucket summed. It makes all of the step's MPI
- * calls, and the training thread none until the step is over, which is
- * what MPI_THREAD_SERIALIZED allows. */
+ * training thread of each bucket summed. It makes all of the exchange's
+ * MPI calls of the step; the training thread makes the others. */
 static void *comm_thread(void *arg) {
     osp__reducer *r = arg;
     for (;;) {
