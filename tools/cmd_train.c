@@ -130,7 +130,7 @@ enum {
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
     OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_COMPRESS, OPT_REDUCE,
-    OPT_COMM_THREAD, OPT_NO_COMM_THREAD
+    OPT_NO_COMM_THREAD
 };
 
 static const struct option long_options[] = {
@@ -152,7 +152,6 @@ static const struct option long_options[] = {
     {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
     {"compress", required_argument, 0, OPT_COMPRESS}, {"reduce", required_argument, 0, OPT_REDUCE},
-    {"comm-thread", no_argument, 0, OPT_COMM_THREAD},
     {"no-comm-thread", no_argument, 0, OPT_NO_COMM_THREAD},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
@@ -252,7 +251,6 @@ static int parse_options(int argc, char **argv, train_options *o) {
             else if (strcmp(a, "butterfly") == 0) o->cfg.reduce = OSP_REDUCE_BUTTERFLY;
             else return cli_fail(CMD, "--reduce must be ring or butterfly, not '%s'", a);
             break;
-        case OPT_COMM_THREAD: o->cfg.comm_thread = 1; break;
         case OPT_NO_COMM_THREAD: o->cfg.comm_thread = 0; break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
