@@ -104,6 +104,12 @@ static void usage(FILE *out) {
             "                        batch, summed over the ranks in every layer\n"
             "  --model-parallel fc   split the [fc] layers but the last by outputs over the\n"
             "                        ranks (inputs all-gathered); the rest data-parallel\n"
+            "  --compress none|fp16|int8  send gradients at half (fp16) or a quarter (int8)\n"
+            "                        of their size, with error feedback (default none)\n"
+            "  --reduce ring|butterfly  sum buckets with allreduce (ring) or with\n"
+            "                        reduce-scatter + all-gather (default ring)\n"
+            "  --no-comm-thread      move the exchange along from the training thread,\n"
+            "                        between layers, not in a thread of its own\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
             "\n"
@@ -136,7 +142,8 @@ enum {
     OPT_MODEL_PARALLEL,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
-    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS,
+    OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD
 };
 
 static const struct option long_options[] = {
@@ -157,6 +164,8 @@ static const struct option long_options[] = {
     {"help", no_argument, 0, OPT_HELP},           {"val-split", required_argument, 0, OPT_VAL_SPLIT},
     {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
+    {"compress", required_argument, 0, OPT_COMPRESS}, {"reduce", required_argument, 0, OPT_REDUCE},
+    {"no-comm-thread", no_argument, 0, OPT_NO_COMM_THREAD},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
     {"model-parallel", required_argument, 0, OPT_MODEL_PARALLEL},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
@@ -264,6 +273,18 @@ static int parse_options(int argc, char **argv, train_options *o) {
                 bad = cli_fail(CMD, "--model-parallel takes 'fc' (the fully connected layers), not '%s'", a);
             o->cfg.model_parallel = 1;
             break;
+        case OPT_COMPRESS:
+            if (strcmp(a, "none") == 0) o->cfg.compress = OSP_COMPRESS_NONE;
+            else if (strcmp(a, "fp16") == 0) o->cfg.compress = OSP_COMPRESS_FP16;
+            else if (strcmp(a, "int8") == 0) o->cfg.compress = OSP_COMPRESS_INT8;
+            else return cli_fail(CMD, "--compress must be none, fp16 or int8, not '%s'", a);
+            break;
+        case OPT_REDUCE:
+            if (strcmp(a, "ring") == 0) o->cfg.reduce = OSP_REDUCE_RING;
+            else if (strcmp(a, "butterfly") == 0) o->cfg.reduce = OSP_REDUCE_BUTTERFLY;
+            else return cli_fail(CMD, "--reduce must be ring or butterfly, not '%s'", a);
+            break;
+        case OPT_NO_COMM_THREAD: o->cfg.comm_thread = 0; break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
@@ -347,9 +368,13 @@ static void on_step(const osp_train_progress *p, void *user) {
         }
         if (o->hogwild) printf(", \"hogwild_workers\": %d", p->ranks);
         if (o->cfg.dist) {
-            printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f, "
+            printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
+                   p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
+            static const char *const compress[] = {"none", "fp16", "int8"};
+            printf(", \"compress\": \"%s\", \"reduce\": \"%s\", \"comm_thread\": %s, "
                    "\"comm_bytes_per_step\": %.0f",
-                   p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction, p->comm_bytes_per_step);
+                   compress[o->cfg.compress], o->cfg.reduce == OSP_REDUCE_BUTTERFLY ? "butterfly" : "ring",
+                   o->cfg.comm_thread ? "true" : "false", p->comm_bytes_per_step);
             if (p->rank_timing) {
                 printf(", \"rank_timing\": [");
                 for (int i = 0; i < p->ranks; i++) {
@@ -578,6 +603,9 @@ int cmd_train(int argc, char **argv) {
     if (o.batch_auto && (o.hogwild || o.distributed || osp_dist_launched()))
         return cli_fail(CMD, "--batch auto measures one synchronous process: for %s, run 'osprey "
                         "advise' first and give --batch", o.hogwild ? "--hogwild" : "an MPI job");
+    if (o.cfg.compress != OSP_COMPRESS_NONE && o.cfg.reduce == OSP_REDUCE_BUTTERFLY)
+        return cli_fail(CMD, "--compress sums packed buckets with an all-gather: it does not "
+                        "combine with --reduce butterfly");
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");

@@ -15,6 +15,16 @@ it after backward shows:
     exposed = max(t - f_backward * t_c, t_last)   (t_last: the last bucket alone)
     efficiency = t_c / (t_c + exposed)            (no overlap: exposed = t)
 
+The ways of summing a bucket (osprey train --reduce, --compress), S bytes
+of float32 gradients, N ranks, alpha per message latency:
+
+    ring        2 (N-1)/N S / bw + 2 (N-1) alpha       (MPI allreduce)
+    butterfly   2 (N-1)/N S / bw + 2 alpha + 2 (N-1) o (reduce-scatter then
+                all-gather, N-1 messages at once per phase; o: the cost of
+                issuing one message, 2 us)
+    fp16/int8   (N-1) S/c / bw + (N-1) alpha           (all-gather of packed
+                buckets, c = 2 or 4, then a local sum)
+
     bench/dist/model.py
 """
 import argparse
@@ -53,13 +63,46 @@ MEASURED = [  # the two-rank link of bench/dist/slow-network: gradient bytes
 ]
 
 
+MSG_OVERHEAD = 2e-6
+
+
+def mode_s(mode, size, n, bw, alpha, buckets):
+    """One step's exchange of size bytes in buckets, by mode."""
+    if mode == "ring":
+        return allreduce_s(size, n, bw, alpha, buckets)
+    if mode == "butterfly":
+        return 2 * (n - 1) / n * size / bw + (2 * alpha + 2 * (n - 1) * MSG_OVERHEAD) * buckets
+    c = {"fp16": 2, "int8": 4}[mode]
+    return (n - 1) * size / c / bw + (n - 1) * alpha * buckets
+
+
+def modes_table(name, size, t_c, bucket):
+    bw, alpha = 10 * GBIT, 25e-6
+    buckets = max(1, -(-int(size) // bucket))
+    modes = ["ring", "butterfly", "fp16", "int8"]
+    print(f"\n{name}, 10 Gbit/s: exchange per step, and efficiency with overlap\n")
+    head = ["nodes"] + modes + [f"{m} eff." for m in modes]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for n in NODES:
+        ts = [mode_s(m, size, n, bw, alpha, buckets) for m in modes]
+        effs = []
+        for m, t in zip(modes, ts):
+            last = mode_s(m, min(size, bucket), n, bw, alpha, 1)
+            effs.append(t_c / (t_c + max(t - F_BACKWARD * t_c, last)))
+        print("| " + " | ".join([str(n)] + [f"{1000 * t:.1f} ms" for t in ts] +
+                                [f"{100 * e:.0f}%" for e in effs]) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.parse_args()
-    print("Two ranks, one link (bench/dist/slow-network): the model's allreduce time")
+    print("Two ranks, one link (bench/dist/slow-network): the model's exchange time")
     for name, size in MEASURED:
         for label, bw in (("1 Gbit/s", 1 * GBIT), ("100 Mbit/s", 0.1 * GBIT)):
-            print(f"  {name:10} {label:>10}: {1000 * allreduce_s(size, 2, bw, 0, 1):6.1f} ms")
+            ts = ", ".join(f"{m} {1000 * mode_s(m, size, 2, bw, 0, 1):5.1f} ms"
+                           for m in ("ring", "butterfly", "fp16", "int8"))
+            print(f"  {name:10} {label:>10}: {ts}")
     for name, size, t_c, bucket in WORKLOADS:
         print(f"\n{name}: {size / 1e6:.2f} MB of gradients, "
               f"{2 * size / 1e6:.2f} MB sent and received per rank per step (ring, large N)\n")
@@ -73,6 +116,8 @@ def main():
                 _, e1 = efficiency(size, t_c, n, bw, alpha, True, bucket)
                 row += [f"{1000 * t:.1f} ms", f"{100 * e0:.0f}%", f"{100 * e1:.0f}%"]
             print("| " + " | ".join(row) + " |")
+    for name, size, t_c, bucket in WORKLOADS:
+        modes_table(name.split(",")[0], size, t_c, bucket)
 
 
 if __name__ == "__main__":

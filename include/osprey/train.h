@@ -112,6 +112,19 @@ typedef enum osp_loss {
 OSP_API const char *osp_loss_name(osp_loss loss);
 OSP_API int osp_loss_parse(const char *name, osp_loss *loss);
 
+/* Wire format of the gradients exchanged between ranks. */
+typedef enum osp_compress {
+    OSP_COMPRESS_NONE = 0, /* float32 */
+    OSP_COMPRESS_FP16 = 1, /* IEEE binary16: half the bytes */
+    OSP_COMPRESS_INT8 = 2, /* a scale per bucket and a byte per value: a quarter */
+} osp_compress;
+
+/* The collective that sums an uncompressed bucket. */
+typedef enum osp_reduce {
+    OSP_REDUCE_RING = 0,      /* MPI allreduce (the ring algorithm) */
+    OSP_REDUCE_BUTTERFLY = 1, /* reduce-scatter, then all-gather: rank k sums slice k */
+} osp_reduce;
+
 typedef struct osp_train_config {
     int epochs;
     int batch;
@@ -138,6 +151,16 @@ typedef struct osp_train_config {
                                   global batch, summed over the ranks in each layer */
     int model_parallel;        /* [fc] layers but the last split by outputs over the ranks;
                                   the rest data-parallel (docs/distributed.md) */
+    /* How the ranks' gradients are summed (docs/distributed.md). compress:
+     * an osp_compress; each rank sends its bucket packed, keeping what the
+     * packing lost for its next step (error feedback), and every rank sums
+     * the packed buckets of all (an allgather). reduce: an osp_reduce, for
+     * uncompressed buckets. comm_thread: 1 (default) moves the exchange
+     * along in a thread of its own during compute; 0 only when the
+     * training thread calls into MPI, between layers. */
+    int compress;
+    int reduce;
+    int comm_thread;
     /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
      * every earlier layer keep their weights (no gradient, no optimizer
      * state, batch norm in inference mode with its running statistics
@@ -166,7 +189,8 @@ typedef struct osp_train_config {
 } osp_train_config;
 
 /* Defaults: 10 epochs, batch 64, lr 0.01, SGD momentum 0.9, constant lr,
- * overlapped gradient exchange in 1 MiB buckets. */
+ * overlapped gradient exchange in 1 MiB buckets (ring allreduce, float32,
+ * a communication thread). */
 OSP_API osp_train_config osp_train_defaults(void);
 
 /* Trains net on data. opt and start_step continue a checkpointed run (opt

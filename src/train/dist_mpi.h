@@ -1,5 +1,6 @@
-/* For the files of src/train/ that call MPI themselves (distributed.c,
- * sync_bn.c, model_parallel.c): the job's communicator. */
+/* For the files of src/train/ that call MPI themselves (sync_bn.c,
+ * model_parallel.c): the communicator for layers' collectives, a copy of
+ * the job's that the gradient exchange does not use. */
 #ifndef OSPREY_TRAIN_DIST_MPI_H
 #define OSPREY_TRAIN_DIST_MPI_H
 

@@ -19,8 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress.h"
 #include "dist_mpi.h"
 #include "parallel.h"
+
+#ifdef OSP_HAVE_MPI
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#endif
 
 #define MAX_STATS 8
 
@@ -40,29 +47,58 @@ int osp_dist_size(const osp_dist *d);
 #ifdef OSP_HAVE_MPI
 
 struct osp_dist {
-    MPI_Comm comm;
+    MPI_Comm comm;   /* the gradient exchange and the trainer's own collectives */
+    /* Layers' collectives during a step (synchronised batch norm, split fc
+     * layers), from the training thread while the communication thread may
+     * be starting buckets on comm: on one communicator the two threads'
+     * collectives could start in a different order on different ranks,
+     * which MPI forbids. */
+    MPI_Comm layers;
     int rank, size;
-    int finalize; /* MPI was initialised here */
+    int finalize;     /* MPI was initialised here */
+    int thread_level; /* MPI_THREAD_* provided */
 };
 
 typedef struct bucket {
-    int64_t lo, hi;  /* floats [lo, hi) of the gradient array */
-    int first_node;  /* the bucket is complete once this node's backward is done */
-    int started, done;
-    MPI_Request req;
+    int64_t lo, hi;   /* floats [lo, hi) of the gradient array */
+    int first_node;   /* the bucket is complete once this node's backward is done */
+    int stage;        /* STAGE_*: owned by whichever thread drives the exchange */
+    atomic_int published; /* summed, and the training thread may use it */
+    MPI_Request *req;     /* n_req of them: one collective, or butterfly's messages */
+    int n_req;
+    size_t wire, wire_at; /* compressed: bytes of our chunk, its offset in send */
+    int64_t chunk, pad_at; /* butterfly: floats per rank; offset of the bucket's padded
+                              copy in pad and of the other ranks' slices in part */
 } bucket;
 
 struct osp__reducer {
     osp_dist *d;
     osp_graph *g;
     int overlap;
-    int n_buckets, next; /* next: the next bucket to start */
+    osp__compress_kind compress;
+    int reduce;
+    double bytes;        /* sent per rank per step */
+    int n_buckets, next; /* next: the next bucket to start (training thread) */
     bucket *buckets;
     float share;
     double *stats;
     double stats_buf[MAX_STATS];
     int n_stats;
     MPI_Request stats_req;
+    unsigned char *send, *recv; /* packed chunks: ours; every rank's, rank after rank */
+    float *resid;               /* error feedback, over the whole gradient array */
+    float *pad;                 /* butterfly: buckets padded to a multiple of the ranks */
+    float *part;                /* butterfly: the slices the other ranks send us */
+    MPI_Request *reqs;          /* every bucket's requests */
+    int err;                    /* an MPI code; the first failure of the step */
+    /* The communication thread. mu guards active, quit, step_done and err
+     * while it runs; ready and published are atomics read without it. */
+    int threaded, woken; /* woken: the thread's step has started (training thread) */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, moved;
+    int active, quit, step_done;
+    atomic_int ready; /* buckets [0, ready) may be started */
 };
 
 static int mpi_error(int code, const char *what) {
@@ -88,15 +124,21 @@ int osp_dist_new(osp_dist **out) {
          * The ring is bandwidth-optimal at any size; a setting of the
          * user's wins. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
-        /* Only the thread that called this makes MPI calls. */
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        /* During a step the reducer's communication thread makes the
+         * exchange's calls while the training thread computes; a layer
+         * that calls MPI itself during the step (one synchronising batch
+         * statistics, say) then calls beside it, which only
+         * MPI_THREAD_MULTIPLE allows. */
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
             osp_free(d);
             return osp_error(OSP_EIO, "MPI could not be initialised");
         }
         d->finalize = 1;
     }
+    MPI_Query_thread(&d->thread_level);
     MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
     MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_dup(d->comm, &d->layers);
     MPI_Comm_rank(d->comm, &d->rank);
     MPI_Comm_size(d->comm, &d->size);
     *out = d;
@@ -105,12 +147,13 @@ int osp_dist_new(osp_dist **out) {
 
 void osp_dist_free(osp_dist *d) {
     if (!d) return;
+    MPI_Comm_free(&d->layers);
     MPI_Comm_free(&d->comm);
     if (d->finalize) MPI_Finalize();
     osp_free(d);
 }
 
-MPI_Comm osp__dist_comm(const osp_dist *d) { return d->comm; }
+MPI_Comm osp__dist_comm(const osp_dist *d) { return d->layers; }
 
 int osp_dist_rank(const osp_dist *d) { return d ? d->rank : 0; }
 int osp_dist_size(const osp_dist *d) { return d ? d->size : 1; }
@@ -161,14 +204,31 @@ int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_t
 
 /* ---- the reducer ------------------------------------------------------------- */
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                     const unsigned char *skip, osp__reducer **out) {
+/* A bucket goes through up to two collectives: the ring's one allreduce;
+ * butterfly's reduce-scatter, then all-gather; compressed buckets' one
+ * all-gather of the packed chunks, then a local sum in rank order (the same
+ * order on every rank, so the same sums). */
+enum { STAGE_IDLE, STAGE_FIRST, STAGE_SECOND, STAGE_DONE };
+
+/* While exchanges are in flight and nothing moved, the communication
+ * thread sleeps, from POLL_MIN_NS doubling up to POLL_MAX_NS: often enough
+ * to keep a 1 Gbit/s link busy through the sockets' buffers (320 us is 40
+ * kB at 1 Gbit/s), rarely enough to leave the core to compute. With none
+ * in flight it waits for backward to release a bucket. */
+#define POLL_MIN_NS 20000
+#define POLL_MAX_NS 320000
+
+static void *comm_thread(void *arg);
+
+int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, osp__reducer **out) {
     *out = NULL;
     osp__reducer *r = osp_calloc(1, sizeof *r);
     if (!r) return OSP_ENOMEM;
     r->d = d;
     r->g = g;
-    r->overlap = overlap;
+    r->overlap = c->overlap;
+    r->compress = (osp__compress_kind)c->compress;
+    r->reduce = c->reduce;
     r->stats_req = MPI_REQUEST_NULL;
     int np = osp_graph_param_count(g);
     r->buckets = osp_calloc((size_t)(np ? np : 1), sizeof *r->buckets);
@@ -176,11 +236,14 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
         osp_free(r);
         return OSP_ENOMEM;
     }
-    const int64_t limit = (int64_t)((double)(bucket_mb > 0 ? bucket_mb : 1) * 1048576.0 / sizeof(float));
+    const unsigned char *skip = c->skip;
+    const float mb = c->bucket_mb > 0 ? c->bucket_mb : 1;
+    const int64_t limit = (int64_t)((double)mb * 1048576.0 / sizeof(float));
     /* Weight parameters from the highest offset down; a bucket closes when
      * it reaches the limit (one large parameter may exceed it alone). */
-    int64_t top;
+    int64_t top, count;
     osp_graph_grads(g, &top);
+    count = top;
     bucket *cur = NULL;
     for (int i = np - 1; i >= 0; i--) {
         const osp_param *p = osp_graph_param(g, i);
@@ -200,18 +263,98 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
         top = p->offset;
         if (cur->hi - cur->lo >= limit) cur = NULL;
     }
-    for (int b = 0; b < r->n_buckets; b++) r->buckets[b].req = MPI_REQUEST_NULL;
+    /* Buffers: packed chunks (ours, and every rank's), or butterfly's copies
+     * padded to a multiple of the ranks. */
+    const int n = d->size;
+    size_t wire = 0;
+    int64_t padded = 0;
+    for (int b = 0; b < r->n_buckets; b++) {
+        bucket *k = &r->buckets[b];
+        const int64_t len = k->hi - k->lo;
+        if (r->compress != OSP__COMPRESS_NONE) {
+            k->wire = osp__compress_size(r->compress, len);
+            k->wire_at = wire;
+            wire += k->wire;
+            r->bytes += (double)(n - 1) * (double)k->wire;
+        } else if (r->reduce == OSP_REDUCE_BUTTERFLY) {
+            k->chunk = (len + n - 1) / n;
+            k->pad_at = padded;
+            padded += k->chunk * n;
+            r->bytes += 2.0 * (n - 1) * (double)k->chunk * sizeof(float);
+        } else {
+            r->bytes += 2.0 * (n - 1) / n * (double)len * sizeof(float);
+        }
+    }
+    int rc = OSP_OK;
+    const int per = r->reduce == OSP_REDUCE_BUTTERFLY && !wire ? 2 * (n - 1) : 1;
+    r->reqs = osp_alloc((size_t)(r->n_buckets ? r->n_buckets : 1) * (size_t)per * sizeof(MPI_Request));
+    if (!r->reqs) rc = OSP_ENOMEM;
+    for (int b = 0; !rc && b < r->n_buckets; b++) {
+        r->buckets[b].req = r->reqs + (size_t)b * (size_t)per;
+        r->buckets[b].n_req = 1;
+        for (int j = 0; j < per; j++) r->buckets[b].req[j] = MPI_REQUEST_NULL;
+    }
+    if (wire) {
+        r->send = osp_alloc(wire);
+        r->recv = osp_alloc(wire * (size_t)n);
+        r->resid = osp_calloc((size_t)count, sizeof(float));
+        if (!r->send || !r->recv || !r->resid) rc = OSP_ENOMEM;
+    }
+    if (padded) {
+        r->pad = osp_alloc((size_t)padded * sizeof(float));
+        r->part = osp_alloc((size_t)padded * sizeof(float));
+        if (!r->pad || !r->part) rc = OSP_ENOMEM;
+    }
+    if (!rc && c->thread) {
+        if (d->thread_level < MPI_THREAD_MULTIPLE) {
+            osp_log(OSP_LOG_WARN, "this MPI does not allow calls from several threads "
+                    "(MPI_THREAD_MULTIPLE): the exchange moves along only between layers");
+        } else {
+            pthread_mutex_init(&r->mu, NULL);
+            pthread_cond_init(&r->wake, NULL);
+            pthread_cond_init(&r->moved, NULL);
+            if (pthread_create(&r->thread, NULL, comm_thread, r) == 0) r->threaded = 1;
+            else osp_log(OSP_LOG_WARN, "no communication thread could be started: the exchange "
+                         "moves along only between layers");
+            if (!r->threaded) {
+                pthread_mutex_destroy(&r->mu);
+                pthread_cond_destroy(&r->wake);
+                pthread_cond_destroy(&r->moved);
+            }
+        }
+    }
+    if (rc) {
+        osp__reducer_free(r);
+        return rc;
+    }
     *out = r;
     return OSP_OK;
 }
 
 void osp__reducer_free(osp__reducer *r) {
     if (!r) return;
+    if (r->threaded) {
+        pthread_mutex_lock(&r->mu);
+        r->quit = 1;
+        pthread_cond_signal(&r->wake);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->wake);
+        pthread_cond_destroy(&r->moved);
+    }
+    osp_free(r->send);
+    osp_free(r->recv);
+    osp_free(r->resid);
+    osp_free(r->pad);
+    osp_free(r->part);
+    osp_free(r->reqs);
     osp_free(r->buckets);
     osp_free(r);
 }
 
 int osp__reducer_bucket_count(const osp__reducer *r) { return r->n_buckets; }
+double osp__reducer_bytes(const osp__reducer *r) { return r->bytes; }
 
 int64_t osp__reducer_floats(const osp__reducer *r) {
     int64_t n = 0;
@@ -224,38 +367,229 @@ void osp__reducer_begin(osp__reducer *r, float share) {
     r->next = 0;
     r->stats = NULL;
     r->n_stats = 0;
-    for (int b = 0; b < r->n_buckets; b++) r->buckets[b].started = r->buckets[b].done = 0;
+    r->err = MPI_SUCCESS;
+    r->woken = 0;
+    atomic_store(&r->ready, 0);
+    for (int b = 0; b < r->n_buckets; b++) {
+        r->buckets[b].stage = STAGE_IDLE;
+        atomic_store(&r->buckets[b].published, 0);
+    }
+    if (r->threaded) { /* the thread is idle between steps */
+        pthread_mutex_lock(&r->mu);
+        r->step_done = 0;
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+/* The small sums that travel beside the buckets. */
+static int start_extras(osp__reducer *r) {
+    int rc = MPI_SUCCESS;
+    if (r->n_stats)
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->stats_buf, r->n_stats, MPI_DOUBLE, MPI_SUM, r->d->comm,
+                            &r->stats_req);
+    return rc;
 }
 
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {
     r->stats = v;
     r->n_stats = n < MAX_STATS ? n : MAX_STATS;
     memcpy(r->stats_buf, v, (size_t)r->n_stats * sizeof(double));
-    MPI_Iallreduce(MPI_IN_PLACE, r->stats_buf, r->n_stats, MPI_DOUBLE, MPI_SUM, r->d->comm,
-                   &r->stats_req);
 }
 
-static void start_bucket(osp__reducer *r, bucket *b) {
+static float *bucket_grads(osp__reducer *r, const bucket *b) {
     int64_t count;
-    float *g = osp_graph_grads(r->g, &count) + b->lo;
+    return osp_graph_grads(r->g, &count) + b->lo;
+}
+
+/* Butterfly (Deep Image's synchronisation), with messages rather than
+ * Open MPI's non-blocking reduce-scatter (whose 4.1 version corrupted its
+ * heap and truncated messages here when several were in flight): phase 0
+ * sends slice k of the padded bucket to rank k and receives every rank's
+ * copy of our slice; phase 1 sends our summed slice to every rank and
+ * receives theirs in place. Each rank sends (N-1)/N of the bucket in each
+ * phase, as the ring does, in N-1 messages that travel at once. */
+static int butterfly_phase(osp__reducer *r, bucket *b, int phase) {
+    const int n = r->d->size, me = r->d->rank;
+    const int tag = 2 * (int)(b - r->buckets) + phase; /* buckets may be in flight together */
+    float *pad = r->pad + b->pad_at, *part = r->part + b->pad_at;
+    const int c = (int)b->chunk;
+    int rc = MPI_SUCCESS, j = 0;
+    for (int k = 0; k < n && rc == MPI_SUCCESS; k++) {
+        if (k == me) continue;
+        float *in = phase == 0 ? part + (int64_t)c * k : pad + (int64_t)c * k;
+        rc = MPI_Irecv(in, c, MPI_FLOAT, k, tag, r->d->comm, &b->req[j++]);
+    }
+    for (int k = 0; k < n && rc == MPI_SUCCESS; k++) {
+        if (k == me) continue;
+        const float *out = phase == 0 ? pad + (int64_t)c * k : pad + (int64_t)c * me;
+        rc = MPI_Isend(out, c, MPI_FLOAT, k, tag, r->d->comm, &b->req[j++]);
+    }
+    b->n_req = j;
+    return rc;
+}
+
+static int start_bucket(osp__reducer *r, bucket *b) {
+    float *g = bucket_grads(r, b);
     const int64_t n = b->hi - b->lo;
+    MPI_Comm comm = r->d->comm;
     if (r->share != 1.0f)
         for (int64_t i = 0; i < n; i++) g[i] *= r->share;
-    MPI_Iallreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, r->d->comm, &b->req);
-    b->started = 1;
+    b->stage = STAGE_FIRST;
+    if (r->compress != OSP__COMPRESS_NONE) {
+        unsigned char *mine = r->send + b->wire_at;
+        osp__compress(r->compress, g, r->resid + b->lo, n, mine);
+        b->n_req = 1;
+        return MPI_Iallgather(mine, (int)b->wire, MPI_BYTE, r->recv + b->wire_at * (size_t)r->d->size,
+                              (int)b->wire, MPI_BYTE, comm, b->req);
+    }
+    if (r->reduce == OSP_REDUCE_BUTTERFLY) {
+        float *pad = r->pad + b->pad_at;
+        memcpy(pad, g, (size_t)n * sizeof(float));
+        memset(pad + n, 0, (size_t)(b->chunk * r->d->size - n) * sizeof(float));
+        return butterfly_phase(r, b, 0);
+    }
+    b->n_req = 1;
+    return MPI_Iallreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, comm, b->req);
+}
+
+/* Bucket b's collective has completed: the next one, or the sum. */
+static int bucket_arrived(osp__reducer *r, bucket *b) {
+    float *g = bucket_grads(r, b);
+    const int64_t n = b->hi - b->lo;
+    if (r->compress != OSP__COMPRESS_NONE) {
+        const unsigned char *all = r->recv + b->wire_at * (size_t)r->d->size;
+        memset(g, 0, (size_t)n * sizeof(float));
+        for (int k = 0; k < r->d->size; k++)
+            osp__decompress_add(r->compress, all + (size_t)k * b->wire, n, g);
+        b->stage = STAGE_DONE;
+        return MPI_SUCCESS;
+    }
+    if (r->reduce == OSP_REDUCE_BUTTERFLY && b->stage == STAGE_FIRST) {
+        /* our slice: every rank's, summed in rank order */
+        const int me = r->d->rank;
+        float *mine = r->pad + b->pad_at + b->chunk * me;
+        for (int64_t i = 0; i < b->chunk; i++) {
+            float sum = 0;
+            for (int k = 0; k < r->d->size; k++)
+                sum += k == me ? mine[i] : r->part[b->pad_at + b->chunk * k + i];
+            mine[i] = sum;
+        }
+        b->stage = STAGE_SECOND;
+        return butterfly_phase(r, b, 1);
+    }
+    if (r->reduce == OSP_REDUCE_BUTTERFLY) memcpy(g, r->pad + b->pad_at, (size_t)n * sizeof(float));
+    b->stage = STAGE_DONE;
+    return MPI_SUCCESS;
+}
+
+/* Tests b's collective and moves it on; sets *moved when it did. */
+static int test_bucket(osp__reducer *r, bucket *b, int *moved) {
+    int flag = 0;
+    int rc = MPI_Testall(b->n_req, b->req, &flag, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS || !flag) return rc;
+    *moved = 1;
+    return bucket_arrived(r, b);
+}
+
+/* Blocks until b is summed (the training thread's way). */
+static int wait_bucket(osp__reducer *r, bucket *b) {
+    int rc = MPI_SUCCESS;
+    while (rc == MPI_SUCCESS && b->stage != STAGE_DONE) {
+        rc = MPI_Waitall(b->n_req, b->req, MPI_STATUSES_IGNORE);
+        if (rc == MPI_SUCCESS) rc = bucket_arrived(r, b);
+    }
+    return rc;
+}
+
+/* The communication thread: while a step is on, it starts the buckets the
+ * training thread has released and tests every pending one, so the
+ * exchange moves whatever the training thread is doing; it tells the
+ * training thread of each bucket summed. It makes all of the exchange's
+ * MPI calls of the step; the training thread makes the others. */
+static void *comm_thread(void *arg) {
+    osp__reducer *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (!r->active && !r->quit) pthread_cond_wait(&r->wake, &r->mu);
+        int quit = r->quit;
+        pthread_mutex_unlock(&r->mu);
+        if (quit) return NULL;
+        int rc = start_extras(r), started = 0, left = r->n_buckets;
+        int extras = 1;
+        long pause = POLL_MIN_NS;
+        while (rc == MPI_SUCCESS && (left > 0 || extras)) {
+            int moved = 0;
+            const int ready = atomic_load(&r->ready);
+            for (; started < ready && rc == MPI_SUCCESS; started++, moved = 1)
+                rc = start_bucket(r, &r->buckets[started]);
+            for (int b = 0; b < started && rc == MPI_SUCCESS; b++) {
+                bucket *k = &r->buckets[b];
+                if (k->stage == STAGE_DONE) continue;
+                int arrived = 0;
+                rc = test_bucket(r, k, &arrived);
+                if (rc != MPI_SUCCESS || k->stage != STAGE_DONE) continue;
+                moved = 1;
+                left--;
+                pthread_mutex_lock(&r->mu);
+                atomic_store(&k->published, 1);
+                pthread_cond_broadcast(&r->moved);
+                pthread_mutex_unlock(&r->mu);
+            }
+            if (rc == MPI_SUCCESS && extras) {
+                int done = 0;
+                rc = MPI_Test(&r->stats_req, &done, MPI_STATUS_IGNORE);
+                if (done) extras = 0; /* a null request tests complete */
+            }
+            if (moved) {
+                pause = POLL_MIN_NS;
+            } else if (left > 0 && !extras && started == r->n_buckets - left) {
+                pthread_mutex_lock(&r->mu); /* nothing in flight, more to come */
+                while (atomic_load(&r->ready) == started) pthread_cond_wait(&r->wake, &r->mu);
+                pthread_mutex_unlock(&r->mu);
+            } else if (left > 0 || extras) {
+                struct timespec ts = {0, pause};
+                nanosleep(&ts, NULL);
+                pause = pause * 2 < POLL_MAX_NS ? pause * 2 : POLL_MAX_NS;
+            }
+        }
+        pthread_mutex_lock(&r->mu);
+        r->err = rc;
+        r->active = 0;
+        r->step_done = 1;
+        pthread_cond_broadcast(&r->moved);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+/* Buckets [0, upto) may go (a few times a step: the lock costs nothing).
+ * The first release of a step starts the thread's step, and only the
+ * first: the thread may have finished the step before the last one. */
+static void release(osp__reducer *r, int upto) {
+    pthread_mutex_lock(&r->mu);
+    atomic_store(&r->ready, upto);
+    if (!r->woken) r->active = 1;
+    r->woken = 1;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mu);
+    r->next = upto;
 }
 
 void osp__reducer_node_done(void *reducer, int node) {
     osp__reducer *r = reducer;
     if (!r->overlap) return;
-    while (r->next < r->n_buckets && r->buckets[r->next].first_node >= node)
-        start_bucket(r, &r->buckets[r->next++]);
+    int upto = r->next;
+    while (upto < r->n_buckets && r->buckets[upto].first_node >= node) upto++;
+    if (r->threaded) {
+        if (upto > r->next) release(r, upto);
+        return;
+    }
+    if (r->next == 0 && upto > 0) r->err = start_extras(r);
+    while (r->next < upto && r->err == MPI_SUCCESS) r->err = start_bucket(r, &r->buckets[r->next++]);
     /* Move the pending exchanges along (MPI progresses only inside calls). */
-    for (int b = 0; b < r->next; b++) {
-        if (r->buckets[b].done) continue;
-        int flag = 0;
-        MPI_Test(&r->buckets[b].req, &flag, MPI_STATUS_IGNORE);
-        if (flag) r->buckets[b].done = 1;
+    for (int b = 0; b < r->next && r->err == MPI_SUCCESS; b++) {
+        if (r->buckets[b].stage == STAGE_DONE) continue;
+        int moved = 0;
+        r->err = test_bucket(r, &r->buckets[b], &moved);
         break;
     }
 }
@@ -270,21 +604,37 @@ static void update_slice(osp_optim *opt, float *w, const float *g, int64_t lo, i
     osp_optim_step(&view, w + lo, g + lo, lr);
 }
 
+/* Blocks until bucket b is summed; returns an MPI code. */
+static int await(osp__reducer *r, int b) {
+    if (!r->threaded) return wait_bucket(r, &r->buckets[b]);
+    if (atomic_load(&r->buckets[b].published)) return MPI_SUCCESS;
+    pthread_mutex_lock(&r->mu);
+    while (!atomic_load(&r->buckets[b].published) && !r->step_done) pthread_cond_wait(&r->moved, &r->mu);
+    int rc = atomic_load(&r->buckets[b].published) ? MPI_SUCCESS : r->err;
+    pthread_mutex_unlock(&r->mu);
+    return rc == MPI_SUCCESS && !atomic_load(&r->buckets[b].published) ? MPI_ERR_OTHER : rc;
+}
+
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
-    while (r->next < r->n_buckets) start_bucket(r, &r->buckets[r->next++]);
+    int rc = r->err;
+    if (r->threaded) {
+        if (!r->woken || r->next < r->n_buckets) release(r, r->n_buckets);
+    } else {
+        if (rc == MPI_SUCCESS && r->next == 0) rc = start_extras(r);
+        while (rc == MPI_SUCCESS && r->next < r->n_buckets) rc = start_bucket(r, &r->buckets[r->next++]);
+    }
     int64_t count;
     const float *g = osp_graph_grads(r->g, &count);
     const int64_t t = opt->t; /* Adam counts the step once, not per bucket */
     double waited = 0, updating = 0;
-    int rc = MPI_SUCCESS;
     for (int b = 0; b < r->n_buckets && rc == MPI_SUCCESS; b++) {
         bucket *k = &r->buckets[b];
         double t0 = osp_now();
-        if (!k->done) rc = MPI_Wait(&k->req, MPI_STATUS_IGNORE);
-        k->done = 1;
+        rc = await(r, b);
         double t1 = osp_now();
+        if (rc != MPI_SUCCESS) break;
         if (!groups) update_slice(opt, w, g, k->lo, k->hi, lr, t);
         for (int j = 0; groups && j < n_groups; j++) { /* fine-tuning: the trained parts only */
             int64_t lo = k->lo > groups[j].lo ? k->lo : groups[j].lo;
@@ -297,14 +647,19 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
     /* Parameters outside every bucket (none, unless empty) are left alone. */
     opt->t = t + (opt->cfg.kind != OSP_OPTIM_SGD);
     double t0 = osp_now();
-    if (rc == MPI_SUCCESS && r->n_stats) {
-        rc = MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
-        memcpy(r->stats, r->stats_buf, (size_t)r->n_stats * sizeof(double));
+    if (r->threaded) { /* the thread's step ends with the small sums */
+        pthread_mutex_lock(&r->mu);
+        while (!r->step_done) pthread_cond_wait(&r->moved, &r->mu);
+        if (rc == MPI_SUCCESS) rc = r->err;
+        pthread_mutex_unlock(&r->mu);
+    } else {
+        if (rc == MPI_SUCCESS) rc = MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
     }
+    if (rc == MPI_SUCCESS && r->n_stats) memcpy(r->stats, r->stats_buf, (size_t)r->n_stats * sizeof(double));
     waited += osp_now() - t0;
     if (wait_s) *wait_s += waited;
     if (update_s) *update_s += updating;
-    return rc == MPI_SUCCESS ? OSP_OK : mpi_error(rc, "gradient allreduce");
+    return rc == MPI_SUCCESS ? OSP_OK : mpi_error(rc, "gradient exchange");
 }
 
 #else /* no MPI */
@@ -339,14 +694,13 @@ struct osp__reducer {
     int unused;
 };
 
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                     const unsigned char *skip, osp__reducer **out) {
+int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, osp__reducer **out) {
     *out = NULL;
     return osp_error(OSP_ENOTSUP, "this build has no MPI");
 }
 void osp__reducer_free(osp__reducer *r) { (void)r; }
 int osp__reducer_bucket_count(const osp__reducer *r) { return 0; }
-int64_t osp__reducer_floats(const osp__reducer *r) { return 0; }
+double osp__reducer_bytes(const osp__reducer *r) { return 0; }
 void osp__reducer_begin(osp__reducer *r, float share) {}
 void osp__reducer_stats(osp__reducer *r, double *v, int n) {}
 void osp__reducer_node_done(void *reducer, int node) {}

@@ -12,15 +12,28 @@
 
 typedef struct osp__reducer osp__reducer;
 
-/* Buckets of about bucket_mb MiB over g's gradients, in reverse layer order.
- * overlap: start each bucket's allreduce as soon as backward has produced
- * it; otherwise all of them after backward. The weight parameters i with
- * skip[i] set (one flag per osp_graph_param; skip NULL: none) are left
- * out: model parallelism's blocks, which their owners update themselves. */
-int osp__reducer_new(osp_dist *d, osp_graph *g, float bucket_mb, int overlap,
-                     const unsigned char *skip, osp__reducer **out);
+typedef struct osp__reducer_config {
+    float bucket_mb; /* bucket size in MiB */
+    int overlap;     /* start each bucket as soon as backward has produced it,
+                        rather than all of them after backward */
+    int compress;    /* osp_compress: packed buckets, allgather, error feedback */
+    int reduce;      /* osp_reduce, for uncompressed buckets */
+    int thread;      /* a communication thread drives the exchange */
+    /* One flag per osp_graph_param (NULL: none): weight parameters left out
+     * of the exchange (model parallelism's blocks, which their owners
+     * update themselves). */
+    const unsigned char *skip;
+} osp__reducer_config;
+
+/* Buckets of about c->bucket_mb MiB over g's gradients, in reverse layer
+ * order. */
+int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, osp__reducer **out);
 void osp__reducer_free(osp__reducer *r);
 int osp__reducer_bucket_count(const osp__reducer *r);
+/* Bytes of gradients this rank sends per step (the collectives' own
+ * traffic: 2 (N-1)/N of the gradients for the ring, N-1 packed buckets for
+ * the allgather of compressed ones). */
+double osp__reducer_bytes(const osp__reducer *r);
 
 /* A step begins: this rank's gradients are scaled by share (its samples over
  * the global batch's) and summed over the ranks. */
@@ -37,9 +50,6 @@ void osp__reducer_node_done(void *reducer, int node);
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
-
-/* Floats summed over the ranks in a step (the buckets' total). */
-int64_t osp__reducer_floats(const osp__reducer *r);
 
 /* ---- layers split over the ranks (osp_exec_hooks) ---------------------------- */
 

@@ -34,6 +34,7 @@ osp_train_config osp_train_defaults(void) {
     c.seed = 1;
     c.overlap = 1;
     c.bucket_mb = 1.0f;
+    c.comm_thread = 1;
     return c;
 }
 
@@ -211,8 +212,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     if (r->split.mp) /* its blocks, at the same Adam step as the buckets */
         osp__mp_update(r->split.mp, r->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
     tm->update_s += osp_now() - t2;
-    tm->comm_bytes += r->split.bytes + 2.0 * (r->ranks - 1) / r->ranks * sizeof(float) *
-                                           (double)osp__reducer_floats(r->reducer);
+    tm->comm_bytes += r->split.bytes + osp__reducer_bytes(r->reducer);
     rc = osp__reducer_finish(r->reducer, r->opt, osp_graph_weights(g, NULL), lr,
                              r->n_groups ? r->groups : NULL, r->n_groups, &tm->comm_wait_s,
                              &tm->update_s);
@@ -596,9 +596,12 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
     if (!rc) rc = osp__split_start(&r);
-    if (!rc && r.ranks > 1)
-        rc = osp__reducer_new(r.dist, net->graph, cfg->bucket_mb, cfg->overlap,
-                              osp__mp_skip(r.split.mp), &r.reducer);
+    if (!rc && r.ranks > 1) {
+        osp__reducer_config rcfg = {.bucket_mb = cfg->bucket_mb, .overlap = cfg->overlap,
+                                    .compress = cfg->compress, .reduce = cfg->reduce,
+                                    .thread = cfg->comm_thread, .skip = osp__mp_skip(r.split.mp)};
+        rc = osp__reducer_new(r.dist, net->graph, &rcfg, &r.reducer);
+    }
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);
     lc.multi_hot = r.targets != NULL;

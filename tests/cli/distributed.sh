@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data parallelism over MPI on loopback: N ranks with per-rank batch B end
 # with the same weights as one process with batch N*B, after K steps
-# (within 1e-5 relative), for N = 2 and 4, with and without overlap; a run
+# (within 1e-5 relative), for N = 2 and 4, with and without overlap, with
+# the communication thread and without, ring and butterfly; a run
 # stopped on 2 ranks and continued on 4 ends there too; --resume auto picks
 # the newest valid checkpoint and skips a damaged one.
 # ctest: slow
@@ -39,6 +40,16 @@ mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --no-overlap --checkpoin
 diff_ok "$work/one.ckpt" "$work/n2-blocking.ckpt"
 mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --bucket-mb 0.05 --checkpoint "$work/n2-small.ckpt"
 diff_ok "$work/one.ckpt" "$work/n2-small.ckpt"
+# Butterfly (reduce-scatter + all-gather) on 4 ranks with small buckets, and
+# the exchange moved along by the training thread alone, with either reduce.
+mpi 4 "$osprey" train "${common[@]}" --batch $((G / 4)) --bucket-mb 0.05 --reduce butterfly \
+    --checkpoint "$work/n4-butterfly.ckpt"
+diff_ok "$work/one.ckpt" "$work/n4-butterfly.ckpt"
+mpi 4 "$osprey" train "${common[@]}" --batch $((G / 4)) --bucket-mb 0.05 --reduce butterfly \
+    --no-comm-thread --checkpoint "$work/n4-butterfly-calls.ckpt"
+diff_ok "$work/one.ckpt" "$work/n4-butterfly-calls.ckpt"
+mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --no-comm-thread --checkpoint "$work/n2-calls.ckpt"
+diff_ok "$work/one.ckpt" "$work/n2-calls.ckpt"
 
 # Stopped at step 3 on 2 ranks, continued to step K on 4 ranks (the global
 # batch is kept: it is saved in the checkpoint).
