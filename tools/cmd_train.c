@@ -97,6 +97,13 @@ static void usage(FILE *out) {
             "  --sync-bn             average batch-norm running statistics over the ranks\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
+            "  --param-servers S     asynchronous training: the first S ranks hold the\n"
+            "                        weights, the others train against them without\n"
+            "                        waiting for each other; --batch is each update's\n"
+            "  --max-staleness K     a worker K updates ahead of the slowest waits\n"
+            "                        (default 4; -1: never)\n"
+            "  --worker-timeout SEC  a worker silent this long is given up (default 60);\n"
+            "                        surviving it needs mpirun --enable-recovery\n"
             "\n"
             "DATA may also be synthetic:N: N generated samples shaped for the network.\n"
             "The same seed and thread count give the same weights, bit for bit.\n");
@@ -123,7 +130,8 @@ enum {
     OPT_THREADS, OPT_SEED, OPT_OUT, OPT_CHECKPOINT, OPT_CKPT_EVERY, OPT_RESUME, OPT_STOP,
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
-    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS
+    OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS,
+    OPT_PARAM_SERVERS, OPT_MAX_STALENESS, OPT_WORKER_TIMEOUT
 };
 
 static const struct option long_options[] = {
@@ -149,6 +157,9 @@ static const struct option long_options[] = {
     {"init", required_argument, 0, OPT_INIT},     {"new-head", no_argument, 0, OPT_NEW_HEAD},
     {"head-layer", required_argument, 0, OPT_HEAD_LAYER}, {"freeze", required_argument, 0, OPT_FREEZE},
     {"lr-backbone", required_argument, 0, OPT_LR_BACKBONE},
+    {"param-servers", required_argument, 0, OPT_PARAM_SERVERS},
+    {"max-staleness", required_argument, 0, OPT_MAX_STALENESS},
+    {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
     /* image options, parsed by cli_image_option */
     {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
     {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
@@ -231,6 +242,15 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_NO_OVERLAP: o->cfg.overlap = 0; break;
         case OPT_BUCKET_MB: bad = cli_float(CMD, "--bucket-mb", a, 0.001, 1024, &o->cfg.bucket_mb); break;
         case OPT_SYNC_BN: o->cfg.sync_bn = 1; break;
+        case OPT_PARAM_SERVERS:
+            bad = cli_int(CMD, "--param-servers", a, 1, 65536, &o->cfg.param_servers);
+            break;
+        case OPT_MAX_STALENESS:
+            bad = cli_int(CMD, "--max-staleness", a, -1, 1000000, &o->cfg.max_staleness);
+            break;
+        case OPT_WORKER_TIMEOUT:
+            bad = cli_float(CMD, "--worker-timeout", a, 0.1, 1e6, &o->cfg.worker_timeout_s);
+            break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
@@ -316,6 +336,9 @@ static void on_step(const osp_train_progress *p, void *user) {
         if (o->cfg.dist) {
             printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
                    p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
+            if (p->param_servers)
+                printf(", \"param_servers\": %d, \"workers_lost\": %d, \"staleness\": %.3f",
+                       p->param_servers, p->workers_lost, p->staleness);
             if (p->rank_timing) {
                 printf(", \"rank_timing\": [");
                 for (int i = 0; i < p->ranks; i++) {
@@ -517,6 +540,10 @@ int cmd_train(int argc, char **argv) {
         return cli_fail(CMD, "--new-head replaces the classifier of a model: it needs --init MODEL");
     if (o.hogwild && o.distributed)
         return cli_fail(CMD, "--hogwild and --distributed do not combine: choose one");
+    if (o.cfg.param_servers && (o.hogwild || !osp_dist_launched()))
+        return cli_fail(CMD, "--param-servers %d needs an MPI job of at least %d ranks: mpirun -np N "
+                        "osprey train ... (and mpirun --enable-recovery to survive a lost worker)",
+                        o.cfg.param_servers, o.cfg.param_servers + 1);
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
@@ -563,7 +590,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         if (parse_options(argc, argv, &o)) goto fail;
         o.resume = resume;
         if (rank != 0) quiet_rank(&o);
-        if (o.batch_set) o.cfg.batch *= ranks;
+        if (o.batch_set && !o.cfg.param_servers) o.cfg.batch *= ranks;
         if (o.lr_scale_ranks && o.lr_set) o.cfg.lr *= (float)ranks;
         o.cfg.seed = state.seed;
         o.cfg.optim = opt->cfg;
@@ -579,7 +606,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         o.cfg.optim = d;
         if (o.momentum_set) o.cfg.optim.momentum = o.momentum;
         if (o.weight_decay_set) o.cfg.optim.weight_decay = o.weight_decay;
-        o.cfg.batch *= ranks; /* --batch is per rank */
+        if (!o.cfg.param_servers) o.cfg.batch *= ranks; /* --batch is per rank */
         if (o.lr_scale_ranks) o.cfg.lr *= (float)ranks;
     }
     if (o.cfg.step_epochs <= 0) o.cfg.step_epochs = o.cfg.epochs / 3.0f > 1 ? o.cfg.epochs / 3.0f : 1;
@@ -644,7 +671,10 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
                 data->count == 1 ? "" : "s", o.data, o.cfg.epochs, o.cfg.epochs == 1 ? "" : "s",
                 o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr, osp_threads_get(),
                 osp_threads_get() == 1 ? "" : "s");
-        if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
+        if (dist && o.cfg.param_servers)
+            fprintf(stderr, " per update, %d parameter server%s and %d workers", o.cfg.param_servers,
+                    o.cfg.param_servers == 1 ? "" : "s", ranks - o.cfg.param_servers);
+        else if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
         if (data->multi_label)
             fprintf(stderr, "; multi-label data: %d labels, sigmoid + binary cross-entropy", data->n_classes);
