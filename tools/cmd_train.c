@@ -307,7 +307,8 @@ static void on_step(const osp_train_progress *p, void *user) {
         bar[width] = '\0';
         fprintf(stderr, "\repoch %d/%d [%s] loss %.4f acc %5.2f%% %.0f img/s", p->epoch + 1,
                 p->epochs, bar, p->epoch_loss, 100 * p->epoch_accuracy, p->images_per_s);
-        if (o->cfg.dist) fprintf(stderr, " comm wait %.0f%%", 100 * p->comm_fraction);
+        if (p->param_servers) fprintf(stderr, " staleness %.1f", p->staleness);
+        else if (o->cfg.dist) fprintf(stderr, " comm wait %.0f%%", 100 * p->comm_fraction);
         fprintf(stderr, " ETA %s   ", eta);
         fflush(stderr);
     }
@@ -318,7 +319,12 @@ static void on_step(const osp_train_progress *p, void *user) {
         if (!isnan(p->val_top1))
             fprintf(stderr, "  val loss %.4f  val acc %.2f%%", p->val_loss, 100 * p->val_top1);
         fprintf(stderr, "  %.0f img/s", p->images_per_s);
-        if (o->cfg.dist) fprintf(stderr, "  comm wait %.1f%%", 100 * p->comm_fraction);
+        if (p->param_servers) {
+            fprintf(stderr, "  staleness %.2f", p->staleness);
+            if (p->workers_lost) fprintf(stderr, "  %d worker%s lost", p->workers_lost, p->workers_lost == 1 ? "" : "s");
+        } else if (o->cfg.dist) {
+            fprintf(stderr, "  comm wait %.1f%%", 100 * p->comm_fraction);
+        }
         fprintf(stderr, "  lr %.3g  ETA %s\n", p->lr, eta);
     }
     if (o->json) {

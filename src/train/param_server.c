@@ -32,6 +32,7 @@
  * worker: they poll MPI_Irecv(MPI_ANY_SOURCE) with MPI_Test. Whether the
  * job survives a dead process at all is mpirun's choice (Open MPI 4.1 needs
  * --enable-recovery; docs/distributed.md). */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -153,6 +154,28 @@ static int64_t apply_push(ps *p, const ps_header *h) {
     return tau;
 }
 
+/* A push in p->in of count bytes from rank src, checked before use: a
+ * worker of this job, a known kind, the size of this shard's gradient
+ * (and server 0's statistics). The ranks run the same program, so a
+ * failure here is a bug or a stray sender, never data to guess at. */
+static int check_push(const ps *p, const MPI_Status *st, ps_header *h) {
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    const int w = st->MPI_SOURCE - p->S;
+    if (w < 0 || w >= p->W || count < (int)sizeof *h)
+        return osp_error(OSP_EIO, "parameter server %d: a malformed message (%d bytes) from rank %d", p->me,
+                         count, st->MPI_SOURCE);
+    memcpy(h, p->in, sizeof *h);
+    const size_t want = HEAD + (size_t)(shard_len(p, p->me) + (p->me == 0 ? p->n_buffers : 0)) * sizeof(float);
+    const int ok = (h->kind == MSG_HELLO && (size_t)count == sizeof *h) ||
+                   (h->kind == MSG_GRAD && (size_t)count == want && h->version >= 0 &&
+                    h->version <= p->version && h->step >= 0 && h->step < p->r->total_steps);
+    if (!ok)
+        return osp_error(OSP_EIO, "parameter server %d: a malformed push (kind %d, %d bytes) from rank %d",
+                         p->me, h->kind, count, st->MPI_SOURCE);
+    return OSP_OK;
+}
+
 /* Answers worker w (rank S + w) with this shard and, from server 0, kind
  * and step. Non-blocking: a worker that died meanwhile never takes it. */
 static int answer(ps *p, int w, int kind, int64_t step) {
@@ -208,7 +231,11 @@ static int serve_shard(ps *p) {
         if (got) {
             busy = 1;
             ps_header h;
-            memcpy(&h, p->in, sizeof h);
+            if (check_push(p, &st, &h)) {
+                osp_free(answered);
+                osp_free(expected);
+                return OSP_EIO;
+            }
             const int w = st.MPI_SOURCE - p->S;
             if (h.kind == MSG_GRAD) apply_push(p, &h);
             if ((rc = answer(p, w, MSG_WORK, h.step))) break;
@@ -367,10 +394,10 @@ static int serve_and_schedule(ps *p, osp_dataset *val, int64_t start_step) {
         MPI_Status st;
         if ((rc = MPI_Test(&push, &got, &st))) return mpi_fail(rc, "waiting for workers");
         if (got) {
+            ps_header h;
+            if ((rc = check_push(p, &st, &h))) return rc;
             const int w = st.MPI_SOURCE - p->S;
             peer *k = &p->peers[w];
-            ps_header h;
-            memcpy(&h, p->in, sizeof h);
             if (k->alive && h.kind == MSG_HELLO) k->batch = -1;
             if (k->alive && h.kind == MSG_GRAD && h.step == k->batch) {
                 p->tau_sum += (double)apply_push(p, &h);
@@ -462,9 +489,19 @@ static int work(ps *p, osp_loader *loader) {
         int stop = 0;
         /* Every server answers every push; server 0, which says what next, last. */
         for (int s = p->S - 1; s >= 0 && !rc; s--) {
-            rc = MPI_Recv(p->in, (int)p->in_cap, MPI_BYTE, s, TAG_PULL, p->comm, MPI_STATUS_IGNORE);
+            MPI_Status st;
+            rc = MPI_Recv(p->in, (int)p->in_cap, MPI_BYTE, s, TAG_PULL, p->comm, &st);
             if (rc) break;
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
             memcpy(got, p->in, sizeof *got);
+            if ((size_t)count != HEAD + (size_t)shard_len(p, s) * sizeof(float) ||
+                (got->kind != MSG_WORK && got->kind != MSG_STOP) || got->step < 0 ||
+                (s == 0 && got->kind == MSG_WORK && got->step >= r->total_steps)) {
+                osp_free(version);
+                return osp_error(OSP_EIO, "worker %d: a malformed answer (%d bytes) from server %d", p->me,
+                                 count, s);
+            }
             version[s] = got->version;
             memcpy(weights + p->bounds[s], p->in + HEAD, (size_t)shard_len(p, s) * sizeof(float));
             if (s == 0) {
@@ -554,6 +591,11 @@ int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
     if (rc) {
         ps_free(&p);
         return rc;
+    }
+    if (HEAD + (size_t)(largest + p.n_buffers) * sizeof(float) > INT_MAX) {
+        ps_free(&p);
+        return osp_error(OSP_EINVAL, "a shard of %lld weights is too large for one message: give more "
+                         "--param-servers", (long long)largest);
     }
     const int server = p.me < p.S;
     const int n_out = server ? p.W : 1;
