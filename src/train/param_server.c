@@ -266,10 +266,10 @@ static int serve_shard(ps *p) {
             else MPI_Request_free(&p->out_req[w]);
         }
     }
-    if (rc == MPI_SUCCESS) rc = send_shard(p) ? MPI_ERR_OTHER : MPI_SUCCESS;
     osp_free(answered);
     osp_free(expected);
-    return rc == MPI_SUCCESS ? OSP_OK : mpi_fail(rc, "serving a shard");
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "serving a shard");
+    return send_shard(p);
 }
 
 /* ---- server 0 ------------------------------------------------------------------- */
@@ -484,7 +484,7 @@ static int work(ps *p, osp_loader *loader) {
     for (int s = 0; s < p->S && !rc; s++)
         rc = MPI_Send(&h, (int)sizeof h, MPI_BYTE, s, TAG_PUSH, p->comm);
     while (rc == MPI_SUCCESS) {
-        ps_header got[1];
+        ps_header got;
         int64_t step = -1;
         int stop = 0;
         /* Every server answers every push; server 0, which says what next, last. */
@@ -494,20 +494,20 @@ static int work(ps *p, osp_loader *loader) {
             if (rc) break;
             int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
-            memcpy(got, p->in, sizeof *got);
+            memcpy(&got, p->in, sizeof got);
             if ((size_t)count != HEAD + (size_t)shard_len(p, s) * sizeof(float) ||
-                (got->kind != MSG_WORK && got->kind != MSG_STOP) || got->step < 0 ||
-                (s == 0 && got->kind == MSG_WORK && got->step >= r->total_steps)) {
+                (got.kind != MSG_WORK && got.kind != MSG_STOP) || got.step < 0 ||
+                (s == 0 && got.kind == MSG_WORK && got.step >= r->total_steps)) {
                 osp_free(version);
                 return osp_error(OSP_EIO, "worker %d: a malformed answer (%d bytes) from server %d", p->me,
                                  count, s);
             }
-            version[s] = got->version;
+            version[s] = got.version;
             memcpy(weights + p->bounds[s], p->in + HEAD, (size_t)shard_len(p, s) * sizeof(float));
             if (s == 0) {
-                step = got->step;
-                stop = got->kind == MSG_STOP;
-                p->lost = got->lost;
+                step = got.step;
+                stop = got.kind == MSG_STOP;
+                p->lost = got.lost;
             }
         }
         if (rc || stop) break;
@@ -653,9 +653,6 @@ int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
 #else /* no MPI */
 
 int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
-    (void)r;
-    (void)val;
-    (void)start_step;
     return osp_error(OSP_ENOTSUP, "parameter servers need MPI: this build has none (install Open MPI, "
                      "libopenmpi-dev, and rebuild)");
 }

@@ -4,7 +4,7 @@
 # data parallelism on 2 ranks within 1 point; a run whose worker is killed
 # with SIGKILL mid-run completes (mpirun --enable-recovery) with one worker
 # lost, loadable checkpoints and a final model; --resume auto continues a
-# parameter-server checkpoint.
+# parameter-server checkpoint; osprey eval reads the model server 0 saved.
 # ctest: slow
 # usage: param_server.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
@@ -50,6 +50,9 @@ expect_error "needs an MPI job" "$osprey" train "${common[@]}" --param-servers 1
 mpi 2 "$osprey" train "${common[@]}" --quiet >"$work/sync.json"
 mpi 3 "$osprey" train "${common[@]}" --quiet --param-servers 1 --out "$work/ps.osp" >"$work/ps.json"
 [ -f "$work/ps.osp" ] || fail "no model from the parameter-server run"
+# The model server 0 saved is the one it validated.
+"$osprey" eval --model "$work/ps.osp" --data "$work/data" --split test >"$work/eval.txt" 2>&1 ||
+    fail "osprey eval: $(cat "$work/eval.txt")"
 
 # Killed: worker rank 2 gets SIGKILL once the step-40 checkpoint exists
 # (188 updates in all); the server gives it up after 2 s of silence.
@@ -101,6 +104,8 @@ assert s["epoch"] == p["epoch"] == k["epoch"] == r["epoch"] == 2, (s, p, k, r)
 assert p["param_servers"] == 1 and p["workers_lost"] == 0 and k["workers_lost"] == 1, (p, k)
 assert r["step"] == k["step"] == 188, (r, k)
 assert s["val_top1"] > 0.90, s
+ev = open(f"{w}/eval.txt").read()
+assert f"top-1 {100 * p['val_top1']:.2f}%" in ev, ("osprey eval disagrees with the run", ev, p)
 assert abs(p["val_top1"] - s["val_top1"]) <= 0.01, "parameter server vs synchronous: more than 1 point"
 # one worker short for most of the run: the same data, more noise
 assert abs(k["val_top1"] - s["val_top1"]) <= 0.02, "killed worker vs synchronous: more than 2 points"
