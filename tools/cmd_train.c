@@ -100,7 +100,8 @@ static void usage(FILE *out) {
             "  --param-servers S     asynchronous training: the first S ranks hold the\n"
             "                        weights, the others train against them without\n"
             "                        waiting for each other; --batch is each update's\n"
-            "  --max-staleness K     a worker K updates ahead of the slowest waits\n"
+            "  --max-staleness K     a worker more than K updates ahead of the slowest\n"
+            "                        waits\n"
             "                        (default 4; -1: never)\n"
             "  --worker-timeout SEC  a worker silent this long is given up (default 60);\n"
             "                        surviving it needs mpirun --enable-recovery\n"
@@ -678,7 +679,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
                 o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr, osp_threads_get(),
                 osp_threads_get() == 1 ? "" : "s");
         if (dist && o.cfg.param_servers)
-            fprintf(stderr, " per update, %d parameter server%s and %d workers", o.cfg.param_servers,
+            fprintf(stderr, " (batch per update), %d parameter server%s and %d workers", o.cfg.param_servers,
                     o.cfg.param_servers == 1 ? "" : "s", ranks - o.cfg.param_servers);
         else if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");

@@ -139,7 +139,8 @@ typedef struct osp_train_config {
      * state, the other ranks train against them without waiting for each
      * other; batch is then one worker's batch (each update's). 0 = off. */
     int param_servers;
-    int max_staleness;         /* a worker this many updates ahead of the slowest waits; -1 = never */
+    int max_staleness;         /* a worker more than this many updates ahead of the slowest
+                                  live worker waits; -1 = never */
     float worker_timeout_s;    /* a worker silent this long with a batch is taken for dead */
     /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
      * every earlier layer keep their weights (no gradient, no optimizer
