@@ -464,6 +464,15 @@ static int serve_and_schedule(ps *p, osp_dataset *val, int64_t start_step) {
     for (int w = 0; w < p->W && !rc; w++)
         if (p->peers[w].alive && p->out_req[w] != MPI_REQUEST_NULL)
             rc = MPI_Wait(&p->out_req[w], MPI_STATUS_IGNORE);
+    /* A worker given up that was only slow would wait for an answer
+     * forever: it gets the stop too, sent and not waited for (a dead one
+     * never takes it). With more than one server it may still wait for
+     * another server's answer (docs/distributed.md). */
+    for (int w = 0; w < p->W && !rc; w++) {
+        if (p->peers[w].alive) continue;
+        rc = answer(p, w, MSG_STOP, p->stop);
+        if (!rc) MPI_Request_free(&p->out_req[w]);
+    }
     MPI_Cancel(&push);
     MPI_Request_free(&push);
     return rc == MPI_SUCCESS ? OSP_OK : mpi_fail(rc, "stopping the workers");

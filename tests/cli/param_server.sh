@@ -55,9 +55,9 @@ mpi 3 "$osprey" train "${common[@]}" --quiet --param-servers 1 --out "$work/ps.o
     fail "osprey eval: $(cat "$work/eval.txt")"
 
 # Killed: worker rank 2 gets SIGKILL once the step-40 checkpoint exists
-# (188 updates in all); the server gives it up after 2 s of silence.
+# (188 updates in all); the server gives it up after 4 s of silence.
 mpirun --enable-recovery --oversubscribe --bind-to none -np 3 "$osprey" train "${common[@]}" \
-    --param-servers 1 --worker-timeout 2 --checkpoint-every 20 --keep-checkpoints 3 \
+    --param-servers 1 --worker-timeout 4 --checkpoint-every 20 --keep-checkpoints 3 \
     --out "$work/k.osp" >"$work/k.json" 2>"$work/k.err" &
 job=$!
 killed=0
