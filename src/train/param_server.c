@@ -465,13 +465,23 @@ static int serve_and_schedule(ps *p, osp_dataset *val, int64_t start_step) {
         if (p->peers[w].alive && p->out_req[w] != MPI_REQUEST_NULL)
             rc = MPI_Wait(&p->out_req[w], MPI_STATUS_IGNORE);
     /* A worker given up that was only slow would wait for an answer
-     * forever: it gets the stop too, sent and not waited for (a dead one
-     * never takes it). With more than one server it may still wait for
-     * another server's answer (docs/distributed.md). */
+     * forever: it gets the stop too, and up to worker_timeout_s to take
+     * it. One that does not (a dead one never does) keeps its buffer: MPI
+     * may still read it, so it is never freed. With more than one server a
+     * slow worker may still wait for another server's answer
+     * (docs/distributed.md). */
     for (int w = 0; w < p->W && !rc; w++) {
         if (p->peers[w].alive) continue;
-        rc = answer(p, w, MSG_STOP, p->stop);
-        if (!rc) MPI_Request_free(&p->out_req[w]);
+        if ((rc = answer(p, w, MSG_STOP, p->stop))) break;
+        int taken = 0;
+        for (const double t0 = osp_now(); !taken && osp_now() - t0 < p->r->cfg->worker_timeout_s;) {
+            if ((rc = MPI_Test(&p->out_req[w], &taken, MPI_STATUS_IGNORE))) break;
+            if (!taken) pause_briefly();
+        }
+        if (!taken && p->out_req[w] != MPI_REQUEST_NULL) {
+            MPI_Request_free(&p->out_req[w]);
+            p->out[w] = NULL;
+        }
     }
     MPI_Cancel(&push);
     MPI_Request_free(&push);
