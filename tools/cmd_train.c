@@ -112,6 +112,14 @@ static void usage(FILE *out) {
             "                        between layers, not in a thread of its own\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
+            "  --param-servers S     asynchronous training: the first S ranks hold the\n"
+            "                        weights, the others train against them without\n"
+            "                        waiting for each other; --batch is each update's\n"
+            "  --max-staleness K     a worker more than K updates ahead of the slowest\n"
+            "                        waits\n"
+            "                        (default 4; -1: never)\n"
+            "  --worker-timeout SEC  a worker silent this long is given up (default 60);\n"
+            "                        surviving it needs mpirun --enable-recovery\n"
             "\n"
             "DATA may also be synthetic:N: N generated samples shaped for the network.\n"
             "The same seed and thread count give the same weights, bit for bit.\n");
@@ -143,7 +151,8 @@ enum {
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
     OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS,
-    OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD
+    OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD,
+    OPT_PARAM_SERVERS, OPT_MAX_STALENESS, OPT_WORKER_TIMEOUT
 };
 
 static const struct option long_options[] = {
@@ -174,6 +183,9 @@ static const struct option long_options[] = {
     {"lr-backbone", required_argument, 0, OPT_LR_BACKBONE},
     {"memory-budget", required_argument, 0, OPT_MEMORY_BUDGET},
     {"advise-seconds", required_argument, 0, OPT_ADVISE_SECONDS},
+    {"param-servers", required_argument, 0, OPT_PARAM_SERVERS},
+    {"max-staleness", required_argument, 0, OPT_MAX_STALENESS},
+    {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
     /* image options, parsed by cli_image_option */
     {"augment", required_argument, 0, OPT_IMAGE}, {"crop-scale", required_argument, 0, OPT_IMAGE},
     {"crop-ratio", required_argument, 0, OPT_IMAGE}, {"multiscale", required_argument, 0, OPT_IMAGE},
@@ -285,6 +297,15 @@ static int parse_options(int argc, char **argv, train_options *o) {
             else return cli_fail(CMD, "--reduce must be ring or butterfly, not '%s'", a);
             break;
         case OPT_NO_COMM_THREAD: o->cfg.comm_thread = 0; break;
+        case OPT_PARAM_SERVERS:
+            bad = cli_int(CMD, "--param-servers", a, 1, 65536, &o->cfg.param_servers);
+            break;
+        case OPT_MAX_STALENESS:
+            bad = cli_int(CMD, "--max-staleness", a, -1, 1000000, &o->cfg.max_staleness);
+            break;
+        case OPT_WORKER_TIMEOUT:
+            bad = cli_float(CMD, "--worker-timeout", a, 0.1, 1e6, &o->cfg.worker_timeout_s);
+            break;
         case OPT_LR_SCALE: o->lr_scale_ranks = 1; break;
         case OPT_KEEP: bad = cli_int(CMD, "--keep-checkpoints", a, 0, 1000, &o->cfg.keep_checkpoints); break;
         case OPT_OPTIMIZER:
@@ -341,7 +362,8 @@ static void on_step(const osp_train_progress *p, void *user) {
         bar[width] = '\0';
         fprintf(stderr, "\repoch %d/%d [%s] loss %.4f acc %5.2f%% %.0f img/s", p->epoch + 1,
                 p->epochs, bar, p->epoch_loss, 100 * p->epoch_accuracy, p->images_per_s);
-        if (o->cfg.dist) fprintf(stderr, " comm wait %.0f%%", 100 * p->comm_fraction);
+        if (p->param_servers) fprintf(stderr, " staleness %.1f", p->staleness);
+        else if (o->cfg.dist) fprintf(stderr, " comm wait %.0f%%", 100 * p->comm_fraction);
         fprintf(stderr, " ETA %s   ", eta);
         fflush(stderr);
     }
@@ -352,7 +374,12 @@ static void on_step(const osp_train_progress *p, void *user) {
         if (!isnan(p->val_top1))
             fprintf(stderr, "  val loss %.4f  val acc %.2f%%", p->val_loss, 100 * p->val_top1);
         fprintf(stderr, "  %.0f img/s", p->images_per_s);
-        if (o->cfg.dist) fprintf(stderr, "  comm wait %.1f%%", 100 * p->comm_fraction);
+        if (p->param_servers) {
+            fprintf(stderr, "  staleness %.2f", p->staleness);
+            if (p->workers_lost) fprintf(stderr, "  %d worker%s lost", p->workers_lost, p->workers_lost == 1 ? "" : "s");
+        } else if (o->cfg.dist) {
+            fprintf(stderr, "  comm wait %.1f%%", 100 * p->comm_fraction);
+        }
         fprintf(stderr, "  lr %.3g  ETA %s\n", p->lr, eta);
     }
     if (o->json) {
@@ -375,6 +402,9 @@ static void on_step(const osp_train_progress *p, void *user) {
                    "\"comm_bytes_per_step\": %.0f",
                    compress[o->cfg.compress], o->cfg.reduce == OSP_REDUCE_BUTTERFLY ? "butterfly" : "ring",
                    o->cfg.comm_thread ? "true" : "false", p->comm_bytes_per_step);
+            if (p->param_servers)
+                printf(", \"param_servers\": %d, \"workers_lost\": %d, \"staleness\": %.3f",
+                       p->param_servers, p->workers_lost, p->staleness);
             if (p->rank_timing) {
                 printf(", \"rank_timing\": [");
                 for (int i = 0; i < p->ranks; i++) {
@@ -606,6 +636,13 @@ int cmd_train(int argc, char **argv) {
     if (o.cfg.compress != OSP_COMPRESS_NONE && o.cfg.reduce == OSP_REDUCE_BUTTERFLY)
         return cli_fail(CMD, "--compress sums packed buckets with an all-gather: it does not "
                         "combine with --reduce butterfly");
+    if (o.cfg.param_servers && (o.hogwild || !osp_dist_launched()))
+        return cli_fail(CMD, "--param-servers %d needs an MPI job of at least %d ranks: mpirun -np N "
+                        "osprey train ... (and mpirun --enable-recovery to survive a lost worker)",
+                        o.cfg.param_servers, o.cfg.param_servers + 1);
+    if (o.cfg.param_servers && (o.cfg.model_parallel || o.cfg.sync_bn || o.cfg.compress))
+        return cli_fail(CMD, "--param-servers trains asynchronously: --model-parallel, --sync-bn "
+                        "and --compress belong to synchronous data parallelism");
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
@@ -652,7 +689,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         if (parse_options(argc, argv, &o)) goto fail;
         o.resume = resume;
         if (rank != 0) quiet_rank(&o);
-        if (o.batch_set) o.cfg.batch *= ranks;
+        if (o.batch_set && !o.cfg.param_servers) o.cfg.batch *= ranks;
         if (o.lr_scale_ranks && o.lr_set) o.cfg.lr *= (float)ranks;
         o.cfg.seed = state.seed;
         o.cfg.optim = opt->cfg;
@@ -668,7 +705,7 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
         o.cfg.optim = d;
         if (o.momentum_set) o.cfg.optim.momentum = o.momentum;
         if (o.weight_decay_set) o.cfg.optim.weight_decay = o.weight_decay;
-        o.cfg.batch *= ranks; /* --batch is per rank */
+        if (!o.cfg.param_servers) o.cfg.batch *= ranks; /* --batch is per rank */
         if (o.lr_scale_ranks) o.cfg.lr *= (float)ranks;
     }
     if (o.cfg.step_epochs <= 0) o.cfg.step_epochs = o.cfg.epochs / 3.0f > 1 ? o.cfg.epochs / 3.0f : 1;
@@ -734,7 +771,10 @@ static int train_main(train_options *o_, int argc, char **argv, osp_dist *dist) 
                 data->count == 1 ? "" : "s", o.data, o.cfg.epochs, o.cfg.epochs == 1 ? "" : "s",
                 o.cfg.batch, osp_optim_name(o.cfg.optim.kind), o.cfg.lr, osp_threads_get(),
                 osp_threads_get() == 1 ? "" : "s");
-        if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
+        if (dist && o.cfg.param_servers)
+            fprintf(stderr, " (batch per update), %d parameter server%s and %d workers", o.cfg.param_servers,
+                    o.cfg.param_servers == 1 ? "" : "s", ranks - o.cfg.param_servers);
+        else if (dist) fprintf(stderr, " per rank, %d ranks (%d per rank)", ranks, o.cfg.batch / ranks);
         if (o.hogwild) fprintf(stderr, " (Hogwild workers)");
         if (data->multi_label)
             fprintf(stderr, "; multi-label data: %d labels, sigmoid + binary cross-entropy", data->n_classes);

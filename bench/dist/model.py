@@ -25,6 +25,19 @@ of float32 gradients, N ranks, alpha per message latency:
     fp16/int8   (N-1) S/c / bw + (N-1) alpha           (all-gather of packed
                 buckets, c = 2 or 4, then a local sum)
 
+Asynchronous parameter servers (osprey train --param-servers S) on N
+nodes: W = N - S workers, each pulling the weights and pushing its
+gradient (M bytes each way, in S shards) once per update and computing
+meanwhile nothing (a worker waits for its pull). A server's link carries
+2 M / S bytes per update of every worker, so with W workers a worker's
+update takes
+
+    T = max(t_c + 2 M / bandwidth + 2 S alpha,  W * 2 M / (S * bandwidth))
+
+and the job's throughput, against N nodes that only compute, is
+(W / N) * t_c / T: the servers do not compute, and when W / S is large
+they are the bottleneck.
+
     bench/dist/model.py
 """
 import argparse
@@ -93,6 +106,32 @@ def modes_table(name, size, t_c, bucket):
         print("| " + " | ".join([str(n)] + [f"{1000 * t:.1f} ms" for t in ts] +
                                 [f"{100 * e:.0f}%" for e in effs]) + " |")
 
+def ps_throughput(size, t_c, n, s, bw, alpha):
+    """Parameter servers: the share of N compute-only nodes' images/s."""
+    w = n - s
+    t = max(t_c + 2 * size / bw + 2 * s * alpha, w * 2 * size / (s * bw))
+    return w / n * t_c / t
+
+
+def ps_tables():
+    print("\nAsynchronous parameter servers against synchronous allreduce (no overlap), the same N "
+          "nodes: images/s as a share of N nodes that only compute\n")
+    for name, size, t_c, bucket in WORKLOADS:
+        print(f"{name}\n")
+        head = ["nodes"] + [f"{l} {k}" for l, _, _ in LINKS
+                            for k in ("sync", "1 server", "N/8 servers", "N/2 servers")]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for n in NODES:
+            row = [str(n)]
+            for _, bw, alpha in LINKS:
+                _, e = efficiency(size, t_c, n, bw, alpha, False, bucket)
+                row.append(f"{100 * e:.0f}%")
+                for s in (1, max(1, n // 8), max(1, n // 2)):
+                    row.append(f"{100 * ps_throughput(size, t_c, n, s, bw, alpha):.0f}%")
+            print("| " + " | ".join(row) + " |")
+        print()
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -118,6 +157,7 @@ def main():
             print("| " + " | ".join(row) + " |")
     for name, size, t_c, bucket in WORKLOADS:
         modes_table(name.split(",")[0], size, t_c, bucket)
+    ps_tables()
 
 
 if __name__ == "__main__":

@@ -98,6 +98,12 @@ typedef struct osp_train_progress {
     /* At epoch ends on rank 0 of an MPI job: each rank's timings (ranks of
      * them); else NULL. Borrowed for the call. */
     const osp_rank_timing *rank_timing;
+    /* Parameter servers: how many, workers lost so far, and the mean
+     * staleness of this epoch's gradients (updates between a worker's pull
+     * and its push, its own included: 1 = none). 0 otherwise. */
+    int param_servers;
+    int workers_lost;
+    double staleness;
 } osp_train_progress;
 
 /* The training loss. */
@@ -161,6 +167,14 @@ typedef struct osp_train_config {
     int compress;
     int reduce;
     int comm_thread;
+    /* Asynchronous parameter servers (docs/distributed.md): ranks
+     * 0..param_servers-1 hold shards of the weights and the optimizer
+     * state, the other ranks train against them without waiting for each
+     * other; batch is then one worker's batch (each update's). 0 = off. */
+    int param_servers;
+    int max_staleness;         /* a worker more than this many updates ahead of the slowest
+                                  live worker waits; -1 = never */
+    float worker_timeout_s;    /* a worker silent this long with a batch is taken for dead */
     /* Fine-tuning (docs/finetune.md). freeze_until names a layer: it and
      * every earlier layer keep their weights (no gradient, no optimizer
      * state, batch norm in inference mode with its running statistics

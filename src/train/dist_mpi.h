@@ -1,6 +1,7 @@
 /* For the files of src/train/ that call MPI themselves (sync_bn.c,
- * model_parallel.c): the communicator for layers' collectives, a copy of
- * the job's that the gradient exchange does not use. */
+ * model_parallel.c, param_server.c): the communicator for layers'
+ * collectives and the parameter servers' messages, a copy of the job's
+ * that the gradient exchange does not use. */
 #ifndef OSPREY_TRAIN_DIST_MPI_H
 #define OSPREY_TRAIN_DIST_MPI_H
 

@@ -57,6 +57,7 @@ struct osp_dist {
     int rank, size;
     int finalize;     /* MPI was initialised here */
     int thread_level; /* MPI_THREAD_* provided */
+    int peer_lost;    /* a process died: MPI_Finalize would wait for it forever */
 };
 
 typedef struct bucket {
@@ -147,13 +148,16 @@ int osp_dist_new(osp_dist **out) {
 
 void osp_dist_free(osp_dist *d) {
     if (!d) return;
-    MPI_Comm_free(&d->layers);
-    MPI_Comm_free(&d->comm);
-    if (d->finalize) MPI_Finalize();
+    if (!d->peer_lost) {
+        MPI_Comm_free(&d->layers);
+        MPI_Comm_free(&d->comm);
+    }
+    if (d->finalize && !d->peer_lost) MPI_Finalize();
     osp_free(d);
 }
 
 MPI_Comm osp__dist_comm(const osp_dist *d) { return d->layers; }
+void osp__dist_peer_lost(osp_dist *d) { d->peer_lost = 1; }
 
 int osp_dist_rank(const osp_dist *d) { return d ? d->rank : 0; }
 int osp_dist_size(const osp_dist *d) { return d ? d->size : 1; }
@@ -684,6 +688,8 @@ int osp_dist_bcast(osp_dist *d, void *buf, size_t len) { return OSP_OK; }
 int osp_dist_min(osp_dist *d, int value) { return value; }
 void osp_dist_abort(osp_dist *d, int code) { (void)d; }
 int osp__dist_sum(osp_dist *d, double *v, int n) { return OSP_OK; }
+void *osp__dist_comm(osp_dist *d) { return NULL; }
+void osp__dist_peer_lost(osp_dist *d) { (void)d; }
 int osp__dist_bcast_floats(osp_dist *d, float *v, int64_t n) { return OSP_OK; }
 int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_timing *all) {
     all[0] = *mine;

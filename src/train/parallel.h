@@ -106,9 +106,19 @@ int osp__dist_bcast_floats(osp_dist *d, float *v, int64_t n);
 /* Every rank's timing to rank 0's all[] (size() of them; ignored elsewhere). */
 int osp__dist_gather_timing(osp_dist *d, const osp_rank_timing *mine, osp_rank_timing *all);
 
-/* ---- Hogwild ------------------------------------------------------------------ */
+/* A process of the job died: leaving it must not wait for that one (Open
+ * MPI's MPI_Finalize would). */
+void osp__dist_peer_lost(osp_dist *d);
+
+/* ---- parameter servers -------------------------------------------------------- */
 
 struct osp__run;
+/* cfg->param_servers ranks serve shards of the weights, the others train
+ * asynchronously against them (param_server.c). */
+int osp__train_param_server(struct osp__run *r, osp_dataset *val, int64_t start_step);
+
+/* ---- Hogwild ------------------------------------------------------------------ */
+
 int osp__train_hogwild(struct osp__run *r, osp_dataset *val, int64_t start_step);
 
 #endif

@@ -35,6 +35,8 @@ osp_train_config osp_train_defaults(void) {
     c.overlap = 1;
     c.bucket_mb = 1.0f;
     c.comm_thread = 1;
+    c.max_staleness = 4;
+    c.worker_timeout_s = 60;
     return c;
 }
 
@@ -556,7 +558,11 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     r.ranks = osp_dist_size(cfg->dist);
     if (r.ranks > 1 && cfg->hogwild > 1)
         return osp_error(OSP_EINVAL, "Hogwild and MPI data parallelism do not combine: choose one");
-    if (cfg->batch < r.ranks)
+    if (cfg->param_servers > 0 && (r.ranks <= cfg->param_servers || cfg->hogwild > 1))
+        return osp_error(OSP_EINVAL, "%d parameter server%s need an MPI job of at least %d ranks "
+                         "(mpirun -np), without Hogwild", cfg->param_servers,
+                         cfg->param_servers == 1 ? "" : "s", cfg->param_servers + 1);
+    if (cfg->batch < r.ranks && cfg->param_servers <= 0)
         return osp_error(OSP_EINVAL, "a global batch of %d cannot be shared by %d ranks", cfg->batch,
                          r.ranks);
     r.slice_lo = (int)((int64_t)cfg->batch * r.rank / r.ranks);
@@ -578,6 +584,11 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
         own_opt = 1;
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");
+    }
+    if (cfg->param_servers > 0) {
+        rc = osp__train_param_server(&r, val, start_step);
+        if (own_opt) osp_optim_free(r.opt);
+        return rc;
     }
     if (cfg->hogwild > 1) {
         rc = osp__train_hogwild(&r, val, start_step);
