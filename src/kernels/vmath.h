@@ -41,8 +41,10 @@ static inline float osp__vexp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    /* n in [-126, 127]: 2^n is a normal float */
-    return p * osp__vfloat_bits(((int32_t)n + 127) << 23);
+    /* n in [-126, 127]: 2^n is a normal float; a NaN x (p is NaN) must
+     * not reach the conversion to int */
+    const float nn = n == n ? n : 0.0f;
+    return p * osp__vfloat_bits(((int32_t)nn + 127) << 23);
 }
 
 /* erf: for |x| < 1, x P(x^2); above, 1 - e^(-x^2) K(u) with u = 1 / (1 +
