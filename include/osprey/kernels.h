@@ -360,6 +360,11 @@ typedef struct osp_backend {
                                const float *v, const float *o, const float *dout,
                                const float *lse, float *dq, float *dk, float *dv,
                                void *workspace);
+    /* Inference's fully connected layer with the element-wise function the
+     * plan fused after it: y = fn(x w^T + bias), shapes as fc_forward; fn
+     * is OSP_FN_GELU or OSP_FN_GELU_TANH, any other value (-1) none. */
+    void (*fc_forward_fused)(int n, int in, int out, const float *x, const float *w,
+                             const float *bias, int fn, float *y);
 } osp_backend;
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */

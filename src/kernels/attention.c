@@ -10,7 +10,10 @@
  * Threads own (attention, query block) pairs in the forward and whole
  * attentions in the backward (whose key and value gradients collect every
  * query block), so the result does not depend on the thread count. Each
- * thread has its own slot of the workspace. */
+ * thread has its own slot of the workspace.
+ *
+ * Compiled once per instruction set (cpu_kernels.h): the softmax's
+ * exponentials (vmath.h), maxima and sums run in vector lanes. */
 #include <math.h>
 #include <string.h>
 
@@ -19,13 +22,18 @@
 #endif
 
 #include "cpu_kernels.h"
+#include "vmath.h"
 
+/* A key block of 256 holds a ViT's 197 tokens (one GEMM per query block
+ * instead of four); its scores, 64 x 256 floats, stay in L2. */
 #define ATT_BQ 64
-#define ATT_BK 64
+#define ATT_BK 256
+/* Lanes of the row reductions: a vector of floats on AVX-512. */
+#define LANES 16
 /* Floats of one thread's slot: scores, their gradient, and per-row values. */
 #define ATT_SLOT (2 * ATT_BQ * ATT_BK + 4 * ATT_BQ)
 
-size_t osp__cpu_attention_workspace(const osp_attention_desc *d) {
+size_t KFN(attention_workspace)(const osp_attention_desc *d) {
     (void)d;
     return sizeof(float) * (size_t)ATT_SLOT * (size_t)osp__kernel_slots();
 }
@@ -57,6 +65,34 @@ static void scores(const osp_attention_desc *d, const float *qb, const float *kb
                        0.0f, s, ATT_BK);
 }
 
+/* The largest of s[0..n) and m. Lane by lane, so that the loop
+ * vectorises without reassociating anything; NaN-free scores assumed as in
+ * the scalar loop it replaces (a NaN score gives a NaN row either way). */
+static float row_max(const float *s, int n, float m) {
+    float lane[LANES];
+    for (int u = 0; u < LANES; u++) lane[u] = m;
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int u = 0; u < LANES; u++) lane[u] = s[j + u] > lane[u] ? s[j + u] : lane[u];
+    for (; j < n; j++) m = s[j] > m ? s[j] : m;
+    for (int u = 0; u < LANES; u++) m = lane[u] > m ? lane[u] : m;
+    return m;
+}
+
+/* s[j] = e^(s[j] - m) for j < n; returns their sum (lanes of floats, then
+ * added in double). */
+static float row_exp_sum(float *s, int n, float m) {
+    for (int j = 0; j < n; j++) s[j] = osp__vexp(s[j] - m);
+    float lane[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int u = 0; u < LANES; u++) lane[u] += s[j + u];
+    double sum = 0;
+    for (; j < n; j++) sum += s[j];
+    for (int u = 0; u < LANES; u++) sum += lane[u];
+    return (float)sum;
+}
+
 static void forward_block(const osp_attention_desc *d, const float *q, const float *k,
                           const float *v, float *o, float *lse, int64_t c, int q0, float *ws) {
     const int rows = d->tq - q0 < ATT_BQ ? d->tq - q0 : ATT_BQ;
@@ -72,15 +108,10 @@ static void forward_block(const osp_attention_desc *d, const float *q, const flo
         const int cols = d->tk - k0 < ATT_BK ? d->tk - k0 : ATT_BK;
         scores(d, qb, key_block(d, k, c, k0), rows, cols, s);
         for (int r = 0; r < rows; r++) {
-            float *sr = s + (int64_t)r * ATT_BK, mx = m[r];
-            for (int j = 0; j < cols; j++) mx = sr[j] > mx ? sr[j] : mx;
+            float *sr = s + (int64_t)r * ATT_BK;
+            const float mx = row_max(sr, cols, m[r]);
             const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-            double sum = 0;
-            for (int j = 0; j < cols; j++) {
-                sr[j] = expf(sr[j] - mx);
-                sum += sr[j];
-            }
-            l[r] = l[r] * corr + (float)sum;
+            l[r] = l[r] * corr + row_exp_sum(sr, cols, mx);
             m[r] = mx;
             if (corr != 1.0f) {
                 float *orow = ob + (int64_t)r * d->dv;
@@ -99,7 +130,7 @@ static void forward_block(const osp_attention_desc *d, const float *q, const flo
     }
 }
 
-void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
+void KFN(attention_forward)(const osp_attention_desc *d, const float *q, const float *k,
                                 const float *v, float *o, float *lse, void *workspace) {
     const int qblocks = (d->tq + ATT_BQ - 1) / ATT_BQ;
     const int64_t jobs = d->count * qblocks;
@@ -135,7 +166,7 @@ static void backward_one(const osp_attention_desc *d, const float *q, const floa
             for (int r = 0; r < rows; r++) {
                 const float l = lse[qrow + r];
                 float *pr = p + (int64_t)r * ATT_BK;
-                for (int j = 0; j < cols; j++) pr[j] = expf(pr[j] - l);
+                for (int j = 0; j < cols; j++) pr[j] = osp__vexp(pr[j] - l);
             }
             if (dv)
                 osp__cpu_sgemm(OSP_TRANS, OSP_NO_TRANS, cols, d->dv, rows, 1.0f, p, ATT_BK, dob,
@@ -170,7 +201,7 @@ static void backward_one(const osp_attention_desc *d, const float *q, const floa
     }
 }
 
-void osp__cpu_attention_backward(const osp_attention_desc *d, const float *q, const float *k,
+void KFN(attention_backward)(const osp_attention_desc *d, const float *q, const float *k,
                                  const float *v, const float *o, const float *dout,
                                  const float *lse, float *dq, float *dk, float *dv,
                                  void *workspace) {

@@ -72,17 +72,10 @@ int osp__kernel_team(void) {
 /* The transformers' kernels (appended to the table). */
 #define TRANSFORMER_SLOTS                                     \
     .sgemm_batched = osp__cpu_sgemm_batched,                  \
-    .layernorm_forward = osp__cpu_layernorm_forward,          \
-    .layernorm_backward = osp__cpu_layernorm_backward,        \
-    .special_forward = osp__cpu_special_forward,              \
-    .special_backward = osp__cpu_special_backward,            \
     .softmax_axis_forward = osp__cpu_softmax_axis_forward,    \
     .softmax_axis_backward = osp__cpu_softmax_axis_backward,  \
     .logsoftmax_forward = osp__cpu_logsoftmax_forward,        \
-    .logsoftmax_backward = osp__cpu_logsoftmax_backward,      \
-    .attention_workspace = osp__cpu_attention_workspace,      \
-    .attention_forward = osp__cpu_attention_forward,          \
-    .attention_backward = osp__cpu_attention_backward
+    .logsoftmax_backward = osp__cpu_logsoftmax_backward
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \
@@ -98,7 +91,18 @@ int osp__kernel_team(void) {
     .activation_backward = P##activation_backward,                   \
     .batchnorm_forward_train = P##batchnorm_forward_train,           \
     .batchnorm_forward_infer = P##batchnorm_forward_infer,           \
-    .batchnorm_backward = P##batchnorm_backward
+    .batchnorm_backward = P##batchnorm_backward,                     \
+    TRANSFORMER_VERSIONED_SLOTS(P)
+/* The transformers' kernels compiled per instruction set. */
+#define TRANSFORMER_VERSIONED_SLOTS(P)                               \
+    .special_forward = P##special_forward,                           \
+    .special_backward = P##special_backward,                         \
+    .fc_forward_fused = P##fc_forward_fused,                         \
+    .attention_workspace = P##attention_workspace,                   \
+    .attention_forward = P##attention_forward,                       \
+    .attention_backward = P##attention_backward,                     \
+    .layernorm_forward = P##layernorm_forward,                       \
+    .layernorm_backward = P##layernorm_backward
 
 #define INT8_SLOTS(forward)                                                \
     .conv2d_int8_prepared_bytes = osp__conv2d_int8_prepared_bytes,          \

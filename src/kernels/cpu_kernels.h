@@ -146,16 +146,33 @@ void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, 
                             float alpha, const float *a, int lda, int64_t stride_a,
                             const float *b, int ldb, int64_t stride_b, float beta, float *c,
                             int ldc, int64_t stride_c, int count);
-void osp__cpu_layernorm_forward(int64_t rows, int cols, float eps, const float *x,
-                                const float *gamma, const float *beta, float *y,
-                                float *save_mean, float *save_invstd);
-void osp__cpu_layernorm_backward(int64_t rows, int cols, const float *x, const float *dy,
-                                 const float *gamma, const float *save_mean,
-                                 const float *save_invstd, float *dx, float *dgamma,
-                                 float *dbeta);
-void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, float *y);
-void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, const float *dy,
-                               float *dx);
+/* The transformers' element-wise kernels, compiled once per instruction
+ * set as the families above: gelu.c (special_*, through vmath.h),
+ * fc_fused.c, attention.c and layernorm.c. */
+#define OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(P)                                            \
+    void P##special_forward(osp_special fn, int64_t count, const float *x, float *y);       \
+    void P##special_backward(osp_special fn, int64_t count, const float *x, const float *dy, \
+                             float *dx);                                                    \
+    void P##fc_forward_fused(int n, int in, int out, const float *x, const float *w,       \
+                             const float *bias, int fn, float *y);                   \
+    size_t P##attention_workspace(const osp_attention_desc *d);                             \
+    void P##attention_forward(const osp_attention_desc *d, const float *q, const float *k,  \
+                              const float *v, float *o, float *lse, void *workspace);       \
+    void P##attention_backward(const osp_attention_desc *d, const float *q, const float *k, \
+                               const float *v, const float *o, const float *dout,           \
+                               const float *lse, float *dq, float *dk, float *dv,           \
+                               void *workspace);                                            \
+    void P##layernorm_forward(int64_t rows, int cols, float eps, const float *x,             \
+                              const float *gamma, const float *beta, float *y,              \
+                              float *save_mean, float *save_invstd);                        \
+    void P##layernorm_backward(int64_t rows, int cols, const float *x, const float *dy,     \
+                               const float *gamma, const float *save_mean,                  \
+                               const float *save_invstd, float *dx, float *dgamma,          \
+                               float *dbeta);
+
+OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__cpu_)
+OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__avx2_)
+OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__avx512_)
 /* unary.c: the special_* functions after GELU and erf (exp, log, ...). */
 void osp__cpu_unary_forward(osp_special fn, int64_t count, const float *x, float *y);
 void osp__cpu_unary_backward(osp_special fn, int64_t count, const float *x, const float *dy,
@@ -168,12 +185,5 @@ void osp__cpu_logsoftmax_forward(int64_t outer, int len, int64_t inner, const fl
                                  float *y);
 void osp__cpu_logsoftmax_backward(int64_t outer, int len, int64_t inner, const float *y,
                                   const float *dy, float *dx);
-size_t osp__cpu_attention_workspace(const osp_attention_desc *d);
-void osp__cpu_attention_forward(const osp_attention_desc *d, const float *q, const float *k,
-                                const float *v, float *o, float *lse, void *workspace);
-void osp__cpu_attention_backward(const osp_attention_desc *d, const float *q, const float *k,
-                                 const float *v, const float *o, const float *dout,
-                                 const float *lse, float *dq, float *dk, float *dv,
-                                 void *workspace);
 
 #endif

@@ -1,9 +1,10 @@
 /* GELU (exact, through erf, and PyTorch's tanh approximation) and erf
  * itself, value by value. Each value is independent, so the result does not
- * depend on the thread count. */
-#include <math.h>
-
+ * depend on the thread count. Compiled once per instruction set (see
+ * cpu_kernels.h): vmath.h's branch-free exp and erf let every loop here
+ * vectorise. */
 #include "cpu_kernels.h"
+#include "vmath.h"
 
 /* Below this many values a parallel region costs more than it saves. */
 #define PARALLEL_MIN (1 << 15)
@@ -14,37 +15,33 @@
 #define SQRT_2_OVER_PI 0.79788456080286535588f
 #define TANH_C 0.044715f
 
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
-
-static inline float gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + TANH_C * x * x * x)));
-}
-
 /* d/dx x Phi(x) = Phi(x) + x phi(x). */
 static inline float gelu_grad(float x) {
-    return 0.5f * (1.0f + erff(x * INV_SQRT2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+    return 0.5f * (1.0f + osp__verf(x * INV_SQRT2)) + x * INV_SQRT_2PI * osp__vexp(-0.5f * x * x);
 }
 
-/* With u = k (x + c x^3) and t = tanh u: 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2). */
+/* With u = k (x + c x^3) and t = tanh u = 2 / (1 + e^(-2u)) - 1:
+ * 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2). */
 static inline float gelu_tanh_grad(float x) {
-    float t = tanhf(SQRT_2_OVER_PI * (x + TANH_C * x * x * x));
+    const float u = SQRT_2_OVER_PI * (x + TANH_C * x * x * x);
+    const float t = 2.0f / (1.0f + osp__vexp(-2.0f * u)) - 1.0f;
     return 0.5f * (1.0f + t) +
            0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * TANH_C * x * x);
 }
 
-void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, float *y) {
+void KFN(special_forward)(osp_special fn, int64_t count, const float *x, float *y) {
     switch (fn) {
     case OSP_FN_GELU:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) y[i] = gelu(x[i]);
+        for (int64_t i = 0; i < count; i++) y[i] = osp__vgelu(x[i]);
         break;
     case OSP_FN_GELU_TANH:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) y[i] = gelu_tanh(x[i]);
+        for (int64_t i = 0; i < count; i++) y[i] = osp__vgelu_tanh(x[i]);
         break;
     case OSP_FN_ERF:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) y[i] = erff(x[i]);
+        for (int64_t i = 0; i < count; i++) y[i] = osp__verf(x[i]);
         break;
     default:
         osp__cpu_unary_forward(fn, count, x, y);
@@ -52,8 +49,8 @@ void osp__cpu_special_forward(osp_special fn, int64_t count, const float *x, flo
     }
 }
 
-void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, const float *dy,
-                               float *dx) {
+void KFN(special_backward)(osp_special fn, int64_t count, const float *x, const float *dy,
+                           float *dx) {
     if (!dx) return;
     switch (fn) {
     case OSP_FN_GELU:
@@ -67,7 +64,7 @@ void osp__cpu_special_backward(osp_special fn, int64_t count, const float *x, co
     case OSP_FN_ERF:
 #pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
         for (int64_t i = 0; i < count; i++)
-            dx[i] += dy[i] * TWO_OVER_SQRT_PI * expf(-x[i] * x[i]);
+            dx[i] += dy[i] * TWO_OVER_SQRT_PI * osp__vexp(-x[i] * x[i]);
         break;
     default:
         osp__cpu_unary_backward(fn, count, x, dy, dx);

@@ -6,10 +6,15 @@
  *
  * With `last_axis = 1`, nn.Linear itself on any shape: the last axis (D)
  * is mapped, the leading ones kept (tokens x D gives tokens x outputs), as
- * the linear layers of a transformer. */
+ * the linear layers of a transformer.
+ *
+ * Inference plans fuse a [gelu] that reads only this layer's output into
+ * it (osp_op.fuse): the backend's fc_forward_fused applies it while the
+ * product is in cache. */
 #include <limits.h>
 #include <math.h>
 
+#include "op_fuse.h"
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
 
@@ -17,6 +22,7 @@ typedef struct fc_attrs {
     int outputs;
     int bias;
     int last_axis;
+    int fused_fn; /* the fused GELU's osp_special; -1 none (set by fc_fuse) */
 } fc_attrs;
 
 static int parse(osp_spec_section *s, void **out) {
@@ -26,6 +32,7 @@ static int parse(osp_spec_section *s, void **out) {
     if (a.outputs == 0) return osp_spec_error(s, NULL, "'outputs' is required");
     if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
     if ((rc = osp_spec_int(s, "last_axis", 0, 0, 1, &a.last_axis))) return rc;
+    a.fused_fn = -1;
     fc_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
@@ -80,6 +87,11 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     if (ex->hooks && ex->hooks->fc_forward &&
         ex->hooks->fc_forward(ex->hooks->user, n, rows, features, a->outputs, in->out, w, bias, n->out))
         return;
+    if (a->fused_fn >= 0 || a->last_axis) {
+        /* the token-wise layers too: one GEMM with the bias in its epilogue */
+        ex->be->fc_forward_fused(rows, features, a->outputs, in->out, w, bias, a->fused_fn, n->out);
+        return;
+    }
     ex->be->fc_forward(rows, features, a->outputs, in->out, w, bias, n->out);
 }
 
@@ -94,6 +106,20 @@ static void backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                                in->dout, dw, db))
         return;
     ex->be->fc_backward(rows, features, a->outputs, in->out, w, n->dout, in->dout, dw, db);
+}
+
+/* Takes in a [gelu] after the layer; nothing fuses after it. */
+static int fc_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
+    (void)g;
+    fc_attrs *a = n->attrs;
+    osp_special fn;
+    if (!next) { /* a new plan */
+        a->fused_fn = -1;
+        return 0;
+    }
+    if (a->fused_fn >= 0 || !osp__gelu_of(next, &fn)) return 0;
+    a->fused_fn = (int)fn;
+    return 1;
 }
 
 /* ONNX: Gemm with the weight transposed, on the input flattened. */
@@ -130,6 +156,7 @@ static const osp_op fc_op = {
     .setup = setup,
     .forward = forward,
     .backward = backward,
+    .fuse = fc_fuse,
     .onnx_export = fc_onnx,
 };
 

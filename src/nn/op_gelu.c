@@ -7,6 +7,7 @@
  * the same shape. */
 #include <string.h>
 
+#include "op_fuse.h"
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
 
@@ -121,6 +122,12 @@ SPECIAL_OP(neg_op, "neg", OSP_FN_NEG);
 SPECIAL_OP(reciprocal_op, "reciprocal", OSP_FN_RECIPROCAL);
 SPECIAL_OP(softplus_op, "softplus", OSP_FN_SOFTPLUS);
 SPECIAL_OP(softsign_op, "softsign", OSP_FN_SOFTSIGN);
+
+int osp__gelu_of(const osp_node *n, osp_special *fn) {
+    if (n->op != &gelu_op.op) return 0;
+    *fn = fn_of(n);
+    return 1;
+}
 
 static int gelu_parse(osp_spec_section *s, void **attrs) {
     static const char *const modes[] = {"none", "tanh", NULL};

@@ -184,3 +184,42 @@ static void check_residual(const osp_backend *be) {
 }
 
 Test(fusion, residual_add_into_conv) { on_every_backend(check_residual); }
+
+/* A transformer's MLP: [fc] last_axis takes in the [gelu] after it (exact
+ * and tanh), but not one whose input something else reads too; 20 tokens
+ * a sample, so that batch 3 has enough rows for the threads' column
+ * shares and batch 1 too. */
+static const char *FC_SPEC = "[net]\ninput = 20x24\n"
+                             "[fc]\nname = up\noutputs = 40\nlast_axis = 1\n[gelu]\n"
+                             "[fc]\nname = mid\noutputs = 24\nlast_axis = 1\nbias = 0\n"
+                             "[gelu]\napproximate = tanh\n"
+                             "[fc]\nname = side\noutputs = 24\nlast_axis = 1\n[gelu]\nname = g3\n"
+                             "[add]\ninput = g3, side\n"
+                             "[fc]\noutputs = 5\n";
+
+static void check_fc_gelu(const osp_backend *be) {
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(FC_SPEC, strlen(FC_SPEC), "fc_gelu", 5, &net), 0, "%s",
+                 osp_last_error());
+    osp_graph *g = net->graph;
+    enum { B = 3 };
+    float x[B * 20 * 24], fused[B * 5], plain[B * 5];
+    osp_rng r;
+    osp_rng_seed(&r, 11);
+    for (int i = 0; i < B * 20 * 24; i++) x[i] = 2 * osp_rng_normal(&r);
+    for (int batch = 1; batch <= B; batch += B - 1) {
+        run(net, be, batch, OSP_MODE_TRAIN, x, plain);
+        run(net, be, batch, OSP_MODE_INFER, x, fused);
+        const double e = rel_err(fused, plain, batch * 5);
+        cr_expect_lt(e, 1e-5, "%s batch %d: fused vs unfused relative error %g", be->name, batch,
+                     e);
+    }
+    int fused_nodes = 0;
+    for (int i = 1; i < osp_graph_node_count(g); i++)
+        fused_nodes += osp_graph_node(g, i)->fused_into != 0;
+    cr_expect_eq(fused_nodes, 2, "%s: %d nodes fused", be->name, fused_nodes);
+    cr_expect_eq(osp_graph_node(g, osp_graph_find(g, "g3")->id)->fused_into, 0);
+    osp_net_free(net);
+}
+
+Test(fusion, gelu_into_fc) { on_every_backend(check_fc_gelu); }

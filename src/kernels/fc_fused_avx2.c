@@ -1,0 +1,5 @@
+/* fc_fused.c compiled for AVX2 (the flags are set in CMakeLists.txt; see
+ * cpu_kernels.h): the same code, so the same results as the reference up
+ * to fused multiply-adds. */
+#define KFN(name) osp__avx2_##name
+#include "fc_fused.c"
