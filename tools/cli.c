@@ -240,6 +240,19 @@ int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const
 
 /* ---- the task platform --------------------------------------------------- */
 
+int cli_task_option(const char *cmd, int c, const char *arg, osp_task_spec *spec) {
+    switch (c) {
+    case 0x110: return cli_int(cmd, "--priority", arg, 0, OSP_PRIORITY_LEVELS - 1, &spec->priority);
+    case 0x111: return cli_int(cmd, "--cores", arg, 1, 4096, &spec->cores);
+    case 0x112: return cli_int(cmd, "--gpus", arg, 0, 1024, &spec->gpus);
+    case 0x113: spec->tags = arg; return 0;
+    case 0x114: spec->after = arg; return 0;
+    case 0x115: spec->notify = arg; return 0;
+    case 0x116: return cli_int(cmd, "--max-tries", arg, 1, 100, &spec->max_tries);
+    default: return -1;
+    }
+}
+
 int cli_broker(const char *cmd, const char *url, const char *password_file, osp_broker **out) {
     *out = NULL;
     if (!osp_platform_available())

@@ -80,6 +80,18 @@ int cli_open_synthetic(const char *cmd, const char *path, osp_split split, const
     "                        (default $OSPREY_BROKER, else redis://127.0.0.1:6379)\n" \
     "  --broker-password-file FILE  the password, kept off the command line\n"
 
+/* The options that place a task (osp_task_spec), taken by submit and
+ * sweep, for getopt_long, and cli_task_option to read them. */
+#define CLI_TASK_OPTIONS                                                                      \
+    {"priority", required_argument, 0, 0x110}, {"cores", required_argument, 0, 0x111},       \
+        {"gpus", required_argument, 0, 0x112}, {"tags", required_argument, 0, 0x113},        \
+        {"after", required_argument, 0, 0x114}, {"notify", required_argument, 0, 0x115},     \
+        {"max-tries", required_argument, 0, 0x116}
+
+/* Option c of CLI_TASK_OPTIONS, with its argument, into spec: 0 when it was
+ * one (1 after printing why its argument is wrong); -1 for any other c. */
+int cli_task_option(const char *cmd, int c, const char *arg, osp_task_spec *spec);
+
 /* Connects to the broker; 1 after printing why it cannot. */
 int cli_broker(const char *cmd, const char *url, const char *password_file, osp_broker **out);
 

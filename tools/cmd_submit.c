@@ -15,11 +15,11 @@ static void usage(FILE *out) {
             "\n"
             "Queues 'osprey COMMAND ARGS...' as a task for 'osprey worker' and prints its\n"
             "id. COMMAND is one of osprey's batch commands (train, eval, run, info, export,\n"
-            "import, quantize, dataset, tag, embed, merge, index, hash, similar, bench);\n"
-            "its options are checked against its --help before it is queued. The task\n"
-            "runs in its own folder WORKDIR/ID on the worker: relative paths are read and\n"
-            "written there. --json is added where the command prints a summary with it\n"
-            "(the result keeps the last JSON line); a train task also gets --out\n"
+            "import, quantize, dataset, tag, embed, merge, index, hash, similar, bench,\n"
+            "advise); its options are checked against its --help before it is queued.\n"
+            "The task runs in its own folder WORKDIR/ID on the worker: relative paths are\n"
+            "read and written there. --json is added where the command prints a summary\n"
+            "with it (the result keeps the last JSON line); a train task also gets --out\n"
             "model.osp when it has no --out, and --resume auto, so that a task run again\n"
             "after its worker was lost continues from its checkpoint.\n"
             "\n" CLI_BROKER_HELP
@@ -37,16 +37,12 @@ static void usage(FILE *out) {
             "See docs/platform.md.\n");
 }
 
-enum { O_PRIORITY = 1, O_CORES, O_GPUS, O_TAGS, O_AFTER, O_NOTIFY, O_TRIES, O_JSON };
+enum { O_JSON = 1 };
 
 int cmd_submit(int argc, char **argv) {
     static const struct option opts[] = {
-        CLI_BROKER_OPTIONS,
-        {"priority", required_argument, 0, O_PRIORITY}, {"cores", required_argument, 0, O_CORES},
-        {"gpus", required_argument, 0, O_GPUS},         {"tags", required_argument, 0, O_TAGS},
-        {"after", required_argument, 0, O_AFTER},       {"notify", required_argument, 0, O_NOTIFY},
-        {"max-tries", required_argument, 0, O_TRIES},   {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+        CLI_BROKER_OPTIONS, CLI_TASK_OPTIONS, {"json", no_argument, 0, O_JSON},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *broker = NULL, *password = NULL;
     osp_task_spec spec;
     osp_task_spec_defaults(&spec);
@@ -58,25 +54,16 @@ int cmd_submit(int argc, char **argv) {
         switch (c) {
         case CLI_OPT_BROKER: broker = optarg; break;
         case CLI_OPT_BROKER_PASSWORD: password = optarg; break;
-        case O_PRIORITY:
-            if (cli_int(CMD, "--priority", optarg, 0, OSP_PRIORITY_LEVELS - 1, &spec.priority)) return 1;
-            break;
-        case O_CORES:
-            if (cli_int(CMD, "--cores", optarg, 1, 4096, &spec.cores)) return 1;
-            break;
-        case O_GPUS:
-            if (cli_int(CMD, "--gpus", optarg, 0, 1024, &spec.gpus)) return 1;
-            break;
-        case O_TAGS: spec.tags = optarg; break;
-        case O_AFTER: spec.after = optarg; break;
-        case O_NOTIFY: spec.notify = optarg; break;
-        case O_TRIES:
-            if (cli_int(CMD, "--max-tries", optarg, 1, 100, &spec.max_tries)) return 1;
-            break;
         case O_JSON: json = 1; break;
         case 'h': usage(stdout); return 0;
-        default:
+        default: {
+            const int rc = cli_task_option(CMD, c, optarg, &spec);
+            if (rc >= 0) {
+                if (rc) return 1;
+                break;
+            }
             return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey submit --help')", argv[optind - 1]);
+        }
         }
     }
     if (optind >= argc) return cli_fail(CMD, "no command to queue: osprey submit [options] -- COMMAND ARGS...");

@@ -34,7 +34,7 @@ static void usage(FILE *out) {
             "--notify, --max-tries) for every task, and\n" CLI_BROKER_HELP);
 }
 
-enum { O_GRID = 1, O_RANDOM, O_SEED, O_JSON, O_PRIORITY, O_CORES, O_GPUS, O_TAGS, O_AFTER, O_NOTIFY, O_TRIES };
+enum { O_GRID = 1, O_RANDOM, O_SEED, O_JSON };
 
 static const char *str(const cJSON *o, const char *name) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -155,10 +155,7 @@ int cmd_sweep(int argc, char **argv) {
         CLI_BROKER_OPTIONS,
         {"grid", required_argument, 0, O_GRID},         {"random", required_argument, 0, O_RANDOM},
         {"seed", required_argument, 0, O_SEED},         {"json", no_argument, 0, O_JSON},
-        {"priority", required_argument, 0, O_PRIORITY}, {"cores", required_argument, 0, O_CORES},
-        {"gpus", required_argument, 0, O_GPUS},         {"tags", required_argument, 0, O_TAGS},
-        {"after", required_argument, 0, O_AFTER},       {"notify", required_argument, 0, O_NOTIFY},
-        {"max-tries", required_argument, 0, O_TRIES},   {"help", no_argument, 0, 'h'},
+        CLI_TASK_OPTIONS,                               {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *broker = NULL, *password = NULL, *grid = NULL;
     osp_task_spec spec;
@@ -179,23 +176,15 @@ int cmd_sweep(int argc, char **argv) {
             if (cli_u64(CMD, "--seed", optarg, &seed)) return 1;
             break;
         case O_JSON: json = 1; break;
-        case O_PRIORITY:
-            if (cli_int(CMD, "--priority", optarg, 0, OSP_PRIORITY_LEVELS - 1, &spec.priority)) return 1;
-            break;
-        case O_CORES:
-            if (cli_int(CMD, "--cores", optarg, 1, 4096, &spec.cores)) return 1;
-            break;
-        case O_GPUS:
-            if (cli_int(CMD, "--gpus", optarg, 0, 1024, &spec.gpus)) return 1;
-            break;
-        case O_TAGS: spec.tags = optarg; break;
-        case O_AFTER: spec.after = optarg; break;
-        case O_NOTIFY: spec.notify = optarg; break;
-        case O_TRIES:
-            if (cli_int(CMD, "--max-tries", optarg, 1, 100, &spec.max_tries)) return 1;
-            break;
         case 'h': usage(stdout); return 0;
-        default: return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey sweep --help')", argv[optind - 1]);
+        default: {
+            const int rc = cli_task_option(CMD, c, optarg, &spec);
+            if (rc >= 0) {
+                if (rc) return 1;
+                break;
+            }
+            return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey sweep --help')", argv[optind - 1]);
+        }
         }
     }
     if (!grid) return cli_fail(CMD, "--grid is required (see 'osprey sweep --help')");
