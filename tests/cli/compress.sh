@@ -22,19 +22,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$src/tests/support/cli.sh"
 
-mkdir "$work/data"
-/usr/bin/python3 - "$mnist" "$work/data" <<'PY'
-import shutil, struct, sys
-src, dst = sys.argv[1], sys.argv[2]
-n = 3200
-for name, size in (("train-images-idx3-ubyte", 784), ("train-labels-idx1-ubyte", 1)):
-    b = open(f"{src}/{name}", "rb").read()
-    head = 16 if size > 1 else 8
-    out = bytearray(b[:head]); out[4:8] = struct.pack(">I", n)
-    open(f"{dst}/{name}", "wb").write(bytes(out) + b[head:head + n * size])
-for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-    shutil.copy(f"{src}/{name}", dst)
-PY
+mnist_subset "$mnist" "$work/data" 3200
 
 for c in none fp16 int8; do
     mpirun --oversubscribe -np 2 --bind-to none "$osprey" train --net "$src/nets/lenet.cfg" \

@@ -26,19 +26,7 @@ trap cleanup EXIT
 . "$src/tests/support/cli.sh"
 
 # 3000 training digits (a quick run), the 1000 test digits for accuracy.
-mkdir "$work/data"
-/usr/bin/python3 - "$src/data/mnist" "$work/data" <<'PY'
-import shutil, struct, sys
-src, dst = sys.argv[1], sys.argv[2]
-n = 3000
-for name, size in (("train-images-idx3-ubyte", 784), ("train-labels-idx1-ubyte", 1)):
-    b = open(f"{src}/{name}", "rb").read()
-    head = 16 if size > 1 else 8
-    out = bytearray(b[:head]); out[4:8] = struct.pack(">I", n)
-    open(f"{dst}/{name}", "wb").write(bytes(out) + b[head:head + n * size])
-for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-    shutil.copy(f"{src}/{name}", dst)
-PY
+mnist_subset "$src/data/mnist" "$work/data" 3000
 run=(mpirun --oversubscribe --bind-to none -np 2 "$osprey" train --net "$src/nets/lenet.cfg"
      --data "$work/data" --val "$work/data" --epochs 2 --batch 32 --lr 0.02 --seed 5 --threads 1
      --checkpoint-every 8 --keep-checkpoints 2 --json --resume auto)

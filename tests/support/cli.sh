@@ -17,3 +17,20 @@ expect_error() {
     grep -q -- "$want" "$work/err" || fail "'$*' said '$(cat "$work/err")', expected '$want'"
     [ "$(error_lines)" -le 2 ] || fail "'$*' printed more than a line or two"
 }
+
+# mnist_subset SRC DST N: an MNIST folder in DST with the first N training
+# digits of SRC (for a quick run) and all of SRC's test digits.
+mnist_subset() {
+    mkdir -p "$2"
+    /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
+import shutil, struct, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for name, size in (("train-images-idx3-ubyte", 784), ("train-labels-idx1-ubyte", 1)):
+    b = open(f"{src}/{name}", "rb").read()
+    head = 16 if size > 1 else 8
+    out = bytearray(b[:head]); out[4:8] = struct.pack(">I", n)
+    open(f"{dst}/{name}", "wb").write(bytes(out) + b[head:head + n * size])
+for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    shutil.copy(f"{src}/{name}", dst)
+PY
+}
