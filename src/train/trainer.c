@@ -205,7 +205,8 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         if (rc) return rc;
     } else { /* nothing to learn from here, but every bucket must be sent */
         int64_t nw;
-        memset(osp_graph_grads(g, &nw), 0, (size_t)nw * sizeof(float));
+        float *grads = osp_graph_grads(g, &nw); /* nw is set by this call: not in one expression */
+        memset(grads, 0, (size_t)nw * sizeof(float));
         for (int i = osp_graph_node_count(g) - 1; i > 0; i--) osp__reducer_node_done(r->reducer, i);
     }
     tm->compute_s += osp_now() - t1;

@@ -51,6 +51,13 @@ diff_ok "$work/one.ckpt" "$work/n4-butterfly-calls.ckpt"
 mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --no-comm-thread --checkpoint "$work/n2-calls.ckpt"
 diff_ok "$work/one.ckpt" "$work/n2-calls.ckpt"
 
+# An epoch whose last global batch (32 of 96) is all rank 0's: ranks 1 and
+# 2 join that step's exchange with no samples and zero gradients.
+short=(--net "$src/nets/lenet.cfg" --data synthetic:224 --epochs 1 --lr 0.05 --seed 11 --threads 1 --quiet)
+"$osprey" train "${short[@]}" --batch 96 --checkpoint "$work/short-one.ckpt"
+mpi 3 "$osprey" train "${short[@]}" --batch 32 --checkpoint "$work/short-n3.ckpt"
+diff_ok "$work/short-one.ckpt" "$work/short-n3.ckpt"
+
 # Stopped at step 3 on 2 ranks, continued to step K on 4 ranks (the global
 # batch is kept: it is saved in the checkpoint).
 mpi 2 "$osprey" train "${common[@]}" --batch $((G / 2)) --stop-after 3 --checkpoint "$work/moved.ckpt" \
