@@ -636,13 +636,14 @@ int cmd_train(int argc, char **argv) {
     if (o.cfg.compress != OSP_COMPRESS_NONE && o.cfg.reduce == OSP_REDUCE_BUTTERFLY)
         return cli_fail(CMD, "--compress sums packed buckets with an all-gather: it does not "
                         "combine with --reduce butterfly");
+    if (o.cfg.param_servers && (o.cfg.model_parallel || o.cfg.sync_bn || o.cfg.compress ||
+                                o.lr_scale_ranks))
+        return cli_fail(CMD, "--param-servers trains asynchronously: --model-parallel, --sync-bn, "
+                        "--compress and --lr-scale-ranks belong to synchronous data parallelism");
     if (o.cfg.param_servers && (o.hogwild || !osp_dist_launched()))
         return cli_fail(CMD, "--param-servers %d needs an MPI job of at least %d ranks: mpirun -np N "
                         "osprey train ... (and mpirun --enable-recovery to survive a lost worker)",
                         o.cfg.param_servers, o.cfg.param_servers + 1);
-    if (o.cfg.param_servers && (o.cfg.model_parallel || o.cfg.sync_bn || o.cfg.compress))
-        return cli_fail(CMD, "--param-servers trains asynchronously: --model-parallel, --sync-bn "
-                        "and --compress belong to synchronous data parallelism");
     osp_dist *dist = NULL;
     if (o.distributed || (!o.hogwild && osp_dist_launched())) {
         if (osp_dist_new(&dist)) return cli_fail_lib(CMD, "--distributed");
