@@ -141,7 +141,7 @@ void osp__cpu_batchnorm_backward_stats(int n, int c, int s, const float *x, cons
                                        const float *save_invstd, const double *sum_dy,
                                        const double *sum_dy_xm, double count, float *dx);
 
-/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c, attention.c. */
+/* Transformers: gemm_batched.c, layernorm.c, gelu.c, softmax_axis.c (and log-softmax), attention.c. */
 void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k,
                             float alpha, const float *a, int lda, int64_t stride_a,
                             const float *b, int ldb, int64_t stride_b, float beta, float *c,
