@@ -72,7 +72,6 @@ typedef struct bucket {
     int64_t lo, hi;   /* floats [lo, hi) of the gradient array */
     int first_node;   /* the bucket is complete once this node's backward is done */
     int stage;        /* STAGE_*: owned by whichever thread drives the exchange */
-    int applied;      /* its optimizer update is done (training thread) */
     atomic_int published; /* summed, and the training thread may use it */
     MPI_Request *req;     /* n_req of them: one collective, or butterfly's messages */
     int n_req;
@@ -403,7 +402,6 @@ void osp__reducer_begin(osp__reducer *r, float share) {
     atomic_store(&r->stats_done, 0);
     for (int b = 0; b < r->n_buckets; b++) {
         r->buckets[b].stage = STAGE_IDLE;
-        r->buckets[b].applied = 0;
         atomic_store(&r->buckets[b].published, 0);
     }
     if (r->threaded) { /* the thread is idle between steps */
@@ -692,7 +690,6 @@ static int apply_bucket(osp__reducer *r, int b) {
         int64_t hi = k->hi < r->groups[j].hi ? k->hi : r->groups[j].hi;
         if (hi > lo) update_slice(r->opt, r->w, g, lo, hi, r->lr * r->groups[j].lr_scale, r->t);
     }
-    k->applied = 1;
     r->updating += osp_now() - t1;
     return MPI_SUCCESS;
 }
