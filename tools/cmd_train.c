@@ -105,11 +105,15 @@ static void usage(FILE *out) {
             "  --model-parallel fc   split the [fc] layers but the last by outputs over the\n"
             "                        ranks (inputs all-gathered); the rest data-parallel\n"
             "  --compress none|fp16|int8  send gradients at half (fp16) or a quarter (int8)\n"
-            "                        of their size, with error feedback (default none)\n"
+            "                        of their size, with error feedback (default none);\n"
+            "                        with --param-servers the pushes (weights stay float32)\n"
             "  --reduce ring|butterfly  sum buckets with allreduce (ring) or with\n"
             "                        reduce-scatter + all-gather (default ring)\n"
             "  --no-comm-thread      move the exchange along from the training thread,\n"
             "                        between layers, not in a thread of its own\n"
+            "  --update step|lazy    apply each bucket's sum at the end of its step\n"
+            "                        (default), or lazily: just before the next forward\n"
+            "                        pass reaches its first layer\n"
             "  --lr-scale-ranks      multiply the learning rate by the number of ranks\n"
             "                        (with --warmup for large global batches)\n"
             "  --param-servers S     asynchronous training: the first S ranks hold the\n"
@@ -151,7 +155,7 @@ enum {
     OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VAL_SPLIT, OPT_IMAGE, OPT_HOGWILD, OPT_DISTRIBUTED,
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
     OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS,
-    OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD,
+    OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD, OPT_UPDATE,
     OPT_PARAM_SERVERS, OPT_MAX_STALENESS, OPT_WORKER_TIMEOUT
 };
 
@@ -174,7 +178,7 @@ static const struct option long_options[] = {
     {"hogwild", no_argument, 0, OPT_HOGWILD},     {"distributed", no_argument, 0, OPT_DISTRIBUTED},
     {"no-overlap", no_argument, 0, OPT_NO_OVERLAP}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
     {"compress", required_argument, 0, OPT_COMPRESS}, {"reduce", required_argument, 0, OPT_REDUCE},
-    {"no-comm-thread", no_argument, 0, OPT_NO_COMM_THREAD},
+    {"no-comm-thread", no_argument, 0, OPT_NO_COMM_THREAD}, {"update", required_argument, 0, OPT_UPDATE},
     {"sync-bn", no_argument, 0, OPT_SYNC_BN},     {"lr-scale-ranks", no_argument, 0, OPT_LR_SCALE},
     {"model-parallel", required_argument, 0, OPT_MODEL_PARALLEL},
     {"keep-checkpoints", required_argument, 0, OPT_KEEP},
@@ -297,6 +301,11 @@ static int parse_options(int argc, char **argv, train_options *o) {
             else return cli_fail(CMD, "--reduce must be ring or butterfly, not '%s'", a);
             break;
         case OPT_NO_COMM_THREAD: o->cfg.comm_thread = 0; break;
+        case OPT_UPDATE:
+            if (strcmp(a, "step") == 0) o->cfg.lazy_update = 0;
+            else if (strcmp(a, "lazy") == 0) o->cfg.lazy_update = 1;
+            else return cli_fail(CMD, "--update must be step or lazy, not '%s'", a);
+            break;
         case OPT_PARAM_SERVERS:
             bad = cli_int(CMD, "--param-servers", a, 1, 65536, &o->cfg.param_servers);
             break;
@@ -398,10 +407,11 @@ static void on_step(const osp_train_progress *p, void *user) {
             printf(", \"ranks\": %d, \"global_batch\": %d, \"comm_wait_s\": %.6f, \"comm_fraction\": %.6f",
                    p->ranks, o->cfg.batch, p->comm_wait_s, p->comm_fraction);
             static const char *const compress[] = {"none", "fp16", "int8"};
-            printf(", \"compress\": \"%s\", \"reduce\": \"%s\", \"comm_thread\": %s, "
+            printf(", \"compress\": \"%s\", \"reduce\": \"%s\", \"comm_thread\": %s, \"update\": \"%s\", "
                    "\"comm_bytes_per_step\": %.0f",
                    compress[o->cfg.compress], o->cfg.reduce == OSP_REDUCE_BUTTERFLY ? "butterfly" : "ring",
-                   o->cfg.comm_thread ? "true" : "false", p->comm_bytes_per_step);
+                   o->cfg.comm_thread ? "true" : "false", o->cfg.lazy_update ? "lazy" : "step",
+                   p->comm_bytes_per_step);
             if (p->param_servers)
                 printf(", \"param_servers\": %d, \"workers_lost\": %d, \"staleness\": %.3f",
                        p->param_servers, p->workers_lost, p->staleness);
@@ -636,10 +646,10 @@ int cmd_train(int argc, char **argv) {
     if (o.cfg.compress != OSP_COMPRESS_NONE && o.cfg.reduce == OSP_REDUCE_BUTTERFLY)
         return cli_fail(CMD, "--compress sums packed buckets with an all-gather: it does not "
                         "combine with --reduce butterfly");
-    if (o.cfg.param_servers && (o.cfg.model_parallel || o.cfg.sync_bn || o.cfg.compress ||
-                                o.lr_scale_ranks))
+    if (o.cfg.param_servers && (o.cfg.model_parallel || o.cfg.sync_bn || o.lr_scale_ranks ||
+                                o.cfg.lazy_update))
         return cli_fail(CMD, "--param-servers trains asynchronously: --model-parallel, --sync-bn, "
-                        "--compress and --lr-scale-ranks belong to synchronous data parallelism");
+                        "--update lazy and --lr-scale-ranks belong to synchronous data parallelism");
     if (o.cfg.param_servers && (o.hogwild || !osp_dist_launched()))
         return cli_fail(CMD, "--param-servers %d needs an MPI job of at least %d ranks: mpirun -np N "
                         "osprey train ... (and mpirun --enable-recovery to survive a lost worker)",

@@ -36,7 +36,24 @@ update takes
 
 and the job's throughput, against N nodes that only compute, is
 (W / N) * t_c / T: the servers do not compute, and when W / S is large
-they are the bottleneck.
+they are the bottleneck. With --compress int8 the push is M / 4 bytes
+(the pull stays float32, M): 2 M becomes 1.25 M in both terms.
+
+Lazy update (osprey train --update lazy) waits for each bucket just before
+the next forward pass needs it instead of at the end of the step. Buckets
+are produced and summed last layer first, and the first layer's, which
+forward needs first, is the last to arrive: the wait is the same as with
+overlap, and what lazy update can hide is only the gap between steps
+(t_gap: the loader, the progress line), while the optimizer's updates of
+the buckets that arrived early, which overlap runs while it waits for the
+last one, are done in the forward pass instead:
+
+    exposed_lazy = max(exposed_overlap - t_gap, 0) + u * (1 - 1 / buckets)
+    exposed_overlap as above, plus u / buckets (the last bucket's update)
+
+(u: the optimizer's time over all weights; SGD with momentum reads and
+writes 16 bytes a parameter, memory-bound: at 20 GB/s on one core, ResNet-50's
+25.6 M parameters take 20 ms, ResNet-20's 0.27 M 0.2 ms.)
 
     bench/dist/model.py
 """
@@ -77,6 +94,8 @@ MEASURED = [  # the two-rank link of bench/dist/slow-network: gradient bytes
 
 
 MSG_OVERHEAD = 2e-6
+UPDATE_BPS = 20e9 / 16  # parameters a second through SGD with momentum, one core
+T_GAP = 0.2e-3          # between two steps (assumed): the prefetched batch, the progress line
 
 
 def mode_s(mode, size, n, bw, alpha, buckets):
@@ -106,11 +125,53 @@ def modes_table(name, size, t_c, bucket):
         print("| " + " | ".join([str(n)] + [f"{1000 * t:.1f} ms" for t in ts] +
                                 [f"{100 * e:.0f}%" for e in effs]) + " |")
 
-def ps_throughput(size, t_c, n, s, bw, alpha):
-    """Parameter servers: the share of N compute-only nodes' images/s."""
+def lazy_table(name, size, t_c, bucket):
+    """Overlap against lazy update, 10 Gbit/s: exposed exchange plus the
+    optimizer's time, and efficiency."""
+    bw, alpha = 10 * GBIT, 25e-6
+    buckets = max(1, -(-int(size) // bucket))
+    u = size / 4 / UPDATE_BPS
+    print(f"\n{name}, 10 Gbit/s: overlap against lazy update (optimizer {1000 * u:.1f} ms a step, "
+          f"{buckets} bucket{'s' if buckets > 1 else ''})\n")
+    head = ["nodes", "exchange", "overlap: exposed + update", "lazy: exposed + update", "overlap eff.", "lazy eff."]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for n in NODES:
+        t = allreduce_s(size, n, bw, alpha, buckets)
+        last = allreduce_s(min(size, bucket), n, bw, alpha, 1)
+        exposed = max(t - F_BACKWARD * t_c, last)
+        over = exposed + u / buckets
+        lazy = max(exposed - T_GAP, 0) + u * (1 - 1 / buckets) + u / buckets
+        print(f"| {n} | {1000 * t:.1f} ms | {1000 * over:.1f} ms | {1000 * lazy:.1f} ms | "
+              f"{100 * t_c / (t_c + over):.1f}% | {100 * t_c / (t_c + lazy):.1f}% |")
+
+
+def ps_throughput(size, t_c, n, s, bw, alpha, push=1.0):
+    """Parameter servers: the share of N compute-only nodes' images/s; push:
+    the pushed gradient's bytes over float32's (int8: 1/4)."""
     w = n - s
-    t = max(t_c + 2 * size / bw + 2 * s * alpha, w * 2 * size / (s * bw))
+    moved = (1 + push) * size
+    t = max(t_c + moved / bw + 2 * s * alpha, w * moved / (s * bw))
     return w / n * t_c / t
+
+
+def ps_int8_tables():
+    bw, alpha = 10 * GBIT, 25e-6
+    print("\nParameter servers with int8 pushes (weights pulled as float32), 10 Gbit/s: images/s "
+          "as a share of N nodes that only compute\n")
+    for name, size, t_c, bucket in WORKLOADS:
+        print(f"{name}\n")
+        head = ["nodes"] + [f"{k} {c}" for k in ("1 server", "N/8 servers", "N/2 servers")
+                            for c in ("float32", "int8 pushes")]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for n in NODES:
+            row = [str(n)]
+            for s in (1, max(1, n // 8), max(1, n // 2)):
+                for push in (1.0, 0.25):
+                    row.append(f"{100 * ps_throughput(size, t_c, n, s, bw, alpha, push):.0f}%")
+            print("| " + " | ".join(row) + " |")
+        print()
 
 
 def ps_tables():
@@ -157,7 +218,10 @@ def main():
             print("| " + " | ".join(row) + " |")
     for name, size, t_c, bucket in WORKLOADS:
         modes_table(name.split(",")[0], size, t_c, bucket)
+    for name, size, t_c, bucket in WORKLOADS:
+        lazy_table(name.split(",")[0], size, t_c, bucket)
     ps_tables()
+    ps_int8_tables()
 
 
 if __name__ == "__main__":

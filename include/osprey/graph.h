@@ -65,6 +65,10 @@ typedef struct osp_exec_hooks {
                       const float *w, const float *bias, float *y);
     int (*fc_backward)(void *user, const osp_node *n, int rows, int in, int out, const float *x,
                        const float *w, const float *dy, float *dx, float *dw, float *db);
+    /* Called by osp_graph_forward before node `node` runs (lazy update:
+     * the node's weights are brought up to date there). Training plans
+     * fuse no nodes, so each node with weights gets its own call. */
+    void (*before_node)(void *user, int node);
 } osp_exec_hooks;
 
 /* Everything an op needs at run time besides its node. */

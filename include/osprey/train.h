@@ -167,6 +167,11 @@ typedef struct osp_train_config {
     int compress;
     int reduce;
     int comm_thread;
+    /* Lazy update (docs/distributed.md): a step ends once its loss is
+     * summed; each bucket's optimizer update waits until the next forward
+     * pass reaches the first layer with a weight in it. The same
+     * arithmetic as 0 (the default: every bucket at the end of the step). */
+    int lazy_update;
     /* Asynchronous parameter servers (docs/distributed.md): ranks
      * 0..param_servers-1 hold shards of the weights and the optimizer
      * state, the other ranks train against them without waiting for each

@@ -41,6 +41,7 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     for (int i = 1; i < g->n_nodes; i++) {
         osp_node *n = &g->nodes[i];
         if (n->fused_into) continue;
+        if (ex->hooks && ex->hooks->before_node) ex->hooks->before_node(ex->hooks->user, i);
         /* The clock is read only when asked: untimed runs pay one branch. */
         double t0 = times ? osp_now() : 0;
         n->op->forward(g, n, n->frozen ? &frozen : &run);

@@ -12,10 +12,18 @@
  * optimizer on each one's slice of the weights as it arrives (elementwise
  * updates, so slice by slice is the same arithmetic as all at once).
  *
+ * With lazy update the step ends once the small sums (loss, answers) are
+ * in: the buckets' updates wait for the next forward pass, where a
+ * before-node hook applies each bucket just before the first layer that
+ * owns a weight in it runs (Deep Image's lazy update). The arithmetic is
+ * the same, only the order of the waiting changes; every bucket left is
+ * applied before the next backward overwrites the gradients.
+ *
  * Every rank starts the same collectives in the same order (buckets are
  * fixed, and the hook order is the graph's), which MPI requires. The sums
  * are computed identically on every rank, so the weights stay identical:
  * the trainer checks that with a checksum at the end of each epoch. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +94,20 @@ struct osp__reducer {
     double stats_buf[MAX_STATS];
     int n_stats;
     MPI_Request stats_req;
+    atomic_int stats_done; /* the small sums are in (the thread's step may go on) */
+    /* The step's optimizer update, kept by finish for the buckets still to
+     * be applied: all of them at once, or (lazy) one at a time from the
+     * first layer's, in the next forward pass. */
+    int lazy, pending, lazy_next; /* pending: a step's buckets await; lazy_next: the next
+                                     to apply, counting down (-1: none) */
+    int lazy_err;                 /* an MPI code from a hook (hooks return nothing) */
+    osp_optim *opt;
+    float *w;
+    float lr;
+    const osp_param_group *groups;
+    int n_groups;
+    int64_t t;
+    double waited, updating;
     unsigned char *send, *recv; /* packed chunks: ours; every rank's, rank after rank */
     float *resid;               /* error feedback, over the whole gradient array */
     float *pad;                 /* butterfly: buckets padded to a multiple of the ranks */
@@ -231,6 +253,8 @@ int osp__reducer_new(osp_dist *d, osp_graph *g, const osp__reducer_config *c, os
     r->d = d;
     r->g = g;
     r->overlap = c->overlap;
+    r->lazy = c->lazy;
+    r->lazy_next = -1;
     r->compress = (osp__compress_kind)c->compress;
     r->reduce = c->reduce;
     r->stats_req = MPI_REQUEST_NULL;
@@ -367,6 +391,7 @@ int64_t osp__reducer_floats(const osp__reducer *r) {
 }
 
 void osp__reducer_begin(osp__reducer *r, float share) {
+    assert(!r->pending); /* osp__reducer_settle first */
     r->share = share;
     r->next = 0;
     r->stats = NULL;
@@ -374,6 +399,7 @@ void osp__reducer_begin(osp__reducer *r, float share) {
     r->err = MPI_SUCCESS;
     r->woken = 0;
     atomic_store(&r->ready, 0);
+    atomic_store(&r->stats_done, 0);
     for (int b = 0; b < r->n_buckets; b++) {
         r->buckets[b].stage = STAGE_IDLE;
         atomic_store(&r->buckets[b].published, 0);
@@ -542,7 +568,14 @@ static void *comm_thread(void *arg) {
             if (rc == MPI_SUCCESS && extras) {
                 int done = 0;
                 rc = MPI_Test(&r->stats_req, &done, MPI_STATUS_IGNORE);
-                if (done) extras = 0; /* a null request tests complete */
+                if (done) { /* a null request tests complete */
+                    extras = 0;
+                    moved = 1;
+                    pthread_mutex_lock(&r->mu);
+                    atomic_store(&r->stats_done, 1);
+                    pthread_cond_broadcast(&r->moved);
+                    pthread_mutex_unlock(&r->mu);
+                }
             }
             if (moved) {
                 pause = POLL_MIN_NS;
@@ -619,6 +652,48 @@ static int await(osp__reducer *r, int b) {
     return rc == MPI_SUCCESS && !atomic_load(&r->buckets[b].published) ? MPI_ERR_OTHER : rc;
 }
 
+/* Waits for the small sums (loss, answers) alone. */
+static int await_stats(osp__reducer *r) {
+    if (!r->threaded) return MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
+    pthread_mutex_lock(&r->mu);
+    while (!atomic_load(&r->stats_done) && !r->step_done) pthread_cond_wait(&r->moved, &r->mu);
+    int rc = atomic_load(&r->stats_done) ? MPI_SUCCESS : r->err;
+    pthread_mutex_unlock(&r->mu);
+    return rc == MPI_SUCCESS && !atomic_load(&r->stats_done) ? MPI_ERR_OTHER : rc;
+}
+
+/* The end of the thread's step (every bucket and the small sums are in):
+ * the reducer is idle again. */
+static int await_step(osp__reducer *r) {
+    if (!r->threaded) return MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
+    pthread_mutex_lock(&r->mu);
+    while (!r->step_done) pthread_cond_wait(&r->moved, &r->mu);
+    int rc = r->err;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* Waits for bucket b and applies the step's update to its weights (only
+ * the parts inside the fine-tuning groups, each at lr times its scale,
+ * when there are groups). */
+static int apply_bucket(osp__reducer *r, int b) {
+    bucket *k = &r->buckets[b];
+    double t0 = osp_now();
+    int rc = await(r, b);
+    double t1 = osp_now();
+    r->waited += t1 - t0;
+    if (rc != MPI_SUCCESS) return rc;
+    const float *g = osp_graph_grads(r->g, NULL);
+    if (!r->groups) update_slice(r->opt, r->w, g, k->lo, k->hi, r->lr, r->t);
+    for (int j = 0; r->groups && j < r->n_groups; j++) {
+        int64_t lo = k->lo > r->groups[j].lo ? k->lo : r->groups[j].lo;
+        int64_t hi = k->hi < r->groups[j].hi ? k->hi : r->groups[j].hi;
+        if (hi > lo) update_slice(r->opt, r->w, g, lo, hi, r->lr * r->groups[j].lr_scale, r->t);
+    }
+    r->updating += osp_now() - t1;
+    return MPI_SUCCESS;
+}
+
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s) {
@@ -629,40 +704,59 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
         if (rc == MPI_SUCCESS && r->next == 0) rc = start_extras(r);
         while (rc == MPI_SUCCESS && r->next < r->n_buckets) rc = start_bucket(r, &r->buckets[r->next++]);
     }
-    int64_t count;
-    const float *g = osp_graph_grads(r->g, &count);
-    const int64_t t = opt->t; /* Adam counts the step once, not per bucket */
-    double waited = 0, updating = 0;
-    for (int b = 0; b < r->n_buckets && rc == MPI_SUCCESS; b++) {
-        bucket *k = &r->buckets[b];
-        double t0 = osp_now();
-        rc = await(r, b);
-        double t1 = osp_now();
-        if (rc != MPI_SUCCESS) break;
-        if (!groups) update_slice(opt, w, g, k->lo, k->hi, lr, t);
-        for (int j = 0; groups && j < n_groups; j++) { /* fine-tuning: the trained parts only */
-            int64_t lo = k->lo > groups[j].lo ? k->lo : groups[j].lo;
-            int64_t hi = k->hi < groups[j].hi ? k->hi : groups[j].hi;
-            if (hi > lo) update_slice(opt, w, g, lo, hi, lr * groups[j].lr_scale, t);
-        }
-        waited += t1 - t0;
-        updating += osp_now() - t1;
-    }
+    r->opt = opt;
+    r->w = w;
+    r->lr = lr;
+    r->groups = groups;
+    r->n_groups = n_groups;
+    r->t = opt->t; /* Adam counts the step once, not per bucket */
+    r->waited = r->updating = 0;
     /* Parameters outside every bucket (none, unless empty) are left alone. */
-    opt->t = t + (opt->cfg.kind != OSP_OPTIM_SGD);
-    double t0 = osp_now();
-    if (r->threaded) { /* the thread's step ends with the small sums */
-        pthread_mutex_lock(&r->mu);
-        while (!r->step_done) pthread_cond_wait(&r->moved, &r->mu);
-        if (rc == MPI_SUCCESS) rc = r->err;
-        pthread_mutex_unlock(&r->mu);
-    } else {
-        if (rc == MPI_SUCCESS) rc = MPI_Wait(&r->stats_req, MPI_STATUS_IGNORE);
+    opt->t = r->t + (opt->cfg.kind != OSP_OPTIM_SGD);
+    if (r->lazy && rc == MPI_SUCCESS) { /* the buckets wait for the next forward pass */
+        double t0 = osp_now();
+        rc = await_stats(r);
+        if (rc == MPI_SUCCESS && r->n_stats) memcpy(r->stats, r->stats_buf, (size_t)r->n_stats * sizeof(double));
+        if (wait_s) *wait_s += osp_now() - t0;
+        r->pending = 1;
+        r->lazy_next = r->n_buckets - 1;
+        r->lazy_err = MPI_SUCCESS;
+        return rc == MPI_SUCCESS ? OSP_OK : mpi_error(rc, "gradient exchange");
     }
+    /* In the order the buckets arrive. */
+    for (int b = 0; b < r->n_buckets && rc == MPI_SUCCESS; b++) rc = apply_bucket(r, b);
+    double t0 = osp_now();
+    int end = r->threaded || rc == MPI_SUCCESS ? await_step(r) : rc;
+    if (rc == MPI_SUCCESS) rc = end;
     if (rc == MPI_SUCCESS && r->n_stats) memcpy(r->stats, r->stats_buf, (size_t)r->n_stats * sizeof(double));
-    waited += osp_now() - t0;
-    if (wait_s) *wait_s += waited;
-    if (update_s) *update_s += updating;
+    r->waited += osp_now() - t0;
+    if (wait_s) *wait_s += r->waited;
+    if (update_s) *update_s += r->updating;
+    return rc == MPI_SUCCESS ? OSP_OK : mpi_error(rc, "gradient exchange");
+}
+
+void osp__reducer_node_before(void *reducer, int node) {
+    osp__reducer *r = reducer;
+    /* Buckets are cut in reverse layer order, so counting down they come
+     * in the order forward needs them: a bucket holds weights of node n
+     * only if its first node is n or earlier. */
+    while (r->pending && r->lazy_err == MPI_SUCCESS && r->lazy_next >= 0 &&
+           r->buckets[r->lazy_next].first_node <= node)
+        r->lazy_err = apply_bucket(r, r->lazy_next--);
+}
+
+int osp__reducer_settle(osp__reducer *r, double *wait_s, double *update_s) {
+    if (!r || !r->pending) return OSP_OK;
+    int rc = r->lazy_err;
+    for (; rc == MPI_SUCCESS && r->lazy_next >= 0; r->lazy_next--) rc = apply_bucket(r, r->lazy_next);
+    double t0 = osp_now();
+    int end = r->threaded || rc == MPI_SUCCESS ? await_step(r) : rc;
+    if (rc == MPI_SUCCESS) rc = end;
+    r->waited += osp_now() - t0;
+    r->pending = 0;
+    r->lazy_next = -1;
+    if (wait_s) *wait_s += r->waited;
+    if (update_s) *update_s += r->updating;
     return rc == MPI_SUCCESS ? OSP_OK : mpi_error(rc, "gradient exchange");
 }
 
@@ -715,5 +809,7 @@ int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         double *update_s) {
     return osp_error(OSP_ENOTSUP, "this build has no MPI");
 }
+void osp__reducer_node_before(void *reducer, int node) {}
+int osp__reducer_settle(osp__reducer *r, double *wait_s, double *update_s) { return OSP_OK; }
 
 #endif

@@ -19,6 +19,8 @@ typedef struct osp__reducer_config {
     int compress;    /* osp_compress: packed buckets, allgather, error feedback */
     int reduce;      /* osp_reduce, for uncompressed buckets */
     int thread;      /* a communication thread drives the exchange */
+    int lazy;        /* lazy update: finish leaves the buckets' updates to
+                        osp__reducer_node_before in the next forward pass */
     /* One flag per osp_graph_param (NULL: none): weight parameters left out
      * of the exchange (model parallelism's blocks, which their owners
      * update themselves). */
@@ -50,6 +52,16 @@ void osp__reducer_node_done(void *reducer, int node);
 int osp__reducer_finish(osp__reducer *r, osp_optim *opt, float *w, float lr,
                         const osp_param_group *groups, int n_groups, double *wait_s,
                         double *update_s);
+/* Lazy update: finish waits only for the small sums and leaves every
+ * bucket pending. The hook before node's forward (user = the reducer)
+ * waits for and applies the pending buckets holding that node's weights;
+ * settle applies whatever is left and ends the step's exchange: before
+ * the next osp__reducer_begin, and before anything reads the weights as
+ * a whole (checkpoints, validation, the weight check). Settle adds the
+ * time blocked and updating, hooks' included, as finish does; it does
+ * nothing when nothing is pending (r may be NULL). */
+void osp__reducer_node_before(void *reducer, int node);
+int osp__reducer_settle(osp__reducer *r, double *wait_s, double *update_s);
 
 /* ---- layers split over the ranks (osp_exec_hooks) ---------------------------- */
 
@@ -63,6 +75,7 @@ typedef struct osp__split {
     int64_t global;     /* samples in this step's global batch */
     float share;        /* this rank's samples over global (> 0) */
     osp__mp *mp;        /* NULL unless model parallel */
+    osp__reducer *lazy; /* lazy update: the reducer forward waits on, else NULL */
     int rc;             /* the first failure of a hook (ops return nothing) */
     double bytes;       /* received by this rank (osp_rank_timing.comm_bytes) */
 } osp__split;
@@ -71,6 +84,9 @@ typedef struct osp__split {
 void osp__split_hooks(osp__split *s, int sync_bn, osp_exec_hooks *h);
 /* Rank q's rows [lo, hi) of this step's global batch (as the trainer cuts it). */
 void osp__split_rows(const osp__split *s, int q, int64_t *lo, int64_t *hi);
+/* The before-node hook for lazy update: osp__reducer_node_before on
+ * split->lazy. */
+void osp__split_before_node(void *split, int node);
 /* The sum hook (sync_bn.c). */
 void osp__split_sum(void *split, double *v, int n, int grad);
 

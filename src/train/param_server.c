@@ -26,6 +26,14 @@
  * checkpoint: once every batch before it is back it gathers the other
  * shards, writes the checkpoint, validates at epoch ends, and goes on.
  *
+ * With --compress a worker pushes its gradient packed (fp16 or int8, one
+ * chunk per weight tensor, so that int8's scale follows each layer's
+ * gradients) and keeps what the packing lost for its next push (error
+ * feedback, compress.h); the server unpacks and applies it. The answers
+ * (the weights) stay float32: weights carry no feedback, so whatever a
+ * packing lost would stay lost, and a worker's every pull would start
+ * from weights up to max |w| / 254 away from the servers' (int8).
+ *
  * A worker that stays silent past worker_timeout_s while it holds a batch
  * is taken for dead: its batch goes to another worker, nobody waits for it
  * any more, and no message is sent to it. The servers never block on a
@@ -35,9 +43,11 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "compress.h"
 #include "dist_mpi.h"
 #include "loader.h"
 #include "train_impl.h"
@@ -75,6 +85,13 @@ typedef struct ps {
     int S, W, me;
     int64_t *bounds;     /* S + 1: shard s is floats [bounds[s], bounds[s + 1]) */
     int64_t n_weights, n_buffers;
+    /* Pushed gradients: packed chunk by chunk, cut at cuts[shard_cut[s] ..
+     * shard_cut[s + 1]] for shard s (every weight tensor's offset). */
+    osp__compress_kind pack;
+    int64_t *cuts;
+    int *shard_cut;
+    float *resid;        /* worker: what packing lost, over all the weights */
+    float *unpacked;     /* server: one push's gradient, unpacked */
     int64_t version;     /* updates this shard took */
     unsigned char *in;   /* one push (server) or one pull (worker) */
     size_t in_cap;
@@ -120,6 +137,45 @@ static void shard(osp_graph *g, int S, int64_t n, int64_t *bounds) {
 
 static int64_t shard_len(const ps *p, int s) { return p->bounds[s + 1] - p->bounds[s]; }
 
+static int cmp_offset(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The chunks a push is packed in: one per weight tensor (a gap of
+ * alignment goes with the tensor before it). Shard bounds are tensor
+ * offsets, so every shard is a run of whole chunks. */
+static int cut_chunks(ps *p, osp_graph *g) {
+    const int np = osp_graph_param_count(g);
+    p->cuts = osp_alloc(((size_t)np + 2) * sizeof *p->cuts);
+    p->shard_cut = osp_alloc(((size_t)p->S + 1) * sizeof *p->shard_cut);
+    if (!p->cuts || !p->shard_cut) return OSP_ENOMEM;
+    int n = 0;
+    p->cuts[n++] = 0;
+    for (int i = 0; i < np; i++) {
+        const osp_param *q = osp_graph_param(g, i);
+        if (q->kind == OSP_PARAM_WEIGHT && q->offset > 0 && q->offset < p->n_weights) p->cuts[n++] = q->offset;
+    }
+    qsort(p->cuts, (size_t)n, sizeof *p->cuts, cmp_offset);
+    int kept = 1;
+    for (int i = 1; i < n; i++)
+        if (p->cuts[i] != p->cuts[kept - 1]) p->cuts[kept++] = p->cuts[i];
+    p->cuts[kept] = p->n_weights; /* cuts[0..kept] */
+    for (int s = 0, k = 0; s <= p->S; s++) {
+        while (k < kept && p->cuts[k] < p->bounds[s]) k++;
+        p->shard_cut[s] = k;
+    }
+    return OSP_OK;
+}
+
+/* Bytes of shard s's gradient in a push. */
+static size_t grad_bytes(const ps *p, int s) {
+    size_t n = 0;
+    for (int k = p->shard_cut[s]; k < p->shard_cut[s + 1]; k++)
+        n += osp__compress_size(p->pack, p->cuts[k + 1] - p->cuts[k]);
+    return n;
+}
+
 /* The optimizer on [lo, hi) of the weights, g being the gradient of that
  * slice, at lr (and each fine-tuning group's scale). */
 static void apply_slice(ps *p, const float *g, int64_t lo, int64_t hi, float lr) {
@@ -146,10 +202,21 @@ static int64_t apply_push(ps *p, const ps_header *h) {
     const int64_t lo = p->bounds[p->me], hi = p->bounds[p->me + 1];
     const int64_t tau = p->version - h->version + 1;
     const float lr = osp_sched_lr(&p->r->sched, p->r->cfg->lr, h->step) / (float)(tau > 1 ? tau : 1);
-    apply_slice(p, (const float *)(p->in + HEAD), lo, hi, lr);
+    const float *grad = (const float *)(p->in + HEAD);
+    if (p->pack != OSP__COMPRESS_NONE) {
+        const unsigned char *at = p->in + HEAD;
+        memset(p->unpacked, 0, (size_t)(hi - lo) * sizeof(float));
+        for (int k = p->shard_cut[p->me]; k < p->shard_cut[p->me + 1]; k++) {
+            const int64_t n = p->cuts[k + 1] - p->cuts[k];
+            osp__decompress_add(p->pack, at, n, p->unpacked + (p->cuts[k] - lo));
+            at += osp__compress_size(p->pack, n);
+        }
+        grad = p->unpacked;
+    }
+    apply_slice(p, grad, lo, hi, lr);
     p->version++;
     if (p->me == 0 && p->n_buffers > 0) { /* the newest worker's batch-norm statistics */
-        memcpy(osp_graph_buffers(p->r->net->graph, NULL), p->in + HEAD + (size_t)(hi - lo) * sizeof(float),
+        memcpy(osp_graph_buffers(p->r->net->graph, NULL), p->in + HEAD + grad_bytes(p, p->me),
                (size_t)p->n_buffers * sizeof(float));
     }
     return tau;
@@ -167,7 +234,7 @@ static int check_push(const ps *p, const MPI_Status *st, ps_header *h) {
         return osp_error(OSP_EIO, "parameter server %d: a malformed message (%d bytes) from rank %d", p->me,
                          count, st->MPI_SOURCE);
     memcpy(h, p->in, sizeof *h);
-    const size_t want = HEAD + (size_t)(shard_len(p, p->me) + (p->me == 0 ? p->n_buffers : 0)) * sizeof(float);
+    const size_t want = HEAD + grad_bytes(p, p->me) + (size_t)(p->me == 0 ? p->n_buffers : 0) * sizeof(float);
     const int ok = (h->kind == MSG_HELLO && (size_t)count == sizeof *h) ||
                    (h->kind == MSG_GRAD && (size_t)count == want && h->version >= 0 &&
                     h->version <= p->version && h->step >= 0 && h->step < p->r->total_steps);
@@ -329,6 +396,7 @@ static void progress(const ps *p, int64_t step, double epoch_start, double run_s
     out->param_servers = p->S;
     out->workers_lost = p->lost;
     out->staleness = done ? p->tau_sum / (double)done : 0;
+    for (int s = 0; s < p->S; s++) out->comm_bytes_per_step += (double)grad_bytes(p, s);
 }
 
 /* A worker silent too long while it holds a batch is dead: its batch is
@@ -556,17 +624,19 @@ static int work(ps *p, osp_loader *loader) {
             return err;
         }
         for (int s = 0; s < p->S && !rc; s++) {
-            const int64_t lo = p->bounds[s], n = shard_len(p, s);
             const int64_t extra = s == 0 ? p->n_buffers : 0;
             ps_header out = {.kind = MSG_GRAD, .version = version[s], .step = step, .samples = batch,
                              .correct = correct, .loss = loss};
             memcpy(p->out[0], &out, sizeof out);
-            memcpy(p->out[0] + HEAD, grads + lo, (size_t)n * sizeof(float));
-            if (extra)
-                memcpy(p->out[0] + HEAD + (size_t)n * sizeof(float), osp_graph_buffers(g, NULL),
-                       (size_t)extra * sizeof(float));
-            rc = MPI_Send(p->out[0], (int)(HEAD + (size_t)(n + extra) * sizeof(float)), MPI_BYTE, s, TAG_PUSH,
-                          p->comm);
+            unsigned char *at = p->out[0] + HEAD;
+            for (int k = p->shard_cut[s]; k < p->shard_cut[s + 1]; k++) {
+                const int64_t lo = p->cuts[k], n = p->cuts[k + 1] - lo;
+                osp__compress(p->pack, grads + lo, p->resid ? p->resid + lo : NULL, n, at);
+                at += osp__compress_size(p->pack, n);
+            }
+            if (extra) memcpy(at, osp_graph_buffers(g, NULL), (size_t)extra * sizeof(float));
+            at += (size_t)extra * sizeof(float);
+            rc = MPI_Send(p->out[0], (int)(at - p->out[0]), MPI_BYTE, s, TAG_PUSH, p->comm);
         }
     }
     osp_free(version);
@@ -585,11 +655,16 @@ static void ps_free(ps *p) {
     osp_free(p->peers);
     osp_free(p->retry);
     osp_free(p->msgs);
+    osp_free(p->cuts);
+    osp_free(p->shard_cut);
+    osp_free(p->resid);
+    osp_free(p->unpacked);
 }
 
 int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
     const osp_train_config *cfg = r->cfg;
-    ps p = {.r = r, .S = cfg->param_servers, .W = r->ranks - cfg->param_servers, .me = r->rank};
+    ps p = {.r = r, .S = cfg->param_servers, .W = r->ranks - cfg->param_servers, .me = r->rank,
+            .pack = (osp__compress_kind)cfg->compress};
     if (p.W < 1)
         return osp_error(OSP_EINVAL, "%d parameter server%s need at least %d ranks (one more for a worker), "
                          "not %d", p.S, p.S == 1 ? "" : "s", p.S + 1, r->ranks);
@@ -600,8 +675,21 @@ int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
     p.bounds = osp_calloc((size_t)p.S + 1, sizeof *p.bounds);
     if (!p.bounds) return OSP_ENOMEM;
     shard(g, p.S, p.n_weights, p.bounds);
+    if (cut_chunks(&p, g)) {
+        ps_free(&p);
+        return OSP_ENOMEM;
+    }
+    /* A message holds a shard's floats (answers) or its packed gradient
+     * (pushes: int8 adds 4 bytes a tensor, more than it saves on a
+     * tensor of one float). */
     int64_t largest = 0;
-    for (int s = 0; s < p.S; s++) largest = shard_len(&p, s) > largest ? shard_len(&p, s) : largest;
+    size_t widest = 0;
+    for (int s = 0; s < p.S; s++) {
+        const size_t floats = (size_t)shard_len(&p, s) * sizeof(float), packed = grad_bytes(&p, s);
+        largest = shard_len(&p, s) > largest ? shard_len(&p, s) : largest;
+        widest = floats > widest ? floats : widest;
+        widest = packed > widest ? packed : widest;
+    }
     /* Every rank starts from rank 0's weights, statistics and optimizer state. */
     int rc = osp__dist_bcast_floats(r->dist, w, p.n_weights);
     if (!rc) rc = osp__dist_bcast_floats(r->dist, b, p.n_buffers);
@@ -612,18 +700,23 @@ int osp__train_param_server(osp__run *r, osp_dataset *val, int64_t start_step) {
         ps_free(&p);
         return rc;
     }
-    if (HEAD + (size_t)(largest + p.n_buffers) * sizeof(float) > INT_MAX) {
+    if (HEAD + widest + (size_t)p.n_buffers * sizeof(float) > INT_MAX) {
         ps_free(&p);
         return osp_error(OSP_EINVAL, "a shard of %lld weights is too large for one message: give more "
                          "--param-servers", (long long)largest);
     }
     const int server = p.me < p.S;
     const int n_out = server ? p.W : 1;
-    p.in_cap = HEAD + (size_t)(largest + p.n_buffers) * sizeof(float);
+    p.in_cap = HEAD + widest + (size_t)p.n_buffers * sizeof(float);
     p.in = osp_alloc(p.in_cap);
     p.out = osp_calloc((size_t)n_out, sizeof *p.out);
     p.out_req = osp_calloc((size_t)n_out, sizeof *p.out_req);
     if (!p.in || !p.out || !p.out_req) rc = OSP_ENOMEM;
+    if (!rc && p.pack != OSP__COMPRESS_NONE) {
+        if (!server && !(p.resid = osp_calloc((size_t)p.n_weights, sizeof *p.resid))) rc = OSP_ENOMEM;
+        if (server && !(p.unpacked = osp_alloc((size_t)(largest ? largest : 1) * sizeof *p.unpacked)))
+            rc = OSP_ENOMEM;
+    }
     for (int k = 0; k < n_out && !rc; k++) {
         p.out_req[k] = MPI_REQUEST_NULL;
         if (!(p.out[k] = osp_alloc(p.in_cap))) rc = OSP_ENOMEM;

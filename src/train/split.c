@@ -1,6 +1,7 @@
 /* The hooks through which layers reach the other ranks during a step
- * (osp_exec_hooks): synchronised batch norm (sync_bn.c) and model-parallel
- * fully connected layers (model_parallel.c). Set up once per run. */
+ * (osp_exec_hooks): synchronised batch norm (sync_bn.c), model-parallel
+ * fully connected layers (model_parallel.c), and lazy update's wait
+ * before each layer (distributed.c). Set up once per run. */
 #include "train_impl.h"
 
 void osp__split_rows(const osp__split *s, int q, int64_t *lo, int64_t *hi) {
@@ -17,6 +18,11 @@ void osp__split_hooks(osp__split *s, int sync_bn, osp_exec_hooks *h) {
         h->fc_forward = osp__mp_fc_forward;
         h->fc_backward = osp__mp_fc_backward;
     }
+}
+
+void osp__split_before_node(void *split, int node) {
+    osp__split *s = split;
+    osp__reducer_node_before(s->lazy, node);
 }
 
 int osp__split_start(osp__run *r) {

@@ -177,6 +177,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         r->split.bytes = 0;
         ex.hooks = &r->hooks;
     }
+    if (r->split.lazy) ex.hooks = &r->hooks;
     if (batch > 0 && r->targets) {
         if ((rc = osp__forward_loss_hot(r->net, r->x, r->targets, &ex, &loss, &correct))) return rc;
     } else if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) {
@@ -198,6 +199,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     /* The ranks' sums go with the gradients: loss and correct answers
      * weighted by samples, so the job's figures are the global batch's. */
     double stats[3] = {loss * batch, (double)correct, (double)batch};
+    if ((rc = osp__reducer_settle(r->reducer, &tm->comm_wait_s, &tm->update_s))) return rc;
     osp__reducer_begin(r->reducer, (float)((double)batch / (double)global));
     osp__reducer_stats(r->reducer, stats, 3);
     if (batch > 0) {
@@ -348,6 +350,12 @@ static int train_loop(osp__run *r, osp_dataset *val, int64_t start_step) {
             osp_step_result res = {0};
             double t0 = osp_now();
             if ((rc = train_step(r, step, global, (int)(hi - lo), &res, &tm))) break;
+            /* lazy update: whole weights before they are checked, saved or validated */
+            const int64_t done = step + 1;
+            if ((in_epoch + 1 == r->steps_per_epoch || done == stop ||
+                 (cfg->checkpoint && cfg->checkpoint_every > 0 && done % cfg->checkpoint_every == 0)) &&
+                (rc = osp__reducer_settle(r->reducer, &tm.comm_wait_s, &tm.update_s)))
+                break;
             tm.total_s += osp_now() - t0;
             tm.steps++;
             step++;
@@ -611,8 +619,14 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (!rc && r.ranks > 1) {
         osp__reducer_config rcfg = {.bucket_mb = cfg->bucket_mb, .overlap = cfg->overlap,
                                     .compress = cfg->compress, .reduce = cfg->reduce,
-                                    .thread = cfg->comm_thread, .skip = osp__mp_skip(r.split.mp)};
+                                    .thread = cfg->comm_thread, .lazy = cfg->lazy_update,
+                                    .skip = osp__mp_skip(r.split.mp)};
         rc = osp__reducer_new(r.dist, net->graph, &rcfg, &r.reducer);
+        if (!rc && cfg->lazy_update) { /* beside the layers' hooks, if any */
+            r.split.lazy = r.reducer;
+            r.hooks.user = &r.split;
+            r.hooks.before_node = osp__split_before_node;
+        }
     }
     if (!rc) rc = share_state(&r);
     osp_loader_config lc = osp__loader_config(net, data, batch > 0 ? batch : 1, cfg->seed, 1);

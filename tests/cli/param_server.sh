@@ -36,7 +36,7 @@ common=(--net "$src/nets/lenet.cfg" --data "$work/data" --val "$work/data" --epo
 # Without MPI ranks there is nothing to serve.
 expect_error "needs an MPI job" "$osprey" train "${common[@]}" --param-servers 1
 # Options of synchronous training are refused before any work.
-for opt in --sync-bn --lr-scale-ranks "--compress fp16" "--model-parallel fc"; do
+for opt in --sync-bn --lr-scale-ranks "--update lazy" "--model-parallel fc"; do
     expect_error "belong to synchronous data parallelism" "$osprey" train "${common[@]}" --param-servers 1 $opt
 done
 
