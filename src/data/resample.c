@@ -41,9 +41,11 @@ static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v;
  * a libm call here: it must handle NaN, which cannot occur.) */
 static float at_most_1(float v) { return v < 1.0f ? v : 1.0f; }
 
-/* Plans out_n outputs over source [x0, x0 + len) of an axis of src_n
- * pixels; index and w have room for out_n x taps. */
-static void plan_axis(axis_plan *p, double x0, double len, int src_n) {
+/* Plans out_n outputs over source [x0, x0 + len) of an axis whose src_n
+ * pixels start at pixel `first` of the whole (a part of a decode); index
+ * and w have room for out_n x taps. Positions are worked out on the whole
+ * axis, so that a part gives the weights the whole would, to the bit. */
+static void plan_axis(axis_plan *p, double x0, double len, int first, int src_n) {
     double s = len / p->n;
     for (int o = 0; o < p->n; o++) {
         int *ix = p->index + (size_t)o * p->taps;
@@ -55,15 +57,15 @@ static void plan_axis(axis_plan *p, double x0, double len, int src_n) {
             for (int t = 0; t < p->taps; t++) {
                 double lo = fmax(a, k0 + t), hi = fmin(b, k0 + t + 1);
                 w[t] = hi > lo ? (float)(hi - lo) : 0.0f;
-                ix[t] = clampi((int)k0 + t, 0, src_n - 1);
+                ix[t] = clampi((int)k0 + t - first, 0, src_n - 1);
                 sum += w[t];
             }
         } else {
             double c = x0 + (o + 0.5) * s - 0.5, k0 = floor(c), f = c - k0;
             w[0] = (float)(1 - f);
             w[1] = (float)f;
-            ix[0] = clampi((int)k0, 0, src_n - 1);
-            ix[1] = clampi((int)k0 + 1, 0, src_n - 1);
+            ix[0] = clampi((int)k0 - first, 0, src_n - 1);
+            ix[1] = clampi((int)k0 + 1 - first, 0, src_n - 1);
             sum = (double)w[0] + w[1];
         }
         for (int t = 0; t < p->taps; t++) w[t] = sum > 0 ? (float)(w[t] / sum) : (float)(t == 0);
@@ -168,8 +170,8 @@ static const passes *passes_for(osp__resample_isa isa) {
     return &REF;
 }
 
-int osp__image_resample_isa(const osp_image *img, osp_rect src, int flip, int channels, float *out,
-                            int out_h, int out_w, int dst_x, int dst_y, int dst_w, int dst_h,
+int osp__image_resample_isa(const osp_image *img, int img_x, int img_y, osp_rect src, int flip, int channels,
+                            float *out, int out_h, int out_w, int dst_x, int dst_y, int dst_w, int dst_h,
                             osp__resample_isa isa) {
     if (!img || !img->pixels || img->width <= 0 || img->height <= 0 || !out)
         return osp_error(OSP_EINVAL, "osp_image_resample: empty image or output");
@@ -179,8 +181,8 @@ int osp__image_resample_isa(const osp_image *img, osp_rect src, int flip, int ch
         !isfinite(src.h))
         return osp_error(OSP_EINVAL, "osp_image_resample: empty or invalid source rectangle");
     /* a pixel of slack for rounding in the caller's arithmetic */
-    if (src.x < -1 || src.y < -1 || src.x + src.w > img->width + 1.0f ||
-        src.y + src.h > img->height + 1.0f)
+    const double left = (double)src.x - img_x, top = (double)src.y - img_y;
+    if (left < -1 || top < -1 || left + src.w > img->width + 1.0 || top + src.h > img->height + 1.0)
         return osp_error(OSP_EINVAL, "osp_image_resample: source rectangle outside the image");
     if (dst_w <= 0 || dst_h <= 0 || dst_x < 0 || dst_y < 0 || dst_x > out_w - dst_w ||
         dst_y > out_h - dst_h)
@@ -207,8 +209,8 @@ int osp__image_resample_isa(const osp_image *img, osp_rect src, int flip, int ch
     const float **rows = (const float **)(held + py.taps);
     float *ring = (float *)(block + head), *acc = (float *)(block + head + (size_t)py.taps * row_bytes);
     float *scratch = acc + row_bytes / sizeof(float);
-    plan_axis(&px, src.x, src.w, img->width);
-    plan_axis(&py, src.y, src.h, img->height);
+    plan_axis(&px, src.x, src.w, img_x, img->width);
+    plan_axis(&py, src.y, src.h, img_y, img->height);
     for (int k = 0; k < py.taps; k++) held[k] = -1;
 
     const size_t plane = (size_t)out_h * out_w;
@@ -244,6 +246,6 @@ int osp__image_resample_isa(const osp_image *img, osp_rect src, int flip, int ch
 
 int osp_image_resample(const osp_image *img, osp_rect src, int flip, int channels, float *out,
                        int out_h, int out_w, int dst_x, int dst_y, int dst_w, int dst_h) {
-    return osp__image_resample_isa(img, src, flip, channels, out, out_h, out_w, dst_x, dst_y, dst_w, dst_h,
+    return osp__image_resample_isa(img, 0, 0, src, flip, channels, out, out_h, out_w, dst_x, dst_y, dst_w, dst_h,
                                    OSP__RESAMPLE_AUTO);
 }

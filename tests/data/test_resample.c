@@ -162,8 +162,8 @@ Test(resample, simd_matches_the_reference) {
         const int ow = 1 + (int)(NEXT() % 97), oh = 1 + (int)(NEXT() % 89), channels = k % 5 ? 3 : 1, flip = k % 2;
         const size_t n = (size_t)channels * ow * oh;
         float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-        cr_assert_eq(osp__image_resample_isa(&img, r, flip, channels, a, oh, ow, 0, 0, ow, oh, OSP__RESAMPLE_REF), OSP_OK);
-        cr_assert_eq(osp__image_resample_isa(&img, r, flip, channels, b, oh, ow, 0, 0, ow, oh, OSP__RESAMPLE_AUTO), OSP_OK);
+        cr_assert_eq(osp__image_resample_isa(&img, 0, 0, r, flip, channels, a, oh, ow, 0, 0, ow, oh, OSP__RESAMPLE_REF), OSP_OK);
+        cr_assert_eq(osp__image_resample_isa(&img, 0, 0, r, flip, channels, b, oh, ow, 0, 0, ow, oh, OSP__RESAMPLE_AUTO), OSP_OK);
         cr_assert(!memcmp(a, b, n * sizeof(float)), "case %d: %dx%d -> %dx%d differs", k, w, h, ow, oh);
         free(a);
         free(b);
