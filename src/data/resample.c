@@ -195,7 +195,8 @@ int osp__image_resample_isa(const osp_image *img, int img_x, int img_y, osp_rect
     /* One block: both plans, the ring of horizontal rows (which source row
      * each slot holds, the rows themselves), the accumulator, and the
      * scratch of a source row as floats. */
-    size_t head = (nx + ny) * (sizeof(int) + sizeof(float)) + (size_t)py.taps * (sizeof(int) + sizeof(float *));
+    const size_t plans = ((nx + ny) * (sizeof(int) + sizeof(float)) + 7) / 8 * 8; /* the pointers' alignment */
+    size_t head = plans + (size_t)py.taps * (sizeof(float *) + sizeof(int));
     head = (head + 63) / 64 * 64;
     size_t row_bytes = (row_len * sizeof(float) + 63) / 64 * 64;
     size_t scratch_bytes = ((size_t)img->width * 3 + 1) * sizeof(float);
@@ -205,8 +206,8 @@ int osp__image_resample_isa(const osp_image *img, int img_x, int img_y, osp_rect
     py.index = px.index + nx;
     px.w = (float *)(py.index + ny);
     py.w = px.w + nx;
-    int *held = (int *)(py.w + ny);
-    const float **rows = (const float **)(held + py.taps);
+    const float **rows = (const float **)(block + plans);
+    int *held = (int *)(rows + py.taps);
     float *ring = (float *)(block + head), *acc = (float *)(block + head + (size_t)py.taps * row_bytes);
     float *scratch = acc + row_bytes / sizeof(float);
     plan_axis(&px, src.x, src.w, img_x, img->width);

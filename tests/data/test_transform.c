@@ -243,7 +243,7 @@ Test(transform, a_window_decodes_what_the_whole_does) {
     for (size_t s = 0; s < 4; s++) {
         const int w = sizes[s][0], h = sizes[s][1];
         uint8_t *px = gen_rgb(w, h);
-        for (int i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(px[i] + (i * 7919 % 61)); /* texture */
+        for (int i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(px[i] + (uint32_t)i * 7919u % 61u); /* texture */
         size_t n;
         uint8_t *plain = gen_jpeg(px, w, h, TJPF_RGB, s % 2 ? TJSAMP_444 : TJSAMP_420, 90, &n);
         for (int o = 1; o <= 8; o++) {
