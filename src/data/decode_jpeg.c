@@ -128,10 +128,11 @@ static void on_progress(j_common_ptr c) {
     }
 }
 
-/* The rows [y0, y1) and at least the columns [x0, x1) of the image at the
- * decoder's scale into pixels (3 or 4 bytes a pixel, rows of *w pixels):
- * the columns widen to whole blocks, *x0 and *w say where they start and
- * how many. The rows outside are skipped, which still reads them. */
+/* The rows [y0, y1) and at least the *w columns from *x0 of the image at
+ * the decoder's scale into pixels (3 or 4 bytes a pixel, rows of *w
+ * pixels): the columns widen to whole blocks, and *x0 and *w then say
+ * where they start and how many. The rows outside are skipped, which
+ * still entropy-decodes them. */
 static void decode_rows(j_decompress_ptr d, unsigned *x0, unsigned *w, unsigned y0, unsigned y1, uint8_t *pixels,
                         int bytes) {
     JDIMENSION cx = *x0, cw = *w;
