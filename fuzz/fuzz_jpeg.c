@@ -1,5 +1,6 @@
-/* Fuzz target: JPEG decoding (TurboJPEG, the marker and EXIF parsers, CMYK,
- * orientation, shrink-on-load) and the sample path built on it.
+/* Fuzz target: JPEG decoding (libjpeg-turbo, the marker and EXIF parsers,
+ * CMYK, orientation, shrink-on-load, windows) and the sample path built on
+ * it.
  *
  * An input that starts like a JPEG is decoded as it is. Any other input
  * patches one of a few valid JPEGs made at start-up (baseline, progressive,
@@ -63,11 +64,18 @@ static void decode(const uint8_t *data, size_t size) {
     osp_image img;
     osp__jpeg_markers m;
     osp__jpeg_scan_markers(data, size, &m);
+    osp__placement at;
     if (osp__jpeg_probe(data, size, "fuzz.jpg", max_pixels, &info) == OSP_OK &&
-        osp__jpeg_decode(data, size, "fuzz.jpg", max_pixels, 4, 4, &img, &info) == OSP_OK)
+        osp__jpeg_decode(data, size, "fuzz.jpg", max_pixels, 4, 4, NULL, &img, &info, &at) == OSP_OK)
         osp_image_free(&img);
     osp_decode_options opt = {.max_pixels = max_pixels};
     if (osp_image_decode(data, size, "fuzz.jpg", &opt, &img, NULL) == OSP_OK) osp_image_free(&img);
+    /* a window from the input's length: inside, across an edge, or outside */
+    const double a = (double)(size % 37) - 5, b = (double)(size % 23) - 3;
+    const osp__window w = {a, b, a + (double)(size % 29), b + (double)(size % 17)};
+    opt.min_width = 2;
+    opt.min_height = 2;
+    if (osp__image_decode_window(data, size, "fuzz.jpg", &opt, &w, &img, &at) == OSP_OK) osp_image_free(&img);
     osp_transform t = osp_transform_defaults(3, 8, 8);
     t.augment.crop = t.augment.flip = 1;
     t.augment.jitter = 0.3f;

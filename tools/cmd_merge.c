@@ -22,6 +22,8 @@ static void usage(FILE *out) {
             "                        run of 'osprey tag' or 'osprey embed' is refused\n"
             "  --quiet               print nothing on success\n"
             "  --json                print the figures as one JSON object\n"
+            "  --lock-timeout SEC    wait up to SEC seconds for another merge or run\n"
+            "                        writing into DIR to end (default 10; 0: refuse at once)\n"
             "\n"
             "The sources must be runs of the same model (content hash), layer, vector size\n"
             "and type, normalisation, scoring and tags setting. Rows follow the order of\n"
@@ -46,9 +48,10 @@ static void json_string(FILE *f, const char *s) {
 int cmd_merge(int argc, char **argv) {
     static const struct option opts[] = {{"out", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
                                          {"json", no_argument, 0, 'j'},      {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"lock-timeout", required_argument, 0, 'l'}, {0, 0, 0, 0}};
     const char *out = NULL;
     int quiet = 0, json = 0, c;
+    float lock_timeout = (float)OSP_PIPELINE_LOCK_TIMEOUT;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -56,6 +59,9 @@ int cmd_merge(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'q': quiet = 1; break;
         case 'j': json = 1; break;
+        case 'l':
+            if (cli_float(CMD, "--lock-timeout", optarg, 0, 1e6, &lock_timeout)) return 1;
+            break;
         case 'h': usage(stdout); return 0;
         default: return cli_fail(CMD, "unknown or incomplete option '%s' (see 'osprey merge --help')", argv[optind - 1]);
         }
@@ -65,7 +71,7 @@ int cmd_merge(int argc, char **argv) {
     const int n = argc - optind;
     const char *const *srcs = (const char *const *)argv + optind;
     double t0 = osp_now();
-    if (osp_pipeline_merge(out, srcs, n)) return cli_fail_lib(CMD, NULL);
+    if (osp_pipeline_merge(out, srcs, n, lock_timeout)) return cli_fail_lib(CMD, NULL);
     double seconds = osp_now() - t0;
     if (quiet && !json) return 0;
     osp_catalog *cat = NULL;

@@ -95,6 +95,8 @@ static void usage(FILE *out, int embed) {
             "                        schedulers other than MPI; join with 'osprey merge'\n"
             "  --skip-done           also check that images already done are unchanged\n"
             "                        (SHA-256); changed ones are reported, not redone\n"
+            "  --lock-timeout SEC    wait up to SEC seconds for another run or merge\n"
+            "                        writing into DIR to end (default 10; 0: refuse at once)\n"
             "  --json                a JSON summary on stdout\n"
             "  --quiet               no progress or summary on stderr\n"
             "\n"
@@ -118,7 +120,8 @@ bad:
 
 static int parse(int argc, char **argv, int embed, tag_options *o) {
     enum { O_MODEL = 256, O_SCALES, O_BINARY, O_HASH, O_OUT, O_LAYER, O_EMBED, O_TOPK, O_THRESHOLD, O_SIGMOID, O_NORMALIZE,
-           O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP, O_POOL };
+           O_DTYPE, O_BATCH, O_WORKERS, O_THREADS, O_PIXELS, O_SHARD, O_SKIP, O_JSON, O_QUIET, O_HELP, O_POOL,
+           O_LOCK };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"out", required_argument, 0, O_OUT},
         {"scales", required_argument, 0, O_SCALES}, {"binary", no_argument, 0, O_BINARY},
@@ -131,7 +134,7 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
         {"max-pixels", required_argument, 0, O_PIXELS}, {"shard", required_argument, 0, O_SHARD},
         {"skip-done", no_argument, 0, O_SKIP},      {"json", no_argument, 0, O_JSON},
         {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
-        {"pool", required_argument, 0, O_POOL},
+        {"pool", required_argument, 0, O_POOL},     {"lock-timeout", required_argument, 0, O_LOCK},
         {0, 0, 0, 0}};
     const char *cmd = o->cmd;
     o->p = osp_pipeline_defaults();
@@ -211,6 +214,12 @@ static int parse(int argc, char **argv, int embed, tag_options *o) {
             o->shard_given = 1;
             break;
         case O_SKIP: o->p.verify = 1; break;
+        case O_LOCK: {
+            float sec;
+            if (cli_float(cmd, "--lock-timeout", optarg, 0, 1e6, &sec)) return 1;
+            o->p.lock_timeout = sec;
+            break;
+        }
         case O_JSON: o->json = 1; break;
         case O_QUIET: o->quiet = 1; break;
         case 'h':
@@ -391,7 +400,7 @@ static int run_distributed(tag_options *o, osp_net *net, char *command) {
             srcs[r] = malloc(sizeof mine);
             if (srcs[r]) snprintf(srcs[r], sizeof mine, "%s/%d-of-%d", shards_dir, r, ranks);
         }
-        if (!srcs || osp_pipeline_merge(o->out, (const char *const *)srcs, ranks)) status = cli_fail_lib(o->cmd, "joining the shards");
+        if (!srcs || osp_pipeline_merge(o->out, (const char *const *)srcs, ranks, o->p.lock_timeout)) status = cli_fail_lib(o->cmd, "joining the shards");
         for (int r = 0; srcs && r < ranks; r++) free(srcs[r]);
         free(srcs);
         if (!status && !o->quiet) fprintf(stderr, "%s: joined %d shards\n", o->out, ranks);

@@ -119,10 +119,17 @@ typedef struct osp_pipeline_options {
      * class token or the tokens' mean (osprey/nn.h); recorded in the
      * catalogue ("pool") so that queries are pooled alike. */
     osp_pool pool;
+    /* One run or merge at a time writes into a folder: a run that finds
+     * another writer there waits this many seconds for it to end (the
+     * processes of a killed job take a moment to go), then gives up; 0
+     * gives up at once. */
+    double lock_timeout;
 } osp_pipeline_options;
 
-/* Defaults: tags, top 5, softmax, float32, batch 32, all cores. */
+/* Defaults: tags, top 5, softmax, float32, batch 32, all cores, a lock
+ * timeout of OSP_PIPELINE_LOCK_TIMEOUT seconds. */
 OSP_API osp_pipeline_options osp_pipeline_defaults(void);
+#define OSP_PIPELINE_LOCK_TIMEOUT 10.0
 
 typedef struct osp_pipeline_summary {
     int64_t images;     /* done in this run: rows written */
@@ -155,8 +162,10 @@ OSP_API const char *osp_pipeline_error_code(int kind);
  * The sources must agree on model_sha256, layer, dim, dtype, normalize,
  * tags and sigmoid. An id in two sources is an error, unless both are
  * the same path (then the first is kept). out's files are written under
- * temporary names and renamed into place, catalog.db last. */
-OSP_API int osp_pipeline_merge(const char *out, const char *const *srcs, int n);
+ * temporary names and renamed into place, catalog.db last. Another
+ * writer in out (a merge, or a run) is waited for up to lock_timeout_s
+ * seconds, as osp_pipeline_options.lock_timeout says. */
+OSP_API int osp_pipeline_merge(const char *out, const char *const *srcs, int n, double lock_timeout_s);
 
 /* ---- reading an output folder ------------------------------------------------ */
 

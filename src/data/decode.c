@@ -136,6 +136,91 @@ static int orient(osp_image *img, int o, const char *name) {
     return OSP_OK;
 }
 
+/* A rectangle of a w x h image (stored) as displayed under orientation o
+ * (source_of's mapping, for whole rectangles); with inverse, the way
+ * back, from a displayed rectangle of the displayed image to the stored
+ * one (w x h still the stored size). */
+static osp__window oriented_window(int o, double w, double h, osp__window r, int inverse) {
+    /* 6 and 8 are each other's inverse; every other orientation is its own */
+    if (inverse && (o == 6 || o == 8)) o = 14 - o;
+    if (inverse && oriented_swaps(o)) {
+        double t = w;
+        w = h;
+        h = t;
+    }
+    switch (o) {
+    case 2: return (osp__window){w - r.x1, r.y0, w - r.x0, r.y1};
+    case 3: return (osp__window){w - r.x1, h - r.y1, w - r.x0, h - r.y0};
+    case 4: return (osp__window){r.x0, h - r.y1, r.x1, h - r.y0};
+    case 5: return (osp__window){r.y0, r.x0, r.y1, r.x1};
+    case 6: return (osp__window){h - r.y1, r.x0, h - r.y0, r.x1};
+    case 7: return (osp__window){h - r.y1, w - r.x1, h - r.y0, w - r.x0};
+    case 8: return (osp__window){r.y0, w - r.x1, r.y1, w - r.x0};
+    default: return r;
+    }
+}
+
+/* Decodes at least window (displayed, full size; NULL: all) of the image,
+ * oriented; info gets the header as stored, *orientation the one applied,
+ * *at where the pixels lie as displayed. */
+static int decode_image(const void *buf, size_t len, const char *name, const osp_decode_options *opt,
+                        const osp__window *window, osp_image *out, osp_image_info *info, int *orientation,
+                        osp__placement *at) {
+    memset(out, 0, sizeof *out);
+    memset(info, 0, sizeof *info);
+    *orientation = 1;
+    osp__placement stored;
+    int rc;
+    const osp_image_format format = osp_image_sniff(buf, len);
+    switch (format) {
+    case OSP_IMAGE_JPEG: {
+        osp__jpeg_markers m;
+        osp__jpeg_scan_markers(buf, len, &m);
+        if (!opt->ignore_orientation) *orientation = m.orientation;
+        const int swap = oriented_swaps(*orientation);
+        /* the window as stored, from the header's stored size */
+        osp_image_info head;
+        osp__window w;
+        const osp__window *win = NULL;
+        if (window && osp__jpeg_probe(buf, len, name, opt->max_pixels, &head) == OSP_OK) {
+            w = oriented_window(*orientation, head.width, head.height, *window, 1);
+            win = &w;
+        }
+        rc = osp__jpeg_decode(buf, len, name, opt->max_pixels, swap ? opt->min_height : opt->min_width,
+                              swap ? opt->min_width : opt->min_height, win, out, info, &stored);
+        break;
+    }
+    case OSP_IMAGE_PNG: rc = osp__png_decode(buf, len, name, opt->max_pixels, out, info); break;
+    case OSP_IMAGE_WEBP: rc = osp__webp_decode(buf, len, name, opt->max_pixels, out, info); break;
+    default: return unrecognised(buf, len, name);
+    }
+    if (rc == OSP_OK && format != OSP_IMAGE_JPEG) stored = (osp__placement){0, 0, out->width, out->height};
+    const int stored_w = out->width, stored_h = out->height;
+    if (rc == OSP_OK) rc = orient(out, *orientation, name);
+    if (rc != OSP_OK) {
+        osp_image_free(out);
+        return rc;
+    }
+    osp__window part = {stored.x, stored.y, stored.x + stored_w, stored.y + stored_h};
+    part = oriented_window(*orientation, stored.full_width, stored.full_height, part, 0);
+    const int swap = oriented_swaps(*orientation);
+    *at = (osp__placement){(int)part.x0, (int)part.y0, swap ? stored.full_height : stored.full_width,
+                           swap ? stored.full_width : stored.full_height};
+    return OSP_OK;
+}
+
+int osp__image_decode_window(const void *buf, size_t len, const char *name, const osp_decode_options *opt,
+                             const osp__window *window, osp_image *out, osp__placement *at) {
+    if (!out) return osp_error(OSP_EINVAL, "osp_image_decode: no output");
+    memset(out, 0, sizeof *out);
+    if (!name) name = "(image)";
+    if (!buf && len) return osp_error(OSP_EINVAL, "%s: NULL buffer", name);
+    osp_decode_options none = {0};
+    osp_image_info info;
+    int orientation;
+    return decode_image(buf, len, name, opt ? opt : &none, window, out, &info, &orientation, at);
+}
+
 int osp_image_decode(const void *buf, size_t len, const char *name, const osp_decode_options *opt,
                      osp_image *out, osp_image_info *info) {
     if (!out) return osp_error(OSP_EINVAL, "osp_image_decode: no output");
@@ -143,31 +228,12 @@ int osp_image_decode(const void *buf, size_t len, const char *name, const osp_de
     if (!name) name = "(image)";
     if (!buf && len) return osp_error(OSP_EINVAL, "%s: NULL buffer", name);
     osp_decode_options none = {0};
-    if (!opt) opt = &none;
     osp_image_info local;
     if (!info) info = &local;
-    memset(info, 0, sizeof *info);
-    int rc;
-    int orientation = 1;
-    switch (osp_image_sniff(buf, len)) {
-    case OSP_IMAGE_JPEG: {
-        osp__jpeg_markers m;
-        osp__jpeg_scan_markers(buf, len, &m);
-        if (!opt->ignore_orientation) orientation = m.orientation;
-        int swap = oriented_swaps(orientation);
-        rc = osp__jpeg_decode(buf, len, name, opt->max_pixels, swap ? opt->min_height : opt->min_width,
-                              swap ? opt->min_width : opt->min_height, out, info);
-        break;
-    }
-    case OSP_IMAGE_PNG: rc = osp__png_decode(buf, len, name, opt->max_pixels, out, info); break;
-    case OSP_IMAGE_WEBP: rc = osp__webp_decode(buf, len, name, opt->max_pixels, out, info); break;
-    default: return unrecognised(buf, len, name);
-    }
-    if (rc == OSP_OK) rc = orient(out, orientation, name);
-    if (rc != OSP_OK) {
-        osp_image_free(out);
-        return rc;
-    }
+    int orientation;
+    osp__placement at;
+    int rc = decode_image(buf, len, name, opt ? opt : &none, NULL, out, info, &orientation, &at);
+    if (rc != OSP_OK) return rc;
     info->orientation = orientation;
     if (oriented_swaps(orientation)) {
         int t = info->width;

@@ -1,6 +1,7 @@
 /* From a decoded photo to a network input: where to take the sample from
  * (a plan, decided from the header's size before decoding, so that JPEGs
- * can shrink on load), then resampling, flipping and colour jitter.
+ * can shrink on load and decode only the part the plan reads), then
+ * resampling, flipping and colour jitter.
  *
  * With a generator the plan is random (training augmentation); the draws
  * happen in a fixed order (crop, flip, jitter), so a generator seeded the
@@ -8,7 +9,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "osprey/image.h"
+#include "decode_impl.h"
+#include "resample_impl.h"
 
 osp_transform osp_transform_defaults(int channels, int height, int width) {
     osp_transform t;
@@ -150,21 +152,45 @@ static void jitter(const osp_sample_plan *p, float *x, int channels, size_t plan
         }
 }
 
-int osp_transform_apply(const osp_transform *t, const osp_sample_plan *p, const osp_image *img,
-                        int full_width, int full_height, float *out) {
+/* Renders the plan from img, a part of a (maybe shrunken) decode of a
+ * full_width x full_height image that lies where at says. */
+static int apply_placed(const osp_transform *t, const osp_sample_plan *p, const osp_image *img,
+                        const osp__placement *at, int full_width, int full_height, float *out) {
     if (!img || !img->pixels || full_width <= 0 || full_height <= 0)
         return osp_error(OSP_EINVAL, "osp_transform_apply: empty image");
     const size_t plane = (size_t)t->height * t->width;
     if (p->dst_w != t->width || p->dst_h != t->height)
         for (size_t i = 0; i < plane * (size_t)t->channels; i++) out[i] = 0.5f; /* letterbox bars */
     /* the plan is in full-size pixels; img may be a shrunken decode */
-    float sx = (float)img->width / (float)full_width, sy = (float)img->height / (float)full_height;
+    float sx = (float)at->full_width / (float)full_width, sy = (float)at->full_height / (float)full_height;
     osp_rect r = {p->src.x * sx, p->src.y * sy, p->src.w * sx, p->src.h * sy};
-    int rc = osp_image_resample(img, r, p->flip, t->channels, out, t->height, t->width, p->dst_x,
-                                p->dst_y, p->dst_w, p->dst_h);
+    int rc = osp__image_resample_isa(img, at->x, at->y, r, p->flip, t->channels, out, t->height, t->width,
+                                     p->dst_x, p->dst_y, p->dst_w, p->dst_h, OSP__RESAMPLE_AUTO);
     if (rc != OSP_OK) return rc;
     jitter(p, out, t->channels, plane);
     return OSP_OK;
+}
+
+int osp_transform_apply(const osp_transform *t, const osp_sample_plan *p, const osp_image *img,
+                        int full_width, int full_height, float *out) {
+    const osp__placement whole = {0, 0, img ? img->width : 0, img ? img->height : 0};
+    return apply_placed(t, p, img, &whole, full_width, full_height, out);
+}
+
+/* The part of a width x height image that plans 0..n-1 read, or NULL
+ * (into *w) when that is all of it. */
+static const osp__window *window_of(const osp_sample_plan *plans, int n, int width, int height, osp__window *w) {
+    *w = (osp__window){width, height, 0, 0};
+    for (int i = 0; i < n; i++) {
+        const osp_rect *r = &plans[i].src;
+        w->x0 = fmin(w->x0, r->x);
+        w->y0 = fmin(w->y0, r->y);
+        w->x1 = fmax(w->x1, (double)r->x + r->w);
+        w->y1 = fmax(w->y1, (double)r->y + r->h);
+    }
+    /* less than a few rows or columns to spare: not worth a cut */
+    if (w->x0 <= 8 && w->y0 <= 8 && w->x1 >= width - 8 && w->y1 >= height - 8) return NULL;
+    return w;
 }
 
 int osp_image_to_sample(const void *buf, size_t len, const char *name, const osp_transform *t,
@@ -183,9 +209,11 @@ int osp_image_to_sample(const void *buf, size_t len, const char *name, const osp
     opt.min_height = need_h >= info.height ? 0 : (int)need_h;
     if (opt.min_width == 0 || opt.min_height == 0) opt.min_width = opt.min_height = 0;
     osp_image img;
-    rc = osp_image_decode(buf, len, name, &opt, &img, NULL);
+    osp__window w;
+    osp__placement at;
+    rc = osp__image_decode_window(buf, len, name, &opt, window_of(&plan, 1, info.width, info.height, &w), &img, &at);
     if (rc != OSP_OK) return rc;
-    rc = osp_transform_apply(t, &plan, &img, info.width, info.height, out);
+    rc = apply_placed(t, &plan, &img, &at, info.width, info.height, out);
     osp_image_free(&img);
     return rc;
 }
@@ -213,10 +241,12 @@ int osp_image_to_samples(const void *buf, size_t len, const char *name, const os
         opt.min_height = min_h;
     }
     osp_image img;
-    rc = osp_image_decode(buf, len, name, &opt, &img, NULL);
+    osp__window w;
+    osp__placement at;
+    rc = osp__image_decode_window(buf, len, name, &opt, window_of(plans, n, info.width, info.height, &w), &img, &at);
     if (rc != OSP_OK) return rc;
     for (int i = 0; i < n && rc == OSP_OK; i++)
-        rc = osp_transform_apply(&t[i], &plans[i], &img, info.width, info.height, out[i]);
+        rc = apply_placed(&t[i], &plans[i], &img, &at, info.width, info.height, out[i]);
     osp_image_free(&img);
     return rc;
 }

@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "folder.h"
+#include "lock.h"
 
 #define TMP_PREFIX ".merge-tmp-"
 #define OLD_CATALOG ".merge-old-catalog.db"
@@ -672,7 +672,7 @@ static int install(merger *m) {
     return rc;
 }
 
-int osp_pipeline_merge(const char *out, const char *const *srcs, int n) {
+int osp_pipeline_merge(const char *out, const char *const *srcs, int n, double lock_timeout_s) {
     if (!out || !*out) return osp_error(OSP_EINVAL, "merge: no output folder");
     if (!srcs || n < 1) return osp_error(OSP_EINVAL, "merge into %s: no source folders", out);
     merger m = {.out = out, .srcs = srcs, .n = n, .tags_fd = -1, .vectors_fd = -1, .ids_fd = -1};
@@ -681,11 +681,8 @@ int osp_pipeline_merge(const char *out, const char *const *srcs, int n) {
     int rc = check_sources(&m, &first);
     if (!rc && mkdir(out, 0755) != 0 && errno != EEXIST)
         rc = osp_error(OSP_EIO, "%s: cannot make the folder: %s", out, strerror(errno));
-    /* One merge at a time into OUT. */
-    if (!rc && (lock_fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        rc = osp_error(OSP_EIO, "%s: %s", out, strerror(errno));
-    if (!rc && flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
-        rc = osp_error(OSP_ESTATE, "%s: another merge into it is running", out);
+    /* One writer at a time into OUT. */
+    if (!rc) rc = osp__folder_lock(out, lock_timeout_s, &lock_fd);
     if (!rc) rc = check_out(&m);
     if (!rc) {
         m.run_lo = calloc((size_t)n, sizeof *m.run_lo);
@@ -719,7 +716,7 @@ int osp_pipeline_merge(const char *out, const char *const *srcs, int n) {
         remove_tmp_dir(m.tmp);
         osp_error(rc, "%s", keep);
     }
-    if (lock_fd >= 0) close(lock_fd);
+    osp__folder_unlock(lock_fd);
     free(m.run_lo);
     free(m.run_hi);
     free(m.dup);

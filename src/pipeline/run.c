@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "lock.h"
 #include "osprey/hash.h"
 #include "outputs.h"
 #include "pipeline_impl.h"
@@ -45,6 +46,7 @@ osp_pipeline_options osp_pipeline_defaults(void) {
     o.batch = 32;
     o.shards = 1;
     o.total = -1;
+    o.lock_timeout = OSP_PIPELINE_LOCK_TIMEOUT;
     return o;
 }
 
@@ -94,6 +96,7 @@ typedef struct engine {
     float *class_threshold; /* a label is given from this score on */
 
     osp_catalog *cat;
+    int lock_fd; /* the folder's writers' lock */
     osp__outputs out;
     int64_t run;
     osp_pipeline_summary sum;
@@ -568,6 +571,8 @@ static int check_options(const osp_net *net, const osp_pipeline_options *o) {
         (o->shards <= 1 && o->shard != 0))
         return osp_error(OSP_EINVAL, "shard %d of %d does not exist", o->shard, o->shards);
     if (o->workers < 0 || o->workers > 256) return osp_error(OSP_EINVAL, "1 to 256 decoding threads");
+    if (!(o->lock_timeout >= 0 && o->lock_timeout <= 1e6))
+        return osp_error(OSP_EINVAL, "the lock timeout must be 0 to 1e6 seconds");
     (void)net;
     return OSP_OK;
 }
@@ -744,6 +749,7 @@ static int setup(engine *e, osp_net *net, const char *dir) {
     static const char *const check[] = {"model_sha256", "layer", "pool", "dim", "dtype", "hash", "normalize", "sigmoid",
                                         "top_k", "threshold", "tags", "shard", "merged", NULL};
     if ((rc = make_dir(dir))) return rc;
+    if ((rc = osp__folder_lock(dir, opt->lock_timeout, &e->lock_fd))) return rc;
     if ((rc = osp__catalog_open_rw(dir, settings, (int)(sizeof settings / sizeof settings[0]), check, &e->cat)))
         return rc;
     int64_t tags_bytes, rows;
@@ -804,6 +810,7 @@ static void teardown(engine *e) {
     free(e->order);
     osp__outputs_close(&e->out);
     osp_catalog_close(e->cat);
+    osp__folder_unlock(e->lock_fd);
 }
 
 int osp_pipeline_run(osp_net *net, osp_inputs *in, const char *dir, const osp_pipeline_options *opt,
@@ -814,6 +821,7 @@ int osp_pipeline_run(osp_net *net, osp_inputs *in, const char *dir, const osp_pi
     if (!e) return osp_error(OSP_ENOMEM, "out of memory");
     e->opt = opt;
     e->out.tags_fd = e->out.vectors_fd = e->out.ids_fd = -1;
+    e->lock_fd = -1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->decoded, NULL);

@@ -256,6 +256,35 @@ assert np.array_equal(np.load(s + "/vectors.npy"), np.load(one + "/vectors.npy")
 PY
 expect_error "the first scale must be the model's own" "$osprey" tag --model "$work/gap.osp" --scales 40,24 --embed relu5 --out "$work/ens3" "$work/photos/star"
 
+# one writer at a time in a folder: a run that finds another one there (the
+# ranks of a killed job, still exiting) waits for it to end, saying so, and
+# gives up after --lock-timeout
+rm -f "$work/locked" "$work/release"
+$py - "$out" "$work/locked" "$work/release" <<'PY' &
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[2], "w").close()
+for _ in range(600):                     # at most a minute, whatever happens
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.05)
+PY
+holder=$!
+for _ in $(seq 600); do [ -e "$work/locked" ] && break; sleep 0.05; done
+expect_error "another run or merge into it is still running after 0.3 s" \
+    "$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$out" --lock-timeout 0.3 "$work/photos"
+"$osprey" tag --model "$work/m.osp" --embed relu7 --normalize --out "$out" --json "$work/photos" \
+    >"$work/waited.json" 2>"$work/waited.err" &
+waiter=$!
+for _ in $(seq 600); do grep -q "waiting up to 10 s" "$work/waited.err" && break; sleep 0.05; done
+grep -q "waiting up to 10 s" "$work/waited.err" || fail "no word of waiting: $(cat "$work/waited.err")"
+kill -0 "$waiter" 2>/dev/null || fail "the run did not wait for the folder's lock"
+touch "$work/release"
+wait "$holder"
+wait "$waiter" || fail "the run that waited failed: $(cat "$work/waited.err")"
+grep -q '"images": 0,' "$work/waited.json" || fail "the run that waited redid work: $(cat "$work/waited.json")"
+
 # bad runs: one clear error before any work
 expect_error "holds a run with model_sha256" "$osprey" tag --model "$work/other.osp" --embed relu7 --normalize --out "$out" "$work/photos"
 expect_error "no layer 'conv99'" "$osprey" embed --model "$work/m.osp" --layer conv99 --out "$work/x" "$work/photos"

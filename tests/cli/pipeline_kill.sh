@@ -50,14 +50,11 @@ kill_at() {
     kill -9 -- "-$pg" 2>/dev/null || true
     wait "$pg" 2>/dev/null || true
     pg=
-    # mpirun puts its ranks in process groups of their own: they outlive
-    # the kill by a moment, still holding DIR's locks. Kill them too, as a
-    # lost machine would, before the next run starts.
+    # mpirun puts its ranks in process groups of their own: kill them too,
+    # as a lost machine would. They outlive the kill by a moment, still
+    # holding their folders' locks: the next run waits for those
+    # (--lock-timeout) instead of refusing.
     pkill -9 -f -- "--out $work/out" 2>/dev/null || true
-    for _ in $(seq 200); do
-        pgrep -f -- "--out $work/out" >/dev/null || break
-        sleep 0.05
-    done
     echo "$size"
 }
 tag=(tag --model "$work/m.osp" --embed relu7 --out "$work/out" --batch 2 --workers 1 --threads 1 --quiet)

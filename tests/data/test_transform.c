@@ -212,3 +212,71 @@ Test(transform, several_sizes_from_one_decode) {
     free(jpeg);
     free(png);
 }
+
+/* The sample the plan asks for, from a decode of the whole image (shrunk
+ * on load as osp_image_to_sample shrinks it): what a decode of only the
+ * part the plan reads must give. */
+static void whole_decode_sample(const uint8_t *j, size_t n, const osp_transform *t, const osp_sample_plan *p,
+                                float *out) {
+    osp_image_info info;
+    cr_assert_eq(osp_image_probe(j, n, "w.jpg", 0, &info), OSP_OK);
+    osp_decode_options opt = {0};
+    double need_w = ceil((double)info.width * p->dst_w / p->src.w - 1e-3);
+    double need_h = ceil((double)info.height * p->dst_h / p->src.h - 1e-3);
+    if (need_w < info.width && need_h < info.height) {
+        opt.min_width = (int)need_w;
+        opt.min_height = (int)need_h;
+    }
+    osp_image img;
+    cr_assert_eq(osp_image_decode(j, n, "w.jpg", &opt, &img, NULL), OSP_OK, "%s", osp_last_error());
+    cr_assert_eq(osp_transform_apply(t, p, &img, info.width, info.height, out), OSP_OK);
+    osp_image_free(&img);
+}
+
+/* A JPEG decoded in part (the window a center crop or a random crop
+ * reads, at every shrink-on-load scale, in every EXIF orientation, 4:2:0
+ * and 4:4:4, landscape and portrait) gives the very floats that the whole
+ * decode gives. */
+Test(transform, a_window_decodes_what_the_whole_does) {
+    const int sizes[][2] = {{640, 480}, {480, 640}, {333, 251}, {1000, 180}};
+    const int outs[][3] = {{3, 64, 64}, {3, 100, 60}, {1, 32, 32}, {3, 224, 224}};
+    for (size_t s = 0; s < 4; s++) {
+        const int w = sizes[s][0], h = sizes[s][1];
+        uint8_t *px = gen_rgb(w, h);
+        for (int i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(px[i] + (uint32_t)i * 7919u % 61u); /* texture */
+        size_t n;
+        uint8_t *plain = gen_jpeg(px, w, h, TJPF_RGB, s % 2 ? TJSAMP_444 : TJSAMP_420, 90, &n);
+        for (int o = 1; o <= 8; o++) {
+            size_t m;
+            uint8_t *j = gen_with_exif(plain, n, o, o % 2, &m);
+            osp_image_info info;
+            cr_assert_eq(osp_image_probe(j, m, "w.jpg", 0, &info), OSP_OK);
+            for (size_t k = 0; k < 4; k++) {
+                osp_transform t = osp_transform_defaults(outs[k][0], outs[k][1], outs[k][2]);
+                t.augment.crop = k == 1;
+                t.augment.flip = 1;
+                const size_t len = (size_t)outs[k][0] * outs[k][1] * outs[k][2];
+                float *a = malloc(len * sizeof(float)), *b = malloc(len * sizeof(float));
+                osp_rng r, again;
+                osp_rng_derive(&r, 3, s, (uint64_t)(o * 10 + (int)k));
+                again = r;
+                osp_rng *rng = k == 1 ? &r : NULL;
+                cr_assert_eq(osp_image_to_sample(j, m, "w.jpg", &t, 0, rng, a), OSP_OK, "%s", osp_last_error());
+                osp_sample_plan p;
+                osp_transform_plan(&t, info.width, info.height, k == 1 ? &again : NULL, &p);
+                whole_decode_sample(j, m, &t, &p, b);
+                cr_assert(!memcmp(a, b, len * sizeof(float)), "%dx%d, orientation %d, output %zu differs", w, h, o, k);
+                if (k != 1) {
+                    float *c[1] = {b};
+                    cr_assert_eq(osp_image_to_samples(j, m, "w.jpg", &t, 1, 0, c), OSP_OK);
+                    cr_assert(!memcmp(a, b, len * sizeof(float)), "to_samples: %dx%d, orientation %d", w, h, o);
+                }
+                free(a);
+                free(b);
+            }
+            free(j);
+        }
+        free(plain);
+        free(px);
+    }
+}

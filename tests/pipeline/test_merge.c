@@ -10,11 +10,13 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "osprey/pipeline.h"
@@ -211,7 +213,7 @@ Test(merge, two_shards_in_order) {
     sb.shard = "1/2";
     make_shard(b, &sb, pb, NULL, 3);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     expect_clean(out);
 
     /* vectors: a's ok images then b's, ids unchanged */
@@ -302,7 +304,7 @@ Test(merge, same_path_in_two_shards_kept_once) {
     make_shard(a, &F32_TAGS, pa, NULL, 3);
     make_shard(b, &F32_TAGS, pb, NULL, 4);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     osp_array v, ids;
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     const char *want[] = {"img/x.jpg", "img/y.jpg", "img/z.jpg", "img/w.jpg"};
@@ -339,7 +341,7 @@ Test(merge, one_id_two_paths_refused) {
     make_shard(a, &F32_TAGS, pa, NULL, 2);
     make_shard(b, &F32_TAGS, pb, ib, 1);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), OSP_ESTATE);
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), OSP_ESTATE);
     const char *msg = osp_last_error();
     cr_assert(strstr(msg, "img/y.jpg") && strstr(msg, "img/other.jpg") && strstr(msg, b) && strstr(msg, a), "%s",
               msg);
@@ -369,7 +371,7 @@ Test(merge, mismatched_settings_refused) {
         make_shard(b, &sb, pb, NULL, 1);
         const char *srcs[] = {a, c, b};
         const char *const *s = k == 0 ? srcs : (const char *const[]){a, b};
-        cr_assert_eq(osp_pipeline_merge(out, s, k == 0 ? 3 : 2), OSP_ESTATE, "%s", keys[k]);
+        cr_assert_eq(osp_pipeline_merge(out, s, k == 0 ? 3 : 2, 0), OSP_ESTATE, "%s", keys[k]);
         const char *msg = osp_last_error();
         cr_assert(strstr(msg, b) && strstr(msg, keys[k]), "%s lacks %s or %s", msg, b, keys[k]);
         cr_assert(!has_file(out, "catalog.db"));
@@ -378,6 +380,14 @@ Test(merge, mismatched_settings_refused) {
         free(c);
         free(out);
     }
+}
+
+/* Lets go of the lock held on *fd after 0.3 s, as an exiting process would. */
+static void *unlock_later(void *arg) {
+    struct timespec pause = {0, 300000000};
+    nanosleep(&pause, NULL);
+    close(*(int *)arg);
+    return NULL;
 }
 
 Test(merge, replaces_an_earlier_merge_only) {
@@ -389,10 +399,10 @@ Test(merge, replaces_an_earlier_merge_only) {
     st.dim = 0;
     make_shard(t, &st, pa, NULL, 2);
     const char *ab[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, ab, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, ab, 2, 0), 0, "%s", osp_last_error());
     /* again, from b alone: only b's rows are left */
     const char *just_b[] = {b};
-    cr_assert_eq(osp_pipeline_merge(out, just_b, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, just_b, 1, 0), 0, "%s", osp_last_error());
     osp_array v, ids;
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     cr_assert_eq(ids.shape.dim[0], 1);
@@ -402,28 +412,37 @@ Test(merge, replaces_an_earlier_merge_only) {
     expect_clean(out);
     /* a tags-only merge in its place: the old vectors go */
     const char *just_t[] = {t};
-    cr_assert_eq(osp_pipeline_merge(out, just_t, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, just_t, 1, 0), 0, "%s", osp_last_error());
     cr_assert(!has_file(out, "vectors.npy") && !has_file(out, "ids.npy") && has_file(out, "tags.jsonl"));
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), OSP_ENOENT);
     cr_assert_not_null(strstr(osp_last_error(), "no vectors"), "%s", osp_last_error());
     /* a run's own folder is never replaced, nor a source */
-    cr_assert_eq(osp_pipeline_merge(t, just_b, 1), OSP_ESTATE);
+    cr_assert_eq(osp_pipeline_merge(t, just_b, 1, 0), OSP_ESTATE);
     cr_assert_not_null(strstr(osp_last_error(), "not a merge"), "%s", osp_last_error());
     cr_assert(has_file(t, "tags.jsonl"));
     const char *self[] = {a, out};
-    cr_assert_eq(osp_pipeline_merge(out, self, 2), OSP_EINVAL);
+    cr_assert_eq(osp_pipeline_merge(out, self, 2, 0), OSP_EINVAL);
     cr_assert_not_null(strstr(osp_last_error(), "itself"), "%s", osp_last_error());
-    /* one merge at a time into a folder */
+    /* one writer at a time into a folder: refused at once, or after the
+     * timeout while the other holds on, or done once it lets go */
     int fd = open(out, O_RDONLY | O_DIRECTORY);
     cr_assert_geq(fd, 0);
     cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
-    cr_assert_eq(osp_pipeline_merge(out, just_b, 1), OSP_ESTATE);
-    cr_assert_not_null(strstr(osp_last_error(), "another merge"), "%s", osp_last_error());
-    close(fd);
-    cr_assert_eq(osp_pipeline_merge(out, just_b, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, just_b, 1, 0), OSP_ESTATE);
+    cr_assert_not_null(strstr(osp_last_error(), "another run or merge"), "%s", osp_last_error());
+    double t0 = osp_now();
+    cr_assert_eq(osp_pipeline_merge(out, just_b, 1, 0.3), OSP_ESTATE);
+    cr_assert_geq(osp_now() - t0, 0.3);
+    cr_assert_not_null(strstr(osp_last_error(), "still running after 0.3 s"), "%s", osp_last_error());
+    pthread_t holder;
+    cr_assert_eq(pthread_create(&holder, NULL, unlock_later, &fd), 0);
+    t0 = osp_now();
+    cr_assert_eq(osp_pipeline_merge(out, just_b, 1, 30), 0, "%s", osp_last_error());
+    cr_assert_geq(osp_now() - t0, 0.2, "the merge did not wait for the lock");
+    pthread_join(holder, NULL);
     const char *twice[] = {a, a};
     char *o2 = dir_of("o2");
-    cr_assert_eq(osp_pipeline_merge(o2, twice, 2), OSP_EINVAL);
+    cr_assert_eq(osp_pipeline_merge(o2, twice, 2, 0), OSP_EINVAL);
     cr_assert_not_null(strstr(osp_last_error(), "twice"), "%s", osp_last_error());
     free(o2);
     free(a);
@@ -442,14 +461,14 @@ Test(merge, finishes_an_interrupted_merge) {
     char p[700];
     snprintf(p, sizeof p, "%s/vectors.npy", out);
     tmpdir_write(p, "junk", 4);
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 1), OSP_ESTATE);
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 1, 0), OSP_ESTATE);
     cr_assert_not_null(strstr(osp_last_error(), "vectors.npy"), "%s", osp_last_error());
     /* ...unless a merge was putting them in place when it was killed */
     snprintf(p, sizeof p, "%s/.merge-tmp-abc123", out);
     cr_assert_eq(mkdir(p, 0755), 0);
     snprintf(p, sizeof p, "%s/.merge-tmp-abc123/catalog.db", out);
     tmpdir_write(p, "x", 1);
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 1, 0), 0, "%s", osp_last_error());
     expect_clean(out);
     osp_array v, ids;
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
@@ -481,7 +500,7 @@ Test(merge, uncommitted_tail_ignored) {
     osp_array_free(&v);
     osp_array_free(&ids);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     cr_assert_eq(ids.shape.dim[0], 4);
     for (int i = 0; i < 4; i++)
@@ -515,24 +534,24 @@ Test(merge, damaged_source_refused) {
     fseek(f, OSP__NPY_HEADER + 8, SEEK_SET);
     fwrite(&other, 8, 1, f);
     fflush(f);
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 1), OSP_ECORRUPT);
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 1, 0), OSP_ECORRUPT);
     cr_assert(strstr(osp_last_error(), "img/y.jpg") && strstr(osp_last_error(), "12345"), "%s", osp_last_error());
     cr_assert(!has_file(out, "catalog.db"));
     expect_clean(out);
     fseek(f, OSP__NPY_HEADER + 8, SEEK_SET);
     fwrite(&was, 8, 1, f);
     fclose(f);
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 1, 0), 0, "%s", osp_last_error());
     /* a tags.jsonl cut short */
     snprintf(p, sizeof p, "%s/tags.jsonl", a);
     cr_assert_eq(truncate(p, 10), 0);
     char *out2 = dir_of("out2");
-    cr_assert_eq(osp_pipeline_merge(out2, srcs, 1), OSP_ECORRUPT);
+    cr_assert_eq(osp_pipeline_merge(out2, srcs, 1, 0), OSP_ECORRUPT);
     cr_assert_not_null(strstr(osp_last_error(), "tags.jsonl"), "%s", osp_last_error());
     cr_assert(!has_file(out2, "catalog.db"));
     /* the earlier merge in out is left as it was */
     osp_array v, ids;
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 1), OSP_ECORRUPT);
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 1, 0), OSP_ECORRUPT);
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     cr_assert_eq(ids.shape.dim[0], 2);
     osp_array_free(&v);
@@ -551,7 +570,7 @@ Test(merge, load_vectors_float16) {
     make_shard(a, &sp, pa, NULL, 3);
     make_shard(b, &sp, pb, NULL, 1);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     cr_assert(!has_file(out, "tags.jsonl"));
     osp_array v, ids;
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
@@ -615,7 +634,7 @@ Test(merge, long_tags_file) {
     const char *pb[] = {pa[0], pa[44], "img/new.jpg"}; /* two already in a */
     make_shard(b, &sp, pb, NULL, 3);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     int64_t lid[64];
     char tp[700];
     snprintf(tp, sizeof tp, "%s/tags.jsonl", out);
@@ -644,14 +663,14 @@ Test(merge, empty_shard) {
     make_shard(a, &F32_TAGS, NULL, NULL, 0);
     make_shard(b, &F32_TAGS, pa, NULL, 1);
     const char *srcs[] = {a, b};
-    cr_assert_eq(osp_pipeline_merge(out, srcs, 2), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, srcs, 2, 0), 0, "%s", osp_last_error());
     osp_array v, ids;
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     cr_assert_eq(ids.shape.dim[0], 1);
     osp_array_free(&v);
     osp_array_free(&ids);
     const char *just_a[] = {a};
-    cr_assert_eq(osp_pipeline_merge(out, just_a, 1), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_pipeline_merge(out, just_a, 1, 0), 0, "%s", osp_last_error());
     cr_assert_eq(osp_pipeline_load_vectors(out, &v, &ids), 0, "%s", osp_last_error());
     cr_assert_eq(v.shape.dim[0], 0);
     cr_assert_eq(v.shape.dim[1], 4);
