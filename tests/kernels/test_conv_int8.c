@@ -128,6 +128,14 @@ Test(conv_int8, shapes_against_float32_and_between_backends) {
         {1, 64, 14, 14, 28, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, /* team-split image */
         {4, 9, 9, 9, 13, 5, 3, 1, 0, 1, OSP_ACT_NONE, 0},    /* odd K, R */
         {1, 4, 45, 45, 8, 3, 3, 1, 20, 20, OSP_ACT_NONE, 0}, /* a row reach past 32 cells */
+        /* strided layers in phases (conv_int8.h) */
+        {2, 8, 14, 14, 16, 1, 1, 2, 0, 1, OSP_ACT_NONE, 1},  /* 1x1 s2: one phase read */
+        {1, 5, 16, 15, 12, 3, 3, 2, 1, 1, OSP_ACT_RELU, 0},  /* even and odd sides */
+        {1, 6, 13, 14, 8, 3, 3, 3, 1, 1, OSP_ACT_NONE, 0},   /* stride 3 */
+        {1, 4, 17, 17, 8, 3, 3, 2, 2, 2, OSP_ACT_NONE, 0},   /* s2 d2: one phase */
+        {1, 64, 28, 28, 28, 3, 3, 2, 1, 1, OSP_ACT_RELU, 1}, /* team-split image */
+        {3, 7, 9, 9, 4, 2, 2, 4, 1, 1, OSP_ACT_NONE, 0},     /* stride 4, a 2x2 window */
+        {1, 3, 23, 23, 8, 5, 5, 5, 0, 1, OSP_ACT_NONE, 0},   /* stride 5: a panel */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) check_shape(&shapes[i], 10 + i);
 }
