@@ -223,8 +223,9 @@ void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1) {
             const int64_t at = (int64_t)k * s + n / o->grid * q + n % o->grid;
             const float v = osp__int8_finish(o, k, acc, o->res ? o->res[at] : 0.0f);
             if (o->y) o->y[at] = v;
-            else *int8_packed_at(o, k, n / o->grid, n % o->grid) =
-                     osp__int8_quantize_one(v, o->yq_inv, o->yq_zero);
+            if (o->yq)
+                *int8_packed_at(o, k, n / o->grid, n % o->grid) =
+                    osp__int8_quantize_one(v, o->yq_inv, o->yq_zero);
         }
     }
 }
@@ -472,7 +473,9 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
     const float *x = io->x;
     float *y = io->y;
     const osp_conv_desc *nd = io->next;
-    if (!y && (!nd || nd->c != d->k || nd->h != d->p || nd->w != d->q || !int8_geometry(nd, &ng) ||
+    uint8_t *yq = io->yq;
+    if (!y && !yq) return;
+    if (yq && (!nd || nd->c != d->k || nd->h != d->p || nd->w != d->q || !int8_geometry(nd, &ng) ||
                !reads_packed(&ng)))
         return;
     const int8_filters *f = prepared;
@@ -500,7 +503,7 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
     int8_out o0 = {.d = d, .f = f, .off = off, .grid = g.grid, .cells = g.cells,
                    .block_stride = g.direct ? INT8_BLOCK_BYTES : (int64_t)g.groups * INT8_BLOCK_BYTES,
                    .zero = x_zero, .oscale = oscale, .bias = obias};
-    if (!y) {
+    if (yq) {
         o0.yq_plane = ng.plane;
         o0.yq_wp = ng.wp;
         o0.yq_top = nd->pad_h;
@@ -527,12 +530,12 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
                 int8_out o = o0;
                 o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? slot : slot + g.in_bytes;
                 o.y = y ? y + n * ks : NULL;
-                o.yq = y ? NULL : io->yq + n * ng.in_bytes;
+                o.yq = yq ? yq + n * ng.in_bytes : NULL;
                 o.res = d->residual ? d->residual + n * ks : NULL;
                 if (!io->xq)
                     prepare_input(d, &g, x + n * chw, inv, x_zero, slot, slot + g.in_bytes, 0, 1,
                                   kern, 0);
-                if (!y) fill_packed_borders(nd, &ng, io->y_zero, 0, ng.cq, o.yq);
+                if (yq) fill_packed_borders(nd, &ng, io->y_zero, 0, ng.cq, o.yq);
                 gemm_share(&o, &g, 0, 1, kern->gemm);
             }
         }
@@ -550,12 +553,12 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
             int8_out o = o0;
             o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? base : base + g.in_bytes;
             o.y = y ? y + n * ks : NULL;
-            o.yq = y ? NULL : io->yq + n * ng.in_bytes;
+            o.yq = yq ? yq + n * ng.in_bytes : NULL;
             o.res = d->residual ? d->residual + n * ks : NULL;
             if (!io->xq)
                 prepare_input(d, &g, x + n * chw, inv, x_zero, base, base + t * g.slot + g.in_bytes,
                               t, tn, kern, 1);
-            if (!y) {
+            if (yq) {
                 int lo, hi;
                 share(ng.cq, t, tn, &lo, &hi);
                 fill_packed_borders(nd, &ng, io->y_zero, lo, hi, o.yq);

@@ -100,8 +100,8 @@ typedef struct int8_out {
     int zero;
     const float *oscale;    /* Kp: x_scale * scale[k] */
     const float *bias;      /* Kp, zeros where the layer has none */
-    float *y;               /* this image's K x P x Q output, or NULL: */
-    uint8_t *yq;            /* this image's output packed for the next layer */
+    float *y;               /* this image's K x P x Q output, or NULL; */
+    uint8_t *yq;            /* this image's output packed for the next layer, or NULL */
     int64_t yq_plane;       /* its bytes from one channel quad to the next */
     int yq_wp, yq_top, yq_left; /* its bordered row's cells, and the borders */
     int yq_zero;
