@@ -1,12 +1,15 @@
 /* Int8 activations between layers, on and off, in one process
  * (docs/benchmarks.md, "Int8 activations between layers"):
  *
- *     build/bench_int8_handoff MODEL.int8.osp BATCH PAIRS
+ *     build/bench_int8_handoff MODEL.int8.osp BATCH PAIRS [shared]
  *
  * loads the int8 model twice, runs one forward of each, then keeps (as
  * osp_net_run's named layers are kept) in the second copy the outputs
  * that the first hands from one int8 layer to the next as bytes, so that
- * they stay float32 there as every layer did before; then PAIRS times a
+ * they stay float32 there as every layer did before (with "shared": only
+ * those handed off beside a float32 output that other layers read too,
+ * so that the other copy has the single-reader hand-offs alone); then
+ * PAIRS times a
  * forward of each copy, the order alternating. Both copies meet the same
  * load of a shared machine, which two processes run one after the other
  * do not. Prints each side's images/s (best and median) and process CPU
@@ -35,16 +38,18 @@ static int by_value(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The outputs net hands off as bytes under its current plan: the last
- * node of each such convolution's fused chain. */
-static int handed_off(osp_net *net, const char **names) {
+/* The outputs net hands off as bytes under its current plan (shared:
+ * only those beside a float32 output): the last node of each such
+ * convolution's fused chain. */
+static int handed_off(osp_net *net, const char **names, int shared) {
     osp_graph *g = net->graph;
     const int count = osp_graph_node_count(g);
     int found = 0;
     for (int i = 1; i < count; i++) {
         const osp_node *n = osp_graph_node(g, i);
-        if (!n->op || strcmp(n->op->name, "conv") || ((conv_attrs *)n->attrs)->qout_node < 0)
-            continue;
+        if (!n->op || strcmp(n->op->name, "conv")) continue;
+        const conv_attrs *a = n->attrs;
+        if (a->qout_node < 0 || (shared && !a->qbytes_size)) continue;
         int last = i;
         for (int j = i + 1; j < count; j++)
             if (osp_graph_node(g, j)->fused_into == i) last = j;
@@ -55,11 +60,11 @@ static int handed_off(osp_net *net, const char **names) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s MODEL.int8.osp BATCH PAIRS\n", argv[0]);
+    if (argc != 4 && (argc != 5 || strcmp(argv[4], "shared"))) {
+        fprintf(stderr, "usage: %s MODEL.int8.osp BATCH PAIRS [shared]\n", argv[0]);
         return 2;
     }
-    const int batch = atoi(argv[2]), pairs = atoi(argv[3]);
+    const int batch = atoi(argv[2]), pairs = atoi(argv[3]), shared = argc == 5;
     osp_net *net[2];
     if (batch < 1 || pairs < 1) {
         fprintf(stderr, "BATCH and PAIRS must be positive\n");
@@ -87,7 +92,7 @@ int main(int argc, char **argv) {
 
     const char *names[MAX_KEPT + 1] = {NULL}; /* NULL: the output */
     if (osp_net_run(net[0], x, batch, batch, NULL, 0, kept)) goto fail;
-    const int n_kept = handed_off(net[0], names + 1);
+    const int n_kept = handed_off(net[0], names + 1, shared);
     if (n_kept < 0) {
         osp_error(OSP_ERANGE, "more than %d hand-offs", MAX_KEPT);
         goto fail;
@@ -102,12 +107,12 @@ int main(int argc, char **argv) {
     }
     if (osp_net_run(net[1], x, batch, batch, names, n_kept + 1, kept)) goto fail;
     const char *none[MAX_KEPT];
-    if (handed_off(net[1], none) != 0) {
+    if (handed_off(net[1], none, shared) != 0) {
         osp_error(OSP_ESTATE, "the kept copy still hands off");
         goto fail;
     }
-    printf("%s, batch %d: %d outputs handed off as bytes, kept float32 in the other copy\n",
-           argv[1], batch, n_kept);
+    printf("%s, batch %d: %d outputs handed off as bytes%s, kept float32 in the other copy\n",
+           argv[1], batch, n_kept, shared ? " beside float32" : "");
 
     for (int p = 0; p < pairs; p++) {
         for (int s = 0; s < 2; s++) {

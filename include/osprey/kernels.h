@@ -50,16 +50,17 @@ typedef struct osp_conv_desc {
 /* Where an int8 convolution (osp_backend.conv2d_int8_forward_io) reads its
  * input and writes its output. Either side may be bytes in the "packed"
  * layout of an int8 convolution's input (conv2d_int8_packed_bytes per
- * image, images one after the other): an int8 layer that feeds only
- * another one writes its output already quantised for it, and the next
- * one reads those bytes instead of quantising float32 itself. */
+ * image, images one after the other): an int8 layer that feeds another
+ * one writes its output already quantised for it (and float32 too where
+ * other layers read it), and the next one reads those bytes instead of
+ * quantising float32 itself. */
 typedef struct osp_int8_io {
     float x_scale;             /* the input's quantisation */
     int x_zero;
     const float *x;            /* float32 input, or NULL: */
     const uint8_t *xq;         /* the input packed for this layer */
-    float *y;                  /* float32 output, or NULL: */
-    uint8_t *yq;               /* the output packed for next, */
+    float *y;                  /* float32 output, or NULL; and or: */
+    uint8_t *yq;               /* the output packed for next, or NULL, */
     const osp_conv_desc *next; /* the layer that reads it (its n, residual: unused) */
     float y_scale;             /* with next's input quantisation */
     int y_zero;

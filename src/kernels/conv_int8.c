@@ -20,13 +20,21 @@
 
 #define ALIGN64(x) (((x) + 63) / 64 * 64)
 
+/* Direct layouts of strided layers: the strides at most this, so that
+ * at most 16 phases (conv_int8.h) */
+#define INT8_MAX_PHASE_STRIDE 4
+
 typedef struct int8_geom {
     int direct;
     int r, groups, kp;
     int hp, wp;        /* the bordered input plane */
     int cq;            /* direct: channel quads */
-    int64_t plane;     /* direct: bytes from one channel quad to the next */
-    int64_t slack;     /* direct: bytes after a quad's plane that dropped cells read */
+    int sh, sw;        /* direct: the strides; the plane split into sh x sw phases */
+    int hs, ws;        /* direct: a phase's rows, and its cells a row */
+    int phases;        /* direct: the phases some tap reads, stored in this order: */
+    signed char phase_slot[INT8_MAX_PHASE_STRIDE * INT8_MAX_PHASE_STRIDE]; /* or -1 */
+    int64_t plane;     /* direct: bytes from one phase plane to the next */
+    int64_t slack;     /* direct: bytes after a phase plane that dropped cells read */
     int grid;          /* the output grid's width */
     int64_t cells;     /* P * grid */
     int blocks;        /* of 32 cells */
@@ -35,7 +43,7 @@ typedef struct int8_geom {
 
 static int int8_geometry(const osp_conv_desc *d, int8_geom *g) {
     if (d->groups != 1) return 0;
-    g->direct = d->stride_h == 1 && d->stride_w == 1;
+    g->direct = d->stride_h <= INT8_MAX_PHASE_STRIDE && d->stride_w <= INT8_MAX_PHASE_STRIDE;
     g->r = d->c * d->kh * d->kw;
     g->cq = (d->c + 3) / 4;
     g->groups = g->direct ? g->cq * d->kh * d->kw : (g->r + 3) / 4;
@@ -47,17 +55,31 @@ static int int8_geometry(const osp_conv_desc *d, int8_geom *g) {
      * window's reach past the last row) */
     if (g->hp < d->h + d->pad_h) g->hp = d->h + d->pad_h;
     if (g->wp < d->w + d->pad_w) g->wp = d->w + d->pad_w;
-    g->grid = g->direct ? g->wp : d->q;
+    if (g->direct) {
+        g->sh = d->stride_h;
+        g->sw = d->stride_w;
+        g->hs = (g->hp + g->sh - 1) / g->sh;
+        g->ws = (g->wp + g->sw - 1) / g->sw;
+        memset(g->phase_slot, -1, sizeof g->phase_slot);
+        g->phases = 0;
+        for (int i = 0; i < d->kh; i++)
+            for (int j = 0; j < d->kw; j++) {
+                signed char *at = &g->phase_slot[i * d->dil_h % g->sh * g->sw + j * d->dil_w % g->sw];
+                if (*at < 0) *at = (signed char)g->phases++;
+            }
+    }
+    g->grid = g->direct ? g->ws : d->q;
     g->cells = (int64_t)d->p * g->grid;
     g->blocks = (int)((g->cells + INT8_BLOCK_COLS - 1) / INT8_BLOCK_COLS);
     if (g->direct) {
-        /* each quad's plane, + what the last block's dropped cells read
+        /* each phase's plane, + what the last block's dropped cells read
          * past it: up to 31 cells and a 128-byte load, + the window's
          * reach along a row */
         g->slack = 2 * INT8_BLOCK_BYTES + (int64_t)(d->kw - 1) * d->dil_w * 4;
-        g->plane = (int64_t)g->hp * g->wp * 4 + g->slack;
-        g->in_bytes = ALIGN64(g->cq * g->plane);
-        g->b_bytes = 0;
+        g->plane = (int64_t)g->hs * g->ws * 4 + g->slack;
+        g->in_bytes = ALIGN64(g->cq * g->phases * g->plane);
+        /* strided: a row of the input quantised before it is dealt out */
+        g->b_bytes = g->sh * g->sw > 1 ? ALIGN64((int64_t)d->w * 4) : 0;
     } else {
         g->slack = 0;
         g->plane = (int64_t)g->hp * g->wp;
@@ -84,9 +106,15 @@ size_t osp__conv2d_int8_workspace(const osp_conv_desc *d) {
                     8 * (int64_t)g.groups);
 }
 
+/* Whether a layer of geometry g reads (and so can be handed) the
+ * unsplit direct layout that int8_packed_at writes. */
+static int reads_packed(const int8_geom *g) {
+    return g->direct && g->sh == 1 && g->sw == 1;
+}
+
 size_t osp__conv2d_int8_packed_bytes(const osp_conv_desc *d) {
     int8_geom g;
-    if (!int8_geometry(d, &g) || !g.direct) return 0;
+    if (!int8_geometry(d, &g) || !reads_packed(&g)) return 0;
     return (size_t)g.in_bytes;
 }
 
@@ -195,8 +223,9 @@ void osp__int8_gemm_ref(const int8_out *o, int k0, int k1, int b0, int b1) {
             const int64_t at = (int64_t)k * s + n / o->grid * q + n % o->grid;
             const float v = osp__int8_finish(o, k, acc, o->res ? o->res[at] : 0.0f);
             if (o->y) o->y[at] = v;
-            else *int8_packed_at(o, k, n / o->grid, n % o->grid) =
-                     osp__int8_quantize_one(v, o->yq_inv, o->yq_zero);
+            if (o->yq)
+                *int8_packed_at(o, k, n / o->grid, n % o->grid) =
+                    osp__int8_quantize_one(v, o->yq_inv, o->yq_zero);
         }
     }
 }
@@ -244,6 +273,41 @@ static void quantize_quads(const osp_conv_desc *d, const int8_geom *g, const flo
         const int below = g->hp - d->pad_h - d->h;
         if (below > 0) memset(p + (d->pad_h + d->h) * line, zero, (size_t)(below * line));
         memset(p + g->hp * line, zero, (size_t)g->slack); /* read by dropped cells */
+    }
+}
+
+/* Direct layout of a strided layer: quantises image x's channel quads
+ * [q0, q1) into their phase planes. Each input row is quantised once
+ * into row (four channels side by side, as quantize_quads) and its cells
+ * dealt out to the phases some tap reads; the rest is the zero point. */
+static void quantize_phases(const osp_conv_desc *d, const int8_geom *g, const float *x,
+                            float inv_scale, int zero, int q0, int q1, uint8_t *in, uint8_t *row,
+                            const int8_kernel *kern) {
+    const int64_t line = (int64_t)g->ws * 4;
+    for (int cq = q0; cq < q1; cq++) {
+        uint8_t *quad = in + cq * g->phases * g->plane;
+        memset(quad, zero, (size_t)(g->phases * g->plane));
+        for (int i = 0; i < d->h; i++) {
+            const int r = i + d->pad_h;
+            const signed char *slots = g->phase_slot + r % g->sh * g->sw;
+            int read = 0;
+            for (int pc = 0; pc < g->sw; pc++) read |= slots[pc] >= 0;
+            if (!read) continue;
+            const float *src[4];
+            for (int t = 0; t < 4; t++) {
+                const int c = cq * 4 + t;
+                src[t] = c < d->c ? x + ((int64_t)c * d->h + i) * d->w : NULL;
+            }
+            kern->quant4(src, d->w, inv_scale, zero, row);
+            for (int pc = 0; pc < g->sw; pc++) {
+                if (slots[pc] < 0) continue;
+                /* the first column whose bordered column pad_w + j is pc mod sw */
+                const int j0 = ((pc - d->pad_w) % g->sw + g->sw) % g->sw;
+                uint8_t *out = quad + slots[pc] * g->plane + (int64_t)(r / g->sh) * line +
+                               (int64_t)((d->pad_w + j0) / g->sw) * 4;
+                for (int j = j0; j < d->w; j += g->sw, out += 4) memcpy(out, row + 4 * j, 4);
+            }
+        }
     }
 }
 
@@ -379,14 +443,16 @@ static void gemm_share(const int8_out *o, const int8_geom *g, int t, int nt, int
     gemm(o, k0, k1, 0, g->blocks);
 }
 
-/* Quantises image x (and packs it) for the GEMM, thread t of nt's share. */
+/* Quantises image x (and packs it) for the GEMM, thread t of nt's share;
+ * row: thread t's own g->b_bytes (a direct layout's scratch row). */
 static void prepare_input(const osp_conv_desc *d, const int8_geom *g, const float *x, float inv,
-                          int zero, uint8_t *slot, int t, int nt, const int8_kernel *kern,
-                          int barrier) {
+                          int zero, uint8_t *slot, uint8_t *row, int t, int nt,
+                          const int8_kernel *kern, int barrier) {
     int lo, hi;
     if (g->direct) {
         share(g->cq, t, nt, &lo, &hi);
-        quantize_quads(d, g, x, inv, zero, lo, hi, slot, kern);
+        if (reads_packed(g)) quantize_quads(d, g, x, inv, zero, lo, hi, slot, kern);
+        else quantize_phases(d, g, x, inv, zero, lo, hi, slot, row, kern);
         return;
     }
     share(d->c, t, nt, &lo, &hi);
@@ -401,14 +467,16 @@ static void prepare_input(const osp_conv_desc *d, const int8_geom *g, const floa
 void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const void *prepared,
                         const float *bias, void *workspace, const int8_kernel *kern) {
     int8_geom g, ng;
-    if (!int8_geometry(d, &g) || (io->xq && !g.direct)) return;
+    if (!int8_geometry(d, &g) || (io->xq && !reads_packed(&g))) return;
     const float x_scale = io->x_scale;
     const int x_zero = io->x_zero;
     const float *x = io->x;
     float *y = io->y;
     const osp_conv_desc *nd = io->next;
-    if (!y && (!nd || nd->c != d->k || nd->h != d->p || nd->w != d->q || !int8_geometry(nd, &ng) ||
-               !ng.direct))
+    uint8_t *yq = io->yq;
+    if (!y && !yq) return;
+    if (yq && (!nd || nd->c != d->k || nd->h != d->p || nd->w != d->q || !int8_geometry(nd, &ng) ||
+               !reads_packed(&ng)))
         return;
     const int8_filters *f = prepared;
     uint8_t *base = (uint8_t *)ALIGN64((uintptr_t)workspace);
@@ -425,13 +493,17 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
             off[gq] = (int64_t)gq * INT8_BLOCK_BYTES;
             continue;
         }
-        const int cq = gq / taps, i = gq % taps / d->kw, j = gq % d->kw;
-        off[gq] = cq * g.plane + ((int64_t)i * d->dil_h * g.wp + (int64_t)j * d->dil_w) * 4;
+        /* tap (i, j) of quad cq: phase (i dil_h % sh, j dil_w % sw), shifted
+         * (i dil_h / sh, j dil_w / sw) cells in it (one phase at stride 1) */
+        const int cq = gq / taps, i = (gq % taps / d->kw) * d->dil_h, j = gq % d->kw * d->dil_w;
+        const int slot = g.phase_slot[i % g.sh * g.sw + j % g.sw];
+        off[gq] = (cq * g.phases + slot) * g.plane +
+                  ((int64_t)(i / g.sh) * g.ws + j / g.sw) * 4;
     }
     int8_out o0 = {.d = d, .f = f, .off = off, .grid = g.grid, .cells = g.cells,
                    .block_stride = g.direct ? INT8_BLOCK_BYTES : (int64_t)g.groups * INT8_BLOCK_BYTES,
                    .zero = x_zero, .oscale = oscale, .bias = obias};
-    if (!y) {
+    if (yq) {
         o0.yq_plane = ng.plane;
         o0.yq_wp = ng.wp;
         o0.yq_top = nd->pad_h;
@@ -458,10 +530,12 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
                 int8_out o = o0;
                 o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? slot : slot + g.in_bytes;
                 o.y = y ? y + n * ks : NULL;
-                o.yq = y ? NULL : io->yq + n * ng.in_bytes;
+                o.yq = yq ? yq + n * ng.in_bytes : NULL;
                 o.res = d->residual ? d->residual + n * ks : NULL;
-                if (!io->xq) prepare_input(d, &g, x + n * chw, inv, x_zero, slot, 0, 1, kern, 0);
-                if (!y) fill_packed_borders(nd, &ng, io->y_zero, 0, ng.cq, o.yq);
+                if (!io->xq)
+                    prepare_input(d, &g, x + n * chw, inv, x_zero, slot, slot + g.in_bytes, 0, 1,
+                                  kern, 0);
+                if (yq) fill_packed_borders(nd, &ng, io->y_zero, 0, ng.cq, o.yq);
                 gemm_share(&o, &g, 0, 1, kern->gemm);
             }
         }
@@ -479,10 +553,12 @@ void osp__int8_conv_run(const osp_conv_desc *d, const osp_int8_io *io, const voi
             int8_out o = o0;
             o.src = io->xq ? io->xq + n * g.in_bytes : g.direct ? base : base + g.in_bytes;
             o.y = y ? y + n * ks : NULL;
-            o.yq = y ? NULL : io->yq + n * ng.in_bytes;
+            o.yq = yq ? yq + n * ng.in_bytes : NULL;
             o.res = d->residual ? d->residual + n * ks : NULL;
-            if (!io->xq) prepare_input(d, &g, x + n * chw, inv, x_zero, base, t, tn, kern, 1);
-            if (!y) {
+            if (!io->xq)
+                prepare_input(d, &g, x + n * chw, inv, x_zero, base, base + t * g.slot + g.in_bytes,
+                              t, tn, kern, 1);
+            if (yq) {
                 int lo, hi;
                 share(ng.cq, t, tn, &lo, &hi);
                 fill_packed_borders(nd, &ng, io->y_zero, lo, hi, o.yq);

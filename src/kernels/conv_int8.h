@@ -10,15 +10,22 @@
  *     acc = sum over g, t < 4 of W[k][g][t] * B[n][g][t]        (exact, int32)
  * Two ways to lay B out, chosen by the shape alone:
  *
- *  - Direct (stride 1, the most and largest layers): the input is
- *    quantised into [ceil(C / 4)][Hp][Wp][4] bytes, four channels side by
- *    side, with borders holding the zero point. A group is four channels
- *    at one tap (i, j); the outputs are numbered over a grid as wide as
- *    the bordered input (n = p * Wp + q), so that for every group the
- *    bytes of 16 consecutive outputs are 64 consecutive bytes, at an
+ *  - Direct (strides up to 4: all the layers of common CNNs): the input
+ *    is quantised into [ceil(C / 4)][Hp][Wp][4] bytes, four channels side
+ *    by side, with borders holding the zero point. A group is four
+ *    channels at one tap (i, j); the outputs are numbered over a grid as
+ *    wide as the bordered input (n = p * Wp + q), so that for every group
+ *    the bytes of 16 consecutive outputs are 64 consecutive bytes, at an
  *    offset that depends on the group alone. The grid's columns past Q
  *    are computed and dropped (2 of 58 at 56 x 56 with 3 x 3 windows).
- *  - Panel (strided layers): the window is unrolled (im2col) into blocks
+ *    With strides sh x sw the bordered plane is split into phases, rows
+ *    r = i mod sh and columns j mod sw each, [ceil(C / 4)][phase]
+ *    [Hp / sh][Wp / sw][4] (only the phases some tap reads: one for a
+ *    1 x 1 window); output (p, q) at tap (i, j) reads phase (i mod sh,
+ *    j mod sw) at (p + i / sh, q + j / sw), so the grid is Wp / sw wide
+ *    and each tap is again one offset: a strided layer is a stride-1
+ *    one over its phases, with no im2col.
+ *  - Panel (strides over 4): the window is unrolled (im2col) into blocks
  *    of 32 outputs, [blocks][groups][32][4], a group being four
  *    consecutive taps of the flattened window (c, i, j); grid width Q.
  *
@@ -93,8 +100,8 @@ typedef struct int8_out {
     int zero;
     const float *oscale;    /* Kp: x_scale * scale[k] */
     const float *bias;      /* Kp, zeros where the layer has none */
-    float *y;               /* this image's K x P x Q output, or NULL: */
-    uint8_t *yq;            /* this image's output packed for the next layer */
+    float *y;               /* this image's K x P x Q output, or NULL; */
+    uint8_t *yq;            /* this image's output packed for the next layer, or NULL */
     int64_t yq_plane;       /* its bytes from one channel quad to the next */
     int yq_wp, yq_top, yq_left; /* its bordered row's cells, and the borders */
     int yq_zero;

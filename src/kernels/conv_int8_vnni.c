@@ -100,8 +100,7 @@ static inline __m512 value16(const int8_out *o, int k, __m512i acc, int64_t at, 
 }
 
 /* ... stored as float32 */
-static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
-    const __m512 v = value16(o, k, acc, at, m);
+static inline void store16(const int8_out *o, int k, __m512 v, int64_t at, __mmask16 m) {
     float *y = o->y + (int64_t)k * o->d->p * o->d->q + at;
     if (m == 0xffff) {
         _mm512_storeu_ps(y, v);
@@ -111,12 +110,13 @@ static inline void finish16(const int8_out *o, int k, __m512i acc, int64_t at, _
     _mm512_mask_storeu_ps(y, (__mmask16)((1u << count) - 1), _mm512_maskz_compress_ps(m, v));
 }
 
-/* ... quantised as the next layer would, in 32-bit lanes (a channel past
- * K: the zero point) */
+/* ... (stored as float32 too where o->y is) quantised as the next layer
+ * would, in 32-bit lanes (a channel past K: the zero point) */
 static inline __m512i byte16(const int8_out *o, int k, __m512i acc, int64_t at, __mmask16 m) {
     if (k >= o->f->k) return _mm512_set1_epi32(o->yq_zero);
-    return quantize16(value16(o, k, acc, at, m), _mm512_set1_ps(o->yq_inv),
-                      _mm512_set1_epi32(o->yq_zero));
+    const __m512 v = value16(o, k, acc, at, m);
+    if (o->y) store16(o, k, v, at, m);
+    return quantize16(v, _mm512_set1_ps(o->yq_inv), _mm512_set1_epi32(o->yq_zero));
 }
 
 /* The packed epilogue of 16 cells of the four channels of quad k0 / 4:
@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) void tile(const int8_out *o, const 
         }
         w += 4 * rows;
     }
-    if (!o->y) {
+    if (o->yq) {
         /* unrolled, so that the accumulators stay in registers */
 #pragma GCC unroll 3
         for (int r = 0; r < rows; r += 4) {
@@ -194,8 +194,8 @@ static inline __attribute__((always_inline)) void tile(const int8_out *o, const 
     for (int r = 0; r < rows; r++) {
         const int k = k0 + r;
         if (k >= f->k) break;
-        if (v->m0) finish16(o, k, acc[r][0], v->at0, v->m0);
-        if (v->m1) finish16(o, k, acc[r][1], v->at1, v->m1);
+        if (v->m0) store16(o, k, value16(o, k, acc[r][0], v->at0, v->m0), v->at0, v->m0);
+        if (v->m1) store16(o, k, value16(o, k, acc[r][1], v->at1, v->m1), v->at1, v->m1);
     }
 }
 

@@ -71,6 +71,10 @@ OSP_DECLARE_MULTIVERSIONED(osp__cpu_)
 OSP_DECLARE_MULTIVERSIONED(osp__avx2_)
 OSP_DECLARE_MULTIVERSIONED(osp__avx512_)
 
+/* Inference's 3x3/2 max pooling with padding 1 (maxpool3s2_avx512.c):
+ * whether it took d (else pool.c's general loop runs). */
+int osp__avx512_maxpool3s2(const osp_conv_desc *d, const float *x, float *y);
+
 /* Int8 convolution (conv_int8.c; the VNNI forward in conv_int8_vnni.c). */
 size_t osp__conv2d_int8_prepared_bytes(const osp_conv_desc *d);
 void osp__conv2d_int8_prepare(const osp_conv_desc *d, const float *w, void *prepared);

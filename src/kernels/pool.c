@@ -191,6 +191,9 @@ static void max_interior(const osp_conv_desc *d, const float *xp, int h0, int i_
 }
 
 void KFN(maxpool_forward)(const osp_conv_desc *d, const float *x, float *y, int32_t *argmax) {
+#if defined(__AVX512F__)
+    if (!argmax && osp__avx512_maxpool3s2(d, x, y)) return;
+#endif
     const int64_t planes = (int64_t)d->n * d->c, hw = (int64_t)d->h * d->w;
     const int64_t s = (int64_t)d->p * d->q;
     /* Columns whose windows lie inside the input: w0 >= 0 and the last tap

@@ -46,11 +46,15 @@ typedef struct conv_attrs {
     void *qprepared;
     size_t qprepared_bytes;
     const osp_backend *qprepared_for;
-    /* int8 activations (op_conv.c): the int8 convolution that alone reads
-     * this layer's output, which is then written packed for it, or -1;
-     * decided for backend qout_for (NULL: not yet, under this plan) */
+    /* int8 activations (op_conv.c): the int8 convolution that reads this
+     * layer's output packed for it, or -1; decided for backend qout_for
+     * (NULL: not yet, under this plan). Where it alone reads the output,
+     * the bytes take the output's own buffer; where others read it too,
+     * the output stays float32 and the bytes are in qbytes. */
     int qout_node;
     const osp_backend *qout_for;
+    uint8_t *qbytes;
+    size_t qbytes_size;
     /* while calibrating: the statistics of this layer's input */
     struct osp_calib_stats *calib;
 } conv_attrs;

@@ -87,6 +87,8 @@ static int parse(osp_spec_section *s, void **out) {
     a.qprepared_for = NULL;
     a.qout_node = -1;
     a.qout_for = NULL;
+    a.qbytes = NULL;
+    a.qbytes_size = 0;
     a.calib = NULL;
     conv_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
@@ -101,6 +103,7 @@ static void conv_free_attrs(void *attrs) {
         osp_free(a->folded);
         osp_free(a->prepared);
         osp_free(a->qprepared);
+        osp_free(a->qbytes);
         osp__calib_stats_free(a->calib);
     }
     osp_free(a);
@@ -307,15 +310,32 @@ static osp_node *producer_of(osp_graph *g, int i) {
     return n->fused_into ? osp_graph_node(g, n->fused_into) : n;
 }
 
-/* Int8 activations between layers: the int8 convolution that is the only
- * reader of n's value (n's own, or that of the last node fused into it),
- * if it runs int8 on be and reads packed input, with its filters ready;
- * else NULL. A value anything else reads (a residual add, a kept or final
- * output, a layer being calibrated) stays float32. */
-static osp_node *packed_reader(osp_graph *g, osp_node *n, const osp_backend *be, int batch) {
+/* The bytes one image's input takes packed for reader r, if it runs int8
+ * on be and reads packed input, with its filters ready; else 0. */
+static size_t packed_input_bytes(osp_graph *g, osp_node *r, const osp_backend *be, int batch) {
+    if (!is_conv_node(r)) return 0;
+    conv_attrs *ra = r->attrs;
+    if (!ra->quant || ra->calib) return 0;
+    const osp_conv_desc rd = desc_of(g, r, batch);
+    const size_t per_image = be->conv2d_int8_packed_bytes(&rd);
+    const float *w, *bias;
+    infer_weights(g, r, &w, &bias);
+    return per_image && quantized_filters(ra, &rd, w, be) ? per_image : 0;
+}
+
+/* Int8 activations between layers: the int8 convolution that reads n's
+ * value (n's own, or that of the last node fused into it) packed for it,
+ * or NULL; its bytes then go in n's own float32 buffer if it alone reads
+ * the value, else (*shared set) beside it, in n's qbytes. A kept or final
+ * output, and a layer being calibrated, read float32 only. */
+static osp_node *packed_reader(osp_graph *g, osp_node *n, const osp_backend *be, int batch,
+                               int *shared) {
+    *shared = 0;
     if (!be->conv2d_int8_forward_io || !be->conv2d_int8_packed_bytes) return NULL;
     const int count = osp_graph_node_count(g);
     osp_node *reader = NULL;
+    size_t per_image = 0;
+    int readers = 0;
     for (int i = 1; i < count; i++) {
         osp_node *m = osp_graph_node(g, i);
         const int member = i == n->id || m->fused_into == n->id;
@@ -323,20 +343,23 @@ static osp_node *packed_reader(osp_graph *g, osp_node *n, const osp_backend *be,
         if (member) continue;
         for (int j = 0; j < m->n_inputs; j++) {
             if (producer_of(g, m->inputs[j]) != n) continue;
-            if (reader) return NULL;
-            reader = m;
+            readers++;
+            if (!reader && (per_image = packed_input_bytes(g, m, be, batch))) reader = m;
         }
     }
-    if (!reader || !is_conv_node(reader)) return NULL;
-    conv_attrs *ra = reader->attrs;
-    if (!ra->quant || ra->calib) return NULL;
-    const osp_conv_desc rd = desc_of(g, reader, batch);
-    const size_t per_image = be->conv2d_int8_packed_bytes(&rd);
-    /* the packed bytes live in n's own float32 buffer */
-    if (!per_image || per_image > (size_t)n->size * sizeof(float)) return NULL;
-    const float *w, *bias;
-    infer_weights(g, reader, &w, &bias);
-    return quantized_filters(ra, &rd, w, be) ? reader : NULL;
+    if (!reader) return NULL;
+    if (readers == 1) return per_image <= (size_t)n->size * sizeof(float) ? reader : NULL;
+    conv_attrs *a = n->attrs;
+    const size_t bytes = per_image * (size_t)batch;
+    if (a->qbytes_size != bytes) {
+        osp_free(a->qbytes);
+        a->qbytes_size = 0;
+        a->qbytes = osp_alloc(bytes);
+        if (!a->qbytes) return NULL;
+        a->qbytes_size = bytes;
+    }
+    *shared = 1;
+    return reader;
 }
 
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
@@ -361,20 +384,28 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
                 const osp_node *from = producer_of(g, n->inputs[0]);
                 const conv_attrs *fa = is_conv_node(from) ? from->attrs : NULL;
                 if (fa && fa->qout_for == ex->be && fa->qout_node == n->id)
-                    io.xq = (const uint8_t *)osp_node_input(g, n, 0)->out;
+                    io.xq = fa->qbytes_size ? fa->qbytes
+                                            : (const uint8_t *)osp_node_input(g, n, 0)->out;
                 else
                     io.x = osp_node_input(g, n, 0)->out;
                 if (a->qout_for != ex->be) {
-                    const osp_node *r = packed_reader(g, n, ex->be, ex->batch);
+                    int shared;
+                    const osp_node *r = packed_reader(g, n, ex->be, ex->batch, &shared);
                     a->qout_node = r ? r->id : -1;
                     a->qout_for = ex->be;
+                    if (!shared) { /* bytes in n->out, if any */
+                        osp_free(a->qbytes);
+                        a->qbytes = NULL;
+                        a->qbytes_size = 0;
+                    }
                 }
                 osp_conv_desc next;
                 if (a->qout_node >= 0) {
                     const osp_node *r = osp_graph_node(g, a->qout_node);
                     const conv_attrs *ra = r->attrs;
                     next = desc_of(g, r, ex->batch);
-                    io.yq = (uint8_t *)n->out;
+                    io.yq = a->qbytes_size ? a->qbytes : (uint8_t *)n->out;
+                    io.y = a->qbytes_size ? n->out : NULL;
                     io.next = &next;
                     io.y_scale = ra->in_scale;
                     io.y_zero = ra->in_zero;

@@ -128,6 +128,14 @@ Test(conv_int8, shapes_against_float32_and_between_backends) {
         {1, 64, 14, 14, 28, 3, 3, 1, 1, 1, OSP_ACT_RELU, 0}, /* team-split image */
         {4, 9, 9, 9, 13, 5, 3, 1, 0, 1, OSP_ACT_NONE, 0},    /* odd K, R */
         {1, 4, 45, 45, 8, 3, 3, 1, 20, 20, OSP_ACT_NONE, 0}, /* a row reach past 32 cells */
+        /* strided layers in phases (conv_int8.h) */
+        {2, 8, 14, 14, 16, 1, 1, 2, 0, 1, OSP_ACT_NONE, 1},  /* 1x1 s2: one phase read */
+        {1, 5, 16, 15, 12, 3, 3, 2, 1, 1, OSP_ACT_RELU, 0},  /* even and odd sides */
+        {1, 6, 13, 14, 8, 3, 3, 3, 1, 1, OSP_ACT_NONE, 0},   /* stride 3 */
+        {1, 4, 17, 17, 8, 3, 3, 2, 2, 2, OSP_ACT_NONE, 0},   /* s2 d2: one phase */
+        {1, 64, 28, 28, 28, 3, 3, 2, 1, 1, OSP_ACT_RELU, 1}, /* team-split image */
+        {3, 7, 9, 9, 4, 2, 2, 4, 1, 1, OSP_ACT_NONE, 0},     /* stride 4, a 2x2 window */
+        {1, 3, 23, 23, 8, 5, 5, 5, 0, 1, OSP_ACT_NONE, 0},   /* stride 5: a panel */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) check_shape(&shapes[i], 10 + i);
 }
@@ -180,19 +188,22 @@ Test(conv_int8, saturates_out_of_range_inputs) {
 }
 
 /* Int8 activations between layers (conv2d_int8_forward_io): layer a writes
- * its output packed for layer b, and b reads those bytes. b's outputs are
- * then the same bits as when a writes float32 and b quantises it, on every
- * backend, and the same between backends. */
+ * its output packed for layer b (and float32 too, where others read it),
+ * and b reads those bytes. b's outputs are then the same bits as when a
+ * writes float32 and b quantises it, on every backend, and the same
+ * between backends; a's float32 output is the same with the bytes or
+ * without. */
 typedef struct pair {
     shape a;         /* b's input is a's output */
     int bk, bkh, bpad, bdil;
     int a_residual;  /* a's epilogue adds a residual before it is packed */
 } pair;
 
-/* b's float32 output after a, a's output packed for b (packed) or not. */
+/* b's float32 output after a, a's output packed for b (packed 1), packed
+ * and float32 (2: a's float32 output copied to ya), or float32 only (0). */
 static float *run_pair(const osp_backend *be, const osp_conv_desc *da, const osp_conv_desc *db,
                        const float *x, const float *wa, const float *ba, const float *wb,
-                       const float *bb, float ys, int yz, int packed) {
+                       const float *bb, float ys, int yz, int packed, float *ya) {
     void *pa = malloc(be->conv2d_int8_prepared_bytes(da));
     void *pb = malloc(be->conv2d_int8_prepared_bytes(db));
     size_t ws_bytes = be->conv2d_int8_workspace(da);
@@ -209,9 +220,11 @@ static float *run_pair(const osp_backend *be, const osp_conv_desc *da, const osp
     uint8_t *mid = malloc(bytes);
     memset(mid, 0xa5, bytes);
     float *y = malloc(sizeof(float) * (size_t)db->n * db->k * db->p * db->q);
+    float *both = packed == 2 ? malloc(a_bytes) : NULL;
     osp_int8_io io = {.x_scale = 2.6f / 255, .x_zero = 69, .x = x};
     if (packed) {
         io.yq = mid;
+        io.y = both;
         io.next = db;
         io.y_scale = ys;
         io.y_zero = yz;
@@ -219,6 +232,8 @@ static float *run_pair(const osp_backend *be, const osp_conv_desc *da, const osp
         io.y = (float *)mid;
     }
     be->conv2d_int8_forward_io(da, &io, pa, ba, ws);
+    if (ya) memcpy(ya, packed == 2 ? both : (float *)mid, a_bytes);
+    free(both);
     osp_int8_io in = {.x_scale = ys, .x_zero = yz, .y = y};
     if (packed) in.xq = mid;
     else in.x = (const float *)mid;
@@ -249,23 +264,31 @@ static void check_pair(const pair *s, uint64_t seed) {
     const float lo = s->a.act == OSP_ACT_RELU ? 0.0f : -1.5f, ys = (2.0f - lo) / 255;
     const int yz = (int)lrintf(-lo / ys);
     const osp_backend *ref = osp_backend_cpu_reference();
-    float *want = run_pair(ref, &da, &db, x, wa, ba, wb, bb, ys, yz, 0);
+    float *want_a = malloc(sizeof(float) * na), *got_a = malloc(sizeof(float) * na);
+    float *want = run_pair(ref, &da, &db, x, wa, ba, wb, bb, ys, yz, 0, want_a);
     const int64_t ny = (int64_t)sb.n * sb.k * db.p * db.q;
     const char *names[] = {"reference", "avx512"};
     for (int i = 0; i < 2; i++) {
         const osp_backend *be = i ? osp_backend_find(names[i]) : ref;
         if (!be || !be->conv2d_int8_forward_io) continue;
-        for (int packed = 0; packed < 2; packed++) {
-            float *got = run_pair(be, &da, &db, x, wa, ba, wb, bb, ys, yz, packed);
+        for (int packed = 0; packed < 3; packed++) {
+            const char *how[] = {"float32", "packed", "packed and float32"};
+            float *got = run_pair(be, &da, &db, x, wa, ba, wb, bb, ys, yz, packed,
+                                  packed == 1 ? NULL : got_a);
             for (int64_t j = 0; j < ny; j++)
                 cr_assert(memcmp(&got[j], &want[j], sizeof(float)) == 0,
                           "%s, %s, a %dx%d s%d k%d -> b %dx%d p%d: y[%lld] = %.9g, want %.9g",
-                          be->name, packed ? "packed" : "float32", s->a.kh, s->a.kw, s->a.stride,
-                          s->a.k, s->bkh, s->bkh, s->bpad, (long long)j, got[j], want[j]);
+                          be->name, how[packed], s->a.kh, s->a.kw, s->a.stride, s->a.k, s->bkh,
+                          s->bkh, s->bpad, (long long)j, got[j], want[j]);
+            for (int64_t j = 0; packed != 1 && j < na; j++)
+                cr_assert(memcmp(&got_a[j], &want_a[j], sizeof(float)) == 0,
+                          "%s, %s: a's y[%lld] = %.9g, want %.9g", be->name, how[packed],
+                          (long long)j, got_a[j], want_a[j]);
             free(got);
         }
     }
-    free(x), free(wa), free(wb), free(ba), free(bb), free(res), free(want);
+    free(x), free(wa), free(wb), free(ba), free(bb), free(res), free(want), free(want_a),
+        free(got_a);
 }
 
 Test(conv_int8, packed_output_equals_quantised_float32) {

@@ -122,3 +122,40 @@ Test(variants, maxpool_without_argmax) {
         free(x), free(a), free(b);
     }
 }
+
+/* The same for the 3x3/2 pooling of CNN stems (padding 1), whose AVX-512
+ * copy folds each row's taps before the rows: on values drawn from a few,
+ * so that ties are common, with zeros of both signs, -inf and NaNs that
+ * differ in their payload (which of them wins shows), on every width and
+ * height up to past two strips of 16 outputs. */
+Test(variants, maxpool_3x3_stride2_ties_zeros_and_nans) {
+    const osp_backend *ref = osp_backend_cpu_reference(), *v = osp_backend_find("avx512");
+    if (!v) return;
+    for (int h = 1; h <= 70; h += 3)
+        for (int w = 1; w <= 70; w++) {
+            osp_conv_desc d = {.n = 1, .c = 2, .h = h, .w = w, .k = 2, .kh = 3, .kw = 3,
+                               .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .dil_h = 1,
+                               .dil_w = 1, .groups = 1};
+            d.p = osp_conv_out_size(h, 3, 2, 1, 1, 0);
+            d.q = osp_conv_out_size(w, 3, 2, 1, 1, 0);
+            const int nx = d.c * h * w, ny = d.c * d.p * d.q;
+            float *x = malloc(nx * sizeof(float)), *a = malloc(ny * sizeof(float));
+            float *b = malloc(ny * sizeof(float));
+            osp_rng r;
+            osp_rng_seed(&r, (uint64_t)(h * 100 + w));
+            for (int i = 0; i < nx; i++) {
+                const uint64_t pick = osp_rng_below(&r, 40);
+                if (pick < 3) { /* a NaN whose payload names it */
+                    const uint32_t bits = 0x7fc00000u | (uint32_t)i;
+                    memcpy(&x[i], &bits, sizeof bits);
+                } else {
+                    const float values[] = {-1.0f, -0.0f, 0.0f, 1.0f, 2.0f, -INFINITY};
+                    x[i] = values[pick % 6];
+                }
+            }
+            ref->maxpool_forward(&d, x, a, NULL);
+            v->maxpool_forward(&d, x, b, NULL);
+            cr_assert(!memcmp(a, b, (size_t)ny * sizeof(float)), "maxpool 3x3/2 on %dx%d", h, w);
+            free(x), free(a), free(b);
+        }
+}

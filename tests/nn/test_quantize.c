@@ -158,10 +158,12 @@ Test(quantize, calibration_misuse) {
     osp_net_free(net);
 }
 
-/* Int8 activations between layers: a convolution whose output only an
- * int8 convolution with a stride-1 window reads hands it bytes (c1 -> c2,
- * with batch norm and ReLU fused; c2 -> c3, 1x1); the rest stay float32
- * (c3 -> c4 has a strided reader, c4's output feeds c5 and an add). The
+/* Int8 activations between layers: a convolution whose output an int8
+ * convolution with a stride-1 window reads hands it bytes: in its own
+ * buffer where that layer alone reads it (c1 -> c2, with batch norm and
+ * ReLU fused; c2 -> c3, 1x1), beside its float32 output where others read
+ * it too (c4 -> c5, whose output an add reads too); the rest do not
+ * (c3 -> c4 has a strided reader, c5 none that is a convolution). The
  * outputs are the same bits as when every layer's float32 output is kept
  * (osp_net_run's kept layers are never handed off), and the same on the
  * portable kernel as on this CPU's. */
@@ -176,10 +178,12 @@ static const char CHAIN[] = "[net]\ninput = 3x10x10\n"
                             "[add]\ninput = c5, r4\n[relu]\n"
                             "[globalavgpool]\n[fc]\nname = head\noutputs = 4\n";
 
+/* 0: layer hands off no bytes; 1: in its own buffer; 2: beside it */
 static int hands_off(osp_net *net, const char *layer) {
     const osp_node *n = osp_graph_find(net->graph, layer);
     const conv_attrs *a = n->attrs;
-    return a->qout_for != NULL && a->qout_node >= 0;
+    if (a->qout_for == NULL || a->qout_node < 0) return 0;
+    return a->qbytes_size ? 2 : 1;
 }
 
 Test(quantize, packed_handoff_equals_float32_handoff) {
@@ -213,20 +217,25 @@ Test(quantize, packed_handoff_equals_float32_handoff) {
         setenv("OSP_BACKEND", backends[b], 1);
         float *packed = malloc(sizeof(float) * n * 4), *plain = malloc(sizeof(float) * n * 4);
         float *r1 = malloc(sizeof(float) * n * 1000), *r2 = malloc(sizeof(float) * n * 1600);
-        float *outs[3] = {packed};
+        float *r4 = malloc(sizeof(float) * n * 200);
+        float *outs[4] = {packed};
         cr_assert_eq(osp_net_run(nets[0], x, n, 8, NULL, 0, outs), 0, "%s", osp_last_error());
-        cr_assert(hands_off(nets[0], "c1") && hands_off(nets[0], "c2"), "%s: c1, c2 hand off", be->name);
-        cr_assert(!hands_off(nets[0], "c3") && !hands_off(nets[0], "c4") && !hands_off(nets[0], "c5"));
-        const char *layers[] = {"head", "r1", "r2"};
-        outs[0] = plain, outs[1] = r1, outs[2] = r2;
-        cr_assert_eq(osp_net_run(nets[1], x, n, 8, layers, 3, outs), 0, "%s", osp_last_error());
-        cr_assert(!hands_off(nets[1], "c1") && !hands_off(nets[1], "c2"), "kept layers stay float32");
+        cr_assert(hands_off(nets[0], "c1") == 1 && hands_off(nets[0], "c2") == 1,
+                  "%s: c1, c2 hand off", be->name);
+        cr_assert(hands_off(nets[0], "c4") == 2, "%s: c4 hands off beside float32", be->name);
+        cr_assert(!hands_off(nets[0], "c3") && !hands_off(nets[0], "c5"));
+        const char *layers[] = {"head", "r1", "r2", "r4"};
+        outs[0] = plain, outs[1] = r1, outs[2] = r2, outs[3] = r4;
+        cr_assert_eq(osp_net_run(nets[1], x, n, 8, layers, 4, outs), 0, "%s", osp_last_error());
+        cr_assert(!hands_off(nets[1], "c1") && !hands_off(nets[1], "c2") &&
+                      !hands_off(nets[1], "c4"),
+                  "kept layers stay float32");
         cr_assert(memcmp(packed, plain, sizeof(float) * n * 4) == 0, "%s: packed and float32 differ",
                   be->name);
         if (first) cr_assert(memcmp(packed, first, sizeof(float) * n * 4) == 0,
                              "%s differs from the portable kernel", be->name);
         else first = packed, packed = NULL;
-        free(packed), free(plain), free(r1), free(r2);
+        free(packed), free(plain), free(r1), free(r2), free(r4);
     }
     unsetenv("OSP_BACKEND");
     cr_assert(first, "the portable kernel runs int8");
