@@ -484,8 +484,12 @@ static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int log
 static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int rc = only_first_output(im, n);
     if (rc) return rc;
-    onnx_value *mode = osp__onnx_input(im, n, 2);
-    if (mode &&
+    onnx_value *mode = osp__onnx_input(im, n, 2), *ratio = osp__onnx_input(im, n, 1);
+    /* training mode with a ratio of 0 drops nothing (torchvision's swin
+     * calls F.dropout(attn, p=0.0) without training=False) */
+    int no_drop = ratio && ratio->kind == ONNX_VAL_CONST && ratio->c.numel == 1 &&
+                  osp__onnx_const_get(&ratio->c, 0) == 0.0;
+    if (mode && !no_drop &&
         !(mode->kind == ONNX_VAL_CONST && mode->c.numel == 1 && !osp__onnx_const_get(&mode->c, 0)))
         FAIL(OSP_ENOTSUP, "dropout in training mode");
     return alias(im, n);
