@@ -16,6 +16,8 @@ and M.output.npy, and OUT_DIR/manifest.txt with one line per model:
         window partition merges the batch with the windows (N x 4 windows
         in the first stage, whose second block shifts them and adds the
         mask computed from shapes; one window in the second)
+  tswinpad17  the same on 24x24 images, opset 17: 6x6 and 3x3 feature maps,
+        padded to whole windows (Pad of N x H x W x C) and cropped back
 and bad_mha.txt: models whose batch is left where osprey cannot compute
 them per sample ('FILE FRAGMENT' lines). Weights are random, fixed seeds,
 dynamic batch."""
@@ -137,6 +139,7 @@ def main():
     export("tswin11", swin, img, 11, out_dir, lines)
     export("tswin13", swin, img, 13, out_dir, lines)
     export("tswin17", swin, img, 17, out_dir, lines)
+    export("tswinpad17", swin, torch.randn(3, 3, 24, 24), 17, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
         f.writelines(lines)
     write_bad(out_dir)

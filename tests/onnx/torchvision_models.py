@@ -48,11 +48,7 @@ import torchvision
 TOL = 1e-4
 # Input sizes other than 64x64: a model's smallest, or where an adaptive pool
 # would otherwise have to upsample (which the exporter refuses).
-# swin_t at 224x224: the smallest size at which every stage's feature map
-# (size / 4 to size / 32) is a whole number of 7x7 windows, so that neither
-# the window partition nor the patch merging pads (their Pad is on axes 1 and
-# 2 of N x H x W x C, which osprey's [pad] does not cover).
-SIZES = {"inception_v3": 75, "maxvit_t": 224, "swin_t": 224, "alexnet": 224,
+SIZES = {"inception_v3": 75, "maxvit_t": 224, "alexnet": 224,
          "vgg11": 224, "vgg11_bn": 224, "vgg13": 224, "vgg13_bn": 224,
          "vgg16": 224, "vgg16_bn": 224, "vgg19": 224, "vgg19_bn": 224}
 # Builders that take the image size (vision transformers): built small.
