@@ -560,8 +560,18 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
             out->i[o] = osp__onnx_batch_times(mul ? f * c : f / c);
             continue;
         }
-        if (is_int && op == 'P') {
-            int64_t x = a->i[ia], y = (int64_t)osp__onnx_const_get(b, ib);
+        if (is_int && op == 'P' && !b->is_int) {
+            /* an integer base to a float power: computed, then truncated
+             * to the base's type (as ONNX Runtime) */
+            double r = pow((double)a->i[ia], osp__onnx_const_get(b, ib));
+            if (!(fabs(r) < 9.2e18)) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ERANGE, "integer overflow in %lld ^ %g", (long long)a->i[ia],
+                     osp__onnx_const_get(b, ib));
+            }
+            out->i[o] = (int64_t)r;
+        } else if (is_int && op == 'P') {
+            int64_t x = a->i[ia], y = b->i[ib];
             int over = 0;
             if (y < 0) {
                 osp__onnx_const_free(out);

@@ -211,6 +211,13 @@ Test(onnx_fold_fill, pow_of_floats_and_integers) {
     attr_int(node("Cast", "cast", "p", NULL, NULL, "c"), "to", 1);
     expect_row((double[]){8, 27, -8, 125});
 
+    reset(); /* an integer base to a float power keeps the base's type */
+    init("b", 1, 1, four, (double[]){4, 9, 10, 2});
+    init("e", 0, 0, NULL, (double[]){0.5});
+    node("Pow", "pow", "b", "e", NULL, "p");
+    attr_int(node("Cast", "cast", "p", NULL, NULL, "c"), "to", 1);
+    expect_row((double[]){2, 3, 3, 1});
+
     reset();
     init("b", 1, 1, four, (double[]){2, 3, -2, 5});
     init("e", 1, 0, NULL, (double[]){-1});
