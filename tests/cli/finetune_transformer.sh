@@ -9,6 +9,7 @@
 # fine-tuning. The imported model's gradients are checked against finite
 # differences end to end by tests/io/test_onnx_vit_grad.c (the same
 # architecture) and test_onnx_swin_grad.c.
+# ctest: slow
 # usage: finetune_transformer.sh path/to/osprey   (run from the build directory)
 set -euo pipefail
 osprey=$1
