@@ -442,8 +442,13 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     double pad_value;
     int rc = osp__onnx_pad_args(im, n, 4, p, &pad_value); /* the forms of opsets 7-18 */
     if (rc) return rc;
-    for (int a = 0; a < 8; a++)
+    int none = 1;
+    for (int a = 0; a < 8; a++) {
         if (p[a] < 0 || p[a] > 1024) FAIL(OSP_ENOTSUP, "pad %lld (0 to 1024)", (long long)p[a]);
+        none &= !p[a];
+    }
+    /* swin pads to whole windows: nothing when the map is whole already */
+    if (none) return osp__onnx_set_layer(im, n, x);
     /* Axes 1 and 2 of N x H x W x C (swin's channels-last feature maps,
      * padded to whole windows): [pad] between two [transpose]s. */
     int last = !p[0] && !p[4] && !p[3] && !p[7] && (p[1] || p[5]);
