@@ -14,7 +14,8 @@
 static const char *const foldable[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze",
                                        "Squeeze", "Concat", "Cast", "Reshape", "Slice", "Add",
                                        "Sub", "Mul", "Div", "ConstantOfShape", "Flatten", "Transpose",
-                                       "Split", "Equal", "Where", NULL};
+                                       "Split", "Equal", "Where", "Pow", "Mod", "Range",
+                                       "ScatterND", "Not", "Expand", NULL};
 
 int osp__onnx_is_foldable(const char *op) {
     for (int i = 0; foldable[i]; i++)
@@ -286,7 +287,8 @@ static int fold_cast(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_cons
         to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
         is_int = 0;
     else if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ||
-             to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32)
+             to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32 ||
+             to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__BOOL)
         is_int = 1;
     else FAIL(OSP_ENOTSUP, "Cast to type %lld", (long long)to);
     int rc = fold_alloc(out, x->ndim, x->dim, is_int);
@@ -296,7 +298,9 @@ static int fold_cast(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_cons
             osp__onnx_const_free(out);
             FAIL(OSP_ENOTSUP, "uses the batch size as a number");
         }
-        if (is_int) out->i[k] = x->is_int ? x->i[k] : (int64_t)x->f[k];
+        if (to == OSP__ONNX__TENSOR_PROTO__DATA_TYPE__BOOL)
+            out->i[k] = osp__onnx_const_get(x, k) != 0.0; /* a mask (swin's mask != 0) */
+        else if (is_int) out->i[k] = x->is_int ? x->i[k] : (int64_t)x->f[k];
         else out->f[k] = (float)osp__onnx_const_get(x, k);
     }
     return OSP_OK;
@@ -494,7 +498,20 @@ static int fold_constant_of_shape(onnx_importer *im, const Osp__Onnx__NodeProto 
     return rc;
 }
 
-/* Add, Sub, Mul, Div of two constants, with numpy broadcasting. */
+/* Integer power by squaring; *over = 1 past int64. */
+static int64_t int_pow(int64_t x, int64_t y, int *over) {
+    int64_t r = 1;
+    while (y > 0 && !*over) {
+        if (y & 1) *over |= __builtin_mul_overflow(r, x, &r);
+        y >>= 1;
+        if (y) *over |= __builtin_mul_overflow(x, x, &x);
+    }
+    return r;
+}
+
+/* Add, Sub, Mul, Div, Pow, Mod of two constants, with numpy broadcasting.
+ * Mod with fmod = 0 takes the divisor's sign (Python's %), as torch's
+ * remainder that swin's padding writes; fmod = 1 the dividend's (C). */
 static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out) {
     const onnx_const *a = osp__onnx_const_input(im, n, 0), *b = osp__onnx_const_input(im, n, 1);
     if (!a || !b) FAIL(OSP_EFORMAT, "needs two inputs");
@@ -512,9 +529,12 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
         stride_b *= db;
     }
     int is_int = a->is_int && b->is_int;
+    /* Pow's result takes the base's type (ONNX); the others both alike */
+    if (!strcmp(n->op_type, "Pow")) is_int = a->is_int;
     int rc = fold_alloc(out, rank, dims, is_int);
     if (rc) return rc;
-    char op = n->op_type[0];
+    char op = !strcmp(n->op_type, "Pow") ? 'P' : !strcmp(n->op_type, "Mod") ? '%' : n->op_type[0];
+    int fmod_c = op == '%' && osp__onnx_attr_int(n, "fmod", 0);
     for (int64_t o = 0; o < out->numel; o++) {
         int64_t ia = 0, ib = 0, rem = o;
         for (int k = rank - 1; k >= 0; k--) {
@@ -527,17 +547,51 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
                 fb = b->is_int ? osp__onnx_batch_factor(b->i[ib]) : 0;
         if (fa || fb) {
             /* k x batch times a positive count stays a multiple of the
-             * batch (torch's N * num_heads); anything else is refused */
+             * batch (torch's N * num_heads), and so does k x batch divided
+             * by a divisor of k (swin's B * nW // nW); anything else is
+             * refused */
             int64_t c = fa ? (b->is_int ? b->i[ib] : 0) : a->i[ia], f = fa ? fa : fb;
-            if (op != 'M' || !is_int || (fa && fb) || c < 1 ||
-                c >= ONNX_BATCH_MAX_FACTOR / f) {
+            int mul = op == 'M' && c >= 1 && c < ONNX_BATCH_MAX_FACTOR / f,
+                div = op == 'D' && fa && c >= 1 && f % c == 0;
+            if (!is_int || (fa && fb) || (!mul && !div)) {
                 osp__onnx_const_free(out);
                 FAIL(OSP_ENOTSUP, "uses the batch size in arithmetic");
             }
-            out->i[o] = osp__onnx_batch_times(f * c);
+            out->i[o] = osp__onnx_batch_times(mul ? f * c : f / c);
             continue;
         }
-        if (is_int) {
+        if (is_int && op == 'P' && !b->is_int) {
+            /* an integer base to a float power: computed, then truncated
+             * to the base's type (as ONNX Runtime) */
+            double r = pow((double)a->i[ia], osp__onnx_const_get(b, ib));
+            if (!(fabs(r) < 9.2e18)) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ERANGE, "integer overflow in %lld ^ %g", (long long)a->i[ia],
+                     osp__onnx_const_get(b, ib));
+            }
+            out->i[o] = (int64_t)r;
+        } else if (is_int && op == 'P') {
+            int64_t x = a->i[ia], y = b->i[ib];
+            int over = 0;
+            if (y < 0) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ENOTSUP, "an integer to the negative power %lld", (long long)y);
+            }
+            out->i[o] = int_pow(x, y, &over);
+            if (over) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_ERANGE, "integer overflow in %lld ^ %lld", (long long)x, (long long)y);
+            }
+        } else if (is_int && op == '%') {
+            int64_t x = a->i[ia], y = b->i[ib];
+            if (y == 0) {
+                osp__onnx_const_free(out);
+                FAIL(OSP_EINVAL, "integer modulo by zero");
+            }
+            int64_t r = y == -1 ? 0 : x % y;
+            if (!fmod_c && r != 0 && (r < 0) != (y < 0)) r += y;
+            out->i[o] = r;
+        } else if (is_int) {
             int64_t x = a->i[ia], y = b->i[ib], r = 0;
             if (op == 'D' && y == 0) {
                 osp__onnx_const_free(out);
@@ -556,7 +610,16 @@ static int fold_binary(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_co
             out->i[o] = r;
         } else {
             double x = osp__onnx_const_get(a, ia), y = osp__onnx_const_get(b, ib);
-            out->f[o] = (float)(op == 'A' ? x + y : op == 'S' ? x - y : op == 'M' ? x * y : x / y);
+            double r = op == 'A'   ? x + y
+                       : op == 'S' ? x - y
+                       : op == 'M' ? x * y
+                       : op == 'D' ? x / y
+                       : op == 'P' ? pow(x, y)
+                                   : fmod(x, y);
+            /* Python's sign for fmod = 0 (ONNX requires fmod = 1 for
+             * floats; the sign rule is the same that integers follow) */
+            if (op == '%' && !fmod_c && r != 0 && (r < 0) != (y < 0)) r += y;
+            out->f[o] = (float)r;
         }
     }
     return OSP_OK;
@@ -592,6 +655,11 @@ int osp__onnx_fold(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     else if (!strcmp(op, "Split")) return fold_split(im, n);
     else if (!strcmp(op, "Equal")) rc = osp__onnx_fold_equal(im, n, &c);
     else if (!strcmp(op, "Where")) rc = osp__onnx_fold_where(im, n, &c);
+    else if (!strcmp(op, "Expand") && osp__onnx_expand_has_batch(im, n))
+        return osp__onnx_map_expand(im, n); /* a constant broadcast over the batch: a layer */
+    else if (!strcmp(op, "Range") || !strcmp(op, "Expand") || !strcmp(op, "ScatterND") ||
+             !strcmp(op, "Not"))
+        rc = osp__onnx_fold_fill(im, n, &c);
     else rc = fold_binary(im, n, &c);
     if (rc) {
         /* Messages from the helpers above already name the node. */

@@ -206,6 +206,12 @@ int osp__onnx_map_resize(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 int osp__onnx_fold_equal(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out);
 int osp__onnx_fold_where(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out);
 
+/* ---- onnx_fold_fill.c: Range, Expand, ScatterND, Not of constants ---- */
+int osp__onnx_fold_fill(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_const *out);
+/* 1 when an Expand's constant shape holds the batch size: a layer, not a
+ * folded constant. */
+int osp__onnx_expand_has_batch(onnx_importer *im, const Osp__Onnx__NodeProto *n);
+
 /* ---- onnx_ops_shape.c: shape operators and reductions at any rank ---- */
 int osp__onnx_map_concat_nd(onnx_importer *im, const Osp__Onnx__NodeProto *n);
 int osp__onnx_map_slice(onnx_importer *im, const Osp__Onnx__NodeProto *n);

@@ -115,14 +115,21 @@ static int map_transpose(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_
     return id < 0 ? id : bind(im, n, id, out);
 }
 
-/* 1 when the plain Reshape mapping covers it: the batch stays first. */
-static int reshape_plain(const onnx_const *s, int allow_zero) {
+/* 1 when the plain Reshape mapping covers it: the batch stays first, alone
+ * (a leading -1 stands for the batch only when the rest is one sample of
+ * `size` values: else it merges the batch with per-sample values). */
+static int reshape_plain(const onnx_const *s, int allow_zero, const osp_shape *xs) {
     if (s->numel < 1) return 1;
-    int64_t first = s->i[0];
-    for (int64_t k = 1; k < s->numel; k++)
+    int64_t first = s->i[0], rest = 1, size = 1;
+    for (int64_t k = 1; k < s->numel; k++) {
         if (osp__onnx_batch_factor(s->i[k])) return 0;
-    return first == ONNX_BATCH || first == -1 || (first == 0 && !allow_zero) ||
-           !osp__onnx_batch_factor(first);
+        int64_t d = s->i[k] == 0 && !allow_zero && k <= xs->ndim ? xs->dim[k - 1] : s->i[k];
+        if (d < 1 || rest > ((int64_t)1 << 40) / d) return 1; /* the plain mapping says no */
+        rest *= d;
+    }
+    for (int a = 0; a < xs->ndim; a++) size *= xs->dim[a];
+    if (first == -1) return rest == size;
+    return first == ONNX_BATCH || (first == 0 && !allow_zero) || !osp__onnx_batch_factor(first);
 }
 
 static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_value *x,
@@ -155,6 +162,13 @@ static int map_reshape(onnx_importer *im, const Osp__Onnx__NodeProto *n, onnx_va
         } else if (d < 1 || d > ((int64_t)1 << 28) / known)
             FAIL(OSP_ENOTSUP, "target dimension %lld", (long long)s->i[a]);
         else known *= d;
+    }
+    if (nb < 0 && infer >= 0 && known && size % known == 0) {
+        /* the -1 holds the batch with the rest of a sample (swin's
+         * attn.view(-1, heads, N, N) after the mask: batch x windows) */
+        nb = infer;
+        k = size / known;
+        infer = -1;
     }
     if (nb < 0)
         FAIL(OSP_ENOTSUP, "a reshape that mixes samples: no axis of the target holds the batch "
@@ -242,8 +256,9 @@ int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *
     if (!strcmp(op, "Reshape") && x0 == x) {
         const onnx_const *s = osp__onnx_const_input(im, n, 1);
         int allow_zero = (int)osp__onnx_attr_int(n, "allowzero", 0);
-        if (osp__onnx_layout_plain(&x->layout) && (!s || !s->is_int || s->ndim != 1 ||
-                                                   reshape_plain(s, allow_zero)))
+        if (osp__onnx_layout_plain(&x->layout) &&
+            (!s || !s->is_int || s->ndim != 1 ||
+             reshape_plain(s, allow_zero, shape_of(im, x->node))))
             return OSP_OK;
         *handled = 1;
         if (!s || !s->is_int || s->ndim != 1)
@@ -272,7 +287,10 @@ int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *
         for (size_t i = 0; i < n->n_input; i++) {
             const onnx_const *c = osp__onnx_const_input(im, n, i);
             onnx_value *v = osp__onnx_input(im, n, i);
-            if (c && c->numel != 1 && c->ndim > rank - 1 - l->b) ok = 0;
+            /* a constant spans only axes after the batch's, or has 1
+             * there (swin's relative position bias, 1 x heads x N x N) */
+            for (int j = 0; c && j < c->ndim && j + rank - c->ndim <= l->b; j++)
+                if (c->dim[j] != 1) ok = 0;
             /* two values broadcast from their last axes: of one rank */
             if (v && v->kind == ONNX_VAL_LAYER &&
                 onnx_rank(&v->layout, shape_of(im, v->node)) != rank)
@@ -292,6 +310,26 @@ int osp__onnx_layout_map(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *
             *handled = 1;
             int id = osp__onnx_emit(im, n, NULL, "softmax", &x->node, 1, "axis = -1\n");
             return id < 0 ? id : bind(im, n, id, *l);
+        }
+    } else if (!strcmp(op, "Gather") && x0 == x) {
+        /* one index of an axis other than the batch's: swin's q, k, v =
+         * qkv[0], qkv[1], qkv[2] with the batch (and the windows) in axis 1 */
+        const onnx_const *idx = osp__onnx_const_input(im, n, 1);
+        int64_t a = osp__onnx_attr_int(n, "axis", 0);
+        if (a < 0) a += rank;
+        if (idx && idx->is_int && idx->ndim == 0 && a >= 0 && a < rank && a != l->b) {
+            int p = ps_axis(l, (int)a);
+            int64_t len = shape_of(im, x->node)->dim[p], at = idx->i[0];
+            if (at < -len || at >= len)
+                FAIL(OSP_ERANGE, "index %lld outside an axis of %lld", (long long)at,
+                     (long long)len);
+            onnx_layout out = make(a < l->b ? l->b - 1 : l->b, l->outer, l->inner);
+            char keys[64];
+            snprintf(keys, sizeof keys, "axis = %d\nindex = %lld\n", p, (long long)at);
+            *handled = 1;
+            im->cur_layout = out;
+            int id = osp__onnx_emit(im, n, NULL, "gather", &x->node, 1, keys);
+            return id < 0 ? id : bind(im, n, id, out);
         }
     } else if (!strcmp(op, "Slice") && x0 == x) {
         onnx_const axes = {0};

@@ -442,22 +442,37 @@ static int map_pad(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     double pad_value;
     int rc = osp__onnx_pad_args(im, n, 4, p, &pad_value); /* the forms of opsets 7-18 */
     if (rc) return rc;
-    if (p[0] || p[1] || p[4] || p[5]) FAIL(OSP_ENOTSUP, "padding of the batch or channel axes");
-    for (int a = 0; a < 8; a++)
+    int none = 1;
+    for (int a = 0; a < 8; a++) {
         if (p[a] < 0 || p[a] > 1024) FAIL(OSP_ENOTSUP, "pad %lld (0 to 1024)", (long long)p[a]);
+        none &= !p[a];
+    }
+    /* swin pads to whole windows: nothing when the map is whole already */
+    if (none) return osp__onnx_set_layer(im, n, x);
+    /* Axes 1 and 2 of N x H x W x C (swin's channels-last feature maps,
+     * padded to whole windows): [pad] between two [transpose]s. */
+    int last = !p[0] && !p[4] && !p[3] && !p[7] && (p[1] || p[5]);
+    if (!last && (p[0] || p[1] || p[4] || p[5]))
+        FAIL(OSP_ENOTSUP, "padding of the batch or channel axes");
+    int at = last ? 1 : 2;
     char mode_buf[32];
     const char *mode = osp__onnx_attr_string(n, "mode", "constant", mode_buf, sizeof mode_buf);
     if (strcmp(mode, "constant") && strcmp(mode, "reflect") && strcmp(mode, "edge"))
         FAIL(OSP_ENOTSUP, "mode '%s'", mode);
     onnx_keys k = {.len = 0};
-    onnx_key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[2], (long long)p[3],
-        (long long)p[6], (long long)p[7], mode);
+    onnx_key(&k, "pad = %lld, %lld, %lld, %lld\nmode = %s\n", (long long)p[at],
+             (long long)p[at + 1], (long long)p[at + 4], (long long)p[at + 5], mode);
     if (pad_value != 0.0) {
         double v = pad_value;
         if (isinf(v)) onnx_key(&k, "value = %s\n", v < 0 ? "-inf" : "inf");
         else onnx_key(&k, "value = %.9g\n", v);
     }
-    return emit1(im, n, "pad", x, k.text);
+    if (!last) return emit1(im, n, "pad", x, k.text);
+    int chw = osp__onnx_emit(im, n, "_chw", "transpose", &x, 1, "perm = 2, 0, 1\n");
+    if (chw < 0) return chw;
+    int pad = osp__onnx_emit(im, n, "_pad", "pad", &chw, 1, k.text);
+    if (pad < 0) return pad;
+    return emit1(im, n, "transpose", pad, "perm = 1, 2, 0\n");
 }
 
 /* osprey's softmax runs over all of a sample's values: the ONNX one must
@@ -484,8 +499,12 @@ static int map_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int log
 static int map_dropout(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
     int rc = only_first_output(im, n);
     if (rc) return rc;
-    onnx_value *mode = osp__onnx_input(im, n, 2);
-    if (mode &&
+    onnx_value *mode = osp__onnx_input(im, n, 2), *ratio = osp__onnx_input(im, n, 1);
+    /* training mode with a ratio of 0 drops nothing (torchvision's swin
+     * calls F.dropout(attn, p=0.0) without training=False) */
+    int no_drop = ratio && ratio->kind == ONNX_VAL_CONST && ratio->c.numel == 1 &&
+                  osp__onnx_const_get(&ratio->c, 0) == 0.0;
+    if (mode && !no_drop &&
         !(mode->kind == ONNX_VAL_CONST && mode->c.numel == 1 && !osp__onnx_const_get(&mode->c, 0)))
         FAIL(OSP_ENOTSUP, "dropout in training mode");
     return alias(im, n);

@@ -83,6 +83,11 @@ static int int_list(onnx_importer *im, const Osp__Onnx__NodeProto *n, const char
  * axis of 1 is the batch's. */
 static int const_layer(onnx_importer *im, const Osp__Onnx__NodeProto *n, const onnx_const *c,
                        int rank, const char *suffix) {
+    /* a leading axis of more than 1 is what a fixed batch leaves: a
+     * constant expanded to it (cls_token.expand(3, -1, -1), folded) */
+    if (c->ndim == rank + 1 && c->dim[0] > 1)
+        FAIL(OSP_ENOTSUP, "a constant operand of %lld samples (a fixed batch?); export the model "
+             "with a symbolic batch", (long long)c->dim[0]);
     if (c->ndim != rank + 1 || c->dim[0] != 1)
         FAIL(OSP_ENOTSUP, "a constant operand must be 1 x (the other operands' per-sample shape)");
     onnx_keys k = {.len = 0};

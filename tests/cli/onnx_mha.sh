@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ONNX import of values whose batch leaves the first axis against PyTorch:
-# torchvision's VisionTransformer (tiny: 2 layers, 2 heads) and
-# nn.MultiheadAttention(batch_first=True), at opsets 11, 13 and 17 with a
+# torchvision's VisionTransformer (tiny: 2 layers, 2 heads),
+# nn.MultiheadAttention(batch_first=True) and torchvision's SwinTransformer
+# (tiny: its window partition merges the batch with the windows, and its
+# shifted windows' mask is built from shapes), at opsets 11, 13 and 17 with a
 # dynamic batch, exported by tests/golden/make_mha_golden.py (the
 # mha_golden fixture). Outputs must match PyTorch's within 1e-4 of the
 # largest value at batch sizes 3 and 1; the batch must leave no trace in the

@@ -11,6 +11,13 @@ and M.output.npy, and OUT_DIR/manifest.txt with one line per model:
         8, 2 layers, 2 heads, width 16, MLP 32), opsets 11, 13 and 17
   mha11, mha13, mha17  nn.MultiheadAttention(16, 2, batch_first=True) as
         self-attention on N x 7 x 16 tokens, then a residual and a Linear
+  tswin11, tswin13, tswin17  torchvision's SwinTransformer (image 32, patch
+        4, width 16, two stages of 2 blocks, 2 heads, 4x4 windows): the
+        window partition merges the batch with the windows (N x 4 windows
+        in the first stage, whose second block shifts them and adds the
+        mask computed from shapes; one window in the second)
+  tswinpad17  the same on 24x24 images, opset 17: 6x6 and 3x3 feature maps,
+        padded to whole windows (Pad of N x H x W x C) and cropped back
 and bad_mha.txt: models whose batch is left where osprey cannot compute
 them per sample ('FILE FRAGMENT' lines). Weights are random, fixed seeds,
 dynamic batch."""
@@ -121,6 +128,18 @@ def main():
     export("mha11", mha, t, 11, out_dir, lines)
     export("mha13", mha, t, 13, out_dir, lines)
     export("mha17", mha, t, 17, out_dir, lines)
+    torch.manual_seed(2)
+    swin = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2],
+                                              num_heads=[2, 2], window_size=[4, 4],
+                                              stochastic_depth_prob=0.0, num_classes=10)
+    with torch.no_grad():  # the position bias table starts near 0: random everywhere
+        for p in swin.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    img = torch.randn(3, 3, 32, 32)
+    export("tswin11", swin, img, 11, out_dir, lines)
+    export("tswin13", swin, img, 13, out_dir, lines)
+    export("tswin17", swin, img, 17, out_dir, lines)
+    export("tswinpad17", swin, torch.randn(3, 3, 24, 24), 17, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
         f.writelines(lines)
     write_bad(out_dir)
