@@ -46,8 +46,8 @@
  * run a block of PG_KC steps at a time. Its packed weights (256 KiB a
  * block of steps), its rows of x (192 KiB) and the block of y itself (192
  * KiB) stay in L2; each tile's rows of x (12 KiB) in L1. Without the rows
- * blocked, a batch of 16 images (3152 rows) streamed x and y from memory
- * at each block of steps (docs/kernels.md). */
+ * blocked, ConvNeXt's 3136 tokens streamed x and y from memory at each
+ * block of steps (docs/kernels.md). */
 #define FCP_BLOCK_PANELS 16
 #define FCP_BLOCK_ROWS 192
 /* Where OpenBLAS's sgemm does better: thousands of rows of a wide layer,
