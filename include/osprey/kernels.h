@@ -204,6 +204,18 @@ typedef struct osp_backend {
                        float *y);
     void (*fc_backward)(int n, int in, int out, const float *x, const float *w, const float *dy,
                         float *dx, float *dw, float *db);
+    /* Weights laid out once for many inference forwards (optional: NULL
+     * in a backend without them, as are the other two): the floats
+     * fc_prepare makes of w (out x in), 0 when this backend prepares
+     * nothing for the shape (then fc_prepare must not be called);
+     * prepared is 64-byte aligned (as osp_alloc's memory). The
+     * result depends on w alone: make it again when w changes.
+     * fc_forward_prepared is fc_forward_fused given w and what fc_prepare
+     * made of it. */
+    size_t (*fc_prepared_floats)(int in, int out);
+    void (*fc_prepare)(int in, int out, const float *w, float *prepared);
+    void (*fc_forward_prepared)(int n, int in, int out, const float *x, const float *w,
+                                const float *prepared, const float *bias, int fn, float *y);
 
     /* Element-wise activation over count values. The backward gets both the
      * input x and the output y (each activation uses whichever is cheaper). */

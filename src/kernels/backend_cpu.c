@@ -104,6 +104,11 @@ int osp__kernel_team(void) {
     .layernorm_forward = P##layernorm_forward,                       \
     .layernorm_backward = P##layernorm_backward
 
+/* The linear layers' prepared weights: AVX2 and AVX-512 only. */
+#define FC_PREPARED_SLOTS(P)                                         \
+    .fc_prepared_floats = P##fc_prepared_floats, .fc_prepare = P##fc_prepare, \
+    .fc_forward_prepared = P##fc_forward_prepared
+
 #define INT8_SLOTS(forward)                                                \
     .conv2d_int8_prepared_bytes = osp__conv2d_int8_prepared_bytes,          \
     .conv2d_int8_prepare = osp__conv2d_int8_prepare,                        \
@@ -119,11 +124,14 @@ static const osp_backend cpu_reference = {.name = "cpu-ref", SHARED_SLOTS,
                                           VERSIONED_SLOTS(osp__cpu_),
                                           INT8_SLOTS(osp__cpu_conv2d_int8_forward)};
 static const osp_backend cpu_avx2 = {.name = "cpu-avx2", SHARED_SLOTS,
-                                     VERSIONED_SLOTS(osp__avx2_)};
+                                     VERSIONED_SLOTS(osp__avx2_),
+                                     FC_PREPARED_SLOTS(osp__avx2_)};
 static const osp_backend cpu_avx512 = {.name = "cpu-avx512", SHARED_SLOTS,
-                                       VERSIONED_SLOTS(osp__avx512_)};
+                                       VERSIONED_SLOTS(osp__avx512_),
+                                       FC_PREPARED_SLOTS(osp__avx512_)};
 static const osp_backend cpu_avx512_vnni = {.name = "cpu-avx512", SHARED_SLOTS,
                                             VERSIONED_SLOTS(osp__avx512_),
+                                            FC_PREPARED_SLOTS(osp__avx512_),
                                             INT8_SLOTS(osp__vnni_conv2d_int8_forward)};
 
 const osp_backend *osp_backend_cpu_reference(void) { return &cpu_reference; }

@@ -47,7 +47,9 @@
 #define PG_BLOCK_PANELS 8
 /* Floats of one thread's packing buffer. */
 #define PG_PACK_FLOATS ((int64_t)PG_BLOCK_PANELS * PG_KC * PG_NR)
+#ifdef PACK_FLOATS /* conv.c's; fc_packed.h packs nothing per call */
 _Static_assert(PG_PACK_FLOATS <= PACK_FLOATS, "conv.c reserves too little for the packing");
+#endif
 
 /* Where B and y live: column j is column j % s of image j / s. */
 typedef struct pg_cols {

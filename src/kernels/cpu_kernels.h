@@ -177,6 +177,16 @@ void osp__cpu_sgemm_batched(osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, 
 OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__cpu_)
 OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__avx2_)
 OSP_DECLARE_TRANSFORMER_MULTIVERSIONED(osp__avx512_)
+/* The linear layers' weights packed once for the AVX2 and AVX-512 GEMM
+ * tiles (fc_packed.h); the reference has no such slots. */
+#define OSP_DECLARE_FC_PREPARED(P)                                                          \
+    size_t P##fc_prepared_floats(int in, int out);                                          \
+    void P##fc_prepare(int in, int out, const float *w, float *prepared);                   \
+    void P##fc_forward_prepared(int n, int in, int out, const float *x, const float *w,     \
+                                const float *prepared, const float *bias, int fn, float *y);
+
+OSP_DECLARE_FC_PREPARED(osp__avx2_)
+OSP_DECLARE_FC_PREPARED(osp__avx512_)
 /* unary.c: the special_* functions after GELU and erf (exp, log, ...). */
 void osp__cpu_unary_forward(osp_special fn, int64_t count, const float *x, float *y);
 void osp__cpu_unary_backward(osp_special fn, int64_t count, const float *x, const float *dy,

@@ -14,28 +14,11 @@
 #endif
 
 #include "cpu_kernels.h"
-#include "vmath.h"
+#include "fc_epilogue.h"
 
 /* Rows below which the shares are too thin to pay for a parallel region:
  * fc.c's paths (sgemv, its own split) serve a few images better. */
 #define SPLIT_MIN_ROWS 16
-
-/* y[r][c0..c1) = fn(y + bias) for every row r. */
-static void epilogue(int n, int ldy, int c0, int c1, const float *bias, int fn, float *y) {
-    for (int r = 0; r < n; r++) {
-        float *yr = y + (int64_t)r * ldy;
-        if (bias && fn == OSP_FN_GELU)
-            for (int c = c0; c < c1; c++) yr[c] = osp__vgelu(yr[c] + bias[c]);
-        else if (bias && fn == OSP_FN_GELU_TANH)
-            for (int c = c0; c < c1; c++) yr[c] = osp__vgelu_tanh(yr[c] + bias[c]);
-        else if (bias)
-            for (int c = c0; c < c1; c++) yr[c] += bias[c];
-        else if (fn == OSP_FN_GELU)
-            for (int c = c0; c < c1; c++) yr[c] = osp__vgelu(yr[c]);
-        else if (fn == OSP_FN_GELU_TANH)
-            for (int c = c0; c < c1; c++) yr[c] = osp__vgelu_tanh(yr[c]);
-    }
-}
 
 void KFN(fc_forward_fused)(int n, int in, int out, const float *x, const float *w,
                            const float *bias, int fn, float *y) {
@@ -51,7 +34,7 @@ void KFN(fc_forward_fused)(int n, int in, int out, const float *x, const float *
     }
     if (team <= 1) {
         osp__cpu_sgemm(OSP_NO_TRANS, OSP_TRANS, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-        epilogue(n, out, 0, out, bias, fn, y);
+        osp__fc_epilogue(n, out, 0, out, bias, fn, y);
         return;
     }
 #ifdef _OPENMP
@@ -67,7 +50,7 @@ void KFN(fc_forward_fused)(int n, int in, int out, const float *x, const float *
             /* inside the region, OpenBLAS runs on this thread (gemm.c) */
             osp__cpu_sgemm(OSP_NO_TRANS, OSP_TRANS, n, c1 - c0, in, 1.0f, x, in,
                            w + (int64_t)c0 * in, in, 0.0f, y + c0, out);
-            epilogue(n, out, c0, c1, bias, fn, y);
+            osp__fc_epilogue(n, out, c0, c1, bias, fn, y);
         }
     }
 #endif

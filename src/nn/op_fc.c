@@ -10,7 +10,10 @@
  *
  * Inference plans fuse a [gelu] that reads only this layer's output into
  * it (osp_op.fuse): the backend's fc_forward_fused applies it while the
- * product is in cache. */
+ * product is in cache. Under an inference plan the backend may also lay
+ * the weights out once for its GEMM (fc_prepare), as convolutions'
+ * filters are: made at the first forward after each plan, from the weights
+ * as they are then. */
 #include <limits.h>
 #include <math.h>
 
@@ -23,6 +26,9 @@ typedef struct fc_attrs {
     int bias;
     int last_axis;
     int fused_fn; /* the fused GELU's osp_special; -1 none (set by fc_fuse) */
+    float *prepared;               /* the backend's fc_prepare of the weights, */
+    size_t prepared_floats;        /* its size, */
+    const osp_backend *prepared_for; /* and whose: NULL until made under this plan */
 } fc_attrs;
 
 static int parse(osp_spec_section *s, void **out) {
@@ -33,11 +39,20 @@ static int parse(osp_spec_section *s, void **out) {
     if ((rc = osp_spec_int(s, "bias", 1, 0, 1, &a.bias))) return rc;
     if ((rc = osp_spec_int(s, "last_axis", 0, 0, 1, &a.last_axis))) return rc;
     a.fused_fn = -1;
+    a.prepared = NULL;
+    a.prepared_floats = 0;
+    a.prepared_for = NULL;
     fc_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
     *out = copy;
     return OSP_OK;
+}
+
+static void fc_free_attrs(void *attrs) {
+    fc_attrs *a = attrs;
+    if (a) osp_free(a->prepared);
+    osp_free(a);
 }
 
 static int setup(osp_graph *g, osp_node *n) {
@@ -78,8 +93,28 @@ static int features_of(const osp_node *n, const osp_node *in) {
     return (int)(a->last_axis ? in->shape.dim[in->shape.ndim - 1] : in->size);
 }
 
+/* The backend's prepared copy of w, made now if this plan has none yet;
+ * NULL when the backend prepares nothing for the layer (or memory is
+ * short: the forward then works from w alone). */
+static const float *prepared_weights(fc_attrs *a, int features, const float *w,
+                                     const osp_backend *be) {
+    const size_t floats = be->fc_prepared_floats ? be->fc_prepared_floats(features, a->outputs) : 0;
+    if (!floats) return NULL;
+    if (a->prepared_for == be && a->prepared_floats == floats) return a->prepared;
+    if (a->prepared_floats != floats) {
+        osp_free(a->prepared);
+        a->prepared_floats = 0;
+        a->prepared = osp_alloc(floats * sizeof(float));
+        if (!a->prepared) return NULL;
+        a->prepared_floats = floats;
+    }
+    be->fc_prepare(features, a->outputs, w, a->prepared);
+    a->prepared_for = be;
+    return a->prepared;
+}
+
 static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
-    const fc_attrs *a = n->attrs;
+    fc_attrs *a = n->attrs;
     const osp_node *in = osp_node_input(g, n, 0);
     const int rows = rows_of(n, in, ex->batch), features = features_of(n, in);
     const float *w = osp_node_weight(g, n, 0), *bias = a->bias ? osp_node_weight(g, n, 1) : NULL;
@@ -87,6 +122,14 @@ static void forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     if (ex->hooks && ex->hooks->fc_forward &&
         ex->hooks->fc_forward(ex->hooks->user, n, rows, features, a->outputs, in->out, w, bias, n->out))
         return;
+    /* only under an inference plan: training changes w without one */
+    const int infer = ex->mode == OSP_MODE_INFER && osp_graph_planned_mode(g) == OSP_MODE_INFER;
+    const float *prepared = infer ? prepared_weights(a, features, w, ex->be) : NULL;
+    if (prepared) {
+        ex->be->fc_forward_prepared(rows, features, a->outputs, in->out, w, prepared, bias,
+                                    a->fused_fn, n->out);
+        return;
+    }
     if (a->fused_fn >= 0 || a->last_axis) {
         /* the token-wise layers too: one GEMM with the bias in its epilogue */
         ex->be->fc_forward_fused(rows, features, a->outputs, in->out, w, bias, a->fused_fn, n->out);
@@ -113,8 +156,9 @@ static int fc_fuse(osp_graph *g, osp_node *n, const osp_node *next) {
     (void)g;
     fc_attrs *a = n->attrs;
     osp_special fn;
-    if (!next) { /* a new plan */
+    if (!next) { /* a new plan: the weights may have changed too */
         a->fused_fn = -1;
+        a->prepared_for = NULL;
         return 0;
     }
     if (a->fused_fn >= 0 || !osp__gelu_of(next, &fn)) return 0;
@@ -156,6 +200,7 @@ static const osp_op fc_op = {
     .setup = setup,
     .forward = forward,
     .backward = backward,
+    .free_attrs = fc_free_attrs,
     .fuse = fc_fuse,
     .onnx_export = fc_onnx,
 };
