@@ -8,12 +8,16 @@
 #include "loader.h"
 #include "osprey/train.h"
 
-/* Rank of the true class among the scores (0 = best); ties count against it
- * only when strictly greater, as torch.topk's accuracy does in practice. */
+/* Rank of the true class among the scores (0 = best). A tie goes to the
+ * lower class index, as the argmax of training's accuracy does, so a model
+ * whose scores are all equal is right for one class only, not for all; a
+ * NaN score for the true class ranks last. */
 static int rank_of(const float *v, int n, int label) {
+    const float s = v[label];
+    if (s != s) return n;
     int rank = 0;
     for (int i = 0; i < n; i++)
-        if (v[i] > v[label]) rank++;
+        if (v[i] > s || (v[i] == s && i < label)) rank++;
     return rank;
 }
 

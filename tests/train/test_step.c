@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "osprey/train.h"
+#include "synth.h"
 
 static const char *SPEC =
     "[net]\ninput = 1x8x8\n"
@@ -80,4 +81,31 @@ Test(train_step, bad_batches_are_refused_before_any_update) {
     osp_optim_free(opt);
     free(before);
     osp_net_free(net);
+}
+
+/* A model whose scores all tie is right only for the class an argmax
+ * picks (the first), not for every sample: evaluation breaks ties as
+ * training's accuracy does. */
+Test(evaluate, ties_are_not_all_right) {
+    static const char *flat = "[net]\ninput = 1x8x8\n[fc]\noutputs = 4\n";
+    osp_dataset *ds = synth_dataset(200, 1, 8, 8, 4, 3);
+    osp_net *net;
+    cr_assert_eq(osp_net_from_spec(flat, strlen(flat), "flat", 1, &net), 0, "%s", osp_last_error());
+    int64_t count = 0;
+    float *w = osp_graph_weights(net->graph, &count);
+    memset(w, 0, (size_t)count * sizeof *w);
+    osp_graph_weights_changed(net->graph);
+    int64_t first = 0;
+    for (int64_t i = 0; i < ds->count; i++) {
+        float sample[64];
+        int32_t label;
+        cr_assert_eq(ds->get(ds, i, sample, &label), 0);
+        first += label == 0;
+    }
+    osp_eval_result r;
+    cr_assert_eq(osp_train_evaluate(net, ds, 64, &r), 0, "%s", osp_last_error());
+    cr_expect_float_eq(r.top1, (double)first / (double)ds->count, 1e-12, "top-1 %g", r.top1);
+    cr_expect_lt(r.top1, 0.5);
+    osp_net_free(net);
+    osp_dataset_free(ds);
 }
