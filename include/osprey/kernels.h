@@ -429,6 +429,21 @@ typedef struct osp_backend {
                             uint64_t step, const float *x, float *y, uint8_t *mask);
     void (*dropout_backward)(int64_t count, float p, const uint8_t *mask, const float *dy,
                              float *dx);
+    /* A permutation of axes, sample by sample: each of `samples` blocks
+     * is walked in the output's row-major order over dims (ndim axes,
+     * ndim < OSP_MAX_DIMS), stride[i] being the input's stride along
+     * output axis i; forward y[o] = x[offset], backward dx[offset] +=
+     * dy[o]. */
+    void (*permute_forward)(int64_t samples, int ndim, const int64_t *dims,
+                            const int64_t *stride, const float *x, float *y);
+    void (*permute_backward)(int64_t samples, int ndim, const int64_t *dims,
+                             const int64_t *stride, const float *dy, float *dx);
+    /* rows rows of len values, row r at x + r ldx and y + r ldy: copied
+     * (y = x), or added (y += x). Concatenation along an inner axis. */
+    void (*copy_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                      int64_t ldy);
+    void (*accumulate_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                            int64_t ldy);
 
     /* The optimizers' updates over n parameters w with gradients g, as
      * torch.optim's (src/optim/optimizer.c works out the factors). SGD:

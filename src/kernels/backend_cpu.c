@@ -87,6 +87,10 @@ int osp__kernel_team(void) {
     .add = osp__cpu_add, .accumulate = osp__cpu_accumulate,   \
     .dropout_forward = osp__cpu_dropout_forward,              \
     .dropout_backward = osp__cpu_dropout_backward,            \
+    .permute_forward = osp__cpu_permute_forward,              \
+    .permute_backward = osp__cpu_permute_backward,            \
+    .copy_rows = osp__cpu_copy_rows,                          \
+    .accumulate_rows = osp__cpu_accumulate_rows,              \
     .sgd_step = osp__cpu_sgd_step, .adam_step = osp__cpu_adam_step
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \

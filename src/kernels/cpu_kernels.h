@@ -202,6 +202,14 @@ void osp__cpu_dropout_forward(int64_t count, float p, uint64_t seed, uint64_t st
                               uint64_t step, const float *x, float *y, uint8_t *mask);
 void osp__cpu_dropout_backward(int64_t count, float p, const uint8_t *mask, const float *dy,
                                float *dx);
+void osp__cpu_permute_forward(int64_t samples, int ndim, const int64_t *dims,
+                              const int64_t *stride, const float *x, float *y);
+void osp__cpu_permute_backward(int64_t samples, int ndim, const int64_t *dims,
+                               const int64_t *stride, const float *dy, float *dx);
+void osp__cpu_copy_rows(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                        int64_t ldy);
+void osp__cpu_accumulate_rows(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                              int64_t ldy);
 void osp__cpu_sgd_step(int64_t n, float lr, float momentum, float weight_decay, int nesterov,
                        float *w, const float *g, float *buf);
 void osp__cpu_adam_step(int64_t n, const osp_adam_step *s, float *w, const float *g, float *m,

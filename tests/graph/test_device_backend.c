@@ -169,6 +169,14 @@ WRAP(dropout_forward, (int64_t count, float p, uint64_t seed, uint64_t stream, u
      (count, p, seed, stream, step, x, y, mask))
 WRAP(dropout_backward, (int64_t count, float p, const uint8_t *mask, const float *dy, float *dx),
      (count, p, mask, dy, dx))
+WRAP(permute_forward, (int64_t samples, int ndim, const int64_t *dims, const int64_t *stride,
+                       const float *x, float *y), (samples, ndim, dims, stride, x, y))
+WRAP(permute_backward, (int64_t samples, int ndim, const int64_t *dims, const int64_t *stride,
+                        const float *dy, float *dx), (samples, ndim, dims, stride, dy, dx))
+WRAP(copy_rows, (int64_t rows, int64_t len, const float *x, int64_t ldx, float *y, int64_t ldy),
+     (rows, len, x, ldx, y, ldy))
+WRAP(accumulate_rows, (int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                       int64_t ldy), (rows, len, x, ldx, y, ldy))
 WRAP(sgd_step, (int64_t n, float lr, float mu, float wd, int nesterov, float *w, const float *g,
                 float *buf), (n, lr, mu, wd, nesterov, w, g, buf))
 WRAP(adam_step, (int64_t n, const osp_adam_step *s, float *w, const float *g, float *m, float *v),
@@ -216,7 +224,9 @@ static void device_setup(void) {
     SLOT(layernorm_forward), SLOT(layernorm_backward), SLOT(special_forward);
     SLOT(special_backward), SLOT(softmax_axis_forward), SLOT(softmax_axis_backward);
     SLOT(attention_forward), SLOT(attention_backward), SLOT(add), SLOT(accumulate);
-    SLOT(dropout_forward), SLOT(dropout_backward), SLOT(sgd_step), SLOT(adam_step);
+    SLOT(dropout_forward), SLOT(dropout_backward), SLOT(permute_forward);
+    SLOT(permute_backward), SLOT(copy_rows), SLOT(accumulate_rows), SLOT(sgd_step);
+    SLOT(adam_step);
 }
 
 /* Deterministic inputs and labels, from the sample index. */
@@ -330,6 +340,37 @@ Test(device_backend, lenet_sgd) { expect_same(LENET, OSP_OPTIM_SGD, 8); }
     "[globalavgpool]\n\n[fc]\noutputs = 10\n"
 
 Test(device_backend, resnet_adam) { expect_same(RESNET, OSP_OPTIM_ADAM, 4); }
+
+/* A small transformer block: layer norm, attention (as matmuls and
+ * fused), GELU, dropout, a concatenation; AdamW. */
+#define TRANSFORMER                                                                      \
+    "[net]\ninput = 5x8\n\n"                                                            \
+    "[layernorm]\nname = ln1\n\n"                                                        \
+    "[fc]\nname = q\noutputs = 8\nlast_axis = 1\n\n"                                     \
+    "[fc]\nname = k\noutputs = 8\nlast_axis = 1\ninput = ln1\n\n"                       \
+    "[fc]\nname = v\noutputs = 8\nlast_axis = 1\ninput = ln1\n\n"                       \
+    "[reshape]\nname = qh\nshape = 5x2x4\ninput = q\n\n"                                 \
+    "[transpose]\nname = qt\nperm = 1, 0, 2\n\n"                                         \
+    "[reshape]\nname = kh\nshape = 5x2x4\ninput = k\n\n"                                 \
+    "[transpose]\nname = kt\nperm = 1, 2, 0\n\n"                                         \
+    "[reshape]\nname = vh\nshape = 5x2x4\ninput = v\n\n"                                 \
+    "[transpose]\nname = vt\nperm = 1, 0, 2\n\n"                                         \
+    "[matmul]\nname = scores\ninput = qt, kt\n\n"                                        \
+    "[softmax]\nname = attn\naxis = -1\n\n"                                              \
+    "[matmul]\nname = ctx\ninput = attn, vt\n\n"                                         \
+    "[attention]\nname = fused\ninput = qt, kt, vt\ntransposed_k = 1\n\n"                 \
+    "[concat]\nname = both\ninput = ctx, fused\naxis = 2\n\n"                             \
+    "[transpose]\nname = ctxt\nperm = 1, 0, 2\n\n"                                       \
+    "[reshape]\nname = merged\nshape = 5x16\n\n"                                         \
+    "[dropout]\np = 0.2\n\n"                                                              \
+    "[fc]\nname = proj\noutputs = 8\nlast_axis = 1\n\n"                                  \
+    "[add]\nname = res1\ninput = input, proj\n\n"                                        \
+    "[layernorm]\nname = ln2\n\n"                                                        \
+    "[fc]\nname = ff1\noutputs = 16\nlast_axis = 1\n\n"                                  \
+    "[gelu]\n\n"                                                                          \
+    "[flatten]\n\n[fc]\noutputs = 10\n"
+
+Test(device_backend, transformer_adamw) { expect_same(TRANSFORMER, OSP_OPTIM_ADAMW, 4); }
 
 /* The test can fail: host code that reads device memory faults. */
 Test(device_backend, host_access_faults, .signal = SIGSEGV) {
