@@ -372,6 +372,25 @@ Test(device_backend, resnet_adam) { expect_same(RESNET, OSP_OPTIM_ADAM, 4); }
 
 Test(device_backend, transformer_adamw) { expect_same(TRANSFORMER, OSP_OPTIM_ADAMW, 4); }
 
+/* The spec nets of nets/, as `osprey train` builds them. */
+static void expect_same_file(const char *name, osp_optim_kind kind, int batch) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/nets/%s", OSP_SOURCE_DIR, name);
+    void *text;
+    size_t len;
+    cr_assert_eq(osp_file_read_all(path, 1 << 20, &text, &len), 0, "%s", osp_last_error());
+    char *spec = malloc(len + 1);
+    memcpy(spec, text, len);
+    spec[len] = 0;
+    osp_free(text);
+    expect_same(spec, kind, batch);
+    free(spec);
+}
+
+Test(device_backend, spec_lenet) { expect_same_file("lenet.cfg", OSP_OPTIM_SGD, 4); }
+Test(device_backend, spec_resnet20) { expect_same_file("resnet20.cfg", OSP_OPTIM_SGD, 2); }
+Test(device_backend, spec_mobilenet) { expect_same_file("mobilenet.cfg", OSP_OPTIM_SGD, 2); }
+
 /* The test can fail: host code that reads device memory faults. */
 Test(device_backend, host_access_faults, .signal = SIGSEGV) {
     device_setup();
