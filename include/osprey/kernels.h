@@ -439,7 +439,8 @@ typedef struct osp_backend {
     void (*permute_backward)(int64_t samples, int ndim, const int64_t *dims,
                              const int64_t *stride, const float *dy, float *dx);
     /* rows rows of len values, row r at x + r ldx and y + r ldy: copied
-     * (y = x), or added (y += x). Concatenation along an inner axis. */
+     * (y = x), or added (y += x). Concatenation along an inner axis; with
+     * ldx 0, one row repeated (a [constant] over the batch). */
     void (*copy_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
                       int64_t ldy);
     void (*accumulate_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,

@@ -55,19 +55,6 @@ void osp_graph_free(osp_graph *g) {
 
 const osp_backend *osp_graph_backend(const osp_graph *g) { return g->be; }
 
-/* count floats of from's memory at *p moved into to's, through the host. */
-static int move_floats(const osp_backend *from, const osp_backend *to, float **p, int64_t count,
-                       float *host) {
-    const size_t bytes = (size_t)(count ? count : 1) * sizeof(float);
-    float *moved = to->mem_alloc(to->ctx, bytes);
-    if (!moved) return OSP_ENOMEM;
-    from->copy_d2h(from->ctx, host, *p, bytes);
-    to->copy_h2d(to->ctx, moved, host, bytes);
-    from->mem_free(from->ctx, *p);
-    *p = moved;
-    return OSP_OK;
-}
-
 int osp_graph_set_backend(osp_graph *g, const osp_backend *be) {
     if (!be || !be->mem_alloc)
         return osp_error(OSP_EINVAL, "osp_graph_set_backend: a backend with memory slots is needed");
@@ -76,14 +63,32 @@ int osp_graph_set_backend(osp_graph *g, const osp_backend *be) {
         if (g->own_weights)
             return osp_error(OSP_ESTATE, "a graph that shares another's parameters cannot move "
                              "to backend %s", be->name);
+        /* weights, grads, buffers: all allocated before any is given up */
+        float **arrays[3] = {&g->weights, &g->grads, &g->buffers};
+        const int64_t counts[3] = {g->n_weights, g->n_weights, g->n_buffers};
+        float *moved[3] = {NULL, NULL, NULL};
         const int64_t most = g->n_weights > g->n_buffers ? g->n_weights : g->n_buffers;
         float *host = osp_alloc((size_t)(most ? most : 1) * sizeof(float));
-        if (!host) return OSP_ENOMEM;
-        int rc = move_floats(g->be, be, &g->weights, g->n_weights, host);
-        if (!rc) rc = move_floats(g->be, be, &g->grads, g->n_weights, host);
-        if (!rc) rc = move_floats(g->be, be, &g->buffers, g->n_buffers, host);
+        int ok = host != NULL;
+        for (int i = 0; i < 3 && ok; i++) {
+            moved[i] = be->mem_alloc(be->ctx, (size_t)(counts[i] ? counts[i] : 1) * sizeof(float));
+            ok = moved[i] != NULL;
+        }
+        if (!ok) {
+            for (int i = 0; i < 3; i++)
+                if (moved[i]) be->mem_free(be->ctx, moved[i]);
+            osp_free(host);
+            return osp_error(OSP_ENOMEM, "out of memory moving the parameters to backend %s",
+                             be->name);
+        }
+        for (int i = 0; i < 3; i++) {
+            const size_t bytes = (size_t)(counts[i] ? counts[i] : 1) * sizeof(float);
+            g->be->copy_d2h(g->be->ctx, host, *arrays[i], bytes);
+            be->copy_h2d(be->ctx, moved[i], host, bytes);
+            osp__graph_mem_free(g, *arrays[i]);
+            *arrays[i] = moved[i];
+        }
         osp_free(host);
-        if (rc) return osp_error(rc, "out of memory moving the parameters to backend %s", be->name);
         osp__graph_mem_free(g, g->arena);
         g->arena = NULL;
         g->arena_bytes = 0;

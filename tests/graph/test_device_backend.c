@@ -341,10 +341,11 @@ Test(device_backend, lenet_sgd) { expect_same(LENET, OSP_OPTIM_SGD, 8); }
 
 Test(device_backend, resnet_adam) { expect_same(RESNET, OSP_OPTIM_ADAM, 4); }
 
-/* A small transformer block: layer norm, attention (as matmuls and
- * fused), GELU, dropout, a concatenation; AdamW. */
+/* A small transformer block: a constant added, layer norm, attention (as
+ * matmuls and fused), GELU, dropout, a concatenation; AdamW. */
 #define TRANSFORMER                                                                      \
     "[net]\ninput = 5x8\n\n"                                                            \
+    "[constant]\nname = c\nshape = 5x8\n\n[add]\nname = shifted\ninput = input, c\n\n"      \
     "[layernorm]\nname = ln1\n\n"                                                        \
     "[fc]\nname = q\noutputs = 8\nlast_axis = 1\n\n"                                     \
     "[fc]\nname = k\noutputs = 8\nlast_axis = 1\ninput = ln1\n\n"                       \
