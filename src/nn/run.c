@@ -100,7 +100,7 @@ int osp_net_run(osp_net *net, const float *x, int64_t n, int batch, const char *
             const osp_node *node = osp_graph_node_const(g, ids[i]);
             float *dst = outs[i];
             if (!dst) return osp_error(OSP_EINVAL, "osp_net_run: output %d has no buffer", i);
-            memcpy(dst + first * node->size, node->out, (size_t)b * (size_t)node->size * sizeof(float));
+            osp_graph_read(g, dst + first * node->size, node->out, (int64_t)b * node->size);
         }
     }
     return OSP_OK;
