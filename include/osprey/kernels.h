@@ -106,6 +106,17 @@ typedef struct osp_attention_desc {
     int k_trans;
 } osp_attention_desc;
 
+/* Piecewise-linear functions (backend slots piecewise_*), with params
+ * {alpha, beta, lo, hi}: hardsigmoid clamp(alpha x + beta, 0, 1) (its
+ * gradient alpha inside, 0 outside); hardswish x clamp(x + 3, 0, 6) / 6
+ * (PyTorch's gradient); clip clamp(x, lo, hi) (gradient 1 where lo <= x
+ * <= hi). A NaN input gives a NaN output. */
+typedef enum osp_piecewise {
+    OSP_PW_HARDSIGMOID = 0,
+    OSP_PW_HARDSWISH = 1,
+    OSP_PW_CLIP = 2,
+} osp_piecewise;
+
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
 /* 2-D resizing of planes (ONNX Resize, F.interpolate): each of `planes`
@@ -429,6 +440,11 @@ typedef struct osp_backend {
                             uint64_t step, const float *x, float *y, uint8_t *mask);
     void (*dropout_backward)(int64_t count, float p, const uint8_t *mask, const float *dy,
                              float *dx);
+    /* osp_piecewise functions; the backward adds into dx. */
+    void (*piecewise_forward)(osp_piecewise fn, const float *params, int64_t count,
+                              const float *x, float *y);
+    void (*piecewise_backward)(osp_piecewise fn, const float *params, int64_t count,
+                               const float *x, const float *dy, float *dx);
     /* A permutation of axes, sample by sample: each of `samples` blocks
      * is walked in the output's row-major order over dims (ndim axes,
      * ndim < OSP_MAX_DIMS), stride[i] being the input's stride along

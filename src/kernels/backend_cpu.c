@@ -87,6 +87,8 @@ int osp__kernel_team(void) {
     .add = osp__cpu_add, .accumulate = osp__cpu_accumulate,   \
     .dropout_forward = osp__cpu_dropout_forward,              \
     .dropout_backward = osp__cpu_dropout_backward,            \
+    .piecewise_forward = osp__cpu_piecewise_forward,          \
+    .piecewise_backward = osp__cpu_piecewise_backward,        \
     .permute_forward = osp__cpu_permute_forward,              \
     .permute_backward = osp__cpu_permute_backward,            \
     .copy_rows = osp__cpu_copy_rows,                          \

@@ -202,6 +202,10 @@ void osp__cpu_dropout_forward(int64_t count, float p, uint64_t seed, uint64_t st
                               uint64_t step, const float *x, float *y, uint8_t *mask);
 void osp__cpu_dropout_backward(int64_t count, float p, const uint8_t *mask, const float *dy,
                                float *dx);
+void osp__cpu_piecewise_forward(osp_piecewise fn, const float *params, int64_t count,
+                                const float *x, float *y);
+void osp__cpu_piecewise_backward(osp_piecewise fn, const float *params, int64_t count,
+                                 const float *x, const float *dy, float *dx);
 void osp__cpu_permute_forward(int64_t samples, int ndim, const int64_t *dims,
                               const int64_t *stride, const float *x, float *y);
 void osp__cpu_permute_backward(int64_t samples, int ndim, const int64_t *dims,

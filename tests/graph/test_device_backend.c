@@ -169,6 +169,10 @@ WRAP(dropout_forward, (int64_t count, float p, uint64_t seed, uint64_t stream, u
      (count, p, seed, stream, step, x, y, mask))
 WRAP(dropout_backward, (int64_t count, float p, const uint8_t *mask, const float *dy, float *dx),
      (count, p, mask, dy, dx))
+WRAP(piecewise_forward, (osp_piecewise fn, const float *params, int64_t count, const float *x,
+                         float *y), (fn, params, count, x, y))
+WRAP(piecewise_backward, (osp_piecewise fn, const float *params, int64_t count, const float *x,
+                          const float *dy, float *dx), (fn, params, count, x, dy, dx))
 WRAP(permute_forward, (int64_t samples, int ndim, const int64_t *dims, const int64_t *stride,
                        const float *x, float *y), (samples, ndim, dims, stride, x, y))
 WRAP(permute_backward, (int64_t samples, int ndim, const int64_t *dims, const int64_t *stride,
@@ -226,7 +230,7 @@ static void device_setup(void) {
     SLOT(attention_forward), SLOT(attention_backward), SLOT(add), SLOT(accumulate);
     SLOT(dropout_forward), SLOT(dropout_backward), SLOT(permute_forward);
     SLOT(permute_backward), SLOT(copy_rows), SLOT(accumulate_rows), SLOT(sgd_step);
-    SLOT(adam_step);
+    SLOT(adam_step), SLOT(piecewise_forward), SLOT(piecewise_backward);
 }
 
 /* Deterministic inputs and labels, from the sample index. */
@@ -329,7 +333,7 @@ static void expect_same(const char *spec, osp_optim_kind kind, int batch) {
 Test(device_backend, lenet_sgd) { expect_same(LENET, OSP_OPTIM_SGD, 8); }
 
 /* A ResNet-20-like block: convolutions with batch norm, a residual add,
- * global pooling; Adam. */
+ * MobileNetV3's piecewise activations, global pooling; Adam. */
 #define RESNET                                                                           \
     "[net]\ninput = 3x8x8\n\n"                                                           \
     "[conv]\nname = c0\nfilters = 8\nsize = 3\npad = 1\nbias = 0\n\n[batchnorm]\n\n[relu]\nname = r0\n\n" \
@@ -337,6 +341,7 @@ Test(device_backend, lenet_sgd) { expect_same(LENET, OSP_OPTIM_SGD, 8); }
     "[conv]\nfilters = 8\nsize = 3\npad = 1\nbias = 0\n\n[batchnorm]\nname = b2\n\n"     \
     "[add]\ninput = b2, r0\n\n[relu]\n\n"                                                \
     "[conv]\nfilters = 16\nsize = 3\nstride = 2\npad = 1\nbias = 0\n\n[batchnorm]\n\n[relu]\n\n" \
+    "[hardswish]\n\n[clip]\nmin = -0.5\nmax = 2\n\n[hardsigmoid]\n\n"                    \
     "[globalavgpool]\n\n[fc]\noutputs = 10\n"
 
 Test(device_backend, resnet_adam) { expect_same(RESNET, OSP_OPTIM_ADAM, 4); }
