@@ -581,7 +581,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_graph_weights(net->graph, &n_weights);
     int own_opt = 0;
     if (!r.opt) {
-        if ((rc = osp_optim_new_for(&cfg->optim, n_weights, osp_graph_backend(net->graph), &r.opt))) return rc;
+        rc = osp_optim_new_for(&cfg->optim, n_weights, osp_graph_backend(net->graph), &r.opt);
+        if (rc) return rc;
         own_opt = 1;
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");
