@@ -48,7 +48,7 @@ typedef struct bench_run {
 
 static int step(bench_run *b, uint64_t i) {
     osp_graph *g = b->net->graph;
-    osp_exec ex = {.be = osp_backend_default(), .mode = b->train ? OSP_MODE_TRAIN : OSP_MODE_INFER,
+    osp_exec ex = {.be = osp_graph_backend(g), .mode = b->train ? OSP_MODE_TRAIN : OSP_MODE_INFER,
                    .batch = b->batch, .seed = 1, .step = i, .times = b->times};
     int rc = osp_graph_forward(g, b->x, &ex);
     if (rc || !b->train) return rc;
@@ -213,7 +213,7 @@ int cmd_bench(int argc, char **argv) {
     int64_t size = osp_shape_numel(&b.net->input), n_weights;
     osp_graph_weights(g, &n_weights);
     osp_optim_config oc = osp_optim_defaults(OSP_OPTIM_SGD);
-    int rc_opt = osp_optim_new(&oc, n_weights, &b.opt);
+    int rc_opt = osp_optim_new_for(&oc, n_weights, osp_graph_backend(b.net->graph), &b.opt);
     b.x = osp_alloc((size_t)b.batch * (size_t)size * sizeof(float));
     b.labels = osp_alloc((size_t)b.batch * sizeof(int32_t));
     rates = osp_alloc((size_t)reps * sizeof(double));
@@ -251,11 +251,11 @@ int cmd_bench(int argc, char **argv) {
     if (json)
         printf("{\"images_per_s\": %.1f, \"batch\": %d, \"mode\": \"%s\", \"threads\": %d, \"steps\": %d, \"reps\": %d, \"backend\": \"%s\"}\n",
                median, b.batch, b.train ? "train" : "infer", osp_threads_get(), steps, reps,
-               osp_backend_default()->name);
+               osp_graph_backend(b.net->graph)->name);
     else
         printf("%s, batch %d, %d threads: %.1f images/s (median of %d x %d steps, backend %s)\n",
                b.train ? "training" : "inference", b.batch, osp_threads_get(), median, reps, steps,
-               osp_backend_default()->name);
+               osp_graph_backend(b.net->graph)->name);
     if (layers && profile_layers(&b, steps)) {
         cli_fail_lib(CMD, NULL);
         goto done;

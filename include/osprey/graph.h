@@ -73,6 +73,10 @@ typedef struct osp_exec_hooks {
 
 /* Everything an op needs at run time besides its node. */
 typedef struct osp_exec {
+    /* NULL: the graph's backend (osp_graph_backend). Otherwise a table
+     * whose memory is the graph's (another CPU table, for comparing
+     * kernels); osp_graph_forward and the backward hand the ops the one
+     * that runs. */
     const osp_backend *be;
     osp_mode mode;
     int batch;
@@ -178,6 +182,26 @@ struct osp_node {
 OSP_API int osp_graph_new(const osp_shape *input_shape, osp_graph **out);
 OSP_API void osp_graph_free(osp_graph *g);
 
+/* The backend g runs on (borrowed: a table outlives every graph): its
+ * slots run every op, and its memory holds the weights, gradients,
+ * buffers and activations, so that the pointers the graph hands out
+ * (osp_graph_weights, a node's out) are that backend's memory. A new
+ * graph takes osp_backend_default(). */
+OSP_API const osp_backend *osp_graph_backend(const osp_graph *g);
+/* Runs g on be from now on. Parameters already initialised move into
+ * be's memory (copied through the host; OSP_ESTATE for a graph that
+ * shares another's, osp_graph_share_params) unless be uses the same
+ * memory (the CPU tables all use host memory). Any plan is stale
+ * afterwards: the next one allocates its activations from be, and
+ * prepared filters belong to a backend. */
+OSP_API int osp_graph_set_backend(osp_graph *g, const osp_backend *be);
+/* Copies count floats from graph memory (a pointer the graph gave, such
+ * as a node's out or osp_graph_weights, plus an offset) to the host, and
+ * from the host into graph memory: the host's only way to read or write
+ * activations and parameters. */
+OSP_API void osp_graph_read(const osp_graph *g, float *host, const float *src, int64_t count);
+OSP_API void osp_graph_write(const osp_graph *g, float *dst, const float *host, int64_t count);
+
 /* Appends a node applying op to the inputs (node ids); the node owns attrs
  * from this call on, even on failure. Calls op->setup. Returns the new
  * node's id, or a negative error. */
@@ -214,7 +238,9 @@ OSP_API int osp_graph_param_count(const osp_graph *g);
 OSP_API const osp_param *osp_graph_param(const osp_graph *g, int i);
 /* Index of the parameter called name, or -1. */
 OSP_API int osp_graph_find_param(const osp_graph *g, const char *name);
-/* Flat arrays (borrowed; valid until the graph is freed). */
+/* Flat arrays (borrowed; valid until the graph is freed), in the graph
+ * backend's memory: read and write them on the host with osp_graph_read
+ * and osp_graph_write. */
 OSP_API float *osp_graph_weights(osp_graph *g, int64_t *count);
 OSP_API float *osp_graph_grads(osp_graph *g, int64_t *count);
 OSP_API float *osp_graph_buffers(osp_graph *g, int64_t *count);
@@ -247,8 +273,9 @@ OSP_API int osp_graph_planned_batch(const osp_graph *g);
 /* The mode of the current plan (meaningful once planned). */
 OSP_API osp_mode osp_graph_planned_mode(const osp_graph *g);
 
-/* Runs every op on the input batch (batch x input size floats, copied into
- * the input node). The graph must be planned for this batch size. */
+/* Runs every op on the input batch (batch x input size floats in host
+ * memory, copied into the input node; or the input node's own out, which
+ * is not copied). The graph must be planned for this batch size. */
 OSP_API int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex);
 /* Reverse pass. The caller has written the output node's dout (e.g. from
  * softmax_xent); parameter grads are zeroed first, then filled. */

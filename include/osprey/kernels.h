@@ -107,6 +107,17 @@ typedef struct osp_attention_desc {
     int k_trans;
 } osp_attention_desc;
 
+/* Piecewise-linear functions (backend slots piecewise_*), with params
+ * {alpha, beta, lo, hi}: hardsigmoid clamp(alpha x + beta, 0, 1) (its
+ * gradient alpha inside, 0 outside); hardswish x clamp(x + 3, 0, 6) / 6
+ * (PyTorch's gradient); clip clamp(x, lo, hi) (gradient 1 where lo <= x
+ * <= hi). A NaN input gives a NaN output. */
+typedef enum osp_piecewise {
+    OSP_PW_HARDSIGMOID = 0,
+    OSP_PW_HARDSWISH = 1,
+    OSP_PW_CLIP = 2,
+} osp_piecewise;
+
 typedef enum osp_gemm_trans { OSP_NO_TRANS = 0, OSP_TRANS = 1 } osp_gemm_trans;
 
 /* 2-D resizing of planes (ONNX Resize, F.interpolate): each of `planes`
@@ -137,6 +148,19 @@ typedef struct osp_resize_desc {
     osp_resize_coord coord;
     osp_resize_nearest nearest;
 } osp_resize_desc;
+
+/* One Adam or AdamW update's factors (osp_backend.adam_step), each
+ * rounded to float from its double value as torch rounds its Python
+ * floats. Per value: d = g (Adam: + weight_decay w; AdamW: w *= decay
+ * first), m = beta1 m + one_minus_beta1 d, v = beta2 v +
+ * one_minus_beta2 d^2, w -= step_size m / (sqrt(v) / c2_sqrt + eps). */
+typedef struct osp_adam_step {
+    float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
+    int decoupled;   /* AdamW */
+    float decay;     /* AdamW: 1 - lr weight_decay */
+    float step_size; /* lr / (1 - beta1^t) */
+    float c2_sqrt;   /* sqrt(1 - beta2^t) */
+} osp_adam_step;
 
 typedef struct osp_backend {
     const char *name; /* "cpu-ref", "cpu-avx2", ... */
@@ -378,6 +402,87 @@ typedef struct osp_backend {
      * is OSP_FN_GELU or OSP_FN_GELU_TANH, any other value (-1) none. */
     void (*fc_forward_fused)(int n, int in, int out, const float *x, const float *w,
                              const float *bias, int fn, float *y);
+
+    /* ---- the device seam ----
+     * Memory and the host's access to it. Every pointer the slots above
+     * take (x, w, y, workspace, labels, ...) is memory from this table's
+     * mem_alloc (the "device"), unless a slot says otherwise; the graph,
+     * the layers, the optimizer and the trainer reach it only through
+     * these slots. ctx is the backend's own state, handed to every slot
+     * that takes it (a device backend keeps its stream and allocator
+     * there); the CPU tables' is NULL. host_memory is 1 where device
+     * memory is host memory (the CPU tables): a caller may then read a
+     * result in place instead of copying it out, which saves a copy but
+     * changes no value. */
+    void *ctx;
+    int host_memory;
+    /* bytes (> 0) of device memory aligned to OSP_ALIGN, contents
+     * undefined, or NULL when there is none left; mem_free(NULL) is a
+     * no-op. */
+    void *(*mem_alloc)(void *ctx, size_t bytes);
+    void (*mem_free)(void *ctx, void *p);
+    /* Copies between host and device memory and within the device; the
+     * regions do not overlap. They return once the host side may be
+     * reused (copy_d2h: once dst holds the values). */
+    void (*copy_h2d)(void *ctx, void *dst, const void *src, size_t bytes);
+    void (*copy_d2h)(void *ctx, void *dst, const void *src, size_t bytes);
+    void (*copy_d2d)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Zero fill (all the graph needs: gradients start at 0). */
+    void (*mem_zero)(void *ctx, void *p, size_t bytes);
+    /* Optional (NULL: nothing to do): brackets each forward pass, with
+     * infer = 1 for an inference pass. run_begin returns a token that
+     * run_end gets back. The CPU tables narrow OpenMP's team for
+     * inference to the cores other processes leave idle
+     * (osp_threads_for_inference) and restore it after. */
+    int (*run_begin)(void *ctx, int infer);
+    void (*run_end)(void *ctx, int token);
+    /* Every byte of p set to value (a mask of ones). */
+    void (*fill_bytes)(void *ctx, void *p, int value, size_t bytes);
+
+    /* The ops' own element-wise work. y = a + b (y may be a or b). */
+    void (*add)(int64_t count, const float *a, const float *b, float *y);
+    /* y += x: a gradient passed through unchanged. */
+    void (*accumulate)(int64_t count, const float *x, float *y);
+    /* Inverted dropout: mask[i] = 1 where value i is kept (probability
+     * 1 - p), y = x / (1 - p) there and 0 elsewhere. The CPU tables draw
+     * the mask serially from osp_rng_derive(seed, stream, step), the same
+     * for any thread count; another backend may draw it its own way, the
+     * same on every forward of one (seed, stream, step). The backward adds
+     * dy / (1 - p) into dx where mask is set. */
+    void (*dropout_forward)(int64_t count, float p, uint64_t seed, uint64_t stream,
+                            uint64_t step, const float *x, float *y, uint8_t *mask);
+    void (*dropout_backward)(int64_t count, float p, const uint8_t *mask, const float *dy,
+                             float *dx);
+    /* osp_piecewise functions; the backward adds into dx. */
+    void (*piecewise_forward)(osp_piecewise fn, const float *params, int64_t count,
+                              const float *x, float *y);
+    void (*piecewise_backward)(osp_piecewise fn, const float *params, int64_t count,
+                               const float *x, const float *dy, float *dx);
+    /* A permutation of axes, sample by sample: each of `samples` blocks
+     * is walked in the output's row-major order over dims (ndim axes,
+     * ndim < OSP_MAX_DIMS), stride[i] being the input's stride along
+     * output axis i; forward y[o] = x[offset], backward dx[offset] +=
+     * dy[o]. */
+    void (*permute_forward)(int64_t samples, int ndim, const int64_t *dims,
+                            const int64_t *stride, const float *x, float *y);
+    void (*permute_backward)(int64_t samples, int ndim, const int64_t *dims,
+                             const int64_t *stride, const float *dy, float *dx);
+    /* rows rows of len values, row r at x + r ldx and y + r ldy: copied
+     * (y = x), or added (y += x). Concatenation along an inner axis; with
+     * ldx 0, one row repeated (a [constant] over the batch). */
+    void (*copy_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                      int64_t ldy);
+    void (*accumulate_rows)(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                            int64_t ldy);
+
+    /* The optimizers' updates over n parameters w with gradients g, as
+     * torch.optim's (src/optim/optimizer.c works out the factors). SGD:
+     * d = g + weight_decay w; with momentum, buf = momentum buf + d and
+     * d = buf (Nesterov: d + momentum buf); w -= lr d. */
+    void (*sgd_step)(int64_t n, float lr, float momentum, float weight_decay, int nesterov,
+                     float *w, const float *g, float *buf);
+    void (*adam_step)(int64_t n, const osp_adam_step *s, float *w, const float *g, float *m,
+                      float *v);
 } osp_backend;
 
 /* The portable reference backend: plain C, OpenMP and OpenBLAS sgemm. */
@@ -388,7 +493,9 @@ OSP_API const osp_backend *osp_backend_find(const char *name);
 /* The backend chosen for this machine: the widest instruction set the CPU
  * supports (checked at run time). The environment variable OSP_BACKEND
  * (a name osp_backend_find knows, e.g. OSP_BACKEND=reference for the
- * portable one) overrides the choice; it is read on every call. */
+ * portable one) overrides the choice. Both are read once, at the first
+ * call; later calls return the same table. A graph takes this table when
+ * it is made (osp_graph_set_backend chooses another). */
 OSP_API const osp_backend *osp_backend_default(void);
 
 #ifdef __cplusplus

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "osprey/core.h"
+#include "osprey/kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,11 +42,18 @@ typedef struct osp_optim {
     float *m;   /* SGD momentum buffer, or Adam first moment (n) */
     float *v;   /* Adam second moment (n); NULL for SGD */
     int64_t t;  /* steps taken (Adam bias correction) */
+    /* Runs the updates; m and v are its memory (host memory on the CPU
+     * tables, read there by checkpoints and gradient exchange). */
+    const osp_backend *be;
 } osp_optim;
 
 /* An optimizer for n parameters, its state zero; OSP_EINVAL for a bad
- * configuration. Free it with osp_optim_free. */
+ * configuration. Free it with osp_optim_free. osp_optim_new runs on
+ * osp_backend_default(); osp_optim_new_for on be, for the parameters of a
+ * graph on be (osp_graph_backend). */
 OSP_API int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out);
+OSP_API int osp_optim_new_for(const osp_optim_config *cfg, int64_t n, const osp_backend *be,
+                              osp_optim **out);
 OSP_API void osp_optim_free(osp_optim *o);
 /* One update of w (n) from g (n) at learning rate lr. */
 OSP_API void osp_optim_step(osp_optim *o, float *w, const float *g, float lr);

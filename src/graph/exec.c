@@ -1,14 +1,13 @@
-/* Running a planned graph: forward in order, backward in reverse. */
-#include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+/* Running a planned graph: forward in order, backward in reverse. All the
+ * memory work (the input's copy, zeroing gradients) goes through the
+ * graph's backend. */
 #include "graph_impl.h"
 
 static int check_plan(const osp_graph *g, const osp_exec *ex, osp_mode need) {
     if (!g->weights) return osp_error(OSP_ESTATE, "graph parameters are not initialised");
+    if (ex->be && (ex->be->mem_alloc != g->be->mem_alloc || ex->be->ctx != g->be->ctx))
+        return osp_error(OSP_EINVAL, "backend %s cannot run a graph in the memory of %s",
+                         ex->be->name, g->be->name);
     if (g->planned_batch != ex->batch || (need == OSP_MODE_TRAIN && g->planned_mode != need))
         return osp_error(OSP_ESTATE, "graph is not planned for batch %d in this mode", ex->batch);
     return OSP_OK;
@@ -20,20 +19,14 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     if (ex->mode == OSP_MODE_TRAIN && g->planned_mode != OSP_MODE_TRAIN)
         return osp_error(OSP_ESTATE, "graph is planned for inference, not training");
     osp_exec run = *ex;
+    if (!run.be) run.be = g->be;
     run.workspace = g->workspace;
     osp_node *in = &g->nodes[0];
-    if (input != in->out) memcpy(in->out, input, (size_t)ex->batch * (size_t)in->size * sizeof(float));
-    /* An inference step takes only the cores other processes leave idle
-     * (osp_threads_for_inference); a training step keeps its count, at
-     * which its results repeat bit for bit. */
-    int team = 0, threads = 0;
-#ifdef _OPENMP
-    if (ex->mode == OSP_MODE_INFER && !omp_in_parallel()) {
-        team = omp_get_max_threads();
-        threads = osp_threads_for_inference();
-        if (threads != team) omp_set_num_threads(threads);
-    }
-#endif
+    if (input != in->out)
+        g->be->copy_h2d(g->be->ctx, in->out, input,
+                        (size_t)ex->batch * (size_t)in->size * sizeof(float));
+    const int infer = ex->mode == OSP_MODE_INFER;
+    const int token = run.be->run_begin ? run.be->run_begin(run.be->ctx, infer) : 0;
     /* Frozen nodes (osp_graph_freeze) run as in inference even in training. */
     osp_exec frozen = run;
     frozen.mode = OSP_MODE_INFER;
@@ -47,36 +40,17 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
         n->op->forward(g, n, n->frozen ? &frozen : &run);
         if (times) times[i] += osp_now() - t0;
     }
-#ifdef _OPENMP
-    if (threads != team) omp_set_num_threads(team);
-#endif
+    if (run.be->run_end) run.be->run_end(run.be->ctx, token);
     return OSP_OK;
 }
 
 /* Every gradient but the starting node's (written by the caller) starts at
- * zero: ops accumulate into their inputs' gradients. A training step's
- * gradients are hundreds of megabytes (ResNet-20 at batch 128: 270 MB), so
- * every thread clears its share of each buffer: one core alone does not
- * reach the memory's write speed. */
+ * zero: ops accumulate into their inputs' gradients. */
 static void zero_gradients(osp_graph *g, int from, int batch) {
-    int64_t total = 0;
     for (int i = 0; i < from; i++)
-        if (g->nodes[i].dout) total += (int64_t)batch * g->nodes[i].size;
-    /* Under 4 MB a fork costs more than a second thread saves. */
-#pragma omp parallel if (total >= ((int64_t)1 << 20))
-    {
-        int t = 0, team = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        for (int i = 0; i < from; i++) {
-            if (!g->nodes[i].dout) continue;
-            const int64_t n = (int64_t)batch * g->nodes[i].size;
-            const int64_t lo = n * t / team, hi = n * (t + 1) / team;
-            memset(g->nodes[i].dout + lo, 0, (size_t)(hi - lo) * sizeof(float));
-        }
-    }
+        if (g->nodes[i].dout)
+            g->be->mem_zero(g->be->ctx, g->nodes[i].dout,
+                            (size_t)batch * (size_t)g->nodes[i].size * sizeof(float));
 }
 
 int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
@@ -90,8 +64,9 @@ int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex, osp_node
     if (from < 1 || from >= g->n_nodes || !g->nodes[from].dout)
         return osp_error(OSP_EINVAL, "no gradient can flow from node %d", from);
     osp_exec run = *ex;
+    if (!run.be) run.be = g->be;
     run.workspace = g->workspace;
-    memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
+    g->be->mem_zero(g->be->ctx, g->grads, (size_t)g->n_weights * sizeof(float));
     zero_gradients(g, from, ex->batch);
     if (done)
         for (int i = g->n_nodes - 1; i > from; i--) done(user, i);

@@ -25,6 +25,7 @@ int osp_graph_new(const osp_shape *input_shape, osp_graph **out) {
         osp_free(g);
         return OSP_ENOMEM;
     }
+    g->be = osp_backend_default();
     osp_node *in = &g->nodes[0];
     snprintf(in->name, sizeof in->name, "input");
     in->shape = *input_shape;
@@ -45,16 +46,71 @@ void osp_graph_free(osp_graph *g) {
     }
     osp_free(g->nodes);
     osp_free(g->params);
-    osp_free(g->own_weights ? g->own_weights : g->weights);
-    osp_free(g->grads);
-    osp_free(g->own_weights ? g->own_buffers : g->buffers);
-    osp_free(g->arena);
+    osp__graph_mem_free(g, g->own_weights ? g->own_weights : g->weights);
+    osp__graph_mem_free(g, g->grads);
+    osp__graph_mem_free(g, g->own_weights ? g->own_buffers : g->buffers);
+    osp__graph_mem_free(g, g->arena);
     osp_free(g);
+}
+
+const osp_backend *osp_graph_backend(const osp_graph *g) { return g->be; }
+
+int osp_graph_set_backend(osp_graph *g, const osp_backend *be) {
+    if (!be || !be->mem_alloc)
+        return osp_error(OSP_EINVAL, "osp_graph_set_backend: a backend with memory slots is needed");
+    const int same_memory = be->mem_alloc == g->be->mem_alloc && be->ctx == g->be->ctx;
+    if (g->weights && !same_memory) {
+        if (g->own_weights)
+            return osp_error(OSP_ESTATE, "a graph that shares another's parameters cannot move "
+                             "to backend %s", be->name);
+        /* weights, grads, buffers: all allocated before any is given up */
+        float **arrays[3] = {&g->weights, &g->grads, &g->buffers};
+        const int64_t counts[3] = {g->n_weights, g->n_weights, g->n_buffers};
+        float *moved[3] = {NULL, NULL, NULL};
+        const int64_t most = g->n_weights > g->n_buffers ? g->n_weights : g->n_buffers;
+        float *host = osp_alloc((size_t)(most ? most : 1) * sizeof(float));
+        int ok = host != NULL;
+        for (int i = 0; i < 3 && ok; i++) {
+            moved[i] = be->mem_alloc(be->ctx, (size_t)(counts[i] ? counts[i] : 1) * sizeof(float));
+            ok = moved[i] != NULL;
+        }
+        if (!ok) {
+            for (int i = 0; i < 3; i++)
+                if (moved[i]) be->mem_free(be->ctx, moved[i]);
+            osp_free(host);
+            return osp_error(OSP_ENOMEM, "out of memory moving the parameters to backend %s",
+                             be->name);
+        }
+        for (int i = 0; i < 3; i++) {
+            const size_t bytes = (size_t)(counts[i] ? counts[i] : 1) * sizeof(float);
+            g->be->copy_d2h(g->be->ctx, host, *arrays[i], bytes);
+            be->copy_h2d(be->ctx, moved[i], host, bytes);
+            osp__graph_mem_free(g, *arrays[i]);
+            *arrays[i] = moved[i];
+        }
+        osp_free(host);
+        osp__graph_mem_free(g, g->arena);
+        g->arena = NULL;
+        g->arena_bytes = 0;
+    }
+    g->be = be;
+    g->planned_batch = 0;
+    return OSP_OK;
+}
+
+void osp_graph_read(const osp_graph *g, float *host, const float *src, int64_t count) {
+    if (count > 0) g->be->copy_d2h(g->be->ctx, host, src, (size_t)count * sizeof(float));
+}
+
+void osp_graph_write(const osp_graph *g, float *dst, const float *host, int64_t count) {
+    if (count > 0) g->be->copy_h2d(g->be->ctx, dst, host, (size_t)count * sizeof(float));
 }
 
 int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
     if (!g->weights || !owner->weights || g->own_weights)
         return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
+    if (g->be->mem_alloc != owner->be->mem_alloc || g->be->ctx != owner->be->ctx)
+        return osp_error(OSP_ESTATE, "the graphs' backends do not share memory");
     if (g->n_params != owner->n_params || g->n_weights != owner->n_weights ||
         g->n_buffers != owner->n_buffers)
         return osp_error(OSP_ESHAPE, "the graphs' parameters differ in layout");
@@ -223,14 +279,37 @@ static void init_param(const osp_param *p, float *data, uint64_t seed, int index
     }
 }
 
+/* At least one float, so that an empty array is still a pointer. */
+static float *mem_floats(const osp_graph *g, int64_t count) {
+    return g->be->mem_alloc(g->be->ctx, (size_t)(count ? count : 1) * sizeof(float));
+}
+
 int osp_graph_init_params(osp_graph *g, uint64_t seed) {
     if (!g->weights) {
-        g->weights = osp_calloc((size_t)(g->n_weights ? g->n_weights : 1), sizeof(float));
-        g->grads = osp_calloc((size_t)(g->n_weights ? g->n_weights : 1), sizeof(float));
-        g->buffers = osp_calloc((size_t)(g->n_buffers ? g->n_buffers : 1), sizeof(float));
+        g->weights = mem_floats(g, g->n_weights);
+        g->grads = mem_floats(g, g->n_weights);
+        g->buffers = mem_floats(g, g->n_buffers);
         if (!g->weights || !g->grads || !g->buffers) return OSP_ENOMEM;
+        /* The padding between parameters too: whole arrays are summed,
+         * exchanged and saved. */
+        const size_t wbytes = (size_t)(g->n_weights ? g->n_weights : 1) * sizeof(float);
+        const size_t bbytes = (size_t)(g->n_buffers ? g->n_buffers : 1) * sizeof(float);
+        g->be->mem_zero(g->be->ctx, g->weights, wbytes);
+        g->be->mem_zero(g->be->ctx, g->grads, wbytes);
+        g->be->mem_zero(g->be->ctx, g->buffers, bbytes);
     }
-    for (int i = 0; i < g->n_params; i++) init_param(&g->params[i], osp_graph_param_data(g, i), seed, i);
+    /* Drawn on the host, in one staging array as large as the largest
+     * parameter, and copied in. */
+    int64_t most = 1;
+    for (int i = 0; i < g->n_params; i++)
+        if (g->params[i].numel > most) most = g->params[i].numel;
+    float *host = osp_alloc((size_t)most * sizeof(float));
+    if (!host) return OSP_ENOMEM;
+    for (int i = 0; i < g->n_params; i++) {
+        init_param(&g->params[i], host, seed, i);
+        osp_graph_write(g, osp_graph_param_data(g, i), host, g->params[i].numel);
+    }
+    osp_free(host);
     return OSP_OK;
 }
 

@@ -5,6 +5,10 @@
 #include "osprey/graph.h"
 
 struct osp_graph {
+    /* Runs every op and owns weights, grads, buffers and the arena:
+     * all of them come from its mem_alloc. */
+    const osp_backend *be;
+
     int n_nodes, cap_nodes;
     osp_node *nodes;
 
@@ -27,5 +31,10 @@ struct osp_graph {
     size_t workspace_bytes;
     void *workspace;
 };
+
+/* Frees p from the graph's backend (NULL is a no-op). */
+static inline void osp__graph_mem_free(const osp_graph *g, void *p) {
+    if (p) g->be->mem_free(g->be->ctx, p);
+}
 
 #endif

@@ -183,9 +183,9 @@ int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     for (int i = 0; i < 3 * g->n_nodes; i++) l.out[i] = SIZE_MAX;
     int rc = mode == OSP_MODE_TRAIN ? layout_train(g, batch, &l) : layout_infer(g, batch, &l);
     if (rc == OSP_OK && l.total > g->arena_bytes) {
-        osp_free(g->arena);
+        osp__graph_mem_free(g, g->arena);
         g->arena_bytes = 0;
-        g->arena = osp_alloc(l.total);
+        g->arena = g->be->mem_alloc(g->be->ctx, l.total);
         if (!g->arena) rc = osp_error(OSP_ENOMEM, "out of memory planning %zu bytes of activations for batch %d", l.total, batch);
         else g->arena_bytes = l.total;
     }

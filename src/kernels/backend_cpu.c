@@ -7,6 +7,7 @@
  * OpenBLAS, which dispatches itself; fc; softmax; l2norm) are the
  * reference's. osp_backend_default() takes the widest the CPU runs, unless
  * OSP_BACKEND names one. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,7 +69,7 @@ int osp__kernel_team(void) {
     .batchnorm_forward_stats = osp__cpu_batchnorm_forward_stats, \
     .batchnorm_backward_sums = osp__cpu_batchnorm_backward_sums, \
     .batchnorm_backward_stats = osp__cpu_batchnorm_backward_stats, \
-    TRANSFORMER_SLOTS
+    TRANSFORMER_SLOTS, SEAM_SLOTS
 /* The transformers' kernels (appended to the table). */
 #define TRANSFORMER_SLOTS                                     \
     .sgemm_batched = osp__cpu_sgemm_batched,                  \
@@ -76,6 +77,23 @@ int osp__kernel_team(void) {
     .softmax_axis_backward = osp__cpu_softmax_axis_backward,  \
     .logsoftmax_forward = osp__cpu_logsoftmax_forward,        \
     .logsoftmax_backward = osp__cpu_logsoftmax_backward
+/* Memory is host memory; the slots of the device seam. */
+#define SEAM_SLOTS                                            \
+    .host_memory = 1, .mem_alloc = osp__cpu_mem_alloc,        \
+    .mem_free = osp__cpu_mem_free, .copy_h2d = osp__cpu_copy, \
+    .copy_d2h = osp__cpu_copy, .copy_d2d = osp__cpu_copy,     \
+    .mem_zero = osp__cpu_mem_zero, .run_begin = osp__cpu_run_begin, \
+    .run_end = osp__cpu_run_end, .fill_bytes = osp__cpu_fill_bytes, \
+    .add = osp__cpu_add, .accumulate = osp__cpu_accumulate,   \
+    .dropout_forward = osp__cpu_dropout_forward,              \
+    .dropout_backward = osp__cpu_dropout_backward,            \
+    .piecewise_forward = osp__cpu_piecewise_forward,          \
+    .piecewise_backward = osp__cpu_piecewise_backward,        \
+    .permute_forward = osp__cpu_permute_forward,              \
+    .permute_backward = osp__cpu_permute_backward,            \
+    .copy_rows = osp__cpu_copy_rows,                          \
+    .accumulate_rows = osp__cpu_accumulate_rows,              \
+    .sgd_step = osp__cpu_sgd_step, .adam_step = osp__cpu_adam_step
 #define VERSIONED_SLOTS(P)                                           \
     .conv2d_workspace = P##conv2d_workspace,                         \
     .conv2d_forward = P##conv2d_forward,                             \
@@ -163,13 +181,25 @@ const osp_backend *osp_backend_find(const char *name) {
     return NULL;
 }
 
-/* Read on every call (it is cheap), so that a test can switch backends with
- * setenv. An unknown or unsupported name falls back to the automatic pick. */
-const osp_backend *osp_backend_default(void) {
+/* The automatic pick, or OSP_BACKEND's (an unknown or unsupported name
+ * falls back to the automatic pick). */
+static const osp_backend *choose_backend(void) {
     const char *want = getenv("OSP_BACKEND");
     const osp_backend *be = want && *want ? osp_backend_find(want) : NULL;
     if (be) return be;
     if (cpu_has_avx512()) return avx512_table();
     if (cpu_has_avx2()) return &cpu_avx2;
     return &cpu_reference;
+}
+
+static const osp_backend *chosen;
+static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
+
+static void choose_once(void) { chosen = choose_backend(); }
+
+/* Chosen once: the tables are constant, so every later call returns the
+ * same one whatever the environment says by then. */
+const osp_backend *osp_backend_default(void) {
+    pthread_once(&chosen_once, choose_once);
+    return chosen;
 }

@@ -200,4 +200,37 @@ void osp__cpu_logsoftmax_forward(int64_t outer, int len, int64_t inner, const fl
 void osp__cpu_logsoftmax_backward(int64_t outer, int len, int64_t inner, const float *y,
                                   const float *dy, float *dx);
 
+/* Memory (memory.c): device memory is host memory. */
+void *osp__cpu_mem_alloc(void *ctx, size_t bytes);
+void osp__cpu_mem_free(void *ctx, void *p);
+void osp__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes);
+void osp__cpu_mem_zero(void *ctx, void *p, size_t bytes);
+int osp__cpu_run_begin(void *ctx, int infer);
+void osp__cpu_run_end(void *ctx, int token);
+void osp__cpu_fill_bytes(void *ctx, void *p, int value, size_t bytes);
+/* The ops' element-wise loops (elementwise.c) and the optimizers'
+ * updates (optimizer.c). */
+void osp__cpu_add(int64_t count, const float *a, const float *b, float *y);
+void osp__cpu_accumulate(int64_t count, const float *x, float *y);
+void osp__cpu_dropout_forward(int64_t count, float p, uint64_t seed, uint64_t stream,
+                              uint64_t step, const float *x, float *y, uint8_t *mask);
+void osp__cpu_dropout_backward(int64_t count, float p, const uint8_t *mask, const float *dy,
+                               float *dx);
+void osp__cpu_piecewise_forward(osp_piecewise fn, const float *params, int64_t count,
+                                const float *x, float *y);
+void osp__cpu_piecewise_backward(osp_piecewise fn, const float *params, int64_t count,
+                                 const float *x, const float *dy, float *dx);
+void osp__cpu_permute_forward(int64_t samples, int ndim, const int64_t *dims,
+                              const int64_t *stride, const float *x, float *y);
+void osp__cpu_permute_backward(int64_t samples, int ndim, const int64_t *dims,
+                               const int64_t *stride, const float *dy, float *dx);
+void osp__cpu_copy_rows(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                        int64_t ldy);
+void osp__cpu_accumulate_rows(int64_t rows, int64_t len, const float *x, int64_t ldx, float *y,
+                              int64_t ldy);
+void osp__cpu_sgd_step(int64_t n, float lr, float momentum, float weight_decay, int nesterov,
+                       float *w, const float *g, float *buf);
+void osp__cpu_adam_step(int64_t n, const osp_adam_step *s, float *w, const float *g, float *m,
+                        float *v);
+
 #endif

@@ -31,6 +31,8 @@ typedef struct conv_attrs {
     int act;           /* an osp_activation applied in the epilogue */
     float act_alpha;
     float *folded;     /* K x R weights then K biases; NULL until needed */
+    /* the backend whose memory folded and prepared are (freed by it) */
+    const osp_backend *folded_mem, *prepared_mem;
     int residual_node; /* a fused add's other input (node id), or -1 */
     /* the backend's prepared filters (conv2d_prepare) of the weights the
      * forward uses; made at the first inference forward after a plan */

@@ -1,21 +1,12 @@
-/* Element-wise layers the backend table has no slot for: [hardsigmoid],
- * [hardswish] and [clip] (the shapes of MobileNetV3 and of ONNX's Clip).
- * Any input shape; the output has the same shape. The layer computes them
- * itself, one pass over the values, split across threads for large inputs;
- * each value is independent, so the result does not depend on the thread
- * count.
- *
- * The comparisons are written so that a NaN input gives a NaN output, as in
- * PyTorch; the gradients at the kinks are PyTorch's. */
+/* Piecewise-linear element-wise layers: [hardsigmoid], [hardswish] and
+ * [clip] (the shapes of MobileNetV3 and of ONNX's Clip), computed by the
+ * backend's piecewise slots (osp_piecewise). Any input shape; the output
+ * has the same shape. */
 #include <math.h>
-#include <string.h>
 
 #include "attrs.h"
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
-
-/* Below this many values a parallel region costs more than it saves. */
-#define PARALLEL_MIN (1 << 15)
 
 typedef enum extra_kind { EXTRA_HARDSIGMOID, EXTRA_HARDSWISH, EXTRA_CLIP } extra_kind;
 
@@ -40,67 +31,32 @@ static int extra_setup(osp_graph *g, osp_node *n) {
     return OSP_OK;
 }
 
-static void extra_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+/* The backend's function for n and its {alpha, beta, lo, hi}. */
+static osp_piecewise piecewise_of(const osp_node *n, float *params) {
     const extra_attrs *a = n->attrs ? n->attrs : &extra_defaults;
-    const float *x = osp_node_input(g, n, 0)->out;
-    float *y = n->out;
-    const int64_t count = (int64_t)ex->batch * n->size;
-    const float alpha = a->alpha, beta = a->beta, lo = a->lo, hi = a->hi;
+    params[0] = a->alpha, params[1] = a->beta, params[2] = a->lo, params[3] = a->hi;
     switch (kind_of(n)) {
-    case EXTRA_HARDSIGMOID:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) {
-            float v = alpha * x[i] + beta;
-            y[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-        }
-        break;
-    case EXTRA_HARDSWISH:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) {
-            float v = x[i] + 3.0f;
-            v = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
-            y[i] = x[i] * v / 6.0f;
-        }
-        break;
-    case EXTRA_CLIP:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) y[i] = x[i] < lo ? lo : x[i] > hi ? hi : x[i];
-        break;
+    case EXTRA_HARDSIGMOID: return OSP_PW_HARDSIGMOID;
+    case EXTRA_HARDSWISH: return OSP_PW_HARDSWISH;
+    case EXTRA_CLIP: break;
     }
+    return OSP_PW_CLIP;
 }
 
-/* hardsigmoid: alpha where 0 < alpha * x + beta < 1, else 0 (PyTorch's
- * -3 < x < 3 at the defaults). hardswish: 0 for x < -3, (2x + 3) / 6 for
- * -3 <= x <= 3, 1 above (PyTorch's hardswish_backward). clip: 1 where
- * lo <= x <= hi, else 0 (torch.clamp's). */
+static void extra_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
+    float params[4];
+    const osp_piecewise fn = piecewise_of(n, params);
+    ex->be->piecewise_forward(fn, params, (int64_t)ex->batch * n->size,
+                              osp_node_input(g, n, 0)->out, n->out);
+}
+
 static void extra_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     osp_node *in = osp_node_input(g, n, 0);
     if (!in->dout) return;
-    const extra_attrs *a = n->attrs ? n->attrs : &extra_defaults;
-    const float *x = in->out, *dy = n->dout;
-    float *dx = in->dout;
-    const int64_t count = (int64_t)ex->batch * n->size;
-    const float alpha = a->alpha, beta = a->beta, lo = a->lo, hi = a->hi;
-    switch (kind_of(n)) {
-    case EXTRA_HARDSIGMOID:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) {
-            float v = alpha * x[i] + beta;
-            dx[i] += v > 0.0f && v < 1.0f ? alpha * dy[i] : 0.0f;
-        }
-        break;
-    case EXTRA_HARDSWISH:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) {
-            float d = x[i] < -3.0f ? 0.0f : x[i] <= 3.0f ? x[i] / 3.0f + 0.5f : 1.0f;
-            dx[i] += d * dy[i];
-        }
-        break;
-    case EXTRA_CLIP:
-#pragma omp parallel for schedule(static) if (count >= PARALLEL_MIN)
-        for (int64_t i = 0; i < count; i++) dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
-        break;
-    }
+    float params[4];
+    const osp_piecewise fn = piecewise_of(n, params);
+    ex->be->piecewise_backward(fn, params, (int64_t)ex->batch * n->size, in->out, n->dout,
+                               in->dout);
 }
 
 /* ONNX: HardSigmoid; [hardswish] (opset 14's HardSwish) as x times

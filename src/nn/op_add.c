@@ -66,11 +66,9 @@ static void add_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         const int64_t at = b * ADD_BLOCK, len = count - at < ADD_BLOCK ? count - at : ADD_BLOCK;
         float *out = n->out + at;
         const float *x0 = osp_node_input(g, n, 0)->out + at, *x1 = osp_node_input(g, n, 1)->out + at;
-        for (int64_t j = 0; j < len; j++) out[j] = x0[j] + x1[j];
-        for (int i = 2; i < n->n_inputs; i++) {
-            const float *x = osp_node_input(g, n, i)->out + at;
-            for (int64_t j = 0; j < len; j++) out[j] += x[j];
-        }
+        ex->be->add(len, x0, x1, out);
+        for (int i = 2; i < n->n_inputs; i++)
+            ex->be->accumulate(len, osp_node_input(g, n, i)->out + at, out);
         if (act != OSP_ACT_NONE) ex->be->activation_forward(act, a->alpha, len, out, out);
     }
 }
@@ -102,8 +100,7 @@ static void add_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const int64_t count = (int64_t)ex->batch * n->size;
     for (int i = 0; i < n->n_inputs; i++) {
         float *dx = osp_node_input(g, n, i)->dout;
-        if (!dx) continue;
-        for (int64_t j = 0; j < count; j++) dx[j] += n->dout[j];
+        if (dx) ex->be->accumulate(count, n->dout, dx);
     }
 }
 

@@ -82,10 +82,9 @@ static size_t attention_saved(const osp_graph *g, const osp_node *n, int batch) 
     return sizeof(float) * (size_t)d.count * (size_t)d.tq;
 }
 
-/* The graph does not say which backend will run, so size for the default. */
 static size_t attention_workspace(const osp_graph *g, const osp_node *n, int batch) {
     osp_attention_desc d = desc_of(g, n, batch);
-    return osp_backend_default()->attention_workspace(&d);
+    return osp_graph_backend(g)->attention_workspace(&d);
 }
 
 static void attention_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {

@@ -3,7 +3,6 @@
  * the channel axis; negative counts from the last): C1 x H x W, C2 x H x W
  * -> (C1 + C2) x H x W, or T1 x D, T2 x D -> (T1 + T2) x D with axis 0. The
  * other axes must match. As torch.cat(dim=axis + 1). */
-#include <string.h>
 
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
@@ -66,8 +65,7 @@ static void concat_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     for (int i = 0; i < n->n_inputs; i++) {
         const osp_node *in = osp_node_input(g, n, i);
         const int64_t len = in->size / outer;
-        for (int64_t r = 0; r < (int64_t)ex->batch * outer; r++)
-            memcpy(n->out + r * row + at, in->out + r * len, (size_t)len * sizeof(float));
+        ex->be->copy_rows((int64_t)ex->batch * outer, len, in->out, len, n->out + at, row);
         at += len;
     }
 }
@@ -80,11 +78,8 @@ static void concat_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
         osp_node *in = osp_node_input(g, n, i);
         const int64_t len = in->size / outer;
         if (in->dout)
-            for (int64_t r = 0; r < (int64_t)ex->batch * outer; r++) {
-                const float *dy = n->dout + r * row + at;
-                float *dx = in->dout + r * len;
-                for (int64_t j = 0; j < len; j++) dx[j] += dy[j];
-            }
+            ex->be->accumulate_rows((int64_t)ex->batch * outer, len, n->dout + at, row, in->dout,
+                                    len);
         at += len;
     }
 }

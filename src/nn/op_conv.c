@@ -75,6 +75,8 @@ static int parse(osp_spec_section *s, void **out) {
     a.act = OSP_ACT_NONE;
     a.act_alpha = 0;
     a.folded = NULL;
+    a.folded_mem = NULL;
+    a.prepared_mem = NULL;
     a.residual_node = -1;
     a.prepared = NULL;
     a.prepared_floats = 0;
@@ -100,8 +102,8 @@ static int parse(osp_spec_section *s, void **out) {
 static void conv_free_attrs(void *attrs) {
     conv_attrs *a = attrs;
     if (a) {
-        osp_free(a->folded);
-        osp_free(a->prepared);
+        if (a->folded) a->folded_mem->mem_free(a->folded_mem->ctx, a->folded);
+        if (a->prepared) a->prepared_mem->mem_free(a->prepared_mem->ctx, a->prepared);
         osp_free(a->qprepared);
         osp_free(a->qbytes);
         osp__calib_stats_free(a->calib);
@@ -164,10 +166,9 @@ static int setup(osp_graph *g, osp_node *n) {
     return OSP_OK;
 }
 
-/* The graph does not say which backend will run, so size for the default. */
 static size_t workspace_bytes(const osp_graph *g, const osp_node *n, int batch) {
     osp_conv_desc d = desc_of(g, n, batch);
-    const osp_backend *be = osp_backend_default();
+    const osp_backend *be = osp_graph_backend(g);
     size_t bytes = be->conv2d_workspace(&d);
     const conv_attrs *a = n->attrs;
     if (a->quant && be->conv2d_int8_workspace) {
@@ -177,26 +178,48 @@ static size_t workspace_bytes(const osp_graph *g, const osp_node *n, int batch) 
     return bytes;
 }
 
-/* Folds batch norm node bn (eps) into a->folded. */
+/* Graph memory of be for floats values in *p (kept when it is be's and as
+ * large), or NULL. */
+static float *backend_floats(float **p, const osp_backend **mem, size_t *have, size_t floats,
+                             const osp_backend *be) {
+    if (*p && *mem == be && *have == floats) return *p;
+    if (*p) (*mem)->mem_free((*mem)->ctx, *p);
+    *have = 0;
+    *p = be->mem_alloc(be->ctx, floats * sizeof(float));
+    *mem = be;
+    if (*p) *have = floats;
+    return *p;
+}
+
+/* Folds batch norm node bn (eps) into a->folded. Plan-time work: the
+ * parameters are copied to the host, folded there and copied back. */
 static int fold_bn(osp_graph *g, osp_node *n, const osp_node *bn, float eps) {
     conv_attrs *a = n->attrs;
     const osp_param *wp = osp_graph_param(g, n->params[0]);
-    const int64_t per_k = wp->numel / a->filters;
-    if (!a->folded) {
-        a->folded = osp_alloc((size_t)(wp->numel + a->filters) * sizeof(float));
-        if (!a->folded) return 0; /* then it runs unfused */
-    }
-    const float *w = osp_node_weight(g, n, 0), *b = a->bias ? osp_node_weight(g, n, 1) : NULL;
-    /* batchnorm's parameters in its order: weight, bias, running mean, var */
-    const float *gamma = osp_node_weight(g, bn, 0), *beta = osp_node_weight(g, bn, 1);
-    const float *mean = osp_node_weight(g, bn, 2), *var = osp_node_weight(g, bn, 3);
-    float *fw = a->folded, *fb = a->folded + wp->numel;
+    const int64_t per_k = wp->numel / a->filters, k_count = a->filters;
+    size_t have = a->folded ? (size_t)(wp->numel + k_count) : 0;
+    if (!backend_floats(&a->folded, &a->folded_mem, &have, (size_t)(wp->numel + k_count),
+                        osp_graph_backend(g)))
+        return 0; /* then it runs unfused */
+    /* host: w, b, batchnorm's weight, bias, running mean, var, then w', b' */
+    float *host = osp_alloc((size_t)(2 * wp->numel + 7 * k_count) * sizeof(float));
+    if (!host) return 0;
+    float *w = host, *b = w + wp->numel, *gamma = b + k_count, *beta = gamma + k_count;
+    float *mean = beta + k_count, *var = mean + k_count, *fw = var + k_count;
+    float *fb = fw + wp->numel;
+    osp_graph_read(g, w, osp_node_weight(g, n, 0), wp->numel);
+    if (a->bias) osp_graph_read(g, b, osp_node_weight(g, n, 1), k_count);
+    else memset(b, 0, (size_t)k_count * sizeof(float));
+    float *bn_host[4] = {gamma, beta, mean, var};
+    for (int i = 0; i < 4; i++) osp_graph_read(g, bn_host[i], osp_node_weight(g, bn, i), k_count);
     for (int k = 0; k < a->filters; k++) {
         /* as batchnorm_forward_infer computes its scale */
         const float s = (float)(gamma[k] * (1.0 / sqrt((double)var[k] + eps)));
         for (int64_t i = 0; i < per_k; i++) fw[k * per_k + i] = w[k * per_k + i] * s;
-        fb[k] = ((b ? b[k] : 0.0f) - mean[k]) * s + beta[k];
+        fb[k] = (b[k] - mean[k]) * s + beta[k];
     }
+    osp_graph_write(g, a->folded, fw, wp->numel + k_count);
+    osp_free(host);
     return 1;
 }
 
@@ -259,13 +282,8 @@ static const float *prepared_filters(conv_attrs *a, const osp_conv_desc *d, cons
     const size_t floats = be->conv2d_prepared_floats(d);
     if (!floats) return NULL;
     if (a->prepared_for == be && a->prepared_floats == floats) return a->prepared;
-    if (a->prepared_floats != floats) {
-        osp_free(a->prepared);
-        a->prepared_floats = 0;
-        a->prepared = osp_alloc(floats * sizeof(float));
-        if (!a->prepared) return NULL;
-        a->prepared_floats = floats;
-    }
+    if (!backend_floats(&a->prepared, &a->prepared_mem, &a->prepared_floats, floats, be))
+        return NULL;
     be->conv2d_prepare(d, w, a->prepared);
     a->prepared_for = be;
     return a->prepared;

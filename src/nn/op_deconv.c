@@ -157,10 +157,9 @@ static int deconv_setup(osp_graph *g, osp_node *n) {
     return OSP_OK;
 }
 
-/* The graph does not say which backend will run, so size for the default. */
 static size_t deconv_workspace_bytes(const osp_graph *g, const osp_node *n, int batch) {
     osp_conv_desc d = desc_of(g, n, batch);
-    return osp_backend_default()->deconv2d_workspace(&d);
+    return osp_graph_backend(g)->deconv2d_workspace(&d);
 }
 
 static void deconv_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {

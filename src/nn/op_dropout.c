@@ -6,7 +6,6 @@
  * drawn serially, so it is the same for any thread count and on every
  * forward of one step (a gradient check repeats forwards). It is the saved
  * memory: one byte per value. */
-#include <string.h>
 
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
@@ -40,28 +39,18 @@ static void dropout_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const int64_t count = (int64_t)ex->batch * n->size;
     const float p = p_of(n);
     if (ex->mode != OSP_MODE_TRAIN || p == 0.0f) {
-        memcpy(n->out, in->out, (size_t)count * sizeof(float));
-        if (ex->mode == OSP_MODE_TRAIN) memset(n->saved, 1, (size_t)count);
+        ex->be->copy_d2d(ex->be->ctx, n->out, in->out, (size_t)count * sizeof(float));
+        if (ex->mode == OSP_MODE_TRAIN) ex->be->fill_bytes(ex->be->ctx, n->saved, 1, (size_t)count);
         return;
     }
-    uint8_t *mask = n->saved;
-    const float scale = 1.0f / (1.0f - p);
-    osp_rng rng;
-    osp_rng_derive(&rng, ex->seed, RNG_STREAM_DROPOUT ^ ((uint64_t)n->id << 32), ex->step);
-    for (int64_t i = 0; i < count; i++) {
-        mask[i] = osp_rng_uniform(&rng) >= p;
-        n->out[i] = mask[i] ? in->out[i] * scale : 0.0f;
-    }
+    ex->be->dropout_forward(count, p, ex->seed, RNG_STREAM_DROPOUT ^ ((uint64_t)n->id << 32),
+                            ex->step, in->out, n->out, n->saved);
 }
 
 static void dropout_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     osp_node *in = osp_node_input(g, n, 0);
     if (!in->dout) return;
-    const int64_t count = (int64_t)ex->batch * n->size;
-    const uint8_t *mask = n->saved;
-    const float scale = 1.0f / (1.0f - p_of(n));
-    for (int64_t i = 0; i < count; i++)
-        if (mask[i]) in->dout[i] += n->dout[i] * scale;
+    ex->be->dropout_backward((int64_t)ex->batch * n->size, p_of(n), n->saved, n->dout, in->dout);
 }
 
 /* ONNX: an exported model is for inference, where dropout passes its

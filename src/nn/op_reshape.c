@@ -63,14 +63,13 @@ static int reshape_setup(osp_graph *g, osp_node *n) {
 }
 
 static void copy_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
-    memcpy(n->out, osp_node_input(g, n, 0)->out, (size_t)ex->batch * (size_t)n->size * sizeof(float));
+    ex->be->copy_d2d(ex->be->ctx, n->out, osp_node_input(g, n, 0)->out,
+                     (size_t)ex->batch * (size_t)n->size * sizeof(float));
 }
 
 static void copy_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     float *dx = osp_node_input(g, n, 0)->dout;
-    if (!dx) return;
-    const int64_t count = (int64_t)ex->batch * n->size;
-    for (int64_t i = 0; i < count; i++) dx[i] += n->dout[i];
+    if (dx) ex->be->accumulate((int64_t)ex->batch * n->size, n->dout, dx);
 }
 
 /* ONNX: Flatten from axis 1 (the batch stays). */

@@ -1,16 +1,14 @@
 /* [transpose]: permutes the per-sample axes: output axis i is input axis
  * perm[i] (`perm = 1, 2, 0` turns C x H x W into H x W x C), as
  * x.permute(0, *[p + 1 for p in perm]) in PyTorch and ONNX's Transpose
- * without the batch axis. The backward applies the inverse permutation.
- * One sample per thread, so the result does not depend on the thread
- * count. */
+ * without the batch axis. The backward applies the inverse permutation
+ * (the backend's permute slots). */
 #include <string.h>
 
 #include "attrs.h"
 #include "osprey/nn.h"
 #include "osprey/onnx.h"
 
-#define PARALLEL_MIN (1 << 15)
 static int transpose_setup(osp_graph *g, osp_node *n) {
     if (n->n_inputs != 1)
         return osp_error(OSP_ESHAPE, "layer '%s': transpose takes one input, not %d", n->name,
@@ -40,40 +38,11 @@ static void input_strides(const osp_shape *in, const transpose_attrs *a, int64_t
     for (int i = 0; i < a->ndim; i++) stride[i] = s[a->perm[i]];
 }
 
-/* Calls BODY(o, x) for every output offset o of a sample, in order, with x
- * the offset of the input value it holds; the innermost axis is a loop. */
-#define FOR_EACH_VALUE(shape, stride, BODY)                                                 \
-    do {                                                                                    \
-        const int nd = (shape)->ndim;                                                       \
-        const int64_t len = (shape)->dim[nd - 1], step = (stride)[nd - 1];                  \
-        int64_t idx[PERM_MAX_DIMS] = {0}, base = 0, o = 0;                                 \
-        for (;;) {                                                                          \
-            for (int64_t j = 0; j < len; j++, o++) {                                        \
-                const int64_t x = base + j * step;                                          \
-                BODY;                                                                       \
-            }                                                                               \
-            int k = nd - 2;                                                                 \
-            for (; k >= 0; k--) {                                                           \
-                base += (stride)[k];                                                        \
-                if (++idx[k] < (shape)->dim[k]) break;                                      \
-                base -= (stride)[k] * (shape)->dim[k];                                      \
-                idx[k] = 0;                                                                 \
-            }                                                                               \
-            if (k < 0) break;                                                               \
-        }                                                                                   \
-    } while (0)
-
 static void transpose_forward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     const osp_node *in = osp_node_input(g, n, 0);
     int64_t stride[PERM_MAX_DIMS];
     input_strides(&in->shape, n->attrs, stride);
-    const int64_t size = n->size;
-#pragma omp parallel for schedule(static) if ((int64_t)ex->batch * size >= PARALLEL_MIN)
-    for (int s = 0; s < ex->batch; s++) {
-        const float *xs = in->out + (int64_t)s * size;
-        float *ys = n->out + (int64_t)s * size;
-        FOR_EACH_VALUE(&n->shape, stride, ys[o] = xs[x]);
-    }
+    ex->be->permute_forward(ex->batch, n->shape.ndim, n->shape.dim, stride, in->out, n->out);
 }
 
 static void transpose_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
@@ -81,13 +50,7 @@ static void transpose_backward(osp_graph *g, osp_node *n, const osp_exec *ex) {
     if (!in->dout) return;
     int64_t stride[PERM_MAX_DIMS];
     input_strides(&in->shape, n->attrs, stride);
-    const int64_t size = n->size;
-#pragma omp parallel for schedule(static) if ((int64_t)ex->batch * size >= PARALLEL_MIN)
-    for (int s = 0; s < ex->batch; s++) {
-        float *dxs = in->dout + (int64_t)s * size;
-        const float *dys = n->dout + (int64_t)s * size;
-        FOR_EACH_VALUE(&n->shape, stride, dxs[x] += dys[o]);
-    }
+    ex->be->permute_backward(ex->batch, n->shape.ndim, n->shape.dim, stride, n->dout, in->dout);
 }
 
 /* ONNX: Transpose, the batch axis staying first. */

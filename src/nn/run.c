@@ -90,7 +90,7 @@ int osp_net_run(osp_net *net, const float *x, int64_t n, int batch, const char *
     }
     if (replan) osp_graph_weights_changed(g);
     const int64_t in_size = osp_shape_numel(&net->input);
-    const osp_backend *be = osp_backend_default();
+    const osp_backend *be = osp_graph_backend(g);
     for (int64_t first = 0; first < n; first += batch) {
         const int b = (int)(n - first < batch ? n - first : batch);
         osp_exec ex = {.be = be, .mode = OSP_MODE_INFER, .batch = b};
@@ -100,7 +100,7 @@ int osp_net_run(osp_net *net, const float *x, int64_t n, int batch, const char *
             const osp_node *node = osp_graph_node_const(g, ids[i]);
             float *dst = outs[i];
             if (!dst) return osp_error(OSP_EINVAL, "osp_net_run: output %d has no buffer", i);
-            memcpy(dst + first * node->size, node->out, (size_t)b * (size_t)node->size * sizeof(float));
+            osp_graph_read(g, dst + first * node->size, node->out, (int64_t)b * node->size);
         }
     }
     return OSP_OK;

@@ -1,6 +1,7 @@
-/* SGD (momentum, Nesterov), Adam and AdamW, each one flat loop over every
- * parameter, following torch.optim's update rules exactly so that runs can
- * be compared with PyTorch's. */
+/* SGD (momentum, Nesterov), Adam and AdamW, following torch.optim's update
+ * rules exactly so that runs can be compared with PyTorch's. Each update
+ * is one flat loop over every parameter, run by the backend (its sgd_step
+ * and adam_step slots): here are the state and the factors. */
 #include <math.h>
 #include <string.h>
 
@@ -33,8 +34,29 @@ osp_optim_config osp_optim_defaults(osp_optim_kind kind) {
 }
 
 int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out) {
+    return osp_optim_new_for(cfg, n, osp_backend_default(), out);
+}
+
+/* The state starts at zero. On a backend whose memory is host memory it
+ * comes from calloc, whose pages stay untouched until an update writes
+ * them (a frozen layer's never are); elsewhere it is zeroed on the device. */
+static float *state_new(const osp_backend *be, size_t count) {
+    if (be->host_memory) return osp_calloc(count, sizeof(float));
+    float *p = be->mem_alloc(be->ctx, count * sizeof(float));
+    if (p) be->mem_zero(be->ctx, p, count * sizeof(float));
+    return p;
+}
+
+static void state_free(const osp_backend *be, float *p) {
+    if (!p) return;
+    if (be->host_memory) osp_free(p);
+    else be->mem_free(be->ctx, p);
+}
+
+int osp_optim_new_for(const osp_optim_config *cfg, int64_t n, const osp_backend *be,
+                      osp_optim **out) {
     *out = NULL;
-    if (n < 0 || cfg->kind < OSP_OPTIM_SGD || cfg->kind > OSP_OPTIM_ADAMW)
+    if (n < 0 || cfg->kind < OSP_OPTIM_SGD || cfg->kind > OSP_OPTIM_ADAMW || !be)
         return osp_error(OSP_EINVAL, "bad optimizer configuration");
     if (cfg->nesterov && cfg->momentum <= 0.0f)
         return osp_error(OSP_EINVAL, "Nesterov momentum needs a momentum above 0");
@@ -42,9 +64,10 @@ int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out) {
     if (!o) return OSP_ENOMEM;
     o->cfg = *cfg;
     o->n = n;
+    o->be = be;
     size_t count = (size_t)(n ? n : 1);
-    o->m = osp_calloc(count, sizeof(float));
-    if (cfg->kind != OSP_OPTIM_SGD) o->v = osp_calloc(count, sizeof(float));
+    o->m = state_new(be, count);
+    if (cfg->kind != OSP_OPTIM_SGD) o->v = state_new(be, count);
     if (!o->m || (cfg->kind != OSP_OPTIM_SGD && !o->v)) {
         osp_optim_free(o);
         return OSP_ENOMEM;
@@ -55,54 +78,32 @@ int osp_optim_new(const osp_optim_config *cfg, int64_t n, osp_optim **out) {
 
 void osp_optim_free(osp_optim *o) {
     if (!o) return;
-    osp_free(o->m);
-    osp_free(o->v);
+    state_free(o->be, o->m);
+    state_free(o->be, o->v);
     osp_free(o);
 }
 
 static void sgd_step(osp_optim *o, float *w, const float *g, float lr) {
-    const float mu = o->cfg.momentum, wd = o->cfg.weight_decay;
-    const int nesterov = o->cfg.nesterov;
-    float *buf = o->m;
-    const int64_t n = o->n;
-    /* The first step sets buf = g (torch's "buf = clone(d_p)"), which is what
-     * mu * 0 + g gives from the zeroed buffer. */
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * w[i];
-        if (mu != 0.0f) {
-            buf[i] = mu * buf[i] + d;
-            d = nesterov ? d + mu * buf[i] : buf[i];
-        }
-        w[i] -= lr * d;
-    }
+    o->be->sgd_step(o->n, lr, o->cfg.momentum, o->cfg.weight_decay, o->cfg.nesterov, w, g, o->m);
 }
 
 static void adam_step(osp_optim *o, float *w, const float *g, float lr) {
     const double beta1 = o->cfg.beta1, beta2 = o->cfg.beta2;
-    /* The factors rounded from their double values, as torch rounds its
-     * Python floats: (float)(1 - beta2), not 1.0f - (float)beta2. */
-    const float b1 = (float)beta1, b2 = (float)beta2, one_b1 = (float)(1.0 - beta1),
-                one_b2 = (float)(1.0 - beta2), eps = o->cfg.eps;
     const float wd = o->cfg.weight_decay;
-    const int decoupled = o->cfg.kind == OSP_OPTIM_ADAMW;
-    const float decay = (float)(1.0 - (double)lr * wd); /* AdamW: torch's 1 - lr * weight_decay */
     o->t++;
     const double c1 = 1.0 - pow(beta1, (double)o->t), c2 = 1.0 - pow(beta2, (double)o->t);
-    const float step_size = (float)(lr / c1);
-    const float c2_sqrt = (float)sqrt(c2);
-    float *m = o->m, *v = o->v;
-    const int64_t n = o->n;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i];
-        if (decoupled) w[i] *= decay;
-        else d += wd * w[i];
-        m[i] = b1 * m[i] + one_b1 * d;
-        v[i] = b2 * v[i] + one_b2 * d * d;
-        float denom = sqrtf(v[i]) / c2_sqrt + eps;
-        w[i] -= step_size * m[i] / denom;
-    }
+    /* The factors rounded from their double values, as torch rounds its
+     * Python floats: (float)(1 - beta2), not 1.0f - (float)beta2. */
+    const osp_adam_step s = {
+        .beta1 = (float)beta1, .beta2 = (float)beta2,
+        .one_minus_beta1 = (float)(1.0 - beta1), .one_minus_beta2 = (float)(1.0 - beta2),
+        .eps = o->cfg.eps, .weight_decay = wd,
+        .decoupled = o->cfg.kind == OSP_OPTIM_ADAMW,
+        .decay = (float)(1.0 - (double)lr * wd), /* AdamW: torch's 1 - lr * weight_decay */
+        .step_size = (float)(lr / c1),
+        .c2_sqrt = (float)sqrt(c2),
+    };
+    o->be->adam_step(o->n, &s, w, g, o->m, o->v);
 }
 
 void osp_optim_step(osp_optim *o, float *w, const float *g, float lr) {

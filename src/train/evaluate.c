@@ -51,7 +51,7 @@ int osp_train_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_resu
     if (!rc) rc = osp_loader_start(loader, 0, NULL, data->count, 0);
     double loss_sum = 0;
     int64_t top1 = 0, top5 = 0, evaluated = 0;
-    const osp_backend *be = osp_backend_default();
+    const osp_backend *be = osp_graph_backend(g);
     while (!rc) {
         int n;
         if ((rc = osp_loader_next(loader, x, labels, &n)) || n == 0) break;
@@ -198,7 +198,7 @@ int osp_train_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
     if (!rc) rc = osp_loader_start(loader, 0, NULL, data->count, 0);
     double loss_sum = 0;
     int64_t evaluated = 0;
-    const osp_backend *be = osp_backend_default();
+    const osp_backend *be = osp_graph_backend(g);
     while (!rc) {
         int n;
         if ((rc = osp_loader_next_hot(loader, x, t, &n)) || n == 0) break;

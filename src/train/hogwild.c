@@ -103,7 +103,7 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
     osp_graph *g = w->net->graph;
     osp_node *logits = osp_graph_node(g, w->net->logits_node);
     int64_t step = (int64_t)epoch * r->steps_per_epoch + b;
-    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
+    osp_exec ex = {.be = osp_graph_backend(g), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = cfg->seed, .step = (uint64_t)step};
     if (w->targets) { /* sigmoid + binary cross-entropy; correct = every label right */
         int64_t right = 0;

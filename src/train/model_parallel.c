@@ -98,7 +98,7 @@ int osp__mp_new(osp_dist *d, osp_graph *g, int logits_node, int batch, osp__mp *
     osp__mp *m = osp_calloc(1, sizeof *m);
     if (!m) return OSP_ENOMEM;
     m->d = d;
-    m->be = osp_backend_default();
+    m->be = osp_graph_backend(g);
     m->rank = osp_dist_rank(d);
     m->ranks = osp_dist_size(d);
     m->n_nodes = osp_graph_node_count(g);

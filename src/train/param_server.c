@@ -611,7 +611,7 @@ static int work(ps *p, osp_loader *loader) {
             err = osp_error(OSP_ESTATE, "the loader gave %d samples for a batch of %d", loaded, batch);
         double loss = 0;
         int64_t correct = 0;
-        osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
+        osp_exec ex = {.be = osp_graph_backend(r->net->graph), .mode = OSP_MODE_TRAIN, .batch = batch,
                        .seed = cfg->seed, .step = (uint64_t)step};
         if (!err && r->targets) err = osp__forward_loss_hot(r->net, r->x, r->targets, &ex, &loss, &correct);
         else if (!err) err = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct);

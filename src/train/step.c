@@ -13,6 +13,18 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
+/* The logits on the host: in place where the backend's memory is host
+ * memory, else copied into *copy (osp_free it). NULL when out of memory. */
+static const float *host_logits(const osp_graph *g, const osp_node *logits, int batch,
+                                float **copy) {
+    *copy = NULL;
+    if (osp_graph_backend(g)->host_memory) return logits->out;
+    const int64_t count = (int64_t)batch * logits->size;
+    if (!(*copy = osp_alloc((size_t)count * sizeof(float)))) return NULL;
+    osp_graph_read(g, *copy, logits->out, count);
+    return *copy;
+}
+
 /* The forward of a training step, whichever the loss: plans the graph
  * for the batch and runs it; *logits is the node the loss reads. */
 static int forward(osp_net *net, const float *x, const osp_exec *ex, osp_node **logits) {
@@ -29,9 +41,13 @@ int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const
     if (rc) return rc;
     const int k = (int)logits->size;
     *loss = ex->be->softmax_xent(ex->batch, k, logits->out, labels, NULL, logits->dout);
+    float *copy;
+    const float *z = host_logits(net->graph, logits, ex->batch, &copy);
+    if (!z) return OSP_ENOMEM;
     int64_t right = 0;
-    for (int b = 0; b < ex->batch; b++) right += argmax(logits->out + (int64_t)b * k, k) == labels[b];
+    for (int b = 0; b < ex->batch; b++) right += argmax(z + (int64_t)b * k, k) == labels[b];
     *correct = right;
+    osp_free(copy);
     return OSP_OK;
 }
 
@@ -42,14 +58,18 @@ int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, co
     if (rc) return rc;
     const int k = (int)logits->size;
     *loss = ex->be->sigmoid_bce(ex->batch, k, logits->out, targets, NULL, logits->dout);
+    float *copy;
+    const float *all_z = host_logits(net->graph, logits, ex->batch, &copy);
+    if (!all_z) return OSP_ENOMEM;
     int64_t right = 0;
     for (int b = 0; b < ex->batch; b++) {
-        const float *z = logits->out + (int64_t)b * k, *t = targets + (int64_t)b * k;
+        const float *z = all_z + (int64_t)b * k, *t = targets + (int64_t)b * k;
         int all = 1;
         for (int c = 0; c < k && all; c++) all = (z[c] > 0) == (t[c] > 0.5f);
         right += all;
     }
     *correct = right;
+    osp_free(copy);
     return OSP_OK;
 }
 
@@ -85,7 +105,7 @@ int osp_train_step(osp_net *net, osp_optim *opt, const float *x, const int32_t *
             return osp_error(OSP_ERANGE, "label %d of sample %d is outside the network's %d outputs",
                              labels[b], b, k);
     if (!isfinite(lr) || lr < 0) return osp_error(OSP_EINVAL, "the learning rate must be finite and >= 0");
-    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
+    osp_exec ex = {.be = osp_graph_backend(net->graph), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = seed, .step = (uint64_t)step};
     double loss;
     int64_t correct;

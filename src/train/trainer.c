@@ -169,7 +169,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
     float lr = osp_sched_lr(&r->sched, r->cfg->lr, step);
     double loss = 0;
     int64_t correct = 0;
-    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch,
+    osp_exec ex = {.be = osp_graph_backend(r->net->graph), .mode = OSP_MODE_TRAIN, .batch = batch,
                    .seed = r->cfg->seed, .step = (uint64_t)step};
     if (r->split_on) { /* osp__split_start saw to it that batch > 0 */
         r->split.global = global;
@@ -589,7 +589,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     osp_graph_weights(net->graph, &n_weights);
     int own_opt = 0;
     if (!r.opt) {
-        if ((rc = osp_optim_new(&cfg->optim, n_weights, &r.opt))) return rc;
+        rc = osp_optim_new_for(&cfg->optim, n_weights, osp_graph_backend(net->graph), &r.opt);
+        if (rc) return rc;
         own_opt = 1;
     } else if (r.opt->n != n_weights) {
         return osp_error(OSP_EINVAL, "the optimizer state does not match the network");

@@ -79,7 +79,7 @@ Test(golden, lenet) { check_net("lenet"); }
 
 Test(golden, resnet20) { check_net("resnet20"); }
 
-/* The portable kernels too (osp_backend_default reads OSP_BACKEND on every
+/* The portable kernels too (osp_backend_default reads OSP_BACKEND at its first
  * call; each test runs in its own process). */
 Test(golden, lenet_reference) {
     setenv("OSP_BACKEND", "reference", 1);

@@ -152,7 +152,7 @@ Test(spatial, inference_matches_training) {
 }
 
 /* The same checks on the portable reference kernels (osp_backend_default
- * reads OSP_BACKEND on every call; each test runs in its own process). */
+ * reads OSP_BACKEND at its first call; each test runs in its own process). */
 Test(grad_reference, conv_paths) {
     setenv("OSP_BACKEND", "reference", 1);
     expect_grad(NET("3x6x7") "[conv]\nfilters = 4\nsize = 3\npad = 1\n", NULL);

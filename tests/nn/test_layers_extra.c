@@ -221,8 +221,8 @@ Test(grad_transpose, perms) {
 }
 
 /* The same layers around the backend's kernels (conv, activations, pool) on
- * the portable reference backend (osp_backend_default reads OSP_BACKEND on
- * every call; each test runs in its own process). */
+ * the portable reference backend (osp_backend_default reads OSP_BACKEND at
+ * its first call; each test runs in its own process). */
 Test(grad_reference, squeeze_excite_chain) {
     setenv("OSP_BACKEND", "reference", 1);
     expect_grad(NET("2x5x6")
@@ -693,9 +693,10 @@ static const osp_st_tensor *need(const osp_safetensors *st, const char *prefix, 
 
 /* Output, input gradient and every parameter's gradient within 1e-5
  * relative error of PyTorch's, with PyTorch's weights and constants. */
-static void check_golden(const osp_safetensors *st) {
+static void check_golden(const osp_safetensors *st, const osp_backend *be) {
     osp_net *net = spec_build(golden_spec);
     osp_graph *g = net->graph;
+    cr_assert_eq(osp_graph_set_backend(g, be), 0, "%s", osp_last_error());
     for (int i = 0; i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
         memcpy(osp_graph_param_data(g, i), need(st, "param/", p->name, p->numel)->data,
@@ -711,7 +712,7 @@ static void check_golden(const osp_safetensors *st) {
     double e = rel_err(y, need(st, "", "output", batch * out->size)->data, batch * out->size);
     cr_expect_lt(e, 1e-5, "output: relative error %g", e);
     memcpy(out->dout, need(st, "", "r", batch * out->size)->data, (size_t)(batch * out->size) * sizeof(float));
-    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
+    osp_exec ex = {.be = be, .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
     cr_assert_eq(osp_graph_backward(g, &ex), 0, "%s", osp_last_error());
     e = rel_err(in->dout, need(st, "grad/", "input", batch * in->size)->data, batch * in->size);
     cr_expect_lt(e, 1e-5, "input gradient: relative error %g", e);
@@ -743,9 +744,8 @@ Test(golden_extra, all_new_layers_against_pytorch) {
     }
     osp_safetensors *st;
     cr_assert_eq(osp_st_load(st_path, &st), 0, "%s", osp_last_error());
-    check_golden(st);
-    setenv("OSP_BACKEND", "reference", 1);
-    check_golden(st);
+    check_golden(st, osp_backend_default());
+    check_golden(st, osp_backend_cpu_reference());
     osp_st_free(st);
     free((void *)spec_path);
     free((void *)st_path);

@@ -269,9 +269,10 @@ static const osp_st_tensor *need(const osp_safetensors *st, const char *prefix, 
 /* Output, input gradient and every parameter's gradient within 1e-5 of the
  * largest value of PyTorch's (of 0.1 at least for a parameter's), with
  * PyTorch's weights. */
-static void check_golden(const char *spec, const osp_safetensors *st) {
+static void check_golden(const char *spec, const osp_safetensors *st, const osp_backend *be) {
     osp_net *net = spec_build(spec);
     osp_graph *g = net->graph;
+    cr_assert_eq(osp_graph_set_backend(g, be), 0, "%s", osp_last_error());
     for (int i = 0; i < osp_graph_param_count(g); i++) {
         const osp_param *p = osp_graph_param(g, i);
         memcpy(osp_graph_param_data(g, i), need(st, "param/", p->name, p->numel)->data,
@@ -284,7 +285,7 @@ static void check_golden(const char *spec, const osp_safetensors *st) {
     need(st, "", "input", batch * in->size);
     osp_graph_require_input_grad(g);
     cr_assert_eq(osp_graph_plan(g, batch, OSP_MODE_TRAIN), 0, "%s", osp_last_error());
-    osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
+    osp_exec ex = {.be = be, .mode = OSP_MODE_TRAIN, .batch = batch, .seed = 1};
     cr_assert_eq(osp_graph_forward(g, x->data, &ex), 0, "%s", osp_last_error());
     double e = max_err(out->out, need(st, "", "output", batch * out->size)->data, batch * out->size, 0);
     fprintf(stderr, "%s vs PyTorch (%s): output %.2g",
@@ -328,9 +329,8 @@ static void against_pytorch(const char *spec) {
     }
     osp_safetensors *st;
     cr_assert_eq(osp_st_load(st_path, &st), 0, "%s", osp_last_error());
-    check_golden(spec, st);
-    setenv("OSP_BACKEND", "reference", 1);
-    check_golden(spec, st);
+    check_golden(spec, st, osp_backend_default());
+    check_golden(spec, st, osp_backend_cpu_reference());
     osp_st_free(st);
     free((void *)spec_path);
     free((void *)st_path);
