@@ -66,6 +66,20 @@ int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
     return OSP_OK;
 }
 
+int osp_graph_share_weights(osp_graph *g, osp_graph *owner) {
+    if (!g->weights || !owner->weights || g->own_weights)
+        return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
+    if (g->n_params != owner->n_params || g->n_weights != owner->n_weights ||
+        g->n_buffers != owner->n_buffers)
+        return osp_error(OSP_ESHAPE, "the graphs' parameters differ in layout");
+    /* own_buffers == buffers: osp_graph_free frees g's buffers as its own */
+    g->own_weights = g->weights;
+    g->own_buffers = g->buffers;
+    g->weights = owner->weights;
+    g->planned_batch = 0;
+    return OSP_OK;
+}
+
 static int grow(void **array, int *cap, size_t elem) {
     int new_cap = *cap ? *cap * 2 : 16;
     void *bigger = osp_calloc((size_t)new_cap, elem);
