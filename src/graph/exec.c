@@ -53,30 +53,14 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     return OSP_OK;
 }
 
-/* Every gradient but the starting node's (written by the caller) starts at
- * zero: ops accumulate into their inputs' gradients. A training step's
- * gradients are hundreds of megabytes (ResNet-20 at batch 128: 270 MB), so
- * every thread clears its share of each buffer: one core alone does not
- * reach the memory's write speed. */
-static void zero_gradients(osp_graph *g, int from, int batch) {
-    int64_t total = 0;
-    for (int i = 0; i < from; i++)
-        if (g->nodes[i].dout) total += (int64_t)batch * g->nodes[i].size;
-    /* Under 4 MB a fork costs more than a second thread saves. */
-#pragma omp parallel if (total >= ((int64_t)1 << 20))
-    {
-        int t = 0, team = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        for (int i = 0; i < from; i++) {
-            if (!g->nodes[i].dout) continue;
-            const int64_t n = (int64_t)batch * g->nodes[i].size;
-            const int64_t lo = n * t / team, hi = n * (t + 1) / team;
-            memset(g->nodes[i].dout + lo, 0, (size_t)(hi - lo) * sizeof(float));
-        }
-    }
+/* Ops add into their inputs' gradients, so each gradient but the starting
+ * node's (written by the caller) starts at zero. Gradients share memory
+ * (plan.c), so each is cleared when its life begins: before the backward
+ * of the node that writes it first (grad_from), or at once when that node
+ * lies past from and never runs. Clearing there also finds the buffer in
+ * cache just before it is written. */
+static void zero_gradient(osp_graph *g, int j, int batch) {
+    memset(g->nodes[j].dout, 0, (size_t)batch * (size_t)g->nodes[j].size * sizeof(float));
 }
 
 int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
@@ -92,12 +76,18 @@ int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex, osp_node
     osp_exec run = *ex;
     run.workspace = g->workspace;
     memset(g->grads, 0, (size_t)g->n_weights * sizeof(float));
-    zero_gradients(g, from, ex->batch);
+    for (int j = 0; j < from; j++)
+        if (g->nodes[j].dout && g->grad_from[j] > from) zero_gradient(g, j, ex->batch);
     if (done)
         for (int i = g->n_nodes - 1; i > from; i--) done(user, i);
     double *times = ex->times ? ex->times->backward : NULL;
     for (int i = from; i > 0; i--) {
         osp_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_inputs; k++) { /* the gradients whose life begins here */
+            const int j = n->inputs[k];
+            if (g->nodes[j].dout && g->grad_from[j] == i) zero_gradient(g, j, ex->batch);
+        }
+        if (i != from && g->grad_from[i] == i && n->dout) zero_gradient(g, i, ex->batch);
         if (n->needs_grad) {
             if (!n->op->backward)
                 return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);

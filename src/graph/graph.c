@@ -49,6 +49,7 @@ void osp_graph_free(osp_graph *g) {
     osp_free(g->grads);
     osp_free(g->own_weights ? g->own_buffers : g->buffers);
     osp_free(g->arena);
+    osp_free(g->grad_from);
     osp_free(g);
 }
 
