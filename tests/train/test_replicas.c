@@ -153,6 +153,18 @@ Test(replicas, modes_resolve) {
     /* small layers: auto takes replicas; one thread: nothing to split */
     cr_expect_eq(osp_replicas_for(net, 64, 2, OSP_THREADS_AUTO), 2);
     cr_expect_eq(osp_replicas_for(net, 64, 1, OSP_THREADS_AUTO), 1);
+    /* no batch norm (LeNet-5-like), or a large layer: auto keeps layers */
+    const char *plain = "[net]\ninput = 1x8x8\n[conv]\nfilters = 4\nsize = 3\n[relu]\n[fc]\noutputs = 3\n";
+    const char *wide = "[net]\ninput = 3x64x64\n[conv]\nfilters = 16\nsize = 3\npad = 1\n"
+                       "[batchnorm]\n[fc]\noutputs = 3\n";
+    osp_net *p, *w;
+    cr_assert_eq(osp_net_from_spec(plain, strlen(plain), "plain", 1, &p), 0, "%s", osp_last_error());
+    cr_assert_eq(osp_net_from_spec(wide, strlen(wide), "wide", 1, &w), 0, "%s", osp_last_error());
+    cr_expect_eq(osp_replicas_for(p, 64, 2, OSP_THREADS_AUTO), 1);
+    cr_expect_eq(osp_replicas_for(w, 64, 2, OSP_THREADS_AUTO), 1);
+    cr_expect_eq(osp_replicas_for(w, 64, 2, OSP_THREADS_REPLICAS), 2);
+    osp_net_free(p);
+    osp_net_free(w);
     int mode;
     cr_expect_eq(osp_threads_mode_parse("replicas", &mode), 0);
     cr_expect_eq(mode, OSP_THREADS_REPLICAS);
