@@ -83,7 +83,7 @@ static void usage(FILE *out) {
             "                        kernels split over them), replicas (one replica of the\n"
             "                        network per thread, each on a slice of the batch; the\n"
             "                        same numbers up to float32 rounding) or auto (default:\n"
-            "                        replicas for networks of small layers)\n"
+            "                        layers, measured faster so far)\n"
             "  --seed S              seed for weights, data order and dropout (default 1)\n"
             "  --out MODEL           where to save the trained model\n"
             "  --checkpoint PATH     checkpoint file (default MODEL.ckpt when --out is given)\n"

@@ -134,7 +134,7 @@ typedef enum osp_reduce {
 /* How a synchronous run in one process uses its threads
  * (osp_threads_get()). */
 typedef enum osp_threads_mode {
-    OSP_THREADS_AUTO = 0,     /* replicas where osp_replicas_auto expects them to win */
+    OSP_THREADS_AUTO = 0,     /* osp_replicas_auto's choice: for now always layers */
     OSP_THREADS_LAYERS = 1,   /* every layer's kernels split over the threads */
     OSP_THREADS_REPLICAS = 2, /* one replica per thread, each on a slice of the batch */
 } osp_threads_mode;
@@ -275,9 +275,9 @@ typedef struct osp_replicas_batch {
  * osp_step_result. The weights are not changed. */
 OSP_API int osp_replicas_step(osp_replicas *p, const osp_replicas_batch *b, double *loss,
                               int64_t *correct);
-/* The replicas OSP_THREADS_AUTO uses for net at batch on threads threads:
- * threads where one replica per thread is expected to beat splitting the
- * layers (docs/training.md says on what measurements), else 1. */
+/* The replicas OSP_THREADS_AUTO uses for net at batch on threads threads
+ * (1 = layers). For now 1 everywhere: the layers took less CPU per image
+ * on every network measured (docs/training.md). */
 OSP_API int osp_replicas_auto(const osp_net *net, int batch, int threads);
 /* "auto", "layers", "replicas"; parse returns 0 or OSP_EINVAL. */
 OSP_API const char *osp_threads_mode_name(int mode);
