@@ -27,6 +27,8 @@ static void usage(FILE *out) {
             "  --steps N         steps per repetition (default: about 2 s of work)\n"
             "  --reps R          timed repetitions (default 5)\n"
             "  --threads T       threads (default: all cores)\n"
+            "  --threads-mode M  training: layers, replicas or auto (default), as\n"
+            "                    'osprey train --threads-mode'\n"
             "  --layers          also time every layer (forward, backward, GFLOP/s)\n"
             "  --sgemm           only measure sgemm GFLOP/s (square and conv-like shapes)\n"
             "  --json            one JSON object on stdout\n");
@@ -44,10 +46,19 @@ typedef struct bench_run {
     int32_t *labels;
     int batch, train;
     osp_node_times *times; /* --layers: each node's time, added by the executor */
+    osp_replicas *replicas; /* training with one replica per thread; else NULL */
 } bench_run;
 
 static int step(bench_run *b, uint64_t i) {
     osp_graph *g = b->net->graph;
+    if (b->replicas) {
+        osp_replicas_batch rb = {.x = b->x, .labels = b->labels, .batch = b->batch, .seed = 1, .step = i};
+        double loss;
+        int64_t correct;
+        int rc = osp_replicas_step(b->replicas, &rb, &loss, &correct);
+        if (!rc) osp_optim_step(b->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), 1e-4f);
+        return rc;
+    }
     osp_exec ex = {.be = osp_graph_backend(g), .mode = b->train ? OSP_MODE_TRAIN : OSP_MODE_INFER,
                    .batch = b->batch, .seed = 1, .step = i, .times = b->times};
     int rc = osp_graph_forward(g, b->x, &ex);
@@ -80,10 +91,16 @@ static int profile_layers(bench_run *b, int steps) {
     if (!fwd) return OSP_ENOMEM;
     osp_node_times times = {.forward = fwd, .backward = bwd};
     b->times = &times;
-    int rc = OSP_OK;
+    /* The executor clocks one graph: the layers are timed split over the
+     * threads, as --threads-mode layers runs them. */
+    osp_replicas *replicas = b->replicas;
+    b->replicas = NULL;
+    int rc = replicas ? osp_graph_plan(g, b->batch, OSP_MODE_TRAIN) : OSP_OK;
+    if (replicas) printf("(layer times with --threads-mode layers)\n");
     double total0 = osp_now();
     for (int s = 0; s < steps && !rc; s++) rc = step(b, (uint64_t)s);
     b->times = NULL;
+    b->replicas = replicas;
     if (rc) {
         osp_free(fwd);
         return rc;
@@ -177,9 +194,10 @@ int cmd_bench(int argc, char **argv) {
         {"steps", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
         {"layers", no_argument, 0, 'l'},      {"sgemm", no_argument, 0, 'g'},
+        {"threads-mode", required_argument, 0, 'M'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *spec = NULL, *model = NULL;
-    int threads = 0, steps = 0, reps = 5, json = 0, layers = 0, sgemm = 0, c;
+    int threads = 0, steps = 0, reps = 5, json = 0, layers = 0, sgemm = 0, mode = OSP_THREADS_AUTO, c;
     bench_run b = {.batch = 64};
     optind = 1;
     opterr = 0;
@@ -193,6 +211,10 @@ int cmd_bench(int argc, char **argv) {
         case 'r': if (cli_int(CMD, "--reps", optarg, 1, 1000, &reps)) return 1; break;
         case 'T': if (cli_int(CMD, "--threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'j': json = 1; break;
+        case 'M':
+            if (osp_threads_mode_parse(optarg, &mode))
+                return cli_fail(CMD, "--threads-mode must be auto, layers or replicas, not '%s'", optarg);
+            break;
         case 'l': layers = 1; break;
         case 'g': sgemm = 1; break;
         case 'h': usage(stdout); return 0;
@@ -225,7 +247,10 @@ int cmd_bench(int argc, char **argv) {
     osp_rng_seed(&rng, 1);
     for (int64_t i = 0; i < b.batch * size; i++) b.x[i] = osp_rng_normal(&rng);
     for (int i = 0; i < b.batch; i++) b.labels[i] = (int32_t)osp_rng_below(&rng, (uint64_t)b.net->n_classes);
-    if (osp_graph_plan(g, b.batch, b.train ? OSP_MODE_TRAIN : OSP_MODE_INFER)) {
+    const int n_replicas = b.train ? osp_replicas_for(b.net, b.batch, osp_threads_get(), mode) : 1;
+    if ((n_replicas > 1 && osp_replicas_new(b.net, n_replicas, &b.replicas)) ||
+        /* replicas plan their own slices */
+        (!b.replicas && osp_graph_plan(g, b.batch, b.train ? OSP_MODE_TRAIN : OSP_MODE_INFER))) {
         cli_fail_lib(CMD, NULL);
         goto done;
     }
@@ -249,12 +274,13 @@ int cmd_bench(int argc, char **argv) {
     qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
     double median = reps % 2 ? rates[reps / 2] : 0.5 * (rates[reps / 2 - 1] + rates[reps / 2]);
     if (json)
-        printf("{\"images_per_s\": %.1f, \"batch\": %d, \"mode\": \"%s\", \"threads\": %d, \"steps\": %d, \"reps\": %d, \"backend\": \"%s\"}\n",
-               median, b.batch, b.train ? "train" : "infer", osp_threads_get(), steps, reps,
-               osp_graph_backend(b.net->graph)->name);
+        printf("{\"images_per_s\": %.1f, \"batch\": %d, \"mode\": \"%s\", \"threads\": %d, \"threads_mode\": \"%s\", \"steps\": %d, \"reps\": %d, \"backend\": \"%s\"}\n",
+               median, b.batch, b.train ? "train" : "infer", osp_threads_get(),
+               b.replicas ? "replicas" : "layers", steps, reps, osp_graph_backend(b.net->graph)->name);
     else
-        printf("%s, batch %d, %d threads: %.1f images/s (median of %d x %d steps, backend %s)\n",
-               b.train ? "training" : "inference", b.batch, osp_threads_get(), median, reps, steps,
+        printf("%s, batch %d, %d threads%s: %.1f images/s (median of %d x %d steps, backend %s)\n",
+               b.train ? "training" : "inference", b.batch, osp_threads_get(),
+               b.replicas ? " as replicas" : "", median, reps, steps,
                osp_graph_backend(b.net->graph)->name);
     if (layers && profile_layers(&b, steps)) {
         cli_fail_lib(CMD, NULL);
@@ -266,6 +292,7 @@ done:
     osp_free(b.x);
     osp_free(b.labels);
     osp_optim_free(b.opt);
+    osp_replicas_free(b.replicas);
     osp_net_free(b.net);
     return status;
 }

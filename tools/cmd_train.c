@@ -79,6 +79,11 @@ static void usage(FILE *out) {
             "                        trains at --lr; default: --lr for all)\n"
             "run:\n"
             "  --threads T           threads for kernels and BLAS (default: all cores)\n"
+            "  --threads-mode MODE   how one process uses its threads: layers (each layer's\n"
+            "                        kernels split over them), replicas (one replica of the\n"
+            "                        network per thread, each on a slice of the batch; the\n"
+            "                        same numbers up to float32 rounding) or auto (default:\n"
+            "                        layers, measured faster so far)\n"
             "  --seed S              seed for weights, data order and dropout (default 1)\n"
             "  --out MODEL           where to save the trained model\n"
             "  --checkpoint PATH     checkpoint file (default MODEL.ckpt when --out is given)\n"
@@ -156,7 +161,7 @@ enum {
     OPT_NO_OVERLAP, OPT_BUCKET_MB, OPT_SYNC_BN, OPT_LR_SCALE, OPT_KEEP, OPT_INIT, OPT_NEW_HEAD,
     OPT_HEAD_LAYER, OPT_FREEZE, OPT_LR_BACKBONE, OPT_LOSS, OPT_MEMORY_BUDGET, OPT_ADVISE_SECONDS,
     OPT_COMPRESS, OPT_REDUCE, OPT_NO_COMM_THREAD, OPT_UPDATE,
-    OPT_PARAM_SERVERS, OPT_MAX_STALENESS, OPT_WORKER_TIMEOUT
+    OPT_PARAM_SERVERS, OPT_MAX_STALENESS, OPT_WORKER_TIMEOUT, OPT_THREADS_MODE
 };
 
 static const struct option long_options[] = {
@@ -169,6 +174,7 @@ static const struct option long_options[] = {
     {"weight-decay", required_argument, 0, OPT_WD}, {"schedule", required_argument, 0, OPT_SCHEDULE},
     {"warmup", required_argument, 0, OPT_WARMUP}, {"step-epochs", required_argument, 0, OPT_STEP_EPOCHS},
     {"gamma", required_argument, 0, OPT_GAMMA},   {"threads", required_argument, 0, OPT_THREADS},
+    {"threads-mode", required_argument, 0, OPT_THREADS_MODE},
     {"seed", required_argument, 0, OPT_SEED},     {"out", required_argument, 0, OPT_OUT},
     {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
     {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
@@ -213,6 +219,10 @@ static int apply_saved_config(train_options *o, const char *json) {
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "step_epochs"))) o->cfg.step_epochs = (float)v->valuedouble;
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "gamma"))) o->cfg.schedule.gamma = (float)v->valuedouble;
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "threads"))) o->threads = v->valueint;
+    int mode;
+    if (cJSON_IsString(v = cJSON_GetObjectItem(c, "threads_mode")) &&
+        !osp_threads_mode_parse(v->valuestring, &mode))
+        o->cfg.threads_mode = mode;
     if (cJSON_IsNumber(v = cJSON_GetObjectItem(c, "lr_backbone"))) o->cfg.lr_backbone = (float)v->valuedouble;
     if (cJSON_IsString(v = cJSON_GetObjectItem(c, "freeze_until"))) {
         snprintf(o->saved_freeze, sizeof o->saved_freeze, "%s", v->valuestring);
@@ -339,6 +349,10 @@ static int parse_options(int argc, char **argv, train_options *o) {
         case OPT_STEP_EPOCHS: bad = cli_float(CMD, "--step-epochs", a, 1e-3, 1e6, &o->cfg.step_epochs); break;
         case OPT_GAMMA: bad = cli_float(CMD, "--gamma", a, 0, 1, &o->cfg.schedule.gamma); break;
         case OPT_THREADS: bad = cli_int(CMD, "--threads", a, 1, 1024, &o->threads); break;
+        case OPT_THREADS_MODE:
+            if (osp_threads_mode_parse(a, &o->cfg.threads_mode))
+                bad = cli_fail(CMD, "--threads-mode must be auto, layers or replicas, not '%s'", a);
+            break;
         case OPT_SEED: bad = cli_u64(CMD, "--seed", a, &o->cfg.seed); break;
         case OPT_CKPT_EVERY: bad = cli_int64(CMD, "--checkpoint-every", a, 1, INT64_MAX / 2, &o->cfg.checkpoint_every); break;
         case OPT_STOP: bad = cli_int64(CMD, "--stop-after", a, 1, INT64_MAX / 2, &o->cfg.stop_after); break;

@@ -263,6 +263,10 @@ OSP_API void osp_graph_weights_changed(osp_graph *g);
  * owner must outlive g. After changing the shared weights, call
  * osp_graph_weights_changed on each graph that reads them. */
 OSP_API int osp_graph_share_params(osp_graph *g, osp_graph *owner);
+/* As osp_graph_share_params for the weights only: g keeps its own
+ * buffers (batch norm's running statistics), which training updates, so
+ * that replicas stepping at the same time never write one buffer. */
+OSP_API int osp_graph_share_weights(osp_graph *g, osp_graph *owner);
 /* The bytes osp_graph_plan would allocate for batch in training mode
  * (activations, their gradients, what backward saves, the workspace),
  * without allocating them: for choosing a batch that fits in memory. */

@@ -131,6 +131,14 @@ typedef enum osp_reduce {
     OSP_REDUCE_BUTTERFLY = 1, /* reduce-scatter, then all-gather: rank k sums slice k */
 } osp_reduce;
 
+/* How a synchronous run in one process uses its threads
+ * (osp_threads_get()). */
+typedef enum osp_threads_mode {
+    OSP_THREADS_AUTO = 0,     /* osp_replicas_auto's choice: for now always layers */
+    OSP_THREADS_LAYERS = 1,   /* every layer's kernels split over the threads */
+    OSP_THREADS_REPLICAS = 2, /* one replica per thread, each on a slice of the batch */
+} osp_threads_mode;
+
 typedef struct osp_train_config {
     int epochs;
     int batch;
@@ -144,6 +152,10 @@ typedef struct osp_train_config {
     int64_t checkpoint_every;  /* steps between checkpoints; 0 = at each epoch end */
     int64_t stop_after;        /* stop (after checkpointing) at this step; 0 = run to the end */
     int keep_checkpoints;      /* also keep the newest K as CHECKPOINT-step<N> (0 = only CHECKPOINT) */
+    /* Synchronous training in one process (no Hogwild, no MPI): an
+     * osp_threads_mode. Replicas give the same numbers as layers, up to
+     * float32 rounding (docs/training.md). */
+    int threads_mode;
     /* Hogwild: this many lock-free worker threads (0 or 1 = synchronous).
      * Checkpoints are written at epoch ends and at stop_after only. */
     int hogwild;
@@ -234,6 +246,44 @@ typedef struct osp_step_result {
  * Fails without updating on a non-finite loss. */
 OSP_API int osp_train_step(osp_net *net, osp_optim *opt, const float *x, const int32_t *labels,
                            int batch, float lr, int64_t step, uint64_t seed, osp_step_result *out);
+
+/* ---- replicas: data parallelism across threads ------------------------------ */
+
+/* n replicas of net for synchronous training on n threads: each step's
+ * batch is cut into n slices, replica k runs forward and backward on slice
+ * k on one thread, and the gradients are summed, as n_k / n times each, in
+ * net's own gradient buffer (osp_graph_grads), for the caller's optimizer
+ * step. Batch norm normalises with the statistics of the whole batch, so
+ * the gradients are those of one graph on the whole batch up to float32
+ * rounding. Replica 0 is net itself (borrowed: it must outlive the
+ * replicas); the others read its weights. Needs net->spec_text. */
+typedef struct osp_replicas osp_replicas;
+OSP_API int osp_replicas_new(osp_net *net, int n, osp_replicas **out);
+OSP_API void osp_replicas_free(osp_replicas *p);
+OSP_API int osp_replicas_count(const osp_replicas *p);
+
+typedef struct osp_replicas_batch {
+    const float *x;         /* batch x input size, normalised */
+    const int32_t *labels;  /* batch labels (softmax cross-entropy), or NULL */
+    const float *targets;   /* batch x outputs multi-hot (binary cross-entropy), or NULL */
+    int batch;
+    uint64_t seed, step;    /* dropout masks, as osp_train_step */
+} osp_replicas_batch;
+
+/* Forward, loss and backward of one batch over the replicas (min(n, batch)
+ * of them take part); *loss is the mean loss over the batch, *correct as in
+ * osp_step_result. The weights are not changed. */
+OSP_API int osp_replicas_step(osp_replicas *p, const osp_replicas_batch *b, double *loss,
+                              int64_t *correct);
+/* The replicas OSP_THREADS_AUTO uses for net at batch on threads threads
+ * (1 = layers). For now 1 everywhere: the layers took less CPU per image
+ * on every network measured (docs/training.md). */
+OSP_API int osp_replicas_auto(const osp_net *net, int batch, int threads);
+/* "auto", "layers", "replicas"; parse returns 0 or OSP_EINVAL. */
+OSP_API const char *osp_threads_mode_name(int mode);
+OSP_API int osp_threads_mode_parse(const char *name, int *mode);
+/* The replicas a run uses for mode (an osp_threads_mode): 1 = none. */
+OSP_API int osp_replicas_for(const osp_net *net, int batch, int threads, int mode);
 
 /* The step at which a run with batch new_batch continues a run with batch
  * old_batch that had taken step steps on count samples: the same epoch,

@@ -44,13 +44,15 @@ int osp_graph_forward(osp_graph *g, const float *input, const osp_exec *ex) {
     return OSP_OK;
 }
 
-/* Every gradient but the starting node's (written by the caller) starts at
- * zero: ops accumulate into their inputs' gradients. */
-static void zero_gradients(osp_graph *g, int from, int batch) {
-    for (int i = 0; i < from; i++)
-        if (g->nodes[i].dout)
-            g->be->mem_zero(g->be->ctx, g->nodes[i].dout,
-                            (size_t)batch * (size_t)g->nodes[i].size * sizeof(float));
+/* Ops add into their inputs' gradients, so each gradient but the starting
+ * node's (written by the caller) starts at zero. Gradients share memory
+ * (plan.c), so each is cleared when its life begins: before the backward
+ * of the node that writes it first (grad_from), or at once when that node
+ * lies past from and never runs. Clearing there also finds the buffer in
+ * cache just before it is written. */
+static void zero_gradient(osp_graph *g, int j, int batch) {
+    g->be->mem_zero(g->be->ctx, g->nodes[j].dout,
+                    (size_t)batch * (size_t)g->nodes[j].size * sizeof(float));
 }
 
 int osp_graph_backward(osp_graph *g, const osp_exec *ex) {
@@ -67,12 +69,18 @@ int osp_graph_backward_each(osp_graph *g, int from, const osp_exec *ex, osp_node
     if (!run.be) run.be = g->be;
     run.workspace = g->workspace;
     g->be->mem_zero(g->be->ctx, g->grads, (size_t)g->n_weights * sizeof(float));
-    zero_gradients(g, from, ex->batch);
+    for (int j = 0; j < from; j++)
+        if (g->nodes[j].dout && g->grad_from[j] > from) zero_gradient(g, j, ex->batch);
     if (done)
         for (int i = g->n_nodes - 1; i > from; i--) done(user, i);
     double *times = ex->times ? ex->times->backward : NULL;
     for (int i = from; i > 0; i--) {
         osp_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_inputs; k++) { /* the gradients whose life begins here */
+            const int j = n->inputs[k];
+            if (g->nodes[j].dout && g->grad_from[j] == i) zero_gradient(g, j, ex->batch);
+        }
+        if (i != from && g->grad_from[i] == i && n->dout) zero_gradient(g, i, ex->batch);
         if (n->needs_grad) {
             if (!n->op->backward)
                 return osp_error(OSP_ENOTSUP, "layer '%s' (%s) has no gradient", n->name, n->op->name);

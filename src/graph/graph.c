@@ -50,6 +50,7 @@ void osp_graph_free(osp_graph *g) {
     osp__graph_mem_free(g, g->grads);
     osp__graph_mem_free(g, g->own_weights ? g->own_buffers : g->buffers);
     osp__graph_mem_free(g, g->arena);
+    osp_free(g->grad_from);
     osp_free(g);
 }
 
@@ -119,6 +120,22 @@ int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
     g->weights = owner->weights;
     g->buffers = owner->buffers;
     g->planned_batch = 0; /* a plan may have folded the old weights */
+    return OSP_OK;
+}
+
+int osp_graph_share_weights(osp_graph *g, osp_graph *owner) {
+    if (!g->weights || !owner->weights || g->own_weights)
+        return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
+    if (g->be->mem_alloc != owner->be->mem_alloc || g->be->ctx != owner->be->ctx)
+        return osp_error(OSP_ESTATE, "the graphs' backends do not share memory");
+    if (g->n_params != owner->n_params || g->n_weights != owner->n_weights ||
+        g->n_buffers != owner->n_buffers)
+        return osp_error(OSP_ESHAPE, "the graphs' parameters differ in layout");
+    /* own_buffers == buffers: osp_graph_free frees g's buffers as its own */
+    g->own_weights = g->weights;
+    g->own_buffers = g->buffers;
+    g->weights = owner->weights;
+    g->planned_batch = 0;
     return OSP_OK;
 }
 

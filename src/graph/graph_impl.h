@@ -30,6 +30,10 @@ struct osp_graph {
     osp_mode planned_mode;
     size_t workspace_bytes;
     void *workspace;
+    /* Training plans: per node with a gradient, the node whose backward
+     * writes into that gradient first (itself if none does). Gradients
+     * share memory (plan.c), so each is zeroed there, not up front. */
+    int *grad_from;
 };
 
 /* Frees p from the graph's backend (NULL is a no-op). */

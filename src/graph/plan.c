@@ -1,7 +1,9 @@
 /* Memory planning: one arena per (batch size, mode).
  *
  * Training keeps every activation (the backward pass reads them) and gives
- * each node that a gradient flows into a gradient buffer. Inference keeps an
+ * each node that a gradient flows into a gradient buffer, live only from the
+ * backward step that first writes it to the node's own backward: gradients
+ * whose lives do not overlap share memory (place_grads). Inference keeps an
  * activation only until its last reader has run: buffers are recycled
  * best-fit, so a deep network needs a few activations' worth of memory.
  *
@@ -47,23 +49,71 @@ static size_t max_workspace(const osp_graph *g, int batch) {
     return ALIGN_UP(ws);
 }
 
-static int layout_train(const osp_graph *g, int batch, layout *l) {
+/* For each node with a gradient, the latest node whose backward adds into
+ * it: backward runs from the last node down, so that is where the
+ * gradient's life begins (the node itself when nothing writes it). */
+static void grad_writers(const osp_graph *g, int *from) {
+    for (int i = 0; i < g->n_nodes; i++) from[i] = i;
+    for (int i = 1; i < g->n_nodes; i++) {
+        const osp_node *n = &g->nodes[i];
+        if (!n->needs_grad) continue;
+        for (int j = 0; j < n->n_inputs; j++)
+            if (g->nodes[n->inputs[j]].needs_grad && from[n->inputs[j]] < i) from[n->inputs[j]] = i;
+    }
+}
+
+/* Gradient buffers, placed from *at on: node j's is live while backward
+ * runs nodes from[j] down to j (the input's, node 0's, to the end), and
+ * buffers are recycled best-fit as in inference. A chain keeps a few
+ * gradients live at once instead of one per node. */
+static int place_grads(const osp_graph *g, int batch, const int *from, layout *l, size_t *at) {
+    slot *slots = osp_calloc((size_t)g->n_nodes, sizeof *slots);
+    int *slot_of = osp_calloc((size_t)g->n_nodes, sizeof *slot_of);
+    int rc = slots && slot_of ? OSP_OK : OSP_ENOMEM;
+    int n_slots = 0;
+    for (int t = g->n_nodes - 1; t >= 0 && !rc; t--) {
+        for (int j = 0; j <= t; j++) {
+            const osp_node *n = &g->nodes[j];
+            if (!n->needs_grad || from[j] != t) continue;
+            size_t bytes = 0;
+            if ((rc = checked_bytes(n->size, batch, sizeof(float), &bytes))) break;
+            int best = -1;
+            for (int s = 0; s < n_slots; s++)
+                if (slots[s].free && slots[s].bytes >= bytes &&
+                    (best < 0 || slots[s].bytes < slots[best].bytes))
+                    best = s;
+            if (best < 0) {
+                best = n_slots++;
+                slots[best] = (slot){.offset = *at, .bytes = bytes};
+                *at += bytes;
+            }
+            slots[best].free = 0;
+            slot_of[j] = best;
+            l->dout[j] = slots[best].offset;
+        }
+        /* node t's backward is done with its own gradient */
+        if (t > 0 && g->nodes[t].needs_grad) slots[slot_of[t]].free = 1;
+    }
+    osp_free(slots);
+    osp_free(slot_of);
+    return rc;
+}
+
+static int layout_train(const osp_graph *g, int batch, const int *grad_from, layout *l) {
     size_t at = 0, bytes = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const osp_node *n = &g->nodes[i];
         if (checked_bytes(n->size, batch, sizeof(float), &bytes)) return OSP_ERANGE;
         l->out[i] = at;
         at += bytes;
-        if (n->needs_grad) {
-            l->dout[i] = at;
-            at += bytes;
-        }
         if (i > 0 && n->op->saved_bytes) {
             size_t s = ALIGN_UP(n->op->saved_bytes(g, n, batch));
             l->saved[i] = at;
             at += s;
         }
     }
+    int rc = place_grads(g, batch, grad_from, l, &at);
+    if (rc) return rc;
     l->workspace = at;
     l->total = at + max_workspace(g, batch);
     return OSP_OK;
@@ -181,7 +231,13 @@ int osp_graph_plan(osp_graph *g, int batch, osp_mode mode) {
     l.dout = l.out + g->n_nodes;
     l.saved = l.dout + g->n_nodes;
     for (int i = 0; i < 3 * g->n_nodes; i++) l.out[i] = SIZE_MAX;
-    int rc = mode == OSP_MODE_TRAIN ? layout_train(g, batch, &l) : layout_infer(g, batch, &l);
+    if (mode == OSP_MODE_TRAIN && !g->grad_from &&
+        !(g->grad_from = osp_alloc((size_t)g->n_nodes * sizeof *g->grad_from))) {
+        osp_free(l.out);
+        return OSP_ENOMEM;
+    }
+    if (mode == OSP_MODE_TRAIN) grad_writers(g, g->grad_from);
+    int rc = mode == OSP_MODE_TRAIN ? layout_train(g, batch, g->grad_from, &l) : layout_infer(g, batch, &l);
     if (rc == OSP_OK && l.total > g->arena_bytes) {
         osp__graph_mem_free(g, g->arena);
         g->arena_bytes = 0;
@@ -215,8 +271,12 @@ int osp_graph_train_bytes(const osp_graph *g, int batch, size_t *out) {
     if (!l.out) return OSP_ENOMEM;
     l.dout = l.out + g->n_nodes;
     l.saved = l.dout + g->n_nodes;
-    int rc = layout_train(g, batch, &l);
+    int *from = osp_alloc((size_t)g->n_nodes * sizeof *from);
+    int rc = from ? OSP_OK : OSP_ENOMEM;
+    if (!rc) grad_writers(g, from);
+    if (!rc) rc = layout_train(g, batch, from, &l);
     if (rc == OSP_OK) *out = l.total;
+    osp_free(from);
     osp_free(l.out);
     return rc;
 }

@@ -8,14 +8,24 @@
  *             then y from the global mean and variance;
  *   backward  sums of dy and dy * (x - mean); then dx from the global ones.
  *
- * Sums run in double, in a fixed order per channel, as in batchnorm.c.
- * These run once per layer and step on small per-rank batches, so they
- * are plain C; threads own whole channels. */
+ * Sums run in double, in a fixed order per channel: LANES interleaved
+ * partial sums per channel, added up at its end. One running sum would
+ * make every add wait on the one before; independent lanes keep the
+ * adder busy and vectorise (in-process replicas, src/train/replicas.c,
+ * run these on every batch-norm layer of every step). Threads own whole
+ * channels. */
 #include <math.h>
 
 #include "cpu_kernels.h"
 
 #define PARALLEL_MIN (1 << 14)
+#define LANES 8
+
+static double lanes_total(const double *v) {
+    double t = 0;
+    for (int l = 0; l < LANES; l++) t += v[l];
+    return t;
+}
 
 void osp__cpu_batchnorm_sums(int n, int c, int s, const float *x, const double *center,
                              double *sum, double *sq) {
@@ -23,17 +33,24 @@ void osp__cpu_batchnorm_sums(int n, int c, int s, const float *x, const double *
 #pragma omp parallel for schedule(static) if ((int64_t)n * stride >= PARALLEL_MIN && c > 1)
     for (int ch = 0; ch < c; ch++) {
         const double p = center ? center[ch] : 0.0;
-        double a = 0, b = 0;
+        double a[LANES] = {0}, b[LANES] = {0};
         for (int i = 0; i < n; i++) {
             const float *v = x + i * stride + (int64_t)ch * s;
-            for (int j = 0; j < s; j++) {
+            int j = 0;
+            for (; j + LANES <= s; j += LANES)
+                for (int l = 0; l < LANES; l++) {
+                    const double d = (double)v[j + l] - p;
+                    a[l] += d;
+                    b[l] += d * d;
+                }
+            for (; j < s; j++) {
                 const double d = (double)v[j] - p;
-                a += d;
-                b += d * d;
+                a[0] += d;
+                b[0] += d * d;
             }
         }
-        sum[ch] = a;
-        sq[ch] = b;
+        sum[ch] = lanes_total(a);
+        sq[ch] = lanes_total(b);
     }
 }
 
@@ -69,14 +86,21 @@ void osp__cpu_batchnorm_backward_sums(int n, int c, int s, const float *x, const
 #pragma omp parallel for schedule(static) if ((int64_t)n * stride >= PARALLEL_MIN && c > 1)
     for (int ch = 0; ch < c; ch++) {
         const double m = save_mean[ch];
-        double a = 0, b = 0;
+        double la[LANES] = {0}, lb[LANES] = {0};
         for (int i = 0; i < n; i++) {
-            const int64_t at = i * stride + (int64_t)ch * s;
-            for (int j = 0; j < s; j++) {
-                a += dy[at + j];
-                b += (double)dy[at + j] * ((double)x[at + j] - m);
+            const float *g = dy + i * stride + (int64_t)ch * s, *v = x + i * stride + (int64_t)ch * s;
+            int j = 0;
+            for (; j + LANES <= s; j += LANES)
+                for (int l = 0; l < LANES; l++) {
+                    la[l] += g[j + l];
+                    lb[l] += (double)g[j + l] * ((double)v[j + l] - m);
+                }
+            for (; j < s; j++) {
+                la[0] += g[j];
+                lb[0] += (double)g[j] * ((double)v[j] - m);
             }
         }
+        const double a = lanes_total(la), b = lanes_total(lb);
         sum_dy[ch] = a;
         sum_dy_xm[ch] = b;
         if (dbeta) dbeta[ch] += (float)a;

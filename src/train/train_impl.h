@@ -33,6 +33,7 @@ typedef struct osp__run {
     int64_t *order;      /* the epoch's permutation of the dataset */
     int64_t *rank_order; /* this rank's samples of the epoch, step after step */
     osp_loader *loader;  /* decodes batches ahead on worker threads */
+    osp_replicas *replicas; /* one process, threads as replicas; else NULL */
     /* Fine-tuning: the slices of the weights trained and their rates (the
      * backbone's and the head's); n_groups 0 = all of them at lr. */
     osp_param_group groups[2];

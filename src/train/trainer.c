@@ -101,6 +101,10 @@ static char *config_json(const osp__run *r) {
     cJSON_AddNumberToObject(o, "threads", osp_threads_get());
     cJSON_AddNumberToObject(o, "ranks", r->ranks);
     if (cfg->hogwild > 1) cJSON_AddNumberToObject(o, "hogwild", cfg->hogwild);
+    /* the mode the run took (auto resolved): a resumed run steps the same way */
+    if (r->ranks == 1 && cfg->hogwild <= 1)
+        cJSON_AddStringToObject(o, "threads_mode", osp_threads_mode_name(r->replicas ? OSP_THREADS_REPLICAS
+                                                                                     : OSP_THREADS_LAYERS));
     if (cfg->freeze_until) cJSON_AddStringToObject(o, "freeze_until", cfg->freeze_until);
     if (cfg->head_layer) cJSON_AddStringToObject(o, "head_layer", cfg->head_layer);
     if (cfg->lr_backbone > 0) cJSON_AddNumberToObject(o, "lr_backbone", cfg->lr_backbone);
@@ -178,7 +182,12 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         ex.hooks = &r->hooks;
     }
     if (r->split.lazy) ex.hooks = &r->hooks;
-    if (batch > 0 && r->targets) {
+    if (r->replicas) { /* forward and backward together, over the threads */
+        osp_replicas_batch rb = {.x = r->x, .labels = r->targets ? NULL : r->labels,
+                                 .targets = r->targets, .batch = batch, .seed = r->cfg->seed,
+                                 .step = (uint64_t)step};
+        if ((rc = osp_replicas_step(r->replicas, &rb, &loss, &correct))) return rc;
+    } else if (batch > 0 && r->targets) {
         if ((rc = osp__forward_loss_hot(r->net, r->x, r->targets, &ex, &loss, &correct))) return rc;
     } else if (batch > 0 && (rc = osp__forward_loss(r->net, r->x, r->labels, &ex, &loss, &correct))) {
         return rc;
@@ -187,7 +196,7 @@ static int train_step(osp__run *r, int64_t step, int64_t global, int batch, osp_
         if (!isfinite(loss))
             return osp_error(OSP_ERANGE, "the loss diverged (%g) at step %lld: lower the learning rate",
                              loss, (long long)step);
-        if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
+        if (!r->replicas && (rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
         double t2 = osp_now();
         tm->compute_s += t2 - t1;
         osp__run_update(r, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), lr);
@@ -617,6 +626,8 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (r.ranks > 1) r.rank_order = osp_alloc((size_t)data->count * sizeof(int64_t));
     if (!r.x || !r.labels || !r.order || (r.ranks > 1 && !r.rank_order)) rc = OSP_ENOMEM;
     if (!rc) rc = osp__split_start(&r);
+    const int replicas = r.ranks > 1 ? 1 : osp_replicas_for(net, batch, osp_threads_get(), cfg->threads_mode);
+    if (!rc && replicas > 1) rc = osp_replicas_new(net, replicas, &r.replicas);
     if (!rc && r.ranks > 1) {
         osp__reducer_config rcfg = {.bucket_mb = cfg->bucket_mb, .overlap = cfg->overlap,
                                     .compress = cfg->compress, .reduce = cfg->reduce,
@@ -635,6 +646,7 @@ static int osp__train_run(osp__run *rp, osp_dataset *val, int64_t start_step) {
     if (!rc) rc = osp_loader_new(data, &lc, &r.loader);
     if (!rc) rc = train_loop(&r, val, start_step);
     osp_loader_free(r.loader);
+    osp_replicas_free(r.replicas);
     osp__reducer_free(r.reducer);
     osp__mp_free(r.split.mp);
     osp_free(r.x);

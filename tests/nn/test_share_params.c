@@ -59,3 +59,20 @@ Test(share_params, layouts_must_match) {
     osp_net_free(other);
     osp_net_free(owner);
 }
+
+/* osp_graph_share_weights: the weights are the owner's, the buffers (batch
+ * norm's running statistics) stay the replica's own. */
+Test(share_params, share_weights_keeps_own_buffers) {
+    osp_net *owner = build(1), *replica = build(2);
+    cr_assert_eq(osp_graph_share_weights(replica->graph, owner->graph), OSP_OK, "%s", osp_last_error());
+    int64_t nb;
+    cr_expect_eq(osp_graph_weights(replica->graph, NULL), osp_graph_weights(owner->graph, NULL));
+    float *rb = osp_graph_buffers(replica->graph, &nb), *ob = osp_graph_buffers(owner->graph, NULL);
+    cr_assert(nb > 0);
+    cr_expect_neq(rb, ob);
+    rb[0] = 42.0f;
+    cr_expect_neq(ob[0], 42.0f);
+    cr_expect_neq(osp_graph_share_weights(replica->graph, owner->graph), OSP_OK, "shared twice");
+    osp_net_free(replica);
+    osp_net_free(owner);
+}
