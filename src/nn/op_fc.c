@@ -29,6 +29,7 @@ typedef struct fc_attrs {
     float *prepared;               /* the backend's fc_prepare of the weights, */
     size_t prepared_floats;        /* its size, */
     const osp_backend *prepared_for; /* and whose: NULL until made under this plan */
+    const osp_backend *prepared_mem; /* the backend whose memory holds it */
 } fc_attrs;
 
 static int parse(osp_spec_section *s, void **out) {
@@ -42,6 +43,7 @@ static int parse(osp_spec_section *s, void **out) {
     a.prepared = NULL;
     a.prepared_floats = 0;
     a.prepared_for = NULL;
+    a.prepared_mem = NULL;
     fc_attrs *copy = osp_calloc(1, sizeof *copy);
     if (!copy) return OSP_ENOMEM;
     *copy = a;
@@ -49,9 +51,16 @@ static int parse(osp_spec_section *s, void **out) {
     return OSP_OK;
 }
 
+static void drop_prepared(fc_attrs *a) {
+    if (a->prepared) a->prepared_mem->mem_free(a->prepared_mem->ctx, a->prepared);
+    a->prepared = NULL;
+    a->prepared_floats = 0;
+    a->prepared_mem = NULL;
+}
+
 static void fc_free_attrs(void *attrs) {
     fc_attrs *a = attrs;
-    if (a) osp_free(a->prepared);
+    if (a) drop_prepared(a);
     osp_free(a);
 }
 
@@ -101,12 +110,12 @@ static const float *prepared_weights(fc_attrs *a, int features, const float *w,
     const size_t floats = be->fc_prepared_floats ? be->fc_prepared_floats(features, a->outputs) : 0;
     if (!floats) return NULL;
     if (a->prepared_for == be && a->prepared_floats == floats) return a->prepared;
-    if (a->prepared_floats != floats) {
-        osp_free(a->prepared);
-        a->prepared_floats = 0;
-        a->prepared = osp_alloc(floats * sizeof(float));
+    if (a->prepared_floats != floats || a->prepared_mem != be) { /* in the backend's memory */
+        drop_prepared(a);
+        a->prepared = be->mem_alloc(be->ctx, floats * sizeof(float));
         if (!a->prepared) return NULL;
         a->prepared_floats = floats;
+        a->prepared_mem = be;
     }
     be->fc_prepare(features, a->outputs, w, a->prepared);
     a->prepared_for = be;
