@@ -107,7 +107,10 @@ void osp_graph_write(const osp_graph *g, float *dst, const float *host, int64_t 
     if (count > 0) g->be->copy_h2d(g->be->ctx, dst, host, (size_t)count * sizeof(float));
 }
 
-int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
+/* g reads owner's weights, and its buffers too when with_buffers; what g
+ * had stays in own_weights and own_buffers, for osp_graph_free (without
+ * the buffers shared, own_buffers == buffers: freed as g's own). */
+static int share(osp_graph *g, osp_graph *owner, int with_buffers) {
     if (!g->weights || !owner->weights || g->own_weights)
         return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
     if (g->be->mem_alloc != owner->be->mem_alloc || g->be->ctx != owner->be->ctx)
@@ -118,26 +121,14 @@ int osp_graph_share_params(osp_graph *g, osp_graph *owner) {
     g->own_weights = g->weights;
     g->own_buffers = g->buffers;
     g->weights = owner->weights;
-    g->buffers = owner->buffers;
+    if (with_buffers) g->buffers = owner->buffers;
     g->planned_batch = 0; /* a plan may have folded the old weights */
     return OSP_OK;
 }
 
-int osp_graph_share_weights(osp_graph *g, osp_graph *owner) {
-    if (!g->weights || !owner->weights || g->own_weights)
-        return osp_error(OSP_ESTATE, "both graphs need their parameters, and only once shared");
-    if (g->be->mem_alloc != owner->be->mem_alloc || g->be->ctx != owner->be->ctx)
-        return osp_error(OSP_ESTATE, "the graphs' backends do not share memory");
-    if (g->n_params != owner->n_params || g->n_weights != owner->n_weights ||
-        g->n_buffers != owner->n_buffers)
-        return osp_error(OSP_ESHAPE, "the graphs' parameters differ in layout");
-    /* own_buffers == buffers: osp_graph_free frees g's buffers as its own */
-    g->own_weights = g->weights;
-    g->own_buffers = g->buffers;
-    g->weights = owner->weights;
-    g->planned_batch = 0;
-    return OSP_OK;
-}
+int osp_graph_share_params(osp_graph *g, osp_graph *owner) { return share(g, owner, 1); }
+
+int osp_graph_share_weights(osp_graph *g, osp_graph *owner) { return share(g, owner, 0); }
 
 static int grow(void **array, int *cap, size_t elem) {
     int new_cap = *cap ? *cap * 2 : 16;

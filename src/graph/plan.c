@@ -37,6 +37,23 @@ static int checked_bytes(int64_t elems, int batch, size_t elem_size, size_t *out
     return OSP_OK;
 }
 
+/* The free slot of at least bytes that fits best, or a new one at *at;
+ * taken (not free) on return. */
+static int take_slot(slot *slots, int *n_slots, size_t bytes, size_t *at) {
+    int best = -1;
+    for (int s = 0; s < *n_slots; s++)
+        if (slots[s].free && slots[s].bytes >= bytes &&
+            (best < 0 || slots[s].bytes < slots[best].bytes))
+            best = s;
+    if (best < 0) {
+        best = (*n_slots)++;
+        slots[best] = (slot){.offset = *at, .bytes = bytes};
+        *at += bytes;
+    }
+    slots[best].free = 0;
+    return best;
+}
+
 static size_t max_workspace(const osp_graph *g, int batch) {
     size_t ws = 0;
     for (int i = 1; i < g->n_nodes; i++) {
@@ -77,17 +94,7 @@ static int place_grads(const osp_graph *g, int batch, const int *from, layout *l
             if (!n->needs_grad || from[j] != t) continue;
             size_t bytes = 0;
             if ((rc = checked_bytes(n->size, batch, sizeof(float), &bytes))) break;
-            int best = -1;
-            for (int s = 0; s < n_slots; s++)
-                if (slots[s].free && slots[s].bytes >= bytes &&
-                    (best < 0 || slots[s].bytes < slots[best].bytes))
-                    best = s;
-            if (best < 0) {
-                best = n_slots++;
-                slots[best] = (slot){.offset = *at, .bytes = bytes};
-                *at += bytes;
-            }
-            slots[best].free = 0;
+            const int best = take_slot(slots, &n_slots, bytes, at);
             slot_of[j] = best;
             l->dout[j] = slots[best].offset;
         }
@@ -191,20 +198,9 @@ static int layout_infer(const osp_graph *g, int batch, layout *l) {
         }
         size_t bytes = 0;
         if ((rc = checked_bytes(g->nodes[i].size, batch, sizeof(float), &bytes))) goto done;
-        /* Best fit among free slots; else a new one. The output never shares
-         * a slot with its inputs: they are freed only after it is placed. */
-        int best = -1;
-        for (int s = 0; s < n_slots; s++)
-            if (slots[s].free && slots[s].bytes >= bytes &&
-                (best < 0 || slots[s].bytes < slots[best].bytes))
-                best = s;
-        if (best < 0) {
-            best = n_slots++;
-            slots[best].offset = at;
-            slots[best].bytes = bytes;
-            at += bytes;
-        }
-        slots[best].free = 0;
+        /* The output never shares a slot with its inputs: they are freed
+         * only after it is placed. */
+        const int best = take_slot(slots, &n_slots, bytes, &at);
         slot_of[i] = best;
         l->out[i] = slots[best].offset;
         for (int j = 0; j <= i; j++)
