@@ -9,12 +9,6 @@
 set -euo pipefail
 osprey=$(realpath "$1")
 src=${OSP_SOURCE_DIR:?}
-if ! command -v mpirun >/dev/null; then
-    [ -n "${CI:-}" ] && { echo "FAIL: mpirun is missing (scripts/install-deps installs it)" >&2; exit 1; }
-    echo "SKIP: mpirun is missing (scripts/install-deps installs Open MPI)"
-    exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d)
 group=0
 cleanup() {
@@ -24,6 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$src/tests/support/cli.sh"
+need_mpi
 
 # 3000 training digits (a quick run), the 1000 test digits for accuracy.
 mnist_subset "$src/data/mnist" "$work/data" 3000

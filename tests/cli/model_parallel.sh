@@ -11,15 +11,10 @@
 set -euo pipefail
 osprey=$1
 src=${OSP_SOURCE_DIR:?}
-if ! command -v mpirun >/dev/null; then
-    [ -n "${CI:-}" ] && { echo "FAIL: mpirun is missing (scripts/install-deps installs it)" >&2; exit 1; }
-    echo "SKIP: mpirun is missing (scripts/install-deps installs Open MPI)"
-    exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$src/tests/support/cli.sh"
+need_mpi
 diff_ok() { # A B: weights and optimizer state within 1e-5 relative
     /usr/bin/python3 "$src/tests/cli/weights_diff.py" "$1" "$2" --optim --max 1e-5 ||
         fail "$2 differs from $1 by more than 1e-5"

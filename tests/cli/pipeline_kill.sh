@@ -9,17 +9,12 @@
 set -euo pipefail
 osprey=$1
 src=${OSP_SOURCE_DIR:?}
-if ! command -v mpirun >/dev/null; then
-    [ -n "${CI:-}" ] && { echo "FAIL: mpirun is missing (scripts/install-deps installs it)" >&2; exit 1; }
-    echo "SKIP: mpirun is missing (scripts/install-deps installs Open MPI)"
-    exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d)
 pg=
 cleanup() { [ -n "$pg" ] && kill -9 -- "-$pg" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 . "$src/tests/support/cli.sh"
+need_mpi
 py=/usr/bin/python3
 
 $py "$src/scripts/make-shapes" "$work/photos" --per-class 80 --size 32,96 --spec "$work/shapes.cfg" >/dev/null

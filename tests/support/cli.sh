@@ -3,6 +3,18 @@
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# need_mpi: Open MPI's mpirun, allowed to run as root and to oversubscribe
+# the cores. Without it the test is skipped (exit 77), except in CI, where
+# scripts/install-deps has installed it and its absence is an error.
+need_mpi() {
+    if ! command -v mpirun >/dev/null; then
+        [ -n "${CI:-}" ] && fail "mpirun is missing (scripts/install-deps installs it)"
+        echo "SKIP: mpirun is missing (scripts/install-deps installs Open MPI)"
+        exit 77
+    fi
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+}
+
 # The lines of stderr that expect_error counts: all of them (a test whose
 # input makes the command warn redefines it to leave the warnings out).
 error_lines() { wc -l <"$work/err"; }
