@@ -29,7 +29,8 @@ typedef struct osp_onnx_import_options {
     /* Input height and width for a model whose spatial size is symbolic
      * (0: take them from the model, which must then fix them). */
     int input_h, input_w;
-    /* Largest file accepted, in bytes (0: 2 GiB, protobuf's own limit). */
+    /* Largest file accepted, in bytes (0: 2 GiB, protobuf's own limit);
+     * set, it also bounds the external data read (unset: 16 GiB). */
     size_t max_bytes;
     /* The input normalisation the model expects, saved with it: one value
      * or one per channel (n_mean = 0: mean 0; n_std = 0: std 1). */
@@ -38,7 +39,10 @@ typedef struct osp_onnx_import_options {
 } osp_onnx_import_options;
 
 /* Reads an ONNX model from memory. `name` is used in messages. On success
- * *out is a network with the model's weights (free with osp_net_free). */
+ * *out is a network with the model's weights (free with osp_net_free).
+ * A model whose tensors keep their data in external files (ONNX's format
+ * for models over 2 GB) is read with osp_onnx_import_file, which finds
+ * those files below the model's folder; from memory it is refused. */
 OSP_API int osp_onnx_import(const void *data, size_t size, const char *name,
                             const osp_onnx_import_options *opt, osp_net **out);
 OSP_API int osp_onnx_import_file(const char *path, const osp_onnx_import_options *opt,

@@ -79,6 +79,11 @@ typedef struct onnx_weight {
 
 typedef struct onnx_importer {
     const char *file; /* for messages */
+    /* The model file's folder, where its external data lies (NULL for a
+     * model read from memory: external data is refused), and the bytes of
+     * it read so far against their limit. */
+    const char *dir;
+    size_t *external_read, external_max;
     const Osp__Onnx__ModelProto *model;
     const Osp__Onnx__GraphProto *graph;
     int opset;

@@ -13,6 +13,9 @@
 #define MIN_OPSET ONNX_MIN_OPSET
 #define MAX_OPSET ONNX_MAX_OPSET
 #define DEFAULT_MAX_BYTES ((size_t)2 << 30)
+/* External data has no protobuf limit: 16 GiB covers the largest image
+ * models (ViT-H/14 and RegNetY-128GF hold about 2.6 GB of float32). */
+#define DEFAULT_MAX_EXTERNAL_BYTES ((size_t)16 << 30)
 
 /* ---- the value table: names to values, open addressing ---- */
 
@@ -687,8 +690,10 @@ static void meta_multi_label(const Osp__Onnx__ModelProto *m, const char *name, o
     cJSON_Delete(a);
 }
 
-int osp_onnx_import(const void *data, size_t size, const char *name,
-                    const osp_onnx_import_options *opt, osp_net **out) {
+/* The model in data; dir: the folder its external data lies in (NULL:
+ * none may be read). */
+static int import_from(const void *data, size_t size, const char *name, const char *dir,
+                       const osp_onnx_import_options *opt, osp_net **out) {
     *out = NULL;
     osp_onnx_import_options defaults = {0};
     if (!opt) opt = &defaults;
@@ -704,7 +709,14 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     osp_onnx_import_options o = *opt;
     if (!o.n_mean) o.n_mean = meta_floats(model, "osprey.mean", 0, o.mean);
     if (!o.n_std) o.n_std = meta_floats(model, "osprey.std", 1, o.std);
-    onnx_importer im = {.file = name, .model = model, .graph = model->graph, .opt = &o};
+    size_t external_read = 0;
+    onnx_importer im = {.file = name,
+                        .dir = dir,
+                        .external_read = &external_read,
+                        .external_max = opt->max_bytes ? opt->max_bytes : DEFAULT_MAX_EXTERNAL_BYTES,
+                        .model = model,
+                        .graph = model->graph,
+                        .opt = &o};
     int rc = import_model(&im, out);
     if (!rc && (rc = meta_labels(model, name, *out))) {
         osp_net_free(*out);
@@ -716,12 +728,25 @@ int osp_onnx_import(const void *data, size_t size, const char *name,
     return rc;
 }
 
+int osp_onnx_import(const void *data, size_t size, const char *name,
+                    const osp_onnx_import_options *opt, osp_net **out) {
+    return import_from(data, size, name, NULL, opt, out);
+}
+
 int osp_onnx_import_file(const char *path, const osp_onnx_import_options *opt, osp_net **out) {
     osp_mapped_file m;
     *out = NULL;
+    /* the folder of the file, where ONNX puts a large model's weights */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) >= sizeof dir)
+        return osp_error(OSP_ERANGE, "%s: the path is too long", path);
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     int rc = osp_file_map(path, &m);
     if (rc) return rc;
-    rc = osp_onnx_import(m.data, m.len, path, opt, out);
+    rc = import_from(m.data, m.len, path, dir, opt, out);
     osp_file_unmap(&m);
     return rc;
 }

@@ -1,8 +1,12 @@
 /* ONNX tensors and attributes, read with every size checked: a tensor's
  * declared dims must match the data it carries, whatever the file says. */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/onnx_impl.h"
 
@@ -55,6 +59,124 @@ static size_t elem_size(int32_t type) {
     }
 }
 
+/* n little-endian elements of `type` (es bytes each) into the constant;
+ * ONNX raw data is little-endian, as is every machine osprey runs on. */
+static void convert_raw(int32_t type, size_t es, const uint8_t *p, int64_t n, onnx_const *out) {
+    for (int64_t k = 0; k < n; k++, p += es) {
+        switch (type) {
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: memcpy(&out->f[k], p, 4); break;
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: {
+            double d;
+            memcpy(&d, p, 8);
+            out->f[k] = (float)d;
+            break;
+        }
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: memcpy(&out->i[k], p, 8); break;
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32: {
+            int32_t v;
+            memcpy(&v, p, 4);
+            out->i[k] = v;
+            break;
+        }
+        case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT8: out->i[k] = (int8_t)*p; break;
+        default: out->i[k] = *p; break;
+        }
+    }
+}
+
+/* A non-negative decimal that fits in int64, or -1. */
+static int64_t parse_count(const char *s) {
+    if (!s || !*s) return -1;
+    int64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (INT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v;
+}
+
+/* A location the model may name: a relative path below the model's folder
+ * (no absolute path, no ".." component, no empty name), as ONNX requires;
+ * a hostile model must not read /etc/shadow through it. */
+static int location_ok(const char *loc) {
+    if (!loc || !*loc || loc[0] == '/' || strlen(loc) >= 1024) return 0;
+    for (const char *c = loc; *c;) {
+        const char *end = strchr(c, '/');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len == 2 && c[0] == '.' && c[1] == '.') return 0;
+        if (!end) break;
+        c = end + 1;
+    }
+    return 1;
+}
+
+/* The tensor's data from the file its external_data names (location,
+ * offset, length), every number checked against the file and the
+ * importer's limit. */
+static int read_external(const onnx_importer *im, const Osp__Onnx__TensorProto *t, const char *name,
+                         int32_t type, size_t es, onnx_const *out) {
+    const char *loc = NULL;
+    int64_t offset = 0, length = -1;
+    for (size_t k = 0; k < t->n_external_data; k++) {
+        const Osp__Onnx__StringStringEntryProto *e = t->external_data[k];
+        if (!e || !e->key) continue;
+        if (!strcmp(e->key, "location")) loc = e->value;
+        else if (!strcmp(e->key, "offset")) offset = parse_count(e->value);
+        else if (!strcmp(e->key, "length")) length = parse_count(e->value);
+    }
+    if (!im->dir)
+        return osp_error(OSP_ENOTSUP, "%s: tensor '%s' keeps its data in an external file; "
+                         "import the model from its file so that the data can be found",
+                         im->file, name);
+    if (!location_ok(loc))
+        return osp_error(OSP_ECORRUPT, "%s: tensor '%s' names its external data '%s': a "
+                         "relative path below the model's folder is required", im->file, name,
+                         loc ? loc : "");
+    const uint64_t want = (uint64_t)out->numel * es;
+    if (offset < 0 || (length >= 0 && (uint64_t)length != want))
+        return osp_error(OSP_ECORRUPT, "%s: tensor '%s': its external data's offset or length "
+                         "does not fit its %lld elements", im->file, name, (long long)out->numel);
+    if (want > im->external_max - *im->external_read)
+        return osp_error(OSP_ERANGE, "%s: more than %zu bytes of external data", im->file,
+                         im->external_max);
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", im->dir, loc) >= (int)sizeof path)
+        return osp_error(OSP_ERANGE, "%s: tensor '%s': the path of its data is too long", im->file,
+                         name);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) return osp_error(OSP_EIO, "%s: tensor '%s': cannot open its data %s: %s", im->file,
+                                 name, path, strerror(errno));
+    int rc = OSP_OK;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+        rc = osp_error(OSP_EFORMAT, "%s: tensor '%s': its data %s is not a file", im->file, name,
+                       path);
+    else if ((uint64_t)offset > (uint64_t)st.st_size || want > (uint64_t)st.st_size - (uint64_t)offset)
+        rc = osp_error(OSP_ECORRUPT, "%s: tensor '%s': its data %s holds %lld bytes, not %llu "
+                       "from offset %lld", im->file, name, path, (long long)st.st_size,
+                       (unsigned long long)want, (long long)offset);
+    /* float32 lands in place; other types through a buffer, converted */
+    uint8_t *buf = NULL;
+    if (!rc && type != OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
+        !(buf = osp_alloc(want ? (size_t)want : 1)))
+        rc = OSP_ENOMEM;
+    uint8_t *dst = buf ? buf : (uint8_t *)out->f;
+    for (uint64_t got = 0; !rc && got < want;) {
+        const size_t chunk = want - got > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)(want - got);
+        const ssize_t r = pread(fd, dst + got, chunk, (off_t)((uint64_t)offset + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            rc = osp_error(OSP_EIO, "%s: tensor '%s': reading %s: %s", im->file, name, path,
+                           r < 0 ? strerror(errno) : "the file ended early");
+        else got += (uint64_t)r;
+    }
+    close(fd);
+    if (!rc && buf) convert_raw(type, es, buf, out->numel, out);
+    osp_free(buf);
+    if (!rc) *im->external_read += (size_t)want;
+    return rc;
+}
+
 int osp__onnx_const_from_tensor(const onnx_importer *im, const Osp__Onnx__TensorProto *t,
                                 onnx_const *out) {
     const char *name = t->name ? t->name : "(unnamed)";
@@ -64,10 +186,8 @@ int osp__onnx_const_from_tensor(const onnx_importer *im, const Osp__Onnx__Tensor
     if (!es)
         return osp_error(OSP_ENOTSUP, "%s: tensor '%s' has data type %d; osprey reads float, "
                          "double and integer tensors", im->file, name, (int)type);
-    if (t->has_data_location &&
-        t->data_location == OSP__ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return osp_error(OSP_ENOTSUP, "%s: tensor '%s' keeps its data in an external file; "
-                         "save the model with its weights inside", im->file, name);
+    const int external = t->has_data_location &&
+                         t->data_location == OSP__ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (t->segment)
         return osp_error(OSP_ENOTSUP, "%s: tensor '%s' is segmented", im->file, name);
     if (t->n_dims > ONNX_MAX_RANK)
@@ -78,34 +198,17 @@ int osp__onnx_const_from_tensor(const onnx_importer *im, const Osp__Onnx__Tensor
     int rc = osp__onnx_const_alloc(out, (int)t->n_dims, t->dims, is_int);
     if (rc) return osp_error(rc, "%s: tensor '%s': %s", im->file, name, osp_last_error());
     int64_t n = out->numel;
+    if (external) {
+        if ((rc = read_external(im, t, name, type, es, out))) osp__onnx_const_free(out);
+        return rc;
+    }
     if (t->has_raw_data) {
         if ((uint64_t)t->raw_data.len != (uint64_t)n * es) {
             osp__onnx_const_free(out);
             return osp_error(OSP_ECORRUPT, "%s: tensor '%s' declares %lld elements but holds "
                              "%zu bytes of data", im->file, name, (long long)n, t->raw_data.len);
         }
-        /* ONNX raw data is little-endian, as is every machine osprey runs on. */
-        const uint8_t *p = t->raw_data.data;
-        for (int64_t k = 0; k < n; k++, p += es) {
-            switch (type) {
-            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: memcpy(&out->f[k], p, 4); break;
-            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: {
-                double d;
-                memcpy(&d, p, 8);
-                out->f[k] = (float)d;
-                break;
-            }
-            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT64: memcpy(&out->i[k], p, 8); break;
-            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT32: {
-                int32_t v;
-                memcpy(&v, p, 4);
-                out->i[k] = v;
-                break;
-            }
-            case OSP__ONNX__TENSOR_PROTO__DATA_TYPE__INT8: out->i[k] = (int8_t)*p; break;
-            default: out->i[k] = *p; break;
-            }
-        }
+        convert_raw(type, es, t->raw_data.data, n, out);
         return OSP_OK;
     }
     size_t have;

@@ -158,7 +158,13 @@ def to_opset18(src, dst):
     # onnx 1.12 (Debian's) knows operator schemas up to opset 17 only.
     if onnx.defs.onnx_opset_version() >= 18:
         onnx.checker.check_model(m)
-    onnx.save(m, dst)
+    # Over protobuf's 2 GB (vit_h_14, regnet_y_128gf) the weights go to a
+    # file beside the model, as PyTorch's exporter did for the source.
+    if sum(len(t.raw_data) for t in m.graph.initializer) > 1 << 30:
+        onnx.save(m, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(dst) + ".data")
+    else:
+        onnx.save(m, dst)
 
 
 def osprey(cmd, timeout):
