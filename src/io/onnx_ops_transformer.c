@@ -572,6 +572,79 @@ static int try_matmul(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *han
     return map_linear(im, n, a->node, &b->c);
 }
 
+/* ---- Einsum: the batched products attention writes with it ---- */
+
+/* The equation without spaces, split into its two operands and output;
+ * 0 unless it is "A,B->C" of letters only (no ellipsis, no third operand). */
+static int einsum_terms(const char *eq, char *a, char *b, char *c, size_t cap) {
+    char t[3][ONNX_MAX_RANK + 2];
+    int k = 0;
+    size_t len[3] = {0, 0, 0};
+    for (const char *p = eq; *p; p++) {
+        if (*p == ' ') continue;
+        if (*p == ',' && k == 0) k = 1;
+        else if (*p == '-' && p[1] == '>' && k == 1) k = 2, p++;
+        else if (((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) && len[k] <= ONNX_MAX_RANK)
+            t[k][len[k]++] = *p;
+        else return 0;
+    }
+    if (k != 2 || len[0] > ONNX_MAX_RANK || len[0] + 1 > cap) return 0;
+    for (int i = 0; i < 3; i++) t[i][len[i]] = 0;
+    memcpy(a, t[0], len[0] + 1);
+    memcpy(b, t[1], len[1] + 1);
+    memcpy(c, t[2], len[2] + 1);
+    return 1;
+}
+
+/* "P ik, P kj -> P ij" is MatMul; "P ik, P jk -> P ij" is MatMul by the
+ * second operand with its last two axes swapped (MaxViT's Q K^T); P is
+ * the same leading axes, batch first, on both operands and the output.
+ * Other equations are refused in one line. */
+static int map_einsum(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
+    char buf[128], a[ONNX_MAX_RANK + 2], b[ONNX_MAX_RANK + 2], c[ONNX_MAX_RANK + 2];
+    const Osp__Onnx__AttributeProto *attr = osp__onnx_attr(n, "equation");
+    if (!attr || !attr->has_s || attr->s.len >= sizeof buf || memchr(attr->s.data, 0, attr->s.len))
+        FAIL(OSP_ENOTSUP, "an equation of up to %zu characters is required", sizeof buf - 1);
+    const char *eq = osp__onnx_attr_string(n, "equation", "", buf, sizeof buf);
+    if (n->n_input != 2 || !einsum_terms(eq, a, b, c, sizeof a))
+        FAIL(OSP_ENOTSUP, "equation '%s': osprey maps two operands of letters, A,B->C", eq);
+    const size_t r = strlen(a);
+    int ok = r >= 3 && strlen(b) == r && strlen(c) == r && !strncmp(a, b, r - 2) &&
+             !strncmp(a, c, r - 2);
+    for (size_t i = 0; ok && i < r; i++) /* the letters of a are distinct */
+        for (size_t j = i + 1; j < r; j++) ok &= a[i] != a[j];
+    const char i_ = a[r - 2], k_ = a[r - 1], x = b[r - 2], y = b[r - 1];
+    /* ik,kj->ij or ik,jk->ij, j a new letter */
+    const int plain = ok && x == k_ && c[r - 2] == i_ && c[r - 1] == y && !strchr(a, y);
+    const int swapped = ok && y == k_ && c[r - 2] == i_ && c[r - 1] == x && !strchr(a, x);
+    if (!plain && !swapped)
+        FAIL(OSP_ENOTSUP, "equation '%s': osprey maps batched matrix products only "
+             "(...ik,...kj->...ij and ...ik,...jk->...ij)", eq);
+    onnx_value *va = value(im, n->input[0]), *vb = value(im, n->input[1]);
+    if (!va || !vb || va->kind != ONNX_VAL_LAYER || vb->kind != ONNX_VAL_LAYER)
+        FAIL(OSP_ENOTSUP, "equation '%s' of a constant: both operands must be computed", eq);
+    if (!osp__onnx_layout_plain(&va->layout) || !osp__onnx_layout_plain(&vb->layout))
+        FAIL(OSP_ENOTSUP, "operands whose batch is not their first axis");
+    const osp_shape *as = shape_of(im, va->node), *bs = shape_of(im, vb->node);
+    if (as->ndim != (int)r - 1 || bs->ndim != (int)r - 1)
+        FAIL(OSP_ESHAPE, "equation '%s' for operands of rank %d and %d", eq, as->ndim + 1,
+             bs->ndim + 1);
+    int in[2] = {va->node, vb->node};
+    if (swapped) { /* K^T: the last two per-sample axes swapped */
+        char keys[64];
+        int len = snprintf(keys, sizeof keys, "perm = ");
+        for (int d = 0; d < bs->ndim; d++) {
+            const int from = d == bs->ndim - 2 ? d + 1 : d == bs->ndim - 1 ? d - 1 : d;
+            len += snprintf(keys + len, sizeof keys - (size_t)len, "%s%d", d ? ", " : "", from);
+        }
+        snprintf(keys + len, sizeof keys - (size_t)len, "\n");
+        const int t = osp__onnx_emit(im, n, "transposed", "transpose", &in[1], 1, keys);
+        if (t < 0) return t;
+        in[1] = t;
+    }
+    return emit_bind(im, n, "matmul", in, 2, "");
+}
+
 /* ---- Softmax (or LogSoftmax) over one axis ---- */
 
 static int try_softmax(onnx_importer *im, const Osp__Onnx__NodeProto *n, int *handled) {
@@ -606,6 +679,10 @@ int osp__onnx_map_transformer(onnx_importer *im, const Osp__Onnx__NodeProto *n, 
     if (!strcmp(op, "Div") || !strcmp(op, "Mul")) return try_gelu(im, n, handled);
     if (!strcmp(op, "ReduceMean")) return try_layernorm(im, n, handled);
     if (!strcmp(op, "MatMul")) return try_matmul(im, n, handled);
+    if (!strcmp(op, "Einsum")) {
+        *handled = 1;
+        return map_einsum(im, n);
+    }
     if (!strcmp(op, "Softmax") || !strcmp(op, "LogSoftmax")) return try_softmax(im, n, handled);
     if (!strcmp(op, "LayerNormalization")) {
         *handled = 1;

@@ -79,6 +79,7 @@ static const op_span op_spans[] = {
     {"Upsample", 7, 10}, /* deprecated at 10: Resize */
     {"Resize", 10, 99},
     {"HardSwish", 14, 99},
+    {"Einsum", 12, 99},
 };
 
 static const arg_form *find_form(const char *op, const char *arg) {

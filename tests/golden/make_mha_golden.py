@@ -18,6 +18,11 @@ and M.output.npy, and OUT_DIR/manifest.txt with one line per model:
         mask computed from shapes; one window in the second)
   tswinpad17  the same on 24x24 images, opset 17: 6x6 and 3x3 feature maps,
         padded to whole windows (Pad of N x H x W x C) and cropped back
+  tmaxvit13, tmaxvit17  torchvision's MaxVit (image 32, two stages of one
+        block, partition 2, head width 8): its attention is two Einsums,
+        "B G H I D, B G H J D -> B G H I J" (Q K^T) and "B G H I J, B G H J
+        D -> B G H I D" (by V), with a relative position bias between
+  einsum13  the two forms on lower-case letters, N x 3 x 5 x 4 operands
 and bad_mha.txt: models whose batch is left where osprey cannot compute
 them per sample ('FILE FRAGMENT' lines). Weights are random, fixed seeds,
 dynamic batch."""
@@ -32,6 +37,14 @@ import torchvision
 from onnx import TensorProto, helper
 
 torch.set_num_threads(2)
+
+
+class Einsums(nn.Module):
+    """q k^T, then by v, as einsum writes them (and MaxViT does)."""
+    def forward(self, x):
+        q, k, v = x, x * 0.5 + 1, x.flip(-1)
+        s = torch.einsum("nhid,nhjd->nhij", q, k).softmax(-1)
+        return torch.einsum("nhij,nhjd->nhid", s, v)
 
 
 class SelfAttention(nn.Module):
@@ -104,6 +117,21 @@ def write_bad(out_dir):
          [helper.make_node("ReduceSum", ["t", "ax"], ["r"], name="sum", keepdims=1),
           helper.make_node("Transpose", ["r"], ["y"], name="back", perm=[1, 0, 2])],
          [ints("ax", [2])], "node 'sum' (ReduceSum): its input 't' has the batch in axis 1")
+    # einsum equations other than batched matrix products, and Einsum
+    # before opset 12 (where ONNX has none)
+    def einsum_model(name, eq, opset, expect):
+        e = helper.make_node("Einsum", ["x", "x"], ["y"], name="es", equation=eq)
+        graph = helper.make_graph([e], "g", [x], [y], [])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        onnx.save(model, os.path.join(out_dir, name))
+        lines.append(f"{name} {expect}\n")
+
+    einsum_model("bad_einsum_out.onnx", "nij,nkj->nji", 13,
+                 "node 'es' (Einsum): equation 'nij,nkj->nji': osprey maps batched matrix products")
+    einsum_model("bad_einsum_sum.onnx", "nij,nij->n", 13, "node 'es' (Einsum): equation")
+    einsum_model("bad_einsum_dots.onnx", "...ij,...jk->...ik", 13,
+                 "osprey maps two operands of letters")
+    einsum_model("bad_einsum_opset.onnx", "nij,nkj->nik", 11, "Einsum")
     with open(os.path.join(out_dir, "bad_mha.txt"), "w") as f:
         f.writelines(lines)
 
@@ -140,6 +168,17 @@ def main():
     export("tswin13", swin, img, 13, out_dir, lines)
     export("tswin17", swin, img, 17, out_dir, lines)
     export("tswinpad17", swin, torch.randn(3, 3, 24, 24), 17, out_dir, lines)
+    torch.manual_seed(3)
+    maxvit = torchvision.models.MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2,
+                                       block_channels=[16, 32], block_layers=[1, 1], head_dim=8,
+                                       stochastic_depth_prob=0.0, num_classes=10)
+    with torch.no_grad():  # the position bias table starts near 0: random everywhere
+        for p in maxvit.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    img = torch.randn(3, 3, 32, 32)
+    export("tmaxvit13", maxvit, img, 13, out_dir, lines)
+    export("tmaxvit17", maxvit, img, 17, out_dir, lines)
+    export("einsum13", Einsums(), torch.randn(3, 3, 5, 4), 13, out_dir, lines)
     with open(os.path.join(out_dir, "manifest.txt"), "w") as f:
         f.writelines(lines)
     write_bad(out_dir)
