@@ -64,7 +64,9 @@ static int step(bench_run *b, uint64_t i) {
     int rc = osp_graph_forward(g, b->x, &ex);
     if (rc || !b->train) return rc;
     osp_node *logits = osp_graph_node(g, b->net->logits_node);
-    ex.be->softmax_xent(b->batch, (int)logits->size, logits->out, b->labels, NULL, logits->dout);
+    double loss;
+    ex.be->softmax_xent(b->batch, (int)logits->size, logits->out, b->labels, NULL, logits->dout,
+                        &loss);
     if ((rc = osp_graph_backward_from(g, logits->id, &ex))) return rc;
     osp_optim_step(b->opt, osp_graph_weights(g, NULL), osp_graph_grads(g, NULL), 1e-4f);
     return 0;

@@ -292,23 +292,26 @@ typedef struct osp_backend {
     void (*softmax_backward)(int rows, int cols, const float *y, const float *dy, float *dx);
 
     /* Fused softmax + cross-entropy (numerically stable, log-sum-exp).
-     * labels: rows ints in [0, cols). Returns the mean loss over rows; if
-     * dlogits is non-NULL it is OVERWRITTEN with d(mean loss)/d(logits);
-     * probs (rows x cols) may be NULL. */
-    double (*softmax_xent)(int rows, int cols, const float *logits, const int32_t *labels,
-                           float *probs, float *dlogits);
+     * labels: rows ints in [0, cols). Writes the mean loss over rows to
+     * *loss; if dlogits is non-NULL it is OVERWRITTEN with d(mean
+     * loss)/d(logits); probs (rows x cols) may be NULL. labels and loss (one
+     * double), like every pointer a slot takes, are in the backend's
+     * memory: a device keeps the loss where it computed it, and the caller
+     * reads it back when it needs it (osp__batch_loss in src/train does). */
+    void (*softmax_xent)(int rows, int cols, const float *logits, const int32_t *labels,
+                         float *probs, float *dlogits, double *loss);
 
     /* Fused sigmoid + binary cross-entropy on logits (multi-label), as
      * torch.nn.BCEWithLogitsLoss(reduction='mean'): each value's loss is
      * max(x, 0) - x*t + log1p(exp(-|x|)) (stable for any x), averaged over
      * all rows x cols values. targets: rows x cols floats in [0, 1] (a
-     * multi-hot vector per row). Returns the mean loss; if dlogits is
-     * non-NULL it is OVERWRITTEN with d(mean loss)/d(logits) =
+     * multi-hot vector per row). Writes the mean loss to *loss; if dlogits
+     * is non-NULL it is OVERWRITTEN with d(mean loss)/d(logits) =
      * (sigmoid(x) - t) / (rows * cols); probs (rows x cols sigmoids) may be
      * NULL. Sums run in double, in an order that depends only on the
-     * thread count. */
-    double (*sigmoid_bce)(int rows, int cols, const float *logits, const float *targets,
-                          float *probs, float *dlogits);
+     * thread count. Pointers in the backend's memory, as softmax_xent's. */
+    void (*sigmoid_bce)(int rows, int cols, const float *logits, const float *targets,
+                        float *probs, float *dlogits, double *loss);
 
     /* L2 normalisation of each row: y = x / max(||x||, eps). */
     void (*l2norm_forward)(int rows, int cols, float eps, const float *x, float *y);

@@ -47,14 +47,26 @@ int osp__kernel_team(void) {
 #endif
 }
 
+/* The losses' slots: the CPU's memory is the host's, so the loss is
+ * written where the caller reads it. */
+static void cpu_softmax_xent(int rows, int cols, const float *logits, const int32_t *labels,
+                             float *probs, float *dlogits, double *loss) {
+    *loss = osp__cpu_softmax_xent(rows, cols, logits, labels, probs, dlogits);
+}
+
+static void cpu_sigmoid_bce(int rows, int cols, const float *logits, const float *targets,
+                            float *probs, float *dlogits, double *loss) {
+    *loss = osp__cpu_sigmoid_bce(rows, cols, logits, targets, probs, dlogits);
+}
+
 /* The slots every CPU table shares, then the multiversioned ones of prefix P. */
 #define SHARED_SLOTS                                          \
     .sgemm = osp__cpu_sgemm, .fc_forward = osp__cpu_fc_forward, \
     .fc_backward = osp__cpu_fc_backward,                      \
     .softmax_forward = osp__cpu_softmax_forward,              \
     .softmax_backward = osp__cpu_softmax_backward,            \
-    .softmax_xent = osp__cpu_softmax_xent,                    \
-    .sigmoid_bce = osp__cpu_sigmoid_bce,                      \
+    .softmax_xent = cpu_softmax_xent,                         \
+    .sigmoid_bce = cpu_sigmoid_bce,                           \
     .l2norm_forward = osp__cpu_l2norm_forward,                \
     .l2norm_backward = osp__cpu_l2norm_backward,              \
     .resize_forward = osp__cpu_resize_forward,                \

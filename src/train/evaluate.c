@@ -7,6 +7,7 @@
 
 #include "loader.h"
 #include "osprey/train.h"
+#include "train_impl.h"
 
 /* Rank of the true class among the scores (0 = best). A tie goes to the
  * lower class index, as the argmax of training's accuracy does, so a model
@@ -60,7 +61,9 @@ int osp_train_evaluate(osp_net *net, osp_dataset *data, int batch, osp_eval_resu
         if ((rc = osp_graph_plan(g, n, OSP_MODE_INFER))) break;
         osp_exec ex = {.be = be, .mode = OSP_MODE_INFER, .batch = n};
         if ((rc = osp_graph_forward(g, x, &ex))) break;
-        loss_sum += be->softmax_xent(n, k, logits->out, labels, NULL, NULL) * n;
+        double loss;
+        if ((rc = osp__batch_loss(be, 0, n, k, logits->out, labels, NULL, NULL, &loss))) break;
+        loss_sum += loss * n;
         for (int i = 0; i < n; i++) {
             int r = rank_of(logits->out + (int64_t)i * k, k, labels[i]);
             top1 += r < 1;
@@ -206,7 +209,9 @@ int osp_train_evaluate_multilabel(osp_net *net, osp_dataset *data, int batch,
         osp_exec ex = {.be = be, .mode = OSP_MODE_INFER, .batch = n};
         if ((rc = osp_graph_forward(g, x, &ex))) break;
         float *sc = scores + evaluated * k;
-        loss_sum += be->sigmoid_bce(n, k, logits->out, t, sc, NULL) * n;
+        double loss;
+        if ((rc = osp__batch_loss(be, 1, n, k, logits->out, t, sc, NULL, &loss))) break;
+        loss_sum += loss * n;
         for (int64_t i = 0; i < (int64_t)n * k; i++) truth[evaluated * k + i] = t[i] > 0.5f;
         evaluated += n;
     }

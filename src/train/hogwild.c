@@ -113,7 +113,9 @@ static int worker_step(osp__run *r, worker *w, int epoch, int64_t b, double *los
         if ((rc = osp_graph_plan(g, batch, OSP_MODE_TRAIN))) return rc;
         if ((rc = osp_graph_forward(g, w->x, &ex))) return rc;
         const int k = (int)logits->size;
-        *loss = ex.be->softmax_xent(batch, k, logits->out, w->labels, NULL, logits->dout);
+        if ((rc = osp__batch_loss(ex.be, 0, batch, k, logits->out, w->labels, NULL, logits->dout,
+                                  loss)))
+            return rc;
         *correct = 0;
         for (int i = 0; i < batch; i++) *correct += argmax(logits->out + (int64_t)i * k, k) == w->labels[i];
     }

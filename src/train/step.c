@@ -40,7 +40,9 @@ int osp__forward_loss(osp_net *net, const float *x, const int32_t *labels, const
     int rc = forward(net, x, ex, &logits);
     if (rc) return rc;
     const int k = (int)logits->size;
-    *loss = osp_graph_backend(net->graph)->softmax_xent(ex->batch, k, logits->out, labels, NULL, logits->dout);
+    if ((rc = osp__batch_loss(osp_graph_backend(net->graph), 0, ex->batch, k, logits->out, labels,
+                              NULL, logits->dout, loss)))
+        return rc;
     float *copy;
     const float *z = host_logits(net->graph, logits, ex->batch, &copy);
     if (!z) return OSP_ENOMEM;
@@ -57,7 +59,9 @@ int osp__forward_loss_hot(osp_net *net, const float *x, const float *targets, co
     int rc = forward(net, x, ex, &logits);
     if (rc) return rc;
     const int k = (int)logits->size;
-    *loss = osp_graph_backend(net->graph)->sigmoid_bce(ex->batch, k, logits->out, targets, NULL, logits->dout);
+    if ((rc = osp__batch_loss(osp_graph_backend(net->graph), 1, ex->batch, k, logits->out, targets,
+                              NULL, logits->dout, loss)))
+        return rc;
     float *copy;
     const float *all_z = host_logits(net->graph, logits, ex->batch, &copy);
     if (!all_z) return OSP_ENOMEM;

@@ -48,6 +48,15 @@ void osp__run_update(const osp__run *r, float *w, const float *g, float lr);
 int osp__finetune_setup(osp__run *r, int *frozen_until);
 
 
+/* The mean loss of rows x cols logits (in be's memory) against the host's
+ * labels (int32, rows) or multi-hot targets (float, rows x cols), through
+ * be's softmax_xent or sigmoid_bce; dlogits and probs (be's memory, or
+ * NULL) as those slots fill them. The labels go to be's memory and the
+ * loss comes back from it where be has memory of its own. */
+int osp__batch_loss(const osp_backend *be, int multi_hot, int rows, int cols,
+                    const float *logits, const void *truth, float *probs, float *dlogits,
+                    double *loss);
+
 /* Training-mode forward on batch ex->batch of x, the loss of the logits
  * against labels (their gradient written to the logits' dout), and the
  * count of top-1 answers that were right. */

@@ -93,12 +93,12 @@ static void dev_fill_bytes(void *ctx, void *p, int value, size_t bytes) {
 /* A slot with its parameter list and the arguments passed on. */
 #define WRAP(name, params, args) \
     static void dev_##name params { DEVICE_CALL(ref->name args); }
-#define WRAP_DOUBLE(name, params, args) \
-    static double dev_##name params {   \
-        double r;                       \
-        DEVICE_CALL(r = ref->name args); \
-        return r;                       \
-    }
+
+/* 1 when p lies in memory the device handed out: the losses' labels and
+ * result must, or a device would read the host's. */
+static int on_device(const void *p) {
+    return (const char *)p >= device_base && (const char *)p < device_base + device_used;
+}
 
 WRAP(sgemm, (osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
              const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc),
@@ -141,8 +141,22 @@ WRAP(batchnorm_backward, (int n, int c, int s, const float *x, const float *dy,
 WRAP(softmax_forward, (int rows, int cols, const float *x, float *y), (rows, cols, x, y))
 WRAP(softmax_backward, (int rows, int cols, const float *y, const float *dy, float *dx),
      (rows, cols, y, dy, dx))
-WRAP_DOUBLE(softmax_xent, (int rows, int cols, const float *logits, const int32_t *labels,
-                           float *probs, float *dlogits), (rows, cols, logits, labels, probs, dlogits))
+static void dev_softmax_xent(int rows, int cols, const float *logits, const int32_t *labels,
+                             float *probs, float *dlogits, double *loss) {
+    if (!on_device(labels) || !on_device(loss)) {
+        fprintf(stderr, "softmax_xent: labels or loss in host memory\n");
+        _exit(4);
+    }
+    DEVICE_CALL(ref->softmax_xent(rows, cols, logits, labels, probs, dlogits, loss));
+}
+static void dev_sigmoid_bce(int rows, int cols, const float *logits, const float *targets,
+                            float *probs, float *dlogits, double *loss) {
+    if (!on_device(targets) || !on_device(loss)) {
+        fprintf(stderr, "sigmoid_bce: targets or loss in host memory\n");
+        _exit(4);
+    }
+    DEVICE_CALL(ref->sigmoid_bce(rows, cols, logits, targets, probs, dlogits, loss));
+}
 WRAP(sgemm_batched, (osp_gemm_trans ta, osp_gemm_trans tb, int m, int n, int k, float alpha,
                      const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
                      float beta, float *c, int ldc, int64_t sc, int count),
@@ -231,7 +245,8 @@ static void device_setup(void) {
     SLOT(avgpool_forward), SLOT(avgpool_backward), SLOT(fc_forward), SLOT(fc_backward);
     SLOT(fc_forward_fused), SLOT(activation_forward), SLOT(activation_backward);
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_infer), SLOT(batchnorm_backward);
-    SLOT(softmax_forward), SLOT(softmax_backward), SLOT(softmax_xent), SLOT(sgemm_batched);
+    SLOT(softmax_forward), SLOT(softmax_backward), SLOT(softmax_xent), SLOT(sigmoid_bce);
+    SLOT(sgemm_batched);
     SLOT(layernorm_forward), SLOT(layernorm_backward), SLOT(special_forward);
     SLOT(special_backward), SLOT(softmax_axis_forward), SLOT(softmax_axis_backward);
     SLOT(attention_forward), SLOT(attention_backward), SLOT(add), SLOT(accumulate);

@@ -55,7 +55,9 @@ static void check_net(const char *name) {
     const osp_st_tensor *want_logits = need(st, "%s", "logits");
     double e = rel_err(logits->out, want_logits->data, batch * logits->size);
     cr_expect_lt(e, 1e-4, "%s logits: relative error %g", name, e);
-    double loss = ex.be->softmax_xent(batch, (int)logits->size, logits->out, labels->data, NULL, logits->dout);
+    double loss;
+    ex.be->softmax_xent(batch, (int)logits->size, logits->out, labels->data, NULL, logits->dout,
+                        &loss);
     float want_loss = *(const float *)need(st, "%s", "loss")->data;
     cr_expect_lt(fabs(loss - want_loss) / fabs(want_loss), 1e-4, "%s loss %g vs %g", name, loss, want_loss);
     cr_assert_eq(osp_graph_backward_from(g, logits->id, &ex), 0, "%s", osp_last_error());
@@ -105,7 +107,8 @@ static void check_bce(void) {
     float *d = malloc((size_t)rows * cols * sizeof(float));
     cr_assert_not_null(d);
     const osp_backend *be = osp_backend_default();
-    double loss = be->sigmoid_bce(rows, cols, x->data, t->data, NULL, d);
+    double loss;
+    be->sigmoid_bce(rows, cols, x->data, t->data, NULL, d, &loss);
     float want_loss = *(const float *)need(st, "%s", "loss")->data;
     cr_expect_lt(fabs(loss - want_loss) / fabs(want_loss), 1e-6, "bce loss %.9g vs %.9g", loss, want_loss);
     double e = rel_err(d, want_grad->data, (int64_t)rows * cols);

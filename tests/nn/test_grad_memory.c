@@ -59,7 +59,8 @@ Test(grad_memory, repeated_backward_is_the_same) {
         osp_exec ex = {.be = osp_backend_default(), .mode = OSP_MODE_TRAIN, .batch = BATCH};
         cr_assert_eq(osp_graph_forward(g, x, &ex), 0, "%s", osp_last_error());
         osp_node *out = osp_graph_output(g);
-        ex.be->softmax_xent(BATCH, (int)out->size, out->out, labels, NULL, out->dout);
+        double loss;
+        ex.be->softmax_xent(BATCH, (int)out->size, out->out, labels, NULL, out->dout, &loss);
         cr_assert_eq(osp_graph_backward(g, &ex), 0, "%s", osp_last_error());
         const float *gr = osp_graph_grads(g, &nw), *dx = osp_graph_node(g, 0)->dout;
         if (!first) {
