@@ -613,10 +613,12 @@ static int map_einsum(onnx_importer *im, const Osp__Onnx__NodeProto *n) {
              !strncmp(a, c, r - 2);
     for (size_t i = 0; ok && i < r; i++) /* the letters of a are distinct */
         for (size_t j = i + 1; j < r; j++) ok &= a[i] != a[j];
-    const char i_ = a[r - 2], k_ = a[r - 1], x = b[r - 2], y = b[r - 1];
-    /* ik,kj->ij or ik,jk->ij, j a new letter */
-    const int plain = ok && x == k_ && c[r - 2] == i_ && c[r - 1] == y && !strchr(a, y);
-    const int swapped = ok && y == k_ && c[r - 2] == i_ && c[r - 1] == x && !strchr(a, x);
+    int plain = 0, swapped = 0;
+    if (ok) { /* ik,kj->ij or ik,jk->ij, j a new letter */
+        const char i_ = a[r - 2], k_ = a[r - 1], x = b[r - 2], y = b[r - 1];
+        plain = x == k_ && c[r - 2] == i_ && c[r - 1] == y && !strchr(a, y);
+        swapped = y == k_ && c[r - 2] == i_ && c[r - 1] == x && !strchr(a, x);
+    }
     if (!plain && !swapped)
         FAIL(OSP_ENOTSUP, "equation '%s': osprey maps batched matrix products only "
              "(...ik,...kj->...ij and ...ik,...jk->...ij)", eq);

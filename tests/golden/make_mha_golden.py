@@ -129,6 +129,7 @@ def write_bad(out_dir):
     einsum_model("bad_einsum_out.onnx", "nij,nkj->nji", 13,
                  "node 'es' (Einsum): equation 'nij,nkj->nji': osprey maps batched matrix products")
     einsum_model("bad_einsum_sum.onnx", "nij,nij->n", 13, "node 'es' (Einsum): equation")
+    einsum_model("bad_einsum_dot.onnx", "i,i->", 13, "osprey maps batched matrix products")
     einsum_model("bad_einsum_dots.onnx", "...ij,...jk->...ik", 13,
                  "osprey maps two operands of letters")
     einsum_model("bad_einsum_opset.onnx", "nij,nkj->nik", 11, "Einsum")
